@@ -1,0 +1,219 @@
+//! The commands: `run`, `demo`, `check`, `gen`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Kafka-native tail sampling and tiered Parquet archive for OpenTelemetry traces.
+#[derive(Debug, Parser)]
+#[command(name = "tracesift", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline as a member of the consumer group until SIGTERM / SIGINT.
+    Run {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run everything on an embedded default: in-process Kafka, generated traffic, real Parquet.
+    Demo {
+        /// How long to generate traffic.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Output directory.
+        #[arg(long, default_value = "tracesift-demo")]
+        dir: PathBuf,
+        /// Traces per second to generate.
+        #[arg(long, default_value_t = 1500.0)]
+        rate: f64,
+    },
+    /// Validate a configuration: print the effective config, or every problem.
+    Check {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Produce realistic OTLP traces into a topic.
+    Gen {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Target topic.
+        #[arg(long, default_value = "otlp_spans")]
+        topic: String,
+        /// Traces to produce.
+        #[arg(long, default_value_t = 10_000)]
+        traces: usize,
+        /// Records per second at most (unpaced when absent).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Split each trace over several out-of-order, interleaved records.
+        #[arg(long)]
+        split: bool,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Create the topic with this many partitions if it does not exist.
+        #[arg(long)]
+        partitions: Option<i32>,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRACESIFT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+/// Runs a command; the exit code reflects its outcome.
+pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                print!("{}", c.to_yaml());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprint!("{e}");
+                Ok(ExitCode::from(2))
+            }
+        },
+        Command::Run { config } => {
+            init_logs("info");
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            runtime()?.block_on(run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { duration, dir, rate } => {
+            init_logs("warn");
+            runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gen { brokers, topic, traces, rate, split, seed, partitions } => {
+            init_logs("warn");
+            runtime()?.block_on(gen(brokers, topic, traces, rate, split, seed, partitions))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let timeout = cfg.shutdown_timeout;
+    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+    if let Some(addr) = running.telemetry_addr {
+        tracing::info!(%addr, "metrics on /metrics, health on /healthz and /readyz");
+    }
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining partitions");
+    match tokio::time::timeout(timeout + Duration::from_secs(5), running.stop()).await {
+        Ok(stats) => {
+            tracing::info!(
+                spans = stats.spans.load(std::sync::atomic::Ordering::Relaxed),
+                traces_decided = stats.traces_decided.load(std::sync::atomic::Ordering::Relaxed),
+                "stopped"
+            );
+            Ok(())
+        }
+        Err(_) => anyhow::bail!("shutdown did not finish within {}", humantime::format_duration(timeout)),
+    }
+}
+
+async fn gen(
+    brokers: String,
+    topic: String,
+    traces: usize,
+    rate: Option<f64>,
+    split: bool,
+    seed: u64,
+    partitions: Option<i32>,
+) -> anyhow::Result<()> {
+    use rdkafka::config::ClientConfig;
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4");
+    if let Some(p) = partitions {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = cc.create()?;
+        let r = admin
+            .create_topics(&[NewTopic::new(&topic, p, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .await?;
+        for x in r {
+            if let Err((t, e)) = x {
+                if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    anyhow::bail!("cannot create topic {t}: {e}");
+                }
+            }
+        }
+    }
+    let producer: rdkafka::producer::FutureProducer = cc.create()?;
+    let opts = crate::gen::GenOptions {
+        traces,
+        seed,
+        split,
+        start_ns: crate::clock::wall_now_nanos(),
+        ..Default::default()
+    };
+    let (records, manifest) = crate::gen::plan_records(&opts);
+    let t0 = std::time::Instant::now();
+    let (n, bytes) = crate::gen::produce(&producer, &topic, &records, rate).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
+    println!(
+        "produced {traces} traces, {spans} spans in {n} records ({:.1} MB) to {topic} in {secs:.1}s ({:.0} spans/s)",
+        bytes as f64 / 1e6,
+        spans as f64 / secs
+    );
+    Ok(())
+}

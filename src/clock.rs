@@ -1,0 +1,134 @@
+//! The only place that reads a clock.
+//!
+//! Logic never calls `Instant::now()` or `SystemTime::now()`: it takes a [`MonoTime`] (for timers,
+//! TTLs and budgets) or a wall-clock nanosecond value from a [`Clock`]. The production clock is
+//! built on tokio's time, so tests that run on a paused tokio runtime (`start_paused = true`) drive
+//! every timer in the pipeline deterministically; the pure cores (store, watermark, sampler) take
+//! plain `MonoTime` values and need no runtime at all.
+
+use std::ops::{Add, Sub};
+use std::time::Duration;
+
+/// A point on a monotonic timeline, as the duration since the clock's origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MonoTime(Duration);
+
+impl MonoTime {
+    /// The origin of the timeline.
+    pub const ZERO: MonoTime = MonoTime(Duration::ZERO);
+
+    /// A point `d` after the origin (tests build times with this).
+    pub const fn from_duration(d: Duration) -> Self {
+        MonoTime(d)
+    }
+
+    /// A point `ms` milliseconds after the origin.
+    pub const fn from_millis(ms: u64) -> Self {
+        MonoTime(Duration::from_millis(ms))
+    }
+
+    /// Time since the origin.
+    pub const fn as_duration(self) -> Duration {
+        self.0
+    }
+
+    /// `self - earlier`, or zero when `earlier` is later.
+    pub fn saturating_since(self, earlier: MonoTime) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl Add<Duration> for MonoTime {
+    type Output = MonoTime;
+    fn add(self, rhs: Duration) -> MonoTime {
+        MonoTime(self.0.saturating_add(rhs))
+    }
+}
+
+impl Sub<MonoTime> for MonoTime {
+    type Output = Duration;
+    fn sub(self, rhs: MonoTime) -> Duration {
+        self.saturating_since(rhs)
+    }
+}
+
+/// A source of time. Cheap to clone and share.
+pub trait Clock: Send + Sync + 'static {
+    /// Monotonic time, for timers and ages.
+    fn now(&self) -> MonoTime;
+    /// Wall-clock time in nanoseconds since the Unix epoch, for data (file names, partitions).
+    fn wall_nanos(&self) -> u64;
+}
+
+/// The production clock: tokio's monotonic time (pausable in tests) plus the system wall clock
+/// offset taken once at construction, so wall time advances with tokio time too.
+#[derive(Debug, Clone)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+    wall_origin_nanos: u64,
+}
+
+impl TokioClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        let wall_origin_nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        TokioClock {
+            origin: tokio::time::Instant::now(),
+            wall_origin_nanos,
+        }
+    }
+
+    /// The tokio instant that corresponds to `t` (to sleep until a deadline).
+    pub fn instant_of(&self, t: MonoTime) -> tokio::time::Instant {
+        self.origin + t.as_duration()
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> MonoTime {
+        MonoTime(self.origin.elapsed())
+    }
+
+    fn wall_nanos(&self) -> u64 {
+        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.wall_origin_nanos.saturating_add(since)
+    }
+}
+
+/// Wall-clock nanoseconds since the Unix epoch, for CLI tools that stamp output (gen, demo).
+pub fn wall_now_nanos() -> u64 {
+    TokioClock::new().wall_origin_nanos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn tokio_clock_follows_paused_time() {
+        let clock = TokioClock::new();
+        let t0 = clock.now();
+        let w0 = clock.wall_nanos();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(clock.now() - t0, Duration::from_secs(5));
+        assert_eq!(clock.wall_nanos() - w0, 5_000_000_000);
+    }
+
+    #[test]
+    fn arithmetic_saturates() {
+        let a = MonoTime::from_millis(10);
+        let b = MonoTime::from_millis(30);
+        assert_eq!(a - b, Duration::ZERO);
+        assert_eq!(b - a, Duration::from_millis(20));
+        assert_eq!(a + Duration::from_millis(5), MonoTime::from_millis(15));
+    }
+}

@@ -1,0 +1,781 @@
+//! Typed configuration: one YAML file, every field documented, unknown fields rejected.
+//!
+//! [`Config::parse`] is pure (no I/O): it reads the YAML, deserializes each section and each policy
+//! separately so that problems in several places are all reported, then runs [`Config::validate`]
+//! on what parsed. Every problem carries its YAML path. `tracesift check -c FILE` prints the
+//! effective config (defaults filled in) or the full list of problems.
+//!
+//! The `policies:` block is the OpenTelemetry Collector `tail_sampling` syntax; it is parsed by the
+//! sample stage ([`crate::sample::PolicySpec`]), which owns the policy types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::sample::PolicySpec;
+
+/// One configuration problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// YAML path, e.g. `store.max_traces` or `policies[2].latency.threshold_ms`.
+    pub path: String,
+    /// What is wrong and, where it helps, what is allowed.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A size in bytes, written as an integer or with a unit: `512KiB`, `64MiB`, `1GiB`, `10MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `123`, `4KiB`, `1.5GiB`, `10MB` (SI and IEC units, case-insensitive `b`).
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let num: f64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size (e.g. 512MiB, 1GiB, 1048576)"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        };
+        Ok(ByteSize((num * mult as f64).round() as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Input record encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// OTLP protobuf (`ExportTraceServiceRequest`), the Collector kafkaexporter's default.
+    #[default]
+    OtlpProto,
+    /// OTLP/JSON with hex-encoded ids.
+    OtlpJson,
+}
+
+/// `kafka:` — where records come from and go to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group id; every instance of one pipeline uses the same.
+    pub group_id: String,
+    /// Topics with OTLP records, keyed by trace id.
+    pub input_topics: Vec<String>,
+    /// Encoding of input records; a `content-type` header on a record wins.
+    pub encoding: Encoding,
+    /// Topic that receives kept traces (OTLP protobuf, key = trace id hex).
+    pub sampled_topic: String,
+    /// Topic for the decision log (used by crash recovery).
+    pub decisions_topic: String,
+    /// Topic for records that could not be decoded (original bytes, reason in headers).
+    pub dead_letter_topic: String,
+    /// How often each partition commits its offset watermark.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Records buffered between the consumer and a partition's task before the partition is paused.
+    pub partition_queue_records: usize,
+    /// librdkafka properties passed through to every client (consumer and producer).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "tracesift".into(),
+            input_topics: vec!["otlp_spans".into()],
+            encoding: Encoding::OtlpProto,
+            sampled_topic: "otlp_spans_sampled".into(),
+            decisions_topic: "tracesift_decisions".into(),
+            dead_letter_topic: "otlp_spans_dlq".into(),
+            commit_interval: Duration::from_secs(1),
+            partition_queue_records: 256,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// What to do when the trace store is over its trace or byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnOverflow {
+    /// Decide the oldest traces early (counted as forced decisions).
+    #[default]
+    DecideOldest,
+    /// Stop fetching the partition until decisions free room.
+    Pause,
+}
+
+/// `store:` — how long traces wait for their spans, and how much may be buffered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Decide a trace when no span has arrived for this long.
+    #[serde(with = "humantime_serde")]
+    pub decision_wait: Duration,
+    /// Decide a trace this long after its root span arrived (0 = off).
+    #[serde(with = "humantime_serde")]
+    pub decision_wait_after_root: Duration,
+    /// Decide a trace at the latest this long after its first span arrived.
+    #[serde(with = "humantime_serde")]
+    pub max_trace_age: Duration,
+    /// Traces buffered per partition at most.
+    pub max_traces: usize,
+    /// Span bytes buffered per partition at most.
+    pub max_bytes: ByteSize,
+    /// Spans of one trace at most; a trace reaching it is decided at once, later spans follow.
+    pub max_spans_per_trace: u32,
+    /// Bytes of one trace at most; a trace reaching it is decided at once, later spans follow.
+    pub max_trace_bytes: ByteSize,
+    /// What happens over budget.
+    pub on_overflow: OnOverflow,
+    /// Decisions remembered per partition for late spans.
+    pub decision_cache_size: usize,
+    /// How long a decision is remembered for late spans.
+    #[serde(with = "humantime_serde")]
+    pub decision_cache_ttl: Duration,
+    /// Timer resolution: how often due traces are looked for.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            decision_wait: Duration::from_secs(10),
+            decision_wait_after_root: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(300),
+            max_traces: 100_000,
+            max_bytes: ByteSize(1 << 30),
+            max_spans_per_trace: 50_000,
+            max_trace_bytes: ByteSize(64 << 20),
+            on_overflow: OnOverflow::DecideOldest,
+            decision_cache_size: 200_000,
+            decision_cache_ttl: Duration::from_secs(600),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// `sinks.kafka:` — the sampled topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSinkConfig {
+    /// Write kept traces to `kafka.sampled_topic`.
+    pub enabled: bool,
+    /// Largest record written; bigger traces are split into several records.
+    pub max_record_bytes: ByteSize,
+}
+
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        KafkaSinkConfig {
+            enabled: true,
+            max_record_bytes: ByteSize(900 << 10),
+        }
+    }
+}
+
+/// `sinks.parquet:` — hot Parquet segments under `archive.hot.url`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParquetSinkConfig {
+    /// Write kept spans to hot Parquet segments.
+    pub enabled: bool,
+}
+
+impl Default for ParquetSinkConfig {
+    fn default() -> Self {
+        ParquetSinkConfig { enabled: true }
+    }
+}
+
+/// `sinks:` — where kept traces go. An offset is committed only after every enabled sink acked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// The sampled Kafka topic.
+    pub kafka: KafkaSinkConfig,
+    /// Hot Parquet segments.
+    pub parquet: ParquetSinkConfig,
+}
+
+/// `archive.hot:` — the hot tier, where segments are written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HotTierConfig {
+    /// Object store URL: `file:///abs/path` (or a plain absolute path).
+    pub url: String,
+    /// A partition's open segment is written out at least this often.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// A segment is written out when its buffered spans reach this size.
+    pub max_segment_bytes: ByteSize,
+    /// Storage price of this tier, for `tracesift cost`.
+    pub cost_per_gb_month: f64,
+}
+
+impl Default for HotTierConfig {
+    fn default() -> Self {
+        HotTierConfig {
+            url: "file:///var/lib/tracesift/hot".into(),
+            flush_interval: Duration::from_secs(10),
+            max_segment_bytes: ByteSize(64 << 20),
+            cost_per_gb_month: 0.30,
+        }
+    }
+}
+
+/// `archive:` — Parquet storage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArchiveConfig {
+    /// The hot tier.
+    pub hot: HotTierConfig,
+}
+
+/// `telemetry:` — metrics and health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint; empty = off.
+    pub listen: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Kafka.
+    pub kafka: KafkaConfig,
+    /// Trace store.
+    pub store: StoreConfig,
+    /// Sampling policies (Collector `tail_sampling` syntax, OR across policies, drop wins).
+    pub policies: Vec<PolicySpec>,
+    /// Sinks.
+    pub sinks: SinksConfig,
+    /// Archive.
+    pub archive: ArchiveConfig,
+    /// Telemetry.
+    pub telemetry: TelemetryConfig,
+    /// Graceful shutdown deadline after SIGTERM / SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+const SECTIONS: &[&str] = &[
+    "kafka",
+    "store",
+    "policies",
+    "sinks",
+    "archive",
+    "telemetry",
+    "shutdown_timeout",
+];
+
+fn section<T: DeserializeOwned + Default>(
+    name: &str,
+    v: Option<&serde_yaml::Value>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let Some(v) = v else {
+        return Some(T::default());
+    };
+    if v.is_null() {
+        return Some(T::default());
+    }
+    match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." || inner.is_empty() {
+                name.to_string()
+            } else {
+                format!("{name}.{inner}")
+            };
+            errors.push(ConfigError::new(path, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+impl Config {
+    /// Reads a config file and parses it (the only I/O here).
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new(
+                "",
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates YAML text; reports every problem found.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let value: serde_yaml::Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![ConfigError::new("", format!("not valid YAML: {e}"))]))?;
+        let mut errors = Vec::new();
+        let empty = serde_yaml::Mapping::new();
+        let map = match &value {
+            serde_yaml::Value::Mapping(m) => m,
+            serde_yaml::Value::Null => &empty,
+            _ => {
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    "",
+                    "the configuration must be a YAML mapping",
+                )]))
+            }
+        };
+        for key in map.keys() {
+            let k = key.as_str().unwrap_or("");
+            if !SECTIONS.contains(&k) {
+                errors.push(ConfigError::new(
+                    k,
+                    format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
+                ));
+            }
+        }
+        let get = |k: &str| map.get(k);
+        let kafka = section::<KafkaConfig>("kafka", get("kafka"), &mut errors);
+        let store = section::<StoreConfig>("store", get("store"), &mut errors);
+        let sinks = section::<SinksConfig>("sinks", get("sinks"), &mut errors);
+        let archive = section::<ArchiveConfig>("archive", get("archive"), &mut errors);
+        let telemetry = section::<TelemetryConfig>("telemetry", get("telemetry"), &mut errors);
+        let shutdown_timeout = match get("shutdown_timeout") {
+            None => Some(Duration::from_secs(30)),
+            Some(v) => match v.as_str().map(humantime::parse_duration) {
+                Some(Ok(d)) => Some(d),
+                _ => {
+                    errors.push(ConfigError::new(
+                        "shutdown_timeout",
+                        "expected a duration such as 30s",
+                    ));
+                    None
+                }
+            },
+        };
+        let policies = match get("policies") {
+            None | Some(serde_yaml::Value::Null) => Some(Vec::new()),
+            Some(serde_yaml::Value::Sequence(items)) => {
+                let before = errors.len();
+                let parsed: Vec<PolicySpec> = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("policies[{i}]"), v, &mut errors))
+                    .collect();
+                (errors.len() == before).then_some(parsed)
+            }
+            Some(_) => {
+                errors.push(ConfigError::new("policies", "expected a list of policies"));
+                None
+            }
+        };
+        match (kafka, store, policies, sinks, archive, telemetry, shutdown_timeout) {
+            (Some(kafka), Some(store), Some(policies), Some(sinks), Some(archive), Some(telemetry), Some(shutdown_timeout))
+                if errors.is_empty() =>
+            {
+                let cfg = Config {
+                    kafka,
+                    store,
+                    policies,
+                    sinks,
+                    archive,
+                    telemetry,
+                    shutdown_timeout,
+                };
+                cfg.validate()?;
+                Ok(cfg)
+            }
+            (kafka, store, policies, sinks, archive, telemetry, _) => {
+                // Still check the sections that did parse, so the user sees everything at once.
+                let partial = Config {
+                    kafka: kafka.unwrap_or_default(),
+                    store: store.unwrap_or_default(),
+                    policies: policies.unwrap_or_default(),
+                    sinks: sinks.unwrap_or_default(),
+                    archive: archive.unwrap_or_default(),
+                    telemetry: telemetry.unwrap_or_default(),
+                    shutdown_timeout: Duration::from_secs(30),
+                };
+                if let Err(ConfigErrors(more)) = partial.validate() {
+                    for e in more {
+                        if !errors.iter().any(|x| e.path.starts_with(&x.path) && !x.path.is_empty()) {
+                            errors.push(e);
+                        }
+                    }
+                }
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Checks cross-field rules without I/O. Reports every problem.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut e = Vec::new();
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            e.push(ConfigError::new("kafka.brokers", "must name at least one broker"));
+        }
+        if k.group_id.trim().is_empty() {
+            e.push(ConfigError::new("kafka.group_id", "must not be empty"));
+        }
+        if k.input_topics.is_empty() {
+            e.push(ConfigError::new("kafka.input_topics", "must name at least one topic"));
+        }
+        let mut names: Vec<(&str, String)> = k
+            .input_topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), format!("kafka.input_topics[{i}]")))
+            .collect();
+        names.push((&k.dead_letter_topic, "kafka.dead_letter_topic".into()));
+        if self.sinks.kafka.enabled {
+            names.push((&k.sampled_topic, "kafka.sampled_topic".into()));
+        }
+        for (i, (t, path)) in names.iter().enumerate() {
+            if let Err(msg) = validate_topic_name(t) {
+                e.push(ConfigError::new(path.clone(), msg));
+            }
+            if names[..i].iter().any(|(o, _)| o == t) {
+                e.push(ConfigError::new(path.clone(), format!("topic `{t}` is used twice")));
+            }
+        }
+        if k.commit_interval.is_zero() {
+            e.push(ConfigError::new("kafka.commit_interval", "must be greater than 0"));
+        }
+        if k.partition_queue_records == 0 {
+            e.push(ConfigError::new("kafka.partition_queue_records", "must be at least 1"));
+        }
+        for reserved in ["group.id", "bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store"] {
+            if k.properties.contains_key(reserved) {
+                e.push(ConfigError::new(
+                    format!("kafka.properties.{reserved}"),
+                    "is set by tracesift itself (use kafka.brokers / kafka.group_id)",
+                ));
+            }
+        }
+        let s = &self.store;
+        if s.decision_wait.is_zero() {
+            e.push(ConfigError::new("store.decision_wait", "must be greater than 0"));
+        }
+        if s.max_trace_age < s.decision_wait {
+            e.push(ConfigError::new(
+                "store.max_trace_age",
+                format!(
+                    "must be at least store.decision_wait ({})",
+                    humantime::format_duration(s.decision_wait)
+                ),
+            ));
+        }
+        if s.max_traces == 0 {
+            e.push(ConfigError::new("store.max_traces", "must be at least 1"));
+        }
+        if s.max_bytes.0 < 1 << 20 {
+            e.push(ConfigError::new("store.max_bytes", "must be at least 1MiB"));
+        }
+        if s.max_spans_per_trace == 0 {
+            e.push(ConfigError::new("store.max_spans_per_trace", "must be at least 1"));
+        }
+        if s.max_trace_bytes.0 == 0 || s.max_trace_bytes > s.max_bytes {
+            e.push(ConfigError::new(
+                "store.max_trace_bytes",
+                "must be greater than 0 and at most store.max_bytes",
+            ));
+        }
+        if s.tick.is_zero() || s.tick > Duration::from_secs(10) {
+            e.push(ConfigError::new("store.tick", "must be between 1ms and 10s"));
+        }
+        if s.decision_cache_size == 0 {
+            e.push(ConfigError::new("store.decision_cache_size", "must be at least 1"));
+        }
+        if self.policies.is_empty() {
+            e.push(ConfigError::new(
+                "policies",
+                "at least one policy is needed (e.g. {name: all, type: always_sample})",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            if !seen.insert(p.name.as_str()) {
+                e.push(ConfigError::new(
+                    format!("policies[{i}].name"),
+                    format!("policy name `{}` is used twice", p.name),
+                ));
+            }
+        }
+        if let Err(more) = crate::sample::Sampler::build(&self.policies) {
+            e.extend(more);
+        }
+        let h = &self.archive.hot;
+        if self.sinks.parquet.enabled {
+            if let Err(msg) = crate::archive::parse_store_url(&h.url) {
+                e.push(ConfigError::new("archive.hot.url", msg));
+            }
+        }
+        if h.flush_interval.is_zero() {
+            e.push(ConfigError::new("archive.hot.flush_interval", "must be greater than 0"));
+        }
+        if h.max_segment_bytes.0 < 64 << 10 {
+            e.push(ConfigError::new("archive.hot.max_segment_bytes", "must be at least 64KiB"));
+        }
+        if !(h.cost_per_gb_month >= 0.0) {
+            e.push(ConfigError::new("archive.hot.cost_per_gb_month", "must be 0 or more"));
+        }
+        if self.sinks.kafka.max_record_bytes.0 < 1024 {
+            e.push(ConfigError::new("sinks.kafka.max_record_bytes", "must be at least 1KiB"));
+        }
+        if !self.telemetry.listen.is_empty() && self.telemetry.listen.parse::<SocketAddr>().is_err() {
+            e.push(ConfigError::new(
+                "telemetry.listen",
+                format!("`{}` is not an address such as 127.0.0.1:9464", self.telemetry.listen),
+            ));
+        }
+        if self.shutdown_timeout.is_zero() {
+            e.push(ConfigError::new("shutdown_timeout", "must be greater than 0"));
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(e))
+        }
+    }
+
+    /// The effective configuration as YAML (defaults filled in).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Kafka's topic name rule: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 249 || t == "." || t == ".." {
+        return Err(format!("`{t}` is not a valid topic name (1-249 characters)"));
+    }
+    if let Some(c) = t.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("`{t}` is not a valid topic name (character {c:?}; use a-z A-Z 0-9 . _ -)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED: &str = r#"
+kafka:
+  brokers: 127.0.0.1:9092
+  group_id: tracesift
+  input_topics: [otlp_spans]
+  encoding: otlp_proto
+store:
+  decision_wait: 10s
+  decision_wait_after_root: 2s
+  max_trace_age: 5m
+  max_traces: 100000
+  max_bytes: 1GiB
+  on_overflow: decide_oldest
+policies:
+  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+  - {name: slow, type: latency, latency: {threshold_ms: 500}}
+  - name: important
+    type: and
+    and:
+      and_sub_policy:
+        - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+  - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
+sinks:
+  kafka: {enabled: true}
+archive:
+  hot: {url: "file:///tmp/tracesift-hot", flush_interval: 10s, cost_per_gb_month: 0.30}
+telemetry:
+  listen: 127.0.0.1:9464
+"#;
+
+    #[test]
+    fn the_design_example_parses() {
+        let c = Config::parse(SEED).unwrap();
+        assert_eq!(c.store.max_bytes, ByteSize(1 << 30));
+        assert_eq!(c.store.max_trace_age, Duration::from_secs(300));
+        assert_eq!(c.policies.len(), 4);
+        // The effective config round-trips.
+        let again = Config::parse(&c.to_yaml()).unwrap();
+        assert_eq!(again.policies.len(), 4);
+        assert_eq!(again.to_yaml(), c.to_yaml());
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let bad = r#"
+kafka:
+  brokers: ""
+  input_topics: ["bad topic"]
+  bogus: 1
+store:
+  decision_wait: 0s
+  max_traces: 0
+  on_overflow: explode
+policies:
+  - {name: a, type: latency, latency: {threshold_ms: 500, extra: 1}}
+  - {name: b, type: no_such_policy}
+  - {name: c, type: ottl_condition, ottl_condition: {}}
+telemetry:
+  listen: nowhere
+extra_section: {}
+"#;
+        let errs = Config::parse(bad).unwrap_err().0;
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "extra_section",
+            "kafka",
+            "store.on_overflow",
+            "policies[0].latency",
+            "policies[1].type",
+            "policies[2].type",
+            "telemetry.listen",
+        ] {
+            assert!(
+                paths.iter().any(|p| p.starts_with(want)),
+                "missing {want} in {errs:#?}"
+            );
+        }
+        let text = ConfigErrors(errs.clone()).to_string();
+        assert!(text.contains("not supported"), "{text}");
+        assert!(text.contains("always_sample"), "valid names listed: {text}");
+    }
+
+    #[test]
+    fn semantic_errors_are_all_listed() {
+        let bad = r#"
+kafka: {brokers: "", input_topics: [], commit_interval: 0s}
+store: {decision_wait: 0s, max_traces: 0, max_bytes: 10, tick: 0s}
+policies: []
+"#;
+        let errs = Config::parse(bad).unwrap_err().0;
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "kafka.brokers",
+            "kafka.input_topics",
+            "kafka.commit_interval",
+            "store.decision_wait",
+            "store.max_traces",
+            "store.max_bytes",
+            "store.tick",
+            "policies",
+        ] {
+            assert!(paths.contains(&want), "missing {want} in {paths:?}");
+        }
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("1GiB"), Ok(ByteSize(1 << 30)));
+        assert_eq!(ByteSize::parse("10MB"), Ok(ByteSize(10_000_000)));
+        assert_eq!(ByteSize::parse("512"), Ok(ByteSize(512)));
+        assert_eq!(ByteSize::parse("1.5KiB"), Ok(ByteSize(1536)));
+        assert!(ByteSize::parse("lots").is_err());
+        assert!(ByteSize::parse("5 parsecs").is_err());
+        assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("otlp_spans").is_ok());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("").is_err());
+    }
+}

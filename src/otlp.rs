@@ -1,0 +1,997 @@
+//! OTLP on the wire: ids, a lazy span index over record bytes, and re-encoding by splicing.
+//!
+//! The sampler needs a handful of fields per span (ids, times, status, kind, a few attributes), not a
+//! full object tree. [`scan_request`] walks an `ExportTraceServiceRequest` (the same wire form as
+//! `TracesData`) in one pass, without allocating per span, and yields for every span:
+//! - a [`SpanMeta`] with the fields policies look at, plus the bits of the policy leaves the span's
+//!   attributes matched (computed by a [`SpanProbe`] the sampler supplies), and
+//! - a [`SpanRef`]: the span's original encoded bytes as a `Bytes` slice of the record, plus a shared
+//!   [`ScopeCtx`] holding the encoded resource and scope it came with.
+//!
+//! Kept traces are written out again by [`encode_request`], which splices those byte slices into a new
+//! request: no span is decoded or re-serialized on the way through. Only spans bound for Parquet are
+//! fully decoded ([`decode_span`], [`decode_resource`], [`decode_scope`]) with the
+//! `opentelemetry-proto` prost types.
+//!
+//! OTLP/JSON input is converted once to protobuf ([`json_to_proto`]) and then takes the same path.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+/// A 128-bit trace id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A 64-bit span id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct SpanId(pub [u8; 8]);
+
+impl TraceId {
+    /// Parses 32 hex digits (either case).
+    pub fn from_hex(s: &str) -> Option<TraceId> {
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(TraceId(out))
+    }
+
+    /// The 32 lowercase hex digits, as used in Kafka keys and OTLP/JSON.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The least-significant 56 bits, the W3C "random" part used as OTEP 235 randomness.
+    pub fn randomness(&self) -> u64 {
+        let mut v = 0u64;
+        for b in &self.0[9..16] {
+            v = (v << 8) | u64::from(*b);
+        }
+        v
+    }
+
+    /// A 64-bit fold of the id for hashing (ids are random, so any 8 bytes spread well).
+    pub fn fold64(&self) -> u64 {
+        let (hi, lo) = self.0.split_at(8);
+        let hi = u64::from_le_bytes(hi.try_into().unwrap_or([0; 8]));
+        let lo = u64::from_le_bytes(lo.try_into().unwrap_or([0; 8]));
+        hi ^ lo.rotate_left(29)
+    }
+}
+
+impl SpanId {
+    /// The 16 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({})", self.to_hex())
+    }
+}
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+impl fmt::Debug for SpanId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpanId({})", self.to_hex())
+    }
+}
+
+/// OTLP span kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpanKind {
+    /// SPAN_KIND_UNSPECIFIED (or a value this build does not know).
+    #[default]
+    Unspecified,
+    /// SPAN_KIND_INTERNAL.
+    Internal,
+    /// SPAN_KIND_SERVER.
+    Server,
+    /// SPAN_KIND_CLIENT.
+    Client,
+    /// SPAN_KIND_PRODUCER.
+    Producer,
+    /// SPAN_KIND_CONSUMER.
+    Consumer,
+}
+
+impl SpanKind {
+    /// From the protobuf enum value; unknown values are `Unspecified`.
+    pub fn from_i32(v: i32) -> SpanKind {
+        match v {
+            1 => SpanKind::Internal,
+            2 => SpanKind::Server,
+            3 => SpanKind::Client,
+            4 => SpanKind::Producer,
+            5 => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+
+    /// The lowercase name used in the Parquet `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Unspecified => "unspecified",
+            SpanKind::Internal => "internal",
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+}
+
+/// OTLP status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatusCode {
+    /// STATUS_CODE_UNSET.
+    #[default]
+    Unset,
+    /// STATUS_CODE_OK.
+    Ok,
+    /// STATUS_CODE_ERROR.
+    Error,
+}
+
+impl StatusCode {
+    /// From the protobuf enum value; unknown values are `Unset`.
+    pub fn from_i32(v: i32) -> StatusCode {
+        match v {
+            1 => StatusCode::Ok,
+            2 => StatusCode::Error,
+            _ => StatusCode::Unset,
+        }
+    }
+
+    /// A one-bit mask, so a trace can remember which codes it has seen in one byte.
+    pub fn bit(self) -> u8 {
+        match self {
+            StatusCode::Unset => 1,
+            StatusCode::Ok => 2,
+            StatusCode::Error => 4,
+        }
+    }
+
+    /// The lowercase name used in the Parquet `status_code` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Unset => "unset",
+            StatusCode::Ok => "ok",
+            StatusCode::Error => "error",
+        }
+    }
+}
+
+/// Why a record could not be read. The text goes into the dead-letter header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The protobuf framing is broken (truncated, bad varint, bad wire type).
+    #[error("malformed protobuf at byte {at}: {what}")]
+    Wire {
+        /// Byte offset in the record where it went wrong.
+        at: usize,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// A span's trace id is not 16 bytes, or is all zero.
+    #[error("span has an invalid trace id ({len} bytes)")]
+    BadTraceId {
+        /// Length found.
+        len: usize,
+    },
+    /// A span's span id is not 8 bytes, or is all zero.
+    #[error("span has an invalid span id ({len} bytes)")]
+    BadSpanId {
+        /// Length found.
+        len: usize,
+    },
+    /// OTLP/JSON that does not parse.
+    #[error("malformed OTLP/JSON: {0}")]
+    Json(String),
+    /// A string field that is not UTF-8.
+    #[error("field {field} is not valid UTF-8")]
+    Utf8 {
+        /// Which field.
+        field: &'static str,
+    },
+}
+
+/// The resource and scope a span was sent with, as encoded fields of the original record.
+///
+/// One is shared (by `Arc`) by every span of a `ScopeSpans`, so the per-span cost is a pointer.
+#[derive(Debug, Default)]
+pub struct ScopeCtx {
+    /// `ResourceSpans.resource` field (tag, length and body), or empty.
+    pub resource_field: Bytes,
+    /// `ResourceSpans.schema_url` field (tag, length and body), or empty.
+    pub resource_schema_field: Bytes,
+    /// `ScopeSpans.scope` field (tag, length and body), or empty.
+    pub scope_field: Bytes,
+    /// `ScopeSpans.schema_url` field (tag, length and body), or empty.
+    pub scope_schema_field: Bytes,
+}
+
+/// A buffered span: its encoded `Span` message (body only) and the context it came with.
+#[derive(Debug, Clone)]
+pub struct SpanRef {
+    /// Resource and scope, shared with the span's siblings.
+    pub ctx: Arc<ScopeCtx>,
+    /// The `Span` message body, a slice of the original record.
+    pub bytes: Bytes,
+}
+
+/// What the sampler reads of one span. Built during the scan, folded into a trace summary, dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanMeta {
+    /// Span id.
+    pub span_id: SpanId,
+    /// True when the span has no parent (a root).
+    pub is_root: bool,
+    /// Start, Unix nanoseconds.
+    pub start_ns: u64,
+    /// End, Unix nanoseconds.
+    pub end_ns: u64,
+    /// Status code.
+    pub status: StatusCode,
+    /// Span kind.
+    pub kind: SpanKind,
+    /// W3C trace flags (the low byte of `Span.flags`); 0 when absent.
+    pub flags: u32,
+    /// OTEP 235 randomness (`ot=rv:`) from the span's tracestate, if any.
+    pub rv: Option<u64>,
+    /// OTEP 235 threshold (`ot=th:`) from the span's tracestate, if any.
+    pub th: Option<u64>,
+    /// Policy leaves matched by this span's (or its resource's) attributes or tracestate.
+    pub leaf_bits: u128,
+    /// Encoded size of the span in bytes.
+    pub size: u32,
+}
+
+/// An attribute value as found on the wire, parsed only as far as a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnyValueRef<'a> {
+    /// string_value.
+    Str(&'a str),
+    /// bool_value.
+    Bool(bool),
+    /// int_value.
+    Int(i64),
+    /// double_value.
+    Double(f64),
+    /// array, kvlist, bytes or empty.
+    Other,
+}
+
+/// The sampler's hook into the scan: which attributes matter, and which policy leaves they match.
+pub trait SpanProbe {
+    /// False when no policy looks at attributes or tracestate, so the scan can skip them.
+    fn wants_attributes(&self) -> bool;
+    /// Leaves matched by one resource attribute.
+    fn resource_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128;
+    /// Leaves matched by one span attribute.
+    fn span_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128;
+    /// Leaves matched by a span's tracestate.
+    fn trace_state(&self, trace_state: &str) -> u128;
+}
+
+/// A probe that matches nothing (for tools that only need ids and bytes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProbe;
+
+impl SpanProbe for NoProbe {
+    fn wants_attributes(&self) -> bool {
+        false
+    }
+    fn resource_attribute(&self, _: &[u8], _: AnyValueRef<'_>) -> u128 {
+        0
+    }
+    fn span_attribute(&self, _: &[u8], _: AnyValueRef<'_>) -> u128 {
+        0
+    }
+    fn trace_state(&self, _: &str) -> u128 {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protobuf wire reading
+// ---------------------------------------------------------------------------------------------
+
+const WT_VARINT: u8 = 0;
+const WT_I64: u8 = 1;
+const WT_LEN: u8 = 2;
+const WT_I32: u8 = 5;
+
+/// One field value; `Len` is a range into the whole record buffer.
+#[derive(Debug, Clone)]
+enum Wire {
+    Varint(u64),
+    I64(u64),
+    I32(u32),
+    Len(Range<usize>),
+}
+
+/// A cursor over `buf[pos..end]`; all positions are absolute offsets into `buf`.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], range: Range<usize>) -> Self {
+        Reader {
+            buf,
+            pos: range.start,
+            end: range.end,
+        }
+    }
+
+    fn err(&self, what: &'static str) -> DecodeError {
+        DecodeError::Wire { at: self.pos, what }
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        let mut shift = 0u32;
+        loop {
+            if self.pos >= self.end {
+                return Err(self.err("truncated varint"));
+            }
+            let b = self.buf[self.pos];
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err(self.err("varint overflows 64 bits"));
+            }
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(self.err("varint too long"));
+            }
+        }
+    }
+
+    /// The next field: (field number, start of its tag, value), or None at the end.
+    #[inline]
+    fn field(&mut self) -> Result<Option<(u32, usize, Wire)>, DecodeError> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        let tag_start = self.pos;
+        let tag = self.varint()?;
+        let number = u32::try_from(tag >> 3).map_err(|_| self.err("field number too large"))?;
+        if number == 0 {
+            return Err(self.err("field number 0"));
+        }
+        let value = match (tag & 7) as u8 {
+            WT_VARINT => Wire::Varint(self.varint()?),
+            WT_I64 => {
+                if self.end - self.pos < 8 {
+                    return Err(self.err("truncated fixed64"));
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&self.buf[self.pos..self.pos + 8]);
+                self.pos += 8;
+                Wire::I64(u64::from_le_bytes(b))
+            }
+            WT_I32 => {
+                if self.end - self.pos < 4 {
+                    return Err(self.err("truncated fixed32"));
+                }
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&self.buf[self.pos..self.pos + 4]);
+                self.pos += 4;
+                Wire::I32(u32::from_le_bytes(b))
+            }
+            WT_LEN => {
+                let len = self.varint()?;
+                let len = usize::try_from(len).map_err(|_| self.err("length too large"))?;
+                if self.end - self.pos < len {
+                    return Err(self.err("length-delimited field runs past its message"));
+                }
+                let r = self.pos..self.pos + len;
+                self.pos += len;
+                Wire::Len(r)
+            }
+            _ => return Err(self.err("unsupported wire type")),
+        };
+        Ok(Some((number, tag_start, value)))
+    }
+}
+
+fn utf8<'a>(buf: &'a [u8], r: Range<usize>, field: &'static str) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(&buf[r]).map_err(|_| DecodeError::Utf8 { field })
+}
+
+/// Parses an `AnyValue` body as far as its scalar.
+fn any_value(buf: &[u8], r: Range<usize>) -> Result<AnyValueRef<'_>, DecodeError> {
+    let mut rd = Reader::new(buf, r);
+    let mut out = AnyValueRef::Other;
+    while let Some((n, _, w)) = rd.field()? {
+        out = match (n, w) {
+            (1, Wire::Len(s)) => AnyValueRef::Str(utf8(buf, s, "AnyValue.string_value")?),
+            (2, Wire::Varint(v)) => AnyValueRef::Bool(v != 0),
+            (3, Wire::Varint(v)) => AnyValueRef::Int(v as i64),
+            (4, Wire::I64(v)) => AnyValueRef::Double(f64::from_bits(v)),
+            _ => AnyValueRef::Other,
+        };
+    }
+    Ok(out)
+}
+
+/// Calls `f(key, value)` for each `KeyValue` body.
+fn key_value<'a>(
+    buf: &'a [u8],
+    r: Range<usize>,
+) -> Result<(&'a [u8], AnyValueRef<'a>), DecodeError> {
+    let mut rd = Reader::new(buf, r);
+    let mut key: &[u8] = &[];
+    let mut value = AnyValueRef::Other;
+    while let Some((n, _, w)) = rd.field()? {
+        match (n, w) {
+            (1, Wire::Len(s)) => key = &buf[s],
+            (2, Wire::Len(s)) => value = any_value(buf, s)?,
+            _ => {}
+        }
+    }
+    Ok((key, value))
+}
+
+/// Leaves matched by a `Resource` body's attributes.
+fn resource_bits(buf: &[u8], r: Range<usize>, probe: &impl SpanProbe) -> Result<u128, DecodeError> {
+    let mut rd = Reader::new(buf, r);
+    let mut bits = 0u128;
+    while let Some((n, _, w)) = rd.field()? {
+        if let (1, Wire::Len(kv)) = (n, w) {
+            let (k, v) = key_value(buf, kv)?;
+            bits |= probe.resource_attribute(k, v);
+        }
+    }
+    Ok(bits)
+}
+
+/// Parses the OTEP 235 `ot` entry of a W3C tracestate: `(rv, th)`.
+pub fn parse_ot_tracestate(ts: &str) -> (Option<u64>, Option<u64>) {
+    let mut rv = None;
+    let mut th = None;
+    for member in ts.split(',') {
+        let member = member.trim();
+        let Some(ot) = member.strip_prefix("ot=") else {
+            continue;
+        };
+        for kv in ot.split(';') {
+            if let Some(v) = kv.strip_prefix("rv:") {
+                if v.len() == 14 {
+                    rv = u64::from_str_radix(v, 16).ok();
+                }
+            } else if let Some(v) = kv.strip_prefix("th:") {
+                if !v.is_empty() && v.len() <= 14 {
+                    // Trailing zeros are elided: pad to 14 hex digits (56 bits).
+                    th = u64::from_str_radix(v, 16)
+                        .ok()
+                        .map(|x| x << (4 * (14 - v.len())));
+                }
+            }
+        }
+    }
+    (rv, th)
+}
+
+/// Scans one `Span` body into its meta; returns the trace id too.
+fn scan_span(
+    buf: &[u8],
+    r: Range<usize>,
+    probe: &impl SpanProbe,
+    wants_attrs: bool,
+) -> Result<(TraceId, SpanMeta), DecodeError> {
+    let mut rd = Reader::new(buf, r.clone());
+    let mut meta = SpanMeta {
+        is_root: true,
+        size: u32::try_from(r.len()).unwrap_or(u32::MAX),
+        ..SpanMeta::default()
+    };
+    let mut trace_id: Option<TraceId> = None;
+    let mut have_span_id = false;
+    while let Some((n, _, w)) = rd.field()? {
+        match (n, w) {
+            (1, Wire::Len(s)) => {
+                let b = &buf[s];
+                let id: [u8; 16] = b
+                    .try_into()
+                    .map_err(|_| DecodeError::BadTraceId { len: b.len() })?;
+                if id == [0; 16] {
+                    return Err(DecodeError::BadTraceId { len: 16 });
+                }
+                trace_id = Some(TraceId(id));
+            }
+            (2, Wire::Len(s)) => {
+                let b = &buf[s];
+                let id: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| DecodeError::BadSpanId { len: b.len() })?;
+                if id == [0; 8] {
+                    return Err(DecodeError::BadSpanId { len: 8 });
+                }
+                meta.span_id = SpanId(id);
+                have_span_id = true;
+            }
+            (3, Wire::Len(s)) => {
+                if !s.is_empty() {
+                    let ts = utf8(buf, s, "Span.trace_state")?;
+                    let (rv, th) = parse_ot_tracestate(ts);
+                    meta.rv = rv;
+                    meta.th = th;
+                    if wants_attrs {
+                        meta.leaf_bits |= probe.trace_state(ts);
+                    }
+                }
+            }
+            (4, Wire::Len(s)) => meta.is_root = s.is_empty(),
+            (5, Wire::Len(_)) => {}
+            (6, Wire::Varint(v)) => meta.kind = SpanKind::from_i32(v as i32),
+            (7, Wire::I64(v)) => meta.start_ns = v,
+            (8, Wire::I64(v)) => meta.end_ns = v,
+            (9, Wire::Len(kv)) if wants_attrs => {
+                let (k, v) = key_value(buf, kv)?;
+                meta.leaf_bits |= probe.span_attribute(k, v);
+            }
+            (15, Wire::Len(st)) => {
+                let mut srd = Reader::new(buf, st);
+                while let Some((sn, _, sw)) = srd.field()? {
+                    if let (3, Wire::Varint(c)) = (sn, sw) {
+                        meta.status = StatusCode::from_i32(c as i32);
+                    }
+                }
+            }
+            (16, Wire::I32(f)) => meta.flags = f,
+            _ => {}
+        }
+    }
+    let trace_id = trace_id.ok_or(DecodeError::BadTraceId { len: 0 })?;
+    if !have_span_id {
+        return Err(DecodeError::BadSpanId { len: 0 });
+    }
+    Ok((trace_id, meta))
+}
+
+/// Walks a whole `ExportTraceServiceRequest` and calls `sink(trace_id, meta, span)` per span.
+///
+/// The record is validated as it goes; on the first error nothing more is reported and the caller
+/// should treat the whole record as malformed (spans already passed to `sink` must be discarded —
+/// [`scan_request_into`] does that bookkeeping).
+pub fn scan_request(
+    record: &Bytes,
+    probe: &impl SpanProbe,
+    mut sink: impl FnMut(TraceId, SpanMeta, SpanRef),
+) -> Result<(), DecodeError> {
+    let buf: &[u8] = record;
+    let wants_attrs = probe.wants_attributes();
+    let mut top = Reader::new(buf, 0..buf.len());
+    while let Some((n, _, w)) = top.field()? {
+        let (1, Wire::Len(rs)) = (n, w) else { continue };
+        // First pass over ResourceSpans: find resource and schema_url; keep scope_spans ranges.
+        let mut resource_field = 0..0;
+        let mut resource_body = 0..0;
+        let mut schema_field = 0..0;
+        let mut rd = Reader::new(buf, rs.clone());
+        while let Some((fnum, tag_start, fw)) = rd.field()? {
+            match (fnum, fw) {
+                (1, Wire::Len(body)) => {
+                    resource_field = tag_start..body.end;
+                    resource_body = body;
+                }
+                (3, Wire::Len(body)) => schema_field = tag_start..body.end,
+                _ => {}
+            }
+        }
+        let res_bits = if wants_attrs && !resource_body.is_empty() {
+            resource_bits(buf, resource_body, probe)?
+        } else {
+            0
+        };
+        // Second pass: each ScopeSpans.
+        let mut rd = Reader::new(buf, rs);
+        while let Some((fnum, _, fw)) = rd.field()? {
+            let (2, Wire::Len(ss)) = (fnum, fw) else {
+                continue;
+            };
+            let mut scope_field = 0..0;
+            let mut scope_schema = 0..0;
+            let mut srd = Reader::new(buf, ss.clone());
+            while let Some((sn, tag_start, sw)) = srd.field()? {
+                match (sn, sw) {
+                    (1, Wire::Len(body)) => scope_field = tag_start..body.end,
+                    (3, Wire::Len(body)) => scope_schema = tag_start..body.end,
+                    _ => {}
+                }
+            }
+            let ctx = Arc::new(ScopeCtx {
+                resource_field: record.slice(resource_field.clone()),
+                resource_schema_field: record.slice(schema_field.clone()),
+                scope_field: record.slice(scope_field),
+                scope_schema_field: record.slice(scope_schema),
+            });
+            let mut srd = Reader::new(buf, ss);
+            while let Some((sn, _, sw)) = srd.field()? {
+                let (2, Wire::Len(sp)) = (sn, sw) else {
+                    continue;
+                };
+                let (trace_id, mut meta) = scan_span(buf, sp.clone(), probe, wants_attrs)?;
+                meta.leaf_bits |= res_bits;
+                sink(
+                    trace_id,
+                    meta,
+                    SpanRef {
+                        ctx: Arc::clone(&ctx),
+                        bytes: record.slice(sp),
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One scanned span, owned.
+#[derive(Debug, Clone)]
+pub struct ScannedSpan {
+    /// Trace id.
+    pub trace_id: TraceId,
+    /// What the sampler reads.
+    pub meta: SpanMeta,
+    /// The bytes to re-emit.
+    pub span: SpanRef,
+}
+
+/// [`scan_request`] into a reusable vector; on error the vector is left empty.
+pub fn scan_request_into(
+    record: &Bytes,
+    probe: &impl SpanProbe,
+    out: &mut Vec<ScannedSpan>,
+) -> Result<(), DecodeError> {
+    out.clear();
+    let r = scan_request(record, probe, |trace_id, meta, span| {
+        out.push(ScannedSpan {
+            trace_id,
+            meta,
+            span,
+        })
+    });
+    if r.is_err() {
+        out.clear();
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding by splicing
+// ---------------------------------------------------------------------------------------------
+
+/// Appends a protobuf varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bytes a varint of `v` takes.
+pub fn varint_len(v: u64) -> usize {
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+fn len_field_size(body: usize) -> usize {
+    1 + varint_len(body as u64) + body
+}
+
+fn put_len_header(out: &mut Vec<u8>, field: u32, body: usize) {
+    put_varint(out, (u64::from(field) << 3) | u64::from(WT_LEN));
+    put_varint(out, body as u64);
+}
+
+/// Encoded size of [`encode_request`] for these spans.
+pub fn encoded_request_len<'a>(spans: impl IntoIterator<Item = &'a SpanRef>) -> usize {
+    let mut total = 0;
+    for_each_group(spans, |ctx, group| {
+        total += len_field_size(resource_spans_len(ctx, group));
+    });
+    total
+}
+
+/// Splices spans into one `ExportTraceServiceRequest`. Consecutive spans with the same context
+/// share one `ResourceSpans`/`ScopeSpans`; the output decodes to exactly those spans.
+pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a SpanRef> + Clone) -> Vec<u8> {
+    let mut out = Vec::with_capacity(encoded_request_len(spans.clone()));
+    for_each_group(spans, |ctx, group| {
+        let rs_len = resource_spans_len(ctx, group);
+        put_len_header(&mut out, 1, rs_len);
+        out.extend_from_slice(&ctx.resource_field);
+        let ss_len = scope_spans_len(ctx, group);
+        put_len_header(&mut out, 2, ss_len);
+        out.extend_from_slice(&ctx.scope_field);
+        for s in group {
+            put_len_header(&mut out, 2, s.bytes.len());
+            out.extend_from_slice(&s.bytes);
+        }
+        out.extend_from_slice(&ctx.scope_schema_field);
+        out.extend_from_slice(&ctx.resource_schema_field);
+    });
+    out
+}
+
+fn scope_spans_len(ctx: &ScopeCtx, group: &[&SpanRef]) -> usize {
+    ctx.scope_field.len()
+        + ctx.scope_schema_field.len()
+        + group
+            .iter()
+            .map(|s| len_field_size(s.bytes.len()))
+            .sum::<usize>()
+}
+
+fn resource_spans_len(ctx: &ScopeCtx, group: &[&SpanRef]) -> usize {
+    ctx.resource_field.len()
+        + ctx.resource_schema_field.len()
+        + len_field_size(scope_spans_len(ctx, group))
+}
+
+fn for_each_group<'a>(
+    spans: impl IntoIterator<Item = &'a SpanRef>,
+    mut f: impl FnMut(&ScopeCtx, &[&SpanRef]),
+) {
+    let mut group: Vec<&SpanRef> = Vec::new();
+    for s in spans {
+        if let Some(first) = group.first() {
+            if !Arc::ptr_eq(&first.ctx, &s.ctx) {
+                f(&first.ctx, &group);
+                group.clear();
+            }
+        }
+        group.push(s);
+    }
+    if let Some(first) = group.first() {
+        f(&first.ctx, &group);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON input and full decode
+// ---------------------------------------------------------------------------------------------
+
+/// Converts an OTLP/JSON `ExportTraceServiceRequest` into its protobuf encoding.
+pub fn json_to_proto(json: &[u8]) -> Result<Bytes, DecodeError> {
+    let req: ExportTraceServiceRequest =
+        serde_json::from_slice(json).map_err(|e| DecodeError::Json(e.to_string()))?;
+    Ok(Bytes::from(req.encode_to_vec()))
+}
+
+/// Fully decodes a buffered span (only kept spans bound for Parquet take this path).
+pub fn decode_span(span: &SpanRef) -> Result<Span, prost::DecodeError> {
+    Span::decode(span.bytes.clone())
+}
+
+/// Decodes the resource of a context (empty resource when absent).
+pub fn decode_resource(ctx: &ScopeCtx) -> Result<Resource, prost::DecodeError> {
+    field_body(&ctx.resource_field)
+        .map(Resource::decode)
+        .unwrap_or_else(|| Ok(Resource::default()))
+}
+
+/// Decodes the instrumentation scope of a context (empty scope when absent).
+pub fn decode_scope(ctx: &ScopeCtx) -> Result<InstrumentationScope, prost::DecodeError> {
+    field_body(&ctx.scope_field)
+        .map(InstrumentationScope::decode)
+        .unwrap_or_else(|| Ok(InstrumentationScope::default()))
+}
+
+/// The body of a single encoded length-delimited field.
+fn field_body(field: &Bytes) -> Option<Bytes> {
+    if field.is_empty() {
+        return None;
+    }
+    let mut rd = Reader::new(field, 0..field.len());
+    match rd.field() {
+        Ok(Some((_, _, Wire::Len(body)))) => Some(field.slice(body)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Status};
+
+    fn kv(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+        }
+    }
+
+    fn span(tid: u8, sid: u8, parent: Option<u8>, err: bool) -> Span {
+        Span {
+            trace_id: vec![tid; 16],
+            span_id: vec![sid; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: format!("op{sid}"),
+            kind: 2,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 5_000,
+            attributes: vec![kv("http.route", "/api/payment")],
+            status: err.then(|| Status {
+                message: "boom".into(),
+                code: status::StatusCode::Error as i32,
+            }),
+            trace_state: "ot=th:8;rv:abcdef01234567".into(),
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "lib".into(),
+                        version: "1.0".into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    schema_url: "https://opentelemetry.io/schemas/1.21.0".into(),
+                }],
+                schema_url: "rs-schema".into(),
+            }],
+        }
+    }
+
+    struct RouteProbe;
+    impl SpanProbe for RouteProbe {
+        fn wants_attributes(&self) -> bool {
+            true
+        }
+        fn resource_attribute(&self, k: &[u8], v: AnyValueRef<'_>) -> u128 {
+            u128::from(k == b"service.name" && v == AnyValueRef::Str("checkout")) << 1
+        }
+        fn span_attribute(&self, k: &[u8], v: AnyValueRef<'_>) -> u128 {
+            u128::from(k == b"http.route" && v == AnyValueRef::Str("/api/payment"))
+        }
+        fn trace_state(&self, _: &str) -> u128 {
+            1 << 2
+        }
+    }
+
+    #[test]
+    fn scan_reads_the_fields_policies_need() {
+        let req = request(vec![span(1, 1, None, false), span(1, 2, Some(1), true)]);
+        let bytes = Bytes::from(req.encode_to_vec());
+        let mut out = Vec::new();
+        scan_request_into(&bytes, &RouteProbe, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].trace_id, TraceId([1; 16]));
+        assert!(out[0].meta.is_root);
+        assert!(!out[1].meta.is_root);
+        assert_eq!(out[1].meta.status, StatusCode::Error);
+        assert_eq!(out[0].meta.status, StatusCode::Unset);
+        assert_eq!(out[0].meta.kind, SpanKind::Server);
+        assert_eq!(out[0].meta.start_ns, 1_000);
+        assert_eq!(out[0].meta.end_ns, 5_000);
+        assert_eq!(out[0].meta.leaf_bits, 0b111);
+        assert_eq!(out[0].meta.rv, Some(0xabcdef01234567));
+        assert_eq!(out[0].meta.th, Some(0x8 << 52));
+    }
+
+    #[test]
+    fn splice_round_trips_through_prost() {
+        let req = request(vec![
+            span(1, 1, None, false),
+            span(2, 2, None, true),
+            span(1, 3, Some(1), false),
+        ]);
+        let bytes = Bytes::from(req.encode_to_vec());
+        let mut out = Vec::new();
+        scan_request_into(&bytes, &NoProbe, &mut out).unwrap();
+        // Keep trace 1 only.
+        let kept: Vec<&SpanRef> = out
+            .iter()
+            .filter(|s| s.trace_id == TraceId([1; 16]))
+            .map(|s| &s.span)
+            .collect();
+        let encoded = encode_request(kept.iter().copied());
+        assert_eq!(encoded.len(), encoded_request_len(kept.iter().copied()));
+        let decoded = ExportTraceServiceRequest::decode(encoded.as_slice()).unwrap();
+        assert_eq!(decoded.resource_spans.len(), 1);
+        let rs = &decoded.resource_spans[0];
+        assert_eq!(rs.resource, req.resource_spans[0].resource);
+        assert_eq!(rs.schema_url, "rs-schema");
+        let ss = &rs.scope_spans[0];
+        assert_eq!(ss.scope, req.resource_spans[0].scope_spans[0].scope);
+        assert_eq!(ss.schema_url, req.resource_spans[0].scope_spans[0].schema_url);
+        let want: Vec<Span> = vec![span(1, 1, None, false), span(1, 3, Some(1), false)];
+        assert_eq!(ss.spans, want);
+    }
+
+    #[test]
+    fn json_input_matches_proto_input() {
+        let req = request(vec![span(7, 1, None, true)]);
+        let json = serde_json::to_vec(&req).unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("07070707070707070707070707070707"), "{text}");
+        let proto = json_to_proto(&json).unwrap();
+        let decoded = ExportTraceServiceRequest::decode(proto).unwrap();
+        assert_eq!(decoded, req);
+    }
+
+    #[test]
+    fn malformed_records_are_errors_not_panics() {
+        let good = request(vec![span(1, 1, None, false)]).encode_to_vec();
+        for cut in 1..good.len() {
+            let b = Bytes::copy_from_slice(&good[..cut]);
+            let mut out = Vec::new();
+            // Any prefix either fails cleanly or (if it ends on a field boundary) yields no span.
+            if scan_request_into(&b, &RouteProbe, &mut out).is_ok() {
+                assert!(out.is_empty(), "prefix {cut} produced spans");
+            }
+        }
+        let mut out = Vec::new();
+        assert!(scan_request_into(&Bytes::from_static(b"\xff\xff\xff"), &NoProbe, &mut out).is_err());
+        assert!(json_to_proto(b"{not json").is_err());
+    }
+
+    #[test]
+    fn invalid_ids_are_rejected() {
+        let mut s = span(1, 1, None, false);
+        s.trace_id = vec![1; 5];
+        let b = Bytes::from(request(vec![s]).encode_to_vec());
+        let mut out = Vec::new();
+        assert_eq!(
+            scan_request_into(&b, &NoProbe, &mut out),
+            Err(DecodeError::BadTraceId { len: 5 })
+        );
+        let mut s = span(1, 1, None, false);
+        s.span_id = vec![0; 8];
+        let b = Bytes::from(request(vec![s]).encode_to_vec());
+        assert!(scan_request_into(&b, &NoProbe, &mut out).is_err());
+    }
+
+    #[test]
+    fn ot_tracestate_parsing() {
+        assert_eq!(parse_ot_tracestate("ot=th:0"), (None, Some(0)));
+        assert_eq!(
+            parse_ot_tracestate("vendor=x,ot=rv:0123456789abcd;th:fd70a4"),
+            (Some(0x0123456789abcd), Some(0xfd70a4 << 32))
+        );
+        assert_eq!(parse_ot_tracestate("ot=rv:short"), (None, None));
+    }
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [0u64, 1, 127, 128, 16383, 16384, u64::MAX] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+}

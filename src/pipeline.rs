@@ -1,0 +1,567 @@
+//! The stages wired together for one owned partition.
+//!
+//! A [`PartitionTask`] is the single owner of a partition's state: its trace store, offset
+//! watermark, sinks and pending writes. It runs as one tokio task fed by the source through a
+//! bounded channel, so nothing on the hot path takes a lock. Per record it decodes (lazily), buffers
+//! the spans, answers late spans from the decision cache, and sends unreadable records to the
+//! dead-letter topic; per tick it decides due traces, hands kept ones to every sink, releases the
+//! offsets of dropped ones, flushes segments by age, and publishes the new commit point.
+//!
+//! It stops on [`Control::Drain`] (revoke or shutdown): no more input, buffered segments written,
+//! every pending write awaited, then the final commit point is returned. Undecided traces are not
+//! decided early: their offsets are not committed, and the next owner replays them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::{Clock, MonoTime};
+use crate::config::{Config, Encoding, OnOverflow};
+use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
+use crate::sample::{Decision, Sampler};
+use crate::sink::{self, Acks, DeadLetter, KeptTrace, Sink};
+use crate::source::watermark::Watermark;
+use crate::store::{Admit, DueTrace, StoreLimits, TraceMap, TraceStore};
+use crate::telemetry::{self, Outcome, PartitionGauges};
+
+/// One input record, as the source hands it over.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Key, if any.
+    pub key: Option<Bytes>,
+    /// Value; `None` for a tombstone.
+    pub payload: Option<Bytes>,
+    /// Encoding (from the `content-type` header, else the configured one).
+    pub encoding: Encoding,
+}
+
+/// Instructions from the source to a partition task.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop reading, finish pending writes, reply with the final commit point.
+    Drain {
+        /// Gets the offset to commit (`None` when nothing was read).
+        reply: oneshot::Sender<Option<i64>>,
+    },
+}
+
+/// Counters of a whole run, shared by every partition task (read by `demo` and `bench`).
+#[derive(Debug, Default)]
+pub struct RunStats {
+    /// Records read.
+    pub records: AtomicU64,
+    /// Spans read.
+    pub spans: AtomicU64,
+    /// Record bytes read.
+    pub bytes: AtomicU64,
+    /// Traces decided.
+    pub traces_decided: AtomicU64,
+    /// Traces kept.
+    pub traces_kept: AtomicU64,
+    /// Spans kept (including late ones).
+    pub spans_kept: AtomicU64,
+    /// Decisions forced by limits.
+    pub forced: AtomicU64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    /// Traces kept, per top-level policy index.
+    pub kept_by_policy: Vec<AtomicU64>,
+}
+
+impl RunStats {
+    /// Counters for `policies` top-level policies.
+    pub fn new(policies: usize) -> Self {
+        RunStats {
+            kept_by_policy: (0..policies).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+/// What every partition task of a run shares (cheap to clone).
+#[derive(Clone)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Compiled policies.
+    pub sampler: Arc<Sampler>,
+    /// Policy names, shared into kept rows.
+    pub policy_names: Arc<[Arc<str>]>,
+    /// The producer for the sampled and dead-letter topics.
+    pub producer: FutureProducer,
+    /// Hot tier store (when the Parquet sink is on).
+    pub hot_store: Option<Arc<dyn object_store::ObjectStore>>,
+    /// Bounds concurrent Parquet encodes.
+    pub encode_slots: Arc<tokio::sync::Semaphore>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Run counters.
+    pub stats: Arc<RunStats>,
+    /// Commit points published by partition tasks, picked up by the source's poll loop.
+    pub commits: Arc<dashmap::DashMap<(Arc<str>, i32), i64>>,
+}
+
+/// Pending writes per partition before input stops.
+const MAX_PENDING_WRITES: usize = 20_000;
+
+/// The owner of one partition's state.
+pub struct PartitionTask {
+    topic: Arc<str>,
+    partition: i32,
+    shared: Shared,
+    store: TraceStore,
+    watermark: Watermark,
+    sinks: Vec<Box<dyn Sink>>,
+    acks: Acks,
+    scratch: Vec<ScannedSpan>,
+    due: Vec<DueTrace>,
+    late: Vec<(TraceId, Decision, Vec<SpanRef>)>,
+    late_index: TraceMap<usize>,
+    next_commit: MonoTime,
+    dlq_topic: Arc<str>,
+}
+
+impl PartitionTask {
+    /// A task for `topic`/`partition` with the configured sinks.
+    pub fn new(topic: Arc<str>, partition: i32, shared: Shared) -> Self {
+        let cfg = &shared.config;
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if cfg.sinks.kafka.enabled {
+            sinks.push(Box::new(sink::KafkaSink::new(
+                shared.producer.clone(),
+                Arc::from(cfg.kafka.sampled_topic.as_str()),
+                usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
+            )));
+        }
+        if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
+            sinks.push(Box::new(sink::ParquetSink::new(
+                Arc::clone(store),
+                Arc::clone(&topic),
+                partition,
+                cfg.archive.hot.flush_interval,
+                cfg.archive.hot.max_segment_bytes.0,
+                Arc::clone(&shared.encode_slots),
+            )));
+        }
+        PartitionTask {
+            store: TraceStore::new(StoreLimits::from(&cfg.store)),
+            dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
+            topic,
+            partition,
+            watermark: Watermark::new(),
+            sinks,
+            acks: Acks::new(MAX_PENDING_WRITES),
+            scratch: Vec::new(),
+            due: Vec::new(),
+            late: Vec::new(),
+            late_index: TraceMap::default(),
+            next_commit: MonoTime::ZERO,
+            shared,
+        }
+    }
+
+    /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
+    pub async fn run(mut self, mut input: mpsc::Receiver<Record>, mut control: mpsc::Receiver<Control>) {
+        let tick = self.shared.config.store.tick;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut input_open = true;
+        loop {
+            let pause_for_budget =
+                self.shared.config.store.on_overflow == OnOverflow::Pause && self.store.over_budget();
+            let can_read = input_open && !pause_for_budget && !self.acks.is_full();
+            tokio::select! {
+                biased;
+                cmd = control.recv() => {
+                    let reply = match cmd {
+                        Some(Control::Drain { reply }) => Some(reply),
+                        None => None,
+                    };
+                    let point = self.drain().await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(point);
+                    }
+                    return;
+                }
+                released = self.acks.next() => self.release(&released),
+                rec = input.recv(), if can_read => match rec {
+                    Some(rec) => {
+                        self.ingest(rec);
+                        // Drain whatever else is queued without yielding to the timer each time.
+                        let mut budget = 64;
+                        while budget > 0 && !self.acks.is_full() {
+                            match input.try_recv() {
+                                Ok(rec) => self.ingest(rec),
+                                Err(_) => break,
+                            }
+                            budget -= 1;
+                        }
+                    }
+                    None => input_open = false,
+                },
+                _ = ticker.tick() => self.tick(input.len()),
+            }
+        }
+    }
+
+    fn release(&mut self, offsets: &[i64]) {
+        for &o in offsets {
+            if let Err(e) = self.watermark.release(o, 1) {
+                tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "watermark release");
+            }
+        }
+    }
+
+    fn acquire(&mut self, offset: i64, n: u32) {
+        if let Err(e) = self.watermark.acquire(offset, n) {
+            tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "watermark acquire");
+        }
+    }
+
+    /// Reads one record into the store.
+    pub fn ingest(&mut self, rec: Record) {
+        let now = self.shared.clock.now();
+        if let Err(e) = self.watermark.observe(rec.offset) {
+            // A rewind we did not ask for (should not happen with one owner): skip, never panic.
+            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "out-of-order record skipped");
+            return;
+        }
+        let Some(payload) = rec.payload else { return };
+        let stats = &self.shared.stats;
+        stats.records.fetch_add(1, Ordering::Relaxed);
+        stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let proto = match rec.encoding {
+            Encoding::OtlpProto => Ok(payload.clone()),
+            Encoding::OtlpJson => otlp::json_to_proto(&payload),
+        };
+        let scanned = proto.and_then(|b| {
+            otlp::scan_request_into(&b, self.shared.sampler.probe(), &mut self.scratch)
+        });
+        if let Err(e) = scanned {
+            telemetry::record_in(false, 0, payload.len());
+            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(topic = %self.topic, partition = self.partition, offset = rec.offset, error = %e, "record to dead-letter topic");
+            self.acquire(rec.offset, 1);
+            self.acks.push(sink::dead_letter(
+                self.shared.producer.clone(),
+                Arc::clone(&self.dlq_topic),
+                payload,
+                DeadLetter {
+                    topic: self.topic.to_string(),
+                    partition: self.partition,
+                    offset: rec.offset,
+                    error: e.to_string(),
+                    key: rec.key,
+                },
+            ));
+            return;
+        }
+        telemetry::record_in(true, self.scratch.len(), payload.len());
+        stats.spans.fetch_add(self.scratch.len() as u64, Ordering::Relaxed);
+        let spans = std::mem::take(&mut self.scratch);
+        for s in spans.iter() {
+            match self.store.add(s.trace_id, &s.meta, s.span.clone(), rec.offset, now) {
+                Admit::Buffered { new_ref } => {
+                    if new_ref {
+                        self.acquire(rec.offset, 1);
+                    }
+                }
+                Admit::Decided(d) => {
+                    let i = *self.late_index.entry(s.trace_id).or_insert_with(|| {
+                        self.late.push((s.trace_id, d, Vec::new()));
+                        self.late.len() - 1
+                    });
+                    self.late[i].2.push(s.span.clone());
+                }
+            }
+            if self.store.has_forced() {
+                let forced: Vec<DueTrace> = self.store.take_forced().collect();
+                for t in forced {
+                    self.decide(t, now);
+                }
+            }
+        }
+        self.scratch = spans;
+        self.scratch.clear();
+        self.late_index.clear();
+        let late = std::mem::take(&mut self.late);
+        for (trace_id, d, spans) in &late {
+            if d.keep {
+                telemetry::late_spans(Outcome::Keep, spans.len());
+                self.acquire(rec.offset, 1);
+                self.emit(*trace_id, spans, *d, &[rec.offset]);
+            } else {
+                telemetry::late_spans(Outcome::Drop, spans.len());
+            }
+        }
+        self.late = late;
+        self.late.clear();
+    }
+
+    fn decide(&mut self, t: DueTrace, now: MonoTime) {
+        let d = self.shared.sampler.decide(t.trace_id, &t.summary);
+        self.store.remember(t.trace_id, d, now);
+        let stats = &self.shared.stats;
+        stats.traces_decided.fetch_add(1, Ordering::Relaxed);
+        let forced = t.trigger.is_forced();
+        if forced {
+            stats.forced.fetch_add(1, Ordering::Relaxed);
+        }
+        let policy = d.policy.map(|p| self.shared.sampler.policy_name(p)).unwrap_or("none");
+        if d.keep {
+            telemetry::trace_decided(policy, Outcome::Keep, t.trigger.as_str(), forced);
+            stats.traces_kept.fetch_add(1, Ordering::Relaxed);
+            if let Some(c) = d.policy.and_then(|p| stats.kept_by_policy.get(usize::from(p))) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            self.emit(t.trace_id, &t.spans, d, &t.offsets);
+        } else {
+            telemetry::trace_decided(policy, Outcome::Drop, t.trigger.as_str(), forced);
+            self.release(&t.offsets);
+        }
+    }
+
+    /// Hands kept spans to every sink. Each offset holds one reference on entry; it ends with one
+    /// per sink, each released by that sink's acknowledgement.
+    fn emit(&mut self, trace_id: TraceId, spans: &[SpanRef], d: Decision, offsets: &[i64]) {
+        self.shared.stats.spans_kept.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        let n = self.sinks.len() as u32;
+        if n == 0 {
+            self.release(offsets);
+            return;
+        }
+        for &o in offsets {
+            self.acquire(o, n - 1);
+        }
+        let policy = d
+            .policy
+            .and_then(|p| self.shared.policy_names.get(usize::from(p)))
+            .cloned()
+            .unwrap_or_else(|| Arc::from("none"));
+        let kept = KeptTrace {
+            trace_id,
+            spans,
+            decision: d,
+            policy: &policy,
+            offsets,
+        };
+        for s in &mut self.sinks {
+            s.accept(&kept, &mut self.acks);
+        }
+    }
+
+    /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
+    pub fn tick(&mut self, queued: usize) {
+        let now = self.shared.clock.now();
+        let mut due = std::mem::take(&mut self.due);
+        self.store.poll_due(now, &mut due);
+        for t in due.drain(..) {
+            self.decide(t, now);
+        }
+        self.due = due;
+        for s in &mut self.sinks {
+            s.tick(now, &mut self.acks);
+        }
+        if now >= self.next_commit {
+            self.next_commit = now + self.shared.config.kafka.commit_interval;
+            if let Some(p) = self.watermark.take_new_commit() {
+                self.shared.commits.insert((Arc::clone(&self.topic), self.partition), p);
+            }
+            let st = self.store.stats();
+            telemetry::partition_gauges(
+                &self.topic,
+                self.partition,
+                PartitionGauges {
+                    traces: st.traces,
+                    bytes: st.bytes,
+                    queued,
+                    pending_acks: self.acks.len(),
+                    lag: None,
+                },
+            );
+        }
+    }
+
+    /// Writes out buffered segments and waits for every pending write; returns the commit point.
+    async fn drain(&mut self) -> Option<i64> {
+        for s in &mut self.sinks {
+            s.flush(&mut self.acks);
+        }
+        while !self.acks.is_empty() {
+            let released = self.acks.next().await;
+            self.release(&released);
+        }
+        self.watermark.commit_point()
+    }
+}
+
+/// How long a revoke or shutdown waits for a partition to drain before giving up on it (its
+/// offsets then stay at the last periodic commit, which is always safe).
+pub fn drain_deadline(cfg: &Config) -> Duration {
+    cfg.shutdown_timeout
+}
+
+/// Errors that stop a run before it starts.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The policies did not compile (config validation normally catches this first).
+    #[error("invalid policies: {0}")]
+    Policies(crate::config::ConfigErrors),
+    /// A Kafka client could not be created or the cluster refused a request.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The source failed to start.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// The hot tier could not be opened.
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
+    /// The telemetry endpoint could not be started.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// A topic could not be created.
+    #[error("cannot create topic `{topic}`: {reason}")]
+    Topic {
+        /// Topic.
+        topic: String,
+        /// Cause.
+        reason: String,
+    },
+}
+
+/// A running pipeline, for callers that want to watch it (demo, bench, tests).
+pub struct Running {
+    /// Counters.
+    pub stats: Arc<RunStats>,
+    /// Readiness.
+    pub health: crate::telemetry::Health,
+    /// Bound telemetry address, when enabled.
+    pub telemetry_addr: Option<std::net::SocketAddr>,
+    /// Compiled policies (names for reports).
+    pub sampler: Arc<Sampler>,
+    source: Option<crate::source::SourceHandle>,
+    producer: FutureProducer,
+    _server: Option<crate::telemetry::Server>,
+    shutdown_timeout: Duration,
+}
+
+impl Running {
+    /// Graceful stop: no more input, every partition drained (decided traces written, pending
+    /// writes acknowledged) and committed, producer flushed.
+    pub async fn stop(mut self) -> Arc<RunStats> {
+        self.health.set_ready(false);
+        if let Some(source) = self.source.take() {
+            let _ = tokio::task::spawn_blocking(move || source.stop()).await;
+        }
+        let producer = self.producer.clone();
+        let timeout = self.shutdown_timeout;
+        let _ = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer;
+            producer.flush(timeout)
+        })
+        .await;
+        Arc::clone(&self.stats)
+    }
+}
+
+/// Creates the sampled and dead-letter topics when missing, with as many partitions as the first
+/// input topic (so partition p of the input maps to partition p of the outputs).
+async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = crate::source::producer_config(cfg).create()?;
+    let md = {
+        let client = admin.inner();
+        client.fetch_metadata(None, Duration::from_secs(10))?
+    };
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| cfg.kafka.input_topics.first().is_some_and(|i| i == t.name()))
+        .map(|t| t.partitions().len() as i32)
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
+    let mut wanted = vec![cfg.kafka.dead_letter_topic.clone()];
+    if cfg.sinks.kafka.enabled {
+        wanted.push(cfg.kafka.sampled_topic.clone());
+    }
+    let missing: Vec<String> = wanted
+        .into_iter()
+        .filter(|w| !md.topics().iter().any(|t| t.name() == w && !t.partitions().is_empty()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await?;
+    for r in results {
+        match r {
+            Ok(t) => tracing::warn!(topic = %t, partitions, "created missing topic with replication 1; manage production topics explicitly"),
+            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = %t, "exists"),
+            Err((t, e)) => return Err(RunError::Topic { topic: t, reason: e.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the pipeline: telemetry, producer, output topics, hot tier, consumer group.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, RunError> {
+    let handle = crate::telemetry::install();
+    let health = crate::telemetry::Health::default();
+    let config = Arc::new(config);
+    let sampler = Arc::new(
+        Sampler::build(&config.policies).map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?,
+    );
+    let policy_names: Arc<[Arc<str>]> = config.policies.iter().map(|p| Arc::from(p.name.as_str())).collect();
+    let producer: FutureProducer = crate::source::producer_config(&config).create()?;
+    ensure_output_topics(&config).await?;
+    let hot_store = if config.sinks.parquet.enabled {
+        Some(crate::archive::open_store(&config.archive.hot.url)?)
+    } else {
+        None
+    };
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let stats = Arc::new(RunStats::new(config.policies.len()));
+    let shared = Shared {
+        config: Arc::clone(&config),
+        sampler: Arc::clone(&sampler),
+        policy_names,
+        producer: producer.clone(),
+        hot_store,
+        encode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        clock,
+        stats: Arc::clone(&stats),
+        commits: Arc::new(dashmap::DashMap::new()),
+    };
+    let server = if config.telemetry.listen.is_empty() {
+        None
+    } else {
+        Some(crate::telemetry::serve(&config.telemetry.listen, handle, health.clone()).await?)
+    };
+    let rt = tokio::runtime::Handle::current();
+    let h2 = health.clone();
+    let source = tokio::task::spawn_blocking(move || crate::source::start(shared, h2, rt))
+        .await
+        .map_err(|e| RunError::Topic { topic: String::new(), reason: e.to_string() })??;
+    Ok(Running {
+        stats,
+        health,
+        telemetry_addr: server.as_ref().map(|s| s.addr),
+        sampler,
+        source: Some(source),
+        producer,
+        _server: server,
+        shutdown_timeout: config.shutdown_timeout,
+    })
+}

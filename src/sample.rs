@@ -1,0 +1,803 @@
+//! Tail-sampling decisions.
+//!
+//! Policies are written in the OpenTelemetry Collector `tail_sampling` syntax
+//! (`{name, type, <type>: {…}}`), OR-ed at the top level with `drop` winning. They are compiled once
+//! at config load into:
+//! - a [`LeafSet`], the span-level predicates (attribute and tracestate matches). It is the
+//!   [`SpanProbe`] handed to the OTLP scanner, so each span sets bits in its trace's summary as it
+//!   arrives and nothing is re-read at decision time;
+//! - an [`Evaluator`] tree that reads the compact [`TraceSummary`] (root, error flag, min/max times,
+//!   span count, bytes, leaf bits) and returns a [`Verdict`].
+//!
+//! Adding a policy type is one [`PolicyKind`] variant, one file under `sample/`, and one match arm
+//! in [`PolicyKind::parse`], [`compile`] and [`Evaluator::evaluate`].
+//!
+//! Probabilities follow OpenTelemetry consistent probability sampling (OTEP 235): a 56-bit
+//! rejection threshold `T` is compared with the trace's 56-bit randomness `R` (the `rv` in its
+//! tracestate, else the low 56 bits of the trace id); keep iff `R >= T`. A decision is therefore a
+//! pure function of the trace, and a replay repeats it.
+
+mod always_sample;
+mod and;
+mod latency;
+mod probabilistic;
+mod status_code;
+mod string_attribute;
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::config::ConfigError;
+use crate::otlp::{AnyValueRef, SpanMeta, SpanProbe, TraceId};
+
+pub use and::AndConfig;
+pub use latency::LatencyConfig;
+pub use probabilistic::ProbabilisticConfig;
+pub use status_code::StatusCodeConfig;
+pub use string_attribute::StringAttributeConfig;
+
+/// The threshold that keeps everything (p = 1).
+pub const THRESHOLD_ALWAYS: u64 = 0;
+/// One past the largest threshold: keeps nothing (p = 0).
+pub const THRESHOLD_NEVER: u64 = 1 << 56;
+
+/// The rejection threshold for a keep probability `p` in [0, 1].
+pub fn threshold_for_probability(p: f64) -> u64 {
+    if p >= 1.0 {
+        THRESHOLD_ALWAYS
+    } else if p <= 0.0 || p.is_nan() {
+        THRESHOLD_NEVER
+    } else {
+        let t = ((1.0 - p) * (THRESHOLD_NEVER as f64)).round() as u64;
+        t.min(THRESHOLD_NEVER - 1)
+    }
+}
+
+/// The adjusted count (1/p) a threshold stands for.
+pub fn adjusted_count(threshold: u64) -> f64 {
+    if threshold >= THRESHOLD_NEVER {
+        return 0.0;
+    }
+    (THRESHOLD_NEVER as f64) / ((THRESHOLD_NEVER - threshold) as f64)
+}
+
+/// Encodes a threshold as OTEP 235 `th` hex (trailing zeros removed; `0` for always).
+pub fn threshold_hex(threshold: u64) -> String {
+    if threshold == 0 {
+        return "0".into();
+    }
+    let s = format!("{:014x}", threshold.min(THRESHOLD_NEVER - 1));
+    s.trim_end_matches('0').to_string()
+}
+
+/// One policy as configured: a name and a typed body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    /// Unique name; it labels metrics and fills the `sampling_policy` column.
+    pub name: String,
+    /// The policy type and its settings.
+    pub kind: PolicyKind,
+}
+
+/// The policy types, with the Collector's field names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyKind {
+    /// `always_sample`: keeps every trace.
+    AlwaysSample,
+    /// `latency`: trace duration (earliest start to latest end) above a threshold.
+    Latency(LatencyConfig),
+    /// `status_code`: any span with one of the listed status codes.
+    StatusCode(StatusCodeConfig),
+    /// `string_attribute`: a span or resource attribute equal to (or matching) a value.
+    StringAttribute(StringAttributeConfig),
+    /// `probabilistic`: consistent probability sampling on the trace's randomness.
+    Probabilistic(ProbabilisticConfig),
+    /// `and`: every sub-policy keeps the trace.
+    And(AndConfig),
+}
+
+/// Policy types this build implements.
+pub const POLICY_TYPES: &[&str] = &[
+    "always_sample",
+    "latency",
+    "status_code",
+    "string_attribute",
+    "probabilistic",
+    "and",
+];
+
+/// Collector policy types that are recognised but not implemented in this build.
+const NOT_YET: &[&str] = &[
+    "numeric_attribute",
+    "boolean_attribute",
+    "span_count",
+    "trace_state",
+    "trace_flags",
+    "rate_limiting",
+    "bytes_limiting",
+    "not",
+    "drop",
+    "composite",
+];
+
+impl PolicyKind {
+    /// The `type:` string.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PolicyKind::AlwaysSample => "always_sample",
+            PolicyKind::Latency(_) => "latency",
+            PolicyKind::StatusCode(_) => "status_code",
+            PolicyKind::StringAttribute(_) => "string_attribute",
+            PolicyKind::Probabilistic(_) => "probabilistic",
+            PolicyKind::And(_) => "and",
+        }
+    }
+
+    /// Parses the `<type>:` block of a policy whose type is `ty`.
+    fn parse(
+        ty: &str,
+        path: &str,
+        block: Option<&serde_yaml::Value>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<PolicyKind> {
+        let block_path = format!("{path}.{ty}");
+        match ty {
+            "always_sample" => Some(PolicyKind::AlwaysSample),
+            "latency" => typed_block(&block_path, block, errors).map(PolicyKind::Latency),
+            "status_code" => typed_block(&block_path, block, errors).map(PolicyKind::StatusCode),
+            "string_attribute" => {
+                typed_block(&block_path, block, errors).map(PolicyKind::StringAttribute)
+            }
+            "probabilistic" => typed_block(&block_path, block, errors).map(PolicyKind::Probabilistic),
+            "and" => AndConfig::from_yaml(&block_path, block, errors).map(PolicyKind::And),
+            _ => None,
+        }
+    }
+
+    fn block_value(&self) -> Option<serde_yaml::Value> {
+        let v = match self {
+            PolicyKind::AlwaysSample => return None,
+            PolicyKind::Latency(c) => serde_yaml::to_value(c),
+            PolicyKind::StatusCode(c) => serde_yaml::to_value(c),
+            PolicyKind::StringAttribute(c) => serde_yaml::to_value(c),
+            PolicyKind::Probabilistic(c) => serde_yaml::to_value(c),
+            PolicyKind::And(c) => serde_yaml::to_value(c),
+        };
+        v.ok()
+    }
+}
+
+fn typed_block<T: serde::de::DeserializeOwned>(
+    path: &str,
+    block: Option<&serde_yaml::Value>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    let Some(block) = block else {
+        errors.push(ConfigError::new(path, "this policy type needs its settings block"));
+        return None;
+    };
+    match serde_path_to_error::deserialize::<_, T>(block.clone()) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let p = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
+            errors.push(ConfigError::new(p, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+impl PolicySpec {
+    /// Parses one policy item; problems go to `errors` with paths under `path`.
+    pub fn from_yaml(
+        path: &str,
+        v: &serde_yaml::Value,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<PolicySpec> {
+        let Some(map) = v.as_mapping() else {
+            errors.push(ConfigError::new(path, "a policy is a mapping with `name` and `type`"));
+            return None;
+        };
+        let before = errors.len();
+        let name = match map.get("name").and_then(|n| n.as_str()) {
+            Some(n) if !n.trim().is_empty() => Some(n.to_string()),
+            _ => {
+                errors.push(ConfigError::new(format!("{path}.name"), "a non-empty name is required"));
+                None
+            }
+        };
+        let ty = match map.get("type").and_then(|t| t.as_str()) {
+            Some(t) if POLICY_TYPES.contains(&t) => Some(t),
+            Some("ottl_condition") => {
+                errors.push(ConfigError::new(
+                    format!("{path}.type"),
+                    "`ottl_condition` is not supported by tracesift; express the condition with \
+                     string_attribute / status_code / latency / and policies",
+                ));
+                None
+            }
+            Some(t) if NOT_YET.contains(&t) => {
+                errors.push(ConfigError::new(
+                    format!("{path}.type"),
+                    format!(
+                        "policy type `{t}` is not supported in this build yet; supported: {}",
+                        POLICY_TYPES.join(", ")
+                    ),
+                ));
+                None
+            }
+            Some(t) => {
+                errors.push(ConfigError::new(
+                    format!("{path}.type"),
+                    format!("unknown policy type `{t}`; valid types: {}", POLICY_TYPES.join(", ")),
+                ));
+                None
+            }
+            None => {
+                errors.push(ConfigError::new(
+                    format!("{path}.type"),
+                    format!("`type` is required; valid types: {}", POLICY_TYPES.join(", ")),
+                ));
+                None
+            }
+        };
+        if let Some(ty) = ty {
+            for key in map.keys() {
+                let k = key.as_str().unwrap_or("");
+                if k != "name" && k != "type" && k != ty {
+                    errors.push(ConfigError::new(
+                        format!("{path}.{k}"),
+                        format!("unknown field for a `{ty}` policy; expected name, type, {ty}"),
+                    ));
+                }
+            }
+        }
+        let kind = ty.and_then(|ty| PolicyKind::parse(ty, path, map.get(ty), errors));
+        match (name, kind) {
+            (Some(name), Some(kind)) if errors.len() == before => Some(PolicySpec { name, kind }),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for PolicySpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let block = self.kind.block_value();
+        let mut m = s.serialize_map(Some(2 + usize::from(block.is_some())))?;
+        m.serialize_entry("name", &self.name)?;
+        m.serialize_entry("type", self.kind.type_name())?;
+        if let Some(b) = block {
+            m.serialize_entry(self.kind.type_name(), &b)?;
+        }
+        m.end()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Span-level predicates ("leaves") evaluated during the scan
+// ---------------------------------------------------------------------------------------------
+
+/// Most span-level predicates one configuration may have (one bit each in [`TraceSummary`]).
+pub const MAX_LEAVES: usize = 128;
+
+/// How a leaf matches an attribute value.
+#[derive(Debug)]
+enum LeafMatch {
+    /// Exact string match against any of these values.
+    Exact(Vec<String>),
+    /// Any of these regexes matches.
+    Regex(regex::RegexSet),
+}
+
+#[derive(Debug)]
+struct Leaf {
+    bit: u128,
+    matcher: LeafMatch,
+}
+
+/// The span-level predicates of a configuration, grouped by attribute key.
+#[derive(Debug, Default)]
+pub struct LeafSet {
+    by_key: std::collections::HashMap<Box<[u8]>, Vec<Leaf>>,
+    count: usize,
+}
+
+impl LeafSet {
+    /// Adds a string predicate on `key`; returns its bit index.
+    fn add_string(&mut self, key: &str, matcher: LeafMatch) -> Result<u8, String> {
+        if self.count >= MAX_LEAVES {
+            return Err(format!(
+                "too many attribute conditions (at most {MAX_LEAVES} per configuration)"
+            ));
+        }
+        let idx = self.count as u8;
+        self.count += 1;
+        self.by_key
+            .entry(key.as_bytes().into())
+            .or_default()
+            .push(Leaf {
+                bit: 1u128 << idx,
+                matcher,
+            });
+        Ok(idx)
+    }
+
+    #[inline]
+    fn attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128 {
+        let Some(leaves) = self.by_key.get(key) else {
+            return 0;
+        };
+        let AnyValueRef::Str(s) = value else {
+            return 0;
+        };
+        let mut bits = 0;
+        for leaf in leaves {
+            let hit = match &leaf.matcher {
+                LeafMatch::Exact(values) => values.iter().any(|v| v == s),
+                LeafMatch::Regex(set) => set.is_match(s),
+            };
+            if hit {
+                bits |= leaf.bit;
+            }
+        }
+        bits
+    }
+}
+
+impl SpanProbe for LeafSet {
+    fn wants_attributes(&self) -> bool {
+        self.count > 0
+    }
+    fn resource_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128 {
+        self.attribute(key, value)
+    }
+    fn span_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128 {
+        self.attribute(key, value)
+    }
+    fn trace_state(&self, _trace_state: &str) -> u128 {
+        0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trace summary and verdicts
+// ---------------------------------------------------------------------------------------------
+
+/// What policies read of a trace, folded from its spans as they arrive.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TraceSummary {
+    /// Spans seen.
+    pub span_count: u32,
+    /// Encoded span bytes seen.
+    pub bytes: u64,
+    /// Earliest span start (Unix ns); `u64::MAX` before the first span.
+    pub min_start_ns: u64,
+    /// Latest span end (Unix ns).
+    pub max_end_ns: u64,
+    /// Status codes seen, one bit each ([`crate::otlp::StatusCode::bit`]).
+    pub status_mask: u8,
+    /// A root span (no parent) was seen.
+    pub has_root: bool,
+    /// Some span had the W3C sampled flag.
+    pub any_sampled_flag: bool,
+    /// Leaves matched by some span or its resource.
+    pub leaf_bits: u128,
+    /// OTEP 235 randomness from the first span that carried one.
+    pub rv: Option<u64>,
+    /// The largest incoming OTEP 235 threshold seen.
+    pub th: Option<u64>,
+}
+
+impl TraceSummary {
+    /// An empty summary.
+    pub fn new() -> Self {
+        TraceSummary {
+            min_start_ns: u64::MAX,
+            ..Default::default()
+        }
+    }
+
+    /// Folds one span in.
+    #[inline]
+    pub fn add(&mut self, m: &SpanMeta) {
+        self.span_count = self.span_count.saturating_add(1);
+        self.bytes += u64::from(m.size);
+        self.min_start_ns = self.min_start_ns.min(m.start_ns);
+        self.max_end_ns = self.max_end_ns.max(m.end_ns);
+        self.status_mask |= m.status.bit();
+        self.has_root |= m.is_root;
+        self.any_sampled_flag |= m.flags & 1 == 1;
+        self.leaf_bits |= m.leaf_bits;
+        if self.rv.is_none() {
+            self.rv = m.rv;
+        }
+        if let Some(th) = m.th {
+            self.th = Some(self.th.map_or(th, |t| t.max(th)));
+        }
+    }
+
+    /// Earliest start to latest end, in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.max_end_ns.saturating_sub(self.min_start_ns)
+    }
+}
+
+/// The trace as a policy sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceView<'a> {
+    /// Trace id.
+    pub trace_id: TraceId,
+    /// Its summary.
+    pub summary: &'a TraceSummary,
+}
+
+impl TraceView<'_> {
+    /// OTEP 235 randomness: the explicit `rv`, else the trace id's low 56 bits.
+    pub fn randomness(&self) -> u64 {
+        self.summary.rv.unwrap_or_else(|| self.trace_id.randomness())
+    }
+}
+
+/// What one policy says about a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep, at this threshold (0 for rule-based keeps).
+    Sampled {
+        /// The policy's effective rejection threshold.
+        threshold: u64,
+    },
+    /// This policy does not keep the trace.
+    NotSampled,
+    /// Drop the trace whatever the other policies say.
+    Dropped,
+}
+
+/// Index of a top-level policy in the configuration.
+pub type PolicyId = u16;
+
+/// The outcome for a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Keep or drop.
+    pub keep: bool,
+    /// The deciding policy (for a keep, the one with the smallest threshold; for a drop by a
+    /// drop policy, that policy); `None` when no policy matched.
+    pub policy: Option<PolicyId>,
+    /// This stage's rejection threshold (0 for rule keeps).
+    pub threshold: u64,
+}
+
+impl Decision {
+    /// The drop that follows when no policy keeps the trace.
+    pub const NOT_SAMPLED: Decision = Decision {
+        keep: false,
+        policy: None,
+        threshold: THRESHOLD_NEVER,
+    };
+}
+
+/// A compiled policy.
+#[derive(Debug)]
+pub enum Evaluator {
+    /// `always_sample`.
+    Always(always_sample::AlwaysSample),
+    /// `latency`.
+    Latency(latency::Latency),
+    /// `status_code`.
+    StatusCode(status_code::StatusCodePolicy),
+    /// `string_attribute`.
+    StringAttribute(string_attribute::StringAttribute),
+    /// `probabilistic`.
+    Probabilistic(probabilistic::Probabilistic),
+    /// `and`.
+    And(and::And),
+}
+
+impl Evaluator {
+    /// The verdict of this policy on a trace.
+    #[inline]
+    pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
+        match self {
+            Evaluator::Always(p) => p.evaluate(t),
+            Evaluator::Latency(p) => p.evaluate(t),
+            Evaluator::StatusCode(p) => p.evaluate(t),
+            Evaluator::StringAttribute(p) => p.evaluate(t),
+            Evaluator::Probabilistic(p) => p.evaluate(t),
+            Evaluator::And(p) => p.evaluate(t),
+        }
+    }
+}
+
+/// Compiles one policy; span-level predicates are registered in `leaves`.
+fn compile(
+    spec: &PolicySpec,
+    path: &str,
+    leaves: &mut LeafSet,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Evaluator> {
+    let block = format!("{path}.{}", spec.kind.type_name());
+    let r = match &spec.kind {
+        PolicyKind::AlwaysSample => Ok(Evaluator::Always(always_sample::AlwaysSample)),
+        PolicyKind::Latency(c) => latency::Latency::build(c).map(Evaluator::Latency),
+        PolicyKind::StatusCode(c) => status_code::StatusCodePolicy::build(c).map(Evaluator::StatusCode),
+        PolicyKind::StringAttribute(c) => {
+            string_attribute::StringAttribute::build(c, leaves).map(Evaluator::StringAttribute)
+        }
+        PolicyKind::Probabilistic(c) => probabilistic::Probabilistic::build(c).map(Evaluator::Probabilistic),
+        PolicyKind::And(c) => {
+            return and::And::build(c, &block, leaves, errors).map(Evaluator::And);
+        }
+    };
+    match r {
+        Ok(e) => Some(e),
+        Err(msg) => {
+            errors.push(ConfigError::new(block, msg));
+            None
+        }
+    }
+}
+
+/// The compiled policy set of a configuration.
+#[derive(Debug)]
+pub struct Sampler {
+    policies: Vec<(String, Evaluator)>,
+    leaves: LeafSet,
+}
+
+impl Sampler {
+    /// Compiles the policies (regexes once, leaves registered); every problem is reported.
+    pub fn build(specs: &[PolicySpec]) -> Result<Sampler, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut leaves = LeafSet::default();
+        let mut policies = Vec::with_capacity(specs.len());
+        if specs.len() > usize::from(PolicyId::MAX) {
+            errors.push(ConfigError::new("policies", "too many policies"));
+        }
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(e) = compile(spec, &format!("policies[{i}]"), &mut leaves, &mut errors) {
+                policies.push((spec.name.clone(), e));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Sampler { policies, leaves })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The probe the OTLP scanner uses to fill leaf bits.
+    pub fn probe(&self) -> &LeafSet {
+        &self.leaves
+    }
+
+    /// Name of a top-level policy.
+    pub fn policy_name(&self, id: PolicyId) -> &str {
+        self.policies
+            .get(usize::from(id))
+            .map(|(n, _)| n.as_str())
+            .unwrap_or("unknown")
+    }
+
+    /// Number of top-level policies.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// True when there are no policies.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Decides a trace: OR across policies, a drop wins, the smallest threshold among keepers wins.
+    pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary) -> Decision {
+        let view = TraceView { trace_id, summary };
+        let mut best: Option<(PolicyId, u64)> = None;
+        for (i, (_, p)) in self.policies.iter().enumerate() {
+            let id = i as PolicyId;
+            match p.evaluate(&view) {
+                Verdict::Dropped => {
+                    return Decision {
+                        keep: false,
+                        policy: Some(id),
+                        threshold: THRESHOLD_NEVER,
+                    }
+                }
+                Verdict::Sampled { threshold } => {
+                    if best.is_none_or(|(_, t)| threshold < t) {
+                        best = Some((id, threshold));
+                    }
+                }
+                Verdict::NotSampled => {}
+            }
+        }
+        match best {
+            Some((policy, threshold)) => Decision {
+                keep: true,
+                policy: Some(policy),
+                threshold,
+            },
+            None => Decision::NOT_SAMPLED,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::otlp::StatusCode;
+
+    pub(crate) fn policies(yaml: &str) -> Vec<PolicySpec> {
+        let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        let mut errors = Vec::new();
+        let out: Vec<PolicySpec> = v
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| PolicySpec::from_yaml(&format!("policies[{i}]"), p, &mut errors))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        out
+    }
+
+    pub(crate) fn summary(spans: &[SpanMeta]) -> TraceSummary {
+        let mut s = TraceSummary::new();
+        for m in spans {
+            s.add(m);
+        }
+        s
+    }
+
+    pub(crate) fn meta(start_ms: u64, end_ms: u64, status: StatusCode, root: bool) -> SpanMeta {
+        SpanMeta {
+            is_root: root,
+            start_ns: start_ms * 1_000_000,
+            end_ns: end_ms * 1_000_000,
+            status,
+            size: 100,
+            ..Default::default()
+        }
+    }
+
+    /// A trace id whose randomness is `r` (56 bits).
+    pub(crate) fn tid_with_randomness(r: u64) -> TraceId {
+        let mut id = [0xabu8; 16];
+        id[8] = 0x11;
+        for i in 0..7 {
+            id[15 - i] = (r >> (8 * i)) as u8;
+        }
+        TraceId(id)
+    }
+
+    const SEED: &str = r#"
+- {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+- {name: slow, type: latency, latency: {threshold_ms: 500}}
+- name: important
+  type: and
+  and:
+    and_sub_policy:
+      - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+      - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+- {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
+"#;
+
+    #[test]
+    fn threshold_math() {
+        assert_eq!(threshold_for_probability(1.0), 0);
+        assert_eq!(threshold_for_probability(0.5), 1 << 55);
+        assert_eq!(threshold_for_probability(0.0), THRESHOLD_NEVER);
+        assert!((adjusted_count(threshold_for_probability(0.01)) - 100.0).abs() < 1e-6);
+        assert_eq!(adjusted_count(0), 1.0);
+        assert_eq!(threshold_hex(1 << 55), "8");
+        assert_eq!(threshold_hex(0), "0");
+        // 1% at the spec's example precision.
+        assert!(threshold_hex(threshold_for_probability(0.01)).starts_with("fd70a3d70a3d"));
+    }
+
+    #[test]
+    fn seed_policies_decide_as_documented() {
+        let sampler = Sampler::build(&policies(SEED)).unwrap();
+        let low = tid_with_randomness(0x10); // below every threshold but 0
+        let high = tid_with_randomness(THRESHOLD_NEVER - 1); // passes any probability
+        let mid = tid_with_randomness(3 << 54); // passes 50%, not 1%
+
+        let err = summary(&[meta(0, 10, StatusCode::Ok, true), meta(1, 2, StatusCode::Error, false)]);
+        let d = sampler.decide(low, &err);
+        assert!(d.keep);
+        assert_eq!(sampler.policy_name(d.policy.unwrap()), "errors");
+        assert_eq!(d.threshold, 0);
+
+        let slow = summary(&[meta(0, 501, StatusCode::Unset, true)]);
+        assert!(sampler.decide(low, &slow).keep);
+        let not_slow = summary(&[meta(0, 500, StatusCode::Unset, true)]);
+        assert!(!sampler.decide(low, &not_slow).keep);
+
+        // The 1% default keeps only high-randomness traces, with threshold and adjusted count 100.
+        let d = sampler.decide(high, &not_slow);
+        assert!(d.keep);
+        assert_eq!(sampler.policy_name(d.policy.unwrap()), "default");
+        assert!((adjusted_count(d.threshold) - 100.0).abs() < 1e-6);
+        assert!(!sampler.decide(mid, &not_slow).keep);
+    }
+
+    #[test]
+    fn and_with_route_and_probability() {
+        let sampler = Sampler::build(&policies(SEED)).unwrap();
+        let probe = sampler.probe();
+        let bits = probe.span_attribute(b"http.route", AnyValueRef::Str("/api/payment"));
+        assert_ne!(bits, 0);
+        assert_eq!(probe.span_attribute(b"http.route", AnyValueRef::Str("/api/cart")), 0);
+        assert_eq!(probe.span_attribute(b"http.route", AnyValueRef::Int(3)), 0);
+        let mut m = meta(0, 10, StatusCode::Unset, true);
+        m.leaf_bits = bits;
+        let s = summary(&[m]);
+        let mid = tid_with_randomness(3 << 54);
+        let d = sampler.decide(mid, &s);
+        assert!(d.keep);
+        assert_eq!(sampler.policy_name(d.policy.unwrap()), "important");
+        assert!((adjusted_count(d.threshold) - 2.0).abs() < 1e-9);
+        assert!(!sampler.decide(tid_with_randomness(1 << 54), &s).keep);
+    }
+
+    #[test]
+    fn smallest_threshold_wins_when_several_keep() {
+        let sampler = Sampler::build(&policies(
+            r#"
+- {name: p10, type: probabilistic, probabilistic: {sampling_percentage: 10}}
+- {name: p90, type: probabilistic, probabilistic: {sampling_percentage: 90}}
+"#,
+        ))
+        .unwrap();
+        let d = sampler.decide(tid_with_randomness(THRESHOLD_NEVER - 1), &summary(&[]));
+        assert_eq!(sampler.policy_name(d.policy.unwrap()), "p90");
+    }
+
+    #[test]
+    fn rv_in_tracestate_is_the_randomness() {
+        let sampler = Sampler::build(&policies(
+            "- {name: p50, type: probabilistic, probabilistic: {sampling_percentage: 50}}",
+        ))
+        .unwrap();
+        let id = tid_with_randomness(0); // would be dropped on trace-id randomness
+        let mut m = meta(0, 1, StatusCode::Unset, true);
+        m.rv = Some(THRESHOLD_NEVER - 1);
+        assert!(sampler.decide(id, &summary(&[m])).keep);
+        assert!(!sampler.decide(id, &summary(&[meta(0, 1, StatusCode::Unset, true)])).keep);
+    }
+
+    #[test]
+    fn decisions_are_deterministic_and_nested() {
+        // kept at p => kept at every p' > p, for the same trace.
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        let ps = [1.0, 5.0, 25.0, 50.0, 90.0, 100.0];
+        let samplers: Vec<Sampler> = ps
+            .iter()
+            .map(|p| {
+                Sampler::build(&policies(&format!(
+                    "- {{name: p, type: probabilistic, probabilistic: {{sampling_percentage: {p}}}}}"
+                )))
+                .unwrap()
+            })
+            .collect();
+        let s = summary(&[]);
+        let mut kept = vec![0usize; ps.len()];
+        let n = 20_000;
+        for _ in 0..n {
+            let id = TraceId(rng.random());
+            let ds: Vec<bool> = samplers.iter().map(|x| x.decide(id, &s).keep).collect();
+            assert_eq!(ds, samplers.iter().map(|x| x.decide(id, &s).keep).collect::<Vec<_>>());
+            for w in ds.windows(2) {
+                assert!(!w[0] || w[1], "nesting violated: {ds:?}");
+            }
+            for (k, d) in kept.iter_mut().zip(&ds) {
+                *k += usize::from(*d);
+            }
+        }
+        for (p, k) in ps.iter().zip(kept) {
+            let want = p / 100.0 * n as f64;
+            let sd = (n as f64 * p / 100.0 * (1.0 - p / 100.0)).sqrt().max(1.0);
+            assert!((k as f64 - want).abs() < 5.0 * sd, "p={p}: kept {k}, want ~{want}");
+        }
+    }
+}

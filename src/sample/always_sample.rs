@@ -1,0 +1,16 @@
+//! `always_sample`: keeps every trace.
+
+use super::{TraceView, Verdict, THRESHOLD_ALWAYS};
+
+/// Keeps everything.
+#[derive(Debug, Clone, Copy)]
+pub struct AlwaysSample;
+
+impl AlwaysSample {
+    /// Always `Sampled` at threshold 0.
+    pub fn evaluate(&self, _t: &TraceView<'_>) -> Verdict {
+        Verdict::Sampled {
+            threshold: THRESHOLD_ALWAYS,
+        }
+    }
+}

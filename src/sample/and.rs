@@ -1,0 +1,100 @@
+//! `and`: keeps a trace only when every sub-policy keeps it; the effective threshold is the
+//! largest of the sub-policies' (the combined probability is the smallest).
+
+use serde::{Deserialize, Serialize};
+
+use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict};
+use crate::config::ConfigError;
+
+/// The Collector's `and` block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AndConfig {
+    /// Sub-policies, all of which must keep the trace.
+    pub and_sub_policy: Vec<PolicySpec>,
+}
+
+impl<'de> Deserialize<'de> for PolicySpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_yaml::Value::deserialize(d)?;
+        let mut errors = Vec::new();
+        PolicySpec::from_yaml("", &v, &mut errors).ok_or_else(|| {
+            serde::de::Error::custom(
+                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+            )
+        })
+    }
+}
+
+impl AndConfig {
+    /// Parses the block, reporting sub-policy problems with their own paths.
+    pub fn from_yaml(
+        path: &str,
+        block: Option<&serde_yaml::Value>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<AndConfig> {
+        let Some(map) = block.and_then(|b| b.as_mapping()) else {
+            errors.push(ConfigError::new(path, "expected a mapping with `and_sub_policy`"));
+            return None;
+        };
+        for k in map.keys() {
+            if k.as_str() != Some("and_sub_policy") {
+                errors.push(ConfigError::new(
+                    format!("{path}.{}", k.as_str().unwrap_or("?")),
+                    "unknown field; expected and_sub_policy",
+                ));
+            }
+        }
+        let Some(items) = map.get("and_sub_policy").and_then(|v| v.as_sequence()) else {
+            errors.push(ConfigError::new(format!("{path}.and_sub_policy"), "expected a list of policies"));
+            return None;
+        };
+        let before = errors.len();
+        let subs: Vec<PolicySpec> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("{path}.and_sub_policy[{i}]"), v, errors))
+            .collect();
+        (errors.len() == before).then_some(AndConfig { and_sub_policy: subs })
+    }
+}
+
+/// Compiled `and`.
+#[derive(Debug)]
+pub struct And {
+    subs: Vec<Evaluator>,
+}
+
+impl And {
+    /// Compiles the sub-policies.
+    pub fn build(
+        c: &AndConfig,
+        path: &str,
+        leaves: &mut LeafSet,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<And> {
+        if c.and_sub_policy.is_empty() {
+            errors.push(ConfigError::new(format!("{path}.and_sub_policy"), "needs at least one sub-policy"));
+            return None;
+        }
+        let before = errors.len();
+        let subs: Vec<Evaluator> = c
+            .and_sub_policy
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| compile(s, &format!("{path}.and_sub_policy[{i}]"), leaves, errors))
+            .collect();
+        (errors.len() == before).then_some(And { subs })
+    }
+
+    /// Sampled when every sub-policy is, at the largest of their thresholds.
+    pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
+        let mut threshold = 0;
+        for s in &self.subs {
+            match s.evaluate(t) {
+                Verdict::Sampled { threshold: th } => threshold = threshold.max(th),
+                _ => return Verdict::NotSampled,
+            }
+        }
+        Verdict::Sampled { threshold }
+    }
+}

@@ -1,0 +1,432 @@
+//! The Kafka consumer group: partition lifecycle, dispatch to partition tasks, offset commits.
+//!
+//! One OS thread owns the consumer and polls it. librdkafka runs rebalance callbacks on that
+//! thread, which may block there safely (partition tasks run on the tokio runtime):
+//! - **assign** (cooperative-sticky, so only the delta): a [`PartitionTask`] is spawned per new
+//!   partition, fed through a bounded channel;
+//! - **revoke**: each revoked partition's task is drained (no more input, buffered segments
+//!   written, pending sink writes awaited), its final commit point is committed synchronously
+//!   (unless the assignment was lost), and its state dropped. Undecided traces are not forced:
+//!   the new owner replays them from the committed offset.
+//!
+//! Backpressure: when a partition's channel is full the partition is paused and records already
+//! fetched for it are parked (in order) until the task catches up; then it is resumed. Nothing is
+//! dropped or re-ordered. Commit points published by partition tasks are committed asynchronously
+//! from the poll loop; on shutdown every partition is drained and committed synchronously.
+
+pub mod watermark;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, Encoding};
+use crate::pipeline::{Control, PartitionTask, Record, Shared};
+use crate::telemetry::{self, Health};
+
+/// Errors of the source stage.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The consumer could not be created or subscribed (configuration or broker problem).
+    #[error("kafka consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    /// An input topic does not exist.
+    #[error("input topic `{0}` does not exist on the cluster")]
+    MissingTopic(String),
+    /// The consumer thread could not be started.
+    #[error("cannot start the consumer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+struct PartitionHandle {
+    generation: u64,
+    tx: mpsc::Sender<Record>,
+    control: mpsc::Sender<Control>,
+}
+
+type Key = (usize, i32);
+
+struct Ctx {
+    topics: Vec<Arc<str>>,
+    registry: DashMap<Key, PartitionHandle>,
+    shared: Shared,
+    rt: tokio::runtime::Handle,
+    queue: usize,
+    generation: AtomicU64,
+    drain_deadline: Duration,
+    health: Health,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Ctx {
+    fn topic_index(&self, topic: &str) -> Option<usize> {
+        self.topics.iter().position(|t| &**t == topic)
+    }
+
+    fn spawn(&self, idx: usize, partition: i32) {
+        let topic = Arc::clone(&self.topics[idx]);
+        let (tx, rx) = mpsc::channel(self.queue);
+        let (ctx_tx, ctx_rx) = mpsc::channel(4);
+        let task = PartitionTask::new(Arc::clone(&topic), partition, self.shared.clone());
+        let join = self.rt.spawn(task.run(rx, ctx_rx));
+        if let Ok(mut t) = self.tasks.lock() {
+            t.retain(|j| !j.is_finished());
+            t.push(join);
+        }
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        self.registry.insert(
+            (idx, partition),
+            PartitionHandle {
+                generation,
+                tx,
+                control: ctx_tx,
+            },
+        );
+        tracing::info!(%topic, partition, "partition assigned");
+    }
+
+    /// Drains a partition's task and returns its final commit point.
+    fn drain(&self, key: Key) -> Option<i64> {
+        let (_, h) = self.registry.remove(&key)?;
+        let (reply, rx) = oneshot::channel();
+        if h.control.blocking_send(Control::Drain { reply }).is_err() {
+            return None;
+        }
+        let deadline = self.drain_deadline;
+        let topic = Arc::clone(&self.topics[key.0]);
+        match self.rt.block_on(async { tokio::time::timeout(deadline, rx).await }) {
+            Ok(Ok(point)) => point,
+            Ok(Err(_)) => None,
+            Err(_) => {
+                tracing::warn!(%topic, partition = key.1, "partition did not drain in time; keeping its last commit");
+                None
+            }
+        }
+    }
+
+    /// Drains the given partitions and commits their final points synchronously.
+    fn drain_and_commit(&self, consumer: &BaseConsumer<Ctx>, keys: &[Key], commit: bool) {
+        let mut tpl = TopicPartitionList::new();
+        for &key in keys {
+            let point = self.drain(key);
+            let topic = Arc::clone(&self.topics[key.0]);
+            let published = self.shared.commits.remove(&(Arc::clone(&topic), key.1)).map(|(_, p)| p);
+            if let Some(p) = point.or(published) {
+                if tpl.add_partition_offset(&topic, key.1, Offset::Offset(p)).is_err() {
+                    tracing::warn!(%topic, partition = key.1, "cannot build commit");
+                }
+            }
+            tracing::info!(%topic, partition = key.1, commit = ?point, "partition released");
+        }
+        if commit && tpl.count() > 0 {
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                tracing::warn!(error = %e, "final commit failed; the next owner replays from the previous commit");
+            }
+        }
+        telemetry::partitions_assigned(self.registry.len());
+    }
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let lost = consumer.assignment_lost();
+            let keys: Vec<Key> = tpl
+                .elements()
+                .iter()
+                .filter_map(|e| self.topic_index(e.topic()).map(|i| (i, e.partition())))
+                .collect();
+            tracing::info!(partitions = keys.len(), lost, "revoking partitions");
+            self.drain_and_commit(consumer, &keys, !lost);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                for e in tpl.elements() {
+                    if let Some(i) = self.topic_index(e.topic()) {
+                        if !self.registry.contains_key(&(i, e.partition())) {
+                            self.spawn(i, e.partition());
+                        }
+                    }
+                }
+                telemetry::partitions_assigned(self.registry.len());
+                self.health.set_ready(true);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// librdkafka settings tracesift owns for its consumer (user properties may add to them).
+pub fn consumer_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("queued.max.messages.kbytes", "16384");
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// librdkafka settings for the producer of the sampled and dead-letter topics.
+pub fn producer_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    for (k, v) in &cfg.kafka.properties {
+        if !is_consumer_only(k) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+fn is_consumer_only(k: &str) -> bool {
+    k.starts_with("fetch.")
+        || k.starts_with("session.")
+        || k.starts_with("heartbeat.")
+        || k.starts_with("max.poll.")
+        || k.starts_with("auto.offset")
+        || k.starts_with("queued.")
+        || k.starts_with("partition.assignment")
+        || k.starts_with("group.")
+        || k == "isolation.level"
+}
+
+fn header_encoding(msg: &BorrowedMessage<'_>, default: Encoding) -> Encoding {
+    let Some(headers) = msg.headers() else {
+        return default;
+    };
+    for h in headers.iter() {
+        if h.key.eq_ignore_ascii_case("content-type") {
+            let v = h.value.map(|v| String::from_utf8_lossy(v).to_ascii_lowercase()).unwrap_or_default();
+            if v.contains("json") {
+                return Encoding::OtlpJson;
+            }
+            if v.contains("protobuf") || v.contains("proto") {
+                return Encoding::OtlpProto;
+            }
+        }
+    }
+    default
+}
+
+/// The running source; [`SourceHandle::stop`] drains every partition and closes the consumer.
+pub struct SourceHandle {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SourceHandle {
+    /// Signals the poll thread to drain and close, and waits for it (blocking: call it from a
+    /// blocking context).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SourceHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Creates the consumer, checks the input topics, subscribes and starts the poll thread.
+pub fn start(shared: Shared, health: Health, rt: tokio::runtime::Handle) -> Result<SourceHandle, SourceError> {
+    let cfg = Arc::clone(&shared.config);
+    let topics: Vec<Arc<str>> = cfg.kafka.input_topics.iter().map(|t| Arc::from(t.as_str())).collect();
+    let ctx = Ctx {
+        topics: topics.clone(),
+        registry: DashMap::new(),
+        shared,
+        rt,
+        queue: cfg.kafka.partition_queue_records,
+        generation: AtomicU64::new(0),
+        drain_deadline: crate::pipeline::drain_deadline(&cfg),
+        health,
+        tasks: Mutex::new(Vec::new()),
+    };
+    let consumer: BaseConsumer<Ctx> = consumer_config(&cfg).create_with_context(ctx)?;
+    let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    for t in &topics {
+        let found = md.topics().iter().any(|m| m.name() == &**t && !m.partitions().is_empty());
+        if !found {
+            return Err(SourceError::MissingTopic(t.to_string()));
+        }
+    }
+    let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
+    consumer.subscribe(&names)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("tracesift-source".into())
+        .spawn(move || poll_loop(consumer, stop2, cfg))
+        .map_err(SourceError::Thread)?;
+    Ok(SourceHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+struct Parked {
+    generation: u64,
+    records: VecDeque<Record>,
+}
+
+fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config>) {
+    let ctx = consumer.context();
+    let default_encoding = cfg.kafka.encoding;
+    let mut parked: HashMap<Key, Parked> = HashMap::new();
+    let mut last_lag = Instant::now();
+    let mut committed: HashMap<Key, i64> = HashMap::new();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(50)) {
+            None => {}
+            Some(Ok(msg)) => {
+                let Some(idx) = ctx.topic_index(msg.topic()) else { continue };
+                let key = (idx, msg.partition());
+                let Some(h) = ctx.registry.get(&key) else {
+                    tracing::warn!(topic = msg.topic(), partition = msg.partition(), "record for a partition not owned");
+                    continue;
+                };
+                let rec = Record {
+                    offset: msg.offset(),
+                    key: msg.key().map(Bytes::copy_from_slice),
+                    payload: msg.payload().map(Bytes::copy_from_slice),
+                    encoding: header_encoding(&msg, default_encoding),
+                };
+                if let Some(p) = parked.get_mut(&key) {
+                    if p.generation == h.generation {
+                        p.records.push_back(rec);
+                        continue;
+                    }
+                }
+                match h.tx.try_send(rec) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(rec)) => {
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(msg.topic(), msg.partition());
+                        if let Err(e) = consumer.pause(&tpl) {
+                            tracing::warn!(error = %e, "pause failed");
+                        }
+                        telemetry::partition_paused();
+                        parked.insert(
+                            key,
+                            Parked {
+                                generation: h.generation,
+                                records: VecDeque::from([rec]),
+                            },
+                        );
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+        }
+        // Feed parked records to tasks with room; resume partitions whose backlog is gone.
+        parked.retain(|key, p| {
+            let topic = &ctx.topics[key.0];
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, key.1);
+            let Some(h) = ctx.registry.get(key) else {
+                // Revoked: these records were never read by a task; the next owner reads them.
+                let _ = consumer.resume(&tpl);
+                return false;
+            };
+            if h.generation != p.generation {
+                let _ = consumer.resume(&tpl);
+                return false;
+            }
+            while let Some(rec) = p.records.pop_front() {
+                match h.tx.try_send(rec) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(rec)) => {
+                        p.records.push_front(rec);
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::warn!(error = %e, "resume failed");
+            }
+            false
+        });
+        commit_published(&consumer, ctx, &mut committed);
+        if last_lag.elapsed() >= Duration::from_secs(5) {
+            last_lag = Instant::now();
+            for (key, c) in &committed {
+                let topic = &ctx.topics[key.0];
+                if let Ok((_, high)) = consumer.fetch_watermarks(topic, key.1, Duration::from_millis(500)) {
+                    if high >= 0 {
+                        let labels = [("topic", topic.to_string()), ("partition", key.1.to_string())];
+                        metrics::gauge!(telemetry::COMMITTED_LAG, &labels).set((high - c).max(0) as f64);
+                    }
+                }
+            }
+        }
+    }
+    // Shutdown: drain and commit every partition, then leave the group.
+    let keys: Vec<Key> = ctx.registry.iter().map(|e| *e.key()).collect();
+    ctx.health.set_ready(false);
+    ctx.drain_and_commit(&consumer, &keys, true);
+    consumer.unsubscribe();
+    if let Ok(mut tasks) = ctx.tasks.lock() {
+        for t in tasks.drain(..) {
+            t.abort();
+        }
+    }
+    drop(consumer);
+}
+
+fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, committed: &mut HashMap<Key, i64>) {
+    if ctx.shared.commits.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    let keys: Vec<(Arc<str>, i32)> = ctx.shared.commits.iter().map(|e| e.key().clone()).collect();
+    for k in keys {
+        if let Some(((topic, partition), offset)) = ctx.shared.commits.remove(&k) {
+            if let Some(i) = ctx.topic_index(&topic) {
+                if !ctx.registry.contains_key(&(i, partition)) {
+                    continue;
+                }
+                committed.insert((i, partition), offset);
+            }
+            if tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)).is_err() {
+                continue;
+            }
+        }
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "commit failed; retried with the next commit point");
+        }
+    }
+}

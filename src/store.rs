@@ -1,0 +1,620 @@
+//! Per-partition trace store: buffers every span of a trace until the trace is due, then hands it
+//! over whole for a decision; remembers decisions so late spans follow them.
+//!
+//! Lifecycle of a trace: the first span creates an entry; each span extends it; the entry is *due*
+//! when no span arrived for `decision_wait`, or `decision_wait_after_root` after its root arrived,
+//! or `max_trace_age` after its first span. A trace that reaches the per-trace span / byte limit is
+//! due at once ([`Trigger::TraceLimit`]); with `on_overflow: decide_oldest`, a store over its trace
+//! or byte budget makes its oldest traces due ([`Trigger::Overflow`]). Due traces are taken out with
+//! [`TraceStore::take_forced`] and [`TraceStore::poll_due`]; the caller decides them and records the
+//! decision with [`TraceStore::remember`], after which later spans of the trace are answered from
+//! the decision cache by [`TraceStore::add`].
+//!
+//! The store is a plain synchronous struct owned by one partition task: no locks, no clock reads
+//! (every call takes `now`), no I/O. Budgets: `max_traces` and `max_bytes` bound what is buffered;
+//! the decision cache is bounded by count and TTL.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+use crate::clock::MonoTime;
+use crate::config::{OnOverflow, StoreConfig};
+use crate::otlp::{SpanMeta, SpanRef, TraceId};
+use crate::sample::{Decision, TraceSummary};
+
+/// Hashes a trace id by folding its (random) bytes; ids are already uniformly distributed.
+#[derive(Default, Clone, Copy)]
+pub struct TraceIdHasher(u64);
+
+impl Hasher for TraceIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+/// A map keyed by trace id.
+pub type TraceMap<V> = HashMap<TraceId, V, BuildHasherDefault<TraceIdHasher>>;
+
+/// Why a trace became due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// No span for `decision_wait`.
+    Inactivity,
+    /// `decision_wait_after_root` after the root span.
+    AfterRoot,
+    /// `max_trace_age` after the first span.
+    MaxAge,
+    /// The store was over budget and this was the oldest trace (a forced decision).
+    Overflow,
+    /// The trace reached its span or byte limit (a forced decision).
+    TraceLimit,
+}
+
+impl Trigger {
+    /// Label value for metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Inactivity => "inactivity",
+            Trigger::AfterRoot => "after_root",
+            Trigger::MaxAge => "max_age",
+            Trigger::Overflow => "overflow",
+            Trigger::TraceLimit => "trace_limit",
+        }
+    }
+
+    /// True for decisions made before the trace was complete by the timers' standard.
+    pub fn is_forced(self) -> bool {
+        matches!(self, Trigger::Overflow | Trigger::TraceLimit)
+    }
+}
+
+/// The limits of one partition's store.
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    /// Inactivity wait.
+    pub decision_wait: Duration,
+    /// Wait after the root span (`None` = off).
+    pub after_root: Option<Duration>,
+    /// Longest a trace is buffered.
+    pub max_trace_age: Duration,
+    /// Traces buffered at most.
+    pub max_traces: usize,
+    /// Span bytes buffered at most.
+    pub max_bytes: u64,
+    /// Spans per trace at most.
+    pub max_spans_per_trace: u32,
+    /// Bytes per trace at most.
+    pub max_trace_bytes: u64,
+    /// Over-budget behaviour.
+    pub on_overflow: OnOverflow,
+    /// Decision cache entries at most.
+    pub cache_size: usize,
+    /// Decision cache entry lifetime.
+    pub cache_ttl: Duration,
+}
+
+impl From<&StoreConfig> for StoreLimits {
+    fn from(c: &StoreConfig) -> Self {
+        StoreLimits {
+            decision_wait: c.decision_wait,
+            after_root: (!c.decision_wait_after_root.is_zero()).then_some(c.decision_wait_after_root),
+            max_trace_age: c.max_trace_age,
+            max_traces: c.max_traces,
+            max_bytes: c.max_bytes.0,
+            max_spans_per_trace: c.max_spans_per_trace,
+            max_trace_bytes: c.max_trace_bytes.0,
+            on_overflow: c.on_overflow,
+            cache_size: c.decision_cache_size,
+            cache_ttl: c.decision_cache_ttl,
+        }
+    }
+}
+
+/// A trace taken out of the store for a decision.
+#[derive(Debug)]
+pub struct DueTrace {
+    /// Trace id.
+    pub trace_id: TraceId,
+    /// What policies read.
+    pub summary: TraceSummary,
+    /// Its spans, in arrival order.
+    pub spans: Vec<SpanRef>,
+    /// The record offsets holding its spans, each once (each holds one watermark reference).
+    pub offsets: Vec<i64>,
+    /// Why it is due.
+    pub trigger: Trigger,
+    /// When its first span arrived.
+    pub first_seen: MonoTime,
+}
+
+struct Entry {
+    seq: u64,
+    first_seen: MonoTime,
+    last_seen: MonoTime,
+    root_seen: Option<MonoTime>,
+    summary: TraceSummary,
+    spans: Vec<SpanRef>,
+    offsets: Vec<i64>,
+}
+
+/// What happened to a span handed to [`TraceStore::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Buffered. `new_ref` is true when this is the trace's first span from this record: the
+    /// caller takes one watermark reference on the record for it.
+    Buffered {
+        /// First span of this trace in this record.
+        new_ref: bool,
+    },
+    /// The trace was already decided; the span follows the decision.
+    Decided(Decision),
+}
+
+/// Bounded memory of recent decisions, for late spans.
+struct DecisionCache {
+    map: TraceMap<(Decision, MonoTime)>,
+    fifo: VecDeque<(TraceId, MonoTime)>,
+    cap: usize,
+    ttl: Duration,
+    hits: u64,
+    misses: u64,
+}
+
+impl DecisionCache {
+    fn get(&mut self, id: &TraceId, now: MonoTime) -> Option<Decision> {
+        match self.map.get(id) {
+            Some((d, at)) if now.saturating_since(*at) < self.ttl => {
+                self.hits += 1;
+                Some(*d)
+            }
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
+        self.map.insert(id, (d, now));
+        self.fifo.push_back((id, now));
+        self.expire(now);
+    }
+
+    fn expire(&mut self, now: MonoTime) {
+        while let Some(&(id, at)) = self.fifo.front() {
+            let expired = now.saturating_since(at) >= self.ttl;
+            if !(expired || self.map.len() > self.cap || self.fifo.len() > self.cap.saturating_mul(2)) {
+                break;
+            }
+            self.fifo.pop_front();
+            // Only remove when this queue item is the entry's latest insertion.
+            if self.map.get(&id).is_some_and(|(_, t)| *t == at) {
+                self.map.remove(&id);
+            }
+        }
+    }
+}
+
+/// Gauges and counters of one store, read by the partition task for telemetry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Traces buffered.
+    pub traces: usize,
+    /// Span bytes buffered.
+    pub bytes: u64,
+    /// Decisions held for late spans.
+    pub cached_decisions: usize,
+    /// Late spans answered from the cache.
+    pub cache_hits: u64,
+}
+
+/// One partition's buffered traces and recent decisions.
+pub struct TraceStore {
+    limits: StoreLimits,
+    traces: TraceMap<Entry>,
+    timers: BinaryHeap<Reverse<(MonoTime, u64, TraceId)>>,
+    by_age: BTreeMap<u64, TraceId>,
+    forced: Vec<DueTrace>,
+    seq: u64,
+    bytes: u64,
+    cache: DecisionCache,
+}
+
+impl TraceStore {
+    /// An empty store.
+    pub fn new(limits: StoreLimits) -> Self {
+        let cache = DecisionCache {
+            map: TraceMap::default(),
+            fifo: VecDeque::new(),
+            cap: limits.cache_size,
+            ttl: limits.cache_ttl,
+            hits: 0,
+            misses: 0,
+        };
+        TraceStore {
+            limits,
+            traces: TraceMap::default(),
+            timers: BinaryHeap::new(),
+            by_age: BTreeMap::new(),
+            forced: Vec::new(),
+            seq: 0,
+            bytes: 0,
+            cache,
+        }
+    }
+
+    /// Buffers one span that arrived in the record at `offset`, or answers it from the decision
+    /// cache. May make traces due at once (see [`TraceStore::has_forced`]).
+    pub fn add(&mut self, trace_id: TraceId, meta: &SpanMeta, span: SpanRef, offset: i64, now: MonoTime) -> Admit {
+        if let Some(d) = self.cache.get(&trace_id, now) {
+            return Admit::Decided(d);
+        }
+        self.cache.misses += 1;
+        let size = u64::from(meta.size);
+        if !self.traces.contains_key(&trace_id) {
+            if self.limits.on_overflow == OnOverflow::DecideOldest {
+                while !self.traces.is_empty()
+                    && (self.traces.len() >= self.limits.max_traces || self.bytes + size > self.limits.max_bytes)
+                {
+                    self.force_oldest();
+                }
+            }
+            self.seq += 1;
+            let seq = self.seq;
+            self.traces.insert(
+                trace_id,
+                Entry {
+                    seq,
+                    first_seen: now,
+                    last_seen: now,
+                    root_seen: None,
+                    summary: TraceSummary::new(),
+                    spans: Vec::new(),
+                    offsets: Vec::new(),
+                },
+            );
+            self.by_age.insert(seq, trace_id);
+            self.timers.push(Reverse((now + self.limits.decision_wait, seq, trace_id)));
+        }
+        let Some(e) = self.traces.get_mut(&trace_id) else {
+            return Admit::Buffered { new_ref: false };
+        };
+        e.last_seen = now;
+        e.summary.add(meta);
+        e.spans.push(span);
+        self.bytes += size;
+        let new_ref = e.offsets.last() != Some(&offset);
+        if new_ref {
+            e.offsets.push(offset);
+        }
+        if meta.is_root && e.root_seen.is_none() {
+            e.root_seen = Some(now);
+            if let Some(w) = self.limits.after_root {
+                self.timers.push(Reverse((now + w, e.seq, trace_id)));
+            }
+        }
+        if e.summary.span_count >= self.limits.max_spans_per_trace || e.summary.bytes >= self.limits.max_trace_bytes {
+            self.force(trace_id, Trigger::TraceLimit);
+        }
+        Admit::Buffered { new_ref }
+    }
+
+    fn force_oldest(&mut self) {
+        if let Some((_, id)) = self.by_age.pop_first() {
+            // by_age and traces are kept in step; the entry is there.
+            self.force(id, Trigger::Overflow);
+        }
+    }
+
+    fn force(&mut self, id: TraceId, trigger: Trigger) {
+        if let Some(due) = self.remove(&id, trigger) {
+            self.forced.push(due);
+        }
+    }
+
+    fn remove(&mut self, id: &TraceId, trigger: Trigger) -> Option<DueTrace> {
+        let e = self.traces.remove(id)?;
+        self.by_age.remove(&e.seq);
+        self.bytes -= e.summary.bytes;
+        Some(DueTrace {
+            trace_id: *id,
+            summary: e.summary,
+            spans: e.spans,
+            offsets: e.offsets,
+            trigger,
+            first_seen: e.first_seen,
+        })
+    }
+
+    /// True when traces were made due by limits and wait in [`TraceStore::take_forced`].
+    pub fn has_forced(&self) -> bool {
+        !self.forced.is_empty()
+    }
+
+    /// Takes the traces made due by limits (decide them before adding more spans).
+    pub fn take_forced(&mut self) -> std::vec::Drain<'_, DueTrace> {
+        self.forced.drain(..)
+    }
+
+    fn deadline(&self, e: &Entry) -> (MonoTime, Trigger) {
+        let mut best = (e.last_seen + self.limits.decision_wait, Trigger::Inactivity);
+        if let (Some(r), Some(w)) = (e.root_seen, self.limits.after_root) {
+            if r + w < best.0 {
+                best = (r + w, Trigger::AfterRoot);
+            }
+        }
+        let age = e.first_seen + self.limits.max_trace_age;
+        if age < best.0 {
+            best = (age, Trigger::MaxAge);
+        }
+        best
+    }
+
+    /// Moves every trace due at `now` into `out`.
+    pub fn poll_due(&mut self, now: MonoTime, out: &mut Vec<DueTrace>) {
+        while let Some(&Reverse((at, seq, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(e) = self.traces.get(&id) else { continue };
+            if e.seq != seq {
+                continue;
+            }
+            let (deadline, trigger) = self.deadline(e);
+            if deadline > now {
+                self.timers.push(Reverse((deadline, seq, id)));
+                continue;
+            }
+            if let Some(due) = self.remove(&id, trigger) {
+                out.push(due);
+            }
+        }
+        self.cache.expire(now);
+    }
+
+    /// The earliest time a buffered trace may become due (for sleeping until then).
+    pub fn next_deadline(&self) -> Option<MonoTime> {
+        self.timers.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Records a decision; later spans of the trace follow it.
+    pub fn remember(&mut self, trace_id: TraceId, d: Decision, now: MonoTime) {
+        self.cache.insert(trace_id, d, now);
+    }
+
+    /// The decision remembered for a trace, if any.
+    pub fn decision(&mut self, trace_id: &TraceId, now: MonoTime) -> Option<Decision> {
+        self.cache.get(trace_id, now)
+    }
+
+    /// True when over the trace or byte budget (with `on_overflow: pause`, stop reading input).
+    pub fn over_budget(&self) -> bool {
+        self.traces.len() >= self.limits.max_traces || self.bytes >= self.limits.max_bytes
+    }
+
+    /// Current gauges.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            traces: self.traces.len(),
+            bytes: self.bytes,
+            cached_decisions: self.cache.map.len(),
+            cache_hits: self.cache.hits,
+        }
+    }
+
+    /// Number of buffered traces.
+    pub fn len(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// True when nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.traces.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ByteSize;
+    use crate::otlp::{ScopeCtx, SpanId, StatusCode};
+    use crate::sample::THRESHOLD_NEVER;
+    use std::sync::Arc;
+
+    fn limits() -> StoreLimits {
+        StoreLimits::from(&StoreConfig {
+            decision_wait: Duration::from_secs(10),
+            decision_wait_after_root: Duration::from_secs(2),
+            max_trace_age: Duration::from_secs(60),
+            max_traces: 1000,
+            max_bytes: ByteSize(1 << 30),
+            max_spans_per_trace: 100,
+            max_trace_bytes: ByteSize(1 << 20),
+            decision_cache_size: 100,
+            decision_cache_ttl: Duration::from_secs(30),
+            ..StoreConfig::default()
+        })
+    }
+
+    fn tid(n: u8) -> TraceId {
+        TraceId([n; 16])
+    }
+
+    fn span(root: bool) -> (SpanMeta, SpanRef) {
+        let meta = SpanMeta {
+            span_id: SpanId([1; 8]),
+            is_root: root,
+            start_ns: 1,
+            end_ns: 2,
+            status: StatusCode::Unset,
+            size: 100,
+            ..Default::default()
+        };
+        (meta, SpanRef { ctx: Arc::new(ScopeCtx::default()), bytes: bytes::Bytes::from_static(&[0; 100]) })
+    }
+
+    fn add(s: &mut TraceStore, id: u8, root: bool, offset: i64, at_ms: u64) -> Admit {
+        let (m, r) = span(root);
+        s.add(tid(id), &m, r, offset, MonoTime::from_millis(at_ms))
+    }
+
+    fn due(s: &mut TraceStore, at_ms: u64) -> Vec<(u8, Trigger)> {
+        let mut out = Vec::new();
+        s.poll_due(MonoTime::from_millis(at_ms), &mut out);
+        out.iter().map(|d| (d.trace_id.0[0], d.trigger)).collect()
+    }
+
+    #[test]
+    fn inactivity_extends_with_each_span() {
+        let mut s = TraceStore::new(limits());
+        assert_eq!(add(&mut s, 1, false, 0, 0), Admit::Buffered { new_ref: true });
+        assert_eq!(add(&mut s, 1, false, 0, 5_000), Admit::Buffered { new_ref: false });
+        assert_eq!(add(&mut s, 1, false, 1, 8_000), Admit::Buffered { new_ref: true });
+        assert!(due(&mut s, 10_000).is_empty(), "activity at 8s pushes the deadline to 18s");
+        assert!(due(&mut s, 17_999).is_empty());
+        assert_eq!(due(&mut s, 18_000), vec![(1, Trigger::Inactivity)]);
+        assert!(s.is_empty());
+        assert_eq!(s.stats().bytes, 0);
+    }
+
+    #[test]
+    fn root_shortens_the_wait_and_age_caps_it() {
+        let mut s = TraceStore::new(limits());
+        add(&mut s, 1, false, 0, 0);
+        add(&mut s, 1, true, 0, 1_000);
+        assert!(due(&mut s, 2_999).is_empty());
+        assert_eq!(due(&mut s, 3_000), vec![(1, Trigger::AfterRoot)]);
+
+        // A trace that keeps receiving spans is decided at max_trace_age.
+        for t in (0..=60_000).step_by(5_000) {
+            add(&mut s, 2, false, t as i64, t);
+            if t < 60_000 {
+                assert!(due(&mut s, t).is_empty(), "at {t}");
+            }
+        }
+        assert_eq!(due(&mut s, 60_000), vec![(2, Trigger::MaxAge)]);
+    }
+
+    #[test]
+    fn offsets_are_listed_once_each() {
+        let mut s = TraceStore::new(limits());
+        for (off, at) in [(3, 0), (3, 1), (7, 2), (9, 3), (9, 4)] {
+            add(&mut s, 1, false, off, at);
+        }
+        let mut out = Vec::new();
+        s.poll_due(MonoTime::from_millis(60_000), &mut out);
+        assert_eq!(out[0].offsets, vec![3, 7, 9]);
+        assert_eq!(out[0].spans.len(), 5);
+        assert_eq!(out[0].summary.span_count, 5);
+    }
+
+    #[test]
+    fn late_spans_follow_the_remembered_decision() {
+        let mut s = TraceStore::new(limits());
+        add(&mut s, 1, true, 0, 0);
+        let out = due(&mut s, 2_000);
+        assert_eq!(out.len(), 1);
+        let keep = Decision { keep: true, policy: Some(0), threshold: 0 };
+        s.remember(tid(1), keep, MonoTime::from_millis(2_000));
+        assert_eq!(add(&mut s, 1, false, 5, 3_000), Admit::Decided(keep));
+        assert!(s.is_empty(), "late span is not buffered");
+        // After the TTL it is forgotten and would start a new trace.
+        assert_eq!(add(&mut s, 1, false, 6, 32_001), Admit::Buffered { new_ref: true });
+        let drop = Decision { keep: false, policy: None, threshold: THRESHOLD_NEVER };
+        s.remember(tid(2), drop, MonoTime::from_millis(40_000));
+        assert_eq!(add(&mut s, 2, false, 7, 40_001), Admit::Decided(drop));
+    }
+
+    #[test]
+    fn decision_cache_is_bounded() {
+        let mut s = TraceStore::new(limits());
+        let d = Decision { keep: true, policy: Some(0), threshold: 0 };
+        for i in 0..=255u8 {
+            s.remember(tid(i), d, MonoTime::from_millis(u64::from(i)));
+        }
+        assert!(s.stats().cached_decisions <= 100);
+        assert!(s.decision(&tid(255), MonoTime::from_millis(300)).is_some());
+        assert!(s.decision(&tid(0), MonoTime::from_millis(300)).is_none());
+    }
+
+    #[test]
+    fn overflow_decides_the_oldest() {
+        let mut l = limits();
+        l.max_traces = 3;
+        let mut s = TraceStore::new(l);
+        for i in 1..=3 {
+            add(&mut s, i, false, i64::from(i), u64::from(i));
+        }
+        assert!(!s.has_forced());
+        add(&mut s, 4, false, 4, 4);
+        assert!(s.has_forced());
+        let forced: Vec<(u8, Trigger)> = s.take_forced().map(|d| (d.trace_id.0[0], d.trigger)).collect();
+        assert_eq!(forced, vec![(1, Trigger::Overflow)]);
+        assert_eq!(s.len(), 3);
+        // The forced trace's stale timer does not fire again.
+        assert_eq!(due(&mut s, 100_000).len(), 3);
+    }
+
+    #[test]
+    fn byte_budget_and_pause_mode() {
+        let mut l = limits();
+        l.max_bytes = 250;
+        let mut s = TraceStore::new(l.clone());
+        add(&mut s, 1, false, 0, 0);
+        add(&mut s, 2, false, 0, 0);
+        add(&mut s, 3, false, 0, 0);
+        assert_eq!(s.take_forced().count(), 1);
+        assert!(s.stats().bytes <= 250);
+
+        l.on_overflow = OnOverflow::Pause;
+        let mut s = TraceStore::new(l);
+        add(&mut s, 1, false, 0, 0);
+        add(&mut s, 2, false, 0, 0);
+        assert!(!s.over_budget());
+        add(&mut s, 3, false, 0, 0);
+        assert!(s.over_budget(), "pause mode reports over budget instead of forcing");
+        assert!(!s.has_forced());
+    }
+
+    #[test]
+    fn giant_trace_is_decided_at_its_limit() {
+        let mut l = limits();
+        l.max_spans_per_trace = 5;
+        let mut s = TraceStore::new(l);
+        for i in 0..4 {
+            add(&mut s, 9, false, i, 0);
+            add(&mut s, 1, false, i, 0);
+        }
+        assert!(!s.has_forced());
+        add(&mut s, 9, false, 4, 0);
+        let forced: Vec<DueTrace> = s.take_forced().collect();
+        assert_eq!(forced.len(), 1);
+        assert_eq!(forced[0].trigger, Trigger::TraceLimit);
+        assert_eq!(forced[0].spans.len(), 5);
+        assert_eq!(s.len(), 1, "other traces are untouched");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_on_paused_tokio_time() {
+        use crate::clock::{Clock, TokioClock};
+        let clock = TokioClock::new();
+        let mut s = TraceStore::new(limits());
+        let (m, r) = span(true);
+        s.add(tid(1), &m, r, 0, clock.now());
+        let mut out = Vec::new();
+        tokio::time::advance(Duration::from_millis(1_999)).await;
+        s.poll_due(clock.now(), &mut out);
+        assert!(out.is_empty());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        s.poll_due(clock.now(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,343 @@
+//! Every metric tracesift emits, declared once, plus the health endpoints.
+//!
+//! Names are constants here; labels are small enums or configured names (policy, sink, topic,
+//! partition), never ids. Stages emit per record or per batch, never per span. The Prometheus
+//! recorder is installed once per process ([`install`]); [`serve`] exposes `/metrics`, `/healthz`
+//! (the process is up) and `/readyz` (consuming and not shutting down) on `telemetry.listen`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Records read, by outcome (`ok`, `malformed`).
+pub const RECORDS_IN: &str = "tracesift_records_in_total";
+/// Spans read.
+pub const SPANS_IN: &str = "tracesift_spans_in_total";
+/// Record bytes read.
+pub const BYTES_IN: &str = "tracesift_bytes_in_total";
+/// Traces decided, by policy, outcome (`keep`, `drop`) and trigger.
+pub const TRACES_DECIDED: &str = "tracesift_traces_decided_total";
+/// Decisions made before a trace was complete (overflow, trace limit), by trigger.
+pub const FORCED_DECISIONS: &str = "tracesift_forced_decisions_total";
+/// Spans that arrived after their trace was decided, by outcome.
+pub const LATE_SPANS: &str = "tracesift_late_spans_total";
+/// Records written to the dead-letter topic.
+pub const DEAD_LETTER_RECORDS: &str = "tracesift_dead_letter_records_total";
+/// Traces buffered, per partition.
+pub const TRACES_BUFFERED: &str = "tracesift_traces_buffered";
+/// Span bytes buffered, per partition.
+pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
+/// Records between the high watermark and the committed offset, per partition.
+pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
+/// Records queued between the consumer and a partition task, per partition.
+pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
+/// Sink writes not yet acknowledged, per partition.
+pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
+/// Spans written, by sink.
+pub const SPANS_OUT: &str = "tracesift_spans_out_total";
+/// Sink write failures (retried), by sink.
+pub const SINK_ERRORS: &str = "tracesift_sink_errors_total";
+/// Parquet files written, by tier.
+pub const ARCHIVE_FILES: &str = "tracesift_archive_files_total";
+/// Parquet bytes written, by tier.
+pub const ARCHIVE_BYTES: &str = "tracesift_archive_bytes_total";
+/// Partitions this instance owns.
+pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
+/// Times a partition was paused for backpressure.
+pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
+
+fn describe() {
+    describe_counter!(RECORDS_IN, Unit::Count, "Records read, by outcome (ok, malformed).");
+    describe_counter!(SPANS_IN, Unit::Count, "Spans read.");
+    describe_counter!(BYTES_IN, Unit::Bytes, "Record bytes read.");
+    describe_counter!(TRACES_DECIDED, Unit::Count, "Traces decided, by policy, outcome and trigger.");
+    describe_counter!(FORCED_DECISIONS, Unit::Count, "Traces decided early by a limit, by trigger.");
+    describe_counter!(LATE_SPANS, Unit::Count, "Spans that followed an earlier decision, by outcome.");
+    describe_counter!(DEAD_LETTER_RECORDS, Unit::Count, "Records sent to the dead-letter topic.");
+    describe_gauge!(TRACES_BUFFERED, Unit::Count, "Traces buffered, per partition.");
+    describe_gauge!(BYTES_BUFFERED, Unit::Bytes, "Span bytes buffered, per partition.");
+    describe_gauge!(COMMITTED_LAG, Unit::Count, "High watermark minus committed offset, per partition.");
+    describe_gauge!(PARTITION_QUEUE, Unit::Count, "Records queued for a partition task.");
+    describe_gauge!(PENDING_ACKS, Unit::Count, "Sink writes awaiting acknowledgement, per partition.");
+    describe_counter!(SPANS_OUT, Unit::Count, "Spans written, by sink.");
+    describe_counter!(SINK_ERRORS, Unit::Count, "Sink write failures (retried), by sink.");
+    describe_counter!(ARCHIVE_FILES, Unit::Count, "Parquet files written, by tier.");
+    describe_counter!(ARCHIVE_BYTES, Unit::Bytes, "Parquet bytes written, by tier.");
+    describe_gauge!(PARTITIONS_ASSIGNED, Unit::Count, "Partitions owned by this instance.");
+    describe_counter!(PARTITION_PAUSES, Unit::Count, "Partition pauses for backpressure.");
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a host program); ours still renders.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// Outcome label of a decision.
+#[derive(Debug, Clone, Copy)]
+pub enum Outcome {
+    /// Kept.
+    Keep,
+    /// Dropped.
+    Drop,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Keep => "keep",
+            Outcome::Drop => "drop",
+        }
+    }
+}
+
+/// Sink label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkLabel {
+    /// The sampled topic.
+    Kafka,
+    /// Hot Parquet.
+    Parquet,
+    /// The dead-letter topic.
+    DeadLetter,
+}
+
+impl SinkLabel {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkLabel::Kafka => "kafka",
+            SinkLabel::Parquet => "parquet",
+            SinkLabel::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// A record was read.
+pub fn record_in(ok: bool, spans: usize, bytes: usize) {
+    counter!(RECORDS_IN, "outcome" => if ok { "ok" } else { "malformed" }).increment(1);
+    counter!(SPANS_IN).increment(spans as u64);
+    counter!(BYTES_IN).increment(bytes as u64);
+}
+
+/// A trace was decided.
+pub fn trace_decided(policy: &str, outcome: Outcome, trigger: &'static str, forced: bool) {
+    counter!(TRACES_DECIDED, "policy" => policy.to_string(), "outcome" => outcome.as_str(), "trigger" => trigger)
+        .increment(1);
+    if forced {
+        counter!(FORCED_DECISIONS, "trigger" => trigger).increment(1);
+    }
+}
+
+/// Spans followed an earlier decision.
+pub fn late_spans(outcome: Outcome, n: usize) {
+    counter!(LATE_SPANS, "outcome" => outcome.as_str()).increment(n as u64);
+}
+
+/// A record went to the dead-letter topic.
+pub fn dead_letter() {
+    counter!(DEAD_LETTER_RECORDS).increment(1);
+}
+
+/// Spans written by a sink.
+pub fn spans_out(sink: SinkLabel, n: usize) {
+    counter!(SPANS_OUT, "sink" => sink.as_str()).increment(n as u64);
+}
+
+/// A sink write failed (and will be retried).
+pub fn sink_error(sink: SinkLabel) {
+    counter!(SINK_ERRORS, "sink" => sink.as_str()).increment(1);
+}
+
+/// A Parquet file was written to a tier.
+pub fn archive_file(tier: &'static str, bytes: usize) {
+    counter!(ARCHIVE_FILES, "tier" => tier).increment(1);
+    counter!(ARCHIVE_BYTES, "tier" => tier).increment(bytes as u64);
+}
+
+/// A partition was paused for backpressure.
+pub fn partition_paused() {
+    counter!(PARTITION_PAUSES).increment(1);
+}
+
+/// Per-partition gauges, set once per tick.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PartitionGauges {
+    /// Traces buffered.
+    pub traces: usize,
+    /// Bytes buffered.
+    pub bytes: u64,
+    /// Records queued for the task.
+    pub queued: usize,
+    /// Pending sink acks.
+    pub pending_acks: usize,
+    /// Committed-offset lag, when known.
+    pub lag: Option<i64>,
+}
+
+/// Publishes one partition's gauges.
+pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
+    let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
+    gauge!(TRACES_BUFFERED, &labels).set(g.traces as f64);
+    gauge!(BYTES_BUFFERED, &labels).set(g.bytes as f64);
+    gauge!(PARTITION_QUEUE, &labels).set(g.queued as f64);
+    gauge!(PENDING_ACKS, &labels).set(g.pending_acks as f64);
+    if let Some(lag) = g.lag {
+        gauge!(COMMITTED_LAG, &labels).set(lag as f64);
+    }
+}
+
+/// Partitions owned now.
+pub fn partitions_assigned(n: usize) {
+    gauge!(PARTITIONS_ASSIGNED).set(n as f64);
+}
+
+/// Readiness shared between the pipeline and the health endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// Marks ready or not.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// True when ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Errors of the telemetry endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The running endpoint; stops when dropped.
+#[derive(Debug)]
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listen`.
+pub async fn serve(listen: &str, handle: PrometheusHandle, health: Health) -> Result<Server, TelemetryError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| TelemetryError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| TelemetryError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
+    let task = tokio::spawn(async move {
+        // Connections are answered one at a time: scrapes are rare and small, and this bounds
+        // the endpoint's resources.
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 2048];
+            let mut n = 0;
+            let read = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                while n < buf.len() {
+                    match sock.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => {
+                            n += k;
+                            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                continue;
+            }
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("/");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", handle.render()),
+                "/healthz" => ("200 OK", "ok\n".to_string()),
+                "/readyz" if health.is_ready() => ("200 OK", "ready\n".to_string()),
+                "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),
+                _ => ("404 Not Found", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        }
+    });
+    Ok(Server { addr, task })
+}
+
+/// Fetches a path from the endpoint (for tests and `demo`).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    let code = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn endpoints_answer() {
+        let handle = install();
+        let health = Health::default();
+        let server = serve("127.0.0.1:0", handle, health.clone()).await.unwrap();
+        record_in(true, 3, 100);
+        let (code, body) = http_get(server.addr, "/metrics").await.unwrap();
+        assert_eq!(code, 200);
+        assert!(body.contains(SPANS_IN), "{body}");
+        assert_eq!(http_get(server.addr, "/healthz").await.unwrap().0, 200);
+        assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 503);
+        health.set_ready(true);
+        assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 200);
+        assert_eq!(http_get(server.addr, "/nope").await.unwrap().0, 404);
+    }
+}
