@@ -111,7 +111,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { duration, dir, rate } => {
-            init_logs("warn");
+            init_logs("warn,librdkafka=off");
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
             Ok(ExitCode::SUCCESS)
         }

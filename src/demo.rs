@@ -171,6 +171,9 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
          hive_partitioning = true) GROUP BY 1 ORDER BY 2 DESC\"",
         hot.display()
     );
+    // Clients first, then the in-process cluster they talk to.
+    drop(producer);
+    drop(stats);
     drop(cluster);
     Ok(())
 }
