@@ -207,7 +207,8 @@ async fn gen(
     };
     let (records, manifest) = crate::gen::plan_records(&opts);
     let t0 = std::time::Instant::now();
-    let (n, bytes) = crate::gen::produce(&producer, &topic, &records, rate).await?;
+    let produced = crate::gen::produce(&producer, &topic, &records, rate).await?;
+    let (n, bytes) = (produced.records, produced.bytes);
     let secs = t0.elapsed().as_secs_f64();
     let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
     println!(

@@ -151,7 +151,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     let spans_generated: usize = manifest.traces.iter().map(|t| t.spans).sum();
     println!();
     println!("summary");
-    if let Some((n, b)) = produced {
+    if let Some(gen::Produced { records: n, bytes: b, .. }) = produced {
         println!("  generated          {} traces, {spans_generated} spans in {n} records ({:.1} MB)", manifest.traces.len(), b as f64 / 1e6);
     }
     println!("  spans in           {}", stats.spans.load(Ordering::Relaxed));

@@ -471,19 +471,44 @@ pub fn plan_records(opts: &GenOptions) -> (Vec<PlannedRecord>, Manifest) {
     (records, manifest)
 }
 
+/// What [`produce`] wrote.
+#[derive(Debug, Clone, Default)]
+pub struct Produced {
+    /// Records acknowledged.
+    pub records: usize,
+    /// Value bytes acknowledged.
+    pub bytes: usize,
+    /// Per partition, one past the highest acknowledged offset (from delivery reports, which
+    /// every broker gets right).
+    pub ends: std::collections::BTreeMap<i32, i64>,
+}
+
+impl Produced {
+    fn note(&mut self, partition: i32, offset: i64) {
+        let e = self.ends.entry(partition).or_insert(0);
+        *e = (*e).max(offset + 1);
+    }
+}
+
+type DeliveryOutcome = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
+
+async fn tracked(f: rdkafka::producer::DeliveryFuture, len: usize) -> (DeliveryOutcome, usize) {
+    (f.await, len)
+}
+
 /// Produces planned records to `topic` (held-back records after their delay), paced to at most
-/// `rate` records per second when given. Returns records and bytes produced.
+/// `rate` records per second when given.
 pub async fn produce(
     producer: &rdkafka::producer::FutureProducer,
     topic: &str,
     records: &[PlannedRecord],
     rate: Option<f64>,
-) -> Result<(usize, usize), rdkafka::error::KafkaError> {
+) -> Result<Produced, rdkafka::error::KafkaError> {
     use rdkafka::producer::FutureRecord;
+    use futures::StreamExt;
     let start = tokio::time::Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
-    let mut bytes = 0usize;
-    let mut n = 0usize;
+    let mut out = Produced::default();
     let mut late: Vec<(tokio::time::Instant, &PlannedRecord)> = Vec::new();
     let send = |r: &PlannedRecord| -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
         loop {
@@ -496,7 +521,20 @@ pub async fn produce(
             }
         }
     };
-    use futures::StreamExt;
+    let settle = |res: Option<DeliveryOutcome>, out: &mut Produced, len: usize| {
+        match res {
+            Some(Ok(Ok(d))) => {
+                out.note(d.partition, d.offset);
+                out.records += 1;
+                out.bytes += len;
+                Ok(())
+            }
+            Some(Ok(Err((e, _)))) => Err(e),
+            Some(Err(_)) => Err(rdkafka::error::KafkaError::Canceled),
+            None => Ok(()),
+        }
+    };
+    let mut pushed = 0usize;
     for (i, r) in records.iter().enumerate() {
         if let Some(rate) = rate {
             let due = start + Duration::from_secs_f64(i as f64 / rate);
@@ -505,36 +543,38 @@ pub async fn produce(
         if r.delay > Duration::ZERO {
             late.push((tokio::time::Instant::now() + r.delay, r));
         } else {
-            pending.push(send(r)?);
-            bytes += r.value.len();
-            n += 1;
+            let len = r.value.len();
+            let f = send(r)?;
+            pending.push(tracked(f, len));
+            pushed += 1;
         }
         let now = tokio::time::Instant::now();
         while let Some(pos) = late.iter().position(|(t, _)| *t <= now) {
             let (_, r) = late.swap_remove(pos);
-            pending.push(send(r)?);
-            bytes += r.value.len();
-            n += 1;
+            let len = r.value.len();
+            let f = send(r)?;
+            pending.push(tracked(f, len));
+            pushed += 1;
         }
         while pending.len() > 10_000 {
-            if let Some(Ok(Err((e, _)))) = pending.next().await {
-                return Err(e);
+            if let Some((res, len)) = pending.next().await {
+                settle(Some(res), &mut out, len)?;
             }
         }
     }
     late.sort_by_key(|(t, _)| *t);
     for (t, r) in late {
         tokio::time::sleep_until(t).await;
-        pending.push(send(r)?);
-        bytes += r.value.len();
-        n += 1;
+        let len = r.value.len();
+        let f = send(r)?;
+        pending.push(tracked(f, len));
+        pushed += 1;
     }
-    while let Some(res) = pending.next().await {
-        if let Ok(Err((e, _))) = res {
-            return Err(e);
-        }
+    while let Some((res, len)) = pending.next().await {
+        settle(Some(res), &mut out, len)?;
     }
-    Ok((n, bytes))
+    debug_assert_eq!(out.records, pushed);
+    Ok(out)
 }
 
 #[cfg(test)]

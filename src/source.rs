@@ -9,14 +9,17 @@
 //!   (unless the assignment was lost), and its state dropped. Undecided traces are not forced:
 //!   the new owner replays them from the committed offset.
 //!
-//! Backpressure: when a partition's channel is full the partition is paused and records already
-//! fetched for it are parked (in order) until the task catches up; then it is resumed. Nothing is
-//! dropped or re-ordered. Commit points published by partition tasks are committed asynchronously
+//! Backpressure: when a partition's channel is full the partition is paused at the first record
+//! not handed over; when the task has room again the consumer seeks back to that record and
+//! resumes. The poll thread hands a partition's records over strictly in offset order: after a
+//! resume nothing is handed over until the first missing record itself comes back (librdkafka may
+//! still deliver later records it had queued before the seek), and offsets below what was handed
+//! over are dropped as duplicates. Nothing is lost or re-ordered. Commit points published by partition tasks are committed asynchronously
 //! from the poll loop; on shutdown every partition is drained and committed synchronously.
 
 pub mod watermark;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -294,15 +297,29 @@ pub fn start(shared: Shared, health: Health, rt: tokio::runtime::Handle) -> Resu
     })
 }
 
-struct Parked {
+/// Per-partition delivery state of the poll thread.
+enum Mode {
+    /// Records go straight to the task.
+    Flowing,
+    /// The task's channel was full at `resume_at`; the partition is paused and its records are
+    /// dropped (they were not handed over and will be fetched again).
+    Paused { resume_at: i64 },
+    /// Seeked back to `resume_at` and resumed; records already queued by librdkafka before the
+    /// seek may still arrive, so nothing is handed over until `resume_at` itself comes back.
+    Resuming { resume_at: i64 },
+}
+
+struct Flow {
     generation: u64,
-    records: VecDeque<Record>,
+    /// One past the last offset handed to the task.
+    next: Option<i64>,
+    mode: Mode,
 }
 
 fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config>) {
     let ctx = consumer.context();
     let default_encoding = cfg.kafka.encoding;
-    let mut parked: HashMap<Key, Parked> = HashMap::new();
+    let mut flows: HashMap<Key, Flow> = HashMap::new();
     let mut last_lag = Instant::now();
     let mut committed: HashMap<Key, i64> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
@@ -315,72 +332,79 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                     tracing::warn!(topic = msg.topic(), partition = msg.partition(), "record for a partition not owned");
                     continue;
                 };
+                let flow = flows.entry(key).or_insert(Flow { generation: h.generation, next: None, mode: Mode::Flowing });
+                if flow.generation != h.generation {
+                    *flow = Flow { generation: h.generation, next: None, mode: Mode::Flowing };
+                }
+                let offset = msg.offset();
+                match flow.mode {
+                    Mode::Paused { .. } => continue,
+                    Mode::Resuming { resume_at } if offset != resume_at => {
+                        tracing::debug!(partition = key.1, offset, resume_at, "skipping record queued before the seek");
+                        continue;
+                    }
+                    Mode::Resuming { .. } => flow.mode = Mode::Flowing,
+                    Mode::Flowing if flow.next.is_some_and(|n| offset < n) => continue,
+                    Mode::Flowing => {}
+                }
                 let rec = Record {
-                    offset: msg.offset(),
+                    offset,
                     key: msg.key().map(Bytes::copy_from_slice),
                     payload: msg.payload().map(Bytes::copy_from_slice),
                     encoding: header_encoding(&msg, default_encoding),
                 };
-                if let Some(p) = parked.get_mut(&key) {
-                    if p.generation == h.generation {
-                        p.records.push_back(rec);
-                        continue;
-                    }
-                }
                 match h.tx.try_send(rec) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(rec)) => {
+                    Ok(()) => flow.next = Some(offset + 1),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(msg.topic(), msg.partition());
                         if let Err(e) = consumer.pause(&tpl) {
                             tracing::warn!(error = %e, "pause failed");
                         }
                         telemetry::partition_paused();
-                        parked.insert(
-                            key,
-                            Parked {
-                                generation: h.generation,
-                                records: VecDeque::from([rec]),
-                            },
-                        );
+                        tracing::debug!(partition = key.1, offset, "paused");
+                        flow.mode = Mode::Paused { resume_at: offset };
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
         }
-        // Feed parked records to tasks with room; resume partitions whose backlog is gone.
-        parked.retain(|key, p| {
+        // Resume paused partitions whose task has room again; forget revoked ones.
+        flows.retain(|key, flow| {
+            let Some(h) = ctx.registry.get(key) else { return false };
+            if h.generation != flow.generation {
+                return false;
+            }
+            let Mode::Paused { resume_at } = flow.mode else { return true };
+            if h.tx.capacity() * 2 < h.tx.max_capacity() {
+                return true;
+            }
             let topic = &ctx.topics[key.0];
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(topic, key.1);
-            let Some(h) = ctx.registry.get(key) else {
-                // Revoked: these records were never read by a task; the next owner reads them.
-                let _ = consumer.resume(&tpl);
-                return false;
-            };
-            if h.generation != p.generation {
-                let _ = consumer.resume(&tpl);
-                return false;
-            }
-            while let Some(rec) = p.records.pop_front() {
-                match h.tx.try_send(rec) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(rec)) => {
-                        p.records.push_front(rec);
-                        return true;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                }
-            }
             if let Err(e) = consumer.resume(&tpl) {
-                tracing::warn!(error = %e, "resume failed");
+                tracing::warn!(error = %e, "resume failed; retrying");
+                return true;
             }
-            false
+            flow.mode = Mode::Resuming { resume_at };
+            tracing::debug!(partition = key.1, resume_at, "resuming");
+            let mut seek = TopicPartitionList::new();
+            let seeked = seek
+                .add_partition_offset(topic, key.1, Offset::Offset(resume_at))
+                .and_then(|_| consumer.seek_partitions(seek, Duration::from_secs(10)))
+                .and_then(|r| r.elements().first().map(|e| e.error()).unwrap_or(Ok(())));
+            if let Err(e) = seeked {
+                tracing::warn!(error = %e, "seek after resume failed; pausing again");
+                let _ = consumer.pause(&tpl);
+                flow.mode = Mode::Paused { resume_at };
+            }
+            true
         });
         commit_published(&consumer, ctx, &mut committed);
         if last_lag.elapsed() >= Duration::from_secs(5) {
             last_lag = Instant::now();
+            committed.retain(|k, _| ctx.registry.contains_key(k));
             for (key, c) in &committed {
                 let topic = &ctx.topics[key.0];
                 if let Ok((_, high)) = consumer.fetch_watermarks(topic, key.1, Duration::from_millis(500)) {
