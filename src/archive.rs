@@ -75,7 +75,9 @@ pub fn parse_store_url(url: &str) -> Result<StoreUrl, String> {
     };
     let p = std::path::PathBuf::from(path);
     if !p.is_absolute() {
-        return Err(format!("`{url}`: the path must be absolute (file:///var/lib/tracesift/hot)"));
+        return Err(format!(
+            "`{url}`: the path must be absolute (file:///var/lib/tracesift/hot)"
+        ));
     }
     Ok(StoreUrl::File(p))
 }
@@ -132,7 +134,13 @@ pub fn hot_segment_path(
     // Topic names are validated to [A-Za-z0-9._-] at config load; escape anyway.
     let topic: String = topic
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     object_store::path::Path::from(format!(
         "spans/{SCHEMA_VERSION}/{}/{topic}-p{partition:05}-{first_offset:020}-{last_offset:020}-{content:016x}.parquet",
@@ -207,12 +215,20 @@ pub fn span_schema() -> SchemaRef {
                 utf8("scope_version", false),
                 Field::new(
                     "events",
-                    DataType::List(Arc::new(Field::new("item", DataType::Struct(event_fields()), true))),
+                    DataType::List(Arc::new(Field::new(
+                        "item",
+                        DataType::Struct(event_fields()),
+                        true,
+                    ))),
                     false,
                 ),
                 Field::new(
                     "links",
-                    DataType::List(Arc::new(Field::new("item", DataType::Struct(link_fields()), true))),
+                    DataType::List(Arc::new(Field::new(
+                        "item",
+                        DataType::Struct(link_fields()),
+                        true,
+                    ))),
                     false,
                 ),
                 utf8("http_method", true),
@@ -265,8 +281,12 @@ pub fn render_value(v: Option<&AnyValue>) -> String {
 }
 
 fn find<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {
-    keys.iter()
-        .find_map(|k| attrs.iter().find(|kv| kv.key == *k).and_then(|kv| kv.value.as_ref()))
+    keys.iter().find_map(|k| {
+        attrs
+            .iter()
+            .find(|kv| kv.key == *k)
+            .and_then(|kv| kv.value.as_ref())
+    })
 }
 
 fn find_str(attrs: &[KeyValue], keys: &[&str]) -> Option<String> {
@@ -294,7 +314,10 @@ struct Row<'a> {
     res: Arc<ResourceInfo>,
 }
 
-fn append_map(b: &mut MapBuilder<StringBuilder, StringBuilder>, attrs: &[KeyValue]) -> Result<(), ArchiveError> {
+fn append_map(
+    b: &mut MapBuilder<StringBuilder, StringBuilder>,
+    attrs: &[KeyValue],
+) -> Result<(), ArchiveError> {
     for kv in attrs {
         b.keys().append_value(&kv.key);
         b.values().append_value(render_value(kv.value.as_ref()));
@@ -329,7 +352,8 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
     let mut events = ListBuilder::new(StructBuilder::new(
         event_fields(),
         vec![
-            Box::new(TimestampNanosecondBuilder::new().with_timezone("UTC")) as Box<dyn ArrayBuilder>,
+            Box::new(TimestampNanosecondBuilder::new().with_timezone("UTC"))
+                as Box<dyn ArrayBuilder>,
             Box::new(StringBuilder::new()),
             Box::new(map_builder()),
         ],
@@ -431,7 +455,10 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
         let both = |keys: &[&str]| find_str(a, keys).or_else(|| find_str(ra, keys));
         http_method.append_option(find_str(a, &["http.request.method", "http.method"]));
         http_route.append_option(find_str(a, &["http.route"]));
-        http_status.append_option(find_int(a, &["http.response.status_code", "http.status_code"]));
+        http_status.append_option(find_int(
+            a,
+            &["http.response.status_code", "http.status_code"],
+        ));
         db_system.append_option(find_str(a, &["db.system.name", "db.system"]));
         rpc_service.append_option(find_str(a, &["rpc.service"]));
         rpc_method.append_option(find_str(a, &["rpc.method"]));
@@ -505,7 +532,10 @@ fn content_hash<'a>(keys: impl Iterator<Item = (&'a TraceId, &'a [u8])>) -> u64 
 
 /// Fully decodes kept spans and encodes them as Parquet, one file per hour partition, rows sorted
 /// by (trace id, start time). CPU-bound: run it on a blocking thread.
-pub fn encode_segment(spans: &[KeptSpan], max_row_group_rows: usize) -> Result<Vec<EncodedFile>, ArchiveError> {
+pub fn encode_segment(
+    spans: &[KeptSpan],
+    max_row_group_rows: usize,
+) -> Result<Vec<EncodedFile>, ArchiveError> {
     let mut resources: HashMap<*const ScopeCtx, Arc<ResourceInfo>> = HashMap::new();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(spans.len());
     for k in spans {
@@ -516,7 +546,8 @@ pub fn encode_segment(spans: &[KeptSpan], max_row_group_rows: usize) -> Result<V
                 let resource = otlp::decode_resource(&k.span.ctx)?;
                 let scope = otlp::decode_scope(&k.span.ctx)?;
                 let info = Arc::new(ResourceInfo {
-                    service_name: find_str(&resource.attributes, &["service.name"]).unwrap_or_default(),
+                    service_name: find_str(&resource.attributes, &["service.name"])
+                        .unwrap_or_default(),
                     attrs: resource.attributes,
                     scope_name: scope.name,
                     scope_version: scope.version,
@@ -532,8 +563,16 @@ pub fn encode_segment(spans: &[KeptSpan], max_row_group_rows: usize) -> Result<V
         });
     }
     rows.sort_by(|a, b| {
-        (a.kept.trace_id, a.span.start_time_unix_nano, &a.span.span_id)
-            .cmp(&(b.kept.trace_id, b.span.start_time_unix_nano, &b.span.span_id))
+        (
+            a.kept.trace_id,
+            a.span.start_time_unix_nano,
+            &a.span.span_id,
+        )
+            .cmp(&(
+                b.kept.trace_id,
+                b.span.start_time_unix_nano,
+                &b.span.span_id,
+            ))
     });
     let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<Row<'_>>> = Default::default();
     for r in rows {
@@ -545,7 +584,10 @@ pub fn encode_segment(spans: &[KeptSpan], max_row_group_rows: usize) -> Result<V
     let props = writer_properties(max_row_group_rows);
     let mut out = Vec::with_capacity(by_hour.len());
     for (hour, rows) in by_hour {
-        let content = content_hash(rows.iter().map(|r| (&r.kept.trace_id, r.span.span_id.as_slice())));
+        let content = content_hash(
+            rows.iter()
+                .map(|r| (&r.kept.trace_id, r.span.span_id.as_slice())),
+        );
         let batch = build_batch(&rows)?;
         let mut buf = Vec::with_capacity(64 << 10);
         let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props.clone()))?;
@@ -603,10 +645,22 @@ mod tests {
     #[test]
     fn values_render_as_otlp_json_scalars() {
         let v = |x| Some(AnyValue { value: Some(x) });
-        assert_eq!(render_value(v(any_value::Value::StringValue("a b".into())).as_ref()), "a b");
-        assert_eq!(render_value(v(any_value::Value::IntValue(42)).as_ref()), "42");
-        assert_eq!(render_value(v(any_value::Value::BoolValue(true)).as_ref()), "true");
-        assert_eq!(render_value(v(any_value::Value::DoubleValue(1.5)).as_ref()), "1.5");
+        assert_eq!(
+            render_value(v(any_value::Value::StringValue("a b".into())).as_ref()),
+            "a b"
+        );
+        assert_eq!(
+            render_value(v(any_value::Value::IntValue(42)).as_ref()),
+            "42"
+        );
+        assert_eq!(
+            render_value(v(any_value::Value::BoolValue(true)).as_ref()),
+            "true"
+        );
+        assert_eq!(
+            render_value(v(any_value::Value::DoubleValue(1.5)).as_ref()),
+            "1.5"
+        );
         assert_eq!(render_value(None), "");
     }
 }

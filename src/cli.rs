@@ -82,7 +82,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACESIFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// Runs a command; the exit code reflects its outcome.
@@ -110,12 +113,24 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(run(cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { duration, dir, rate } => {
+        Command::Demo {
+            duration,
+            dir,
+            rate,
+        } => {
             init_logs("warn,librdkafka=off");
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gen { brokers, topic, traces, rate, split, seed, partitions } => {
+        Command::Gen {
+            brokers,
+            topic,
+            traces,
+            rate,
+            split,
+            seed,
+            partitions,
+        } => {
             init_logs("warn");
             runtime()?.block_on(gen(brokers, topic, traces, rate, split, seed, partitions))?;
             Ok(ExitCode::SUCCESS)
@@ -158,12 +173,17 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         Ok(stats) => {
             tracing::info!(
                 spans = stats.spans.load(std::sync::atomic::Ordering::Relaxed),
-                traces_decided = stats.traces_decided.load(std::sync::atomic::Ordering::Relaxed),
+                traces_decided = stats
+                    .traces_decided
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 "stopped"
             );
             Ok(())
         }
-        Err(_) => anyhow::bail!("shutdown did not finish within {}", humantime::format_duration(timeout)),
+        Err(_) => anyhow::bail!(
+            "shutdown did not finish within {}",
+            humantime::format_duration(timeout)
+        ),
     }
 }
 
@@ -187,7 +207,10 @@ async fn gen(
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         let admin: AdminClient<rdkafka::client::DefaultClientContext> = cc.create()?;
         let r = admin
-            .create_topics(&[NewTopic::new(&topic, p, TopicReplication::Fixed(1))], &AdminOptions::new())
+            .create_topics(
+                &[NewTopic::new(&topic, p, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
             .await?;
         for x in r {
             if let Err((t, e)) = x {

@@ -86,7 +86,11 @@ impl ByteSize {
             "mib" | "m" => 1 << 20,
             "gib" | "g" => 1 << 30,
             "tib" | "t" => 1 << 40,
-            other => return Err(format!("unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)")),
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"
+                ))
+            }
         };
         Ok(ByteSize((num * mult as f64).round() as u64))
     }
@@ -94,9 +98,14 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
@@ -405,8 +414,9 @@ impl Config {
 
     /// Parses and validates YAML text; reports every problem found.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let value: serde_yaml::Value = serde_yaml::from_str(text)
-            .map_err(|e| ConfigErrors(vec![ConfigError::new("", format!("not valid YAML: {e}"))]))?;
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new("", format!("not valid YAML: {e}"))])
+        })?;
         let mut errors = Vec::new();
         let empty = serde_yaml::Mapping::new();
         let map = match &value {
@@ -454,7 +464,9 @@ impl Config {
                 let parsed: Vec<PolicySpec> = items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("policies[{i}]"), v, &mut errors))
+                    .filter_map(|(i, v)| {
+                        PolicySpec::from_yaml(&format!("policies[{i}]"), v, &mut errors)
+                    })
                     .collect();
                 (errors.len() == before).then_some(parsed)
             }
@@ -463,10 +475,24 @@ impl Config {
                 None
             }
         };
-        match (kafka, store, policies, sinks, archive, telemetry, shutdown_timeout) {
-            (Some(kafka), Some(store), Some(policies), Some(sinks), Some(archive), Some(telemetry), Some(shutdown_timeout))
-                if errors.is_empty() =>
-            {
+        match (
+            kafka,
+            store,
+            policies,
+            sinks,
+            archive,
+            telemetry,
+            shutdown_timeout,
+        ) {
+            (
+                Some(kafka),
+                Some(store),
+                Some(policies),
+                Some(sinks),
+                Some(archive),
+                Some(telemetry),
+                Some(shutdown_timeout),
+            ) if errors.is_empty() => {
                 let cfg = Config {
                     kafka,
                     store,
@@ -492,7 +518,10 @@ impl Config {
                 };
                 if let Err(ConfigErrors(more)) = partial.validate() {
                     for e in more {
-                        if !errors.iter().any(|x| e.path.starts_with(&x.path) && !x.path.is_empty()) {
+                        if !errors
+                            .iter()
+                            .any(|x| e.path.starts_with(&x.path) && !x.path.is_empty())
+                        {
                             errors.push(e);
                         }
                     }
@@ -507,13 +536,19 @@ impl Config {
         let mut e = Vec::new();
         let k = &self.kafka;
         if k.brokers.trim().is_empty() {
-            e.push(ConfigError::new("kafka.brokers", "must name at least one broker"));
+            e.push(ConfigError::new(
+                "kafka.brokers",
+                "must name at least one broker",
+            ));
         }
         if k.group_id.trim().is_empty() {
             e.push(ConfigError::new("kafka.group_id", "must not be empty"));
         }
         if k.input_topics.is_empty() {
-            e.push(ConfigError::new("kafka.input_topics", "must name at least one topic"));
+            e.push(ConfigError::new(
+                "kafka.input_topics",
+                "must name at least one topic",
+            ));
         }
         let mut names: Vec<(&str, String)> = k
             .input_topics
@@ -530,16 +565,30 @@ impl Config {
                 e.push(ConfigError::new(path.clone(), msg));
             }
             if names[..i].iter().any(|(o, _)| o == t) {
-                e.push(ConfigError::new(path.clone(), format!("topic `{t}` is used twice")));
+                e.push(ConfigError::new(
+                    path.clone(),
+                    format!("topic `{t}` is used twice"),
+                ));
             }
         }
         if k.commit_interval.is_zero() {
-            e.push(ConfigError::new("kafka.commit_interval", "must be greater than 0"));
+            e.push(ConfigError::new(
+                "kafka.commit_interval",
+                "must be greater than 0",
+            ));
         }
         if k.partition_queue_records == 0 {
-            e.push(ConfigError::new("kafka.partition_queue_records", "must be at least 1"));
+            e.push(ConfigError::new(
+                "kafka.partition_queue_records",
+                "must be at least 1",
+            ));
         }
-        for reserved in ["group.id", "bootstrap.servers", "enable.auto.commit", "enable.auto.offset.store"] {
+        for reserved in [
+            "group.id",
+            "bootstrap.servers",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+        ] {
             if k.properties.contains_key(reserved) {
                 e.push(ConfigError::new(
                     format!("kafka.properties.{reserved}"),
@@ -549,7 +598,10 @@ impl Config {
         }
         let s = &self.store;
         if s.decision_wait.is_zero() {
-            e.push(ConfigError::new("store.decision_wait", "must be greater than 0"));
+            e.push(ConfigError::new(
+                "store.decision_wait",
+                "must be greater than 0",
+            ));
         }
         if s.max_trace_age < s.decision_wait {
             e.push(ConfigError::new(
@@ -567,7 +619,10 @@ impl Config {
             e.push(ConfigError::new("store.max_bytes", "must be at least 1MiB"));
         }
         if s.max_spans_per_trace == 0 {
-            e.push(ConfigError::new("store.max_spans_per_trace", "must be at least 1"));
+            e.push(ConfigError::new(
+                "store.max_spans_per_trace",
+                "must be at least 1",
+            ));
         }
         if s.max_trace_bytes.0 == 0 || s.max_trace_bytes > s.max_bytes {
             e.push(ConfigError::new(
@@ -576,10 +631,16 @@ impl Config {
             ));
         }
         if s.tick.is_zero() || s.tick > Duration::from_secs(10) {
-            e.push(ConfigError::new("store.tick", "must be between 1ms and 10s"));
+            e.push(ConfigError::new(
+                "store.tick",
+                "must be between 1ms and 10s",
+            ));
         }
         if s.decision_cache_size == 0 {
-            e.push(ConfigError::new("store.decision_cache_size", "must be at least 1"));
+            e.push(ConfigError::new(
+                "store.decision_cache_size",
+                "must be at least 1",
+            ));
         }
         if self.policies.is_empty() {
             e.push(ConfigError::new(
@@ -606,25 +667,44 @@ impl Config {
             }
         }
         if h.flush_interval.is_zero() {
-            e.push(ConfigError::new("archive.hot.flush_interval", "must be greater than 0"));
+            e.push(ConfigError::new(
+                "archive.hot.flush_interval",
+                "must be greater than 0",
+            ));
         }
         if h.max_segment_bytes.0 < 64 << 10 {
-            e.push(ConfigError::new("archive.hot.max_segment_bytes", "must be at least 64KiB"));
+            e.push(ConfigError::new(
+                "archive.hot.max_segment_bytes",
+                "must be at least 64KiB",
+            ));
         }
-        if !(h.cost_per_gb_month >= 0.0) {
-            e.push(ConfigError::new("archive.hot.cost_per_gb_month", "must be 0 or more"));
+        if h.cost_per_gb_month.is_nan() || h.cost_per_gb_month < 0.0 {
+            e.push(ConfigError::new(
+                "archive.hot.cost_per_gb_month",
+                "must be 0 or more",
+            ));
         }
         if self.sinks.kafka.max_record_bytes.0 < 1024 {
-            e.push(ConfigError::new("sinks.kafka.max_record_bytes", "must be at least 1KiB"));
+            e.push(ConfigError::new(
+                "sinks.kafka.max_record_bytes",
+                "must be at least 1KiB",
+            ));
         }
-        if !self.telemetry.listen.is_empty() && self.telemetry.listen.parse::<SocketAddr>().is_err() {
+        if !self.telemetry.listen.is_empty() && self.telemetry.listen.parse::<SocketAddr>().is_err()
+        {
             e.push(ConfigError::new(
                 "telemetry.listen",
-                format!("`{}` is not an address such as 127.0.0.1:9464", self.telemetry.listen),
+                format!(
+                    "`{}` is not an address such as 127.0.0.1:9464",
+                    self.telemetry.listen
+                ),
             ));
         }
         if self.shutdown_timeout.is_zero() {
-            e.push(ConfigError::new("shutdown_timeout", "must be greater than 0"));
+            e.push(ConfigError::new(
+                "shutdown_timeout",
+                "must be greater than 0",
+            ));
         }
         if e.is_empty() {
             Ok(())
@@ -642,10 +722,17 @@ impl Config {
 /// Kafka's topic name rule: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(t: &str) -> Result<(), String> {
     if t.is_empty() || t.len() > 249 || t == "." || t == ".." {
-        return Err(format!("`{t}` is not a valid topic name (1-249 characters)"));
+        return Err(format!(
+            "`{t}` is not a valid topic name (1-249 characters)"
+        ));
     }
-    if let Some(c) = t.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
-        return Err(format!("`{t}` is not a valid topic name (character {c:?}; use a-z A-Z 0-9 . _ -)"));
+    if let Some(c) = t
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{t}` is not a valid topic name (character {c:?}; use a-z A-Z 0-9 . _ -)"
+        ));
     }
     Ok(())
 }

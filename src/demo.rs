@@ -45,7 +45,9 @@ fn parquet_files(dir: &Path) -> (usize, u64) {
     let mut bytes = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -66,19 +68,29 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     let hot = dir.join("hot");
     let cluster = MockCluster::new(1).context("cannot start the in-process Kafka cluster")?;
     let brokers = cluster.bootstrap_servers();
-    for (t, p) in [("otlp_spans", 4), ("otlp_spans_sampled", 4), ("otlp_spans_dlq", 4)] {
-        cluster.create_topic(t, p, 1).context("cannot create demo topics")?;
+    for (t, p) in [
+        ("otlp_spans", 4),
+        ("otlp_spans_sampled", 4),
+        ("otlp_spans_dlq", 4),
+    ] {
+        cluster
+            .create_topic(t, p, 1)
+            .context("cannot create demo topics")?;
     }
     let mut cfg_yaml: serde_yaml::Value = serde_yaml::from_str(DEMO_CONFIG)?;
     cfg_yaml["kafka"]["brokers"] = brokers.clone().into();
     cfg_yaml["archive"]["hot"]["url"] = format!("file://{}", hot.display()).into();
     cfg_yaml["telemetry"] = serde_yaml::from_str("{listen: '127.0.0.1:0'}")?;
-    let cfg = Config::parse(&serde_yaml::to_string(&cfg_yaml)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg =
+        Config::parse(&serde_yaml::to_string(&cfg_yaml)?).map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Vec<String> = cfg.policies.iter().map(|p| p.name.clone()).collect();
     let decision_wait = cfg.store.decision_wait;
     let flush = cfg.archive.hot.flush_interval;
 
-    println!("tracesift demo: in-process Kafka at {brokers}, Parquet under {}", hot.display());
+    println!(
+        "tracesift demo: in-process Kafka at {brokers}, Parquet under {}",
+        hot.display()
+    );
     println!("policies: errors 100%, slow >500ms 100%, /api/payment + /api/checkout 50%, rest 1%");
     let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
     if let Some(a) = running.telemetry_addr {
@@ -151,18 +163,45 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     let spans_generated: usize = manifest.traces.iter().map(|t| t.spans).sum();
     println!();
     println!("summary");
-    if let Some(gen::Produced { records: n, bytes: b, .. }) = produced {
-        println!("  generated          {} traces, {spans_generated} spans in {n} records ({:.1} MB)", manifest.traces.len(), b as f64 / 1e6);
+    if let Some(gen::Produced {
+        records: n,
+        bytes: b,
+        ..
+    }) = produced
+    {
+        println!(
+            "  generated          {} traces, {spans_generated} spans in {n} records ({:.1} MB)",
+            manifest.traces.len(),
+            b as f64 / 1e6
+        );
     }
-    println!("  spans in           {}", stats.spans.load(Ordering::Relaxed));
-    println!("  traces decided     {}", stats.traces_decided.load(Ordering::Relaxed));
-    println!("  traces kept        {}", stats.traces_kept.load(Ordering::Relaxed));
+    println!(
+        "  spans in           {}",
+        stats.spans.load(Ordering::Relaxed)
+    );
+    println!(
+        "  traces decided     {}",
+        stats.traces_decided.load(Ordering::Relaxed)
+    );
+    println!(
+        "  traces kept        {}",
+        stats.traces_kept.load(Ordering::Relaxed)
+    );
     for (n, c) in names.iter().zip(&stats.kept_by_policy) {
         println!("    {n:<16} {}", c.load(Ordering::Relaxed));
     }
-    println!("  spans kept         {}", stats.spans_kept.load(Ordering::Relaxed));
-    println!("  dead-letter        {}", stats.dead_letters.load(Ordering::Relaxed));
-    println!("  parquet            {files} files, {:.2} MB", bytes as f64 / 1e6);
+    println!(
+        "  spans kept         {}",
+        stats.spans_kept.load(Ordering::Relaxed)
+    );
+    println!(
+        "  dead-letter        {}",
+        stats.dead_letters.load(Ordering::Relaxed)
+    );
+    println!(
+        "  parquet            {files} files, {:.2} MB",
+        bytes as f64 / 1e6
+    );
     println!();
     println!("query it (pip install duckdb, or the duckdb CLI):");
     println!(

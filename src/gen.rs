@@ -21,7 +21,9 @@ use std::time::Duration;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span, status, ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::trace::v1::{
+    span, status, ResourceSpans, ScopeSpans, Span, Status,
+};
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -116,14 +118,62 @@ struct Service {
 }
 
 const SERVICES: &[Service] = &[
-    Service { name: "frontend", version: "2.4.1", namespace: "shop", lang: "nodejs", old_semconv: false },
-    Service { name: "checkout", version: "1.9.0", namespace: "shop", lang: "go", old_semconv: false },
-    Service { name: "payment", version: "3.0.2", namespace: "payments", lang: "java", old_semconv: true },
-    Service { name: "cart", version: "1.2.7", namespace: "shop", lang: "python", old_semconv: false },
-    Service { name: "catalog", version: "5.1.0", namespace: "shop", lang: "go", old_semconv: false },
-    Service { name: "users", version: "0.9.3", namespace: "identity", lang: "python", old_semconv: true },
-    Service { name: "inventory", version: "2.0.0", namespace: "shop", lang: "rust", old_semconv: false },
-    Service { name: "fraud", version: "1.0.5", namespace: "payments", lang: "java", old_semconv: false },
+    Service {
+        name: "frontend",
+        version: "2.4.1",
+        namespace: "shop",
+        lang: "nodejs",
+        old_semconv: false,
+    },
+    Service {
+        name: "checkout",
+        version: "1.9.0",
+        namespace: "shop",
+        lang: "go",
+        old_semconv: false,
+    },
+    Service {
+        name: "payment",
+        version: "3.0.2",
+        namespace: "payments",
+        lang: "java",
+        old_semconv: true,
+    },
+    Service {
+        name: "cart",
+        version: "1.2.7",
+        namespace: "shop",
+        lang: "python",
+        old_semconv: false,
+    },
+    Service {
+        name: "catalog",
+        version: "5.1.0",
+        namespace: "shop",
+        lang: "go",
+        old_semconv: false,
+    },
+    Service {
+        name: "users",
+        version: "0.9.3",
+        namespace: "identity",
+        lang: "python",
+        old_semconv: true,
+    },
+    Service {
+        name: "inventory",
+        version: "2.0.0",
+        namespace: "shop",
+        lang: "rust",
+        old_semconv: false,
+    },
+    Service {
+        name: "fraud",
+        version: "1.0.5",
+        namespace: "payments",
+        lang: "java",
+        old_semconv: false,
+    },
 ];
 
 fn svc(name: &str) -> usize {
@@ -230,28 +280,53 @@ impl Builder<'_> {
             ]
         } else {
             vec![
-                kv("http.request.method", if route.contains("products") { "GET" } else { "POST" }),
+                kv(
+                    "http.request.method",
+                    if route.contains("products") {
+                        "GET"
+                    } else {
+                        "POST"
+                    },
+                ),
                 kv("http.route", route),
                 kv("url.path", route.replace("{id}", "42")),
                 kv_int("http.response.status_code", code),
                 kv("url.scheme", "https"),
                 kv("server.address", "shop.example.com"),
-                kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0"),
+                kv(
+                    "user_agent.original",
+                    "Mozilla/5.0 (X11; Linux x86_64) Firefox/131.0",
+                ),
             ]
         }
     }
 
     /// A call from `from` to `to`: a client span, the callee's server span, and its own work.
-    fn call(&mut self, from: usize, parent: [u8; 8], to: usize, start: u64, budget_ns: u64, depth: u32) -> u64 {
+    fn call(
+        &mut self,
+        from: usize,
+        parent: [u8; 8],
+        to: usize,
+        start: u64,
+        budget_ns: u64,
+        depth: u32,
+    ) -> u64 {
         let grpc = self.rng.random_bool(0.4);
         let to_s = &SERVICES[to];
         let method = ["Get", "List", "Reserve", "Charge", "Validate"][self.rng.random_range(0..5)];
         let (cname, cattrs) = if grpc {
             (
-                format!("{}.{}Service/{method}", to_s.namespace, capitalize(to_s.name)),
+                format!(
+                    "{}.{}Service/{method}",
+                    to_s.namespace,
+                    capitalize(to_s.name)
+                ),
                 vec![
                     kv("rpc.system", "grpc"),
-                    kv("rpc.service", format!("{}.{}Service", to_s.namespace, capitalize(to_s.name))),
+                    kv(
+                        "rpc.service",
+                        format!("{}.{}Service", to_s.namespace, capitalize(to_s.name)),
+                    ),
                     kv("rpc.method", method),
                     kv("server.address", to_s.name),
                     kv_int("server.port", 50051),
@@ -262,7 +337,10 @@ impl Builder<'_> {
                 "POST".to_string(),
                 vec![
                     kv("http.request.method", "POST"),
-                    kv("url.full", format!("http://{}:8080/{}", to_s.name, method.to_lowercase())),
+                    kv(
+                        "url.full",
+                        format!("http://{}:8080/{}", to_s.name, method.to_lowercase()),
+                    ),
                     kv("server.address", to_s.name),
                     kv_int("server.port", 8080),
                     kv_int("http.response.status_code", 200),
@@ -270,11 +348,31 @@ impl Builder<'_> {
             )
         };
         let dur = budget_ns.max(200_000);
-        let client = self.push(from, Some(parent), cname.clone(), span::SpanKind::Client, start, dur, cattrs.clone());
+        let client = self.push(
+            from,
+            Some(parent),
+            cname.clone(),
+            span::SpanKind::Client,
+            start,
+            dur,
+            cattrs.clone(),
+        );
         let server_start = start + dur / 20;
         let server_dur = dur - dur / 10;
-        let sattrs = if grpc { cattrs[..3].to_vec() } else { self.http_server_attrs(to_s, &format!("/{}", method.to_lowercase()), 200) };
-        let server = self.push(to, Some(client), cname, span::SpanKind::Server, server_start, server_dur, sattrs);
+        let sattrs = if grpc {
+            cattrs[..3].to_vec()
+        } else {
+            self.http_server_attrs(to_s, &format!("/{}", method.to_lowercase()), 200)
+        };
+        let server = self.push(
+            to,
+            Some(client),
+            cname,
+            span::SpanKind::Server,
+            server_start,
+            server_dur,
+            sattrs,
+        );
         self.work(to, server, server_start, server_dur, depth + 1);
         dur
     }
@@ -287,24 +385,54 @@ impl Builder<'_> {
             let slot = dur / (steps as u64 + 2);
             match self.rng.random_range(0..10) {
                 0..=4 => {
-                    let (system, op) = if self.rng.random_bool(0.7) { ("postgresql", "SELECT") } else { ("redis", "GET") };
-                    let table = ["orders", "items", "accounts", "sessions"][self.rng.random_range(0..4)];
+                    let (system, op) = if self.rng.random_bool(0.7) {
+                        ("postgresql", "SELECT")
+                    } else {
+                        ("redis", "GET")
+                    };
+                    let table =
+                        ["orders", "items", "accounts", "sessions"][self.rng.random_range(0..4)];
                     let attrs = if SERVICES[service].old_semconv {
-                        vec![kv("db.system", system), kv("db.name", "shop"), kv("db.statement", format!("{op} * FROM {table} WHERE id = $1")), kv("db.operation", op)]
+                        vec![
+                            kv("db.system", system),
+                            kv("db.name", "shop"),
+                            kv("db.statement", format!("{op} * FROM {table} WHERE id = $1")),
+                            kv("db.operation", op),
+                        ]
                     } else {
                         vec![
                             kv("db.system.name", system),
                             kv("db.namespace", "shop"),
-                            kv("db.query.text", format!("{op} * FROM {table} WHERE id = $1")),
+                            kv(
+                                "db.query.text",
+                                format!("{op} * FROM {table} WHERE id = $1"),
+                            ),
                             kv("db.operation.name", op),
                             kv("server.address", format!("{system}.db")),
                         ]
                     };
-                    self.push(service, Some(parent), format!("{op} shop.{table}"), span::SpanKind::Client, t, slot / 2, attrs);
+                    self.push(
+                        service,
+                        Some(parent),
+                        format!("{op} shop.{table}"),
+                        span::SpanKind::Client,
+                        t,
+                        slot / 2,
+                        attrs,
+                    );
                 }
                 5..=7 => {
-                    let name = ["validate", "render", "serialize", "compute-total"][self.rng.random_range(0..4)];
-                    self.push(service, Some(parent), name.to_string(), span::SpanKind::Internal, t, slot / 2, vec![kv("code.function.name", name)]);
+                    let name = ["validate", "render", "serialize", "compute-total"]
+                        [self.rng.random_range(0..4)];
+                    self.push(
+                        service,
+                        Some(parent),
+                        name.to_string(),
+                        span::SpanKind::Internal,
+                        t,
+                        slot / 2,
+                        vec![kv("code.function.name", name)],
+                    );
                 }
                 _ if depth < 3 && self.spans.len() < 18 => {
                     let to = self.rng.random_range(1..SERVICES.len());
@@ -321,7 +449,9 @@ impl Builder<'_> {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 fn pick_route(rng: &mut SmallRng) -> &'static str {
@@ -337,17 +467,37 @@ fn pick_route(rng: &mut SmallRng) -> &'static str {
 }
 
 /// Generates one trace: its spans grouped per service, and its facts.
-pub fn generate_trace(rng: &mut SmallRng, start_ns: u64, opts: &GenOptions) -> (Vec<(usize, Span)>, TraceFacts) {
+pub fn generate_trace(
+    rng: &mut SmallRng,
+    start_ns: u64,
+    opts: &GenOptions,
+) -> (Vec<(usize, Span)>, TraceFacts) {
     let mut trace_id: [u8; 16] = rng.random();
     trace_id[0] |= 1; // never all zero
     let route = pick_route(rng);
     let slow = rng.random_bool(opts.slow_rate.clamp(0.0, 1.0));
-    let dur_ms: f64 = if slow { rng.random_range(650.0..3000.0) } else { rng.random_range(5.0..380.0) };
+    let dur_ms: f64 = if slow {
+        rng.random_range(650.0..3000.0)
+    } else {
+        rng.random_range(5.0..380.0)
+    };
     let dur = (dur_ms * 1e6) as u64;
-    let mut b = Builder { rng, trace_id, spans: Vec::new() };
+    let mut b = Builder {
+        rng,
+        trace_id,
+        spans: Vec::new(),
+    };
     let fe = svc("frontend");
     let root_attrs = b.http_server_attrs(&SERVICES[fe], route, 200);
-    let root = b.push(fe, None, format!("POST {route}"), span::SpanKind::Server, start_ns, dur, root_attrs);
+    let root = b.push(
+        fe,
+        None,
+        format!("POST {route}"),
+        span::SpanKind::Server,
+        start_ns,
+        dur,
+        root_attrs,
+    );
     if route != "/health" {
         let callee = match route {
             "/api/checkout" => svc("checkout"),
@@ -359,8 +509,22 @@ pub fn generate_trace(rng: &mut SmallRng, start_ns: u64, opts: &GenOptions) -> (
         let t0 = start_ns + dur / 25;
         b.call(fe, root, callee, t0, dur - dur / 10, 0);
         if route == "/api/checkout" {
-            b.call(svc("checkout"), root, svc("payment"), t0 + dur / 3, dur / 3, 1);
-            b.call(svc("checkout"), root, svc("inventory"), t0 + dur / 2, dur / 4, 1);
+            b.call(
+                svc("checkout"),
+                root,
+                svc("payment"),
+                t0 + dur / 3,
+                dur / 3,
+                1,
+            );
+            b.call(
+                svc("checkout"),
+                root,
+                svc("inventory"),
+                t0 + dur / 2,
+                dur / 4,
+                1,
+            );
         }
         if route == "/api/payment" {
             b.call(svc("payment"), root, svc("fraud"), t0 + dur / 4, dur / 3, 1);
@@ -385,8 +549,18 @@ pub fn generate_trace(rng: &mut SmallRng, start_ns: u64, opts: &GenOptions) -> (
             dropped_attributes_count: 0,
         });
     }
-    let min = b.spans.iter().map(|s| s.1.start_time_unix_nano).min().unwrap_or(start_ns);
-    let max = b.spans.iter().map(|s| s.1.end_time_unix_nano).max().unwrap_or(start_ns);
+    let min = b
+        .spans
+        .iter()
+        .map(|s| s.1.start_time_unix_nano)
+        .min()
+        .unwrap_or(start_ns);
+    let max = b
+        .spans
+        .iter()
+        .map(|s| s.1.end_time_unix_nano)
+        .max()
+        .unwrap_or(start_ns);
     let facts = TraceFacts {
         trace_id: TraceId(trace_id),
         spans: b.spans.len(),
@@ -439,7 +613,11 @@ pub fn plan_records(opts: &GenOptions) -> (Vec<PlannedRecord>, Manifest) {
         let key = facts.trace_id.to_hex();
         let instance = rng.random_range(0..64);
         if !opts.split || spans.len() < 2 {
-            records.push(PlannedRecord { key, value: encode_spans(&spans, instance), delay: Duration::ZERO });
+            records.push(PlannedRecord {
+                key,
+                value: encode_spans(&spans, instance),
+                delay: Duration::ZERO,
+            });
         } else {
             let parts = rng.random_range(2..=spans.len().min(4));
             let mut shuffled = spans;
@@ -454,7 +632,11 @@ pub fn plan_records(opts: &GenOptions) -> (Vec<PlannedRecord>, Manifest) {
                 window.push(PlannedRecord {
                     key: key.clone(),
                     value: encode_spans(chunk, instance),
-                    delay: if late { opts.late_delay } else { Duration::ZERO },
+                    delay: if late {
+                        opts.late_delay
+                    } else {
+                        Duration::ZERO
+                    },
                 });
             }
         }
@@ -490,7 +672,10 @@ impl Produced {
     }
 }
 
-type DeliveryOutcome = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>;
+type DeliveryOutcome = Result<
+    rdkafka::producer::future_producer::OwnedDeliveryResult,
+    futures::channel::oneshot::Canceled,
+>;
 
 async fn tracked(f: rdkafka::producer::DeliveryFuture, len: usize) -> (DeliveryOutcome, usize) {
     (f.await, len)
@@ -504,8 +689,8 @@ pub async fn produce(
     records: &[PlannedRecord],
     rate: Option<f64>,
 ) -> Result<Produced, rdkafka::error::KafkaError> {
-    use rdkafka::producer::FutureRecord;
     use futures::StreamExt;
+    use rdkafka::producer::FutureRecord;
     let start = tokio::time::Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut out = Produced::default();
@@ -521,18 +706,16 @@ pub async fn produce(
             }
         }
     };
-    let settle = |res: Option<DeliveryOutcome>, out: &mut Produced, len: usize| {
-        match res {
-            Some(Ok(Ok(d))) => {
-                out.note(d.partition, d.offset);
-                out.records += 1;
-                out.bytes += len;
-                Ok(())
-            }
-            Some(Ok(Err((e, _)))) => Err(e),
-            Some(Err(_)) => Err(rdkafka::error::KafkaError::Canceled),
-            None => Ok(()),
+    let settle = |res: Option<DeliveryOutcome>, out: &mut Produced, len: usize| match res {
+        Some(Ok(Ok(d))) => {
+            out.note(d.partition, d.offset);
+            out.records += 1;
+            out.bytes += len;
+            Ok(())
         }
+        Some(Ok(Err((e, _)))) => Err(e),
+        Some(Err(_)) => Err(rdkafka::error::KafkaError::Canceled),
+        None => Ok(()),
     };
     let mut pushed = 0usize;
     for (i, r) in records.iter().enumerate() {
@@ -584,7 +767,10 @@ mod tests {
 
     #[test]
     fn traces_are_realistic_and_reproducible() {
-        let opts = GenOptions { traces: 2000, ..Default::default() };
+        let opts = GenOptions {
+            traces: 2000,
+            ..Default::default()
+        };
         let (records, manifest) = plan_records(&opts);
         assert_eq!(records.len(), 2000);
         let (again, _) = plan_records(&opts);
@@ -595,11 +781,19 @@ mod tests {
         assert!((250.0..900.0).contains(&per_span), "bytes/span {per_span}");
         assert!(manifest.traces.iter().all(|t| (1..=30).contains(&t.spans)));
         let errors = manifest.traces.iter().filter(|t| t.has_error).count();
-        let slow = manifest.traces.iter().filter(|t| t.duration_ms > 500.0).count();
+        let slow = manifest
+            .traces
+            .iter()
+            .filter(|t| t.duration_ms > 500.0)
+            .count();
         assert!((20..120).contains(&errors), "errors {errors}");
         assert!((50..180).contains(&slow), "slow {slow}");
         for r in ROUTES {
-            assert!(manifest.traces.iter().any(|t| t.route == r.0), "route {} missing", r.0);
+            assert!(
+                manifest.traces.iter().any(|t| t.route == r.0),
+                "route {} missing",
+                r.0
+            );
         }
         // Every record scans, and every span of a record belongs to its keyed trace.
         let mut out = Vec::new();
@@ -612,7 +806,12 @@ mod tests {
 
     #[test]
     fn split_mode_spreads_and_interleaves() {
-        let opts = GenOptions { traces: 300, split: true, late_fraction: 0.2, ..Default::default() };
+        let opts = GenOptions {
+            traces: 300,
+            split: true,
+            late_fraction: 0.2,
+            ..Default::default()
+        };
         let (records, manifest) = plan_records(&opts);
         assert!(records.len() > 300 * 3 / 2, "{} records", records.len());
         assert!(records.iter().any(|r| r.delay > Duration::ZERO));
@@ -627,6 +826,9 @@ mod tests {
             scan_request_into(&bytes::Bytes::from(r.value.clone()), &NoProbe, &mut out).unwrap();
             total += out.len();
         }
-        assert_eq!(total, manifest.traces.iter().map(|t| t.spans).sum::<usize>());
+        assert_eq!(
+            total,
+            manifest.traces.iter().map(|t| t.spans).sum::<usize>()
+        );
     }
 }

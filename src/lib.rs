@@ -7,6 +7,8 @@
 //! [`pipeline`]. [`config`] is the typed configuration, [`telemetry`] every metric, [`clock`] the
 //! only place time is read, [`gen`] the load generator, [`cli`] the commands.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod archive;
 pub mod cli;
 pub mod clock;

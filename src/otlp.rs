@@ -274,14 +274,54 @@ pub enum AnyValueRef<'a> {
     Other,
 }
 
+/// An attribute value not parsed yet: probes parse it only when the key is one they look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RawValue<'a> {
+    buf: &'a [u8],
+    start: usize,
+    end: usize,
+}
+
+impl<'a> RawValue<'a> {
+    /// Parses the value (a value that does not parse reads as `Other`).
+    pub fn get(&self) -> AnyValueRef<'a> {
+        any_value(self.buf, self.start..self.end).unwrap_or(AnyValueRef::Other)
+    }
+
+    /// A value from an already-parsed scalar (for tests and tools).
+    pub fn encode(v: AnyValueRef<'_>, scratch: &'a mut Vec<u8>) -> RawValue<'a> {
+        scratch.clear();
+        match v {
+            AnyValueRef::Str(s) => {
+                put_len_header(scratch, 1, s.len());
+                scratch.extend_from_slice(s.as_bytes());
+            }
+            AnyValueRef::Bool(b) => {
+                put_varint(scratch, 2 << 3);
+                put_varint(scratch, u64::from(b));
+            }
+            AnyValueRef::Int(i) => {
+                put_varint(scratch, 3 << 3);
+                put_varint(scratch, i as u64);
+            }
+            AnyValueRef::Double(d) => {
+                put_varint(scratch, (4 << 3) | u64::from(WT_I64));
+                scratch.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+            AnyValueRef::Other => {}
+        }
+        RawValue { buf: scratch, start: 0, end: scratch.len() }
+    }
+}
+
 /// The sampler's hook into the scan: which attributes matter, and which policy leaves they match.
 pub trait SpanProbe {
     /// False when no policy looks at attributes or tracestate, so the scan can skip them.
     fn wants_attributes(&self) -> bool;
     /// Leaves matched by one resource attribute.
-    fn resource_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128;
+    fn resource_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128;
     /// Leaves matched by one span attribute.
-    fn span_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128;
+    fn span_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128;
     /// Leaves matched by a span's tracestate.
     fn trace_state(&self, trace_state: &str) -> u128;
 }
@@ -294,10 +334,10 @@ impl SpanProbe for NoProbe {
     fn wants_attributes(&self) -> bool {
         false
     }
-    fn resource_attribute(&self, _: &[u8], _: AnyValueRef<'_>) -> u128 {
+    fn resource_attribute(&self, _: &[u8], _: RawValue<'_>) -> u128 {
         0
     }
-    fn span_attribute(&self, _: &[u8], _: AnyValueRef<'_>) -> u128 {
+    fn span_attribute(&self, _: &[u8], _: RawValue<'_>) -> u128 {
         0
     }
     fn trace_state(&self, _: &str) -> u128 {
@@ -435,18 +475,16 @@ fn any_value(buf: &[u8], r: Range<usize>) -> Result<AnyValueRef<'_>, DecodeError
     Ok(out)
 }
 
-/// Calls `f(key, value)` for each `KeyValue` body.
-fn key_value<'a>(
-    buf: &'a [u8],
-    r: Range<usize>,
-) -> Result<(&'a [u8], AnyValueRef<'a>), DecodeError> {
+/// Splits a `KeyValue` body into its key and its (unparsed) value.
+#[inline]
+fn key_value(buf: &[u8], r: Range<usize>) -> Result<(&[u8], RawValue<'_>), DecodeError> {
     let mut rd = Reader::new(buf, r);
     let mut key: &[u8] = &[];
-    let mut value = AnyValueRef::Other;
+    let mut value = RawValue { buf, start: 0, end: 0 };
     while let Some((n, _, w)) = rd.field()? {
         match (n, w) {
             (1, Wire::Len(s)) => key = &buf[s],
-            (2, Wire::Len(s)) => value = any_value(buf, s)?,
+            (2, Wire::Len(s)) => value = RawValue { buf, start: s.start, end: s.end },
             _ => {}
         }
     }
@@ -531,15 +569,13 @@ fn scan_span(
                 meta.span_id = SpanId(id);
                 have_span_id = true;
             }
-            (3, Wire::Len(s)) => {
-                if !s.is_empty() {
-                    let ts = utf8(buf, s, "Span.trace_state")?;
-                    let (rv, th) = parse_ot_tracestate(ts);
-                    meta.rv = rv;
-                    meta.th = th;
-                    if wants_attrs {
-                        meta.leaf_bits |= probe.trace_state(ts);
-                    }
+            (3, Wire::Len(s)) if !s.is_empty() => {
+                let ts = utf8(buf, s, "Span.trace_state")?;
+                let (rv, th) = parse_ot_tracestate(ts);
+                meta.rv = rv;
+                meta.th = th;
+                if wants_attrs {
+                    meta.leaf_bits |= probe.trace_state(ts);
                 }
             }
             (4, Wire::Len(s)) => meta.is_root = s.is_empty(),
@@ -694,7 +730,7 @@ pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 
 /// Bytes a varint of `v` takes.
 pub fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn len_field_size(body: usize) -> usize {
@@ -873,11 +909,11 @@ mod tests {
         fn wants_attributes(&self) -> bool {
             true
         }
-        fn resource_attribute(&self, k: &[u8], v: AnyValueRef<'_>) -> u128 {
-            u128::from(k == b"service.name" && v == AnyValueRef::Str("checkout")) << 1
+        fn resource_attribute(&self, k: &[u8], v: RawValue<'_>) -> u128 {
+            u128::from(k == b"service.name" && v.get() == AnyValueRef::Str("checkout")) << 1
         }
-        fn span_attribute(&self, k: &[u8], v: AnyValueRef<'_>) -> u128 {
-            u128::from(k == b"http.route" && v == AnyValueRef::Str("/api/payment"))
+        fn span_attribute(&self, k: &[u8], v: RawValue<'_>) -> u128 {
+            u128::from(k == b"http.route" && v.get() == AnyValueRef::Str("/api/payment"))
         }
         fn trace_state(&self, _: &str) -> u128 {
             1 << 2
@@ -929,7 +965,10 @@ mod tests {
         assert_eq!(rs.schema_url, "rs-schema");
         let ss = &rs.scope_spans[0];
         assert_eq!(ss.scope, req.resource_spans[0].scope_spans[0].scope);
-        assert_eq!(ss.schema_url, req.resource_spans[0].scope_spans[0].schema_url);
+        assert_eq!(
+            ss.schema_url,
+            req.resource_spans[0].scope_spans[0].schema_url
+        );
         let want: Vec<Span> = vec![span(1, 1, None, false), span(1, 3, Some(1), false)];
         assert_eq!(ss.spans, want);
     }
@@ -957,7 +996,9 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        assert!(scan_request_into(&Bytes::from_static(b"\xff\xff\xff"), &NoProbe, &mut out).is_err());
+        assert!(
+            scan_request_into(&Bytes::from_static(b"\xff\xff\xff"), &NoProbe, &mut out).is_err()
+        );
         assert!(json_to_proto(b"{not json").is_err());
     }
 

@@ -167,22 +167,23 @@ impl PartitionTask {
     }
 
     /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Record>, mut control: mpsc::Receiver<Control>) {
+    pub async fn run(
+        mut self,
+        mut input: mpsc::Receiver<Record>,
+        mut control: mpsc::Receiver<Control>,
+    ) {
         let tick = self.shared.config.store.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut input_open = true;
         loop {
-            let pause_for_budget =
-                self.shared.config.store.on_overflow == OnOverflow::Pause && self.store.over_budget();
+            let pause_for_budget = self.shared.config.store.on_overflow == OnOverflow::Pause
+                && self.store.over_budget();
             let can_read = input_open && !pause_for_budget && !self.acks.is_full();
             tokio::select! {
                 biased;
                 cmd = control.recv() => {
-                    let reply = match cmd {
-                        Some(Control::Drain { reply }) => Some(reply),
-                        None => None,
-                    };
+                    let reply = cmd.map(|Control::Drain { reply }| reply);
                     let point = self.drain().await;
                     if let Some(reply) = reply {
                         let _ = reply.send(point);
@@ -235,7 +236,9 @@ impl PartitionTask {
         let Some(payload) = rec.payload else { return };
         let stats = &self.shared.stats;
         stats.records.fetch_add(1, Ordering::Relaxed);
-        stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let proto = match rec.encoding {
             Encoding::OtlpProto => Ok(payload.clone()),
             Encoding::OtlpJson => otlp::json_to_proto(&payload),
@@ -263,10 +266,15 @@ impl PartitionTask {
             return;
         }
         telemetry::record_in(true, self.scratch.len(), payload.len());
-        stats.spans.fetch_add(self.scratch.len() as u64, Ordering::Relaxed);
+        stats
+            .spans
+            .fetch_add(self.scratch.len() as u64, Ordering::Relaxed);
         let spans = std::mem::take(&mut self.scratch);
         for s in spans.iter() {
-            match self.store.add(s.trace_id, &s.meta, s.span.clone(), rec.offset, now) {
+            match self
+                .store
+                .add(s.trace_id, &s.meta, s.span.clone(), rec.offset, now)
+            {
                 Admit::Buffered { new_ref } => {
                     if new_ref {
                         self.acquire(rec.offset, 1);
@@ -313,11 +321,17 @@ impl PartitionTask {
         if forced {
             stats.forced.fetch_add(1, Ordering::Relaxed);
         }
-        let policy = d.policy.map(|p| self.shared.sampler.policy_name(p)).unwrap_or("none");
+        let policy = d
+            .policy
+            .map(|p| self.shared.sampler.policy_name(p))
+            .unwrap_or("none");
         if d.keep {
             telemetry::trace_decided(policy, Outcome::Keep, t.trigger.as_str(), forced);
             stats.traces_kept.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = d.policy.and_then(|p| stats.kept_by_policy.get(usize::from(p))) {
+            if let Some(c) = d
+                .policy
+                .and_then(|p| stats.kept_by_policy.get(usize::from(p)))
+            {
                 c.fetch_add(1, Ordering::Relaxed);
             }
             self.emit(t.trace_id, &t.spans, d, &t.offsets);
@@ -330,7 +344,10 @@ impl PartitionTask {
     /// Hands kept spans to every sink. Each offset holds one reference on entry; it ends with one
     /// per sink, each released by that sink's acknowledgement.
     fn emit(&mut self, trace_id: TraceId, spans: &[SpanRef], d: Decision, offsets: &[i64]) {
-        self.shared.stats.spans_kept.fetch_add(spans.len() as u64, Ordering::Relaxed);
+        self.shared
+            .stats
+            .spans_kept
+            .fetch_add(spans.len() as u64, Ordering::Relaxed);
         let n = self.sinks.len() as u32;
         if n == 0 {
             self.release(offsets);
@@ -371,7 +388,9 @@ impl PartitionTask {
         if now >= self.next_commit {
             self.next_commit = now + self.shared.config.kafka.commit_interval;
             if let Some(p) = self.watermark.take_new_commit() {
-                self.shared.commits.insert((Arc::clone(&self.topic), self.partition), p);
+                self.shared
+                    .commits
+                    .insert((Arc::clone(&self.topic), self.partition), p);
             }
             let st = self.store.stats();
             telemetry::partition_gauges(
@@ -483,7 +502,12 @@ async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
     let partitions = md
         .topics()
         .iter()
-        .find(|t| cfg.kafka.input_topics.first().is_some_and(|i| i == t.name()))
+        .find(|t| {
+            cfg.kafka
+                .input_topics
+                .first()
+                .is_some_and(|i| i == t.name())
+        })
         .map(|t| t.partitions().len() as i32)
         .filter(|n| *n > 0)
         .unwrap_or(1);
@@ -493,7 +517,11 @@ async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
     }
     let missing: Vec<String> = wanted
         .into_iter()
-        .filter(|w| !md.topics().iter().any(|t| t.name() == w && !t.partitions().is_empty()))
+        .filter(|w| {
+            !md.topics()
+                .iter()
+                .any(|t| t.name() == w && !t.partitions().is_empty())
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -503,13 +531,25 @@ async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let results = admin
-        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await?;
     for r in results {
         match r {
-            Ok(t) => tracing::warn!(topic = %t, partitions, "created missing topic with replication 1; manage production topics explicitly"),
-            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => tracing::debug!(topic = %t, "exists"),
-            Err((t, e)) => return Err(RunError::Topic { topic: t, reason: e.to_string() }),
+            Ok(t) => {
+                tracing::warn!(topic = %t, partitions, "created missing topic with replication 1; manage production topics explicitly")
+            }
+            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %t, "exists")
+            }
+            Err((t, e)) => {
+                return Err(RunError::Topic {
+                    topic: t,
+                    reason: e.to_string(),
+                })
+            }
         }
     }
     Ok(())
@@ -521,9 +561,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let health = crate::telemetry::Health::default();
     let config = Arc::new(config);
     let sampler = Arc::new(
-        Sampler::build(&config.policies).map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?,
+        Sampler::build(&config.policies)
+            .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?,
     );
-    let policy_names: Arc<[Arc<str>]> = config.policies.iter().map(|p| Arc::from(p.name.as_str())).collect();
+    let policy_names: Arc<[Arc<str>]> = config
+        .policies
+        .iter()
+        .map(|p| Arc::from(p.name.as_str()))
+        .collect();
     let producer: FutureProducer = crate::source::producer_config(&config).create()?;
     ensure_output_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
@@ -531,7 +576,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     } else {
         None
     };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let stats = Arc::new(RunStats::new(config.policies.len()));
     let shared = Shared {
         config: Arc::clone(&config),
@@ -553,7 +600,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let h2 = health.clone();
     let source = tokio::task::spawn_blocking(move || crate::source::start(shared, h2, rt))
         .await
-        .map_err(|e| RunError::Topic { topic: String::new(), reason: e.to_string() })??;
+        .map_err(|e| RunError::Topic {
+            topic: String::new(),
+            reason: e.to_string(),
+        })??;
     Ok(Running {
         stats,
         health,

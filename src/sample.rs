@@ -28,7 +28,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::config::ConfigError;
-use crate::otlp::{AnyValueRef, SpanMeta, SpanProbe, TraceId};
+use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, TraceId};
 
 pub use and::AndConfig;
 pub use latency::LatencyConfig;
@@ -148,7 +148,9 @@ impl PolicyKind {
             "string_attribute" => {
                 typed_block(&block_path, block, errors).map(PolicyKind::StringAttribute)
             }
-            "probabilistic" => typed_block(&block_path, block, errors).map(PolicyKind::Probabilistic),
+            "probabilistic" => {
+                typed_block(&block_path, block, errors).map(PolicyKind::Probabilistic)
+            }
             "and" => AndConfig::from_yaml(&block_path, block, errors).map(PolicyKind::And),
             _ => None,
         }
@@ -173,14 +175,21 @@ fn typed_block<T: serde::de::DeserializeOwned>(
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
     let Some(block) = block else {
-        errors.push(ConfigError::new(path, "this policy type needs its settings block"));
+        errors.push(ConfigError::new(
+            path,
+            "this policy type needs its settings block",
+        ));
         return None;
     };
     match serde_path_to_error::deserialize::<_, T>(block.clone()) {
         Ok(t) => Some(t),
         Err(e) => {
             let inner = e.path().to_string();
-            let p = if inner == "." { path.to_string() } else { format!("{path}.{inner}") };
+            let p = if inner == "." {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
             errors.push(ConfigError::new(p, e.into_inner().to_string()));
             None
         }
@@ -195,14 +204,20 @@ impl PolicySpec {
         errors: &mut Vec<ConfigError>,
     ) -> Option<PolicySpec> {
         let Some(map) = v.as_mapping() else {
-            errors.push(ConfigError::new(path, "a policy is a mapping with `name` and `type`"));
+            errors.push(ConfigError::new(
+                path,
+                "a policy is a mapping with `name` and `type`",
+            ));
             return None;
         };
         let before = errors.len();
         let name = match map.get("name").and_then(|n| n.as_str()) {
             Some(n) if !n.trim().is_empty() => Some(n.to_string()),
             _ => {
-                errors.push(ConfigError::new(format!("{path}.name"), "a non-empty name is required"));
+                errors.push(ConfigError::new(
+                    format!("{path}.name"),
+                    "a non-empty name is required",
+                ));
                 None
             }
         };
@@ -229,14 +244,20 @@ impl PolicySpec {
             Some(t) => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
-                    format!("unknown policy type `{t}`; valid types: {}", POLICY_TYPES.join(", ")),
+                    format!(
+                        "unknown policy type `{t}`; valid types: {}",
+                        POLICY_TYPES.join(", ")
+                    ),
                 ));
                 None
             }
             None => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
-                    format!("`type` is required; valid types: {}", POLICY_TYPES.join(", ")),
+                    format!(
+                        "`type` is required; valid types: {}",
+                        POLICY_TYPES.join(", ")
+                    ),
                 ));
                 None
             }
@@ -296,9 +317,12 @@ struct Leaf {
 }
 
 /// The span-level predicates of a configuration, grouped by attribute key.
+///
+/// Keys are few (one per attribute a policy names), so they are found by a linear scan that
+/// compares lengths first: cheaper than hashing every attribute key of every span.
 #[derive(Debug, Default)]
 pub struct LeafSet {
-    by_key: std::collections::HashMap<Box<[u8]>, Vec<Leaf>>,
+    by_key: Vec<(Box<[u8]>, Vec<Leaf>)>,
     count: usize,
 }
 
@@ -312,22 +336,27 @@ impl LeafSet {
         }
         let idx = self.count as u8;
         self.count += 1;
-        self.by_key
-            .entry(key.as_bytes().into())
-            .or_default()
-            .push(Leaf {
-                bit: 1u128 << idx,
-                matcher,
-            });
+        let leaf = Leaf {
+            bit: 1u128 << idx,
+            matcher,
+        };
+        match self.by_key.iter_mut().find(|(k, _)| **k == *key.as_bytes()) {
+            Some((_, leaves)) => leaves.push(leaf),
+            None => self.by_key.push((key.as_bytes().into(), vec![leaf])),
+        }
         Ok(idx)
     }
 
     #[inline]
-    fn attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128 {
-        let Some(leaves) = self.by_key.get(key) else {
+    fn attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
+        let Some((_, leaves)) = self
+            .by_key
+            .iter()
+            .find(|(k, _)| k.len() == key.len() && **k == *key)
+        else {
             return 0;
         };
-        let AnyValueRef::Str(s) = value else {
+        let AnyValueRef::Str(s) = value.get() else {
             return 0;
         };
         let mut bits = 0;
@@ -348,10 +377,10 @@ impl SpanProbe for LeafSet {
     fn wants_attributes(&self) -> bool {
         self.count > 0
     }
-    fn resource_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128 {
+    fn resource_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
         self.attribute(key, value)
     }
-    fn span_attribute(&self, key: &[u8], value: AnyValueRef<'_>) -> u128 {
+    fn span_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
         self.attribute(key, value)
     }
     fn trace_state(&self, _trace_state: &str) -> u128 {
@@ -434,7 +463,9 @@ pub struct TraceView<'a> {
 impl TraceView<'_> {
     /// OTEP 235 randomness: the explicit `rv`, else the trace id's low 56 bits.
     pub fn randomness(&self) -> u64 {
-        self.summary.rv.unwrap_or_else(|| self.trace_id.randomness())
+        self.summary
+            .rv
+            .unwrap_or_else(|| self.trace_id.randomness())
     }
 }
 
@@ -519,11 +550,15 @@ fn compile(
     let r = match &spec.kind {
         PolicyKind::AlwaysSample => Ok(Evaluator::Always(always_sample::AlwaysSample)),
         PolicyKind::Latency(c) => latency::Latency::build(c).map(Evaluator::Latency),
-        PolicyKind::StatusCode(c) => status_code::StatusCodePolicy::build(c).map(Evaluator::StatusCode),
+        PolicyKind::StatusCode(c) => {
+            status_code::StatusCodePolicy::build(c).map(Evaluator::StatusCode)
+        }
         PolicyKind::StringAttribute(c) => {
             string_attribute::StringAttribute::build(c, leaves).map(Evaluator::StringAttribute)
         }
-        PolicyKind::Probabilistic(c) => probabilistic::Probabilistic::build(c).map(Evaluator::Probabilistic),
+        PolicyKind::Probabilistic(c) => {
+            probabilistic::Probabilistic::build(c).map(Evaluator::Probabilistic)
+        }
         PolicyKind::And(c) => {
             return and::And::build(c, &block, leaves, errors).map(Evaluator::And);
         }
@@ -701,7 +736,10 @@ pub(crate) mod tests {
         let high = tid_with_randomness(THRESHOLD_NEVER - 1); // passes any probability
         let mid = tid_with_randomness(3 << 54); // passes 50%, not 1%
 
-        let err = summary(&[meta(0, 10, StatusCode::Ok, true), meta(1, 2, StatusCode::Error, false)]);
+        let err = summary(&[
+            meta(0, 10, StatusCode::Ok, true),
+            meta(1, 2, StatusCode::Error, false),
+        ]);
         let d = sampler.decide(low, &err);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "errors");
@@ -724,10 +762,12 @@ pub(crate) mod tests {
     fn and_with_route_and_probability() {
         let sampler = Sampler::build(&policies(SEED)).unwrap();
         let probe = sampler.probe();
-        let bits = probe.span_attribute(b"http.route", AnyValueRef::Str("/api/payment"));
+        let mut b = Vec::new();
+        let mut probe_value = |v| probe.span_attribute(b"http.route", RawValue::encode(v, &mut b));
+        let bits = probe_value(AnyValueRef::Str("/api/payment"));
         assert_ne!(bits, 0);
-        assert_eq!(probe.span_attribute(b"http.route", AnyValueRef::Str("/api/cart")), 0);
-        assert_eq!(probe.span_attribute(b"http.route", AnyValueRef::Int(3)), 0);
+        assert_eq!(probe_value(AnyValueRef::Str("/api/cart")), 0);
+        assert_eq!(probe_value(AnyValueRef::Int(3)), 0);
         let mut m = meta(0, 10, StatusCode::Unset, true);
         m.leaf_bits = bits;
         let s = summary(&[m]);
@@ -762,7 +802,11 @@ pub(crate) mod tests {
         let mut m = meta(0, 1, StatusCode::Unset, true);
         m.rv = Some(THRESHOLD_NEVER - 1);
         assert!(sampler.decide(id, &summary(&[m])).keep);
-        assert!(!sampler.decide(id, &summary(&[meta(0, 1, StatusCode::Unset, true)])).keep);
+        assert!(
+            !sampler
+                .decide(id, &summary(&[meta(0, 1, StatusCode::Unset, true)]))
+                .keep
+        );
     }
 
     #[test]
@@ -786,7 +830,13 @@ pub(crate) mod tests {
         for _ in 0..n {
             let id = TraceId(rng.random());
             let ds: Vec<bool> = samplers.iter().map(|x| x.decide(id, &s).keep).collect();
-            assert_eq!(ds, samplers.iter().map(|x| x.decide(id, &s).keep).collect::<Vec<_>>());
+            assert_eq!(
+                ds,
+                samplers
+                    .iter()
+                    .map(|x| x.decide(id, &s).keep)
+                    .collect::<Vec<_>>()
+            );
             for w in ds.windows(2) {
                 assert!(!w[0] || w[1], "nesting violated: {ds:?}");
             }
@@ -797,7 +847,10 @@ pub(crate) mod tests {
         for (p, k) in ps.iter().zip(kept) {
             let want = p / 100.0 * n as f64;
             let sd = (n as f64 * p / 100.0 * (1.0 - p / 100.0)).sqrt().max(1.0);
-            assert!((k as f64 - want).abs() < 5.0 * sd, "p={p}: kept {k}, want ~{want}");
+            assert!(
+                (k as f64 - want).abs() < 5.0 * sd,
+                "p={p}: kept {k}, want ~{want}"
+            );
         }
     }
 }

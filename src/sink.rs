@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
+use object_store::ObjectStoreExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use object_store::ObjectStoreExt;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::archive::{self, KeptSpan};
@@ -237,7 +237,12 @@ pub struct DeadLetter {
 /// Writes the original bytes of an unreadable record to the dead-letter topic, with headers
 /// `tracesift.error`, `tracesift.source.topic`, `tracesift.source.partition`,
 /// `tracesift.source.offset`. Resolves to the record's offset once acknowledged.
-pub fn dead_letter(producer: FutureProducer, dlq_topic: Arc<str>, payload: Bytes, from: DeadLetter) -> AckFuture {
+pub fn dead_letter(
+    producer: FutureProducer,
+    dlq_topic: Arc<str>,
+    payload: Bytes,
+    from: DeadLetter,
+) -> AckFuture {
     Box::pin(async move {
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -261,7 +266,15 @@ pub fn dead_letter(producer: FutureProducer, dlq_topic: Arc<str>, payload: Bytes
             .as_ref()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        produce_until_acked(&producer, &dlq_topic, &key, &payload, Some(&headers), SinkLabel::DeadLetter).await;
+        produce_until_acked(
+            &producer,
+            &dlq_topic,
+            &key,
+            &payload,
+            Some(&headers),
+            SinkLabel::DeadLetter,
+        )
+        .await;
         telemetry::dead_letter();
         vec![from.offset]
     })
@@ -407,7 +420,10 @@ impl Sink for ParquetSink {
 
     fn tick(&mut self, now: MonoTime, acks: &mut Acks) {
         self.now = now;
-        if self.opened_at.is_some_and(|t| now.saturating_since(t) >= self.flush_interval) {
+        if self
+            .opened_at
+            .is_some_and(|t| now.saturating_since(t) >= self.flush_interval)
+        {
             self.write_out(acks);
         }
     }
@@ -433,12 +449,19 @@ mod tests {
             .collect();
         let chunks = chunk_spans(&spans, 300);
         assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 10);
-        assert!(chunks.iter().all(|c| c.len() == 3 || c.len() == 1), "{:?}", chunks.iter().map(|c| c.len()).collect::<Vec<_>>());
+        assert!(
+            chunks.iter().all(|c| c.len() == 3 || c.len() == 1),
+            "{:?}",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
         for c in &chunks {
             assert!(otlp::encoded_request_len(c.iter()) <= 300);
         }
         // One oversized span still goes out, alone.
-        let big = vec![SpanRef { ctx, bytes: Bytes::from(vec![0u8; 1000]) }];
+        let big = vec![SpanRef {
+            ctx,
+            bytes: Bytes::from(vec![0u8; 1000]),
+        }];
         assert_eq!(chunk_spans(&big, 300).len(), 1);
     }
 

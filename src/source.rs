@@ -107,7 +107,10 @@ impl Ctx {
         }
         let deadline = self.drain_deadline;
         let topic = Arc::clone(&self.topics[key.0]);
-        match self.rt.block_on(async { tokio::time::timeout(deadline, rx).await }) {
+        match self
+            .rt
+            .block_on(async { tokio::time::timeout(deadline, rx).await })
+        {
             Ok(Ok(point)) => point,
             Ok(Err(_)) => None,
             Err(_) => {
@@ -123,9 +126,16 @@ impl Ctx {
         for &key in keys {
             let point = self.drain(key);
             let topic = Arc::clone(&self.topics[key.0]);
-            let published = self.shared.commits.remove(&(Arc::clone(&topic), key.1)).map(|(_, p)| p);
+            let published = self
+                .shared
+                .commits
+                .remove(&(Arc::clone(&topic), key.1))
+                .map(|(_, p)| p);
             if let Some(p) = point.or(published) {
-                if tpl.add_partition_offset(&topic, key.1, Offset::Offset(p)).is_err() {
+                if tpl
+                    .add_partition_offset(&topic, key.1, Offset::Offset(p))
+                    .is_err()
+                {
                     tracing::warn!(%topic, partition = key.1, "cannot build commit");
                 }
             }
@@ -225,7 +235,10 @@ fn header_encoding(msg: &BorrowedMessage<'_>, default: Encoding) -> Encoding {
     };
     for h in headers.iter() {
         if h.key.eq_ignore_ascii_case("content-type") {
-            let v = h.value.map(|v| String::from_utf8_lossy(v).to_ascii_lowercase()).unwrap_or_default();
+            let v = h
+                .value
+                .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+                .unwrap_or_default();
             if v.contains("json") {
                 return Encoding::OtlpJson;
             }
@@ -261,9 +274,18 @@ impl Drop for SourceHandle {
 }
 
 /// Creates the consumer, checks the input topics, subscribes and starts the poll thread.
-pub fn start(shared: Shared, health: Health, rt: tokio::runtime::Handle) -> Result<SourceHandle, SourceError> {
+pub fn start(
+    shared: Shared,
+    health: Health,
+    rt: tokio::runtime::Handle,
+) -> Result<SourceHandle, SourceError> {
     let cfg = Arc::clone(&shared.config);
-    let topics: Vec<Arc<str>> = cfg.kafka.input_topics.iter().map(|t| Arc::from(t.as_str())).collect();
+    let topics: Vec<Arc<str>> = cfg
+        .kafka
+        .input_topics
+        .iter()
+        .map(|t| Arc::from(t.as_str()))
+        .collect();
     let ctx = Ctx {
         topics: topics.clone(),
         registry: DashMap::new(),
@@ -278,7 +300,10 @@ pub fn start(shared: Shared, health: Health, rt: tokio::runtime::Handle) -> Resu
     let consumer: BaseConsumer<Ctx> = consumer_config(&cfg).create_with_context(ctx)?;
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
     for t in &topics {
-        let found = md.topics().iter().any(|m| m.name() == &**t && !m.partitions().is_empty());
+        let found = md
+            .topics()
+            .iter()
+            .any(|m| m.name() == &**t && !m.partitions().is_empty());
         if !found {
             return Err(SourceError::MissingTopic(t.to_string()));
         }
@@ -326,21 +351,40 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
             Some(Ok(msg)) => {
-                let Some(idx) = ctx.topic_index(msg.topic()) else { continue };
-                let key = (idx, msg.partition());
-                let Some(h) = ctx.registry.get(&key) else {
-                    tracing::warn!(topic = msg.topic(), partition = msg.partition(), "record for a partition not owned");
+                let Some(idx) = ctx.topic_index(msg.topic()) else {
                     continue;
                 };
-                let flow = flows.entry(key).or_insert(Flow { generation: h.generation, next: None, mode: Mode::Flowing });
+                let key = (idx, msg.partition());
+                let Some(h) = ctx.registry.get(&key) else {
+                    tracing::warn!(
+                        topic = msg.topic(),
+                        partition = msg.partition(),
+                        "record for a partition not owned"
+                    );
+                    continue;
+                };
+                let flow = flows.entry(key).or_insert(Flow {
+                    generation: h.generation,
+                    next: None,
+                    mode: Mode::Flowing,
+                });
                 if flow.generation != h.generation {
-                    *flow = Flow { generation: h.generation, next: None, mode: Mode::Flowing };
+                    *flow = Flow {
+                        generation: h.generation,
+                        next: None,
+                        mode: Mode::Flowing,
+                    };
                 }
                 let offset = msg.offset();
                 match flow.mode {
                     Mode::Paused { .. } => continue,
                     Mode::Resuming { resume_at } if offset != resume_at => {
-                        tracing::debug!(partition = key.1, offset, resume_at, "skipping record queued before the seek");
+                        tracing::debug!(
+                            partition = key.1,
+                            offset,
+                            resume_at,
+                            "skipping record queued before the seek"
+                        );
                         continue;
                     }
                     Mode::Resuming { .. } => flow.mode = Mode::Flowing,
@@ -372,11 +416,15 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
         }
         // Resume paused partitions whose task has room again; forget revoked ones.
         flows.retain(|key, flow| {
-            let Some(h) = ctx.registry.get(key) else { return false };
+            let Some(h) = ctx.registry.get(key) else {
+                return false;
+            };
             if h.generation != flow.generation {
                 return false;
             }
-            let Mode::Paused { resume_at } = flow.mode else { return true };
+            let Mode::Paused { resume_at } = flow.mode else {
+                return true;
+            };
             if h.tx.capacity() * 2 < h.tx.max_capacity() {
                 return true;
             }
@@ -407,10 +455,16 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
             committed.retain(|k, _| ctx.registry.contains_key(k));
             for (key, c) in &committed {
                 let topic = &ctx.topics[key.0];
-                if let Ok((_, high)) = consumer.fetch_watermarks(topic, key.1, Duration::from_millis(500)) {
+                if let Ok((_, high)) =
+                    consumer.fetch_watermarks(topic, key.1, Duration::from_millis(500))
+                {
                     if high >= 0 {
-                        let labels = [("topic", topic.to_string()), ("partition", key.1.to_string())];
-                        metrics::gauge!(telemetry::COMMITTED_LAG, &labels).set((high - c).max(0) as f64);
+                        let labels = [
+                            ("topic", topic.to_string()),
+                            ("partition", key.1.to_string()),
+                        ];
+                        metrics::gauge!(telemetry::COMMITTED_LAG, &labels)
+                            .set((high - c).max(0) as f64);
                     }
                 }
             }
@@ -443,7 +497,10 @@ fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, committed: &mut Has
                 }
                 committed.insert((i, partition), offset);
             }
-            if tpl.add_partition_offset(&topic, partition, Offset::Offset(offset)).is_err() {
+            if tpl
+                .add_partition_offset(&topic, partition, Offset::Offset(offset))
+                .is_err()
+            {
                 continue;
             }
         }

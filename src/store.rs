@@ -36,7 +36,8 @@ impl Hasher for TraceIdHasher {
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 }
@@ -106,7 +107,8 @@ impl From<&StoreConfig> for StoreLimits {
     fn from(c: &StoreConfig) -> Self {
         StoreLimits {
             decision_wait: c.decision_wait,
-            after_root: (!c.decision_wait_after_root.is_zero()).then_some(c.decision_wait_after_root),
+            after_root: (!c.decision_wait_after_root.is_zero())
+                .then_some(c.decision_wait_after_root),
             max_trace_age: c.max_trace_age,
             max_traces: c.max_traces,
             max_bytes: c.max_bytes.0,
@@ -189,7 +191,10 @@ impl DecisionCache {
     fn expire(&mut self, now: MonoTime) {
         while let Some(&(id, at)) = self.fifo.front() {
             let expired = now.saturating_since(at) >= self.ttl;
-            if !(expired || self.map.len() > self.cap || self.fifo.len() > self.cap.saturating_mul(2)) {
+            if !(expired
+                || self.map.len() > self.cap
+                || self.fifo.len() > self.cap.saturating_mul(2))
+            {
                 break;
             }
             self.fifo.pop_front();
@@ -251,7 +256,14 @@ impl TraceStore {
 
     /// Buffers one span that arrived in the record at `offset`, or answers it from the decision
     /// cache. May make traces due at once (see [`TraceStore::has_forced`]).
-    pub fn add(&mut self, trace_id: TraceId, meta: &SpanMeta, span: SpanRef, offset: i64, now: MonoTime) -> Admit {
+    pub fn add(
+        &mut self,
+        trace_id: TraceId,
+        meta: &SpanMeta,
+        span: SpanRef,
+        offset: i64,
+        now: MonoTime,
+    ) -> Admit {
         if let Some(d) = self.cache.get(&trace_id, now) {
             return Admit::Decided(d);
         }
@@ -260,7 +272,8 @@ impl TraceStore {
         if !self.traces.contains_key(&trace_id) {
             if self.limits.on_overflow == OnOverflow::DecideOldest {
                 while !self.traces.is_empty()
-                    && (self.traces.len() >= self.limits.max_traces || self.bytes + size > self.limits.max_bytes)
+                    && (self.traces.len() >= self.limits.max_traces
+                        || self.bytes + size > self.limits.max_bytes)
                 {
                     self.force_oldest();
                 }
@@ -280,7 +293,8 @@ impl TraceStore {
                 },
             );
             self.by_age.insert(seq, trace_id);
-            self.timers.push(Reverse((now + self.limits.decision_wait, seq, trace_id)));
+            self.timers
+                .push(Reverse((now + self.limits.decision_wait, seq, trace_id)));
         }
         let Some(e) = self.traces.get_mut(&trace_id) else {
             return Admit::Buffered { new_ref: false };
@@ -299,7 +313,9 @@ impl TraceStore {
                 self.timers.push(Reverse((now + w, e.seq, trace_id)));
             }
         }
-        if e.summary.span_count >= self.limits.max_spans_per_trace || e.summary.bytes >= self.limits.max_trace_bytes {
+        if e.summary.span_count >= self.limits.max_spans_per_trace
+            || e.summary.bytes >= self.limits.max_trace_bytes
+        {
             self.force(trace_id, Trigger::TraceLimit);
         }
         Admit::Buffered { new_ref }
@@ -363,7 +379,9 @@ impl TraceStore {
                 break;
             }
             self.timers.pop();
-            let Some(e) = self.traces.get(&id) else { continue };
+            let Some(e) = self.traces.get(&id) else {
+                continue;
+            };
             if e.seq != seq {
                 continue;
             }
@@ -457,7 +475,13 @@ mod tests {
             size: 100,
             ..Default::default()
         };
-        (meta, SpanRef { ctx: Arc::new(ScopeCtx::default()), bytes: bytes::Bytes::from_static(&[0; 100]) })
+        (
+            meta,
+            SpanRef {
+                ctx: Arc::new(ScopeCtx::default()),
+                bytes: bytes::Bytes::from_static(&[0; 100]),
+            },
+        )
     }
 
     fn add(s: &mut TraceStore, id: u8, root: bool, offset: i64, at_ms: u64) -> Admit {
@@ -474,10 +498,22 @@ mod tests {
     #[test]
     fn inactivity_extends_with_each_span() {
         let mut s = TraceStore::new(limits());
-        assert_eq!(add(&mut s, 1, false, 0, 0), Admit::Buffered { new_ref: true });
-        assert_eq!(add(&mut s, 1, false, 0, 5_000), Admit::Buffered { new_ref: false });
-        assert_eq!(add(&mut s, 1, false, 1, 8_000), Admit::Buffered { new_ref: true });
-        assert!(due(&mut s, 10_000).is_empty(), "activity at 8s pushes the deadline to 18s");
+        assert_eq!(
+            add(&mut s, 1, false, 0, 0),
+            Admit::Buffered { new_ref: true }
+        );
+        assert_eq!(
+            add(&mut s, 1, false, 0, 5_000),
+            Admit::Buffered { new_ref: false }
+        );
+        assert_eq!(
+            add(&mut s, 1, false, 1, 8_000),
+            Admit::Buffered { new_ref: true }
+        );
+        assert!(
+            due(&mut s, 10_000).is_empty(),
+            "activity at 8s pushes the deadline to 18s"
+        );
         assert!(due(&mut s, 17_999).is_empty());
         assert_eq!(due(&mut s, 18_000), vec![(1, Trigger::Inactivity)]);
         assert!(s.is_empty());
@@ -521,13 +557,24 @@ mod tests {
         add(&mut s, 1, true, 0, 0);
         let out = due(&mut s, 2_000);
         assert_eq!(out.len(), 1);
-        let keep = Decision { keep: true, policy: Some(0), threshold: 0 };
+        let keep = Decision {
+            keep: true,
+            policy: Some(0),
+            threshold: 0,
+        };
         s.remember(tid(1), keep, MonoTime::from_millis(2_000));
         assert_eq!(add(&mut s, 1, false, 5, 3_000), Admit::Decided(keep));
         assert!(s.is_empty(), "late span is not buffered");
         // After the TTL it is forgotten and would start a new trace.
-        assert_eq!(add(&mut s, 1, false, 6, 32_001), Admit::Buffered { new_ref: true });
-        let drop = Decision { keep: false, policy: None, threshold: THRESHOLD_NEVER };
+        assert_eq!(
+            add(&mut s, 1, false, 6, 32_001),
+            Admit::Buffered { new_ref: true }
+        );
+        let drop = Decision {
+            keep: false,
+            policy: None,
+            threshold: THRESHOLD_NEVER,
+        };
         s.remember(tid(2), drop, MonoTime::from_millis(40_000));
         assert_eq!(add(&mut s, 2, false, 7, 40_001), Admit::Decided(drop));
     }
@@ -535,7 +582,11 @@ mod tests {
     #[test]
     fn decision_cache_is_bounded() {
         let mut s = TraceStore::new(limits());
-        let d = Decision { keep: true, policy: Some(0), threshold: 0 };
+        let d = Decision {
+            keep: true,
+            policy: Some(0),
+            threshold: 0,
+        };
         for i in 0..=255u8 {
             s.remember(tid(i), d, MonoTime::from_millis(u64::from(i)));
         }
@@ -555,7 +606,10 @@ mod tests {
         assert!(!s.has_forced());
         add(&mut s, 4, false, 4, 4);
         assert!(s.has_forced());
-        let forced: Vec<(u8, Trigger)> = s.take_forced().map(|d| (d.trace_id.0[0], d.trigger)).collect();
+        let forced: Vec<(u8, Trigger)> = s
+            .take_forced()
+            .map(|d| (d.trace_id.0[0], d.trigger))
+            .collect();
         assert_eq!(forced, vec![(1, Trigger::Overflow)]);
         assert_eq!(s.len(), 3);
         // The forced trace's stale timer does not fire again.
@@ -579,7 +633,10 @@ mod tests {
         add(&mut s, 2, false, 0, 0);
         assert!(!s.over_budget());
         add(&mut s, 3, false, 0, 0);
-        assert!(s.over_budget(), "pause mode reports over budget instead of forcing");
+        assert!(
+            s.over_budget(),
+            "pause mode reports over budget instead of forcing"
+        );
         assert!(!s.has_forced());
     }
 

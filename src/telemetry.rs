@@ -51,24 +51,84 @@ pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
 pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
 
 fn describe() {
-    describe_counter!(RECORDS_IN, Unit::Count, "Records read, by outcome (ok, malformed).");
+    describe_counter!(
+        RECORDS_IN,
+        Unit::Count,
+        "Records read, by outcome (ok, malformed)."
+    );
     describe_counter!(SPANS_IN, Unit::Count, "Spans read.");
     describe_counter!(BYTES_IN, Unit::Bytes, "Record bytes read.");
-    describe_counter!(TRACES_DECIDED, Unit::Count, "Traces decided, by policy, outcome and trigger.");
-    describe_counter!(FORCED_DECISIONS, Unit::Count, "Traces decided early by a limit, by trigger.");
-    describe_counter!(LATE_SPANS, Unit::Count, "Spans that followed an earlier decision, by outcome.");
-    describe_counter!(DEAD_LETTER_RECORDS, Unit::Count, "Records sent to the dead-letter topic.");
-    describe_gauge!(TRACES_BUFFERED, Unit::Count, "Traces buffered, per partition.");
-    describe_gauge!(BYTES_BUFFERED, Unit::Bytes, "Span bytes buffered, per partition.");
-    describe_gauge!(COMMITTED_LAG, Unit::Count, "High watermark minus committed offset, per partition.");
-    describe_gauge!(PARTITION_QUEUE, Unit::Count, "Records queued for a partition task.");
-    describe_gauge!(PENDING_ACKS, Unit::Count, "Sink writes awaiting acknowledgement, per partition.");
+    describe_counter!(
+        TRACES_DECIDED,
+        Unit::Count,
+        "Traces decided, by policy, outcome and trigger."
+    );
+    describe_counter!(
+        FORCED_DECISIONS,
+        Unit::Count,
+        "Traces decided early by a limit, by trigger."
+    );
+    describe_counter!(
+        LATE_SPANS,
+        Unit::Count,
+        "Spans that followed an earlier decision, by outcome."
+    );
+    describe_counter!(
+        DEAD_LETTER_RECORDS,
+        Unit::Count,
+        "Records sent to the dead-letter topic."
+    );
+    describe_gauge!(
+        TRACES_BUFFERED,
+        Unit::Count,
+        "Traces buffered, per partition."
+    );
+    describe_gauge!(
+        BYTES_BUFFERED,
+        Unit::Bytes,
+        "Span bytes buffered, per partition."
+    );
+    describe_gauge!(
+        COMMITTED_LAG,
+        Unit::Count,
+        "High watermark minus committed offset, per partition."
+    );
+    describe_gauge!(
+        PARTITION_QUEUE,
+        Unit::Count,
+        "Records queued for a partition task."
+    );
+    describe_gauge!(
+        PENDING_ACKS,
+        Unit::Count,
+        "Sink writes awaiting acknowledgement, per partition."
+    );
     describe_counter!(SPANS_OUT, Unit::Count, "Spans written, by sink.");
-    describe_counter!(SINK_ERRORS, Unit::Count, "Sink write failures (retried), by sink.");
-    describe_counter!(ARCHIVE_FILES, Unit::Count, "Parquet files written, by tier.");
-    describe_counter!(ARCHIVE_BYTES, Unit::Bytes, "Parquet bytes written, by tier.");
-    describe_gauge!(PARTITIONS_ASSIGNED, Unit::Count, "Partitions owned by this instance.");
-    describe_counter!(PARTITION_PAUSES, Unit::Count, "Partition pauses for backpressure.");
+    describe_counter!(
+        SINK_ERRORS,
+        Unit::Count,
+        "Sink write failures (retried), by sink."
+    );
+    describe_counter!(
+        ARCHIVE_FILES,
+        Unit::Count,
+        "Parquet files written, by tier."
+    );
+    describe_counter!(
+        ARCHIVE_BYTES,
+        Unit::Bytes,
+        "Parquet bytes written, by tier."
+    );
+    describe_gauge!(
+        PARTITIONS_ASSIGNED,
+        Unit::Count,
+        "Partitions owned by this instance."
+    );
+    describe_counter!(
+        PARTITION_PAUSES,
+        Unit::Count,
+        "Partition pauses for backpressure."
+    );
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -190,7 +250,10 @@ pub struct PartitionGauges {
 
 /// Publishes one partition's gauges.
 pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
-    let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
+    let labels = [
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ];
     gauge!(TRACES_BUFFERED, &labels).set(g.traces as f64);
     gauge!(BYTES_BUFFERED, &labels).set(g.bytes as f64);
     gauge!(PARTITION_QUEUE, &labels).set(g.queued as f64);
@@ -251,17 +314,23 @@ impl Drop for Server {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listen`.
-pub async fn serve(listen: &str, handle: PrometheusHandle, health: Health) -> Result<Server, TelemetryError> {
+pub async fn serve(
+    listen: &str,
+    handle: PrometheusHandle,
+    health: Health,
+) -> Result<Server, TelemetryError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| TelemetryError::Bind {
             addr: listen.to_string(),
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| TelemetryError::Bind {
-        addr: listen.to_string(),
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
     let task = tokio::spawn(async move {
         // Connections are answered one at a time: scrapes are rare and small, and this bounds
         // the endpoint's resources.
@@ -317,7 +386,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 

@@ -19,7 +19,11 @@ impl<'de> Deserialize<'de> for PolicySpec {
         let mut errors = Vec::new();
         PolicySpec::from_yaml("", &v, &mut errors).ok_or_else(|| {
             serde::de::Error::custom(
-                errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             )
         })
     }
@@ -33,7 +37,10 @@ impl AndConfig {
         errors: &mut Vec<ConfigError>,
     ) -> Option<AndConfig> {
         let Some(map) = block.and_then(|b| b.as_mapping()) else {
-            errors.push(ConfigError::new(path, "expected a mapping with `and_sub_policy`"));
+            errors.push(ConfigError::new(
+                path,
+                "expected a mapping with `and_sub_policy`",
+            ));
             return None;
         };
         for k in map.keys() {
@@ -45,16 +52,23 @@ impl AndConfig {
             }
         }
         let Some(items) = map.get("and_sub_policy").and_then(|v| v.as_sequence()) else {
-            errors.push(ConfigError::new(format!("{path}.and_sub_policy"), "expected a list of policies"));
+            errors.push(ConfigError::new(
+                format!("{path}.and_sub_policy"),
+                "expected a list of policies",
+            ));
             return None;
         };
         let before = errors.len();
         let subs: Vec<PolicySpec> = items
             .iter()
             .enumerate()
-            .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("{path}.and_sub_policy[{i}]"), v, errors))
+            .filter_map(|(i, v)| {
+                PolicySpec::from_yaml(&format!("{path}.and_sub_policy[{i}]"), v, errors)
+            })
             .collect();
-        (errors.len() == before).then_some(AndConfig { and_sub_policy: subs })
+        (errors.len() == before).then_some(AndConfig {
+            and_sub_policy: subs,
+        })
     }
 }
 
@@ -73,7 +87,10 @@ impl And {
         errors: &mut Vec<ConfigError>,
     ) -> Option<And> {
         if c.and_sub_policy.is_empty() {
-            errors.push(ConfigError::new(format!("{path}.and_sub_policy"), "needs at least one sub-policy"));
+            errors.push(ConfigError::new(
+                format!("{path}.and_sub_policy"),
+                "needs at least one sub-policy",
+            ));
             return None;
         }
         let before = errors.len();

@@ -29,11 +29,15 @@ impl Latency {
             return Err("threshold_ms and upper_threshold_ms must not be negative".into());
         }
         if c.upper_threshold_ms != 0 && c.upper_threshold_ms <= c.threshold_ms {
-            return Err("upper_threshold_ms must be greater than threshold_ms (or 0 for no upper bound)".into());
+            return Err(
+                "upper_threshold_ms must be greater than threshold_ms (or 0 for no upper bound)"
+                    .into(),
+            );
         }
         Ok(Latency {
             lower_ns: (c.threshold_ms as u64).saturating_mul(1_000_000),
-            upper_ns: (c.upper_threshold_ms != 0).then(|| (c.upper_threshold_ms as u64).saturating_mul(1_000_000)),
+            upper_ns: (c.upper_threshold_ms != 0)
+                .then(|| (c.upper_threshold_ms as u64).saturating_mul(1_000_000)),
         })
     }
 
@@ -63,14 +67,26 @@ mod tests {
     fn verdict(c: LatencyConfig, spans: &[crate::otlp::SpanMeta]) -> bool {
         let s = summary(spans);
         let p = Latency::build(&c).unwrap();
-        matches!(p.evaluate(&TraceView { trace_id: TraceId([1; 16]), summary: &s }), Verdict::Sampled { .. })
+        matches!(
+            p.evaluate(&TraceView {
+                trace_id: TraceId([1; 16]),
+                summary: &s
+            }),
+            Verdict::Sampled { .. }
+        )
     }
 
     #[test]
     fn duration_spans_all_spans() {
-        let c = || LatencyConfig { threshold_ms: 500, upper_threshold_ms: 0 };
+        let c = || LatencyConfig {
+            threshold_ms: 500,
+            upper_threshold_ms: 0,
+        };
         // Root is short, but a child ends late: earliest start to latest end counts.
-        let spans = [meta(1000, 1100, StatusCode::Unset, true), meta(1050, 1600, StatusCode::Unset, false)];
+        let spans = [
+            meta(1000, 1100, StatusCode::Unset, true),
+            meta(1050, 1600, StatusCode::Unset, false),
+        ];
         assert!(verdict(c(), &spans));
         assert!(!verdict(c(), &[meta(0, 500, StatusCode::Unset, true)]));
         assert!(!verdict(c(), &[]));
@@ -78,11 +94,22 @@ mod tests {
 
     #[test]
     fn upper_bound_is_inclusive() {
-        let c = || LatencyConfig { threshold_ms: 100, upper_threshold_ms: 200 };
+        let c = || LatencyConfig {
+            threshold_ms: 100,
+            upper_threshold_ms: 200,
+        };
         assert!(verdict(c(), &[meta(0, 200, StatusCode::Unset, true)]));
         assert!(!verdict(c(), &[meta(0, 201, StatusCode::Unset, true)]));
         assert!(!verdict(c(), &[meta(0, 100, StatusCode::Unset, true)]));
-        assert!(Latency::build(&LatencyConfig { threshold_ms: 5, upper_threshold_ms: 5 }).is_err());
-        assert!(Latency::build(&LatencyConfig { threshold_ms: -1, upper_threshold_ms: 0 }).is_err());
+        assert!(Latency::build(&LatencyConfig {
+            threshold_ms: 5,
+            upper_threshold_ms: 5
+        })
+        .is_err());
+        assert!(Latency::build(&LatencyConfig {
+            threshold_ms: -1,
+            upper_threshold_ms: 0
+        })
+        .is_err());
     }
 }

@@ -23,7 +23,9 @@ impl Probabilistic {
     pub fn build(c: &ProbabilisticConfig) -> Result<Probabilistic, String> {
         let p = c.sampling_percentage;
         if !(0.0..=100.0).contains(&p) {
-            return Err(format!("sampling_percentage must be between 0 and 100, got {p}"));
+            return Err(format!(
+                "sampling_percentage must be between 0 and 100, got {p}"
+            ));
         }
         Ok(Probabilistic {
             threshold: threshold_for_probability(p / 100.0),

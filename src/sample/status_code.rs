@@ -50,19 +50,39 @@ mod tests {
 
     #[test]
     fn any_span_with_the_code() {
-        let p = StatusCodePolicy::build(&StatusCodeConfig { status_codes: vec![StatusCode::Error] }).unwrap();
-        let hit = summary(&[meta(0, 1, StatusCode::Ok, true), meta(0, 1, StatusCode::Error, false)]);
-        let miss = summary(&[meta(0, 1, StatusCode::Ok, true), meta(0, 1, StatusCode::Unset, false)]);
-        let v = |s| p.evaluate(&TraceView { trace_id: TraceId([1; 16]), summary: s });
+        let p = StatusCodePolicy::build(&StatusCodeConfig {
+            status_codes: vec![StatusCode::Error],
+        })
+        .unwrap();
+        let hit = summary(&[
+            meta(0, 1, StatusCode::Ok, true),
+            meta(0, 1, StatusCode::Error, false),
+        ]);
+        let miss = summary(&[
+            meta(0, 1, StatusCode::Ok, true),
+            meta(0, 1, StatusCode::Unset, false),
+        ]);
+        let v = |s| {
+            p.evaluate(&TraceView {
+                trace_id: TraceId([1; 16]),
+                summary: s,
+            })
+        };
         assert_eq!(v(&hit), Verdict::Sampled { threshold: 0 });
         assert_eq!(v(&miss), Verdict::NotSampled);
-        assert!(StatusCodePolicy::build(&StatusCodeConfig { status_codes: vec![] }).is_err());
+        assert!(StatusCodePolicy::build(&StatusCodeConfig {
+            status_codes: vec![]
+        })
+        .is_err());
     }
 
     #[test]
     fn parses_collector_spelling() {
         let c: StatusCodeConfig = serde_yaml::from_str("status_codes: [ERROR, OK, UNSET]").unwrap();
-        assert_eq!(c.status_codes, vec![StatusCode::Error, StatusCode::Ok, StatusCode::Unset]);
+        assert_eq!(
+            c.status_codes,
+            vec![StatusCode::Error, StatusCode::Ok, StatusCode::Unset]
+        );
         assert!(serde_yaml::from_str::<StatusCodeConfig>("status_codes: [FAIL]").is_err());
     }
 }

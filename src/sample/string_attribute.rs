@@ -33,7 +33,10 @@ pub struct StringAttribute {
 
 impl StringAttribute {
     /// Registers the predicate as a leaf (regexes compiled here, once).
-    pub fn build(c: &StringAttributeConfig, leaves: &mut LeafSet) -> Result<StringAttribute, String> {
+    pub fn build(
+        c: &StringAttributeConfig,
+        leaves: &mut LeafSet,
+    ) -> Result<StringAttribute, String> {
         if c.key.is_empty() {
             return Err("key must not be empty".into());
         }
@@ -41,19 +44,27 @@ impl StringAttribute {
             return Err("values must list at least one value".into());
         }
         let matcher = if c.enabled_regex_matching {
-            LeafMatch::Regex(regex::RegexSet::new(&c.values).map_err(|e| format!("invalid regex in values: {e}"))?)
+            LeafMatch::Regex(
+                regex::RegexSet::new(&c.values)
+                    .map_err(|e| format!("invalid regex in values: {e}"))?,
+            )
         } else {
             LeafMatch::Exact(c.values.clone())
         };
         let idx = leaves.add_string(&c.key, matcher)?;
-        Ok(StringAttribute { bit: 1u128 << idx, invert: c.invert_match })
+        Ok(StringAttribute {
+            bit: 1u128 << idx,
+            invert: c.invert_match,
+        })
     }
 
     /// Sampled when some span matched (or, inverted, when none did).
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
         let matched = t.summary.leaf_bits & self.bit != 0;
         if matched != self.invert {
-            Verdict::Sampled { threshold: THRESHOLD_ALWAYS }
+            Verdict::Sampled {
+                threshold: THRESHOLD_ALWAYS,
+            }
         } else {
             Verdict::NotSampled
         }
@@ -63,22 +74,30 @@ impl StringAttribute {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::{AnyValueRef, SpanProbe, StatusCode, TraceId};
+    use crate::otlp::{AnyValueRef, RawValue, SpanProbe, StatusCode, TraceId};
     use crate::sample::tests::{meta, summary};
 
     fn run(c: StringAttributeConfig, attrs: &[(&str, AnyValueRef<'_>)], on_resource: bool) -> bool {
         let mut leaves = LeafSet::default();
         let p = StringAttribute::build(&c, &mut leaves).unwrap();
         let mut m = meta(0, 1, StatusCode::Unset, true);
+        let mut scratch = Vec::new();
         for (k, v) in attrs {
+            let raw = RawValue::encode(*v, &mut scratch);
             m.leaf_bits |= if on_resource {
-                leaves.resource_attribute(k.as_bytes(), *v)
+                leaves.resource_attribute(k.as_bytes(), raw)
             } else {
-                leaves.span_attribute(k.as_bytes(), *v)
+                leaves.span_attribute(k.as_bytes(), raw)
             };
         }
         let s = summary(&[m]);
-        matches!(p.evaluate(&TraceView { trace_id: TraceId([1; 16]), summary: &s }), Verdict::Sampled { .. })
+        matches!(
+            p.evaluate(&TraceView {
+                trace_id: TraceId([1; 16]),
+                summary: &s
+            }),
+            Verdict::Sampled { .. }
+        )
     }
 
     fn cfg(values: &[&str], regex: bool, invert: bool) -> StringAttributeConfig {
@@ -94,21 +113,56 @@ mod tests {
     #[test]
     fn exact_on_span_and_resource() {
         let c = || cfg(&["/api/payment", "/api/checkout"], false, false);
-        assert!(run(c(), &[("http.route", AnyValueRef::Str("/api/checkout"))], false));
-        assert!(run(c(), &[("http.route", AnyValueRef::Str("/api/checkout"))], true));
-        assert!(!run(c(), &[("http.route", AnyValueRef::Str("/api/checkout/x"))], false));
-        assert!(!run(c(), &[("other", AnyValueRef::Str("/api/checkout"))], false));
+        assert!(run(
+            c(),
+            &[("http.route", AnyValueRef::Str("/api/checkout"))],
+            false
+        ));
+        assert!(run(
+            c(),
+            &[("http.route", AnyValueRef::Str("/api/checkout"))],
+            true
+        ));
+        assert!(!run(
+            c(),
+            &[("http.route", AnyValueRef::Str("/api/checkout/x"))],
+            false
+        ));
+        assert!(!run(
+            c(),
+            &[("other", AnyValueRef::Str("/api/checkout"))],
+            false
+        ));
         assert!(!run(c(), &[("http.route", AnyValueRef::Int(1))], false));
         assert!(!run(c(), &[], false), "missing attribute does not match");
     }
 
     #[test]
     fn regex_and_invert() {
-        assert!(run(cfg(&["^/api/(pay|check)"], true, false), &[("http.route", AnyValueRef::Str("/api/payment/42"))], false));
-        assert!(!run(cfg(&["^/api/(pay|check)"], true, false), &[("http.route", AnyValueRef::Str("/health"))], false));
-        assert!(run(cfg(&["/health"], false, true), &[("http.route", AnyValueRef::Str("/api/x"))], false));
-        assert!(!run(cfg(&["/health"], false, true), &[("http.route", AnyValueRef::Str("/health"))], false));
-        assert!(run(cfg(&["/health"], false, true), &[], false), "inverted: no attribute keeps");
+        assert!(run(
+            cfg(&["^/api/(pay|check)"], true, false),
+            &[("http.route", AnyValueRef::Str("/api/payment/42"))],
+            false
+        ));
+        assert!(!run(
+            cfg(&["^/api/(pay|check)"], true, false),
+            &[("http.route", AnyValueRef::Str("/health"))],
+            false
+        ));
+        assert!(run(
+            cfg(&["/health"], false, true),
+            &[("http.route", AnyValueRef::Str("/api/x"))],
+            false
+        ));
+        assert!(!run(
+            cfg(&["/health"], false, true),
+            &[("http.route", AnyValueRef::Str("/health"))],
+            false
+        ));
+        assert!(
+            run(cfg(&["/health"], false, true), &[], false),
+            "inverted: no attribute keeps"
+        );
         let mut leaves = LeafSet::default();
         assert!(StringAttribute::build(&cfg(&["(unclosed"], true, false), &mut leaves).is_err());
         assert!(StringAttribute::build(&cfg(&[], false, false), &mut leaves).is_err());

@@ -45,7 +45,10 @@ impl Watermark {
     pub fn observe(&mut self, offset: i64) -> Result<(), WatermarkError> {
         if let Some(n) = self.next {
             if offset < n {
-                return Err(WatermarkError::OutOfOrder { offset, last: n - 1 });
+                return Err(WatermarkError::OutOfOrder {
+                    offset,
+                    last: n - 1,
+                });
             }
         }
         self.next = Some(offset + 1);
@@ -57,7 +60,8 @@ impl Watermark {
         if n == 0 {
             return Ok(());
         }
-        if self.next.is_none_or(|next| offset >= next) || self.committed.is_some_and(|c| offset < c) {
+        if self.next.is_none_or(|next| offset >= next) || self.committed.is_some_and(|c| offset < c)
+        {
             return Err(WatermarkError::Unknown(offset));
         }
         *self.refs.entry(offset).or_insert(0) += n;
@@ -136,7 +140,10 @@ mod tests {
         w.observe(5).unwrap();
         w.observe(9).unwrap();
         assert_eq!(w.commit_point(), Some(10));
-        assert_eq!(w.observe(9), Err(WatermarkError::OutOfOrder { offset: 9, last: 9 }));
+        assert_eq!(
+            w.observe(9),
+            Err(WatermarkError::OutOfOrder { offset: 9, last: 9 })
+        );
         assert_eq!(w.acquire(10, 1), Err(WatermarkError::Unknown(10)));
         assert_eq!(w.release(5, 1), Err(WatermarkError::Unknown(5)));
         w.acquire(9, 1).unwrap();

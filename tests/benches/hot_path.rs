@@ -1,1 +1,139 @@
-fn main(){}
+//! Hot-path benchmarks on realistic records from `tracesift gen` (keyed: one record per trace).
+//!
+//! - `decode/full_prost`: the baseline, a full prost decode of each record;
+//! - `decode/lazy_scan`: the lazy scan the pipeline uses (ids, times, status, leaf bits);
+//! - `sampler_core`: scan + buffer in the trace store + decide every trace with the seed's tiers,
+//!   i.e. the per-span cost of the sampler before any sink (DESIGN §6 target: ≤ 500 ns/span);
+//! - `emit/splice`: re-encoding kept traces by splicing span bytes;
+//! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans.
+//!
+//! Run: `cargo bench --bench hot_path`. Throughput is in spans; ns/span = 1e9 / (spans/s).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use tracesift::archive::{encode_segment, KeptSpan};
+use tracesift::clock::MonoTime;
+use tracesift::config::{Config, StoreConfig};
+use tracesift::gen::{plan_records, GenOptions};
+use tracesift::otlp::{self, ScannedSpan};
+use tracesift::sample::Sampler;
+use tracesift::store::{Admit, StoreLimits, TraceStore};
+
+const SEED_POLICIES: &str = r#"
+policies:
+  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+  - {name: slow, type: latency, latency: {threshold_ms: 500}}
+  - name: important
+    type: and
+    and:
+      and_sub_policy:
+        - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+  - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
+"#;
+
+fn records(n: usize) -> (Vec<Bytes>, usize) {
+    let (recs, manifest) = plan_records(&GenOptions { traces: n, ..Default::default() });
+    let spans = manifest.traces.iter().map(|t| t.spans).sum();
+    (recs.into_iter().map(|r| Bytes::from(r.value)).collect(), spans)
+}
+
+fn bench(c: &mut Criterion) {
+    let (recs, spans) = records(2000);
+    let bytes: usize = recs.iter().map(|r| r.len()).sum();
+    eprintln!("corpus: {} records, {spans} spans, {:.0} B/span", recs.len(), bytes as f64 / spans as f64);
+    let cfg = Config::parse(SEED_POLICIES).unwrap();
+    let sampler = Sampler::build(&cfg.policies).unwrap();
+
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.bench_function("full_prost", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for r in &recs {
+                let req = ExportTraceServiceRequest::decode(r.clone()).unwrap();
+                n += req.resource_spans.len();
+            }
+            n
+        })
+    });
+    g.bench_function("lazy_scan", |b| {
+        let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
+        b.iter(|| {
+            let mut n = 0;
+            for r in &recs {
+                otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+                n += out.len();
+            }
+            n
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("sampler_core");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.bench_function("scan_buffer_decide", |b| {
+        let limits = StoreLimits::from(&StoreConfig::default());
+        b.iter_batched(
+            || TraceStore::new(limits.clone()),
+            |mut store| {
+                let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
+                let now = MonoTime::ZERO;
+                for (offset, r) in recs.iter().enumerate() {
+                    otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+                    for s in out.drain(..) {
+                        let a = store.add(s.trace_id, &s.meta, s.span, offset as i64, now);
+                        debug_assert!(matches!(a, Admit::Buffered { .. }));
+                    }
+                }
+                let mut due = Vec::new();
+                store.poll_due(now + Duration::from_secs(3600), &mut due);
+                let mut kept = 0;
+                for t in &due {
+                    let d = sampler.decide(t.trace_id, &t.summary);
+                    store.remember(t.trace_id, d, now);
+                    kept += usize::from(d.keep);
+                }
+                kept
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+
+    // Kept traces for the emit benchmarks: everything, so the cost is per emitted span.
+    let mut all = Vec::new();
+    let mut out = Vec::new();
+    for r in &recs {
+        otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+        all.append(&mut out);
+    }
+    let mut g = c.benchmark_group("emit");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.bench_function("splice", |b| {
+        b.iter(|| {
+            let mut total = 0;
+            for chunk in all.chunk_by(|a, b| a.trace_id == b.trace_id) {
+                total += otlp::encode_request(chunk.iter().map(|s| &s.span)).len();
+            }
+            total
+        })
+    });
+    let policy: Arc<str> = Arc::from("default");
+    let kept: Vec<KeptSpan> = all
+        .iter()
+        .map(|s| KeptSpan { trace_id: s.trace_id, span: s.span.clone(), policy: Arc::clone(&policy), threshold: 0 })
+        .collect();
+    g.sample_size(10);
+    g.bench_function("parquet", |b| b.iter(|| encode_segment(&kept, 1 << 20).unwrap().len()));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -17,7 +17,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 fn tool(env: &str, default: &Path, what: &str) -> PathBuf {
-    let p = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| default.to_path_buf());
+    let p = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default.to_path_buf());
     assert!(
         p.exists(),
         "{what} not found at {} (set {env}, or run ./deploy/local/test.sh, which installs it)",
@@ -29,21 +31,35 @@ fn tool(env: &str, default: &Path, what: &str) -> PathBuf {
 fn cache() -> PathBuf {
     std::env::var_os("TRACESIFT_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tracesift"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tracesift")
+        })
 }
 
 /// The tansu binary.
 pub fn tansu_bin() -> PathBuf {
-    tool("TRACESIFT_TANSU", &cache().join("tools/tansu-0.6.0/bin/tansu"), "the tansu broker")
+    tool(
+        "TRACESIFT_TANSU",
+        &cache().join("tools/tansu-0.6.0/bin/tansu"),
+        "the tansu broker",
+    )
 }
 
 /// The Python with duckdb and pyarrow.
 pub fn python() -> PathBuf {
-    tool("TRACESIFT_PYTHON", &cache().join("venv/bin/python"), "python with duckdb + pyarrow")
+    tool(
+        "TRACESIFT_PYTHON",
+        &cache().join("venv/bin/python"),
+        "python with duckdb + pyarrow",
+    )
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A tansu broker, stopped on drop.
@@ -70,17 +86,35 @@ impl Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Self::spawn(dir.path(), port, storage);
-        let b = Broker { brokers: format!("127.0.0.1:{port}"), child, dir, storage: storage.into(), port };
+        let b = Broker {
+            brokers: format!("127.0.0.1:{port}"),
+            child,
+            dir,
+            storage: storage.into(),
+            port,
+        };
         b.wait_ready();
         b
     }
 
     fn spawn(dir: &Path, port: u16, storage: &str) -> Child {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("tansu.log"))
+            .unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
         Command::new(tansu_bin())
             .current_dir(dir)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", storage])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                storage,
+            ])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -95,7 +129,11 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("tansu did not listen on {} within 20s; log:\n{}", self.brokers, self.log());
+        panic!(
+            "tansu did not listen on {} within 20s; log:\n{}",
+            self.brokers,
+            self.log()
+        );
     }
 
     /// The broker's log.
@@ -130,7 +168,10 @@ pub fn client(brokers: &str) -> ClientConfig {
 pub async fn create_topic(brokers: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client(brokers).create().unwrap();
     let r = admin
-        .create_topics(&[NewTopic::new(name, partitions, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .unwrap();
     for x in r {
@@ -163,23 +204,35 @@ pub fn read_until_idle(brokers: &str, topic: &str, idle: Duration) -> Vec<Read> 
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let t = md.topics().iter().find(|t| t.name() == topic).expect("topic exists");
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .expect("topic exists");
     let mut tpl = TopicPartitionList::new();
     for p in t.partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = Vec::new();
     let mut last = Instant::now();
     while last.elapsed() < idle {
-        let Some(m) = c.poll(Duration::from_millis(100)) else { continue };
+        let Some(m) = c.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let m = m.unwrap();
         last = Instant::now();
         let mut headers = HashMap::new();
         if let Some(h) = m.headers() {
             for x in h.iter() {
-                headers.insert(x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned());
+                headers.insert(
+                    x.key.to_string(),
+                    String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                );
             }
         }
         out.push(Read {
@@ -212,12 +265,20 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: &[i32]) ->
 
 /// Waits until the group's committed offsets reach `ends` (partition → one past the last
 /// produced offset, from delivery reports).
-pub async fn wait_committed(brokers: &str, group: &str, topic: &str, ends: &BTreeMap<i32, i64>, timeout: Duration) {
+pub async fn wait_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let (b, g, t) = (brokers.to_string(), group.to_string(), topic.to_string());
         let parts: Vec<i32> = ends.keys().copied().collect();
-        let comm = tokio::task::spawn_blocking(move || committed(&b, &g, &t, &parts)).await.unwrap();
+        let comm = tokio::task::spawn_blocking(move || committed(&b, &g, &t, &parts))
+            .await
+            .unwrap();
         if ends.iter().all(|(p, e)| comm.get(p) == Some(e)) {
             return;
         }
@@ -231,7 +292,11 @@ pub async fn wait_committed(brokers: &str, group: &str, topic: &str, ends: &BTre
 
 /// Runs a Python snippet with duckdb/pyarrow available; returns stdout (fails on error).
 pub fn run_python(script: &str) -> String {
-    let out = Command::new(python()).arg("-c").arg(script).output().expect("cannot run python");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("cannot run python");
     assert!(
         out.status.success(),
         "python failed:\n{}\n{}",

@@ -29,7 +29,9 @@ fn t1() -> u64 {
 
 /// OTEP 235 randomness of a trace id, written out independently of the library.
 fn randomness(id: &[u8; 16]) -> u64 {
-    id[9..16].iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    id[9..16]
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 
 fn important(route: &str) -> bool {
@@ -81,9 +83,11 @@ shutdown_timeout: 30s
 }
 
 fn malformed() -> Vec<(String, Vec<u8>, Option<&'static str>)> {
-    let mut bad_id = opentelemetry_proto::tonic::trace::v1::Span::default();
-    bad_id.trace_id = vec![7; 5];
-    bad_id.span_id = vec![1; 8];
+    let bad_id = opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: vec![7; 5],
+        span_id: vec![1; 8],
+        ..Default::default()
+    };
     let req = ExportTraceServiceRequest {
         resource_spans: vec![opentelemetry_proto::tonic::trace::v1::ResourceSpans {
             scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
@@ -97,17 +101,34 @@ fn malformed() -> Vec<(String, Vec<u8>, Option<&'static str>)> {
         ("bad-0".into(), b"\xff\xff\xff\xff garbage".to_vec(), None),
         ("bad-1".into(), vec![0x0a, 0x80, 0x01, 0x01], None),
         ("bad-2".into(), req.encode_to_vec(), None),
-        ("bad-3".into(), b"{\"resourceSpans\": [ {".to_vec(), Some("application/json")),
+        (
+            "bad-3".into(),
+            b"{\"resourceSpans\": [ {".to_vec(),
+            Some("application/json"),
+        ),
         ("bad-4".into(), b"\x0a\x05\x12\x03\x0a\x01".to_vec(), None),
     ]
 }
 
-async fn send(p: &FutureProducer, key: &str, value: &[u8], content_type: Option<&str>, ends: &mut BTreeMap<i32, i64>) {
+async fn send(
+    p: &FutureProducer,
+    key: &str,
+    value: &[u8],
+    content_type: Option<&str>,
+    ends: &mut BTreeMap<i32, i64>,
+) {
     let mut rec = FutureRecord::to("otlp_spans").key(key).payload(value);
     if let Some(ct) = content_type {
-        rec = rec.headers(OwnedHeaders::new().insert(Header { key: "content-type", value: Some(ct) }));
+        rec = rec.headers(OwnedHeaders::new().insert(Header {
+            key: "content-type",
+            value: Some(ct),
+        }));
     }
-    let d = p.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
+    let d = p
+        .send(rec, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
     note(ends, d.partition, d.offset + 1);
 }
 
@@ -119,7 +140,10 @@ fn note(ends: &mut BTreeMap<i32, i64>, p: i32, end: i64) {
 /// Runs the scenario in one producer style.
 pub async fn scenario(split: bool) {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRACESIFT_LOG").unwrap_or_else(|_| "warn,librdkafka=error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRACESIFT_LOG")
+                .unwrap_or_else(|_| "warn,librdkafka=error".into()),
+        )
         .with_test_writer()
         .try_init();
     let broker = Broker::start();
@@ -151,34 +175,72 @@ pub async fn scenario(split: bool) {
     let mut ends = BTreeMap::new();
     for r in &records[..json_records] {
         let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-        send(&producer, &r.key, &serde_json::to_vec(&req).unwrap(), Some("application/json"), &mut ends).await;
+        send(
+            &producer,
+            &r.key,
+            &serde_json::to_vec(&req).unwrap(),
+            Some("application/json"),
+            &mut ends,
+        )
+        .await;
     }
-    let produced = gen::produce(&producer, "otlp_spans", &records[json_records..half], None).await.unwrap();
-    produced.ends.iter().for_each(|(p, e)| note(&mut ends, *p, *e));
+    let produced = gen::produce(&producer, "otlp_spans", &records[json_records..half], None)
+        .await
+        .unwrap();
+    produced
+        .ends
+        .iter()
+        .for_each(|(p, e)| note(&mut ends, *p, *e));
     let bad = malformed();
     for (k, v, ct) in &bad {
         send(&producer, k, v, *ct, &mut ends).await;
     }
-    let produced = gen::produce(&producer, "otlp_spans", &records[half..], None).await.unwrap();
-    produced.ends.iter().for_each(|(p, e)| note(&mut ends, *p, *e));
-    assert_eq!(ends.values().sum::<i64>() as usize, records.len() + bad.len());
+    let produced = gen::produce(&producer, "otlp_spans", &records[half..], None)
+        .await
+        .unwrap();
+    produced
+        .ends
+        .iter()
+        .for_each(|(p, e)| note(&mut ends, *p, *e));
+    assert_eq!(
+        ends.values().sum::<i64>() as usize,
+        records.len() + bad.len()
+    );
 
-    wait_committed(&brokers, &group, "otlp_spans", &ends, Duration::from_secs(60)).await;
-    let (_, metrics) = tracesift::telemetry::http_get(metrics_addr, "/metrics").await.unwrap();
+    wait_committed(
+        &brokers,
+        &group,
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, metrics) = tracesift::telemetry::http_get(metrics_addr, "/metrics")
+        .await
+        .unwrap();
     let stats = running.stop().await;
 
     // Committed offsets stay at the end after a graceful stop.
     let b = brokers.clone();
     let parts: Vec<i32> = ends.keys().copied().collect();
-    let comm = tokio::task::spawn_blocking(move || committed(&b, &group, "otlp_spans", &parts)).await.unwrap();
+    let comm = tokio::task::spawn_blocking(move || committed(&b, &group, "otlp_spans", &parts))
+        .await
+        .unwrap();
     for (p, e) in &ends {
-        assert_eq!(comm.get(p), Some(e), "partition {p} committed {comm:?} vs end {ends:?}");
+        assert_eq!(
+            comm.get(p),
+            Some(e),
+            "partition {p} committed {comm:?} vs end {ends:?}"
+        );
     }
 
     let total_spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
     let read = stats.records.load(std::sync::atomic::Ordering::Relaxed) as usize;
     assert_eq!(read, records.len() + bad.len(), "records read");
-    assert_eq!(stats.spans.load(std::sync::atomic::Ordering::Relaxed) as usize, total_spans);
+    assert_eq!(
+        stats.spans.load(std::sync::atomic::Ordering::Relaxed) as usize,
+        total_spans
+    );
     let spans_metric: f64 = metrics
         .lines()
         .find(|l| l.starts_with("tracesift_spans_in_total "))
@@ -189,7 +251,9 @@ pub async fn scenario(split: bool) {
 
     // --- sampled topic ---
     let b = brokers.clone();
-    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled")).await.unwrap();
+    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
+        .await
+        .unwrap();
     let mut seen: HashSet<([u8; 16], [u8; 8])> = HashSet::new();
     let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
     for r in &sampled {
@@ -199,41 +263,98 @@ pub async fn scenario(split: bool) {
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
                     let t: [u8; 16] = s.trace_id.as_slice().try_into().unwrap();
-                    assert_eq!(r.key.as_deref(), Some(hex::encode(t).as_bytes()), "key is the trace id");
-                    assert!(seen.insert((t, s.span_id.as_slice().try_into().unwrap())), "span twice in sampled topic");
+                    assert_eq!(
+                        r.key.as_deref(),
+                        Some(hex::encode(t).as_bytes()),
+                        "key is the trace id"
+                    );
+                    assert!(
+                        seen.insert((t, s.span_id.as_slice().try_into().unwrap())),
+                        "span twice in sampled topic"
+                    );
                     *per_trace.entry(t).or_default() += 1;
                 }
             }
         }
     }
-    let expected: HashSet<[u8; 16]> =
-        manifest.traces.iter().filter(|f| expected_keep(f)).map(|f| f.trace_id.0).collect();
+    let expected: HashSet<[u8; 16]> = manifest
+        .traces
+        .iter()
+        .filter(|f| expected_keep(f))
+        .map(|f| f.trace_id.0)
+        .collect();
     let kept: HashSet<[u8; 16]> = per_trace.keys().copied().collect();
     let missing = expected.difference(&kept).count();
     let extra = kept.difference(&expected).count();
-    assert_eq!((missing, extra), (0, 0), "kept set differs from the policies: {missing} missing, {extra} extra");
-    let facts: HashMap<[u8; 16], &TraceFacts> = manifest.traces.iter().map(|f| (f.trace_id.0, f)).collect();
+    assert_eq!(
+        (missing, extra),
+        (0, 0),
+        "kept set differs from the policies: {missing} missing, {extra} extra"
+    );
+    let facts: HashMap<[u8; 16], &TraceFacts> =
+        manifest.traces.iter().map(|f| (f.trace_id.0, f)).collect();
     for (t, n) in &per_trace {
-        assert_eq!(*n, facts[t].spans, "trace {} partial in sampled topic", hex::encode(t));
+        assert_eq!(
+            *n,
+            facts[t].spans,
+            "trace {} partial in sampled topic",
+            hex::encode(t)
+        );
     }
-    let must: Vec<&TraceFacts> = manifest.traces.iter().filter(|f| f.has_error || f.duration_ms > 500.0).collect();
-    assert!(must.len() > 100, "the load has errors and slow traces ({})", must.len());
+    let must: Vec<&TraceFacts> = manifest
+        .traces
+        .iter()
+        .filter(|f| f.has_error || f.duration_ms > 500.0)
+        .collect();
+    assert!(
+        must.len() > 100,
+        "the load has errors and slow traces ({})",
+        must.len()
+    );
     // Statistical bounds on the probabilistic tiers (5 standard deviations).
     let rule = |f: &&TraceFacts| !(f.has_error || f.duration_ms > 500.0);
     for (name, set, p) in [
-        ("important", manifest.traces.iter().filter(rule).filter(|f| important(f.route)).collect::<Vec<_>>(), 0.5),
-        ("default", manifest.traces.iter().filter(rule).filter(|f| !important(f.route)).collect::<Vec<_>>(), 0.01),
+        (
+            "important",
+            manifest
+                .traces
+                .iter()
+                .filter(rule)
+                .filter(|f| important(f.route))
+                .collect::<Vec<_>>(),
+            0.5,
+        ),
+        (
+            "default",
+            manifest
+                .traces
+                .iter()
+                .filter(rule)
+                .filter(|f| !important(f.route))
+                .collect::<Vec<_>>(),
+            0.01,
+        ),
     ] {
         let n = set.len() as f64;
         let k = set.iter().filter(|f| kept.contains(&f.trace_id.0)).count() as f64;
         let sd = (n * p * (1.0 - p)).sqrt();
-        assert!((k - n * p).abs() <= 5.0 * sd + 1.0, "{name}: kept {k} of {n}, expected ~{}", n * p);
+        assert!(
+            (k - n * p).abs() <= 5.0 * sd + 1.0,
+            "{name}: kept {k} of {n}, expected ~{}",
+            n * p
+        );
     }
 
     // --- dead-letter topic ---
     let b = brokers.clone();
-    let dlq = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_dlq")).await.unwrap();
-    assert_eq!(dlq.len(), bad.len(), "every malformed record is in the dead-letter topic once");
+    let dlq = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_dlq"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dlq.len(),
+        bad.len(),
+        "every malformed record is in the dead-letter topic once"
+    );
     for d in &dlq {
         let key = String::from_utf8(d.key.clone().unwrap()).unwrap();
         let original = bad.iter().find(|b| b.0 == key).expect("known bad record");
@@ -273,33 +394,101 @@ print(json.dumps(dict(cols=cols, rows=rows, distinct=distinct, per_trace=per_tra
     );
     let out = run_python(&script);
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    let cols: Vec<&str> = v["cols"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let cols: Vec<&str> = v["cols"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
     for c in [
-        "trace_id", "span_id", "parent_span_id", "trace_state", "service_name", "name", "kind", "start_time",
-        "end_time", "duration_ns", "status_code", "status_message", "resource_attributes", "attributes",
-        "scope_name", "scope_version", "events", "links", "http_method", "http_route", "http_status_code",
-        "db_system", "rpc_service", "rpc_method", "k8s_namespace", "k8s_pod", "host_name", "sampling_policy",
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "trace_state",
+        "service_name",
+        "name",
+        "kind",
+        "start_time",
+        "end_time",
+        "duration_ns",
+        "status_code",
+        "status_message",
+        "resource_attributes",
+        "attributes",
+        "scope_name",
+        "scope_version",
+        "events",
+        "links",
+        "http_method",
+        "http_route",
+        "http_status_code",
+        "db_system",
+        "rpc_service",
+        "rpc_method",
+        "k8s_namespace",
+        "k8s_pod",
+        "host_name",
+        "sampling_policy",
         "sampling_adjusted_count",
     ] {
         assert!(cols.contains(&c), "column {c} missing from {cols:?}");
     }
-    assert_eq!(v["rows"].as_u64().unwrap() as usize, seen.len(), "Parquet holds the kept spans");
+    assert_eq!(
+        v["rows"].as_u64().unwrap() as usize,
+        seen.len(),
+        "Parquet holds the kept spans"
+    );
     assert_eq!(v["rows"], v["distinct"], "no span twice in Parquet");
     let pq_traces = v["per_trace"].as_object().unwrap();
     assert_eq!(pq_traces.len(), per_trace.len());
     for (t, n) in pq_traces {
         let id: [u8; 16] = hex::decode(t).unwrap().try_into().unwrap();
-        assert_eq!(n.as_u64().unwrap() as usize, facts[&id].spans, "trace {t} partial in Parquet");
+        assert_eq!(
+            n.as_u64().unwrap() as usize,
+            facts[&id].spans,
+            "trace {t} partial in Parquet"
+        );
     }
     let error_traces = manifest.traces.iter().filter(|f| f.has_error).count();
-    assert_eq!(v["errors"].as_u64().unwrap() as usize, error_traces, "every error trace is queryable");
-    assert_eq!(v["roots"].as_u64().unwrap() as usize, per_trace.len(), "one root per kept trace");
-    assert_eq!(v["policies"]["default"][1].as_f64().unwrap().round(), 100.0, "1% keeps weigh 100");
-    assert_eq!(v["policies"]["important"][1].as_f64().unwrap(), 2.0, "50% keeps weigh 2");
-    assert_eq!(v["policies"]["errors"][2].as_f64().unwrap(), 1.0, "rule keeps weigh 1");
-    let semconv: Vec<u64> = v["semconv"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
-    assert!(semconv.iter().all(|c| *c > 0), "semantic-convention columns filled: {semconv:?}");
-    assert_eq!(v["kinds"], serde_json::json!(["client", "internal", "server"]));
+    assert_eq!(
+        v["errors"].as_u64().unwrap() as usize,
+        error_traces,
+        "every error trace is queryable"
+    );
+    assert_eq!(
+        v["roots"].as_u64().unwrap() as usize,
+        per_trace.len(),
+        "one root per kept trace"
+    );
+    assert_eq!(
+        v["policies"]["default"][1].as_f64().unwrap().round(),
+        100.0,
+        "1% keeps weigh 100"
+    );
+    assert_eq!(
+        v["policies"]["important"][1].as_f64().unwrap(),
+        2.0,
+        "50% keeps weigh 2"
+    );
+    assert_eq!(
+        v["policies"]["errors"][2].as_f64().unwrap(),
+        1.0,
+        "rule keeps weigh 1"
+    );
+    let semconv: Vec<u64> = v["semconv"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert!(
+        semconv.iter().all(|c| *c > 0),
+        "semantic-convention columns filled: {semconv:?}"
+    );
+    assert_eq!(
+        v["kinds"],
+        serde_json::json!(["client", "internal", "server"])
+    );
     assert_eq!(v["sorted"], true, "files sorted by trace id");
     assert_eq!(v["bloom"], true);
     drop(broker);
