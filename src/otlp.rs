@@ -310,7 +310,11 @@ impl<'a> RawValue<'a> {
             }
             AnyValueRef::Other => {}
         }
-        RawValue { buf: scratch, start: 0, end: scratch.len() }
+        RawValue {
+            buf: scratch,
+            start: 0,
+            end: scratch.len(),
+        }
     }
 }
 
@@ -480,11 +484,21 @@ fn any_value(buf: &[u8], r: Range<usize>) -> Result<AnyValueRef<'_>, DecodeError
 fn key_value(buf: &[u8], r: Range<usize>) -> Result<(&[u8], RawValue<'_>), DecodeError> {
     let mut rd = Reader::new(buf, r);
     let mut key: &[u8] = &[];
-    let mut value = RawValue { buf, start: 0, end: 0 };
+    let mut value = RawValue {
+        buf,
+        start: 0,
+        end: 0,
+    };
     while let Some((n, _, w)) = rd.field()? {
         match (n, w) {
             (1, Wire::Len(s)) => key = &buf[s],
-            (2, Wire::Len(s)) => value = RawValue { buf, start: s.start, end: s.end },
+            (2, Wire::Len(s)) => {
+                value = RawValue {
+                    buf,
+                    start: s.start,
+                    end: s.end,
+                }
+            }
             _ => {}
         }
     }

@@ -39,15 +39,25 @@ policies:
 "#;
 
 fn records(n: usize) -> (Vec<Bytes>, usize) {
-    let (recs, manifest) = plan_records(&GenOptions { traces: n, ..Default::default() });
+    let (recs, manifest) = plan_records(&GenOptions {
+        traces: n,
+        ..Default::default()
+    });
     let spans = manifest.traces.iter().map(|t| t.spans).sum();
-    (recs.into_iter().map(|r| Bytes::from(r.value)).collect(), spans)
+    (
+        recs.into_iter().map(|r| Bytes::from(r.value)).collect(),
+        spans,
+    )
 }
 
 fn bench(c: &mut Criterion) {
     let (recs, spans) = records(2000);
     let bytes: usize = recs.iter().map(|r| r.len()).sum();
-    eprintln!("corpus: {} records, {spans} spans, {:.0} B/span", recs.len(), bytes as f64 / spans as f64);
+    eprintln!(
+        "corpus: {} records, {spans} spans, {:.0} B/span",
+        recs.len(),
+        bytes as f64 / spans as f64
+    );
     let cfg = Config::parse(SEED_POLICIES).unwrap();
     let sampler = Sampler::build(&cfg.policies).unwrap();
 
@@ -128,10 +138,17 @@ fn bench(c: &mut Criterion) {
     let policy: Arc<str> = Arc::from("default");
     let kept: Vec<KeptSpan> = all
         .iter()
-        .map(|s| KeptSpan { trace_id: s.trace_id, span: s.span.clone(), policy: Arc::clone(&policy), threshold: 0 })
+        .map(|s| KeptSpan {
+            trace_id: s.trace_id,
+            span: s.span.clone(),
+            policy: Arc::clone(&policy),
+            threshold: 0,
+        })
         .collect();
     g.sample_size(10);
-    g.bench_function("parquet", |b| b.iter(|| encode_segment(&kept, 1 << 20).unwrap().len()));
+    g.bench_function("parquet", |b| {
+        b.iter(|| encode_segment(&kept, 1 << 20).unwrap().len())
+    });
     g.finish();
 }
 
