@@ -1,4 +1,4 @@
-//! The commands: `run`, `demo`, `check`, `gen`.
+//! The commands: `run`, `demo`, `check`, `gen`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +39,25 @@ pub enum Command {
         /// Traces per second to generate.
         #[arg(long, default_value_t = 1500.0)]
         rate: f64,
+    },
+    /// Measure end-to-end throughput against a running broker: a bare consumer drain, then the
+    /// whole pipeline on the same freshly loaded topic.
+    Bench {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Traces to load.
+        #[arg(long, default_value_t = 100_000)]
+        traces: usize,
+        /// Partitions of the bench topic.
+        #[arg(long, default_value_t = 2)]
+        partitions: i32,
+        /// Split each trace over several out-of-order records instead of one keyed record.
+        #[arg(long)]
+        split: bool,
+        /// Skip the hot Parquet sink (sampled topic only).
+        #[arg(long)]
+        no_parquet: bool,
     },
     /// Validate a configuration: print the effective config, or every problem.
     Check {
@@ -120,6 +139,25 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logs("warn,librdkafka=off");
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            brokers,
+            traces,
+            partitions,
+            split,
+            no_parquet,
+        } => {
+            init_logs("warn,librdkafka=off");
+            let opts = crate::bench::BenchOptions {
+                brokers,
+                traces,
+                partitions,
+                split,
+                parquet: !no_parquet,
+            };
+            let report = runtime()?.block_on(crate::bench::run(&opts))?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Gen {

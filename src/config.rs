@@ -166,8 +166,12 @@ pub struct KafkaConfig {
     /// How often each partition commits its offset watermark.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
-    /// Records buffered between the consumer and a partition's task before the partition is paused.
+    /// Records buffered between the consumer and a partition's task before the partition is
+    /// paused. Large enough to absorb a few fetch responses: a pause costs a re-fetch.
     pub partition_queue_records: usize,
+    /// Record bytes buffered between the consumer and a partition's task before the partition is
+    /// paused (whichever of the two limits is reached first).
+    pub partition_queue_bytes: ByteSize,
     /// librdkafka properties passed through to every client (consumer and producer).
     pub properties: BTreeMap<String, String>,
 }
@@ -183,7 +187,8 @@ impl Default for KafkaConfig {
             decisions_topic: "tracesift_decisions".into(),
             dead_letter_topic: "otlp_spans_dlq".into(),
             commit_interval: Duration::from_secs(1),
-            partition_queue_records: 256,
+            partition_queue_records: 4096,
+            partition_queue_bytes: ByteSize(32 << 20),
             properties: BTreeMap::new(),
         }
     }
@@ -581,6 +586,12 @@ impl Config {
             e.push(ConfigError::new(
                 "kafka.partition_queue_records",
                 "must be at least 1",
+            ));
+        }
+        if k.partition_queue_bytes.0 < 1 << 20 {
+            e.push(ConfigError::new(
+                "kafka.partition_queue_bytes",
+                "must be at least 1MiB (a record larger than the limit still passes alone)",
             ));
         }
         for reserved in [

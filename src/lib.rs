@@ -5,11 +5,12 @@
 //! over the record bytes) → [`store`] (per-partition TTL trace store, budgets, decision cache) →
 //! [`sample`] (policy engine) → [`sink`] (sampled topic, hot Parquet via [`archive`]); wired by
 //! [`pipeline`]. [`config`] is the typed configuration, [`telemetry`] every metric, [`clock`] the
-//! only place time is read, [`gen`] the load generator, [`cli`] the commands.
+//! only place time is read, [`gen`] the load generator, [`bench`] the end-to-end throughput run, [`cli`] the commands.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod archive;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

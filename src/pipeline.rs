@@ -41,6 +41,108 @@ pub struct Record {
     pub encoding: Encoding,
 }
 
+impl Record {
+    /// Bytes this record holds in a queue.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// A partition's input queue, bounded in records (the channel) and in bytes (a shared counter):
+/// the source sends with [`QueueTx::try_send`], the task receives from the [`Inbox`].
+pub fn partition_queue(records: usize, bytes: usize) -> (QueueTx, Inbox) {
+    let (tx, rx) = mpsc::channel(records.max(1));
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    (
+        QueueTx {
+            tx,
+            queued: Arc::clone(&queued),
+            max_bytes: bytes,
+        },
+        Inbox { rx, queued },
+    )
+}
+
+/// The source's end of a partition queue.
+#[derive(Debug)]
+pub struct QueueTx {
+    tx: mpsc::Sender<Record>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// Why a record was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueFull {
+    /// Over the record or byte limit: pause the partition.
+    Full,
+    /// The task is gone (revoked or stopped).
+    Closed,
+}
+
+impl QueueTx {
+    /// Queues a record unless the queue is over either limit. A record larger than the byte
+    /// limit is still queued when the queue is empty, so no record can block a partition forever.
+    pub fn try_send(&self, rec: Record) -> Result<(), QueueFull> {
+        let size = rec.size();
+        let held = self.queued.load(Ordering::Acquire);
+        if held > 0 && held + size > self.max_bytes {
+            return Err(QueueFull::Full);
+        }
+        self.queued.fetch_add(size, Ordering::AcqRel);
+        match self.tx.try_send(rec) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.queued.fetch_sub(size, Ordering::AcqRel);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(_) => QueueFull::Full,
+                    mpsc::error::TrySendError::Closed(_) => QueueFull::Closed,
+                })
+            }
+        }
+    }
+
+    /// At most half full in records and in bytes: a paused partition may resume.
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() * 2 >= self.tx.max_capacity()
+            && self.queued.load(Ordering::Acquire) * 2 <= self.max_bytes
+    }
+}
+
+/// The task's end of a partition queue.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: mpsc::Receiver<Record>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Inbox {
+    fn took(&self, rec: &Record) {
+        self.queued.fetch_sub(rec.size(), Ordering::AcqRel);
+    }
+
+    async fn recv(&mut self) -> Option<Record> {
+        let r = self.rx.recv().await;
+        if let Some(rec) = &r {
+            self.took(rec);
+        }
+        r
+    }
+
+    fn try_recv(&mut self) -> Option<Record> {
+        let r = self.rx.try_recv().ok();
+        if let Some(rec) = &r {
+            self.took(rec);
+        }
+        r
+    }
+
+    /// Records and bytes queued.
+    fn depth(&self) -> (usize, usize) {
+        (self.rx.len(), self.queued.load(Ordering::Acquire))
+    }
+}
+
 /// Instructions from the source to a partition task.
 #[derive(Debug)]
 pub enum Control {
@@ -167,11 +269,7 @@ impl PartitionTask {
     }
 
     /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
-    pub async fn run(
-        mut self,
-        mut input: mpsc::Receiver<Record>,
-        mut control: mpsc::Receiver<Control>,
-    ) {
+    pub async fn run(mut self, mut input: Inbox, mut control: mpsc::Receiver<Control>) {
         let tick = self.shared.config.store.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -198,15 +296,15 @@ impl PartitionTask {
                         let mut budget = 64;
                         while budget > 0 && !self.acks.is_full() {
                             match input.try_recv() {
-                                Ok(rec) => self.ingest(rec),
-                                Err(_) => break,
+                                Some(rec) => self.ingest(rec),
+                                None => break,
                             }
                             budget -= 1;
                         }
                     }
                     None => input_open = false,
                 },
-                _ = ticker.tick() => self.tick(input.len()),
+                _ = ticker.tick() => self.tick(input.depth()),
             }
         }
     }
@@ -374,7 +472,7 @@ impl PartitionTask {
     }
 
     /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
-    pub fn tick(&mut self, queued: usize) {
+    pub fn tick(&mut self, (queued, queued_bytes): (usize, usize)) {
         let now = self.shared.clock.now();
         let mut due = std::mem::take(&mut self.due);
         self.store.poll_due(now, &mut due);
@@ -400,6 +498,7 @@ impl PartitionTask {
                     traces: st.traces,
                     bytes: st.bytes,
                     queued,
+                    queued_bytes,
                     pending_acks: self.acks.len(),
                     lag: None,
                 },

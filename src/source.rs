@@ -9,7 +9,9 @@
 //!   (unless the assignment was lost), and its state dropped. Undecided traces are not forced:
 //!   the new owner replays them from the committed offset.
 //!
-//! Backpressure: when a partition's channel is full the partition is paused at the first record
+//! Backpressure: each partition's queue is bounded in records and bytes
+//! (`kafka.partition_queue_records` / `_bytes`, sized to absorb a few fetch responses, because a
+//! pause costs a re-fetch). When it is full the partition is paused at the first record
 //! not handed over; when the task has room again the consumer seeks back to that record and
 //! resumes. The poll thread hands a partition's records over strictly in offset order: after a
 //! resume nothing is handed over until the first missing record itself comes back (librdkafka may
@@ -34,7 +36,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, Encoding};
-use crate::pipeline::{Control, PartitionTask, Record, Shared};
+use crate::pipeline::{Control, PartitionTask, QueueFull, QueueTx, Record, Shared};
 use crate::telemetry::{self, Health};
 
 /// Errors of the source stage.
@@ -53,7 +55,7 @@ pub enum SourceError {
 
 struct PartitionHandle {
     generation: u64,
-    tx: mpsc::Sender<Record>,
+    tx: QueueTx,
     control: mpsc::Sender<Control>,
 }
 
@@ -65,6 +67,7 @@ struct Ctx {
     shared: Shared,
     rt: tokio::runtime::Handle,
     queue: usize,
+    queue_bytes: usize,
     generation: AtomicU64,
     drain_deadline: Duration,
     health: Health,
@@ -78,7 +81,7 @@ impl Ctx {
 
     fn spawn(&self, idx: usize, partition: i32) {
         let topic = Arc::clone(&self.topics[idx]);
-        let (tx, rx) = mpsc::channel(self.queue);
+        let (tx, rx) = crate::pipeline::partition_queue(self.queue, self.queue_bytes);
         let (ctx_tx, ctx_rx) = mpsc::channel(4);
         let task = PartitionTask::new(Arc::clone(&topic), partition, self.shared.clone());
         let join = self.rt.spawn(task.run(rx, ctx_rx));
@@ -292,6 +295,7 @@ pub fn start(
         shared,
         rt,
         queue: cfg.kafka.partition_queue_records,
+        queue_bytes: cfg.kafka.partition_queue_bytes.0 as usize,
         generation: AtomicU64::new(0),
         drain_deadline: crate::pipeline::drain_deadline(&cfg),
         health,
@@ -387,7 +391,10 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                         );
                         continue;
                     }
-                    Mode::Resuming { .. } => flow.mode = Mode::Flowing,
+                    Mode::Resuming { .. } => {
+                        tracing::debug!(partition = key.1, offset, "resumed");
+                        flow.mode = Mode::Flowing;
+                    }
                     Mode::Flowing if flow.next.is_some_and(|n| offset < n) => continue,
                     Mode::Flowing => {}
                 }
@@ -399,7 +406,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                 };
                 match h.tx.try_send(rec) {
                     Ok(()) => flow.next = Some(offset + 1),
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(QueueFull::Full) => {
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(msg.topic(), msg.partition());
                         if let Err(e) = consumer.pause(&tpl) {
@@ -409,7 +416,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                         tracing::debug!(partition = key.1, offset, "paused");
                         flow.mode = Mode::Paused { resume_at: offset };
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(QueueFull::Closed) => {}
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
@@ -425,7 +432,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
             let Mode::Paused { resume_at } = flow.mode else {
                 return true;
             };
-            if h.tx.capacity() * 2 < h.tx.max_capacity() {
+            if !h.tx.has_room() {
                 return true;
             }
             let topic = &ctx.topics[key.0];

@@ -35,6 +35,8 @@ pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
 pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
 /// Records queued between the consumer and a partition task, per partition.
 pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
+/// Record bytes queued between the consumer and a partition task, per partition.
+pub const PARTITION_QUEUE_BYTES: &str = "tracesift_partition_queue_bytes";
 /// Sink writes not yet acknowledged, per partition.
 pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
 /// Spans written, by sink.
@@ -97,6 +99,11 @@ fn describe() {
         PARTITION_QUEUE,
         Unit::Count,
         "Records queued for a partition task."
+    );
+    describe_gauge!(
+        PARTITION_QUEUE_BYTES,
+        Unit::Bytes,
+        "Record bytes queued for a partition task."
     );
     describe_gauge!(
         PENDING_ACKS,
@@ -242,6 +249,8 @@ pub struct PartitionGauges {
     pub bytes: u64,
     /// Records queued for the task.
     pub queued: usize,
+    /// Record bytes queued for the task.
+    pub queued_bytes: usize,
     /// Pending sink acks.
     pub pending_acks: usize,
     /// Committed-offset lag, when known.
@@ -257,6 +266,7 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     gauge!(TRACES_BUFFERED, &labels).set(g.traces as f64);
     gauge!(BYTES_BUFFERED, &labels).set(g.bytes as f64);
     gauge!(PARTITION_QUEUE, &labels).set(g.queued as f64);
+    gauge!(PARTITION_QUEUE_BYTES, &labels).set(g.queued_bytes as f64);
     gauge!(PENDING_ACKS, &labels).set(g.pending_acks as f64);
     if let Some(lag) = g.lag {
         gauge!(COMMITTED_LAG, &labels).set(lag as f64);

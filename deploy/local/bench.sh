@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# End-to-end throughput against a real broker: starts tansu (sqlite storage) on a free loopback
+# port in a temporary directory (TANSU_STORAGE=memory://tansu/ for the in-memory engine), runs `tracesift bench` against it, and stops it.
+#
+#   ./deploy/local/bench.sh                       # 100k traces, 2 partitions, sampled topic + Parquet
+#   ./deploy/local/bench.sh --traces 20000 --split
+#
+# Arguments are passed to `tracesift bench`. The hot-path micro benchmarks are `cargo bench`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source deploy/local/tools.sh
+
+cargo build --release --locked
+DATA="$(mktemp -d)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+URL="tcp://127.0.0.1:$PORT"
+( cd "$DATA" && exec "$TRACESIFT_TANSU" broker --listener-url "$URL" --advertised-listener-url "$URL" \
+    --storage-engine "${TANSU_STORAGE:-sqlite://tansu.db}" >tansu.log 2>&1 ) &
+TANSU_PID=$!
+trap 'kill $TANSU_PID 2>/dev/null; wait $TANSU_PID 2>/dev/null; rm -rf "$DATA"' EXIT
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+step "tracesift bench against tansu at 127.0.0.1:$PORT"
+./target/release/tracesift bench --brokers "127.0.0.1:$PORT" "$@"

@@ -1,0 +1,32 @@
+# Sourced by test.sh and bench.sh: installs on first use what the tests and benchmarks need, and
+# exports where it is. Installed tools are cached under ${TRACESIFT_CACHE:-~/.cache/tracesift}.
+#
+#   tansu 0.6.0 (Kafka-protocol broker, built from crates.io with its storage engines; 8-20 min once)
+#   a Python venv with duckdb and pyarrow (the analytics engines that read our Parquet)
+
+CACHE="${TRACESIFT_CACHE:-$HOME/.cache/tracesift}"
+TANSU_VERSION=0.6.0
+TANSU_ROOT="$CACHE/tools/tansu-$TANSU_VERSION"
+TANSU_BIN="$TANSU_ROOT/bin/tansu"
+VENV="$CACHE/venv"
+mkdir -p "$CACHE/tools"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+  step "tansu $TANSU_VERSION: cached at $TANSU_BIN"
+else
+  step "tansu $TANSU_VERSION: building from crates.io (first run only, 8-20 min)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TANSU_ROOT"
+fi
+
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow' 2>/dev/null; then
+  step "python venv with duckdb + pyarrow: cached at $VENV"
+else
+  step "python venv with duckdb + pyarrow: installing from PyPI"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow
+fi
+
+export TRACESIFT_TANSU="$TANSU_BIN"
+export TRACESIFT_PYTHON="$VENV/bin/python"
