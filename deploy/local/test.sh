@@ -16,4 +16,8 @@ step "lints"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "tests (unit, integration against tansu, analytics engines reading our Parquet)"
-cargo test --locked --all-targets -- --test-threads=2
+cargo test --locked --lib --bins --tests -- --test-threads=2
+cargo test --locked --doc
+
+step "benches, run once each as tests (figures: cargo bench, ./deploy/local/bench.sh)"
+cargo test --locked --benches
