@@ -387,8 +387,20 @@ impl<'a> Reader<'a> {
         DecodeError::Wire { at: self.pos, what }
     }
 
-    #[inline]
+    /// Most varints on this path (tags, lengths, enums) are one byte: that case stays inline.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 && self.pos < self.end {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         let mut shift = 0u32;
         loop {
@@ -412,7 +424,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field: (field number, start of its tag, value), or None at the end.
-    #[inline]
+    #[inline(always)]
     fn field(&mut self) -> Result<Option<(u32, usize, Wire)>, DecodeError> {
         if self.pos >= self.end {
             return Ok(None);
