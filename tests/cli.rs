@@ -1,0 +1,124 @@
+//! The binary as a user runs it: `check` on good and bad files, and the demo end to end (its
+//! Parquet read back by DuckDB with the query the demo prints).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+
+fn tracesift() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tracesift"))
+}
+
+#[test]
+fn check_prints_the_effective_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ok.yaml");
+    std::fs::write(
+        &f,
+        "kafka: {brokers: 'k1:9092,k2:9092'}\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n",
+    )
+    .unwrap();
+    let out = tracesift().args(["check", "-c"]).arg(&f).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Given values and filled-in defaults both appear.
+    assert!(stdout.contains("brokers: k1:9092,k2:9092"), "{stdout}");
+    assert!(stdout.contains("decision_wait: 10s"), "{stdout}");
+    assert!(stdout.contains("name: errors"), "{stdout}");
+}
+
+#[test]
+fn check_lists_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(
+        &f,
+        r#"
+kafka:
+  input_topics: ["bad topic"]
+  commit_interval: 0s
+store:
+  max_traces: 0
+policies:
+  - {name: slow, type: latency, latency: {threshold_ms: 500, extra: 1}}
+  - {name: x, type: ottl_condition, ottl_condition: {}}
+telemetry: {listen: nowhere}
+"#,
+    )
+    .unwrap();
+    let out = tracesift().args(["check", "-c"]).arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "kafka.input_topics",
+        "kafka.commit_interval",
+        "store.max_traces",
+        "policies[0].latency",
+        "policies[1].type",
+        "telemetry.listen",
+    ] {
+        assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
+    }
+    assert!(stderr.contains("not supported"), "{stderr}");
+
+    let missing = tracesift()
+        .args(["check", "-c", "/nonexistent/tracesift.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/tracesift.yaml"));
+}
+
+#[test]
+fn demo_runs_end_to_end_and_its_query_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tracesift()
+        .args(["demo", "--duration", "4s", "--rate", "300", "--dir"])
+        .arg(dir.path())
+        .env("TRACESIFT_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` in summary:\n{stdout}"));
+        line.trim_start()[name.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad `{name}` line: {line}"))
+    };
+    let decided = field("traces decided");
+    let kept = field("traces kept");
+    let dead = field("dead-letter");
+    assert_eq!(decided, 1200, "every generated trace decided:\n{stdout}");
+    assert!(kept > 0 && kept < decided, "{stdout}");
+    assert_eq!(dead, 3, "the demo's malformed records:\n{stdout}");
+    assert!(stdout.contains("parquet "), "{stdout}");
+
+    // The query the demo prints, run by DuckDB on what it wrote.
+    let hot = dir.path().canonicalize().unwrap().join("hot");
+    let script = format!(
+        r#"
+import duckdb
+rows = duckdb.sql("""SELECT sampling_policy, count(DISTINCT trace_id) AS traces, count(*) AS spans
+  FROM read_parquet('{}/spans/v1/**/*.parquet', hive_partitioning = true) GROUP BY 1""").fetchall()
+print(sum(r[1] for r in rows))
+"#,
+        hot.display()
+    );
+    let traces: u64 = support::run_python(&script).trim().parse().unwrap();
+    assert_eq!(traces, kept, "Parquet holds every kept trace");
+}
