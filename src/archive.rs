@@ -241,7 +241,7 @@ pub fn span_schema() -> SchemaRef {
                 utf8("k8s_pod", true),
                 utf8("host_name", true),
                 utf8("sampling_policy", false),
-                Field::new("sampling_adjusted_count", DataType::Float64, false),
+                Field::new("sampling_adjusted_count", DataType::Float64, true),
             ]))
         })
         .clone()
@@ -466,9 +466,10 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
         k8s_pod.append_option(both(&["k8s.pod.name"]));
         host.append_option(both(&["host.name"]));
         policy.append_value(&*r.kept.policy);
-        // Effective threshold: this stage's, or the incoming one when that is stricter.
-        let (_, th_in) = otlp::parse_ot_tracestate(&s.trace_state);
-        adjusted.append_value(adjusted_count(r.kept.threshold.max(th_in.unwrap_or(0))));
+        // The span's effective threshold, as the pipeline wrote it into its tracestate
+        // (`otlp::mark_span`); none when the probability is unknown (after a rate limiter).
+        let (_, th) = otlp::parse_ot_tracestate(&s.trace_state);
+        adjusted.append_option(th.map(adjusted_count));
     }
 
     let columns: Vec<ArrayRef> = vec![

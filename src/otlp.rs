@@ -557,6 +557,125 @@ pub fn parse_ot_tracestate(ts: &str) -> (Option<u64>, Option<u64>) {
     (rv, th)
 }
 
+/// Sets (or, with `None`, removes) the `th` of the OTEP 235 `ot` entry of a W3C tracestate,
+/// keeping the entry's other fields (`rv`, vendor sub-keys) and every other list member. The
+/// modified `ot` entry moves to the front, as W3C requires of a modified member; an `ot` entry
+/// left empty is removed.
+pub fn set_ot_threshold(ts: &str, th: Option<u64>) -> String {
+    let mut ot_fields: Vec<&str> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
+    for member in ts.split(',') {
+        let member = member.trim();
+        if member.is_empty() {
+            continue;
+        }
+        match member.strip_prefix("ot=") {
+            Some(ot) => ot_fields.extend(
+                ot.split(';')
+                    .filter(|f| !f.is_empty() && !f.starts_with("th:")),
+            ),
+            None => others.push(member),
+        }
+    }
+    let th_field = th.map(|t| format!("th:{}", crate::sample::threshold_hex(t)));
+    let mut fields: Vec<&str> = Vec::with_capacity(ot_fields.len() + 1);
+    if let Some(f) = &th_field {
+        fields.push(f);
+    }
+    fields.extend(ot_fields);
+    let mut out = String::with_capacity(ts.len() + 24);
+    if !fields.is_empty() {
+        out.push_str("ot=");
+        out.push_str(&fields.join(";"));
+    }
+    for m in others {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    out
+}
+
+/// What a kept span carries out of this stage.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplingMark<'a> {
+    /// This stage's rejection threshold (`sample::THRESHOLD_UNKNOWN` erases `th`).
+    pub threshold: u64,
+    /// Name of the deciding policy.
+    pub policy: &'a str,
+}
+
+/// Span attribute naming the policy that kept the trace (the Collector's name for it).
+pub const ATTR_POLICY: &str = "tailsampling.policy";
+/// Span attribute with the adjusted count (1/p) of the span's effective sampling probability.
+pub const ATTR_ADJUSTED_COUNT: &str = "sampling.adjusted_count";
+
+/// Rewrites one `Span` body for emission: the tracestate's `th` raised to the stage's threshold
+/// (never lowered; erased when the stage's probability is unknown), and the policy name and
+/// adjusted count attributes set (replacing any earlier ones of the same keys). Every other
+/// field is copied byte for byte.
+pub fn mark_span(span: &[u8], mark: SamplingMark<'_>) -> Result<Vec<u8>, DecodeError> {
+    let mut out = Vec::with_capacity(span.len() + 96);
+    let mut rd = Reader::new(span, 0..span.len());
+    let mut trace_state = "";
+    while let Some((n, tag_start, w)) = rd.field()? {
+        match (n, &w) {
+            (3, Wire::Len(r)) => {
+                trace_state = utf8(span, r.clone(), "Span.trace_state")?;
+                continue;
+            }
+            (9, Wire::Len(r)) => {
+                let (k, _) = key_value(span, r.clone())?;
+                if k == ATTR_POLICY.as_bytes() || k == ATTR_ADJUSTED_COUNT.as_bytes() {
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        out.extend_from_slice(&span[tag_start..rd.pos]);
+    }
+    let (_, th_in) = parse_ot_tracestate(trace_state);
+    let th = (mark.threshold != crate::sample::THRESHOLD_UNKNOWN)
+        .then(|| mark.threshold.max(th_in.unwrap_or(0)));
+    let ts = set_ot_threshold(trace_state, th);
+    if !ts.is_empty() {
+        put_len_header(&mut out, 3, ts.len());
+        out.extend_from_slice(ts.as_bytes());
+    }
+    put_string_attribute(&mut out, ATTR_POLICY, mark.policy);
+    if let Some(t) = th {
+        put_double_attribute(
+            &mut out,
+            ATTR_ADJUSTED_COUNT,
+            crate::sample::adjusted_count(t),
+        );
+    }
+    Ok(out)
+}
+
+fn put_string_attribute(out: &mut Vec<u8>, key: &str, value: &str) {
+    let any = len_field_size(value.len());
+    let kv = len_field_size(key.len()) + len_field_size(any);
+    put_len_header(out, 9, kv);
+    put_len_header(out, 1, key.len());
+    out.extend_from_slice(key.as_bytes());
+    put_len_header(out, 2, any);
+    put_len_header(out, 1, value.len());
+    out.extend_from_slice(value.as_bytes());
+}
+
+fn put_double_attribute(out: &mut Vec<u8>, key: &str, value: f64) {
+    let any = 1 + 8;
+    let kv = len_field_size(key.len()) + len_field_size(any);
+    put_len_header(out, 9, kv);
+    put_len_header(out, 1, key.len());
+    out.extend_from_slice(key.as_bytes());
+    put_len_header(out, 2, any);
+    put_varint(out, (4 << 3) | u64::from(WT_I64));
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
 /// Scans one `Span` body into its meta; returns the trace id too.
 fn scan_span(
     buf: &[u8],
@@ -997,6 +1116,97 @@ mod tests {
         );
         let want: Vec<Span> = vec![span(1, 1, None, false), span(1, 3, Some(1), false)];
         assert_eq!(ss.spans, want);
+    }
+
+    #[test]
+    fn ot_threshold_is_set_kept_or_erased() {
+        use crate::sample::threshold_for_probability;
+        let t1 = threshold_for_probability(0.01);
+        let t50 = 1u64 << 55;
+        // Set where absent; other members kept after it.
+        assert_eq!(set_ot_threshold("", Some(t50)), "ot=th:8");
+        assert_eq!(
+            set_ot_threshold("congo=t61rcWkgMzE", Some(t50)),
+            "ot=th:8,congo=t61rcWkgMzE"
+        );
+        // Replaced, with rv and vendor sub-keys kept, moved to the front.
+        assert_eq!(
+            set_ot_threshold("a=1, ot=rv:abcdef01234567;th:4;x:y", Some(t50)),
+            "ot=th:8;rv:abcdef01234567;x:y,a=1"
+        );
+        // Erased; an ot entry with nothing else left goes away.
+        assert_eq!(set_ot_threshold("ot=th:8,a=1", None), "a=1");
+        assert_eq!(
+            set_ot_threshold("ot=th:8;rv:abcdef01234567", None),
+            "ot=rv:abcdef01234567"
+        );
+        let (_, th) = parse_ot_tracestate(&set_ot_threshold("", Some(t1)));
+        assert_eq!(
+            th.map(|t| t >> 8),
+            Some(t1 >> 8),
+            "round trip at 48 bits or better"
+        );
+    }
+
+    #[test]
+    fn marked_spans_carry_threshold_policy_and_adjusted_count() {
+        use crate::sample::{adjusted_count, THRESHOLD_UNKNOWN};
+        let attr = |s: &Span, k: &str| {
+            s.attributes
+                .iter()
+                .filter(|kv| kv.key == k)
+                .map(|kv| kv.value.clone().and_then(|v| v.value))
+                .collect::<Vec<_>>()
+        };
+        let mut base = span(1, 1, None, true);
+        base.attributes.push(kv(ATTR_POLICY, "upstream"));
+        // (incoming tracestate, stage threshold, expected th, expected adjusted count)
+        let t25 = 3u64 << 54; // p = 0.25
+        let t50 = 1u64 << 55; // p = 0.5
+        let table: &[(&str, u64, Option<u64>)] = &[
+            ("", 0, Some(0)),
+            ("", t50, Some(t50)),
+            ("ot=th:c", t50, Some(t25)), // incoming stricter: kept, never lowered
+            ("ot=th:4", t50, Some(t50)), // raised to ours
+            ("ot=th:8;rv:00000000000001", THRESHOLD_UNKNOWN, None), // erased after a limiter
+        ];
+        for (ts, stage, want_th) in table {
+            let mut s = base.clone();
+            s.trace_state = ts.to_string();
+            let bytes = s.encode_to_vec();
+            let out = mark_span(
+                &bytes,
+                SamplingMark {
+                    threshold: *stage,
+                    policy: "slow",
+                },
+            )
+            .unwrap();
+            let got = Span::decode(out.as_slice()).unwrap();
+            let (_, th) = parse_ot_tracestate(&got.trace_state);
+            assert_eq!(th, *want_th, "{ts} at {stage:x}: {}", got.trace_state);
+            if ts.contains("rv:") {
+                assert!(got.trace_state.contains("rv:00000000000001"), "rv kept");
+            }
+            assert_eq!(
+                attr(&got, ATTR_POLICY),
+                vec![Some(any_value::Value::StringValue("slow".into()))],
+                "one policy attribute, ours"
+            );
+            let want_count: Vec<_> = want_th
+                .map(|t| Some(any_value::Value::DoubleValue(adjusted_count(t))))
+                .into_iter()
+                .collect();
+            assert_eq!(attr(&got, ATTR_ADJUSTED_COUNT), want_count);
+            // Everything else is unchanged.
+            let mut back = got.clone();
+            back.trace_state = s.trace_state.clone();
+            back.attributes
+                .retain(|kv| kv.key != ATTR_POLICY && kv.key != ATTR_ADJUSTED_COUNT);
+            let mut orig = s.clone();
+            orig.attributes.retain(|kv| kv.key != ATTR_POLICY);
+            assert_eq!(back, orig);
+        }
     }
 
     #[test]

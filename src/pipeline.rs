@@ -411,7 +411,7 @@ impl PartitionTask {
     }
 
     fn decide(&mut self, t: DueTrace, now: MonoTime) {
-        let d = self.shared.sampler.decide(t.trace_id, &t.summary);
+        let d = self.shared.sampler.decide(t.trace_id, &t.summary, now);
         self.store.remember(t.trace_id, d, now);
         let stats = &self.shared.stats;
         stats.traces_decided.fetch_add(1, Ordering::Relaxed);
@@ -459,9 +459,28 @@ impl PartitionTask {
             .and_then(|p| self.shared.policy_names.get(usize::from(p)))
             .cloned()
             .unwrap_or_else(|| Arc::from("none"));
+        // OTEP 235 on the way out: tracestate th raised to this stage's threshold (or erased),
+        // policy name and adjusted count as span attributes. Both sinks get the marked bytes.
+        let mark = otlp::SamplingMark {
+            threshold: d.threshold,
+            policy: &policy,
+        };
+        let marked: Vec<SpanRef> = spans
+            .iter()
+            .map(|s| SpanRef {
+                ctx: Arc::clone(&s.ctx),
+                bytes: match otlp::mark_span(&s.bytes, mark) {
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot mark a kept span; emitted unchanged");
+                        s.bytes.clone()
+                    }
+                },
+            })
+            .collect();
         let kept = KeptTrace {
             trace_id,
-            spans,
+            spans: &marked,
             decision: d,
             policy: &policy,
             offsets,

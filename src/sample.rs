@@ -19,27 +19,50 @@
 
 mod always_sample;
 mod and;
+mod boolean_attribute;
+mod bytes_limiting;
+mod composite;
+mod drop;
 mod latency;
+mod not;
+mod numeric_attribute;
 mod probabilistic;
+mod rate_limiting;
+mod span_count;
 mod status_code;
 mod string_attribute;
+mod trace_flags;
+mod trace_state;
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::clock::MonoTime;
 use crate::config::ConfigError;
 use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, TraceId};
 
 pub use and::AndConfig;
+pub use boolean_attribute::BooleanAttributeConfig;
+pub use bytes_limiting::BytesLimitingConfig;
+pub use composite::{CompositeConfig, RateAllocation};
+pub use drop::DropConfig;
 pub use latency::LatencyConfig;
+pub use not::NotConfig;
+pub use numeric_attribute::NumericAttributeConfig;
 pub use probabilistic::ProbabilisticConfig;
+pub use rate_limiting::RateLimitingConfig;
+pub use span_count::SpanCountConfig;
 pub use status_code::StatusCodeConfig;
 pub use string_attribute::StringAttributeConfig;
+pub use trace_state::TraceStateConfig;
 
 /// The threshold that keeps everything (p = 1).
 pub const THRESHOLD_ALWAYS: u64 = 0;
 /// One past the largest threshold: keeps nothing (p = 0).
 pub const THRESHOLD_NEVER: u64 = 1 << 56;
+/// A keep whose probability is not known (after a rate limiter): no `th` is written, the
+/// adjusted count is unknown. It loses to every known threshold when several policies keep.
+pub const THRESHOLD_UNKNOWN: u64 = u64::MAX;
 
 /// The rejection threshold for a keep probability `p` in [0, 1].
 pub fn threshold_for_probability(p: f64) -> u64 {
@@ -53,7 +76,12 @@ pub fn threshold_for_probability(p: f64) -> u64 {
     }
 }
 
-/// The adjusted count (1/p) a threshold stands for.
+/// The adjusted count (1/p) a threshold stands for; `None` when the probability is unknown.
+pub fn known_adjusted_count(threshold: u64) -> Option<f64> {
+    (threshold != THRESHOLD_UNKNOWN).then(|| adjusted_count(threshold))
+}
+
+/// The adjusted count (1/p) a threshold stands for (0 for "never").
 pub fn adjusted_count(threshold: u64) -> f64 {
     if threshold >= THRESHOLD_NEVER {
         return 0.0;
@@ -94,31 +122,96 @@ pub enum PolicyKind {
     Probabilistic(ProbabilisticConfig),
     /// `and`: every sub-policy keeps the trace.
     And(AndConfig),
+    /// `numeric_attribute`: an integer span or resource attribute within a range.
+    NumericAttribute(NumericAttributeConfig),
+    /// `boolean_attribute`: a boolean span or resource attribute with a value.
+    BooleanAttribute(BooleanAttributeConfig),
+    /// `span_count`: the trace's span count within a range.
+    SpanCount(SpanCountConfig),
+    /// `trace_state`: a W3C tracestate entry with one of the values.
+    TraceState(TraceStateConfig),
+    /// `trace_flags`: some span has the W3C sampled flag.
+    TraceFlags,
+    /// `rate_limiting`: a token bucket of spans per second.
+    RateLimiting(RateLimitingConfig),
+    /// `bytes_limiting`: a token bucket of bytes per second.
+    BytesLimiting(BytesLimitingConfig),
+    /// `not`: inverts its sub-policy.
+    Not(NotConfig),
+    /// `drop`: drops the trace when every sub-policy keeps it; beats every keep.
+    Drop(DropConfig),
+    /// `composite`: ordered sub-policies with per-policy span-rate budgets.
+    Composite(CompositeConfig),
 }
 
-/// Policy types this build implements.
+/// Policy types this build implements (the Collector's set but `ottl_condition`).
 pub const POLICY_TYPES: &[&str] = &[
     "always_sample",
     "latency",
+    "numeric_attribute",
+    "probabilistic",
     "status_code",
     "string_attribute",
-    "probabilistic",
-    "and",
-];
-
-/// Collector policy types that are recognised but not implemented in this build.
-const NOT_YET: &[&str] = &[
-    "numeric_attribute",
     "boolean_attribute",
     "span_count",
     "trace_state",
     "trace_flags",
     "rate_limiting",
     "bytes_limiting",
+    "and",
     "not",
     "drop",
     "composite",
 ];
+
+/// Checks that `block` is a mapping with only `allowed` keys; unknown keys are reported.
+pub(crate) fn block_fields<'a>(
+    path: &str,
+    block: Option<&'a serde_yaml::Value>,
+    allowed: &[&str],
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'a serde_yaml::Mapping> {
+    let Some(map) = block.and_then(|b| b.as_mapping()) else {
+        errors.push(ConfigError::new(
+            path,
+            format!("expected a mapping with {}", allowed.join(", ")),
+        ));
+        return None;
+    };
+    for k in map.keys() {
+        let k = k.as_str().unwrap_or("?");
+        if !allowed.contains(&k) {
+            errors.push(ConfigError::new(
+                format!("{path}.{k}"),
+                format!("unknown field; valid fields: {}", allowed.join(", ")),
+            ));
+        }
+    }
+    Some(map)
+}
+
+/// Parses the list of sub-policies under `field`, each reported with its own path.
+pub(crate) fn sub_policies(
+    path: &str,
+    map: &serde_yaml::Mapping,
+    field: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Vec<PolicySpec>> {
+    let Some(items) = map.get(field).and_then(|v| v.as_sequence()) else {
+        errors.push(ConfigError::new(
+            format!("{path}.{field}"),
+            "expected a list of policies",
+        ));
+        return None;
+    };
+    let before = errors.len();
+    let subs: Vec<PolicySpec> = items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("{path}.{field}[{i}]"), v, errors))
+        .collect();
+    (errors.len() == before).then_some(subs)
+}
 
 impl PolicyKind {
     /// The `type:` string.
@@ -130,6 +223,16 @@ impl PolicyKind {
             PolicyKind::StringAttribute(_) => "string_attribute",
             PolicyKind::Probabilistic(_) => "probabilistic",
             PolicyKind::And(_) => "and",
+            PolicyKind::NumericAttribute(_) => "numeric_attribute",
+            PolicyKind::BooleanAttribute(_) => "boolean_attribute",
+            PolicyKind::SpanCount(_) => "span_count",
+            PolicyKind::TraceState(_) => "trace_state",
+            PolicyKind::TraceFlags => "trace_flags",
+            PolicyKind::RateLimiting(_) => "rate_limiting",
+            PolicyKind::BytesLimiting(_) => "bytes_limiting",
+            PolicyKind::Not(_) => "not",
+            PolicyKind::Drop(_) => "drop",
+            PolicyKind::Composite(_) => "composite",
         }
     }
 
@@ -152,14 +255,43 @@ impl PolicyKind {
                 typed_block(&block_path, block, errors).map(PolicyKind::Probabilistic)
             }
             "and" => AndConfig::from_yaml(&block_path, block, errors).map(PolicyKind::And),
+            "numeric_attribute" => {
+                typed_block(&block_path, block, errors).map(PolicyKind::NumericAttribute)
+            }
+            "boolean_attribute" => {
+                typed_block(&block_path, block, errors).map(PolicyKind::BooleanAttribute)
+            }
+            "span_count" => typed_block(&block_path, block, errors).map(PolicyKind::SpanCount),
+            "trace_state" => typed_block(&block_path, block, errors).map(PolicyKind::TraceState),
+            "trace_flags" => Some(PolicyKind::TraceFlags),
+            "rate_limiting" => {
+                typed_block(&block_path, block, errors).map(PolicyKind::RateLimiting)
+            }
+            "bytes_limiting" => {
+                typed_block(&block_path, block, errors).map(PolicyKind::BytesLimiting)
+            }
+            "not" => NotConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Not),
+            "drop" => DropConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Drop),
+            "composite" => {
+                CompositeConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Composite)
+            }
             _ => None,
         }
     }
 
     fn block_value(&self) -> Option<serde_yaml::Value> {
         let v = match self {
-            PolicyKind::AlwaysSample => return None,
+            PolicyKind::AlwaysSample | PolicyKind::TraceFlags => return None,
             PolicyKind::Latency(c) => serde_yaml::to_value(c),
+            PolicyKind::NumericAttribute(c) => serde_yaml::to_value(c),
+            PolicyKind::BooleanAttribute(c) => serde_yaml::to_value(c),
+            PolicyKind::SpanCount(c) => serde_yaml::to_value(c),
+            PolicyKind::TraceState(c) => serde_yaml::to_value(c),
+            PolicyKind::RateLimiting(c) => serde_yaml::to_value(c),
+            PolicyKind::BytesLimiting(c) => serde_yaml::to_value(c),
+            PolicyKind::Not(c) => serde_yaml::to_value(c),
+            PolicyKind::Drop(c) => serde_yaml::to_value(c),
+            PolicyKind::Composite(c) => serde_yaml::to_value(c),
             PolicyKind::StatusCode(c) => serde_yaml::to_value(c),
             PolicyKind::StringAttribute(c) => serde_yaml::to_value(c),
             PolicyKind::Probabilistic(c) => serde_yaml::to_value(c),
@@ -231,16 +363,6 @@ impl PolicySpec {
                 ));
                 None
             }
-            Some(t) if NOT_YET.contains(&t) => {
-                errors.push(ConfigError::new(
-                    format!("{path}.type"),
-                    format!(
-                        "policy type `{t}` is not supported in this build yet; supported: {}",
-                        POLICY_TYPES.join(", ")
-                    ),
-                ));
-                None
-            }
             Some(t) => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
@@ -308,6 +430,15 @@ enum LeafMatch {
     Exact(Vec<String>),
     /// Any of these regexes matches.
     Regex(regex::RegexSet),
+    /// An integer within `[min, max]`.
+    IntRange {
+        /// Smallest value that matches.
+        min: i64,
+        /// Largest value that matches.
+        max: i64,
+    },
+    /// A boolean equal to this.
+    Bool(bool),
 }
 
 #[derive(Debug)]
@@ -323,12 +454,13 @@ struct Leaf {
 #[derive(Debug, Default)]
 pub struct LeafSet {
     by_key: Vec<(Box<[u8]>, Vec<Leaf>)>,
+    /// Tracestate predicates: (key, values, bit).
+    trace_state: Vec<(String, Vec<String>, u128)>,
     count: usize,
 }
 
 impl LeafSet {
-    /// Adds a string predicate on `key`; returns its bit index.
-    fn add_string(&mut self, key: &str, matcher: LeafMatch) -> Result<u8, String> {
+    fn next_bit(&mut self) -> Result<u8, String> {
         if self.count >= MAX_LEAVES {
             return Err(format!(
                 "too many attribute conditions (at most {MAX_LEAVES} per configuration)"
@@ -336,6 +468,20 @@ impl LeafSet {
         }
         let idx = self.count as u8;
         self.count += 1;
+        Ok(idx)
+    }
+
+    /// Adds a tracestate predicate: entry `key` has one of `values`; returns its bit index.
+    fn add_trace_state(&mut self, key: &str, values: &[String]) -> Result<u8, String> {
+        let idx = self.next_bit()?;
+        self.trace_state
+            .push((key.to_string(), values.to_vec(), 1u128 << idx));
+        Ok(idx)
+    }
+
+    /// Adds an attribute predicate on `key`; returns its bit index.
+    fn add(&mut self, key: &str, matcher: LeafMatch) -> Result<u8, String> {
+        let idx = self.next_bit()?;
         let leaf = Leaf {
             bit: 1u128 << idx,
             matcher,
@@ -356,14 +502,17 @@ impl LeafSet {
         else {
             return 0;
         };
-        let AnyValueRef::Str(s) = value.get() else {
-            return 0;
-        };
+        let value = value.get();
         let mut bits = 0;
         for leaf in leaves {
-            let hit = match &leaf.matcher {
-                LeafMatch::Exact(values) => values.iter().any(|v| v == s),
-                LeafMatch::Regex(set) => set.is_match(s),
+            let hit = match (&leaf.matcher, value) {
+                (LeafMatch::Exact(values), AnyValueRef::Str(s)) => values.iter().any(|v| v == s),
+                (LeafMatch::Regex(set), AnyValueRef::Str(s)) => set.is_match(s),
+                (LeafMatch::IntRange { min, max }, AnyValueRef::Int(i)) => {
+                    (*min..=*max).contains(&i)
+                }
+                (LeafMatch::Bool(want), AnyValueRef::Bool(b)) => *want == b,
+                _ => false,
             };
             if hit {
                 bits |= leaf.bit;
@@ -383,8 +532,20 @@ impl SpanProbe for LeafSet {
     fn span_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
         self.attribute(key, value)
     }
-    fn trace_state(&self, _trace_state: &str) -> u128 {
-        0
+    fn trace_state(&self, trace_state: &str) -> u128 {
+        let mut bits = 0;
+        // W3C tracestate: comma-separated `key=value` list members, optional whitespace.
+        for member in trace_state.split(',') {
+            let Some((k, v)) = member.trim().split_once('=') else {
+                continue;
+            };
+            for (key, values, bit) in &self.trace_state {
+                if key == k && values.iter().any(|x| x == v) {
+                    bits |= bit;
+                }
+            }
+        }
+        bits
     }
 }
 
@@ -458,6 +619,8 @@ pub struct TraceView<'a> {
     pub trace_id: TraceId,
     /// Its summary.
     pub summary: &'a TraceSummary,
+    /// When the decision is made (rate limiters read it).
+    pub now: MonoTime,
 }
 
 impl TraceView<'_> {
@@ -466,6 +629,18 @@ impl TraceView<'_> {
         self.summary
             .rv
             .unwrap_or_else(|| self.trace_id.randomness())
+    }
+}
+
+/// The verdict of a leaf-backed policy: sampled when the leaf matched some span or resource (or,
+/// inverted, when none did); rule keeps have threshold 0.
+pub(crate) fn leaf_verdict(t: &TraceView<'_>, bit: u128, invert: bool) -> Verdict {
+    if (t.summary.leaf_bits & bit != 0) != invert {
+        Verdict::Sampled {
+            threshold: THRESHOLD_ALWAYS,
+        }
+    } else {
+        Verdict::NotSampled
     }
 }
 
@@ -522,6 +697,26 @@ pub enum Evaluator {
     Probabilistic(probabilistic::Probabilistic),
     /// `and`.
     And(and::And),
+    /// `numeric_attribute`.
+    NumericAttribute(numeric_attribute::NumericAttribute),
+    /// `boolean_attribute`.
+    BooleanAttribute(boolean_attribute::BooleanAttribute),
+    /// `span_count`.
+    SpanCount(span_count::SpanCount),
+    /// `trace_state`.
+    TraceState(trace_state::TraceStatePolicy),
+    /// `trace_flags`.
+    TraceFlags(trace_flags::TraceFlags),
+    /// `rate_limiting`.
+    RateLimiting(rate_limiting::RateLimiting),
+    /// `bytes_limiting`.
+    BytesLimiting(bytes_limiting::BytesLimiting),
+    /// `not`.
+    Not(not::Not),
+    /// `drop`.
+    Drop(drop::Drop),
+    /// `composite`.
+    Composite(composite::Composite),
 }
 
 impl Evaluator {
@@ -535,7 +730,22 @@ impl Evaluator {
             Evaluator::StringAttribute(p) => p.evaluate(t),
             Evaluator::Probabilistic(p) => p.evaluate(t),
             Evaluator::And(p) => p.evaluate(t),
+            Evaluator::NumericAttribute(p) => p.evaluate(t),
+            Evaluator::BooleanAttribute(p) => p.evaluate(t),
+            Evaluator::SpanCount(p) => p.evaluate(t),
+            Evaluator::TraceState(p) => p.evaluate(t),
+            Evaluator::TraceFlags(p) => p.evaluate(t),
+            Evaluator::RateLimiting(p) => p.evaluate(t),
+            Evaluator::BytesLimiting(p) => p.evaluate(t),
+            Evaluator::Not(p) => p.evaluate(t),
+            Evaluator::Drop(p) => p.evaluate(t),
+            Evaluator::Composite(p) => p.evaluate(t),
         }
+    }
+
+    /// True for `drop` policies, which are evaluated before all others.
+    pub fn is_drop(&self) -> bool {
+        matches!(self, Evaluator::Drop(_))
     }
 }
 
@@ -562,6 +772,33 @@ fn compile(
         PolicyKind::And(c) => {
             return and::And::build(c, &block, leaves, errors).map(Evaluator::And);
         }
+        PolicyKind::NumericAttribute(c) => {
+            numeric_attribute::NumericAttribute::build(c, leaves).map(Evaluator::NumericAttribute)
+        }
+        PolicyKind::BooleanAttribute(c) => {
+            boolean_attribute::BooleanAttribute::build(c, leaves).map(Evaluator::BooleanAttribute)
+        }
+        PolicyKind::SpanCount(c) => span_count::SpanCount::build(c).map(Evaluator::SpanCount),
+        PolicyKind::TraceState(c) => {
+            trace_state::TraceStatePolicy::build(c, leaves).map(Evaluator::TraceState)
+        }
+        PolicyKind::TraceFlags => Ok(Evaluator::TraceFlags(trace_flags::TraceFlags)),
+        PolicyKind::RateLimiting(c) => {
+            rate_limiting::RateLimiting::build(c).map(Evaluator::RateLimiting)
+        }
+        PolicyKind::BytesLimiting(c) => {
+            bytes_limiting::BytesLimiting::build(c).map(Evaluator::BytesLimiting)
+        }
+        PolicyKind::Not(c) => {
+            return not::Not::build(c, &block, leaves, errors).map(Evaluator::Not);
+        }
+        PolicyKind::Drop(c) => {
+            return drop::Drop::build(c, &block, leaves, errors).map(Evaluator::Drop);
+        }
+        PolicyKind::Composite(c) => {
+            return composite::Composite::build(c, &block, leaves, errors)
+                .map(Evaluator::Composite);
+        }
     };
     match r {
         Ok(e) => Some(e),
@@ -576,6 +813,8 @@ fn compile(
 #[derive(Debug)]
 pub struct Sampler {
     policies: Vec<(String, Evaluator)>,
+    /// Indexes of the `drop` policies, evaluated first.
+    drops: Vec<PolicyId>,
     leaves: LeafSet,
 }
 
@@ -593,8 +832,18 @@ impl Sampler {
                 policies.push((spec.name.clone(), e));
             }
         }
+        let drops = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, e))| e.is_drop())
+            .map(|(i, _)| i as PolicyId)
+            .collect();
         if errors.is_empty() {
-            Ok(Sampler { policies, leaves })
+            Ok(Sampler {
+                policies,
+                drops,
+                leaves,
+            })
         } else {
             Err(errors)
         }
@@ -623,11 +872,29 @@ impl Sampler {
         self.policies.is_empty()
     }
 
-    /// Decides a trace: OR across policies, a drop wins, the smallest threshold among keepers wins.
-    pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary) -> Decision {
-        let view = TraceView { trace_id, summary };
+    /// Decides a trace at `now`: `drop` policies first (a drop wins), then OR across the others,
+    /// the smallest threshold among the keepers naming the decision. Every non-drop policy is
+    /// evaluated, so rate limiters account for every trace they see, as in the Collector.
+    pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary, now: MonoTime) -> Decision {
+        let view = TraceView {
+            trace_id,
+            summary,
+            now,
+        };
+        for &i in &self.drops {
+            if self.policies[usize::from(i)].1.evaluate(&view) == Verdict::Dropped {
+                return Decision {
+                    keep: false,
+                    policy: Some(i),
+                    threshold: THRESHOLD_NEVER,
+                };
+            }
+        }
         let mut best: Option<(PolicyId, u64)> = None;
         for (i, (_, p)) in self.policies.iter().enumerate() {
+            if p.is_drop() {
+                continue;
+            }
             let id = i as PolicyId;
             match p.evaluate(&view) {
                 Verdict::Dropped => {
@@ -673,6 +940,46 @@ pub(crate) mod tests {
             .collect();
         assert!(errors.is_empty(), "{errors:?}");
         out
+    }
+
+    /// Runs `f` on a view of `s` at time zero; true when it keeps the trace.
+    pub(crate) fn view_of(s: &TraceSummary, f: impl FnOnce(&TraceView<'_>) -> Verdict) -> bool {
+        view_at(s, MonoTime::ZERO, f)
+    }
+
+    /// Runs `f` on a view of `s` at `now`; true when it keeps the trace.
+    pub(crate) fn view_at(
+        s: &TraceSummary,
+        now: MonoTime,
+        f: impl FnOnce(&TraceView<'_>) -> Verdict,
+    ) -> bool {
+        matches!(
+            f(&TraceView {
+                trace_id: TraceId([7; 16]),
+                summary: s,
+                now,
+            }),
+            Verdict::Sampled { .. }
+        )
+    }
+
+    /// One span with one attribute (on the span or on its resource) through the leaves, then `f`.
+    pub(crate) fn probe_one(
+        leaves: &LeafSet,
+        key: &str,
+        value: AnyValueRef<'_>,
+        on_resource: bool,
+        f: impl FnOnce(&TraceView<'_>) -> Verdict,
+    ) -> bool {
+        let mut scratch = Vec::new();
+        let raw = RawValue::encode(value, &mut scratch);
+        let mut m = meta(0, 1, StatusCode::Unset, true);
+        m.leaf_bits = if on_resource {
+            leaves.resource_attribute(key.as_bytes(), raw)
+        } else {
+            leaves.span_attribute(key.as_bytes(), raw)
+        };
+        view_of(&summary(&[m]), f)
     }
 
     pub(crate) fn summary(spans: &[SpanMeta]) -> TraceSummary {
@@ -740,22 +1047,22 @@ pub(crate) mod tests {
             meta(0, 10, StatusCode::Ok, true),
             meta(1, 2, StatusCode::Error, false),
         ]);
-        let d = sampler.decide(low, &err);
+        let d = sampler.decide(low, &err, MonoTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "errors");
         assert_eq!(d.threshold, 0);
 
         let slow = summary(&[meta(0, 501, StatusCode::Unset, true)]);
-        assert!(sampler.decide(low, &slow).keep);
+        assert!(sampler.decide(low, &slow, MonoTime::ZERO).keep);
         let not_slow = summary(&[meta(0, 500, StatusCode::Unset, true)]);
-        assert!(!sampler.decide(low, &not_slow).keep);
+        assert!(!sampler.decide(low, &not_slow, MonoTime::ZERO).keep);
 
         // The 1% default keeps only high-randomness traces, with threshold and adjusted count 100.
-        let d = sampler.decide(high, &not_slow);
+        let d = sampler.decide(high, &not_slow, MonoTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "default");
         assert!((adjusted_count(d.threshold) - 100.0).abs() < 1e-6);
-        assert!(!sampler.decide(mid, &not_slow).keep);
+        assert!(!sampler.decide(mid, &not_slow, MonoTime::ZERO).keep);
     }
 
     #[test]
@@ -772,11 +1079,15 @@ pub(crate) mod tests {
         m.leaf_bits = bits;
         let s = summary(&[m]);
         let mid = tid_with_randomness(3 << 54);
-        let d = sampler.decide(mid, &s);
+        let d = sampler.decide(mid, &s, MonoTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "important");
         assert!((adjusted_count(d.threshold) - 2.0).abs() < 1e-9);
-        assert!(!sampler.decide(tid_with_randomness(1 << 54), &s).keep);
+        assert!(
+            !sampler
+                .decide(tid_with_randomness(1 << 54), &s, MonoTime::ZERO)
+                .keep
+        );
     }
 
     #[test]
@@ -788,7 +1099,11 @@ pub(crate) mod tests {
 "#,
         ))
         .unwrap();
-        let d = sampler.decide(tid_with_randomness(THRESHOLD_NEVER - 1), &summary(&[]));
+        let d = sampler.decide(
+            tid_with_randomness(THRESHOLD_NEVER - 1),
+            &summary(&[]),
+            MonoTime::ZERO,
+        );
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "p90");
     }
 
@@ -801,10 +1116,14 @@ pub(crate) mod tests {
         let id = tid_with_randomness(0); // would be dropped on trace-id randomness
         let mut m = meta(0, 1, StatusCode::Unset, true);
         m.rv = Some(THRESHOLD_NEVER - 1);
-        assert!(sampler.decide(id, &summary(&[m])).keep);
+        assert!(sampler.decide(id, &summary(&[m]), MonoTime::ZERO).keep);
         assert!(
             !sampler
-                .decide(id, &summary(&[meta(0, 1, StatusCode::Unset, true)]))
+                .decide(
+                    id,
+                    &summary(&[meta(0, 1, StatusCode::Unset, true)]),
+                    MonoTime::ZERO
+                )
                 .keep
         );
     }
@@ -829,12 +1148,15 @@ pub(crate) mod tests {
         let n = 20_000;
         for _ in 0..n {
             let id = TraceId(rng.random());
-            let ds: Vec<bool> = samplers.iter().map(|x| x.decide(id, &s).keep).collect();
+            let ds: Vec<bool> = samplers
+                .iter()
+                .map(|x| x.decide(id, &s, MonoTime::ZERO).keep)
+                .collect();
             assert_eq!(
                 ds,
                 samplers
                     .iter()
-                    .map(|x| x.decide(id, &s).keep)
+                    .map(|x| x.decide(id, &s, MonoTime::ZERO).keep)
                     .collect::<Vec<_>>()
             );
             for w in ds.windows(2) {

@@ -36,37 +36,9 @@ impl AndConfig {
         block: Option<&serde_yaml::Value>,
         errors: &mut Vec<ConfigError>,
     ) -> Option<AndConfig> {
-        let Some(map) = block.and_then(|b| b.as_mapping()) else {
-            errors.push(ConfigError::new(
-                path,
-                "expected a mapping with `and_sub_policy`",
-            ));
-            return None;
-        };
-        for k in map.keys() {
-            if k.as_str() != Some("and_sub_policy") {
-                errors.push(ConfigError::new(
-                    format!("{path}.{}", k.as_str().unwrap_or("?")),
-                    "unknown field; expected and_sub_policy",
-                ));
-            }
-        }
-        let Some(items) = map.get("and_sub_policy").and_then(|v| v.as_sequence()) else {
-            errors.push(ConfigError::new(
-                format!("{path}.and_sub_policy"),
-                "expected a list of policies",
-            ));
-            return None;
-        };
-        let before = errors.len();
-        let subs: Vec<PolicySpec> = items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| {
-                PolicySpec::from_yaml(&format!("{path}.and_sub_policy[{i}]"), v, errors)
-            })
-            .collect();
-        (errors.len() == before).then_some(AndConfig {
+        let map = super::block_fields(path, block, &["and_sub_policy"], errors)?;
+        let subs = super::sub_policies(path, map, "and_sub_policy", errors)?;
+        Some(AndConfig {
             and_sub_policy: subs,
         })
     }

@@ -70,7 +70,8 @@ mod tests {
         matches!(
             p.evaluate(&TraceView {
                 trace_id: TraceId([1; 16]),
-                summary: &s
+                summary: &s,
+                now: crate::clock::MonoTime::ZERO,
             }),
             Verdict::Sampled { .. }
         )

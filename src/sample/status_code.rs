@@ -66,6 +66,7 @@ mod tests {
             p.evaluate(&TraceView {
                 trace_id: TraceId([1; 16]),
                 summary: s,
+                now: crate::clock::MonoTime::ZERO,
             })
         };
         assert_eq!(v(&hit), Verdict::Sampled { threshold: 0 });

@@ -51,7 +51,7 @@ impl StringAttribute {
         } else {
             LeafMatch::Exact(c.values.clone())
         };
-        let idx = leaves.add_string(&c.key, matcher)?;
+        let idx = leaves.add(&c.key, matcher)?;
         Ok(StringAttribute {
             bit: 1u128 << idx,
             invert: c.invert_match,
@@ -94,7 +94,8 @@ mod tests {
         matches!(
             p.evaluate(&TraceView {
                 trace_id: TraceId([1; 16]),
-                summary: &s
+                summary: &s,
+                now: crate::clock::MonoTime::ZERO,
             }),
             Verdict::Sampled { .. }
         )

@@ -106,7 +106,8 @@ fn bench(c: &mut Criterion) {
                 store.poll_due(now + Duration::from_secs(3600), &mut due);
                 let mut kept = 0;
                 for t in &due {
-                    let d = sampler.decide(t.trace_id, &t.summary);
+                    let d =
+                        sampler.decide(t.trace_id, &t.summary, tracesift::clock::MonoTime::ZERO);
                     store.remember(t.trace_id, d, now);
                     kept += usize::from(d.keep);
                 }

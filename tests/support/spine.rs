@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -279,6 +280,35 @@ pub async fn scenario(split: bool) {
                         "span twice in sampled topic"
                     );
                     *per_trace.entry(t).or_default() += 1;
+                    // OTEP 235 on kept spans: th in tracestate, policy and adjusted count.
+                    let attr = |k: &str| {
+                        s.attributes
+                            .iter()
+                            .find(|kv| kv.key == k)
+                            .and_then(|kv| kv.value.clone())
+                            .and_then(|v| v.value)
+                    };
+                    let th = s
+                        .trace_state
+                        .split(',')
+                        .find_map(|m| m.trim().strip_prefix("ot=th:"))
+                        .unwrap_or_else(|| panic!("no ot=th in {:?}", s.trace_state));
+                    let count = match attr("sampling.adjusted_count") {
+                        Some(any_value::Value::DoubleValue(c)) => c,
+                        other => panic!("adjusted count {other:?}"),
+                    };
+                    let policy = match attr("tailsampling.policy") {
+                        Some(any_value::Value::StringValue(p)) => p,
+                        other => panic!("policy {other:?}"),
+                    };
+                    let (want_th, want_count) = match policy.as_str() {
+                        "errors" | "slow" => ("0", 1.0),
+                        "important" => ("8", 2.0),
+                        "default" => ("fd70a3d70a3d7", 100.0),
+                        p => panic!("unexpected policy {p}"),
+                    };
+                    assert_eq!(th.split(';').next(), Some(want_th), "{policy}");
+                    assert!((count - want_count).abs() < 1e-6, "{policy}: {count}");
                 }
             }
         }
