@@ -71,9 +71,12 @@ mod tests {
         }
     }
 
+    /// (min, max, invert, attribute value, kept)
+    type Row = (Option<i64>, Option<i64>, bool, AnyValueRef<'static>, bool);
+
     #[test]
     fn ranges_are_inclusive_and_typed() {
-        let table: &[(Option<i64>, Option<i64>, bool, AnyValueRef<'_>, bool)] = &[
+        let table: &[Row] = &[
             (Some(500), Some(599), false, AnyValueRef::Int(500), true),
             (Some(500), Some(599), false, AnyValueRef::Int(599), true),
             (Some(500), Some(599), false, AnyValueRef::Int(600), false),
