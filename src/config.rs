@@ -466,14 +466,35 @@ impl Config {
             None | Some(serde_yaml::Value::Null) => Some(Vec::new()),
             Some(serde_yaml::Value::Sequence(items)) => {
                 let before = errors.len();
-                let parsed: Vec<PolicySpec> = items
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, v)| {
+                let mut parsed: Vec<PolicySpec> = Vec::new();
+                let mut compiled_alone = Vec::new();
+                for (i, v) in items.iter().enumerate() {
+                    let n = errors.len();
+                    if let Some(p) =
                         PolicySpec::from_yaml(&format!("policies[{i}]"), v, &mut errors)
-                    })
-                    .collect();
-                (errors.len() == before).then_some(parsed)
+                    {
+                        if errors.len() == n {
+                            compiled_alone.push((i, p.clone()));
+                        }
+                        parsed.push(p);
+                    }
+                }
+                if errors.len() == before {
+                    Some(parsed)
+                } else {
+                    // Some policies did not parse: still compile the others, each on its own
+                    // under its own index, so every problem is reported in one go.
+                    for (i, p) in compiled_alone {
+                        if let Err(more) = crate::sample::Sampler::build(&[p]) {
+                            errors.extend(more.into_iter().map(|mut e| {
+                                e.path =
+                                    e.path.replacen("policies[0]", &format!("policies[{i}]"), 1);
+                                e
+                            }));
+                        }
+                    }
+                    None
+                }
             }
             Some(_) => {
                 errors.push(ConfigError::new("policies", "expected a list of policies"));
@@ -523,10 +544,12 @@ impl Config {
                 };
                 if let Err(ConfigErrors(more)) = partial.validate() {
                     for e in more {
-                        if !errors
-                            .iter()
-                            .any(|x| e.path.starts_with(&x.path) && !x.path.is_empty())
-                        {
+                        let covered = errors.iter().any(|x| {
+                            !x.path.is_empty()
+                                && (e.path.starts_with(&x.path)
+                                    || (e.path == "policies" && x.path.starts_with("policies")))
+                        });
+                        if !covered {
                             errors.push(e);
                         }
                     }

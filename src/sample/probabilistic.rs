@@ -1,4 +1,9 @@
 //! `probabilistic`: consistent probability sampling (OTEP 235) on the trace's randomness.
+//!
+//! With a `hash_salt` the randomness is instead 56 bits of FNV-1a over the salt and the trace
+//! id, as the Collector hashes: still a pure function of the trace (replays repeat it, the
+//! adjusted count is right), but independent of upstream samplers rather than consistent with
+//! them.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,12 +15,27 @@ use super::{threshold_for_probability, TraceView, Verdict};
 pub struct ProbabilisticConfig {
     /// Percentage of traces to keep, 0–100 (fractions allowed).
     pub sampling_percentage: f64,
+    /// Salt for an independent hash of the trace id (empty = OTEP 235 randomness).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hash_salt: String,
 }
 
 /// Compiled `probabilistic`: a 56-bit rejection threshold.
 #[derive(Debug)]
 pub struct Probabilistic {
     threshold: u64,
+    salt: Option<Box<[u8]>>,
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 impl Probabilistic {
@@ -29,12 +49,17 @@ impl Probabilistic {
         }
         Ok(Probabilistic {
             threshold: threshold_for_probability(p / 100.0),
+            salt: (!c.hash_salt.is_empty()).then(|| c.hash_salt.as_bytes().into()),
         })
     }
 
     /// Sampled iff randomness >= threshold.
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
-        if t.randomness() >= self.threshold {
+        let r = match &self.salt {
+            None => t.randomness(),
+            Some(salt) => fnv1a(&[salt, &t.trace_id.0]) >> 8,
+        };
+        if r >= self.threshold {
             Verdict::Sampled {
                 threshold: self.threshold,
             }

@@ -1,0 +1,416 @@
+//! The Collector's `policies:` block, pasted unchanged (tests/fixtures/collector_policies.yaml),
+//! parsed by tracesift, and each policy checked for behaviour on real OTLP records built for it
+//! (through the same lazy scanner and trace summary the pipeline uses). Also: precedence (drop
+//! first), and the statistical promises of the sampling math.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tracesift::clock::MonoTime;
+use tracesift::config::Config;
+use tracesift::otlp::{scan_request_into, TraceId};
+use tracesift::sample::{adjusted_count, PolicySpec, Sampler, TraceSummary, THRESHOLD_UNKNOWN};
+
+const FIXTURE: &str = include_str!("fixtures/collector_policies.yaml");
+
+fn kv(k: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+/// One span of a test trace.
+#[derive(Clone, Default)]
+struct Sp {
+    attrs: Vec<KeyValue>,
+    resource: Vec<KeyValue>,
+    error: bool,
+    ms: u64,
+    trace_state: String,
+    sampled_flag: bool,
+}
+
+fn sp() -> Sp {
+    Sp {
+        ms: 10,
+        ..Default::default()
+    }
+}
+
+impl Sp {
+    fn attr(mut self, k: &str, v: any_value::Value) -> Sp {
+        self.attrs.push(kv(k, v));
+        self
+    }
+    fn res(mut self, k: &str, v: any_value::Value) -> Sp {
+        self.resource.push(kv(k, v));
+        self
+    }
+    fn ms(mut self, ms: u64) -> Sp {
+        self.ms = ms;
+        self
+    }
+}
+
+/// Builds the trace's OTLP record, scans it as the pipeline does, and folds the summary.
+fn summarize(sampler: &Sampler, id: TraceId, spans: &[Sp]) -> TraceSummary {
+    let resource_spans = spans
+        .iter()
+        .enumerate()
+        .map(|(i, x)| ResourceSpans {
+            resource: Some(Resource {
+                attributes: x.resource.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span {
+                    trace_id: id.0.to_vec(),
+                    span_id: vec![i as u8 + 1; 8],
+                    parent_span_id: if i == 0 { vec![] } else { vec![1; 8] },
+                    name: "op".into(),
+                    start_time_unix_nano: 1_000_000_000,
+                    end_time_unix_nano: 1_000_000_000 + x.ms * 1_000_000,
+                    attributes: x.attrs.clone(),
+                    trace_state: x.trace_state.clone(),
+                    flags: if x.sampled_flag { 0x101 } else { 0x100 },
+                    status: Some(Status {
+                        code: if x.error {
+                            status::StatusCode::Error as i32
+                        } else {
+                            status::StatusCode::Ok as i32
+                        },
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    let rec = Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec());
+    let mut out = Vec::new();
+    scan_request_into(&rec, sampler.probe(), &mut out).unwrap();
+    let mut sum = TraceSummary::new();
+    for x in &out {
+        sum.add(&x.meta);
+    }
+    sum
+}
+
+fn fixture() -> Vec<PolicySpec> {
+    Config::parse(FIXTURE)
+        .unwrap_or_else(|e| panic!("the Collector's policies must parse unchanged:\n{e}"))
+        .policies
+}
+
+fn only(name: &str) -> Sampler {
+    let spec = fixture()
+        .into_iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{name} not in fixture"));
+    Sampler::build(&[spec]).unwrap()
+}
+
+fn keeps(sampler: &Sampler, spans: &[Sp]) -> bool {
+    let id = TraceId([0x42; 16]);
+    sampler
+        .decide(id, &summarize(sampler, id, spans), MonoTime::ZERO)
+        .keep
+}
+
+#[test]
+fn every_collector_policy_type_parses_unchanged() {
+    let specs = fixture();
+    let types: std::collections::BTreeSet<&str> =
+        specs.iter().map(|p| p.kind.type_name()).collect();
+    for t in tracesift::sample::POLICY_TYPES {
+        assert!(types.contains(t), "fixture lacks {t}");
+    }
+    Sampler::build(&specs).unwrap();
+    // The effective config prints them back in the same syntax, and that parses again.
+    let cfg = Config::parse(FIXTURE).unwrap();
+    let again = Config::parse(&cfg.to_yaml()).unwrap();
+    assert_eq!(again.policies, cfg.policies);
+}
+
+#[test]
+fn attribute_policies_on_spans_and_resources() {
+    let num = only("test-policy-3");
+    assert!(keeps(
+        &num,
+        &[sp().attr("key1", any_value::Value::IntValue(50))]
+    ));
+    assert!(keeps(
+        &num,
+        &[sp(), sp().res("key1", any_value::Value::IntValue(100))]
+    ));
+    assert!(!keeps(
+        &num,
+        &[sp().attr("key1", any_value::Value::IntValue(101))]
+    ));
+    assert!(
+        !keeps(&num, &[sp().attr("key1", s("75"))]),
+        "strings are not numbers"
+    );
+    assert!(!keeps(&num, &[sp()]), "missing attribute");
+    let inv = only("test-policy-14");
+    assert!(
+        inv.decide(
+            TraceId([1; 16]),
+            &summarize(&inv, TraceId([1; 16]), &[sp()]),
+            MonoTime::ZERO
+        )
+        .keep
+    );
+    assert!(!keeps(
+        &inv,
+        &[sp().attr("key1", any_value::Value::IntValue(60))]
+    ));
+
+    let exact = only("test-policy-6");
+    assert!(keeps(&exact, &[sp().attr("key2", s("value2"))]));
+    assert!(keeps(&exact, &[sp().res("key2", s("value1"))]));
+    assert!(!keeps(&exact, &[sp().attr("key2", s("value3"))]));
+    let regex = only("test-policy-7");
+    assert!(keeps(&regex, &[sp().attr("key2", s("valid"))]));
+    assert!(
+        keeps(&regex, &[sp().attr("key2", s("an interval"))]),
+        "unanchored"
+    );
+    assert!(!keeps(&regex, &[sp().attr("key2", s("other"))]));
+    let inverted = only("test-policy-9");
+    assert!(keeps(&inverted, &[sp().attr("http.url", s("/api/cart"))]));
+    assert!(!keeps(
+        &inverted,
+        &[sp(), sp().attr("http.url", s("/health"))]
+    ));
+
+    let boolean = only("test-policy-13");
+    assert!(keeps(
+        &boolean,
+        &[sp().attr("key4", any_value::Value::BoolValue(true))]
+    ));
+    assert!(!keeps(
+        &boolean,
+        &[sp().attr("key4", any_value::Value::BoolValue(false))]
+    ));
+    assert!(!keeps(&boolean, &[sp().attr("key4", s("true"))]));
+
+    let and = only("and-policy-1");
+    let both = sp()
+        .attr("key1", any_value::Value::IntValue(70))
+        .attr("key2", s("value1"));
+    assert!(keeps(&and, &[both]));
+    // The two conditions may be met by different spans of the trace (trace-level AND).
+    assert!(keeps(
+        &and,
+        &[
+            sp().attr("key1", any_value::Value::IntValue(70)),
+            sp().res("key2", s("value2"))
+        ]
+    ));
+    assert!(!keeps(
+        &and,
+        &[sp().attr("key1", any_value::Value::IntValue(70))]
+    ));
+
+    let not = only("not-policy-1");
+    assert!(!keeps(&not, &[sp().attr("key2", s("value1"))]));
+    assert!(keeps(&not, &[sp().attr("key2", s("value2"))]));
+}
+
+#[test]
+fn trace_level_policies() {
+    let lat = only("test-policy-2");
+    assert!(!keeps(&lat, &[sp().ms(5000)]), "threshold is exclusive");
+    assert!(keeps(&lat, &[sp().ms(5001)]));
+    assert!(keeps(&lat, &[sp().ms(10000)]), "upper bound is inclusive");
+    assert!(!keeps(&lat, &[sp().ms(10001)]));
+
+    let status = only("test-policy-5");
+    assert!(keeps(
+        &status,
+        &[
+            sp(),
+            Sp {
+                error: true,
+                ..sp()
+            }
+        ]
+    ));
+    assert!(!keeps(&status, &[sp()]), "OK is not listed");
+
+    let count = only("test-policy-10");
+    assert!(!keeps(&count, &[sp()]));
+    assert!(keeps(&count, &vec![sp(); 2]));
+    assert!(keeps(&count, &vec![sp(); 20]));
+    assert!(!keeps(&count, &vec![sp(); 21]));
+
+    let ts = only("test-policy-11");
+    let with_ts = |v: &str| Sp {
+        trace_state: v.into(),
+        ..sp()
+    };
+    assert!(keeps(&ts, &[sp(), with_ts("ot=th:8,key3=value2")]));
+    assert!(!keeps(&ts, &[with_ts("key3=value9")]));
+
+    let flags = only("test-policy-15");
+    assert!(keeps(
+        &flags,
+        &[
+            sp(),
+            Sp {
+                sampled_flag: true,
+                ..sp()
+            }
+        ]
+    ));
+    assert!(!keeps(&flags, &[sp()]));
+
+    assert!(keeps(&only("test-policy-1"), &[sp()]));
+}
+
+#[test]
+fn limiters_and_composite_budget_per_second() {
+    let rate = only("test-policy-8"); // 35 spans/s, burst 70
+    let id = TraceId([9; 16]);
+    let ten = summarize(&rate, id, &vec![sp(); 10]);
+    let at = |ms| MonoTime::from_millis(ms);
+    let kept = (0..10)
+        .filter(|_| rate.decide(id, &ten, at(1_000)).keep)
+        .count();
+    assert_eq!(kept, 7, "burst of 70 spans = 7 traces of 10");
+    let d = rate.decide(id, &ten, at(2_000));
+    assert!(d.keep, "35 tokens back after a second");
+    assert_eq!(
+        d.threshold, THRESHOLD_UNKNOWN,
+        "rate-limited keeps have no known probability"
+    );
+
+    let bytes = only("test-policy-12"); // 10 KiB/s, burst 20 KiB
+    let big = summarize(
+        &bytes,
+        id,
+        &vec![sp().attr("pad", s(&"x".repeat(4_000))); 6],
+    );
+    assert!(big.bytes > 20_480, "{}", big.bytes);
+    assert!(
+        !bytes.decide(id, &big, at(60_000)).keep,
+        "larger than the burst"
+    );
+    let small = summarize(&bytes, id, &[sp().attr("pad", s(&"x".repeat(4_000)))]);
+    let kept = (0..10)
+        .filter(|_| bytes.decide(id, &small, at(60_000)).keep)
+        .count();
+    assert_eq!(kept, (20_480 / small.bytes) as usize);
+
+    // composite: policy-1 has 500 spans/s, policy-2 250, policy-3 (always) an equal third.
+    let comp = only("composite-policy-1");
+    let k1 = summarize(
+        &comp,
+        id,
+        &vec![sp().attr("key1", any_value::Value::IntValue(60)); 100],
+    );
+    let k2 = summarize(&comp, id, &vec![sp().attr("key2", s("value1")); 100]);
+    let other = summarize(&comp, id, &vec![sp(); 100]);
+    let count = |s: &TraceSummary, ms| (0..20).filter(|_| comp.decide(id, s, at(ms)).keep).count();
+    assert_eq!(count(&k1, 10_000), 5, "500 spans/s for policy-1");
+    assert_eq!(count(&k2, 10_000), 2, "250 spans/s for policy-2");
+    assert_eq!(
+        count(&other, 10_000),
+        3,
+        "1000/3 spans/s for the always_sample"
+    );
+    assert_eq!(count(&k1, 10_999), 0, "same second: budget spent");
+    assert_eq!(count(&k1, 11_000), 5, "next second: budget back");
+}
+
+#[test]
+fn drop_wins_and_is_evaluated_first() {
+    let specs = fixture();
+    let sampler = Sampler::build(&specs).unwrap();
+    let id = TraceId([3; 16]);
+    // always_sample, errors etc. would keep it: the drop policy still wins.
+    let health = summarize(
+        &sampler,
+        id,
+        &[Sp {
+            error: true,
+            ..sp().attr("url.path", s("/health"))
+        }],
+    );
+    let d = sampler.decide(id, &health, MonoTime::ZERO);
+    assert!(!d.keep);
+    assert_eq!(sampler.policy_name(d.policy.unwrap()), "drop-policy-1");
+    // Without the dropped path the same trace is kept, by the rule with the smallest threshold.
+    let fine = summarize(
+        &sampler,
+        id,
+        &[Sp {
+            error: true,
+            ..sp()
+        }],
+    );
+    let d = sampler.decide(id, &fine, MonoTime::ZERO);
+    assert!(d.keep);
+    assert_eq!(adjusted_count(d.threshold), 1.0);
+}
+
+#[test]
+fn unknown_types_fields_and_ottl_are_rejected_with_paths() {
+    let bad = r#"
+policies:
+  - {name: a, type: numeric_attribute, numeric_attribute: {key: k, minimum: 1}}
+  - {name: b, type: rate_limit, rate_limit: {}}
+  - {name: c, type: ottl_condition, ottl_condition: {span: ['attributes["x"] == 1']}}
+  - {name: d, type: composite, composite: {max_total_spans_per_second: 10, policy_order: [nope], composite_sub_policy: [{name: x, type: always_sample}], rate_allocation: [{policy: y, percent: 10}]}}
+  - {name: e, type: not, not: {not_sub_policy: {name: f, type: span_count, span_count: {min_spans: 3, max_spans: 1}}}}
+"#;
+    let err = Config::parse(bad).unwrap_err().to_string();
+    for want in [
+        "policies[0].numeric_attribute.minimum",
+        "policies[1].type",
+        "valid types: always_sample",
+        "policies[2].type",
+        "not supported",
+        "policies[3].composite.policy_order[0]",
+        "policies[3].composite.rate_allocation[0].policy",
+        "policies[4].not.not_sub_policy.span_count",
+    ] {
+        assert!(err.contains(want), "{want} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn salted_probabilistic_is_deterministic_and_near_its_rate() {
+    let p = only("test-policy-4"); // 10%, salted
+    let mut kept = 0;
+    let n = 20_000u32;
+    for i in 1..=n {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        let id = TraceId(id);
+        let sum = summarize(&p, id, &[sp()]);
+        let a = p.decide(id, &sum, MonoTime::ZERO).keep;
+        assert_eq!(a, p.decide(id, &sum, MonoTime::ZERO).keep);
+        kept += u32::from(a);
+    }
+    // Ids differing only in their high bytes would all share one OTEP 235 randomness (the low
+    // 56 bits): the salt hashes the whole id, so they spread.
+    let sd = (f64::from(n) * 0.1 * 0.9).sqrt();
+    assert!(
+        (f64::from(kept) - f64::from(n) * 0.1).abs() < 5.0 * sd,
+        "{kept}"
+    );
+}
