@@ -357,7 +357,11 @@ pub struct Config {
     /// Trace store.
     pub store: StoreConfig,
     /// Sampling policies (Collector `tail_sampling` syntax, OR across policies, drop wins).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicySpec>,
+    /// Ordered first-match tiers, instead of `policies`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<crate::sample::TierSpec>,
     /// Sinks.
     pub sinks: SinksConfig,
     /// Archive.
@@ -373,6 +377,7 @@ const SECTIONS: &[&str] = &[
     "kafka",
     "store",
     "policies",
+    "tiers",
     "sinks",
     "archive",
     "telemetry",
@@ -501,6 +506,39 @@ impl Config {
                 None
             }
         };
+        let tiers = match get("tiers") {
+            None | Some(serde_yaml::Value::Null) => Some(Vec::new()),
+            Some(serde_yaml::Value::Sequence(items)) => {
+                let before = errors.len();
+                let parsed: Vec<(usize, crate::sample::TierSpec)> = items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| {
+                        crate::sample::TierSpec::from_yaml(&format!("tiers[{i}]"), v, &mut errors)
+                            .map(|t| (i, t))
+                    })
+                    .collect();
+                if errors.len() == before {
+                    Some(parsed.into_iter().map(|(_, t)| t).collect())
+                } else {
+                    // Compile the tiers that parsed, each under its own index.
+                    for (i, t) in parsed {
+                        if let Err(more) = crate::sample::Sampler::build_tiers(&[t]) {
+                            errors.extend(more.into_iter().map(|mut e| {
+                                e.path = e.path.replacen("tiers[0]", &format!("tiers[{i}]"), 1);
+                                e
+                            }));
+                        }
+                    }
+                    None
+                }
+            }
+            Some(_) => {
+                errors.push(ConfigError::new("tiers", "expected a list of tiers"));
+                None
+            }
+        };
+        let tiers = tiers.unwrap_or_default();
         match (
             kafka,
             store,
@@ -523,6 +561,7 @@ impl Config {
                     kafka,
                     store,
                     policies,
+                    tiers,
                     sinks,
                     archive,
                     telemetry,
@@ -537,6 +576,7 @@ impl Config {
                     kafka: kafka.unwrap_or_default(),
                     store: store.unwrap_or_default(),
                     policies: policies.unwrap_or_default(),
+                    tiers,
                     sinks: sinks.unwrap_or_default(),
                     archive: archive.unwrap_or_default(),
                     telemetry: telemetry.unwrap_or_default(),
@@ -547,7 +587,9 @@ impl Config {
                         let covered = errors.iter().any(|x| {
                             !x.path.is_empty()
                                 && (e.path.starts_with(&x.path)
-                                    || (e.path == "policies" && x.path.starts_with("policies")))
+                                    || (e.path == "policies"
+                                        && (x.path.starts_with("policies")
+                                            || x.path.starts_with("tiers"))))
                         });
                         if !covered {
                             errors.push(e);
@@ -676,23 +718,40 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if self.policies.is_empty() {
-            e.push(ConfigError::new(
+        match (self.policies.is_empty(), self.tiers.is_empty()) {
+            (true, true) => e.push(ConfigError::new(
                 "policies",
-                "at least one policy is needed (e.g. {name: all, type: always_sample})",
-            ));
+                "at least one policy (or a `tiers:` list) is needed, e.g. {name: all, type: always_sample}",
+            )),
+            (false, false) => e.push(ConfigError::new(
+                "tiers",
+                "give either `policies:` (OR of Collector policies) or `tiers:` (first match), not both",
+            )),
+            _ => {}
         }
         let mut seen = std::collections::HashSet::new();
-        for (i, p) in self.policies.iter().enumerate() {
-            if !seen.insert(p.name.as_str()) {
+        let names = self
+            .policies
+            .iter()
+            .map(|p| ("policies", p.name.as_str()))
+            .chain(self.tiers.iter().map(|t| ("tiers", t.name.as_str())));
+        for (i, (section, name)) in names.enumerate() {
+            if !seen.insert(name) {
+                let i = if section == "tiers" {
+                    i - self.policies.len()
+                } else {
+                    i
+                };
                 e.push(ConfigError::new(
-                    format!("policies[{i}].name"),
-                    format!("policy name `{}` is used twice", p.name),
+                    format!("{section}[{i}].name"),
+                    format!("name `{name}` is used twice"),
                 ));
             }
         }
-        if let Err(more) = crate::sample::Sampler::build(&self.policies) {
-            e.extend(more);
+        if self.tiers.is_empty() || self.policies.is_empty() {
+            if let Err(more) = crate::sample::Sampler::from_config(self) {
+                e.extend(more);
+            }
         }
         let h = &self.archive.hot;
         if self.sinks.parquet.enabled {
@@ -744,6 +803,15 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigErrors(e))
+        }
+    }
+
+    /// Names of the top-level policies (or tiers), in order: they label decisions.
+    pub fn policy_names(&self) -> Vec<String> {
+        if self.tiers.is_empty() {
+            self.policies.iter().map(|p| p.name.clone()).collect()
+        } else {
+            self.tiers.iter().map(|t| t.name.clone()).collect()
         }
     }
 

@@ -83,7 +83,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     cfg_yaml["telemetry"] = serde_yaml::from_str("{listen: '127.0.0.1:0'}")?;
     let cfg =
         Config::parse(&serde_yaml::to_string(&cfg_yaml)?).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: Vec<String> = cfg.policies.iter().map(|p| p.name.clone()).collect();
+    let names: Vec<String> = cfg.policy_names();
     let decision_wait = cfg.store.decision_wait;
     let flush = cfg.archive.hot.flush_interval;
 

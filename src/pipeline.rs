@@ -679,13 +679,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let health = crate::telemetry::Health::default();
     let config = Arc::new(config);
     let sampler = Arc::new(
-        Sampler::build(&config.policies)
+        Sampler::from_config(&config)
             .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?,
     );
     let policy_names: Arc<[Arc<str>]> = config
-        .policies
+        .policy_names()
         .iter()
-        .map(|p| Arc::from(p.name.as_str()))
+        .map(|n| Arc::from(n.as_str()))
         .collect();
     let producer: FutureProducer = crate::source::producer_config(&config).create()?;
     ensure_output_topics(&config).await?;
@@ -697,7 +697,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let stats = Arc::new(RunStats::new(config.policies.len()));
+    let stats = Arc::new(RunStats::new(policy_names.len()));
     let shared = Shared {
         config: Arc::clone(&config),
         sampler: Arc::clone(&sampler),

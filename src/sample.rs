@@ -31,6 +31,7 @@ mod rate_limiting;
 mod span_count;
 mod status_code;
 mod string_attribute;
+mod tiers;
 mod trace_flags;
 mod trace_state;
 
@@ -54,6 +55,7 @@ pub use rate_limiting::RateLimitingConfig;
 pub use span_count::SpanCountConfig;
 pub use status_code::StatusCodeConfig;
 pub use string_attribute::StringAttributeConfig;
+pub use tiers::TierSpec;
 pub use trace_state::TraceStateConfig;
 
 /// The threshold that keeps everything (p = 1).
@@ -813,6 +815,8 @@ fn compile(
 #[derive(Debug)]
 pub struct Sampler {
     policies: Vec<(String, Evaluator)>,
+    /// First-match tiers instead of OR-ed policies (then `policies` is empty).
+    tiers: Vec<(String, tiers::Tier)>,
     /// Indexes of the `drop` policies, evaluated first.
     drops: Vec<PolicyId>,
     leaves: LeafSet,
@@ -841,11 +845,48 @@ impl Sampler {
         if errors.is_empty() {
             Ok(Sampler {
                 policies,
+                tiers: Vec::new(),
                 drops,
                 leaves,
             })
         } else {
             Err(errors)
+        }
+    }
+
+    /// Compiles first-match tiers; every problem is reported.
+    pub fn build_tiers(specs: &[TierSpec]) -> Result<Sampler, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut leaves = LeafSet::default();
+        if specs.len() > usize::from(PolicyId::MAX) {
+            errors.push(ConfigError::new("tiers", "too many tiers"));
+        }
+        let mut tiers = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            if let Some(t) =
+                tiers::Tier::build(spec, &format!("tiers[{i}]"), &mut leaves, &mut errors)
+            {
+                tiers.push((spec.name.clone(), t));
+            }
+        }
+        if errors.is_empty() {
+            Ok(Sampler {
+                policies: Vec::new(),
+                tiers,
+                drops: Vec::new(),
+                leaves,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The sampler a configuration describes (its tiers, else its policies).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Sampler, Vec<ConfigError>> {
+        if cfg.tiers.is_empty() {
+            Sampler::build(&cfg.policies)
+        } else {
+            Sampler::build_tiers(&cfg.tiers)
         }
     }
 
@@ -856,20 +897,22 @@ impl Sampler {
 
     /// Name of a top-level policy.
     pub fn policy_name(&self, id: PolicyId) -> &str {
+        let i = usize::from(id);
         self.policies
-            .get(usize::from(id))
+            .get(i)
             .map(|(n, _)| n.as_str())
+            .or_else(|| self.tiers.get(i).map(|(n, _)| n.as_str()))
             .unwrap_or("unknown")
     }
 
-    /// Number of top-level policies.
+    /// Number of top-level policies (or tiers).
     pub fn len(&self) -> usize {
-        self.policies.len()
+        self.policies.len() + self.tiers.len()
     }
 
     /// True when there are no policies.
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.len() == 0
     }
 
     /// Decides a trace at `now`: `drop` policies first (a drop wins), then OR across the others,
@@ -881,6 +924,9 @@ impl Sampler {
             summary,
             now,
         };
+        if !self.tiers.is_empty() {
+            return self.decide_tiers(&view);
+        }
         for &i in &self.drops {
             if self.policies[usize::from(i)].1.evaluate(&view) == Verdict::Dropped {
                 return Decision {
@@ -920,6 +966,21 @@ impl Sampler {
             },
             None => Decision::NOT_SAMPLED,
         }
+    }
+
+    /// First-match tiers: the first tier whose condition holds decides, at its probability.
+    fn decide_tiers(&self, view: &TraceView<'_>) -> Decision {
+        for (i, (_, tier)) in self.tiers.iter().enumerate() {
+            if let Some(threshold) = tier.matches(view) {
+                let keep = threshold < THRESHOLD_NEVER && view.randomness() >= threshold;
+                return Decision {
+                    keep,
+                    policy: Some(i as PolicyId),
+                    threshold: if keep { threshold } else { THRESHOLD_NEVER },
+                };
+            }
+        }
+        Decision::NOT_SAMPLED
     }
 }
 

@@ -414,3 +414,136 @@ fn salted_probabilistic_is_deterministic_and_near_its_rate() {
         "{kept}"
     );
 }
+
+const SEED_TIERS: &str = r#"
+tiers:
+  - {name: errors, when: {type: status_code, status_code: {status_codes: [ERROR]}}, sample_percentage: 100}
+  - {name: slow, when: {type: latency, latency: {threshold_ms: 500}}, sample_percentage: 100}
+  - name: important
+    when: {type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+    sample_percentage: 50
+  - {name: rest, sample_percentage: 1}
+"#;
+
+fn random_id(rng: &mut impl rand::Rng) -> TraceId {
+    loop {
+        let id: [u8; 16] = rng.random();
+        if id != [0; 16] {
+            return TraceId(id);
+        }
+    }
+}
+
+#[test]
+fn first_match_tiers_decide_in_order() {
+    let cfg = Config::parse(SEED_TIERS).unwrap();
+    assert_eq!(cfg.policy_names(), ["errors", "slow", "important", "rest"]);
+    let again = Config::parse(&cfg.to_yaml()).unwrap();
+    assert_eq!(again.tiers, cfg.tiers, "check prints tiers back as tiers");
+    let sampler = Sampler::from_config(&cfg).unwrap();
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(3);
+    let n = 20_000;
+    // (trace, tier that must decide it, its keep probability)
+    let cases: Vec<(Vec<Sp>, &str, f64)> = vec![
+        (
+            vec![Sp {
+                error: true,
+                ..sp().attr("http.route", s("/api/payment")).ms(900)
+            }],
+            "errors",
+            1.0,
+        ),
+        (
+            vec![sp().attr("http.route", s("/api/checkout")).ms(900)],
+            "slow",
+            1.0,
+        ),
+        (
+            vec![sp().attr("http.route", s("/api/checkout"))],
+            "important",
+            0.5,
+        ),
+        (vec![sp().attr("http.route", s("/api/cart"))], "rest", 0.01),
+    ];
+    for (spans, tier, p) in cases {
+        let (mut kept, mut weight) = (0usize, 0.0f64);
+        for _ in 0..n {
+            let id = random_id(&mut rng);
+            let d = sampler.decide(id, &summarize(&sampler, id, &spans), MonoTime::ZERO);
+            assert_eq!(sampler.policy_name(d.policy.unwrap()), tier);
+            if d.keep {
+                kept += 1;
+                weight += adjusted_count(d.threshold);
+            }
+        }
+        let want = p * n as f64;
+        let sd = (n as f64 * p * (1.0 - p)).sqrt().max(1.0);
+        assert!(
+            (kept as f64 - want).abs() < 5.0 * sd,
+            "{tier}: kept {kept}, want ~{want}"
+        );
+        // The adjusted counts of what was kept estimate the number of traces seen, unbiased:
+        // sum(1/p) over keeps has mean n and standard deviation sqrt(n (1-p) / p).
+        let sd_w = (n as f64 * (1.0 - p) / p).sqrt().max(1e-9);
+        assert!(
+            (weight - n as f64).abs() <= 5.0 * sd_w,
+            "{tier}: adjusted counts sum to {weight}, want ~{n}"
+        );
+    }
+
+    let both = format!("{SEED_TIERS}policies: [{{name: all, type: always_sample}}]\n");
+    let err = Config::parse(&both).unwrap_err().to_string();
+    assert!(err.contains("not both"), "{err}");
+    let bad = "tiers:\n  - {name: a, when: {type: drop, drop: {drop_sub_policy: [{name: x, type: always_sample}]}}, sample_percentage: 5}\n  - {name: b, sample_percentage: 101}\n  - {name: c, when: {type: latency}, sample_percentage: 1}\n";
+    let err = Config::parse(bad).unwrap_err().to_string();
+    for want in [
+        "tiers[0].when.type",
+        "tiers[1].sample_percentage",
+        "tiers[2].when.latency",
+    ] {
+        assert!(err.contains(want), "{want} missing from:\n{err}");
+    }
+}
+
+#[test]
+fn adjusted_counts_are_unbiased_and_nested_across_percentages() {
+    // Consistent nesting: kept at p => kept at every p' > p; and per percentage the adjusted
+    // counts of the kept traces sum to about the number of traces.
+    let ps = [0.1, 1.0, 12.5, 33.0, 50.0, 99.0];
+    let samplers: Vec<Sampler> = ps
+        .iter()
+        .map(|p| {
+            Sampler::from_config(
+                &Config::parse(&format!(
+                    "policies: [{{name: p, type: probabilistic, probabilistic: {{sampling_percentage: {p}}}}}]"
+                ))
+                .unwrap(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(11);
+    let n = 50_000;
+    let mut weights = vec![0.0f64; ps.len()];
+    let sum = TraceSummary::new();
+    for _ in 0..n {
+        let id = random_id(&mut rng);
+        let ds: Vec<_> = samplers
+            .iter()
+            .map(|s| s.decide(id, &sum, MonoTime::ZERO))
+            .collect();
+        for w in ds.windows(2) {
+            assert!(!w[0].keep || w[1].keep, "nesting violated");
+        }
+        for (acc, d) in weights.iter_mut().zip(&ds) {
+            if d.keep {
+                *acc += adjusted_count(d.threshold);
+            }
+        }
+    }
+    for (p, w) in ps.iter().zip(weights) {
+        let p = p / 100.0;
+        let sd = (n as f64 * (1.0 - p) / p).sqrt();
+        assert!((w - n as f64).abs() <= 5.0 * sd, "p={p}: {w} vs {n}");
+    }
+}
