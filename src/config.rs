@@ -228,11 +228,8 @@ pub struct StoreConfig {
     pub max_trace_bytes: ByteSize,
     /// What happens over budget.
     pub on_overflow: OnOverflow,
-    /// Decisions remembered per partition for late spans.
-    pub decision_cache_size: usize,
-    /// How long a decision is remembered for late spans.
-    #[serde(with = "humantime_serde")]
-    pub decision_cache_ttl: Duration,
+    /// Decisions remembered for late spans, kept and dropped bounded apart.
+    pub decision_cache: DecisionCacheConfig,
     /// Timer resolution: how often due traces are looked for.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
@@ -249,9 +246,38 @@ impl Default for StoreConfig {
             max_spans_per_trace: 50_000,
             max_trace_bytes: ByteSize(64 << 20),
             on_overflow: OnOverflow::DecideOldest,
-            decision_cache_size: 200_000,
-            decision_cache_ttl: Duration::from_secs(600),
+            decision_cache: DecisionCacheConfig::default(),
             tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// `store.decision_cache:` — per partition, how many decisions are remembered and for how long,
+/// so late spans follow their trace's decision. Kept and dropped decisions are bounded apart
+/// (the Collector's `sampled_cache_size` / `non_sampled_cache_size`): most traces are dropped,
+/// and a flood of drops must not push out the keeps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCacheConfig {
+    /// Kept decisions remembered at most.
+    pub sampled_cache_size: usize,
+    /// How long a kept decision is remembered.
+    #[serde(with = "humantime_serde")]
+    pub sampled_ttl: Duration,
+    /// Dropped decisions remembered at most.
+    pub non_sampled_cache_size: usize,
+    /// How long a dropped decision is remembered.
+    #[serde(with = "humantime_serde")]
+    pub non_sampled_ttl: Duration,
+}
+
+impl Default for DecisionCacheConfig {
+    fn default() -> Self {
+        DecisionCacheConfig {
+            sampled_cache_size: 100_000,
+            sampled_ttl: Duration::from_secs(600),
+            non_sampled_cache_size: 500_000,
+            non_sampled_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -712,11 +738,23 @@ impl Config {
                 "must be between 1ms and 10s",
             ));
         }
-        if s.decision_cache_size == 0 {
-            e.push(ConfigError::new(
-                "store.decision_cache_size",
-                "must be at least 1",
-            ));
+        let dc = &s.decision_cache;
+        for (path, size, ttl) in [
+            ("sampled", dc.sampled_cache_size, dc.sampled_ttl),
+            ("non_sampled", dc.non_sampled_cache_size, dc.non_sampled_ttl),
+        ] {
+            if size == 0 {
+                e.push(ConfigError::new(
+                    format!("store.decision_cache.{path}_cache_size"),
+                    "must be at least 1",
+                ));
+            }
+            if ttl < s.decision_wait {
+                e.push(ConfigError::new(
+                    format!("store.decision_cache.{path}_ttl"),
+                    "must be at least store.decision_wait, or late spans outlive their decision",
+                ));
+            }
         }
         match (self.policies.is_empty(), self.tiers.is_empty()) {
             (true, true) => e.push(ConfigError::new(

@@ -227,6 +227,8 @@ pub struct PartitionTask {
     late_index: TraceMap<usize>,
     next_commit: MonoTime,
     dlq_topic: Arc<str>,
+    /// Decision-cache (hits, misses) already published.
+    published_lookups: (u64, u64),
 }
 
 impl PartitionTask {
@@ -254,6 +256,7 @@ impl PartitionTask {
         PartitionTask {
             store: TraceStore::new(StoreLimits::from(&cfg.store)),
             dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
+            published_lookups: (0, 0),
             topic,
             partition,
             watermark: Watermark::new(),
@@ -520,8 +523,13 @@ impl PartitionTask {
                     queued_bytes,
                     pending_acks: self.acks.len(),
                     lag: None,
+                    cached_kept: st.cached_kept,
+                    cached_dropped: st.cached_dropped,
+                    new_hits: st.cache_hits - self.published_lookups.0,
+                    new_misses: st.cache_misses - self.published_lookups.1,
                 },
             );
+            self.published_lookups = (st.cache_hits, st.cache_misses);
         }
     }
 

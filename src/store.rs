@@ -97,10 +97,10 @@ pub struct StoreLimits {
     pub max_trace_bytes: u64,
     /// Over-budget behaviour.
     pub on_overflow: OnOverflow,
-    /// Decision cache entries at most.
-    pub cache_size: usize,
-    /// Decision cache entry lifetime.
-    pub cache_ttl: Duration,
+    /// Kept decisions remembered: at most this many, for this long.
+    pub kept_cache: (usize, Duration),
+    /// Dropped decisions remembered: at most this many, for this long.
+    pub dropped_cache: (usize, Duration),
 }
 
 impl From<&StoreConfig> for StoreLimits {
@@ -115,8 +115,14 @@ impl From<&StoreConfig> for StoreLimits {
             max_spans_per_trace: c.max_spans_per_trace,
             max_trace_bytes: c.max_trace_bytes.0,
             on_overflow: c.on_overflow,
-            cache_size: c.decision_cache_size,
-            cache_ttl: c.decision_cache_ttl,
+            kept_cache: (
+                c.decision_cache.sampled_cache_size,
+                c.decision_cache.sampled_ttl,
+            ),
+            dropped_cache: (
+                c.decision_cache.non_sampled_cache_size,
+                c.decision_cache.non_sampled_ttl,
+            ),
         }
     }
 }
@@ -161,23 +167,27 @@ pub enum Admit {
     Decided(Decision),
 }
 
-/// Bounded memory of recent decisions, for late spans.
+/// Bounded memory of recent decisions of one kind (kept or dropped), for late spans.
 struct DecisionCache {
     map: TraceMap<(Decision, MonoTime)>,
     fifo: VecDeque<(TraceId, MonoTime)>,
     cap: usize,
     ttl: Duration,
-    hits: u64,
-    misses: u64,
 }
 
 impl DecisionCache {
-    fn get(&mut self, id: &TraceId, now: MonoTime) -> Option<Decision> {
+    fn new((cap, ttl): (usize, Duration)) -> Self {
+        DecisionCache {
+            map: TraceMap::default(),
+            fifo: VecDeque::new(),
+            cap,
+            ttl,
+        }
+    }
+
+    fn get(&self, id: &TraceId, now: MonoTime) -> Option<Decision> {
         match self.map.get(id) {
-            Some((d, at)) if now.saturating_since(*at) < self.ttl => {
-                self.hits += 1;
-                Some(*d)
-            }
+            Some((d, at)) if now.saturating_since(*at) < self.ttl => Some(*d),
             _ => None,
         }
     }
@@ -186,6 +196,10 @@ impl DecisionCache {
         self.map.insert(id, (d, now));
         self.fifo.push_back((id, now));
         self.expire(now);
+    }
+
+    fn remove(&mut self, id: &TraceId) {
+        self.map.remove(id);
     }
 
     fn expire(&mut self, now: MonoTime) {
@@ -206,6 +220,35 @@ impl DecisionCache {
     }
 }
 
+/// The kept and dropped decision caches, bounded apart, with lookup counters.
+struct Decisions {
+    kept: DecisionCache,
+    dropped: DecisionCache,
+    hits: u64,
+    misses: u64,
+}
+
+impl Decisions {
+    fn get(&self, id: &TraceId, now: MonoTime) -> Option<Decision> {
+        self.kept.get(id, now).or_else(|| self.dropped.get(id, now))
+    }
+
+    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
+        if d.keep {
+            self.dropped.remove(&id);
+            self.kept.insert(id, d, now);
+        } else {
+            self.kept.remove(&id);
+            self.dropped.insert(id, d, now);
+        }
+    }
+
+    fn expire(&mut self, now: MonoTime) {
+        self.kept.expire(now);
+        self.dropped.expire(now);
+    }
+}
+
 /// Gauges and counters of one store, read by the partition task for telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -213,10 +256,15 @@ pub struct StoreStats {
     pub traces: usize,
     /// Span bytes buffered.
     pub bytes: u64,
-    /// Decisions held for late spans.
-    pub cached_decisions: usize,
-    /// Late spans answered from the cache.
+    /// Kept decisions held for late spans.
+    pub cached_kept: usize,
+    /// Dropped decisions held for late spans.
+    pub cached_dropped: usize,
+    /// Spans answered from the decision cache (late spans of decided traces).
     pub cache_hits: u64,
+    /// Spans of traces neither buffered nor remembered: new traces, or late spans whose
+    /// decision was already forgotten (then decided again on their own).
+    pub cache_misses: u64,
 }
 
 /// One partition's buffered traces and recent decisions.
@@ -228,17 +276,15 @@ pub struct TraceStore {
     forced: Vec<DueTrace>,
     seq: u64,
     bytes: u64,
-    cache: DecisionCache,
+    cache: Decisions,
 }
 
 impl TraceStore {
     /// An empty store.
     pub fn new(limits: StoreLimits) -> Self {
-        let cache = DecisionCache {
-            map: TraceMap::default(),
-            fifo: VecDeque::new(),
-            cap: limits.cache_size,
-            ttl: limits.cache_ttl,
+        let cache = Decisions {
+            kept: DecisionCache::new(limits.kept_cache),
+            dropped: DecisionCache::new(limits.dropped_cache),
             hits: 0,
             misses: 0,
         };
@@ -265,11 +311,12 @@ impl TraceStore {
         now: MonoTime,
     ) -> Admit {
         if let Some(d) = self.cache.get(&trace_id, now) {
+            self.cache.hits += 1;
             return Admit::Decided(d);
         }
-        self.cache.misses += 1;
         let size = u64::from(meta.size);
         if !self.traces.contains_key(&trace_id) {
+            self.cache.misses += 1;
             if self.limits.on_overflow == OnOverflow::DecideOldest {
                 while !self.traces.is_empty()
                     && (self.traces.len() >= self.limits.max_traces
@@ -422,8 +469,10 @@ impl TraceStore {
         StoreStats {
             traces: self.traces.len(),
             bytes: self.bytes,
-            cached_decisions: self.cache.map.len(),
+            cached_kept: self.cache.kept.map.len(),
+            cached_dropped: self.cache.dropped.map.len(),
             cache_hits: self.cache.hits,
+            cache_misses: self.cache.misses,
         }
     }
 
@@ -455,8 +504,12 @@ mod tests {
             max_bytes: ByteSize(1 << 30),
             max_spans_per_trace: 100,
             max_trace_bytes: ByteSize(1 << 20),
-            decision_cache_size: 100,
-            decision_cache_ttl: Duration::from_secs(30),
+            decision_cache: crate::config::DecisionCacheConfig {
+                sampled_cache_size: 100,
+                sampled_ttl: Duration::from_secs(30),
+                non_sampled_cache_size: 50,
+                non_sampled_ttl: Duration::from_secs(20),
+            },
             ..StoreConfig::default()
         })
     }
@@ -580,19 +633,63 @@ mod tests {
     }
 
     #[test]
-    fn decision_cache_is_bounded() {
+    fn decision_cache_is_bounded_apart_for_keeps_and_drops() {
         let mut s = TraceStore::new(limits());
-        let d = Decision {
+        let keep = Decision {
             keep: true,
             policy: Some(0),
             threshold: 0,
         };
-        for i in 0..=255u8 {
-            s.remember(tid(i), d, MonoTime::from_millis(u64::from(i)));
+        let drop = Decision {
+            keep: false,
+            policy: None,
+            threshold: THRESHOLD_NEVER,
+        };
+        let at = MonoTime::from_millis;
+        // 100 keeps, then a flood of 200 drops: the drops do not push out the keeps.
+        for i in 0..100u8 {
+            s.remember(tid(i), keep, at(u64::from(i)));
         }
-        assert!(s.stats().cached_decisions <= 100);
-        assert!(s.decision(&tid(255), MonoTime::from_millis(300)).is_some());
-        assert!(s.decision(&tid(0), MonoTime::from_millis(300)).is_none());
+        for i in 0..200u8 {
+            let mut id = [0xdd; 16];
+            id[0] = i;
+            s.remember(TraceId(id), drop, at(200 + u64::from(i)));
+        }
+        let st = s.stats();
+        assert_eq!((st.cached_kept, st.cached_dropped), (100, 50));
+        assert_eq!(s.decision(&tid(0), at(500)), Some(keep));
+        // Count bound on keeps: 10 more push out the 10 oldest.
+        for i in 100..110u8 {
+            s.remember(tid(i), keep, at(600));
+        }
+        assert_eq!(s.stats().cached_kept, 100);
+        assert_eq!(s.decision(&tid(9), at(600)), None);
+        assert_eq!(s.decision(&tid(10), at(600)), Some(keep));
+        // TTLs apart: drops (20 s) are forgotten before keeps (30 s).
+        let mut id = [0xdd; 16];
+        id[0] = 199;
+        assert_eq!(s.decision(&TraceId(id), at(20_100)), Some(drop));
+        assert_eq!(s.decision(&TraceId(id), at(20_500)), None);
+        assert_eq!(s.decision(&tid(109), at(29_000)), Some(keep));
+        assert_eq!(s.decision(&tid(109), at(30_700)), None);
+        // Hits and misses: a late span of a remembered trace hits; a new trace misses.
+        s.remember(tid(200), keep, at(31_000));
+        let (m, r) = span(false);
+        assert_eq!(
+            s.add(tid(200), &m, r.clone(), 1, at(31_001)),
+            Admit::Decided(keep)
+        );
+        assert!(matches!(
+            s.add(tid(201), &m, r.clone(), 2, at(31_002)),
+            Admit::Buffered { .. }
+        ));
+        s.add(tid(201), &m, r, 3, at(31_003));
+        let st = s.stats();
+        assert_eq!(
+            (st.cache_hits, st.cache_misses),
+            (1, 1),
+            "a trace's later spans are not misses"
+        );
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
 pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
 /// Records queued between the consumer and a partition task, per partition.
 pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
+/// Decisions remembered for late spans, per partition and `kind` (`sampled`, `non_sampled`).
+pub const DECISION_CACHE_ENTRIES: &str = "tracesift_decision_cache_entries";
+/// Decision-cache lookups by `result`: `hit` (a late span followed its trace's decision) or
+/// `miss` (a span started a trace that is neither buffered nor remembered).
+pub const DECISION_CACHE_LOOKUPS: &str = "tracesift_decision_cache_lookups_total";
 /// Record bytes queued between the consumer and a partition task, per partition.
 pub const PARTITION_QUEUE_BYTES: &str = "tracesift_partition_queue_bytes";
 /// Sink writes not yet acknowledged, per partition.
@@ -99,6 +104,16 @@ fn describe() {
         PARTITION_QUEUE,
         Unit::Count,
         "Records queued for a partition task."
+    );
+    describe_gauge!(
+        DECISION_CACHE_ENTRIES,
+        Unit::Count,
+        "Decisions remembered for late spans, by kind."
+    );
+    describe_counter!(
+        DECISION_CACHE_LOOKUPS,
+        Unit::Count,
+        "Decision-cache lookups by result (hit: late span followed its decision; miss: new trace)."
     );
     describe_gauge!(
         PARTITION_QUEUE_BYTES,
@@ -255,6 +270,14 @@ pub struct PartitionGauges {
     pub pending_acks: usize,
     /// Committed-offset lag, when known.
     pub lag: Option<i64>,
+    /// Kept decisions remembered.
+    pub cached_kept: usize,
+    /// Dropped decisions remembered.
+    pub cached_dropped: usize,
+    /// Decision-cache hits since the last publication.
+    pub new_hits: u64,
+    /// Decision-cache misses since the last publication.
+    pub new_misses: u64,
 }
 
 /// Publishes one partition's gauges.
@@ -271,6 +294,20 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     if let Some(lag) = g.lag {
         gauge!(COMMITTED_LAG, &labels).set(lag as f64);
     }
+    for (kind, n) in [
+        ("sampled", g.cached_kept),
+        ("non_sampled", g.cached_dropped),
+    ] {
+        gauge!(
+            DECISION_CACHE_ENTRIES,
+            "topic" => topic.to_string(),
+            "partition" => partition.to_string(),
+            "kind" => kind
+        )
+        .set(n as f64);
+    }
+    counter!(DECISION_CACHE_LOOKUPS, "result" => "hit").increment(g.new_hits);
+    counter!(DECISION_CACHE_LOOKUPS, "result" => "miss").increment(g.new_misses);
 }
 
 /// Partitions owned now.
