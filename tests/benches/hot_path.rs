@@ -4,6 +4,8 @@
 //! - `decode/lazy_scan`: the lazy scan the pipeline uses (ids, times, status, leaf bits);
 //! - `sampler_core`: scan + buffer in the trace store + decide every trace with the seed's tiers,
 //!   i.e. the per-span cost of the sampler before any sink (DESIGN §6 target: ≤ 500 ns/span);
+//! - `decide/*`: the policy evaluation alone, per trace, on summaries collected while scanning:
+//!   the seed's tiers as a `tiers:` block, the same as Collector policies, and a 20-policy config;
 //! - `emit/splice`: re-encoding kept traces by splicing span bytes;
 //! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans.
 //!
@@ -35,6 +37,60 @@ policies:
       and_sub_policy:
         - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
         - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+  - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
+"#;
+
+const SEED_TIERS: &str = r#"
+tiers:
+  - {name: errors, when: {type: status_code, status_code: {status_codes: [ERROR]}}, sample_percentage: 100}
+  - {name: slow, when: {type: latency, latency: {threshold_ms: 500}}, sample_percentage: 100}
+  - name: important
+    when: {type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+    sample_percentage: 50
+  - {name: rest, sample_percentage: 1}
+"#;
+
+/// Twenty policies of every kind a platform team writes: drops, rules on status, latency,
+/// routes (exact and regex), numbers, booleans, tracestate, span counts, nested and / not,
+/// per-service probabilities, a composite budget and a rate limit.
+const TWENTY_POLICIES: &str = r#"
+policies:
+  - name: drop-health
+    type: drop
+    drop: {drop_sub_policy: [{name: h, type: string_attribute, string_attribute: {key: http.route, values: [/healthz, /readyz, /metrics]}}]}
+  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+  - {name: slow, type: latency, latency: {threshold_ms: 500}}
+  - {name: very-slow-band, type: latency, latency: {threshold_ms: 2000, upper_threshold_ms: 60000}}
+  - {name: http-5xx, type: numeric_attribute, numeric_attribute: {key: http.response.status_code, min_value: 500, max_value: 599}}
+  - {name: http-4xx-old, type: numeric_attribute, numeric_attribute: {key: http.status_code, min_value: 400, max_value: 499}}
+  - {name: payment-routes, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+  - {name: admin-regex, type: string_attribute, string_attribute: {key: http.route, values: ["^/admin/.*", "^/internal/(debug|pprof)"], enabled_regex_matching: true}}
+  - {name: debug-flag, type: boolean_attribute, boolean_attribute: {key: app.debug, value: true}}
+  - {name: vip-tenant, type: trace_state, trace_state: {key: tenant, values: [gold, platinum]}}
+  - {name: big-traces, type: span_count, span_count: {min_spans: 200}}
+  - {name: head-sampled, type: trace_flags}
+  - name: db-heavy
+    type: and
+    and: {and_sub_policy: [{name: db, type: string_attribute, string_attribute: {key: db.system, values: [postgresql, redis]}}, {name: s, type: span_count, span_count: {min_spans: 10}}, {name: p, type: probabilistic, probabilistic: {sampling_percentage: 20}}]}
+  - name: not-frontend
+    type: and
+    and: {and_sub_policy: [{name: nf, type: not, not: {not_sub_policy: {name: f, type: string_attribute, string_attribute: {key: service.name, values: [frontend]}}}}, {name: p, type: probabilistic, probabilistic: {sampling_percentage: 2}}]}
+  - name: checkout-5pct
+    type: and
+    and: {and_sub_policy: [{name: svc, type: string_attribute, string_attribute: {key: service.name, values: [checkout]}}, {name: p, type: probabilistic, probabilistic: {sampling_percentage: 5}}]}
+  - name: k8s-canary
+    type: and
+    and: {and_sub_policy: [{name: ns, type: string_attribute, string_attribute: {key: k8s.namespace.name, values: [canary]}}, {name: p, type: probabilistic, probabilistic: {sampling_percentage: 50}}]}
+  - name: budgeted
+    type: composite
+    composite:
+      max_total_spans_per_second: 100000
+      composite_sub_policy:
+        - {name: rpc, type: string_attribute, string_attribute: {key: rpc.system, values: [grpc]}}
+        - {name: rest, type: always_sample}
+      rate_allocation: [{policy: rpc, percent: 40}, {policy: rest, percent: 10}]
+  - {name: capped, type: rate_limiting, rate_limiting: {spans_per_second: 1000000}}
+  - {name: salted-1pct, type: probabilistic, probabilistic: {sampling_percentage: 1, hash_salt: bench}}
   - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
 "#;
 
@@ -116,6 +172,42 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    g.finish();
+
+    // Policy evaluation alone, per trace: summaries collected once per configuration (each
+    // configuration has its own leaves), then every trace decided.
+    let mut g = c.benchmark_group("decide");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    for (name, yaml) in [
+        ("seed_tiers", SEED_TIERS),
+        ("seed_policies", SEED_POLICIES),
+        ("twenty_policies", TWENTY_POLICIES),
+    ] {
+        let cfg = Config::parse(yaml).unwrap();
+        let sampler = Sampler::from_config(&cfg).unwrap();
+        let mut store = TraceStore::new(StoreLimits::from(&StoreConfig::default()));
+        let mut out: Vec<ScannedSpan> = Vec::new();
+        for (offset, r) in recs.iter().enumerate() {
+            otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+            for s in out.drain(..) {
+                store.add(s.trace_id, &s.meta, s.span, offset as i64, MonoTime::ZERO);
+            }
+        }
+        let mut due = Vec::new();
+        store.poll_due(MonoTime::ZERO + Duration::from_secs(3600), &mut due);
+        let traces: Vec<_> = due.iter().map(|t| (t.trace_id, t.summary)).collect();
+        let mut tick = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                tick += 1;
+                let now = MonoTime::from_millis(tick * 1000);
+                traces
+                    .iter()
+                    .filter(|(id, s)| sampler.decide(*id, s, now).keep)
+                    .count()
+            })
+        });
+    }
     g.finish();
 
     // Kept traces for the emit benchmarks: everything, so the cost is per emitted span.
