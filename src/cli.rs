@@ -1,4 +1,4 @@
-//! The commands: `run`, `demo`, `check`, `gen`, `bench`.
+//! The commands: `run`, `demo`, `check`, `dry-run`, `gen`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +58,23 @@ pub enum Command {
         /// Skip the hot Parquet sink (sampled topic only).
         #[arg(long)]
         no_parquet: bool,
+    },
+    /// Run the configured policies on a bounded sample of the input topics and report, per
+    /// policy, traces matched and kept, keep rate, bytes and projected daily volume. Writes
+    /// nothing: no commits, no sampled topic, no Parquet.
+    DryRun {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Records to read at most.
+        #[arg(long, default_value_t = 200_000)]
+        max_records: usize,
+        /// Read for at most this long.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        max_duration: Duration,
+        /// Stop when no record arrived for this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        idle: Duration,
     },
     /// Validate a configuration: print the effective config, or every problem.
     Check {
@@ -139,6 +156,29 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logs("warn,librdkafka=off");
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DryRun {
+            config,
+            max_records,
+            max_duration,
+            idle,
+        } => {
+            init_logs("warn,librdkafka=off");
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let opts = crate::dryrun::DryRunOptions {
+                max_records,
+                max_duration,
+                idle,
+            };
+            let report = crate::dryrun::run(&cfg, &opts)?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

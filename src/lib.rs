@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod dryrun;
 pub mod gen;
 pub mod otlp;
 pub mod pipeline;

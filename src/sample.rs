@@ -968,6 +968,27 @@ impl Sampler {
         }
     }
 
+    /// Whether each top-level policy (or each tier's condition) holds for the trace, without
+    /// deciding: what `dry-run` reports as "matched". Rate limiters take tokens here too.
+    pub fn matches(&self, trace_id: TraceId, summary: &TraceSummary, now: MonoTime) -> Vec<bool> {
+        let view = TraceView {
+            trace_id,
+            summary,
+            now,
+        };
+        if self.tiers.is_empty() {
+            self.policies
+                .iter()
+                .map(|(_, p)| !matches!(p.evaluate(&view), Verdict::NotSampled))
+                .collect()
+        } else {
+            self.tiers
+                .iter()
+                .map(|(_, t)| t.matches(&view).is_some())
+                .collect()
+        }
+    }
+
     /// First-match tiers: the first tier whose condition holds decides, at its probability.
     fn decide_tiers(&self, view: &TraceView<'_>) -> Decision {
         for (i, (_, tier)) in self.tiers.iter().enumerate() {

@@ -232,7 +232,8 @@ fn is_consumer_only(k: &str) -> bool {
         || k == "isolation.level"
 }
 
-fn header_encoding(msg: &BorrowedMessage<'_>, default: Encoding) -> Encoding {
+/// The encoding of a record: its `content-type` header, else the configured default.
+pub fn record_encoding(msg: &BorrowedMessage<'_>, default: Encoding) -> Encoding {
     let Some(headers) = msg.headers() else {
         return default;
     };
@@ -402,7 +403,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                     offset,
                     key: msg.key().map(Bytes::copy_from_slice),
                     payload: msg.payload().map(Bytes::copy_from_slice),
-                    encoding: header_encoding(&msg, default_encoding),
+                    encoding: record_encoding(&msg, default_encoding),
                 };
                 match h.tx.try_send(rec) {
                     Ok(()) => flow.next = Some(offset + 1),

@@ -22,24 +22,27 @@ use tracesift::gen::{self, GenOptions, TraceFacts};
 
 use super::*;
 
-const T50: u64 = 1 << 55;
+pub const T50: u64 = 1 << 55;
 
-fn t1() -> u64 {
+/// The 1% threshold.
+pub fn t1() -> u64 {
     ((1.0 - 0.01) * (1u64 << 56) as f64).round() as u64
 }
 
 /// OTEP 235 randomness of a trace id, written out independently of the library.
-fn randomness(id: &[u8; 16]) -> u64 {
+pub fn randomness(id: &[u8; 16]) -> u64 {
     id[9..16]
         .iter()
         .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
 }
 
-fn important(route: &str) -> bool {
+/// The seed's important routes.
+pub fn important(route: &str) -> bool {
     route == "/api/payment" || route == "/api/checkout"
 }
 
-fn expected_keep(f: &TraceFacts) -> bool {
+/// Whether the seed policies keep a trace, recomputed from its facts and id.
+pub fn expected_keep(f: &TraceFacts) -> bool {
     let r = randomness(&f.trace_id.0);
     f.has_error || f.duration_ms > 500.0 || (important(f.route) && r >= T50) || r >= t1()
 }

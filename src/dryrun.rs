@@ -1,0 +1,336 @@
+//! `tracesift dry-run -c FILE`: the configured policies on a bounded sample of real traffic,
+//! writing nothing (no commits, no sampled topic, no Parquet).
+//!
+//! Reads each input partition from its beginning (or the last `--records` per partition) with
+//! a consumer of its own that never commits, groups spans into traces with the same store and
+//! timers as the service (in record time, so split and late traces behave as in production),
+//! decides them, and reports per policy: traces and spans matched and kept, effective keep rate,
+//! bytes kept, and the daily volume projected from the rate observed in the sample. This is the
+//! seed's case-4 cost table, from the user's own traffic, before deploying.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::clock::MonoTime;
+use crate::config::{Config, Encoding};
+use crate::otlp::{self, ScannedSpan};
+use crate::sample::Sampler;
+use crate::store::{Admit, DueTrace, StoreLimits, TraceStore};
+
+/// How much to read.
+#[derive(Debug, Clone)]
+pub struct DryRunOptions {
+    /// Records to read at most (over all partitions).
+    pub max_records: usize,
+    /// Read for at most this long.
+    pub max_duration: Duration,
+    /// Stop when no record arrived for this long (the sample reached the end).
+    pub idle: Duration,
+}
+
+/// Per-policy figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyRow {
+    /// Policy (or tier) name.
+    pub name: String,
+    /// Traces the policy (or tier condition) matched.
+    pub matched_traces: u64,
+    /// Traces kept with this policy as the deciding one.
+    pub kept_traces: u64,
+    /// Spans of those traces (late spans included).
+    pub kept_spans: u64,
+    /// Encoded span bytes of those traces.
+    pub kept_bytes: u64,
+}
+
+/// The dry-run report.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Records read.
+    pub records: u64,
+    /// Records that were not OTLP.
+    pub malformed: u64,
+    /// Spans read.
+    pub spans: u64,
+    /// Span bytes read.
+    pub bytes: u64,
+    /// Traces decided.
+    pub traces: u64,
+    /// Traces kept.
+    pub kept_traces: u64,
+    /// One row per policy, in configuration order.
+    pub policies: Vec<PolicyRow>,
+    /// Time covered by the sample's spans (earliest start to latest end), seconds.
+    pub window_secs: f64,
+}
+
+impl Report {
+    fn per_day(&self, bytes: u64) -> f64 {
+        bytes as f64 / self.window_secs.max(1.0) * 86_400.0
+    }
+}
+
+fn gb(b: f64) -> String {
+    format!("{:.3}", b / 1e9)
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kept_bytes: u64 = self.policies.iter().map(|p| p.kept_bytes).sum();
+        writeln!(
+            f,
+            "sample: {} records ({} malformed), {} spans, {} traces, {:.1} MB, spanning {:.0} s of span time",
+            self.records,
+            self.malformed,
+            self.spans,
+            self.traces,
+            self.bytes as f64 / 1e6,
+            self.window_secs
+        )?;
+        writeln!(
+            f,
+            "{:<24} {:>9} {:>9} {:>10} {:>9} {:>10} {:>12}",
+            "policy", "matched", "kept", "kept spans", "keep %", "kept MB", "GB/day proj."
+        )?;
+        for p in &self.policies {
+            let rate = if p.matched_traces == 0 {
+                0.0
+            } else {
+                100.0 * p.kept_traces as f64 / p.matched_traces as f64
+            };
+            writeln!(
+                f,
+                "{:<24} {:>9} {:>9} {:>10} {:>8.1}% {:>10.2} {:>12}",
+                p.name,
+                p.matched_traces,
+                p.kept_traces,
+                p.kept_spans,
+                rate,
+                p.kept_bytes as f64 / 1e6,
+                gb(self.per_day(p.kept_bytes))
+            )?;
+        }
+        let keep = if self.traces == 0 {
+            0.0
+        } else {
+            100.0 * self.kept_traces as f64 / self.traces as f64
+        };
+        writeln!(
+            f,
+            "{:<24} {:>9} {:>9} {:>10} {:>8.1}% {:>10.2} {:>12}",
+            "total",
+            self.traces,
+            self.kept_traces,
+            self.policies.iter().map(|p| p.kept_spans).sum::<u64>(),
+            keep,
+            kept_bytes as f64 / 1e6,
+            gb(self.per_day(kept_bytes))
+        )?;
+        write!(
+            f,
+            "input {} GB/day, kept {} GB/day: {:.1}% of the bytes",
+            gb(self.per_day(self.bytes)),
+            gb(self.per_day(kept_bytes)),
+            100.0 * kept_bytes as f64 / self.bytes.max(1) as f64
+        )
+    }
+}
+
+/// Folds record-time traffic into per-partition stores and decides it.
+pub struct DryRun {
+    sampler: Sampler,
+    limits: StoreLimits,
+    stores: BTreeMap<(String, i32), (TraceStore, MonoTime)>,
+    report: Report,
+    scratch: Vec<ScannedSpan>,
+    due: Vec<DueTrace>,
+    min_start: u64,
+    max_end: u64,
+}
+
+impl DryRun {
+    /// A dry run of `cfg`'s policies.
+    pub fn new(cfg: &Config) -> anyhow::Result<DryRun> {
+        let sampler = Sampler::from_config(cfg)
+            .map_err(|e| anyhow::anyhow!("{}", crate::config::ConfigErrors(e)))?;
+        let names = cfg.policy_names();
+        Ok(DryRun {
+            sampler,
+            limits: StoreLimits::from(&cfg.store),
+            stores: BTreeMap::new(),
+            report: Report {
+                policies: names
+                    .into_iter()
+                    .map(|name| PolicyRow {
+                        name,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+            scratch: Vec::new(),
+            due: Vec::new(),
+            min_start: u64::MAX,
+            max_end: 0,
+        })
+    }
+
+    /// One record, at its timestamp (ms since the epoch).
+    pub fn record(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        ts_ms: u64,
+        payload: &Bytes,
+        enc: Encoding,
+    ) {
+        self.report.records += 1;
+        let proto = match enc {
+            Encoding::OtlpProto => Ok(payload.clone()),
+            Encoding::OtlpJson => otlp::json_to_proto(payload),
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if proto
+            .and_then(|b| otlp::scan_request_into(&b, self.sampler.probe(), &mut scratch))
+            .is_err()
+        {
+            self.report.malformed += 1;
+            self.scratch = scratch;
+            return;
+        }
+        let limits = self.limits.clone();
+        let key = (topic.to_string(), partition);
+        let (store, clock) = self
+            .stores
+            .entry(key)
+            .or_insert_with(|| (TraceStore::new(limits), MonoTime::ZERO));
+        // Record time drives the timers; it never runs backwards.
+        *clock = (*clock).max(MonoTime::from_millis(ts_ms));
+        let now = *clock;
+        for s in scratch.drain(..) {
+            self.report.spans += 1;
+            self.report.bytes += u64::from(s.meta.size);
+            self.min_start = self.min_start.min(s.meta.start_ns);
+            self.max_end = self.max_end.max(s.meta.end_ns);
+            let size = u64::from(s.meta.size);
+            if let Admit::Decided(d) = store.add(s.trace_id, &s.meta, s.span, 0, now) {
+                if let (true, Some(p)) = (d.keep, d.policy) {
+                    if let Some(row) = self.report.policies.get_mut(usize::from(p)) {
+                        row.kept_spans += 1;
+                        row.kept_bytes += size;
+                    }
+                }
+            }
+        }
+        self.scratch = scratch;
+        let mut due = std::mem::take(&mut self.due);
+        due.extend(store.take_forced());
+        store.poll_due(now, &mut due);
+        for t in due.drain(..) {
+            Self::decide(&self.sampler, &mut self.report, store, t, now);
+        }
+        self.due = due;
+    }
+
+    fn decide(
+        sampler: &Sampler,
+        report: &mut Report,
+        store: &mut TraceStore,
+        t: DueTrace,
+        now: MonoTime,
+    ) {
+        report.traces += 1;
+        for (row, m) in report
+            .policies
+            .iter_mut()
+            .zip(sampler.matches(t.trace_id, &t.summary, now))
+        {
+            row.matched_traces += u64::from(m);
+        }
+        let d = sampler.decide(t.trace_id, &t.summary, now);
+        store.remember(t.trace_id, d, now);
+        if let (true, Some(p)) = (d.keep, d.policy) {
+            report.kept_traces += 1;
+            if let Some(row) = report.policies.get_mut(usize::from(p)) {
+                row.kept_traces += 1;
+                row.kept_spans += u64::from(t.summary.span_count);
+                row.kept_bytes += t.summary.bytes;
+            }
+        }
+    }
+
+    /// Decides every trace still buffered and returns the report.
+    pub fn finish(mut self) -> Report {
+        let far = MonoTime::from_millis(u64::MAX / 4);
+        for (store, _) in self.stores.values_mut() {
+            let mut due = Vec::new();
+            due.extend(store.take_forced());
+            store.poll_due(far, &mut due);
+            for t in due {
+                Self::decide(&self.sampler, &mut self.report, store, t, far);
+            }
+        }
+        if self.max_end > self.min_start {
+            self.report.window_secs = (self.max_end - self.min_start) as f64 / 1e9;
+        }
+        self.report
+    }
+}
+
+/// Reads a bounded sample of the configured input topics and reports what the policies do.
+pub fn run(cfg: &Config, opts: &DryRunOptions) -> anyhow::Result<Report> {
+    let mut cc = crate::source::consumer_config(cfg);
+    cc.set(
+        "group.id",
+        format!("{}-dry-run-{}", cfg.kafka.group_id, std::process::id()),
+    );
+    let consumer: BaseConsumer = cc.create().context("cannot create the consumer")?;
+    let mut tpl = TopicPartitionList::new();
+    for t in &cfg.kafka.input_topics {
+        let md = consumer
+            .fetch_metadata(Some(t), Duration::from_secs(10))
+            .with_context(|| format!("cannot read metadata of {t}"))?;
+        let parts = md
+            .topics()
+            .first()
+            .map(|m| m.partitions().len())
+            .unwrap_or(0);
+        anyhow::ensure!(parts > 0, "input topic `{t}` does not exist");
+        for p in 0..parts {
+            tpl.add_partition_offset(t, p as i32, Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut dry = DryRun::new(cfg)?;
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut n = 0usize;
+    while n < opts.max_records && start.elapsed() < opts.max_duration && last.elapsed() < opts.idle
+    {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last = Instant::now();
+                n += 1;
+                let Some(payload) = m.payload() else { continue };
+                let ts = m.timestamp().to_millis().unwrap_or(0).max(0) as u64;
+                let enc = crate::source::record_encoding(&m, cfg.kafka.encoding);
+                dry.record(
+                    m.topic(),
+                    m.partition(),
+                    ts,
+                    &Bytes::copy_from_slice(payload),
+                    enc,
+                );
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+    }
+    Ok(dry.finish())
+}

@@ -1,0 +1,119 @@
+//! `tracesift dry-run` against a real broker: on generated traffic split over records, the
+//! per-policy table matches what the policies must do (recomputed independently from the
+//! generator's ground truth), and nothing is written: no commits, no sampled topic.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use rdkafka::producer::FutureProducer;
+use support::spine::{expected_keep, important, randomness, T50};
+use support::*;
+use tracesift::gen::{self, GenOptions, TraceFacts};
+
+fn deciding_policy(f: &TraceFacts) -> Option<&'static str> {
+    if !expected_keep(f) {
+        return None;
+    }
+    let r = randomness(&f.trace_id.0);
+    Some(if f.has_error {
+        "errors"
+    } else if f.duration_ms > 500.0 {
+        "slow"
+    } else if important(f.route) && r >= T50 {
+        "important"
+    } else {
+        "default"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_reports_what_the_policies_do_and_writes_nothing() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 2).await;
+    let (records, manifest) = gen::plan_records(&GenOptions {
+        traces: 3000,
+        seed: 5,
+        split: true,
+        late_fraction: 0.0,
+        start_ns: 1_760_000_000_000_000_000,
+        ..Default::default()
+    });
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+    let produced = gen::produce(&producer, "otlp_spans", &records, None)
+        .await
+        .unwrap();
+    assert_eq!(produced.records, records.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tracesift.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kafka: {{brokers: \"{brokers}\", group_id: dry}}\nstore: {{decision_wait: 3s}}\npolicies:{}",
+            support::spine::POLICIES
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["dry-run", "--idle", "5s", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    eprintln!("{stdout}");
+    // Ground truth from the generator.
+    let mut matched: HashMap<&str, u64> = HashMap::new();
+    let mut kept: HashMap<&str, (u64, u64)> = HashMap::new();
+    for f in &manifest.traces {
+        if f.has_error {
+            *matched.entry("errors").or_default() += 1;
+        }
+        if f.duration_ms > 500.0 {
+            *matched.entry("slow").or_default() += 1;
+        }
+        if let Some(p) = deciding_policy(f) {
+            let e = kept.entry(p).or_default();
+            e.0 += 1;
+            e.1 += f.spans as u64;
+        }
+    }
+    let row = |name: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name} in:\n{stdout}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    for p in ["errors", "slow", "important", "default"] {
+        let r = row(p);
+        let (traces, spans) = kept.get(p).copied().unwrap_or_default();
+        assert_eq!(r[2], traces.to_string(), "{p} kept traces:\n{stdout}");
+        assert_eq!(r[3], spans.to_string(), "{p} kept spans:\n{stdout}");
+        if let Some(m) = matched.get(p) {
+            assert_eq!(r[1], m.to_string(), "{p} matched:\n{stdout}");
+        }
+    }
+    let total = row("total");
+    assert_eq!(total[1], manifest.traces.len().to_string(), "{stdout}");
+    assert!(stdout.contains("GB/day"), "{stdout}");
+
+    // Nothing written: no offsets committed for the configured group or the dry run's own.
+    let b = brokers.clone();
+    let committed =
+        tokio::task::spawn_blocking(move || committed(&b, "dry", "otlp_spans", &[0, 1]))
+            .await
+            .unwrap();
+    assert!(committed.is_empty(), "dry-run committed {committed:?}");
+}
