@@ -121,6 +121,7 @@ fn init_logs(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }
 
@@ -146,7 +147,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            runtime()?.block_on(run(cfg))?;
+            runtime()?.block_on(run(cfg, config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -239,13 +240,41 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<()> {
+async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let timeout = cfg.shutdown_timeout;
+    let running_cfg = cfg.clone();
     let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
     if let Some(addr) = running.telemetry_addr {
         tracing::info!(%addr, "metrics on /metrics, health on /healthz and /readyz");
     }
-    shutdown_signal().await;
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = hup.recv() => {
+                    match crate::pipeline::reload_policies(&path, &running_cfg, &running.policies) {
+                        Ok(ignored) => {
+                            tracing::info!(file = %path.display(), "policies reloaded");
+                            if !ignored.is_empty() {
+                                tracing::warn!(sections = ?ignored, "changed sections other than the policies need a restart; not applied");
+                            }
+                        }
+                        Err(e) => tracing::error!(file = %path.display(), problems = %e, "reload rejected; the previous policies keep running"),
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = &path;
+        shutdown_signal().await;
+    }
     tracing::info!("shutting down: draining partitions");
     match tokio::time::timeout(timeout + Duration::from_secs(5), running.stop()).await {
         Ok(stats) => {

@@ -982,6 +982,19 @@ pub fn decode_scope(ctx: &ScopeCtx) -> Result<InstrumentationScope, prost::Decod
 }
 
 /// The body of a single encoded length-delimited field.
+/// Scans one buffered span again with another probe (after a policy reload): its meta with the
+/// new probe's leaf bits, its resource's attributes included.
+pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, DecodeError> {
+    let wants_attrs = probe.wants_attributes();
+    let (_, mut meta) = scan_span(&span.bytes, 0..span.bytes.len(), probe, wants_attrs)?;
+    if wants_attrs {
+        if let Some(body) = field_body(&span.ctx.resource_field) {
+            meta.leaf_bits |= resource_bits(&body, 0..body.len(), probe)?;
+        }
+    }
+    Ok(meta)
+}
+
 fn field_body(field: &Bytes) -> Option<Bytes> {
     if field.is_empty() {
         return None;

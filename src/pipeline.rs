@@ -186,15 +186,101 @@ impl RunStats {
     }
 }
 
+/// The policies in force, replaceable while running (SIGHUP): tasks hold the current sampler and
+/// look at the generation once per tick.
+pub struct Policies {
+    generation: AtomicU64,
+    current: std::sync::RwLock<(Arc<Sampler>, Arc<[Arc<str>]>)>,
+}
+
+impl Policies {
+    /// The policies of a configuration.
+    pub fn new(sampler: Sampler, names: &[String]) -> Policies {
+        Policies {
+            generation: AtomicU64::new(0),
+            current: std::sync::RwLock::new((Arc::new(sampler), names_of(names))),
+        }
+    }
+
+    /// Generation of the policies in force (changes on every replace).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The sampler and policy names in force, with their generation.
+    pub fn load(&self) -> (u64, Arc<Sampler>, Arc<[Arc<str>]>) {
+        let g = self.generation();
+        match self.current.read() {
+            Ok(c) => (g, Arc::clone(&c.0), Arc::clone(&c.1)),
+            Err(p) => {
+                let c = p.into_inner();
+                (g, Arc::clone(&c.0), Arc::clone(&c.1))
+            }
+        }
+    }
+
+    /// Puts new policies in force; tasks switch at their next tick.
+    pub fn replace(&self, sampler: Sampler, names: &[String]) {
+        let new = (Arc::new(sampler), names_of(names));
+        match self.current.write() {
+            Ok(mut c) => *c = new,
+            Err(p) => *p.into_inner() = new,
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Re-reads the policy block (`policies:` or `tiers:`) of the configuration file and puts it in
+/// force. A file with any problem changes nothing: the old policies keep running and every
+/// problem is returned. Other sections need a restart; a change there is reported, not applied.
+pub fn reload_policies(
+    path: &std::path::Path,
+    running: &Config,
+    policies: &Policies,
+) -> Result<Vec<String>, crate::config::ConfigErrors> {
+    let outcome = Config::load(path).and_then(|new| {
+        let sampler = Sampler::from_config(&new).map_err(crate::config::ConfigErrors)?;
+        Ok((new, sampler))
+    });
+    match outcome {
+        Ok((new, sampler)) => {
+            let mut ignored = Vec::new();
+            let mut same = |name: &str, a: String, b: String| {
+                if a != b {
+                    ignored.push(name.to_string());
+                }
+            };
+            same("kafka", yaml(&new.kafka), yaml(&running.kafka));
+            same("store", yaml(&new.store), yaml(&running.store));
+            same("sinks", yaml(&new.sinks), yaml(&running.sinks));
+            same("archive", yaml(&new.archive), yaml(&running.archive));
+            same("telemetry", yaml(&new.telemetry), yaml(&running.telemetry));
+            policies.replace(sampler, &new.policy_names());
+            telemetry::policy_reload(true);
+            Ok(ignored)
+        }
+        Err(e) => {
+            telemetry::policy_reload(false);
+            Err(e)
+        }
+    }
+}
+
+fn yaml<T: serde::Serialize>(t: &T) -> String {
+    serde_yaml::to_string(t).unwrap_or_default()
+}
+
+fn names_of(names: &[String]) -> Arc<[Arc<str>]> {
+    names.iter().map(|n| Arc::from(n.as_str())).collect()
+}
+
 /// What every partition task of a run shares (cheap to clone).
 #[derive(Clone)]
 pub struct Shared {
     /// The configuration.
     pub config: Arc<Config>,
-    /// Compiled policies.
-    pub sampler: Arc<Sampler>,
-    /// Policy names, shared into kept rows.
-    pub policy_names: Arc<[Arc<str>]>,
+    /// The policies in force.
+    pub policies: Arc<Policies>,
     /// The producer for the sampled and dead-letter topics.
     pub producer: FutureProducer,
     /// Hot tier store (when the Parquet sink is on).
@@ -229,11 +315,16 @@ pub struct PartitionTask {
     dlq_topic: Arc<str>,
     /// Decision-cache (hits, misses) already published.
     published_lookups: (u64, u64),
+    /// The policies this task uses, and their generation.
+    sampler: Arc<Sampler>,
+    policy_names: Arc<[Arc<str>]>,
+    policies_generation: u64,
 }
 
 impl PartitionTask {
     /// A task for `topic`/`partition` with the configured sinks.
     pub fn new(topic: Arc<str>, partition: i32, shared: Shared) -> Self {
+        let (policies_generation, sampler, policy_names) = shared.policies.load();
         let cfg = &shared.config;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if cfg.sinks.kafka.enabled {
@@ -257,6 +348,9 @@ impl PartitionTask {
             store: TraceStore::new(StoreLimits::from(&cfg.store)),
             dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
             published_lookups: (0, 0),
+            sampler,
+            policy_names,
+            policies_generation,
             topic,
             partition,
             watermark: Watermark::new(),
@@ -344,9 +438,8 @@ impl PartitionTask {
             Encoding::OtlpProto => Ok(payload.clone()),
             Encoding::OtlpJson => otlp::json_to_proto(&payload),
         };
-        let scanned = proto.and_then(|b| {
-            otlp::scan_request_into(&b, self.shared.sampler.probe(), &mut self.scratch)
-        });
+        let scanned = proto
+            .and_then(|b| otlp::scan_request_into(&b, self.sampler.probe(), &mut self.scratch));
         if let Err(e) = scanned {
             telemetry::record_in(false, 0, payload.len());
             stats.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -414,7 +507,7 @@ impl PartitionTask {
     }
 
     fn decide(&mut self, t: DueTrace, now: MonoTime) {
-        let d = self.shared.sampler.decide(t.trace_id, &t.summary, now);
+        let d = self.sampler.decide(t.trace_id, &t.summary, now);
         self.store.remember(t.trace_id, d, now);
         let stats = &self.shared.stats;
         stats.traces_decided.fetch_add(1, Ordering::Relaxed);
@@ -424,7 +517,7 @@ impl PartitionTask {
         }
         let policy = d
             .policy
-            .map(|p| self.shared.sampler.policy_name(p))
+            .map(|p| self.sampler.policy_name(p))
             .unwrap_or("none");
         if d.keep {
             telemetry::trace_decided(policy, Outcome::Keep, t.trigger.as_str(), forced);
@@ -459,7 +552,7 @@ impl PartitionTask {
         }
         let policy = d
             .policy
-            .and_then(|p| self.shared.policy_names.get(usize::from(p)))
+            .and_then(|p| self.policy_names.get(usize::from(p)))
             .cloned()
             .unwrap_or_else(|| Arc::from("none"));
         // OTEP 235 on the way out: tracestate th raised to this stage's threshold (or erased),
@@ -496,6 +589,9 @@ impl PartitionTask {
     /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
     pub fn tick(&mut self, (queued, queued_bytes): (usize, usize)) {
         let now = self.shared.clock.now();
+        if self.shared.policies.generation() != self.policies_generation {
+            self.switch_policies();
+        }
         let mut due = std::mem::take(&mut self.due);
         self.store.poll_due(now, &mut due);
         for t in due.drain(..) {
@@ -531,6 +627,19 @@ impl PartitionTask {
             );
             self.published_lookups = (st.cache_hits, st.cache_misses);
         }
+    }
+
+    /// Takes the policies now in force. Buffered traces are summarized again from their span
+    /// bytes with the new policies' probe, so they are decided on what the new policies read.
+    fn switch_policies(&mut self) {
+        let (generation, sampler, names) = self.shared.policies.load();
+        let probe = sampler.probe();
+        self.store
+            .resummarize(|span| otlp::rescan_span(span, probe).ok());
+        tracing::info!(topic = %self.topic, partition = self.partition, generation, traces = self.store.len(), "policies switched");
+        self.sampler = sampler;
+        self.policy_names = names;
+        self.policies_generation = generation;
     }
 
     /// Writes out buffered segments and waits for every pending write; returns the commit point.
@@ -588,8 +697,8 @@ pub struct Running {
     pub health: crate::telemetry::Health,
     /// Bound telemetry address, when enabled.
     pub telemetry_addr: Option<std::net::SocketAddr>,
-    /// Compiled policies (names for reports).
-    pub sampler: Arc<Sampler>,
+    /// The policies in force ([`Policies::replace`] reloads them).
+    pub policies: Arc<Policies>,
     source: Option<crate::source::SourceHandle>,
     producer: FutureProducer,
     _server: Option<crate::telemetry::Server>,
@@ -686,15 +795,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let handle = crate::telemetry::install();
     let health = crate::telemetry::Health::default();
     let config = Arc::new(config);
-    let sampler = Arc::new(
-        Sampler::from_config(&config)
-            .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?,
-    );
-    let policy_names: Arc<[Arc<str>]> = config
-        .policy_names()
-        .iter()
-        .map(|n| Arc::from(n.as_str()))
-        .collect();
+    let sampler = Sampler::from_config(&config)
+        .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
+    let names = config.policy_names();
+    let policies = Arc::new(Policies::new(sampler, &names));
     let producer: FutureProducer = crate::source::producer_config(&config).create()?;
     ensure_output_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
@@ -705,11 +809,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let stats = Arc::new(RunStats::new(policy_names.len()));
+    let stats = Arc::new(RunStats::new(names.len()));
     let shared = Shared {
         config: Arc::clone(&config),
-        sampler: Arc::clone(&sampler),
-        policy_names,
+        policies: Arc::clone(&policies),
         producer: producer.clone(),
         hot_store,
         encode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
@@ -734,7 +837,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         stats,
         health,
         telemetry_addr: server.as_ref().map(|s| s.addr),
-        sampler,
+        policies,
         source: Some(source),
         producer,
         _server: server,

@@ -449,6 +449,24 @@ impl TraceStore {
         self.timers.peek().map(|Reverse((at, _, _))| *at)
     }
 
+    /// Rebuilds every buffered trace's summary from its spans with `meta` (after a policy
+    /// reload, the new policies' leaves differ). A span `meta` cannot read keeps its old
+    /// contribution out of the new summary, which is what its trace is then decided on.
+    pub fn resummarize(&mut self, mut meta: impl FnMut(&SpanRef) -> Option<SpanMeta>) {
+        for e in self.traces.values_mut() {
+            let mut s = crate::sample::TraceSummary::new();
+            for span in &e.spans {
+                if let Some(m) = meta(span) {
+                    s.add(&m);
+                }
+            }
+            // Sizes and counts stay what the budgets were charged with.
+            s.span_count = e.summary.span_count;
+            s.bytes = e.summary.bytes;
+            e.summary = s;
+        }
+    }
+
     /// Records a decision; later spans of the trace follow it.
     pub fn remember(&mut self, trace_id: TraceId, d: Decision, now: MonoTime) {
         self.cache.insert(trace_id, d, now);

@@ -35,6 +35,8 @@ pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
 pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
 /// Records queued between the consumer and a partition task, per partition.
 pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
+/// Policy reloads (SIGHUP) by `outcome`: `applied` or `rejected` (the old policies kept running).
+pub const POLICY_RELOADS: &str = "tracesift_policy_reloads_total";
 /// Decisions remembered for late spans, per partition and `kind` (`sampled`, `non_sampled`).
 pub const DECISION_CACHE_ENTRIES: &str = "tracesift_decision_cache_entries";
 /// Decision-cache lookups by `result`: `hit` (a late span followed its trace's decision) or
@@ -104,6 +106,11 @@ fn describe() {
         PARTITION_QUEUE,
         Unit::Count,
         "Records queued for a partition task."
+    );
+    describe_counter!(
+        POLICY_RELOADS,
+        Unit::Count,
+        "Policy reloads by outcome (applied, rejected)."
     );
     describe_gauge!(
         DECISION_CACHE_ENTRIES,
@@ -308,6 +315,12 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     }
     counter!(DECISION_CACHE_LOOKUPS, "result" => "hit").increment(g.new_hits);
     counter!(DECISION_CACHE_LOOKUPS, "result" => "miss").increment(g.new_misses);
+}
+
+/// Counts one policy reload.
+pub fn policy_reload(applied: bool) {
+    counter!(POLICY_RELOADS, "outcome" => if applied { "applied" } else { "rejected" })
+        .increment(1);
 }
 
 /// Partitions owned now.

@@ -547,3 +547,63 @@ fn adjusted_counts_are_unbiased_and_nested_across_percentages() {
         assert!((w - n as f64).abs() <= 5.0 * sd, "p={p}: {w} vs {n}");
     }
 }
+
+#[test]
+fn buffered_traces_are_summarized_again_after_a_reload() {
+    use tracesift::config::StoreConfig;
+    use tracesift::store::{StoreLimits, TraceStore};
+    // Buffered under policies that read no attribute; decided under ones that do.
+    let old = Sampler::build(&fixture()[..1]).unwrap(); // always_sample: no leaves
+    let new = Sampler::from_config(
+        &Config::parse(
+            "policies: [{name: pay, type: string_attribute, string_attribute: {key: http.route, values: [/api/pay]}}]",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let id = TraceId([0x77; 16]);
+    let rec = {
+        // Build through the same helper, then take the record's bytes by scanning it.
+        let spans = [sp(), sp().res("http.route", s("/api/pay"))];
+        let sum = summarize(&old, id, &spans);
+        assert_eq!(sum.leaf_bits, 0, "old policies read nothing");
+        spans
+    };
+    let mut store = TraceStore::new(StoreLimits::from(&StoreConfig::default()));
+    let bytes = {
+        let resource_spans = rec
+            .iter()
+            .enumerate()
+            .map(|(i, x)| ResourceSpans {
+                resource: Some(Resource {
+                    attributes: x.resource.clone(),
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: id.0.to_vec(),
+                        span_id: vec![i as u8 + 1; 8],
+                        start_time_unix_nano: 1,
+                        end_time_unix_nano: 2,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect();
+        Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+    };
+    let mut out = Vec::new();
+    scan_request_into(&bytes, old.probe(), &mut out).unwrap();
+    for x in out {
+        store.add(x.trace_id, &x.meta, x.span, 0, MonoTime::ZERO);
+    }
+    store.resummarize(|span| tracesift::otlp::rescan_span(span, new.probe()).ok());
+    let mut due = Vec::new();
+    store.poll_due(MonoTime::from_millis(3_600_000), &mut due);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].summary.span_count, 2);
+    let d = new.decide(id, &due[0].summary, MonoTime::ZERO);
+    assert!(d.keep, "the resource attribute is seen by the new policies");
+}

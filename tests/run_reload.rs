@@ -1,0 +1,222 @@
+//! `tracesift run` as deployed, against a real broker: SIGHUP reloads the policy block (traffic
+//! after the reload is decided by the new policies), a bad file is rejected with every problem
+//! logged while the previous policies keep running, and SIGTERM stops it gracefully (exit 0,
+//! offsets committed to the end).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use prost::Message;
+use rdkafka::producer::FutureProducer;
+use support::*;
+use tracesift::gen::{self, GenOptions, Manifest};
+
+fn write_config(path: &Path, brokers: &str, policies: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"
+kafka: {{brokers: "{brokers}", group_id: reload, commit_interval: 200ms}}
+store: {{decision_wait: 1s, decision_wait_after_root: 500ms, tick: 50ms}}
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: ""}}
+shutdown_timeout: 20s
+{policies}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+async fn batch(producer: &FutureProducer, seed: u64, ends: &mut BTreeMap<i32, i64>) -> Manifest {
+    let (records, manifest) = gen::plan_records(&GenOptions {
+        traces: 300,
+        seed,
+        late_fraction: 0.0,
+        start_ns: 1_760_000_000_000_000_000,
+        ..Default::default()
+    });
+    let p = gen::produce(producer, "otlp_spans", &records, None)
+        .await
+        .unwrap();
+    for (k, v) in p.ends {
+        let e = ends.entry(k).or_insert(0);
+        *e = (*e).max(v);
+    }
+    manifest
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tracesift.yaml");
+    write_config(
+        &cfg,
+        &brokers,
+        "policies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}]",
+    );
+    let log = dir.path().join("tracesift.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("TRACESIFT_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+    let mut ends = BTreeMap::new();
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Phase 1: errors only.
+    let a = batch(&producer, 101, &mut ends).await;
+    wait_committed(
+        &brokers,
+        "reload",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Phase 2: reload to keep everything.
+    write_config(
+        &cfg,
+        &brokers,
+        "policies: [{name: all, type: always_sample}]",
+    );
+    signal(pid, "-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !logs().contains("policies switched") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no switch:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let b = batch(&producer, 202, &mut ends).await;
+    wait_committed(
+        &brokers,
+        "reload",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Phase 3: a broken file is rejected, every problem logged; `all` keeps running.
+    std::fs::write(
+        &cfg,
+        "kafka: {brokers: nowhere}\npolicies: [{name: x, type: latency, latency: {threshold_ms: 5, bogus: 1}}, {name: y, type: nope}]\n",
+    )
+    .unwrap();
+    signal(pid, "-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !logs().contains("reload rejected") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no rejection:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = logs();
+    assert!(text.contains("policies[0].latency.bogus"), "{text}");
+    assert!(text.contains("policies[1].type"), "{text}");
+    let c = batch(&producer, 303, &mut ends).await;
+    wait_committed(
+        &brokers,
+        "reload",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // SIGTERM: graceful stop, exit 0, offsets at the end.
+    signal(pid, "-TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit {status:?}:\n{}", logs());
+    let b2 = brokers.clone();
+    let parts: Vec<i32> = ends.keys().copied().collect();
+    let comm = tokio::task::spawn_blocking(move || committed(&b2, "reload", "otlp_spans", &parts))
+        .await
+        .unwrap();
+    for (p, e) in &ends {
+        assert_eq!(comm.get(p), Some(e), "partition {p} after SIGTERM");
+    }
+
+    // What was kept, and by which policy.
+    let b3 = brokers.clone();
+    let sampled = tokio::task::spawn_blocking(move || read_all(&b3, "otlp_spans_sampled"))
+        .await
+        .unwrap();
+    let mut by_trace: HashMap<[u8; 16], String> = HashMap::new();
+    for r in &sampled {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            let policy = s
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "tailsampling.policy")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value);
+            let Some(any_value::Value::StringValue(p)) = policy else {
+                panic!("no policy attribute");
+            };
+            by_trace.insert(s.trace_id.as_slice().try_into().unwrap(), p);
+        }
+    }
+    let ids = |m: &Manifest, f: &dyn Fn(&gen::TraceFacts) -> bool| -> HashSet<[u8; 16]> {
+        m.traces
+            .iter()
+            .filter(|t| f(t))
+            .map(|t| t.trace_id.0)
+            .collect()
+    };
+    let kept_in = |set: &HashSet<[u8; 16]>| -> HashSet<[u8; 16]> {
+        set.iter()
+            .filter(|t| by_trace.contains_key(*t))
+            .copied()
+            .collect()
+    };
+    let a_all = ids(&a, &|_| true);
+    let a_err = ids(&a, &|t| t.has_error);
+    assert!(!a_err.is_empty());
+    assert_eq!(kept_in(&a_all), a_err, "before the reload: errors only");
+    assert!(a_err.iter().all(|t| by_trace[t] == "errors"));
+    for (name, m) in [("after the reload", &b), ("after the rejected reload", &c)] {
+        let all = ids(m, &|_| true);
+        assert_eq!(kept_in(&all), all, "{name}: everything");
+        assert!(all.iter().all(|t| by_trace[t] == "all"), "{name}");
+    }
+}
