@@ -186,11 +186,16 @@ impl RunStats {
     }
 }
 
+/// Policy names, shared into kept rows.
+type Names = Arc<[Arc<str>]>;
+/// A compiled sampler and its policy names.
+type InForce = (Arc<Sampler>, Names);
+
 /// The policies in force, replaceable while running (SIGHUP): tasks hold the current sampler and
 /// look at the generation once per tick.
 pub struct Policies {
     generation: AtomicU64,
-    current: std::sync::RwLock<(Arc<Sampler>, Arc<[Arc<str>]>)>,
+    current: std::sync::RwLock<InForce>,
 }
 
 impl Policies {
@@ -208,7 +213,7 @@ impl Policies {
     }
 
     /// The sampler and policy names in force, with their generation.
-    pub fn load(&self) -> (u64, Arc<Sampler>, Arc<[Arc<str>]>) {
+    pub fn load(&self) -> (u64, Arc<Sampler>, Names) {
         let g = self.generation();
         match self.current.read() {
             Ok(c) => (g, Arc::clone(&c.0), Arc::clone(&c.1)),
