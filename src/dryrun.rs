@@ -253,7 +253,7 @@ impl DryRun {
         {
             row.matched_traces += u64::from(m);
         }
-        let d = sampler.decide(t.trace_id, &t.summary, now);
+        let d = sampler.decide_trace(t.trace_id, &t.summary, &t.spans, now);
         store.remember(t.trace_id, d, now);
         if let (true, Some(p)) = (d.keep, d.policy) {
             report.kept_traces += 1;

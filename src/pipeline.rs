@@ -512,7 +512,9 @@ impl PartitionTask {
     }
 
     fn decide(&mut self, t: DueTrace, now: MonoTime) {
-        let d = self.sampler.decide(t.trace_id, &t.summary, now);
+        let d = self
+            .sampler
+            .decide_trace(t.trace_id, &t.summary, &t.spans, now);
         self.store.remember(t.trace_id, d, now);
         let stats = &self.shared.stats;
         stats.traces_decided.fetch_add(1, Ordering::Relaxed);

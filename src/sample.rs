@@ -23,6 +23,7 @@ mod boolean_attribute;
 mod bytes_limiting;
 mod composite;
 mod drop;
+mod dynamic;
 mod latency;
 mod not;
 mod numeric_attribute;
@@ -40,13 +41,14 @@ use serde::{Serialize, Serializer};
 
 use crate::clock::MonoTime;
 use crate::config::ConfigError;
-use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, TraceId};
+use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, SpanRef, TraceId};
 
 pub use and::AndConfig;
 pub use boolean_attribute::BooleanAttributeConfig;
 pub use bytes_limiting::BytesLimitingConfig;
 pub use composite::{CompositeConfig, RateAllocation};
 pub use drop::DropConfig;
+pub use dynamic::DynamicConfig;
 pub use latency::LatencyConfig;
 pub use not::NotConfig;
 pub use numeric_attribute::NumericAttributeConfig;
@@ -144,6 +146,8 @@ pub enum PolicyKind {
     Drop(DropConfig),
     /// `composite`: ordered sub-policies with per-policy span-rate budgets.
     Composite(CompositeConfig),
+    /// `dynamic` (tracesift's own): per-key rates toward a goal, Refinery style.
+    Dynamic(DynamicConfig),
 }
 
 /// Policy types this build implements (the Collector's set but `ottl_condition`).
@@ -165,6 +169,18 @@ pub const POLICY_TYPES: &[&str] = &[
     "drop",
     "composite",
 ];
+
+/// Policy types of tracesift's own, beyond the Collector's.
+pub const EXTRA_POLICY_TYPES: &[&str] = &["dynamic"];
+
+fn valid_types() -> String {
+    POLICY_TYPES
+        .iter()
+        .chain(EXTRA_POLICY_TYPES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Checks that `block` is a mapping with only `allowed` keys; unknown keys are reported.
 pub(crate) fn block_fields<'a>(
@@ -235,6 +251,7 @@ impl PolicyKind {
             PolicyKind::Not(_) => "not",
             PolicyKind::Drop(_) => "drop",
             PolicyKind::Composite(_) => "composite",
+            PolicyKind::Dynamic(_) => "dynamic",
         }
     }
 
@@ -277,6 +294,7 @@ impl PolicyKind {
             "composite" => {
                 CompositeConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Composite)
             }
+            "dynamic" => typed_block(&block_path, block, errors).map(PolicyKind::Dynamic),
             _ => None,
         }
     }
@@ -294,6 +312,7 @@ impl PolicyKind {
             PolicyKind::Not(c) => serde_yaml::to_value(c),
             PolicyKind::Drop(c) => serde_yaml::to_value(c),
             PolicyKind::Composite(c) => serde_yaml::to_value(c),
+            PolicyKind::Dynamic(c) => serde_yaml::to_value(c),
             PolicyKind::StatusCode(c) => serde_yaml::to_value(c),
             PolicyKind::StringAttribute(c) => serde_yaml::to_value(c),
             PolicyKind::Probabilistic(c) => serde_yaml::to_value(c),
@@ -356,7 +375,7 @@ impl PolicySpec {
             }
         };
         let ty = match map.get("type").and_then(|t| t.as_str()) {
-            Some(t) if POLICY_TYPES.contains(&t) => Some(t),
+            Some(t) if POLICY_TYPES.contains(&t) || EXTRA_POLICY_TYPES.contains(&t) => Some(t),
             Some("ottl_condition") => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
@@ -368,20 +387,14 @@ impl PolicySpec {
             Some(t) => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
-                    format!(
-                        "unknown policy type `{t}`; valid types: {}",
-                        POLICY_TYPES.join(", ")
-                    ),
+                    format!("unknown policy type `{t}`; valid types: {}", valid_types()),
                 ));
                 None
             }
             None => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
-                    format!(
-                        "`type` is required; valid types: {}",
-                        POLICY_TYPES.join(", ")
-                    ),
+                    format!("`type` is required; valid types: {}", valid_types()),
                 ));
                 None
             }
@@ -623,6 +636,9 @@ pub struct TraceView<'a> {
     pub summary: &'a TraceSummary,
     /// When the decision is made (rate limiters read it).
     pub now: MonoTime,
+    /// The trace's spans, for the rare policy that reads more than the summary (the dynamic
+    /// sampler's key); may be empty.
+    pub spans: &'a [SpanRef],
 }
 
 impl TraceView<'_> {
@@ -719,6 +735,8 @@ pub enum Evaluator {
     Drop(drop::Drop),
     /// `composite`.
     Composite(composite::Composite),
+    /// `dynamic`.
+    Dynamic(dynamic::Dynamic),
 }
 
 impl Evaluator {
@@ -742,6 +760,7 @@ impl Evaluator {
             Evaluator::Not(p) => p.evaluate(t),
             Evaluator::Drop(p) => p.evaluate(t),
             Evaluator::Composite(p) => p.evaluate(t),
+            Evaluator::Dynamic(p) => p.evaluate(t),
         }
     }
 
@@ -801,6 +820,7 @@ fn compile(
             return composite::Composite::build(c, &block, leaves, errors)
                 .map(Evaluator::Composite);
         }
+        PolicyKind::Dynamic(c) => dynamic::Dynamic::build(c).map(Evaluator::Dynamic),
     };
     match r {
         Ok(e) => Some(e),
@@ -919,10 +939,22 @@ impl Sampler {
     /// the smallest threshold among the keepers naming the decision. Every non-drop policy is
     /// evaluated, so rate limiters account for every trace they see, as in the Collector.
     pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary, now: MonoTime) -> Decision {
+        self.decide_trace(trace_id, summary, &[], now)
+    }
+
+    /// [`Sampler::decide`] with the trace's spans at hand (the pipeline's path).
+    pub fn decide_trace(
+        &self,
+        trace_id: TraceId,
+        summary: &TraceSummary,
+        spans: &[SpanRef],
+        now: MonoTime,
+    ) -> Decision {
         let view = TraceView {
             trace_id,
             summary,
             now,
+            spans,
         };
         if !self.tiers.is_empty() {
             return self.decide_tiers(&view);
@@ -975,6 +1007,7 @@ impl Sampler {
             trace_id,
             summary,
             now,
+            spans: &[],
         };
         if self.tiers.is_empty() {
             self.policies
@@ -1040,6 +1073,7 @@ pub(crate) mod tests {
                 trace_id: TraceId([7; 16]),
                 summary: s,
                 now,
+                spans: &[],
             }),
             Verdict::Sampled { .. }
         )

@@ -4,6 +4,8 @@
 //! first), and the statistical promises of the sampling math.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -606,4 +608,104 @@ fn buffered_traces_are_summarized_again_after_a_reload() {
     assert_eq!(due[0].summary.span_count, 2);
     let d = new.decide(id, &due[0].summary, MonoTime::ZERO);
     assert!(d.keep, "the resource attribute is seen by the new policies");
+}
+
+/// One root span of `service`, scanned as the pipeline does: its summary and span references.
+fn keyed_trace(sampler: &Sampler, service: &str) -> (TraceSummary, Vec<tracesift::otlp::SpanRef>) {
+    let id = TraceId([0x31; 16]);
+    let rec = Bytes::from(
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", s(service))],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: id.0.to_vec(),
+                        span_id: vec![1; 8],
+                        start_time_unix_nano: 1,
+                        end_time_unix_nano: 2,
+                        attributes: vec![kv("http.route", s("/x"))],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec(),
+    );
+    let mut out = Vec::new();
+    scan_request_into(&rec, sampler.probe(), &mut out).unwrap();
+    let mut sum = TraceSummary::new();
+    for x in &out {
+        sum.add(&x.meta);
+    }
+    (sum, out.into_iter().map(|x| x.span).collect())
+}
+
+/// Runs a skewed mix (per second: 900 `big`, 90 `mid`, 10 `rare`) through a dynamic policy for
+/// `secs` seconds of paused time; returns, per key, (seen, kept) over the last 10 seconds.
+fn skewed_mix(goal: &str, secs: u64) -> HashMap<&'static str, (u64, u64)> {
+    let cfg = Config::parse(&format!(
+        "policies: [{{name: dyn, type: dynamic, dynamic: {{key_fields: [service.name, status_code], {goal}, adjustment_interval: 1s, ewma_weight: 0.5, max_keys: 100}}}}]"
+    ))
+    .unwrap();
+    let sampler = Sampler::from_config(&cfg).unwrap();
+    let mix = [("big", 900u64), ("mid", 90), ("rare", 10)];
+    let traces: Vec<_> = mix
+        .iter()
+        .map(|(k, n)| (*k, *n, keyed_trace(&sampler, k)))
+        .collect();
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(17);
+    let mut tally: HashMap<&'static str, (u64, u64)> = HashMap::new();
+    for sec in 0..secs {
+        for ms in 0..1000u64 {
+            for (k, n, (sum, spans)) in &traces {
+                // Spread each key's traces evenly over the second.
+                if ms * n / 1000 == (ms + 1) * n / 1000 {
+                    continue;
+                }
+                let id = random_id(&mut rng);
+                let now = MonoTime::from_millis(sec * 1000 + ms);
+                let d = sampler.decide_trace(id, sum, spans, now);
+                if sec >= secs - 10 {
+                    let e = tally.entry(*k).or_default();
+                    e.0 += 1;
+                    e.1 += u64::from(d.keep);
+                    if d.keep {
+                        assert!(adjusted_count(d.threshold) >= 1.0, "known probability");
+                    }
+                }
+            }
+        }
+    }
+    tally
+}
+
+#[test]
+fn dynamic_sampler_converges_on_a_skewed_mix() {
+    // Goal: keep 1 in 10 overall.
+    let t = skewed_mix("goal_sample_rate: 10", 30);
+    let frac = |k: &str| t[k].1 as f64 / t[k].0 as f64;
+    let kept: u64 = t.values().map(|v| v.1).sum();
+    let seen: u64 = t.values().map(|v| v.0).sum();
+    assert_eq!(seen, 10_000);
+    assert!(
+        (800..=1200).contains(&kept),
+        "kept {kept} of {seen}, want ~1000: {t:?}"
+    );
+    assert!(frac("rare") > 0.9, "rare keys keep almost all: {t:?}");
+    assert!(frac("mid") > frac("big"), "{t:?}");
+    assert!(frac("big") < 0.1, "the common key pays: {t:?}");
+
+    // Goal: 50 traces per second in all.
+    let t = skewed_mix("goal_throughput_per_sec: 50", 30);
+    let kept: u64 = t.values().map(|v| v.1).sum();
+    assert!(
+        (400..=600).contains(&kept),
+        "kept {kept} in 10 s, want ~500: {t:?}"
+    );
+    assert!(t["rare"].1 as f64 / t["rare"].0 as f64 > 0.9, "{t:?}");
 }

@@ -72,6 +72,7 @@ mod tests {
                 trace_id: TraceId([1; 16]),
                 summary: &s,
                 now: crate::clock::MonoTime::ZERO,
+                spans: &[],
             }),
             Verdict::Sampled { .. }
         )

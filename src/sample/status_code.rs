@@ -67,6 +67,7 @@ mod tests {
                 trace_id: TraceId([1; 16]),
                 summary: s,
                 now: crate::clock::MonoTime::ZERO,
+                spans: &[],
             })
         };
         assert_eq!(v(&hit), Verdict::Sampled { threshold: 0 });
