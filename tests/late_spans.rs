@@ -1,0 +1,209 @@
+//! Late spans through the real broker: spans that arrive after their trace was decided follow
+//! that decision (kept → emitted, with the same policy; dropped → dropped), even when they would
+//! have changed it (a late error does not resurrect a dropped trace, as in the Collector), and
+//! the decision cache counts the hits.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::*;
+use tracesift::config::Config;
+
+const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
+
+fn span(trace: &[u8; 16], n: u8, error: bool) -> Span {
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: vec![n; 8],
+        parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
+        name: format!("op{n}"),
+        start_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000,
+        end_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000 + 5_000_000,
+        status: Some(Status {
+            code: if error {
+                status::StatusCode::Error as i32
+            } else {
+                status::StatusCode::Ok as i32
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn record(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+async fn send(p: &FutureProducer, trace: &[u8; 16], value: &[u8], ends: &mut BTreeMap<i32, i64>) {
+    let key = hex::encode(trace);
+    let d = p
+        .send(
+            FutureRecord::to("otlp_spans").key(&key).payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let e = ends.entry(d.partition).or_insert(0);
+    *e = (*e).max(d.offset + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_the_earlier_decision() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 2).await;
+    let hot = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", group_id: late, commit_interval: 200ms}}
+store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
+policies:
+  - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
+  - {{name: default, type: probabilistic, probabilistic: {{sampling_percentage: 10}}}}
+archive: {{hot: {{url: "file://{}", flush_interval: 1s}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#,
+        hot.path().display()
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap();
+    let metrics_addr = running.telemetry_addr.unwrap();
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+
+    let traces: Vec<[u8; 16]> = (0..200u32)
+        .map(|i| {
+            let mut t = [0u8; 16];
+            t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+            // Spread the randomness (low 56 bits) so about 10% pass the probabilistic policy.
+            let r = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
+            t[9..].copy_from_slice(&r.to_be_bytes()[1..]);
+            t
+        })
+        .collect();
+    let mut ends = BTreeMap::new();
+    // Early part: root and one child; every fourth trace has an error in it.
+    for (i, t) in traces.iter().enumerate() {
+        let v = record(vec![span(t, 1, false), span(t, 2, i % 4 == 0)]);
+        send(&producer, t, &v, &mut ends).await;
+    }
+    // Wait until every trace is decided (decision_wait 1 s of inactivity) and committed.
+    wait_committed(
+        &brokers,
+        "late",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Late part: two more spans; traces i % 4 == 1 carry an error that comes too late.
+    for (i, t) in traces.iter().enumerate() {
+        let v = record(vec![span(t, 3, i % 4 == 1), span(t, 4, false)]);
+        send(&producer, t, &v, &mut ends).await;
+    }
+    wait_committed(
+        &brokers,
+        "late",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, metrics) = tracesift::telemetry::http_get(metrics_addr, "/metrics")
+        .await
+        .unwrap();
+    running.stop().await;
+
+    let b = brokers.clone();
+    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
+        .await
+        .unwrap();
+    let mut got: HashMap<[u8; 16], Vec<(u8, String)>> = HashMap::new();
+    for r in &sampled {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            let policy = s
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "tailsampling.policy")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value);
+            let Some(any_value::Value::StringValue(p)) = policy else {
+                panic!("kept span without policy");
+            };
+            got.entry(s.trace_id.as_slice().try_into().unwrap())
+                .or_default()
+                .push((s.span_id[0], p));
+        }
+    }
+    let mut kept = 0;
+    for (i, t) in traces.iter().enumerate() {
+        let r = t[9..16].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        // Decided on the early part alone.
+        let want = if i % 4 == 0 {
+            Some("errors")
+        } else if r >= T10 {
+            Some("default")
+        } else {
+            None
+        };
+        match (want, got.get(t)) {
+            (None, None) => {}
+            (Some(p), Some(spans)) => {
+                kept += 1;
+                let mut ids: Vec<u8> = spans.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                assert_eq!(
+                    ids,
+                    [1, 2, 3, 4],
+                    "trace {i}: every span once, late ones too"
+                );
+                assert!(
+                    spans.iter().all(|(_, q)| q == p),
+                    "trace {i}: one policy {spans:?}"
+                );
+            }
+            (want, have) => panic!("trace {i}: want {want:?}, sampled {have:?}"),
+        }
+    }
+    assert!(kept >= 50, "errors (50) plus the 10% tier: {kept}");
+    let hits: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tracesift_decision_cache_lookups_total{result=\"hit\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no cache hits metric:\n{metrics}"));
+    assert_eq!(
+        hits as usize, 400,
+        "every late span answered from the cache"
+    );
+}
