@@ -7,6 +7,7 @@
 //! - `decide/*`: the policy evaluation alone, per trace, on summaries collected while scanning:
 //!   the seed's tiers as a `tiers:` block, the same as Collector policies, and a 20-policy config;
 //! - `emit/splice`: re-encoding kept traces by splicing span bytes;
+//! - `emit/mark`: the OTEP 235 rewrite of each kept span (tracestate `th`, policy, adjusted count);
 //! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans.
 //!
 //! Run: `cargo bench --bench hot_path`. Throughput is in spans; ns/span = 1e9 / (spans/s).
@@ -226,6 +227,17 @@ fn bench(c: &mut Criterion) {
                 total += otlp::encode_request(chunk.iter().map(|s| &s.span)).len();
             }
             total
+        })
+    });
+    g.bench_function("mark", |b| {
+        let mark = otlp::SamplingMark {
+            threshold: 1 << 55,
+            policy: "default",
+        };
+        b.iter(|| {
+            all.iter()
+                .map(|s| otlp::mark_span(&s.span.bytes, mark).unwrap().len())
+                .sum::<usize>()
         })
     });
     let policy: Arc<str> = Arc::from("default");
