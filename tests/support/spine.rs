@@ -60,8 +60,27 @@ pub const POLICIES: &str = r#"
   - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
 "#;
 
-/// A test configuration: short waits, hot Parquet in `hot`.
-pub fn config(brokers: &str, group: &str, hot: &std::path::Path) -> Config {
+/// The same tiers as first-match tiers: they keep exactly the same traces (errors and slow
+/// first; important routes at 50%; the rest at 1%, which by consistent nesting is what the OR
+/// of the policies keeps too), under the same names.
+pub const TIERS: &str = r#"
+tiers:
+  - {name: errors, when: {type: status_code, status_code: {status_codes: [ERROR]}}, sample_percentage: 100}
+  - {name: slow, when: {type: latency, latency: {threshold_ms: 500}}, sample_percentage: 100}
+  - name: important
+    when: {type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+    sample_percentage: 50
+  - {name: default, sample_percentage: 1}
+"#;
+
+/// A test configuration: short waits, hot Parquet in `hot`; the seed's tiers as Collector
+/// policies, or as first-match `tiers`.
+pub fn config(brokers: &str, group: &str, hot: &std::path::Path, tiers: bool) -> Config {
+    let block = if tiers {
+        TIERS.to_string()
+    } else {
+        format!("policies:{POLICIES}")
+    };
     let yaml = format!(
         r#"
 kafka:
@@ -74,7 +93,7 @@ store:
   decision_wait_after_root: 3s
   max_trace_age: 1m
   tick: 50ms
-policies:{POLICIES}
+{block}
 archive:
   hot: {{url: "file://{}", flush_interval: 1s}}
 telemetry:
@@ -141,7 +160,7 @@ fn note(ends: &mut BTreeMap<i32, i64>, p: i32, end: i64) {
     *e = (*e).max(end);
 }
 
-/// Runs the scenario in one producer style.
+/// Runs the scenario in one producer style (the split style with the policies as tiers).
 pub async fn scenario(split: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -155,7 +174,7 @@ pub async fn scenario(split: bool) {
     create_topic(&brokers, "otlp_spans", 3).await;
     let hot = tempfile::tempdir().unwrap();
     let group = format!("spine-{}", if split { "split" } else { "keyed" });
-    let cfg = config(&brokers, &group, hot.path());
+    let cfg = config(&brokers, &group, hot.path(), split);
 
     let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
         .await
