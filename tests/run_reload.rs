@@ -36,14 +36,24 @@ shutdown_timeout: 20s
 }
 
 async fn batch(producer: &FutureProducer, seed: u64, ends: &mut BTreeMap<i32, i64>) -> Manifest {
+    paced_batch(producer, seed, 300, None, ends).await
+}
+
+async fn paced_batch(
+    producer: &FutureProducer,
+    seed: u64,
+    traces: usize,
+    rate: Option<f64>,
+    ends: &mut BTreeMap<i32, i64>,
+) -> Manifest {
     let (records, manifest) = gen::plan_records(&GenOptions {
-        traces: 300,
+        traces,
         seed,
         late_fraction: 0.0,
         start_ns: 1_760_000_000_000_000_000,
         ..Default::default()
     });
-    let p = gen::produce(producer, "otlp_spans", &records, None)
+    let p = gen::produce(producer, "otlp_spans", &records, rate)
         .await
         .unwrap();
     for (k, v) in p.ends {
@@ -154,6 +164,32 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
     )
     .await;
 
+    // Phase 4: reload to a dynamic sampler; paced traffic lets it adjust its rates.
+    write_config(
+        &cfg,
+        &brokers,
+        "policies: [{name: dyn, type: dynamic, dynamic: {key_fields: [http.route, status_code], goal_sample_rate: 5, adjustment_interval: 500ms}}]",
+    );
+    signal(pid, "-HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while logs().matches("policies switched").count() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second switch:\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let d = paced_batch(&producer, 404, 800, Some(250.0), &mut ends).await;
+    wait_committed(
+        &brokers,
+        "reload",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+
     // SIGTERM: graceful stop, exit 0, offsets at the end.
     signal(pid, "-TERM");
     let status = tokio::task::spawn_blocking(move || child.wait())
@@ -176,6 +212,7 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
         .await
         .unwrap();
     let mut by_trace: HashMap<[u8; 16], String> = HashMap::new();
+    let mut weights: HashMap<[u8; 16], f64> = HashMap::new();
     for r in &sampled {
         let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
         for s in req
@@ -193,7 +230,17 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
             let Some(any_value::Value::StringValue(p)) = policy else {
                 panic!("no policy attribute");
             };
-            by_trace.insert(s.trace_id.as_slice().try_into().unwrap(), p);
+            let t: [u8; 16] = s.trace_id.as_slice().try_into().unwrap();
+            if let Some(any_value::Value::DoubleValue(w)) = s
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "sampling.adjusted_count")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+            {
+                weights.insert(t, w);
+            }
+            by_trace.insert(t, p);
         }
     }
     let ids = |m: &Manifest, f: &dyn Fn(&gen::TraceFacts) -> bool| -> HashSet<[u8; 16]> {
@@ -219,4 +266,21 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
         assert_eq!(kept_in(&all), all, "{name}: everything");
         assert!(all.iter().all(|t| by_trace[t] == "all"), "{name}");
     }
+    // The dynamic sampler ran in the pipeline: it kept some of batch d, not all, with known
+    // probabilities (adjusted counts above 1 once rates were set).
+    let d_all = ids(&d, &|_| true);
+    let d_kept = kept_in(&d_all);
+    assert!(
+        !d_kept.is_empty() && d_kept.len() < d_all.len(),
+        "dynamic kept {} of {}",
+        d_kept.len(),
+        d_all.len()
+    );
+    assert!(d_kept.iter().all(|t| by_trace[t] == "dyn"));
+    assert!(
+        d_kept
+            .iter()
+            .any(|t| weights.get(t).is_some_and(|w| *w > 1.0)),
+        "some keeps at a rate above 1"
+    );
 }
