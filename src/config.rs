@@ -159,8 +159,11 @@ pub struct KafkaConfig {
     pub encoding: Encoding,
     /// Topic that receives kept traces (OTLP protobuf, key = trace id hex).
     pub sampled_topic: String,
-    /// Topic for the decision log (used by crash recovery).
+    /// Topic for the decision log: every decision, co-partitioned with the input, restored on
+    /// assignment so replayed and late spans follow decisions made before a crash or rebalance.
     pub decisions_topic: String,
+    /// Write and restore the decision log (turn off only for benchmarks of the rest).
+    pub decision_log: bool,
     /// Topic for records that could not be decoded (original bytes, reason in headers).
     pub dead_letter_topic: String,
     /// How often each partition commits its offset watermark.
@@ -185,6 +188,7 @@ impl Default for KafkaConfig {
             encoding: Encoding::OtlpProto,
             sampled_topic: "otlp_spans_sampled".into(),
             decisions_topic: "tracesift_decisions".into(),
+            decision_log: true,
             dead_letter_topic: "otlp_spans_dlq".into(),
             commit_interval: Duration::from_secs(1),
             partition_queue_records: 4096,

@@ -72,6 +72,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         ("otlp_spans", 4),
         ("otlp_spans_sampled", 4),
         ("otlp_spans_dlq", 4),
+        ("tracesift_decisions", 4),
     ] {
         cluster
             .create_topic(t, p, 1)

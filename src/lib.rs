@@ -14,6 +14,7 @@ pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod decision_log;
 pub mod demo;
 pub mod dryrun;
 pub mod gen;

@@ -286,6 +286,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// The policies in force.
     pub policies: Arc<Policies>,
+    /// Readiness (held down while partitions restore their decisions).
+    pub health: crate::telemetry::Health,
     /// The producer for the sampled and dead-letter topics.
     pub producer: FutureProducer,
     /// Hot tier store (when the Parquet sink is on).
@@ -320,6 +322,8 @@ pub struct PartitionTask {
     dlq_topic: Arc<str>,
     /// Decision-cache (hits, misses) already published.
     published_lookups: (u64, u64),
+    /// The decision log topic, when enabled.
+    decisions_topic: Option<Arc<str>>,
     /// The policies this task uses, and their generation.
     sampler: Arc<Sampler>,
     policy_names: Arc<[Arc<str>]>,
@@ -353,6 +357,10 @@ impl PartitionTask {
             store: TraceStore::new(StoreLimits::from(&cfg.store)),
             dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
             published_lookups: (0, 0),
+            decisions_topic: cfg
+                .kafka
+                .decision_log
+                .then(|| Arc::from(cfg.kafka.decisions_topic.as_str())),
             sampler,
             policy_names,
             policies_generation,
@@ -372,6 +380,7 @@ impl PartitionTask {
 
     /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
     pub async fn run(mut self, mut input: Inbox, mut control: mpsc::Receiver<Control>) {
+        self.restore_decisions().await;
         let tick = self.shared.config.store.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -516,16 +525,41 @@ impl PartitionTask {
             .sampler
             .decide_trace(t.trace_id, &t.summary, &t.spans, now);
         self.store.remember(t.trace_id, d, now);
-        let stats = &self.shared.stats;
+        let stats = Arc::clone(&self.shared.stats);
         stats.traces_decided.fetch_add(1, Ordering::Relaxed);
         let forced = t.trigger.is_forced();
         if forced {
             stats.forced.fetch_add(1, Ordering::Relaxed);
         }
-        let policy = d
-            .policy
-            .map(|p| self.sampler.policy_name(p))
-            .unwrap_or("none");
+        let sampler = Arc::clone(&self.sampler);
+        let policy = d.policy.map(|p| sampler.policy_name(p)).unwrap_or("none");
+        // The decision log holds one reference per offset: the records are resolved only once
+        // the decision is durable, so a crash never replays them without it.
+        if let Some(topic) = self.decisions_topic.clone() {
+            let logged = crate::decision_log::LoggedDecision {
+                keep: d.keep,
+                threshold: d.threshold,
+                decided_at_ms: crate::clock::wall_now_nanos() / 1_000_000,
+                policy: if d.policy.is_some() {
+                    policy.to_string()
+                } else {
+                    String::new()
+                },
+            };
+            if d.keep {
+                for &o in &t.offsets {
+                    self.acquire(o, 1);
+                }
+            }
+            self.acks.push(sink::decision_record(
+                self.shared.producer.clone(),
+                topic,
+                self.partition,
+                crate::decision_log::key(&t.trace_id),
+                logged.encode(),
+                t.offsets.clone(),
+            ));
+        }
         if d.keep {
             telemetry::trace_decided(policy, Outcome::Keep, t.trigger.as_str(), forced);
             stats.traces_kept.fetch_add(1, Ordering::Relaxed);
@@ -538,8 +572,61 @@ impl PartitionTask {
             self.emit(t.trace_id, &t.spans, d, &t.offsets);
         } else {
             telemetry::trace_decided(policy, Outcome::Drop, t.trigger.as_str(), forced);
-            self.release(&t.offsets);
+            if self.decisions_topic.is_none() {
+                self.release(&t.offsets);
+            }
         }
+    }
+
+    /// Restores this partition's decision cache from the decision log (before any input).
+    async fn restore_decisions(&mut self) {
+        let Some(topic) = self.decisions_topic.clone() else {
+            return;
+        };
+        let _not_ready = self.shared.health.restoring();
+        let cfg = Arc::clone(&self.shared.config);
+        let partition = self.partition;
+        let dc = &cfg.store.decision_cache;
+        let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
+        let now_ms = crate::clock::wall_now_nanos() / 1_000_000;
+        let started = std::time::Instant::now();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::decision_log::restore(&cfg, partition, now_ms, max_age)
+        })
+        .await;
+        let decisions = match read {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::error!(%topic, partition, error = %e, "cannot read the decision log; late spans of earlier traces will be decided again");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(%topic, partition, error = %e, "decision log restore failed");
+                return;
+            }
+        };
+        let now = self.shared.clock.now();
+        let n = decisions.len();
+        for (id, d) in decisions {
+            let policy = self
+                .policy_names
+                .iter()
+                .position(|p| **p == *d.policy)
+                .map(|i| i as crate::sample::PolicyId);
+            let age = Duration::from_millis(now_ms.saturating_sub(d.decided_at_ms));
+            let at = MonoTime::from_duration(now.as_duration().saturating_sub(age));
+            self.store.remember(
+                id,
+                Decision {
+                    keep: d.keep,
+                    policy,
+                    threshold: d.threshold,
+                },
+                at,
+            );
+        }
+        telemetry::decisions_restored(n as u64);
+        tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms = started.elapsed().as_millis() as u64, "decision cache restored");
     }
 
     /// Hands kept spans to every sink. Each offset holds one reference on entry; it ends with one
@@ -753,9 +840,27 @@ async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
         .map(|t| t.partitions().len() as i32)
         .filter(|n| *n > 0)
         .unwrap_or(1);
+    if cfg.kafka.decision_log {
+        let log = &cfg.kafka.decisions_topic;
+        if let Some(t) = md.topics().iter().find(|t| t.name() == log) {
+            let n = t.partitions().len() as i32;
+            if n > 0 && n < partitions {
+                return Err(RunError::Topic {
+                    topic: log.clone(),
+                    reason: format!(
+                        "the decision log has {n} partitions but the input has {partitions}; \
+                         it must be co-partitioned (at least as many partitions)"
+                    ),
+                });
+            }
+        }
+    }
     let mut wanted = vec![cfg.kafka.dead_letter_topic.clone()];
     if cfg.sinks.kafka.enabled {
         wanted.push(cfg.kafka.sampled_topic.clone());
+    }
+    if cfg.kafka.decision_log {
+        wanted.push(cfg.kafka.decisions_topic.clone());
     }
     let missing: Vec<String> = wanted
         .into_iter()
@@ -768,9 +873,23 @@ async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
     if missing.is_empty() {
         return Ok(());
     }
+    // The decision log is compacted (latest decision per trace) and ages out after the longest
+    // decision-cache TTL plus a day of replay window.
+    let dc = &cfg.store.decision_cache;
+    let log_retention = (dc.sampled_ttl.max(dc.non_sampled_ttl) + Duration::from_secs(86_400))
+        .as_millis()
+        .to_string();
     let new: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            let n = NewTopic::new(t, partitions, TopicReplication::Fixed(1));
+            if *t == cfg.kafka.decisions_topic {
+                n.set("cleanup.policy", "compact,delete")
+                    .set("retention.ms", &log_retention)
+            } else {
+                n
+            }
+        })
         .collect();
     let results = admin
         .create_topics(
@@ -820,6 +939,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let shared = Shared {
         config: Arc::clone(&config),
         policies: Arc::clone(&policies),
+        health: health.clone(),
         producer: producer.clone(),
         hot_store,
         encode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),

@@ -234,6 +234,49 @@ pub struct DeadLetter {
     pub key: Option<Bytes>,
 }
 
+/// Writes one decision to the decision log (partition `partition`, the input's own) until it is
+/// acknowledged; then releases one reference on each of `offsets`.
+pub fn decision_record(
+    producer: FutureProducer,
+    topic: Arc<str>,
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
+    offsets: Vec<i64>,
+) -> AckFuture {
+    Box::pin(async move {
+        let mut attempt = 0u32;
+        loop {
+            let rec = FutureRecord::to(&topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&value);
+            match producer.send_result(rec) {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => break,
+                    Ok(Err((e, _))) => {
+                        telemetry::sink_error(SinkLabel::DecisionLog);
+                        tracing::warn!(%topic, partition, error = %e, attempt, "decision not logged; retrying");
+                    }
+                    Err(_) => telemetry::sink_error(SinkLabel::DecisionLog),
+                },
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                Err((e, _)) => {
+                    telemetry::sink_error(SinkLabel::DecisionLog);
+                    tracing::warn!(%topic, partition, error = %e, attempt, "decision not logged; retrying");
+                }
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt = attempt.saturating_add(1);
+        }
+        telemetry::decisions_logged(1);
+        offsets
+    })
+}
+
 /// Writes the original bytes of an unreadable record to the dead-letter topic, with headers
 /// `tracesift.error`, `tracesift.source.topic`, `tracesift.source.partition`,
 /// `tracesift.source.offset`. Resolves to the record's offset once acknowledged.

@@ -35,6 +35,10 @@ pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
 pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
 /// Records queued between the consumer and a partition task, per partition.
 pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
+/// Decisions written to the decision log.
+pub const DECISIONS_LOGGED: &str = "tracesift_decisions_logged_total";
+/// Decisions restored from the decision log on partition assignment.
+pub const DECISIONS_RESTORED: &str = "tracesift_decisions_restored_total";
 /// Policy reloads (SIGHUP) by `outcome`: `applied` or `rejected` (the old policies kept running).
 pub const POLICY_RELOADS: &str = "tracesift_policy_reloads_total";
 /// Decisions remembered for late spans, per partition and `kind` (`sampled`, `non_sampled`).
@@ -106,6 +110,16 @@ fn describe() {
         PARTITION_QUEUE,
         Unit::Count,
         "Records queued for a partition task."
+    );
+    describe_counter!(
+        DECISIONS_LOGGED,
+        Unit::Count,
+        "Decisions written to the decision log."
+    );
+    describe_counter!(
+        DECISIONS_RESTORED,
+        Unit::Count,
+        "Decisions restored from the decision log on partition assignment."
     );
     describe_counter!(
         POLICY_RELOADS,
@@ -202,6 +216,8 @@ pub enum SinkLabel {
     Parquet,
     /// The dead-letter topic.
     DeadLetter,
+    /// The decision log.
+    DecisionLog,
 }
 
 impl SinkLabel {
@@ -211,6 +227,7 @@ impl SinkLabel {
             SinkLabel::Kafka => "kafka",
             SinkLabel::Parquet => "parquet",
             SinkLabel::DeadLetter => "dead_letter",
+            SinkLabel::DecisionLog => "decision_log",
         }
     }
 }
@@ -317,6 +334,16 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     counter!(DECISION_CACHE_LOOKUPS, "result" => "miss").increment(g.new_misses);
 }
 
+/// Counts decisions written to the decision log.
+pub fn decisions_logged(n: u64) {
+    counter!(DECISIONS_LOGGED).increment(n);
+}
+
+/// Counts decisions restored from the decision log.
+pub fn decisions_restored(n: u64) {
+    counter!(DECISIONS_RESTORED).increment(n);
+}
+
 /// Counts one policy reload.
 pub fn policy_reload(applied: bool) {
     counter!(POLICY_RELOADS, "outcome" => if applied { "applied" } else { "rejected" })
@@ -332,6 +359,8 @@ pub fn partitions_assigned(n: usize) {
 #[derive(Debug, Clone, Default)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    /// Partitions whose decision cache is being restored from the decision log.
+    restoring: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Health {
@@ -340,9 +369,25 @@ impl Health {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// True when ready.
+    /// True when ready: partitions assigned and no decision cache being restored.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.restoring.load(Ordering::Acquire) == 0
+    }
+
+    /// Marks one partition's restore as running until the guard is dropped.
+    pub fn restoring(&self) -> RestoreGuard {
+        self.restoring.fetch_add(1, Ordering::AcqRel);
+        RestoreGuard(Arc::clone(&self.restoring))
+    }
+}
+
+/// Holds readiness down while a partition restores its decisions.
+#[derive(Debug)]
+pub struct RestoreGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for RestoreGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
