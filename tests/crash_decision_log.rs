@@ -1,0 +1,243 @@
+//! Scenario: the only instance is killed with SIGKILL after deciding a set of traces; a new
+//! instance takes over; then the traces' late spans arrive.
+//!
+//! Guarantee: the new instance restores the decision log before consuming (readiness stays down
+//! until it has), so every late span follows the decision made before the crash: a kept trace
+//! gets its late spans (no kept trace is partial), a dropped trace stays dropped even when a late
+//! span carries an error (without the log that span would start a new, partial, kept trace).
+//! Nothing kept is lost; duplicates (at-least-once) are allowed and counted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::*;
+
+const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
+
+fn span(trace: &[u8; 16], n: u8, error: bool) -> Span {
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: vec![n; 8],
+        parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
+        name: format!("op{n}"),
+        start_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000,
+        end_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000 + 5_000_000,
+        status: Some(Status {
+            code: if error {
+                status::StatusCode::Error as i32
+            } else {
+                status::StatusCode::Ok as i32
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn send(p: &FutureProducer, t: &[u8; 16], spans: Vec<Span>, ends: &mut BTreeMap<i32, i64>) {
+    let v = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let key = hex::encode(t);
+    let d = p
+        .send(
+            FutureRecord::to("otlp_spans").key(&key).payload(&v),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let e = ends.entry(d.partition).or_insert(0);
+    *e = (*e).max(d.offset + 1);
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(cfg: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["run", "-c"])
+        .arg(cfg)
+        .env("TRACESIFT_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    tracesift::telemetry::http_get(addr, path).await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_then_late_spans_follow_the_logged_decisions() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("tracesift.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+kafka: {{brokers: "{brokers}", group_id: crash, commit_interval: 200ms, properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "1000"}}}}
+store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
+policies:
+  - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
+  - {{name: default, type: probabilistic, probabilistic: {{sampling_percentage: 10}}}}
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: "127.0.0.1:{port}"}}
+shutdown_timeout: 20s
+"#
+        ),
+    )
+    .unwrap();
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+    let traces: Vec<[u8; 16]> = (0..200u32)
+        .map(|i| {
+            let mut t = [0u8; 16];
+            t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+            let r = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
+            t[9..].copy_from_slice(&r.to_be_bytes()[1..]);
+            t
+        })
+        .collect();
+
+    // Instance 1 decides the early parts, then dies without any chance to clean up.
+    let log1 = dir.path().join("one.log");
+    let mut one = start(&cfg, &log1);
+    let mut ends = BTreeMap::new();
+    for (i, t) in traces.iter().enumerate() {
+        send(
+            &producer,
+            t,
+            vec![span(t, 1, false), span(t, 2, i % 4 == 0)],
+            &mut ends,
+        )
+        .await;
+    }
+    wait_committed(
+        &brokers,
+        "crash",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    one.kill().unwrap(); // SIGKILL
+    one.wait().unwrap();
+
+    // Instance 2 restores the decision log before it reads; not ready until then.
+    let log2 = dir.path().join("two.log");
+    let mut two = start(&cfg, &log2);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, _)) = get(port, "/readyz").await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "instance 2 never ready:\n{}",
+            std::fs::read_to_string(&log2).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, metrics) = get(port, "/metrics").await.unwrap();
+    let restored: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("tracesift_decisions_restored_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no restore metric:\n{metrics}"));
+    assert_eq!(restored as usize, traces.len(), "every decision restored");
+
+    // The late parts: traces i % 4 == 1 carry an error that comes too late.
+    for (i, t) in traces.iter().enumerate() {
+        send(
+            &producer,
+            t,
+            vec![span(t, 3, i % 4 == 1), span(t, 4, false)],
+            &mut ends,
+        )
+        .await;
+    }
+    wait_committed(
+        &brokers,
+        "crash",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &two.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(two.wait().unwrap().success());
+
+    let b = brokers.clone();
+    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
+        .await
+        .unwrap();
+    let mut got: HashMap<[u8; 16], Vec<u8>> = HashMap::new();
+    for r in &sampled {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            got.entry(s.trace_id.as_slice().try_into().unwrap())
+                .or_default()
+                .push(s.span_id[0]);
+        }
+    }
+    let (mut kept, mut duplicates) = (0, 0);
+    for (i, t) in traces.iter().enumerate() {
+        let r = t[9..16].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        let want = i % 4 == 0 || r >= T10;
+        match (want, got.get(t)) {
+            (false, None) => {}
+            (true, Some(ids)) => {
+                kept += 1;
+                let distinct: HashSet<u8> = ids.iter().copied().collect();
+                assert_eq!(
+                    distinct,
+                    HashSet::from([1, 2, 3, 4]),
+                    "trace {i}: whole, late spans included"
+                );
+                duplicates += ids.len() - distinct.len();
+            }
+            (want, have) => panic!("trace {i}: want kept={want}, sampled {have:?}"),
+        }
+    }
+    assert!(kept >= 50, "{kept}");
+    eprintln!("kept {kept} traces whole, {duplicates} duplicate spans (at-least-once)");
+}
