@@ -305,4 +305,5 @@ pub fn run_python(script: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+pub mod chaos;
 pub mod spine;

@@ -1,0 +1,202 @@
+//! Chaos scenarios: generated traffic split over records (out of order, interleaved, some late)
+//! flows through `tracesift run` processes while they are killed (SIGKILL), added, stopped, or
+//! the broker restarts. Afterwards the sampled topic is checked against the generator's ground
+//! truth: every trace the policies must keep (errors, slow roots, exactly the probabilistic
+//! keeps) is there with every one of its spans, no other trace is, and duplicates (at-least-once
+//! after a crash) are counted, not hidden.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use rdkafka::producer::FutureProducer;
+use tracesift::gen::{self, GenOptions, Manifest};
+
+use super::spine::{expected_keep, POLICIES};
+use super::*;
+
+/// One `tracesift run` process.
+pub struct Instance {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Instance {
+    /// Starts an instance of the scenario's configuration.
+    pub fn start(dir: &Path, name: &str) -> Instance {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+            .args(["run", "-c"])
+            .arg(dir.join("tracesift.yaml"))
+            .env("TRACESIFT_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Instance {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    /// SIGKILL: no drain, no commit, no goodbye to the group.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "{} exited {status:?}:\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes the scenario's configuration into `dir`.
+pub fn write_config(dir: &Path, brokers: &str) {
+    std::fs::write(
+        dir.join("tracesift.yaml"),
+        format!(
+            r#"
+kafka:
+  brokers: "{brokers}"
+  group_id: chaos
+  commit_interval: 200ms
+  properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "1000"}}
+store: {{decision_wait: 3s, decision_wait_after_root: 3s, max_trace_age: 1m, tick: 50ms}}
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: ""}}
+shutdown_timeout: 20s
+policies:{POLICIES}
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// The traffic: `traces` split traces at about `rate` records per second, in the background.
+pub fn traffic(
+    brokers: &str,
+    traces: usize,
+    rate: f64,
+    seed: u64,
+) -> (Manifest, tokio::task::JoinHandle<BTreeMap<i32, i64>>) {
+    let (records, manifest) = gen::plan_records(&GenOptions {
+        traces,
+        seed,
+        split: true,
+        late_fraction: 0.1,
+        late_delay: Duration::from_millis(1500),
+        start_ns: 1_760_000_000_000_000_000,
+        ..Default::default()
+    });
+    let producer: FutureProducer = client(brokers)
+        .set("linger.ms", "5")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    let task = tokio::spawn(async move {
+        gen::produce(&producer, "otlp_spans", &records, Some(rate))
+            .await
+            .unwrap()
+            .ends
+    });
+    (manifest, task)
+}
+
+/// What one scenario produced, kept, lost and duplicated.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub traces: usize,
+    pub spans: usize,
+    pub must_keep: usize,
+    pub kept_traces: usize,
+    pub kept_spans: usize,
+    pub lost_spans: usize,
+    pub duplicate_spans: usize,
+}
+
+/// Checks the sampled topic against the ground truth; panics on any loss, partial or extra
+/// trace; returns the figures.
+pub fn check(brokers: &str, manifest: &Manifest) -> Outcome {
+    let sampled = read_all(brokers, "otlp_spans_sampled");
+    let mut got: HashMap<[u8; 16], Vec<[u8; 8]>> = HashMap::new();
+    for r in &sampled {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            got.entry(s.trace_id.as_slice().try_into().unwrap())
+                .or_default()
+                .push(s.span_id.as_slice().try_into().unwrap());
+        }
+    }
+    let mut o = Outcome {
+        traces: manifest.traces.len(),
+        spans: manifest.traces.iter().map(|t| t.spans).sum(),
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    for f in &manifest.traces {
+        let want = expected_keep(f);
+        o.must_keep += usize::from(want);
+        match (want, got.get(&f.trace_id.0)) {
+            (false, None) => {}
+            (true, None) => {
+                o.lost_spans += f.spans;
+                problems.push(format!("lost {f:?}"));
+            }
+            (false, Some(ids)) => {
+                problems.push(format!("kept but must not be: {f:?} ({} spans)", ids.len()))
+            }
+            (true, Some(ids)) => {
+                let distinct: HashSet<&[u8; 8]> = ids.iter().collect();
+                o.kept_traces += 1;
+                o.kept_spans += distinct.len();
+                o.duplicate_spans += ids.len() - distinct.len();
+                if distinct.len() != f.spans {
+                    o.lost_spans += f.spans.saturating_sub(distinct.len());
+                    problems.push(format!(
+                        "partial: {} of {} spans of {f:?}",
+                        distinct.len(),
+                        f.spans
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} problems, first 10:\n{}\n{o:?}",
+        problems.len(),
+        problems[..problems.len().min(10)].join("\n")
+    );
+    o
+}
