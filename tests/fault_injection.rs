@@ -1,0 +1,258 @@
+//! Fault injection with librdkafka's mock cluster (in addition to the real-broker tests, never
+//! instead): the broker leading the sampled topic and the decision log goes down, the group
+//! coordinator moves, offset commits fail. Guarantee asserted: no offset is committed past
+//! unresolved work — while kept traces cannot be written, the committed offsets stay where the
+//! resolved work ends — and once the faults clear everything is written and committed to the end.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset, TopicPartitionList};
+use tracesift::config::Config;
+
+const GROUP: &str = "faults";
+
+fn trace_record(i: u32) -> (String, Vec<u8>) {
+    let mut t = [0u8; 16];
+    t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+    let spans = (1..=3u8)
+        .map(|n| Span {
+            trace_id: t.to_vec(),
+            span_id: vec![n; 8],
+            parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..Default::default()
+        })
+        .collect();
+    let v = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    (hex::encode(t), v)
+}
+
+async fn wave(p: &FutureProducer, from: u32, n: u32, ends: &mut BTreeMap<i32, i64>) {
+    for i in from..from + n {
+        let (k, v) = trace_record(i);
+        let d = p
+            .send(
+                FutureRecord::to("otlp_spans").key(&k).payload(&v),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let e = ends.entry(d.partition).or_insert(0);
+        *e = (*e).max(d.offset + 1);
+    }
+}
+
+fn committed(brokers: &str) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", GROUP)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition("otlp_spans", p);
+    }
+    match c.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(got) => got
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+async fn wait_committed(brokers: &str, ends: &BTreeMap<i32, i64>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let b = brokers.to_string();
+        let c = tokio::task::spawn_blocking(move || committed(&b))
+            .await
+            .unwrap();
+        if ends.iter().all(|(p, e)| c.get(p) == Some(e)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: committed {c:?}, end {ends:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn sampled_traces(brokers: &str) -> HashSet<Vec<u8>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "reader")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset("otlp_spans_sampled", p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let mut out = HashSet::new();
+    let mut eof = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while eof < 2 && Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let req = ExportTraceServiceRequest::decode(m.payload().unwrap()).unwrap();
+                for s in req
+                    .resource_spans
+                    .iter()
+                    .flat_map(|r| &r.scope_spans)
+                    .flat_map(|s| &s.spans)
+                {
+                    out.insert(s.trace_id.clone());
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => eof += 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_commit_past_unresolved_work_under_faults() {
+    let cluster = MockCluster::new(3).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    for t in [
+        "otlp_spans",
+        "otlp_spans_sampled",
+        "otlp_spans_dlq",
+        "tracesift_decisions",
+    ] {
+        cluster.create_topic(t, 2, 1).unwrap();
+    }
+    // Input led by broker 1; everything tracesift writes led by broker 3; coordinator on 2.
+    for p in 0..2 {
+        cluster.partition_leader("otlp_spans", p, Some(1)).unwrap();
+        for t in [
+            "otlp_spans_sampled",
+            "otlp_spans_dlq",
+            "tracesift_decisions",
+        ] {
+            cluster.partition_leader(t, p, Some(3)).unwrap();
+        }
+    }
+    cluster
+        .coordinator(MockCoordinator::Group(GROUP.into()), 2)
+        .unwrap();
+    let cfg = Config::parse(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", group_id: {GROUP}, commit_interval: 100ms}}
+store: {{decision_wait: 300ms, decision_wait_after_root: 300ms, tick: 20ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: ""}}
+"#
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut ends = BTreeMap::new();
+
+    // A: no faults.
+    wave(&producer, 0, 200, &mut ends).await;
+    wait_committed(&brokers, &ends, "wave A").await;
+    let resolved = ends.clone();
+
+    // B: the broker leading the sampled topic and the decision log is down. Wave B is read and
+    // decided but cannot be written: the committed offsets must not move past wave A.
+    cluster.broker_down(3).unwrap();
+    wave(&producer, 200, 200, &mut ends).await;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let b = brokers.clone();
+        let c = tokio::task::spawn_blocking(move || committed(&b))
+            .await
+            .unwrap();
+        for (p, o) in &c {
+            assert!(
+                *o <= resolved[p],
+                "partition {p} committed {o} past the resolved end {} while its writes are down",
+                resolved[p]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        running
+            .stats
+            .records
+            .load(std::sync::atomic::Ordering::Relaxed),
+        400,
+        "wave B was read (and is waiting for its writes)"
+    );
+    cluster.broker_up(3).unwrap();
+    wait_committed(&brokers, &ends, "wave B after the broker came back").await;
+
+    // C: the group coordinator moves.
+    cluster
+        .coordinator(MockCoordinator::Group(GROUP.into()), 1)
+        .unwrap();
+    wave(&producer, 400, 200, &mut ends).await;
+    wait_committed(&brokers, &ends, "wave C after a coordinator move").await;
+
+    // D: offset commits fail for a while.
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 8],
+    );
+    wave(&producer, 600, 200, &mut ends).await;
+    wait_committed(&brokers, &ends, "wave D after failing commits").await;
+
+    running.stop().await;
+    let b = brokers.clone();
+    let got = tokio::task::spawn_blocking(move || sampled_traces(&b))
+        .await
+        .unwrap();
+    for i in 0..800u32 {
+        let mut t = vec![0u8; 16];
+        t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+        assert!(
+            got.contains(&t),
+            "trace {i} never reached the sampled topic"
+        );
+    }
+    drop(producer);
+    drop(cluster);
+}

@@ -1,0 +1,294 @@
+//! Scenario: a flood of unique, never-completing traces far beyond the store's byte budget, with
+//! one giant trace (five times the per-trace span limit) at its head, through `tracesift run`
+//! against a real broker.
+//!
+//! Guarantees: the process's resident memory stays under the configured budget plus a stated
+//! overhead (asserted below: 2 × `store.max_bytes` for span bytes and the records they keep
+//! alive, plus the input queue and librdkafka's prefetch, plus 150 MiB for the process itself);
+//! the oldest traces are decided early and counted as forced; the giant trace is decided at its
+//! limit, all its later spans follow that decision, and it does not stall the traces behind it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::*;
+
+const MIB: u64 = 1 << 20;
+
+fn span(trace: [u8; 16], n: u32, error: bool) -> Span {
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: (u64::from(n) + 1).to_be_bytes().to_vec(),
+        // Never a root, so only the budget (or max age) decides these traces.
+        parent_span_id: vec![0xee; 8],
+        name: "flood".into(),
+        start_time_unix_nano: 1_760_000_000_000_000_000,
+        end_time_unix_nano: 1_760_000_000_001_000_000,
+        attributes: vec![KeyValue {
+            key: "pad".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("x".repeat(300))),
+            }),
+            ..Default::default()
+        }],
+        status: Some(Status {
+            code: if error {
+                status::StatusCode::Error as i32
+            } else {
+                status::StatusCode::Unset as i32
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn record(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_stays_in_budget_and_giant_trace_does_not_stall() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let max_bytes = 16 * MIB;
+    let queue_bytes = 4 * MIB;
+    let prefetch = 4 * MIB;
+    let cfg = dir.path().join("tracesift.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+kafka:
+  brokers: "{brokers}"
+  group_id: flood
+  commit_interval: 200ms
+  partition_queue_records: 512
+  partition_queue_bytes: {queue_bytes}
+  properties: {{queued.max.messages.kbytes: "{}"}}
+store:
+  decision_wait: 60s
+  decision_wait_after_root: 60s
+  max_trace_age: 10m
+  max_bytes: {max_bytes}
+  max_spans_per_trace: 2000
+  on_overflow: decide_oldest
+policies:
+  - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: "127.0.0.1:{port}"}}
+shutdown_timeout: 20s
+"#,
+            prefetch / 1024
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("TRACESIFT_LOG", "warn,librdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+
+    // Sample the resident set size all along.
+    let stop_sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = std::sync::Arc::clone(&stop_sampling);
+    let sampler = std::thread::spawn(move || {
+        let mut max = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            max = max.max(rss_bytes(pid));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        max
+    });
+
+    let producer: FutureProducer = client(&brokers)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .unwrap();
+    let giant = [0x6a; 16];
+    let mut produced_bytes = 0u64;
+    let mut spans_total = 0u64;
+    let mut pending = Vec::new();
+    let mut error_traces: Vec<[u8; 16]> = Vec::new();
+    // The giant trace: 10 000 spans in 50 records, an error in the first; then the flood:
+    // 12 000 records of 50 one-span traces each (~230 MB of spans), 1 in 50 an error.
+    let mut records: Vec<(String, Vec<u8>)> = Vec::new();
+    for r in 0..50u32 {
+        let spans = (0..200u32)
+            .map(|i| span(giant, r * 200 + i, r == 0 && i == 0))
+            .collect();
+        records.push((hex::encode(giant), record(spans)));
+    }
+    for r in 0..12_000u32 {
+        let spans = (0..50u32)
+            .map(|i| {
+                let mut t = [0u8; 16];
+                t[..4].copy_from_slice(&r.to_be_bytes());
+                t[4..8].copy_from_slice(&i.to_be_bytes());
+                t[15] = 1;
+                let error = (r * 50 + i) % 50 == 7;
+                if error {
+                    error_traces.push(t);
+                }
+                span(t, 0, error)
+            })
+            .collect();
+        records.push((format!("flood-{r}"), record(spans)));
+    }
+    for (k, v) in &records {
+        produced_bytes += v.len() as u64;
+        spans_total += if k.starts_with("flood") { 50 } else { 200 };
+        loop {
+            match producer.send_result(FutureRecord::to("otlp_spans").key(k).payload(v)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        if pending.len() >= 2000 {
+            for f in pending.drain(..) {
+                f.await.unwrap().map_err(|(e, _)| e).unwrap();
+            }
+        }
+    }
+    for f in pending.drain(..) {
+        f.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+
+    // Wait until every span has been read.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let metrics = loop {
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        if let Ok((_, m)) = tracesift::telemetry::http_get(addr, "/metrics").await {
+            if metric(&m, "tracesift_spans_in_total") as u64 >= spans_total {
+                break m;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every span was read:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop_sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_rss = sampler.join().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let forced = metric(&metrics, "tracesift_forced_decisions_total");
+    let bound = 2 * max_bytes + queue_bytes + prefetch + 150 * MIB;
+    eprintln!(
+        "flood: {:.0} MB in {} spans; max RSS {:.0} MiB (bound {:.0} MiB); forced decisions {forced}",
+        produced_bytes as f64 / 1e6,
+        spans_total,
+        max_rss as f64 / MIB as f64,
+        bound as f64 / MIB as f64
+    );
+    assert!(max_rss > 0, "RSS was sampled");
+    assert!(max_rss < bound, "RSS {max_rss} over the bound {bound}");
+    assert!(
+        (max_rss as f64) < produced_bytes as f64 / 2.0,
+        "memory did not follow the flood"
+    );
+    assert!(forced > 1000.0, "forced decisions reported: {forced}");
+
+    // The giant trace: decided at its limit, every later span followed (kept, error in front).
+    let b = brokers.clone();
+    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
+        .await
+        .unwrap();
+    let mut per_trace: HashMap<[u8; 16], std::collections::HashSet<Vec<u8>>> = HashMap::new();
+    for r in &sampled {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            per_trace
+                .entry(s.trace_id.as_slice().try_into().unwrap())
+                .or_default()
+                .insert(s.span_id.clone());
+        }
+    }
+    assert_eq!(
+        per_trace.get(&giant).map(|s| s.len()),
+        Some(10_000),
+        "every span of the giant trace, late ones through the decision"
+    );
+    // The traces behind it were not stalled: the flood's first half has been decided (forced,
+    // oldest first) and every error trace in it kept.
+    let first_half: Vec<_> = error_traces[..error_traces.len() / 2].to_vec();
+    let missing = first_half
+        .iter()
+        .filter(|t| !per_trace.contains_key(*t))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} early error traces not kept",
+        first_half.len()
+    );
+}
