@@ -278,9 +278,9 @@ pub struct DecisionCacheConfig {
 impl Default for DecisionCacheConfig {
     fn default() -> Self {
         DecisionCacheConfig {
-            sampled_cache_size: 100_000,
+            sampled_cache_size: 50_000,
             sampled_ttl: Duration::from_secs(600),
-            non_sampled_cache_size: 500_000,
+            non_sampled_cache_size: 200_000,
             non_sampled_ttl: Duration::from_secs(600),
         }
     }

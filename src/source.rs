@@ -197,7 +197,9 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "16384")
+        // One fetch response is buffered whole: keep it well under the prefetch bound.
+        .set("fetch.max.bytes", "16777216");
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
     }
@@ -211,7 +213,9 @@ pub fn producer_config(cfg: &Config) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4");
+        .set("compression.type", "lz4")
+        // Bounded: writes wait (and the partitions behind them pause) beyond 64 MiB queued.
+        .set("queue.buffering.max.kbytes", "65536");
     for (k, v) in &cfg.kafka.properties {
         if !is_consumer_only(k) {
             c.set(k, v);

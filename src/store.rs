@@ -385,6 +385,14 @@ impl TraceStore {
         let e = self.traces.remove(id)?;
         self.by_age.remove(&e.seq);
         self.bytes -= e.summary.bytes;
+        // Timers of removed traces are dropped lazily when they come due; under a flood of
+        // early (forced) decisions they would pile up for a whole decision wait, so the heap is
+        // rebuilt from the live traces once it holds far more timers than traces.
+        if self.timers.len() > 2 * self.traces.len() + 1024 {
+            let traces = &self.traces;
+            self.timers
+                .retain(|Reverse((_, seq, t))| traces.get(t).is_some_and(|e| e.seq == *seq));
+        }
         Some(DueTrace {
             trace_id: *id,
             summary: e.summary,
