@@ -16,59 +16,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use support::*;
 
 const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
-
-fn span(trace: &[u8; 16], n: u8, error: bool) -> Span {
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: vec![n; 8],
-        parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
-        name: format!("op{n}"),
-        start_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000,
-        end_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000 + 5_000_000,
-        status: Some(Status {
-            code: if error {
-                status::StatusCode::Error as i32
-            } else {
-                status::StatusCode::Ok as i32
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-async fn send(p: &FutureProducer, t: &[u8; 16], spans: Vec<Span>, ends: &mut BTreeMap<i32, i64>) {
-    let v = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource::default()),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec();
-    let key = hex::encode(t);
-    let d = p
-        .send(
-            FutureRecord::to("otlp_spans").key(&key).payload(&v),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-    let e = ends.entry(d.partition).or_insert(0);
-    *e = (*e).max(d.offset + 1);
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -134,13 +85,8 @@ shutdown_timeout: 20s
     let mut one = start(&cfg, &log1);
     let mut ends = BTreeMap::new();
     for (i, t) in traces.iter().enumerate() {
-        send(
-            &producer,
-            t,
-            vec![span(t, 1, false), span(t, 2, i % 4 == 0)],
-            &mut ends,
-        )
-        .await;
+        let v = otlp_record(vec![test_span(t, 1, false), test_span(t, 2, i % 4 == 0)]);
+        send_trace_record(&producer, t, &v, &mut ends).await;
     }
     wait_committed(
         &brokers,
@@ -179,13 +125,8 @@ shutdown_timeout: 20s
 
     // The late parts: traces i % 4 == 1 carry an error that comes too late.
     for (i, t) in traces.iter().enumerate() {
-        send(
-            &producer,
-            t,
-            vec![span(t, 3, i % 4 == 1), span(t, 4, false)],
-            &mut ends,
-        )
-        .await;
+        let v = otlp_record(vec![test_span(t, 3, i % 4 == 1), test_span(t, 4, false)]);
+        send_trace_record(&producer, t, &v, &mut ends).await;
     }
     wait_committed(
         &brokers,
@@ -202,23 +143,12 @@ shutdown_timeout: 20s
     assert!(two.wait().unwrap().success());
 
     let b = brokers.clone();
-    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
+    let got: HashMap<[u8; 16], Vec<u8>> = tokio::task::spawn_blocking(move || sampled_by_trace(&b))
         .await
-        .unwrap();
-    let mut got: HashMap<[u8; 16], Vec<u8>> = HashMap::new();
-    for r in &sampled {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-        for s in req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            got.entry(s.trace_id.as_slice().try_into().unwrap())
-                .or_default()
-                .push(s.span_id[0]);
-        }
-    }
+        .unwrap()
+        .into_iter()
+        .map(|(t, spans)| (t, spans.iter().map(|s| s.span_id[0]).collect()))
+        .collect();
     let (mut kept, mut duplicates) = (0, 0);
     for (i, t) in traces.iter().enumerate() {
         let r = t[9..16].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));

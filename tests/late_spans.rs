@@ -10,64 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value;
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use support::*;
 use tracesift::config::Config;
 
 const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
-
-fn span(trace: &[u8; 16], n: u8, error: bool) -> Span {
-    Span {
-        trace_id: trace.to_vec(),
-        span_id: vec![n; 8],
-        parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
-        name: format!("op{n}"),
-        start_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000,
-        end_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000 + 5_000_000,
-        status: Some(Status {
-            code: if error {
-                status::StatusCode::Error as i32
-            } else {
-                status::StatusCode::Ok as i32
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn record(spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource::default()),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-async fn send(p: &FutureProducer, trace: &[u8; 16], value: &[u8], ends: &mut BTreeMap<i32, i64>) {
-    let key = hex::encode(trace);
-    let d = p
-        .send(
-            FutureRecord::to("otlp_spans").key(&key).payload(value),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .unwrap();
-    let e = ends.entry(d.partition).or_insert(0);
-    *e = (*e).max(d.offset + 1);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_spans_follow_the_earlier_decision() {
@@ -107,8 +54,8 @@ telemetry: {{listen: "127.0.0.1:0"}}
     let mut ends = BTreeMap::new();
     // Early part: root and one child; every fourth trace has an error in it.
     for (i, t) in traces.iter().enumerate() {
-        let v = record(vec![span(t, 1, false), span(t, 2, i % 4 == 0)]);
-        send(&producer, t, &v, &mut ends).await;
+        let v = otlp_record(vec![test_span(t, 1, false), test_span(t, 2, i % 4 == 0)]);
+        send_trace_record(&producer, t, &v, &mut ends).await;
     }
     // Wait until every trace is decided (decision_wait 1 s of inactivity) and committed.
     wait_committed(
@@ -122,8 +69,8 @@ telemetry: {{listen: "127.0.0.1:0"}}
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Late part: two more spans; traces i % 4 == 1 carry an error that comes too late.
     for (i, t) in traces.iter().enumerate() {
-        let v = record(vec![span(t, 3, i % 4 == 1), span(t, 4, false)]);
-        send(&producer, t, &v, &mut ends).await;
+        let v = otlp_record(vec![test_span(t, 3, i % 4 == 1), test_span(t, 4, false)]);
+        send_trace_record(&producer, t, &v, &mut ends).await;
     }
     wait_committed(
         &brokers,
@@ -139,32 +86,19 @@ telemetry: {{listen: "127.0.0.1:0"}}
     running.stop().await;
 
     let b = brokers.clone();
-    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
+    let sampled = tokio::task::spawn_blocking(move || sampled_by_trace(&b))
         .await
         .unwrap();
-    let mut got: HashMap<[u8; 16], Vec<(u8, String)>> = HashMap::new();
-    for r in &sampled {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-        for s in req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            let policy = s
-                .attributes
-                .iter()
-                .find(|kv| kv.key == "tailsampling.policy")
-                .and_then(|kv| kv.value.clone())
-                .and_then(|v| v.value);
-            let Some(any_value::Value::StringValue(p)) = policy else {
-                panic!("kept span without policy");
-            };
-            got.entry(s.trace_id.as_slice().try_into().unwrap())
-                .or_default()
-                .push((s.span_id[0], p));
-        }
-    }
+    let got: HashMap<[u8; 16], Vec<(u8, String)>> = sampled
+        .into_iter()
+        .map(|(t, spans)| {
+            let spans = spans
+                .into_iter()
+                .map(|s| (s.span_id[0], s.policy.expect("kept span without policy")))
+                .collect();
+            (t, spans)
+        })
+        .collect();
     let mut kept = 0;
     for (i, t) in traces.iter().enumerate() {
         let r = t[9..16].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));

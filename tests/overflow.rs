@@ -16,11 +16,8 @@ use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
 
@@ -52,20 +49,6 @@ fn span(trace: [u8; 16], n: u32, error: bool) -> Span {
         }),
         ..Default::default()
     }
-}
-
-fn record(spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource::default()),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
 }
 
 fn rss_bytes(pid: u32) -> u64 {
@@ -174,7 +157,7 @@ shutdown_timeout: 20s
         let spans = (0..200u32)
             .map(|i| span(giant, r * 200 + i, r == 0 && i == 0))
             .collect();
-        records.push((hex::encode(giant), record(spans)));
+        records.push((hex::encode(giant), otlp_record(spans)));
     }
     for r in 0..8_000u32 {
         let spans = (0..50u32)
@@ -190,7 +173,7 @@ shutdown_timeout: 20s
                 span(t, 0, error)
             })
             .collect();
-        records.push((format!("flood-{r}"), record(spans)));
+        records.push((format!("flood-{r}"), otlp_record(spans)));
     }
     let total_spans: u64 = 10_000 + 8_000 * 50;
     // When ingestion passes 25% and 50% of the spans (from the process's own counter).
@@ -300,24 +283,13 @@ shutdown_timeout: 20s
 
     // The giant trace: decided at its limit, every later span followed (kept, error in front).
     let b = brokers.clone();
-    let sampled = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_sampled"))
-        .await
-        .unwrap();
-    let mut per_trace: HashMap<[u8; 16], std::collections::HashSet<Vec<u8>>> = HashMap::new();
-    for r in &sampled {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-        for s in req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            per_trace
-                .entry(s.trace_id.as_slice().try_into().unwrap())
-                .or_default()
-                .insert(s.span_id.clone());
-        }
-    }
+    let per_trace: HashMap<[u8; 16], std::collections::HashSet<Vec<u8>>> =
+        tokio::task::spawn_blocking(move || sampled_by_trace(&b))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(t, spans)| (t, spans.into_iter().map(|s| s.span_id).collect()))
+            .collect();
     assert_eq!(
         per_trace.get(&giant).map(|s| s.len()),
         Some(10_000),

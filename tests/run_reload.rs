@@ -11,9 +11,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value;
-use prost::Message;
 use rdkafka::producer::FutureProducer;
 use support::*;
 use tracesift::gen::{self, GenOptions, Manifest};
@@ -208,41 +205,17 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
 
     // What was kept, and by which policy.
     let b3 = brokers.clone();
-    let sampled = tokio::task::spawn_blocking(move || read_all(&b3, "otlp_spans_sampled"))
+    let sampled = tokio::task::spawn_blocking(move || sampled_by_trace(&b3))
         .await
         .unwrap();
-    let mut by_trace: HashMap<[u8; 16], String> = HashMap::new();
-    let mut weights: HashMap<[u8; 16], f64> = HashMap::new();
-    for r in &sampled {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-        for s in req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            let policy = s
-                .attributes
-                .iter()
-                .find(|kv| kv.key == "tailsampling.policy")
-                .and_then(|kv| kv.value.clone())
-                .and_then(|v| v.value);
-            let Some(any_value::Value::StringValue(p)) = policy else {
-                panic!("no policy attribute");
-            };
-            let t: [u8; 16] = s.trace_id.as_slice().try_into().unwrap();
-            if let Some(any_value::Value::DoubleValue(w)) = s
-                .attributes
-                .iter()
-                .find(|kv| kv.key == "sampling.adjusted_count")
-                .and_then(|kv| kv.value.clone())
-                .and_then(|v| v.value)
-            {
-                weights.insert(t, w);
-            }
-            by_trace.insert(t, p);
-        }
-    }
+    let by_trace: HashMap<[u8; 16], String> = sampled
+        .iter()
+        .map(|(t, spans)| (*t, spans[0].policy.clone().expect("no policy attribute")))
+        .collect();
+    let weights: HashMap<[u8; 16], f64> = sampled
+        .iter()
+        .filter_map(|(t, spans)| spans[0].adjusted_count.map(|w| (*t, w)))
+        .collect();
     let ids = |m: &Manifest, f: &dyn Fn(&gen::TraceFacts) -> bool| -> HashSet<[u8; 16]> {
         m.traces
             .iter()

@@ -306,4 +306,121 @@ pub fn run_python(script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 pub mod chaos;
+/// A span of a test trace: span id `[n; 8]`, a root when `n == 1` (else a child of span 1),
+/// status ERROR or OK.
+pub fn test_span(
+    trace: &[u8; 16],
+    n: u8,
+    error: bool,
+) -> opentelemetry_proto::tonic::trace::v1::Span {
+    use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
+    Span {
+        trace_id: trace.to_vec(),
+        span_id: vec![n; 8],
+        parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
+        name: format!("op{n}"),
+        start_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000,
+        end_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000 + 5_000_000,
+        status: Some(Status {
+            code: if error {
+                status::StatusCode::Error as i32
+            } else {
+                status::StatusCode::Ok as i32
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// One OTLP protobuf record holding `spans` under one empty resource and scope.
+pub fn otlp_record(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// Sends one record keyed by the trace id to `otlp_spans`; notes its partition's end.
+pub async fn send_trace_record(
+    p: &rdkafka::producer::FutureProducer,
+    trace: &[u8; 16],
+    value: &[u8],
+    ends: &mut BTreeMap<i32, i64>,
+) {
+    let key = hex::encode(trace);
+    let d = p
+        .send(
+            rdkafka::producer::FutureRecord::to("otlp_spans")
+                .key(&key)
+                .payload(value),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let e = ends.entry(d.partition).or_insert(0);
+    *e = (*e).max(d.offset + 1);
+}
+
+/// One span read back from the sampled topic.
+#[derive(Debug, Clone)]
+pub struct SampledSpan {
+    pub span_id: Vec<u8>,
+    /// `tailsampling.policy`.
+    pub policy: Option<String>,
+    /// `sampling.adjusted_count`.
+    pub adjusted_count: Option<f64>,
+}
+
+/// Every span of the sampled topic, by trace id (duplicates included, in read order).
+pub fn sampled_by_trace(brokers: &str) -> HashMap<[u8; 16], Vec<SampledSpan>> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    let mut out: HashMap<[u8; 16], Vec<SampledSpan>> = HashMap::new();
+    for r in read_all(brokers, "otlp_spans_sampled") {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            let attr = |k: &str| {
+                s.attributes
+                    .iter()
+                    .find(|kv| kv.key == k)
+                    .and_then(|kv| kv.value.clone())
+                    .and_then(|v| v.value)
+            };
+            out.entry(s.trace_id.as_slice().try_into().unwrap())
+                .or_default()
+                .push(SampledSpan {
+                    span_id: s.span_id.clone(),
+                    policy: match attr("tailsampling.policy") {
+                        Some(Value::StringValue(p)) => Some(p),
+                        _ => None,
+                    },
+                    adjusted_count: match attr("sampling.adjusted_count") {
+                        Some(Value::DoubleValue(c)) => Some(c),
+                        _ => None,
+                    },
+                });
+        }
+    }
+    out
+}
+
 pub mod spine;
