@@ -10,7 +10,7 @@
 //!   span count, bytes, leaf bits) and returns a [`Verdict`].
 //!
 //! Adding a policy type is one [`PolicyKind`] variant, one file under `sample/`, and one match arm
-//! in [`PolicyKind::parse`], [`compile`] and [`Evaluator::evaluate`].
+//! in `PolicyKind::parse`, `compile` and [`Evaluator::evaluate`].
 //!
 //! Probabilities follow OpenTelemetry consistent probability sampling (OTEP 235): a 56-bit
 //! rejection threshold `T` is compared with the trace's 56-bit randomness `R` (the `rv` in its

@@ -1,10 +1,10 @@
 //! `bytes_limiting`: a token bucket of span bytes per second (the encoded OTLP size of the
-//! trace's spans), shared by every partition. Keeps carry [`THRESHOLD_UNKNOWN`].
+//! trace's spans), shared by every partition. Keeps carry [`super::THRESHOLD_UNKNOWN`].
 
 use serde::{Deserialize, Serialize};
 
 use super::rate_limiting::TokenBucket;
-use super::{TraceView, Verdict, THRESHOLD_UNKNOWN};
+use super::{TraceView, Verdict};
 
 /// The Collector's `bytes_limiting` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,13 +34,7 @@ impl BytesLimiting {
 
     /// Sampled while the bucket has room for the trace's bytes.
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
-        if self.bucket.take(t.summary.bytes, t.now) {
-            Verdict::Sampled {
-                threshold: THRESHOLD_UNKNOWN,
-            }
-        } else {
-            Verdict::NotSampled
-        }
+        self.bucket.verdict(t.summary.bytes, t.now)
     }
 }
 

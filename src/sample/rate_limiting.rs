@@ -46,6 +46,17 @@ impl TokenBucket {
         })
     }
 
+    /// `Sampled` (probability unknown) when `n` tokens could be taken at `now`.
+    pub fn verdict(&self, n: u64, now: MonoTime) -> Verdict {
+        if self.take(n, now) {
+            Verdict::Sampled {
+                threshold: THRESHOLD_UNKNOWN,
+            }
+        } else {
+            Verdict::NotSampled
+        }
+    }
+
     /// Takes `n` tokens if the bucket has them at `now`.
     pub fn take(&self, n: u64, now: MonoTime) -> bool {
         let Ok(mut st) = self.state.lock() else {
@@ -84,13 +95,7 @@ impl RateLimiting {
 
     /// Sampled while the bucket has room for the trace's spans.
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
-        if self.bucket.take(u64::from(t.summary.span_count), t.now) {
-            Verdict::Sampled {
-                threshold: THRESHOLD_UNKNOWN,
-            }
-        } else {
-            Verdict::NotSampled
-        }
+        self.bucket.verdict(u64::from(t.summary.span_count), t.now)
     }
 }
 
