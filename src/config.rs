@@ -175,8 +175,31 @@ pub struct KafkaConfig {
     /// Record bytes buffered between the consumer and a partition's task before the partition is
     /// paused (whichever of the two limits is reached first).
     pub partition_queue_bytes: ByteSize,
+    /// Rekey stage for inputs not keyed by trace id.
+    pub rekey: RekeyConfig,
     /// librdkafka properties passed through to every client (consumer and producer).
     pub properties: BTreeMap<String, String>,
+}
+
+/// `kafka.rekey:` — topics whose records are not keyed by trace id are split per trace and
+/// re-produced, keyed by trace id, to `topic`, which must be one of `kafka.input_topics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RekeyConfig {
+    /// Topics to rekey (empty = no rekey stage).
+    pub input_topics: Vec<String>,
+    /// The trace-keyed repartition topic (created with the first rekeyed topic's partition
+    /// count when missing).
+    pub topic: String,
+}
+
+impl Default for RekeyConfig {
+    fn default() -> Self {
+        RekeyConfig {
+            input_topics: Vec::new(),
+            topic: "otlp_spans_by_trace".into(),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -193,6 +216,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             partition_queue_records: 4096,
             partition_queue_bytes: ByteSize(32 << 20),
+            rekey: RekeyConfig::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -676,6 +700,25 @@ impl Config {
                 "kafka.commit_interval",
                 "must be greater than 0",
             ));
+        }
+        if !k.rekey.input_topics.is_empty() {
+            if !k.input_topics.contains(&k.rekey.topic) {
+                e.push(ConfigError::new(
+                    "kafka.rekey.topic",
+                    format!(
+                        "`{}` must also be in kafka.input_topics: the sampler consumes the rekeyed traces from it",
+                        k.rekey.topic
+                    ),
+                ));
+            }
+            for (i, t) in k.rekey.input_topics.iter().enumerate() {
+                if k.input_topics.contains(t) || *t == k.rekey.topic {
+                    e.push(ConfigError::new(
+                        format!("kafka.rekey.input_topics[{i}]"),
+                        format!("`{t}` is rekeyed, so the sampler must not read it directly"),
+                    ));
+                }
+            }
         }
         if k.partition_queue_records == 0 {
             e.push(ConfigError::new(

@@ -20,6 +20,7 @@ pub mod dryrun;
 pub mod gen;
 pub mod otlp;
 pub mod pipeline;
+pub mod rekey;
 pub mod sample;
 pub mod sink;
 pub mod source;

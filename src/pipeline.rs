@@ -794,6 +794,7 @@ pub struct Running {
     /// The policies in force ([`Policies::replace`] reloads them).
     pub policies: Arc<Policies>,
     source: Option<crate::source::SourceHandle>,
+    rekey: Option<crate::rekey::RekeyHandle>,
     producer: FutureProducer,
     _server: Option<crate::telemetry::Server>,
     shutdown_timeout: Duration,
@@ -804,6 +805,10 @@ impl Running {
     /// writes acknowledged) and committed, producer flushed.
     pub async fn stop(mut self) -> Arc<RunStats> {
         self.health.set_ready(false);
+        // Upstream first: the rekey stage finishes its writes before the sampler drains.
+        if let Some(rekey) = self.rekey.take() {
+            rekey.stop().await;
+        }
         if let Some(source) = self.source.take() {
             let _ = tokio::task::spawn_blocking(move || source.stop()).await;
         }
@@ -816,6 +821,61 @@ impl Running {
         .await;
         Arc::clone(&self.stats)
     }
+}
+
+/// Creates the rekey stage's repartition topic when missing, with the partition count of the
+/// first rekeyed topic.
+async fn ensure_rekey_topic(cfg: &Config) -> Result<(), RunError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let rk = &cfg.kafka.rekey;
+    let Some(first) = rk.input_topics.first() else {
+        return Ok(());
+    };
+    let admin: AdminClient<DefaultClientContext> = crate::source::producer_config(cfg).create()?;
+    let md = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    let count = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .map_or(0, |t| t.partitions().len() as i32)
+    };
+    if count(&rk.topic) > 0 {
+        return Ok(());
+    }
+    let partitions = count(first);
+    if partitions == 0 {
+        return Err(RunError::Topic {
+            topic: first.clone(),
+            reason: "the rekeyed input topic does not exist".into(),
+        });
+    }
+    let r = admin
+        .create_topics(
+            &[
+                NewTopic::new(&rk.topic, partitions, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "delete"),
+            ],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for x in r {
+        match x {
+            Ok(t) => {
+                tracing::warn!(topic = %t, partitions, "created the rekey topic with replication 1; manage production topics explicitly")
+            }
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => {
+                return Err(RunError::Topic {
+                    topic: t,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates the sampled and dead-letter topics when missing, with as many partitions as the first
@@ -926,6 +986,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
     let producer: FutureProducer = crate::source::producer_config(&config).create()?;
+    ensure_rekey_topic(&config).await?;
     ensure_output_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
         Some(crate::archive::open_store(&config.archive.hot.url)?)
@@ -960,12 +1021,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
             topic: String::new(),
             reason: e.to_string(),
         })??;
+    let rekey = crate::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
+        RunError::Topic {
+            topic: config.kafka.rekey.topic.clone(),
+            reason: e.to_string(),
+        }
+    })?;
     Ok(Running {
         stats,
         health,
         telemetry_addr: server.as_ref().map(|s| s.addr),
         policies,
         source: Some(source),
+        rekey,
         producer,
         _server: server,
         shutdown_timeout: config.shutdown_timeout,

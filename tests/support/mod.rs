@@ -187,6 +187,8 @@ pub struct Read {
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: HashMap<String, String>,
+    /// Record timestamp (ms), -1 when none.
+    pub timestamp: i64,
 }
 
 /// Reads every record of a topic from the beginning until nothing new arrives for `idle`.
@@ -241,6 +243,7 @@ pub fn read_until_idle(brokers: &str, topic: &str, idle: Duration) -> Vec<Read> 
             key: m.key().map(|k| k.to_vec()),
             value: m.payload().unwrap_or_default().to_vec(),
             headers,
+            timestamp: m.timestamp().to_millis().unwrap_or(-1),
         });
     }
     out

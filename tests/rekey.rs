@@ -1,0 +1,147 @@
+//! Scenario: producers do not key by trace id (random keys, and mixed batches holding several
+//! traces), so a trace's spans land in several partitions of the raw topic. With
+//! `kafka.rekey` the records are split per trace and re-produced keyed by trace id; the sampler
+//! reads the repartition topic.
+//!
+//! Guarantees: every trace the policies must keep is in the sampled topic whole, no other trace
+//! is; every re-produced record is keyed by its trace id and keeps its original timestamp; the
+//! rekey stage's input offsets are committed to the end only after its writes were acknowledged.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::*;
+use tracesift::config::Config;
+use tracesift::gen::{self, GenOptions};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_input_is_rekeyed_and_sampled_whole() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans_raw", 3).await;
+    let hot = tempfile::tempdir().unwrap();
+    let cfg = Config::parse(&format!(
+        r#"
+kafka:
+  brokers: "{brokers}"
+  group_id: rekeyed
+  input_topics: [otlp_spans_by_trace]
+  commit_interval: 200ms
+  rekey: {{input_topics: [otlp_spans_raw], topic: otlp_spans_by_trace}}
+store: {{decision_wait: 3s, decision_wait_after_root: 3s, tick: 50ms}}
+policies:{}
+sinks: {{parquet: {{enabled: false}}}}
+archive: {{hot: {{url: "file://{}"}}}}
+telemetry: {{listen: ""}}
+"#,
+        support::spine::POLICIES,
+        hot.path().display()
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}\n{}", broker.log()));
+
+    let (records, manifest) = gen::plan_records(&GenOptions {
+        traces: 1500,
+        seed: 31,
+        split: true,
+        late_fraction: 0.0,
+        start_ns: 1_760_000_000_000_000_000,
+        ..Default::default()
+    });
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+    let mut ends = BTreeMap::new();
+    let mut raw_timestamps = HashSet::new();
+    // Pairs of records concatenated: one protobuf message holding both (a mixed batch), under a
+    // key that has nothing to do with the traces.
+    for (i, pair) in records.chunks(2).enumerate() {
+        let mut value = pair[0].value.clone();
+        if let Some(second) = pair.get(1) {
+            value.extend_from_slice(&second.value);
+        }
+        let ts = 1_760_000_000_000 + i as i64;
+        raw_timestamps.insert(ts);
+        let key = format!("batch-{i}");
+        let d = producer
+            .send(
+                FutureRecord::to("otlp_spans_raw")
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(ts),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let e = ends.entry(d.partition).or_insert(0);
+        *e = (*e).max(d.offset + 1);
+    }
+    wait_committed(
+        &brokers,
+        "rekeyed-rekey",
+        "otlp_spans_raw",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    // The sampler's own offsets on the repartition topic: wait until it has decided everything.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let spans: u64 = manifest.traces.iter().map(|t| t.spans as u64).sum();
+    while running
+        .stats
+        .spans
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < spans
+        || running
+            .stats
+            .traces_decided
+            .load(std::sync::atomic::Ordering::Relaxed)
+            < manifest.traces.len() as u64
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sampler did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    running.stop().await;
+
+    let b = brokers.clone();
+    let m = manifest.clone();
+    let o = tokio::task::spawn_blocking(move || support::chaos::check(&b, &m))
+        .await
+        .unwrap();
+    eprintln!("rekey: {o:?}");
+
+    let b = brokers.clone();
+    let rekeyed = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_by_trace"))
+        .await
+        .unwrap();
+    assert!(rekeyed.len() >= manifest.traces.len());
+    for r in &rekeyed {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        let ids: HashSet<String> = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| hex::encode(&s.trace_id))
+            .collect();
+        assert_eq!(ids.len(), 1, "one trace per rekeyed record");
+        let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
+        assert!(ids.contains(&key), "keyed by its trace id");
+        assert!(
+            raw_timestamps.contains(&r.timestamp),
+            "original timestamp kept: {}",
+            r.timestamp
+        );
+    }
+}
