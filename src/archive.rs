@@ -53,6 +53,9 @@ pub enum ArchiveError {
     /// The store URL is not usable.
     #[error("bad store url: {0}")]
     Url(String),
+    /// A file did not read back as written (compaction keeps its inputs).
+    #[error("verification failed: {0}")]
+    Verify(String),
 }
 
 /// A parsed object-store URL.

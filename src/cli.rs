@@ -1,4 +1,4 @@
-//! The commands: `run`, `demo`, `check`, `dry-run`, `gen`, `bench`.
+//! The commands: `run`, `demo`, `check`, `dry-run`, `compact`, `gen`, `bench`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +76,16 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         idle: Duration,
     },
+    /// One pass of compaction of the hot tier (`archive.hot.url`): per hour, merge every file
+    /// into sorted files holding each (trace id, span id, kind) once; then exit.
+    Compact {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Decoded input held in memory at most per step.
+        #[arg(long, default_value = "512MiB", value_parser = parse_bytes)]
+        memory_budget: u64,
+    },
     /// Validate a configuration: print the effective config, or every problem.
     Check {
         /// Configuration file.
@@ -106,6 +116,10 @@ pub enum Command {
         #[arg(long)]
         partitions: Option<i32>,
     },
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    crate::config::ByteSize::parse(s).map(|b| b.0)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -157,6 +171,39 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logs("warn,librdkafka=off");
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compact {
+            config,
+            memory_budget,
+        } => {
+            init_logs("warn");
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let opts = crate::compact::CompactOptions {
+                memory_budget,
+                ..Default::default()
+            };
+            let r = runtime()?.block_on(async {
+                let store = crate::archive::open_store(&cfg.archive.hot.url)?;
+                crate::compact::compact(store, &opts).await
+            })?;
+            println!(
+                "compacted {} hours: {} files ({:.1} MB, {} rows) -> {} files ({:.1} MB, {} rows), {} duplicates removed",
+                r.hours,
+                r.files_in,
+                r.bytes_in as f64 / 1e6,
+                r.rows_in,
+                r.files_out,
+                r.bytes_out as f64 / 1e6,
+                r.rows_out,
+                r.duplicates_removed()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::DryRun {

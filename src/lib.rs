@@ -13,6 +13,7 @@ pub mod archive;
 pub mod bench;
 pub mod cli;
 pub mod clock;
+pub mod compact;
 pub mod config;
 pub mod decision_log;
 pub mod demo;

@@ -1,7 +1,9 @@
 //! Crash, rebalance and broker-restart scenarios through `tracesift run` processes against a real
 //! broker (tansu on sqlite storage). Each states its scenario; all assert the same guarantee (see
 //! `support/chaos.rs`): every span of every trace that must be kept reaches the sampled topic, no
-//! kept trace is partial, no other trace is kept; duplicates are reported.
+//! kept trace is partial, no other trace is kept; duplicates are reported. Then the hot Parquet
+//! is compacted once and read by DuckDB: it holds every span of every trace that must be kept,
+//! nothing else, and no duplicate.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -9,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use support::chaos::{check, traffic, write_config, Instance};
+use support::chaos::{check, check_archive, traffic, write_config, Instance};
 use support::*;
 
 async fn sleep_ms(ms: u64) {
@@ -47,10 +49,12 @@ async fn kill_9_at_random_points() {
     .await;
     current.stop();
     let b = brokers.clone();
-    let o = tokio::task::spawn_blocking(move || check(&b, &manifest))
+    let m = manifest.clone();
+    let o = tokio::task::spawn_blocking(move || check(&b, &m))
         .await
         .unwrap();
-    eprintln!("kill -9 x3 (seed {seed}): {o:?}");
+    let a = check_archive(dir.path(), &manifest).await;
+    eprintln!("kill -9 x3 (seed {seed}): {o:?}\n  archive: {a:?}");
 }
 
 /// Scenario: two instances share the group; a third joins, then one is killed with SIGKILL and
@@ -82,10 +86,12 @@ async fn members_join_die_and_leave() {
     .await;
     c.stop();
     let bk = brokers.clone();
-    let o = tokio::task::spawn_blocking(move || check(&bk, &manifest))
+    let m = manifest.clone();
+    let o = tokio::task::spawn_blocking(move || check(&bk, &m))
         .await
         .unwrap();
-    eprintln!("join / kill -9 / leave: {o:?}");
+    let a = check_archive(dir.path(), &manifest).await;
+    eprintln!("join / kill -9 / leave: {o:?}\n  archive: {a:?}");
 }
 
 /// Scenario: the broker is killed and restarted (same port, sqlite storage) mid-run; the
@@ -113,8 +119,10 @@ async fn broker_restart_mid_run() {
     .await;
     one.stop();
     let b = brokers.clone();
-    let o = tokio::task::spawn_blocking(move || check(&b, &manifest))
+    let m = manifest.clone();
+    let o = tokio::task::spawn_blocking(move || check(&b, &m))
         .await
         .unwrap();
-    eprintln!("broker restart: {o:?}");
+    let a = check_archive(dir.path(), &manifest).await;
+    eprintln!("broker restart: {o:?}\n  archive: {a:?}");
 }

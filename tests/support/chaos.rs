@@ -74,8 +74,11 @@ impl Drop for Instance {
     }
 }
 
-/// Writes the scenario's configuration into `dir`.
+/// Writes the scenario's configuration into `dir` (hot Parquet under `dir/hot`).
 pub fn write_config(dir: &Path, brokers: &str) {
+    let hot = dir.join("hot");
+    std::fs::create_dir_all(&hot).unwrap();
+    let hot = hot.display();
     std::fs::write(
         dir.join("tracesift.yaml"),
         format!(
@@ -86,7 +89,7 @@ kafka:
   commit_interval: 200ms
   properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "1000"}}
 store: {{decision_wait: 3s, decision_wait_after_root: 3s, max_trace_age: 1m, tick: 50ms}}
-sinks: {{parquet: {{enabled: false}}}}
+archive: {{hot: {{url: "file://{hot}", flush_interval: 1s}}}}
 telemetry: {{listen: ""}}
 shutdown_timeout: 20s
 policies:{POLICIES}
@@ -199,4 +202,106 @@ pub fn check(brokers: &str, manifest: &Manifest) -> Outcome {
         problems[..problems.len().min(10)].join("\n")
     );
     o
+}
+
+/// The archive side: what the hot Parquet holds before and after one compaction, read by DuckDB.
+#[derive(Debug, Default)]
+pub struct ArchiveOutcome {
+    pub rows_before: u64,
+    pub duplicates_before: u64,
+    pub rows_after: u64,
+    pub duplicates_after: u64,
+    pub files_before: usize,
+    pub files_after: usize,
+}
+
+fn archive_rows(hot: &Path) -> (u64, u64, HashMap<String, u64>) {
+    let script = format!(
+        r#"
+import duckdb, json
+con = duckdb.connect()
+src = "read_parquet('{}/spans/v1/**/*.parquet', hive_partitioning = true)"
+rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT (trace_id, span_id, kind)) FROM {{src}}").fetchone()
+per = dict(con.execute(f"SELECT lower(hex(trace_id)), count(DISTINCT span_id) FROM {{src}} GROUP BY 1").fetchall())
+print(json.dumps({{"rows": rows, "distinct": distinct, "per": per}}))
+"#,
+        hot.display()
+    );
+    let v: serde_json::Value = serde_json::from_str(run_python(&script).trim()).unwrap();
+    let per = v["per"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .collect();
+    (
+        v["rows"].as_u64().unwrap(),
+        v["distinct"].as_u64().unwrap(),
+        per,
+    )
+}
+
+fn parquet_files(hot: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![hot.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Compacts the hot tier once (small memory budget, so hours are split by trace id) and checks
+/// that the archive holds every span of every trace that must be kept, nothing else, and no
+/// duplicate; returns the figures before and after.
+pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
+    let hot = dir.join("hot");
+    let (rows_before, distinct_before, _) = archive_rows(&hot);
+    let files_before = parquet_files(&hot);
+    let store = tracesift::archive::open_store(&format!("file://{}", hot.display())).unwrap();
+    let report = tracesift::compact::compact(
+        store,
+        &tracesift::compact::CompactOptions {
+            memory_budget: 256 << 10,
+            inflation: 8,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.rows_in as u64, rows_before, "{report:?}");
+    let (rows_after, distinct_after, per) = archive_rows(&hot);
+    assert_eq!(rows_after, distinct_after, "no duplicate after compaction");
+    assert_eq!(distinct_after, distinct_before, "compaction lost nothing");
+    let mut problems = Vec::new();
+    for f in &manifest.traces {
+        let id = hex::encode(f.trace_id.0);
+        match (expected_keep(f), per.get(&id)) {
+            (true, Some(n)) if *n as usize == f.spans => {}
+            (false, None) => {}
+            (want, got) => problems.push(format!(
+                "{id}: keep={want}, archive has {got:?} of {} spans",
+                f.spans
+            )),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} archive problems, first 5:\n{}",
+        problems.len(),
+        problems[..problems.len().min(5)].join("\n")
+    );
+    ArchiveOutcome {
+        rows_before,
+        duplicates_before: rows_before - distinct_before,
+        rows_after,
+        duplicates_after: rows_after - distinct_after,
+        files_before,
+        files_after: parquet_files(&hot),
+    }
 }
