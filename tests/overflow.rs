@@ -14,12 +14,14 @@ mod support;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
+use tracesift::config::Config;
 
 const MIB: u64 = 1 << 20;
 
@@ -308,4 +310,93 @@ shutdown_timeout: 20s
         "{missing} of {} early error traces not kept",
         first_half.len()
     );
+}
+
+/// Scenario: the same kind of flood with `on_overflow: pause` and traces that do complete
+/// (a short decision wait). Guarantee: the partition pauses instead of deciding early — no
+/// forced decision — and resumes without loss: every error trace is kept with all its spans and
+/// the committed offsets reach the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_mode_pauses_and_resumes_without_loss() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 1).await;
+    let cfg = Config::parse(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", group_id: paused, commit_interval: 200ms}}
+store:
+  decision_wait: 500ms
+  decision_wait_after_root: 500ms
+  max_bytes: 1MiB
+  max_trace_bytes: 512KiB
+  on_overflow: pause
+  tick: 20ms
+policies: [{{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}]
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap();
+    let metrics_addr = running.telemetry_addr.unwrap();
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+    let mut ends = std::collections::BTreeMap::new();
+    let mut errors = Vec::new();
+    // 1 500 records of 20 one-span traces (~12 MB), twelve times the store's budget.
+    for r in 0..1_500u32 {
+        let spans: Vec<Span> = (0..20u32)
+            .map(|i| {
+                let mut t = [0u8; 16];
+                t[..4].copy_from_slice(&r.to_be_bytes());
+                t[4..8].copy_from_slice(&i.to_be_bytes());
+                t[15] = 2;
+                let error = i == 3;
+                if error {
+                    errors.push(t);
+                }
+                span(t, 0, error)
+            })
+            .collect();
+        let d = producer
+            .send(
+                FutureRecord::to("otlp_spans")
+                    .key(&format!("p{r}"))
+                    .payload(&otlp_record(spans)),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let e = ends.entry(d.partition).or_insert(0);
+        *e = (*e).max(d.offset + 1);
+    }
+    wait_committed(
+        &brokers,
+        "paused",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(120),
+    )
+    .await;
+    let stats = running.stop().await;
+    assert_eq!(
+        stats.forced.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "no forced decision"
+    );
+    assert_eq!(
+        stats
+            .traces_decided
+            .load(std::sync::atomic::Ordering::Relaxed),
+        30_000
+    );
+    let b = brokers.clone();
+    let kept = tokio::task::spawn_blocking(move || sampled_by_trace(&b))
+        .await
+        .unwrap();
+    let missing = errors.iter().filter(|t| !kept.contains_key(*t)).count();
+    assert_eq!(missing, 0, "every error trace kept");
+    assert_eq!(kept.len(), errors.len(), "and nothing else");
 }
