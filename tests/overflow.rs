@@ -323,7 +323,7 @@ async fn pause_mode_pauses_and_resumes_without_loss() {
     create_topic(&brokers, "otlp_spans", 1).await;
     let cfg = Config::parse(&format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: paused, commit_interval: 200ms}}
+kafka: {{brokers: "{brokers}", group_id: paused, commit_interval: 200ms, partition_queue_records: 64}}
 store:
   decision_wait: 500ms
   decision_wait_after_root: 500ms
@@ -337,13 +337,10 @@ telemetry: {{listen: "127.0.0.1:0"}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
-    let metrics_addr = running.telemetry_addr.unwrap();
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
     let mut ends = std::collections::BTreeMap::new();
     let mut errors = Vec::new();
+    let mut pending = Vec::new();
     // 1 500 records of 20 one-span traces (~12 MB), twelve times the store's budget.
     for r in 0..1_500u32 {
         let spans: Vec<Span> = (0..20u32)
@@ -359,19 +356,30 @@ telemetry: {{listen: "127.0.0.1:0"}}
                 span(t, 0, error)
             })
             .collect();
-        let d = producer
-            .send(
-                FutureRecord::to("otlp_spans")
-                    .key(&format!("p{r}"))
-                    .payload(&otlp_record(spans)),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
+        let key = format!("p{r}");
+        let value = otlp_record(spans);
+        loop {
+            match producer.send_result(FutureRecord::to("otlp_spans").key(&key).payload(&value)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+    for f in pending {
+        let d = f.await.unwrap().map_err(|(e, _)| e).unwrap();
         let e = ends.entry(d.partition).or_insert(0);
         *e = (*e).max(d.offset + 1);
     }
+    // Everything is in the topic before the pipeline starts: it reads far faster than it may
+    // buffer, so the store fills and the partition must pause.
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap();
+    let metrics_addr = running.telemetry_addr.unwrap();
+
     wait_committed(
         &brokers,
         "paused",
@@ -380,6 +388,13 @@ telemetry: {{listen: "127.0.0.1:0"}}
         Duration::from_secs(120),
     )
     .await;
+    let (_, m) = tracesift::telemetry::http_get(metrics_addr, "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metric(&m, "tracesift_partition_pauses_total") > 0.0,
+        "the partition paused:\n{m}"
+    );
     let stats = running.stop().await;
     assert_eq!(
         stats.forced.load(std::sync::atomic::Ordering::Relaxed),
