@@ -14,6 +14,34 @@ use rand::{Rng, SeedableRng};
 use support::chaos::{check, check_archive, traffic, write_config, Instance};
 use support::*;
 
+/// Waits for the traffic and the committed end, stops the last instance, and checks the sampled
+/// topic and the archive (after one compaction); prints the figures.
+async fn finish(
+    brokers: &str,
+    dir: &std::path::Path,
+    manifest: &tracesift::gen::Manifest,
+    produced: tokio::task::JoinHandle<std::collections::BTreeMap<i32, i64>>,
+    last: Instance,
+    label: &str,
+) {
+    let ends = produced.await.unwrap();
+    wait_committed(
+        brokers,
+        "chaos",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(120),
+    )
+    .await;
+    last.stop();
+    let (b, m) = (brokers.to_string(), manifest.clone());
+    let o = tokio::task::spawn_blocking(move || check(&b, &m))
+        .await
+        .unwrap();
+    let a = check_archive(dir, manifest).await;
+    eprintln!("{label}: {o:?}\n  archive: {a:?}");
+}
+
 async fn sleep_ms(ms: u64) {
     tokio::time::sleep(Duration::from_millis(ms)).await;
 }
@@ -38,23 +66,15 @@ async fn kill_9_at_random_points() {
         current.kill_9();
         current = Instance::start(dir.path(), &format!("i{n}"));
     }
-    let ends = produced.await.unwrap();
-    wait_committed(
+    finish(
         &brokers,
-        "chaos",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(120),
+        dir.path(),
+        &manifest,
+        produced,
+        current,
+        &format!("kill -9 x3 (seed {seed})"),
     )
     .await;
-    current.stop();
-    let b = brokers.clone();
-    let m = manifest.clone();
-    let o = tokio::task::spawn_blocking(move || check(&b, &m))
-        .await
-        .unwrap();
-    let a = check_archive(dir.path(), &manifest).await;
-    eprintln!("kill -9 x3 (seed {seed}): {o:?}\n  archive: {a:?}");
 }
 
 /// Scenario: two instances share the group; a third joins, then one is killed with SIGKILL and
@@ -75,23 +95,15 @@ async fn members_join_die_and_leave() {
     a.kill_9();
     sleep_ms(2000).await;
     b.stop();
-    let ends = produced.await.unwrap();
-    wait_committed(
+    finish(
         &brokers,
-        "chaos",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(120),
+        dir.path(),
+        &manifest,
+        produced,
+        c,
+        "join / kill -9 / leave",
     )
     .await;
-    c.stop();
-    let bk = brokers.clone();
-    let m = manifest.clone();
-    let o = tokio::task::spawn_blocking(move || check(&bk, &m))
-        .await
-        .unwrap();
-    let a = check_archive(dir.path(), &manifest).await;
-    eprintln!("join / kill -9 / leave: {o:?}\n  archive: {a:?}");
 }
 
 /// Scenario: the broker is killed and restarted (same port, sqlite storage) mid-run; the
@@ -108,21 +120,13 @@ async fn broker_restart_mid_run() {
     sleep_ms(2500).await;
     eprintln!("restarting the broker");
     broker.restart();
-    let ends = produced.await.unwrap();
-    wait_committed(
+    finish(
         &brokers,
-        "chaos",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(120),
+        dir.path(),
+        &manifest,
+        produced,
+        one,
+        "broker restart",
     )
     .await;
-    one.stop();
-    let b = brokers.clone();
-    let m = manifest.clone();
-    let o = tokio::task::spawn_blocking(move || check(&b, &m))
-        .await
-        .unwrap();
-    let a = check_archive(dir.path(), &manifest).await;
-    eprintln!("broker restart: {o:?}\n  archive: {a:?}");
 }

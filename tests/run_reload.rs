@@ -60,6 +60,34 @@ async fn paced_batch(
     manifest
 }
 
+/// Waits until the instance committed everything produced so far.
+async fn settle(brokers: &str, ends: &BTreeMap<i32, i64>) {
+    wait_committed(
+        brokers,
+        "reload",
+        "otlp_spans",
+        ends,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+/// Waits until `needle` appears `count` times in the log.
+async fn wait_log(log: &Path, needle: &str, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(needle).count() >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no `{needle}` x{count} in:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -97,14 +125,7 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
 
     // Phase 1: errors only.
     let a = batch(&producer, 101, &mut ends).await;
-    wait_committed(
-        &brokers,
-        "reload",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(60),
-    )
-    .await;
+    settle(&brokers, &ends).await;
 
     // Phase 2: reload to keep everything.
     write_config(
@@ -113,24 +134,9 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
         "policies: [{name: all, type: always_sample}]",
     );
     signal(pid, "-HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !logs().contains("policies switched") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no switch:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_log(&log, "policies switched", 2).await;
     let b = batch(&producer, 202, &mut ends).await;
-    wait_committed(
-        &brokers,
-        "reload",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(60),
-    )
-    .await;
+    settle(&brokers, &ends).await;
 
     // Phase 3: a broken file is rejected, every problem logged; `all` keeps running.
     std::fs::write(
@@ -139,27 +145,12 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
     )
     .unwrap();
     signal(pid, "-HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !logs().contains("reload rejected") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no rejection:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_log(&log, "reload rejected", 1).await;
     let text = logs();
     assert!(text.contains("policies[0].latency.bogus"), "{text}");
     assert!(text.contains("policies[1].type"), "{text}");
     let c = batch(&producer, 303, &mut ends).await;
-    wait_committed(
-        &brokers,
-        "reload",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(60),
-    )
-    .await;
+    settle(&brokers, &ends).await;
 
     // Phase 4: reload to a dynamic sampler; paced traffic lets it adjust its rates.
     write_config(
@@ -168,24 +159,9 @@ async fn sighup_reloads_policies_and_sigterm_stops_gracefully() {
         "policies: [{name: dyn, type: dynamic, dynamic: {key_fields: [http.route, status_code], goal_sample_rate: 5, adjustment_interval: 500ms}}]",
     );
     signal(pid, "-HUP");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while logs().matches("policies switched").count() < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no second switch:\n{}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_log(&log, "policies switched", 4).await;
     let d = paced_batch(&producer, 404, 800, Some(250.0), &mut ends).await;
-    wait_committed(
-        &brokers,
-        "reload",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(60),
-    )
-    .await;
+    settle(&brokers, &ends).await;
 
     // SIGTERM: graceful stop, exit 0, offsets at the end.
     signal(pid, "-TERM");
