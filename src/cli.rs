@@ -86,6 +86,14 @@ pub enum Command {
         #[arg(long, default_value = "512MiB", value_parser = parse_bytes)]
         memory_budget: u64,
     },
+    /// Find one trace in the archive (hot tier) and print it as a span tree.
+    Trace {
+        /// Trace id, 32 hex digits.
+        trace_id: String,
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Validate a configuration: print the effective config, or every problem.
     Check {
         /// Configuration file.
@@ -171,6 +179,39 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             init_logs("warn,librdkafka=off");
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { trace_id, config } => {
+            init_logs("warn");
+            let Some(id) = crate::otlp::TraceId::from_hex(&trace_id) else {
+                eprintln!("`{trace_id}` is not a trace id (32 hex digits)");
+                return Ok(ExitCode::from(2));
+            };
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let t0 = std::time::Instant::now();
+            let (spans, stats) = runtime()?.block_on(async {
+                let store = crate::archive::open_store(&cfg.archive.hot.url)?;
+                crate::lookup::find_trace(store, id).await
+            })?;
+            if spans.is_empty() {
+                eprintln!("trace {trace_id} not found ({} files)", stats.files);
+                return Ok(ExitCode::from(1));
+            }
+            print!("{}", crate::lookup::render_tree(&spans));
+            eprintln!(
+                "{} spans; {} files, {} row groups read, {} skipped by statistics, {:.1} ms",
+                spans.len(),
+                stats.files,
+                stats.row_groups_read,
+                stats.row_groups_skipped,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact {

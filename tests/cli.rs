@@ -121,4 +121,45 @@ print(sum(r[1] for r in rows))
     );
     let traces: u64 = support::run_python(&script).trim().parse().unwrap();
     assert_eq!(traces, kept, "Parquet holds every kept trace");
+
+    // `tracesift trace` finds one of them, span for span as DuckDB counts it.
+    let pick = format!(
+        r#"
+import duckdb
+con = duckdb.connect()
+t, n = con.execute("""SELECT lower(hex(trace_id)), count(*) FROM read_parquet('{}/spans/v1/**/*.parquet')
+  GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""").fetchone()
+print(t, n)
+"#,
+        hot.display()
+    );
+    let out = support::run_python(&pick);
+    let (id, n) = out.trim().split_once(' ').unwrap();
+    let cfg = dir.path().join("lookup.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "archive: {{hot: {{url: \"file://{}\"}}}}\npolicies: [{{name: all, type: always_sample}}]\n",
+            hot.display()
+        ),
+    )
+    .unwrap();
+    let found = tracesift()
+        .args(["trace", id, "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let tree = String::from_utf8_lossy(&found.stdout);
+    assert!(
+        found.status.success(),
+        "{tree}{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    assert_eq!(tree.lines().count().to_string(), n, "{tree}");
+    let absent = tracesift()
+        .args(["trace", &"0f".repeat(16), "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(absent.status.code(), Some(1));
 }

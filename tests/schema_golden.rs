@@ -48,7 +48,14 @@ fn object_paths_never_come_from_span_data() {
     // Only the topic (validated at config load, escaped here anyway), partition, offsets, the
     // hour of a timestamp and a hash make a path.
     let hour = HourPartition::of_nanos(1_760_000_000_000_000_000);
-    for topic in ["../../etc", "a/b", "x%2F..", "tab\there", "ünïcode", &"l".repeat(300)] {
+    for topic in [
+        "../../etc",
+        "a/b",
+        "x%2F..",
+        "tab\there",
+        "ünïcode",
+        &"l".repeat(300),
+    ] {
         let p = hot_segment_path(topic, 3, 10, 20, hour, 0xabc).to_string();
         let file = p.rsplit('/').next().unwrap();
         assert!(p.starts_with("spans/v1/date=2025-10-09/hour=08/"), "{p}");

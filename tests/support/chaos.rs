@@ -296,6 +296,22 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
         problems.len(),
         problems[..problems.len().min(5)].join("\n")
     );
+    // Trace lookup over the multi-file archive returns exactly each trace's spans.
+    let store = tracesift::archive::open_store(&format!("file://{}", hot.display())).unwrap();
+    for f in manifest.traces.iter().filter(|f| expected_keep(f)).take(20) {
+        let (spans, stats) =
+            tracesift::lookup::find_trace(std::sync::Arc::clone(&store), f.trace_id)
+                .await
+                .unwrap();
+        assert_eq!(spans.len(), f.spans, "lookup of {f:?}: {stats:?}");
+        let tree = tracesift::lookup::render_tree(&spans);
+        assert_eq!(tree.lines().count(), f.spans, "{tree}");
+    }
+    let missing = manifest.traces.iter().find(|f| !expected_keep(f)).unwrap();
+    let (none, _) = tracesift::lookup::find_trace(store, missing.trace_id)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a dropped trace is not in the archive");
     ArchiveOutcome {
         rows_before,
         duplicates_before: rows_before - distinct_before,
