@@ -203,7 +203,12 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("trace {trace_id} not found ({} files)", stats.files);
                 return Ok(ExitCode::from(1));
             }
-            print!("{}", crate::lookup::render_tree(&spans));
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                out.write_all(crate::lookup::render_tree(&spans).as_bytes())?;
+                out.flush()?;
+            }
             eprintln!(
                 "{} spans; {} files, {} row groups read, {} skipped by statistics, {:.1} ms",
                 spans.len(),
