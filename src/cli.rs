@@ -85,6 +85,9 @@ pub enum Command {
         /// Decoded input held in memory at most per step.
         #[arg(long, default_value = "512MiB", value_parser = parse_bytes)]
         memory_budget: u64,
+        /// Only hours that ended at least this long ago (the current hour still receives segments).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        min_age: Duration,
     },
     /// Find one trace in the archive (hot tier) and print it as a span tree.
     Trace {
@@ -222,6 +225,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compact {
             config,
             memory_budget,
+            min_age,
         } => {
             init_logs("warn");
             let cfg = match Config::load(&config) {
@@ -233,6 +237,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let opts = crate::compact::CompactOptions {
                 memory_budget,
+                min_age,
                 ..Default::default()
             };
             let r = runtime()?.block_on(async {

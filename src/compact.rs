@@ -62,6 +62,11 @@ pub struct CompactOptions {
     pub memory_budget: u64,
     /// Decoded size assumed per Parquet byte when planning (zstd Parquet inflates ~4-8×).
     pub inflation: u64,
+    /// Only hours that ended at least this long before `now_ms` are compacted (the current hour
+    /// still receives segments).
+    pub min_age: std::time::Duration,
+    /// Wall-clock now, Unix ms (injected, so tests control ages).
+    pub now_ms: u64,
 }
 
 impl Default for CompactOptions {
@@ -69,6 +74,8 @@ impl Default for CompactOptions {
         CompactOptions {
             memory_budget: 512 << 20,
             inflation: 8,
+            min_age: std::time::Duration::from_secs(3600),
+            now_ms: crate::clock::wall_now_nanos() / 1_000_000,
         }
     }
 }
@@ -104,13 +111,34 @@ pub async fn compact(
                 .0
                 .filename()
                 .is_some_and(|f| f.starts_with(COMPACTED_PREFIX));
-        if done {
+        if done || !old_enough(&dir, opts) {
             continue;
         }
         compact_hour(&store, &dir, &files, opts, &mut report).await?;
         report.hours += 1;
     }
     Ok(report)
+}
+
+/// Whether the hour of `dir` (`…/date=YYYY-MM-DD/hour=HH`) ended at least `min_age` ago.
+fn old_enough(dir: &str, opts: &CompactOptions) -> bool {
+    let mut date = None;
+    let mut hour = None;
+    for part in dir.split('/') {
+        if let Some(d) = part.strip_prefix("date=") {
+            date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+        } else if let Some(h) = part.strip_prefix("hour=") {
+            hour = h.parse::<u32>().ok();
+        }
+    }
+    let (Some(date), Some(hour)) = (date, hour) else {
+        return false;
+    };
+    let Some(start) = date.and_hms_opt(hour, 0, 0) else {
+        return false;
+    };
+    let end_ms = (start.and_utc().timestamp() + 3600) * 1000;
+    end_ms + opts.min_age.as_millis() as i64 <= opts.now_ms as i64
 }
 
 /// Leading-byte ranges of the trace id: range `i` of `n` holds ids whose first two bytes `b`
@@ -277,6 +305,28 @@ fn content_hash(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hours_old_enough_are_compacted() {
+        let opts = |now_ms: u64| CompactOptions {
+            min_age: std::time::Duration::from_secs(3600),
+            now_ms,
+            ..Default::default()
+        };
+        let dir = "spans/v1/date=2025-10-09/hour=08";
+        // The hour ends at 09:00; with a one-hour minimum age it is due from 10:00.
+        let t = |h: u32, m: u32| {
+            chrono::NaiveDate::from_ymd_opt(2025, 10, 9)
+                .unwrap()
+                .and_hms_opt(h, m, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis() as u64
+        };
+        assert!(!old_enough(dir, &opts(t(9, 30))));
+        assert!(old_enough(dir, &opts(t(10, 0))));
+        assert!(!old_enough("spans/v1/nonsense", &opts(t(23, 0))));
+    }
 
     #[test]
     fn trace_id_ranges_are_ordered_and_cover_everything() {

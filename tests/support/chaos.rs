@@ -269,7 +269,7 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
         store,
         &tracesift::compact::CompactOptions {
             memory_budget: 256 << 10,
-            inflation: 8,
+            ..Default::default()
         },
     )
     .await
