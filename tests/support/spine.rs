@@ -550,5 +550,94 @@ print(json.dumps(dict(cols=cols, rows=rows, distinct=distinct, per_trace=per_tra
     );
     assert_eq!(v["sorted"], true, "files sorted by trace id");
     assert_eq!(v["bloom"], true);
+
+    // --- analytics over the archive, checked against the generated input ---
+    let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in &records {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for rs in &req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|res| &res.attributes)
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.clone())
+                .and_then(|v| v.value)
+                .map(|v| match v {
+                    any_value::Value::StringValue(s) => s,
+                    _ => String::new(),
+                })
+                .unwrap_or_default();
+            for sp in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let t: [u8; 16] = sp.trace_id.as_slice().try_into().unwrap();
+                if expected.contains(&t) {
+                    let ns = sp
+                        .end_time_unix_nano
+                        .saturating_sub(sp.start_time_unix_nano);
+                    durations
+                        .entry(service.clone())
+                        .or_default()
+                        .push(ns as f64 / 1e6);
+                }
+            }
+        }
+    }
+    let p99 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let pos = 0.99 * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
+    };
+    let mut routes: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for f in manifest
+        .traces
+        .iter()
+        .filter(|f| expected.contains(&f.trace_id.0))
+    {
+        let e = routes.entry(f.route).or_default();
+        e.0 += 1;
+        e.1 += u64::from(f.has_error);
+    }
+    let one = manifest
+        .traces
+        .iter()
+        .find(|f| f.has_error)
+        .expect("an error trace");
+    let script = format!(
+        r#"
+import duckdb, json
+con = duckdb.connect()
+src = "read_parquet('{glob}', hive_partitioning = true)"
+p99 = dict(con.execute(f"SELECT service_name, quantile_cont(duration_ns / 1e6, 0.99) FROM {{src}} GROUP BY 1").fetchall())
+routes = {{r: [n, e] for r, n, e in con.execute(f"""
+  WITH t AS (SELECT trace_id, max(CASE WHEN parent_span_id IS NULL THEN http_route END) AS route,
+                    bool_or(status_code = 'error') AS err FROM {{src}} GROUP BY 1)
+  SELECT route, count(*), sum(CASE WHEN err THEN 1 ELSE 0 END) FROM t GROUP BY 1""").fetchall()}}
+one = con.execute(f"SELECT count(*) FROM {{src}} WHERE trace_id = unhex('{id}')").fetchone()[0]
+print(json.dumps(dict(p99=p99, routes=routes, one=one)))
+"#,
+        id = hex::encode(one.trace_id.0)
+    );
+    let a: serde_json::Value = serde_json::from_str(run_python(&script).trim()).unwrap();
+    for (service, mut v) in durations {
+        let want = p99(&mut v);
+        let got = a["p99"][&service].as_f64().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-6 * want.max(1.0),
+            "p99 of {service}: DuckDB {got}, input {want}"
+        );
+    }
+    for (route, (n, e)) in &routes {
+        assert_eq!(
+            a["routes"][*route],
+            serde_json::json!([n, e]),
+            "traces and error traces of {route}"
+        );
+    }
+    assert_eq!(
+        a["one"].as_u64().unwrap() as usize,
+        one.spans,
+        "one trace by id"
+    );
     drop(broker);
 }
