@@ -13,20 +13,20 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::config::{Config, Encoding};
 use crate::otlp::{self, NoProbe, ScannedSpan, SpanRef, TraceId};
 use crate::sink::{self, DeadLetter};
 use crate::source::watermark::Watermark;
+use crate::telemetry::SinkLabel;
 
 /// Writes pending at most before the stage stops reading.
 const MAX_PENDING: usize = 10_000;
@@ -188,7 +188,12 @@ async fn run(
                         for (trace, value) in split_per_trace(&scratch) {
                             let (p, t, k) = (producer.clone(), Arc::clone(&target), key.clone());
                             futs.push(Box::pin(async move {
-                                produce(&p, &t, &hex::encode(trace.0), &value, ts).await;
+                                let key = hex::encode(trace.0);
+                                let out = sink::Outgoing {
+                                    timestamp: ts,
+                                    ..sink::Outgoing::new(&t, &key, &value)
+                                };
+                                sink::produce_until_acked(&p, out, SinkLabel::Rekey).await;
                                 (k, offset)
                             }));
                         }
@@ -224,24 +229,6 @@ fn commit_resolved(consumer: &StreamConsumer<RekeyCtx>, mode: CommitMode) {
     if tpl.count() > 0 {
         if let Err(e) = consumer.commit(&tpl, mode) {
             tracing::warn!(error = %e, "rekey commit failed; retried with the next one");
-        }
-    }
-}
-
-async fn produce(p: &FutureProducer, topic: &str, key: &str, value: &[u8], ts: Option<i64>) {
-    let mut attempt = 0u32;
-    loop {
-        let mut rec = FutureRecord::to(topic).key(key).payload(value);
-        if let Some(ts) = ts {
-            rec = rec.timestamp(ts);
-        }
-        match p.send(rec, Duration::from_secs(0)).await {
-            Ok(_) => return,
-            Err((e, _)) => {
-                tracing::warn!(topic, error = %e, attempt, "rekey write failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-                attempt = attempt.saturating_add(1);
-            }
         }
     }
 }

@@ -112,20 +112,52 @@ fn backoff(attempt: u32) -> Duration {
         .min(BACKOFF_MAX)
 }
 
-/// Produces one record until it is acknowledged by the broker.
-async fn produce_until_acked(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &str,
-    payload: &[u8],
-    headers: Option<&OwnedHeaders>,
-    label: SinkLabel,
-) {
+/// One record to write: where it goes and what it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key.
+    pub key: &'a str,
+    /// Value.
+    pub payload: &'a [u8],
+    /// Headers, if any.
+    pub headers: Option<&'a OwnedHeaders>,
+    /// An explicit partition (else the producer's partitioner, by key).
+    pub partition: Option<i32>,
+    /// An explicit timestamp, Unix ms (else the produce time).
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A keyed record with the producer's defaults.
+    pub fn new(topic: &'a str, key: &'a str, payload: &'a [u8]) -> Self {
+        Outgoing {
+            topic,
+            key,
+            payload,
+            headers: None,
+            partition: None,
+            timestamp: None,
+        }
+    }
+}
+
+/// Produces one record until it is acknowledged by the broker, retrying with capped backoff;
+/// failures are counted under `label`.
+pub async fn produce_until_acked(producer: &FutureProducer, out: Outgoing<'_>, label: SinkLabel) {
+    let topic = out.topic;
     let mut attempt = 0u32;
     loop {
-        let mut rec = FutureRecord::to(topic).key(key).payload(payload);
-        if let Some(h) = headers {
+        let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
+        if let Some(h) = out.headers {
             rec = rec.headers(h.clone());
+        }
+        if let Some(p) = out.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(ts) = out.timestamp {
+            rec = rec.timestamp(ts);
         }
         match producer.send_result(rec) {
             Ok(delivery) => match delivery.await {
@@ -211,7 +243,8 @@ impl Sink for KafkaSink {
         let spans = t.spans.len();
         acks.push(Box::pin(async move {
             for p in &payloads {
-                produce_until_acked(&producer, &topic, &key, p, None, SinkLabel::Kafka).await;
+                produce_until_acked(&producer, Outgoing::new(&topic, &key, p), SinkLabel::Kafka)
+                    .await;
             }
             telemetry::spans_out(SinkLabel::Kafka, spans);
             offsets
@@ -245,33 +278,11 @@ pub fn decision_record(
     offsets: Vec<i64>,
 ) -> AckFuture {
     Box::pin(async move {
-        let mut attempt = 0u32;
-        loop {
-            let rec = FutureRecord::to(&topic)
-                .partition(partition)
-                .key(&key)
-                .payload(&value);
-            match producer.send_result(rec) {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(_)) => break,
-                    Ok(Err((e, _))) => {
-                        telemetry::sink_error(SinkLabel::DecisionLog);
-                        tracing::warn!(%topic, partition, error = %e, attempt, "decision not logged; retrying");
-                    }
-                    Err(_) => telemetry::sink_error(SinkLabel::DecisionLog),
-                },
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
-                Err((e, _)) => {
-                    telemetry::sink_error(SinkLabel::DecisionLog);
-                    tracing::warn!(%topic, partition, error = %e, attempt, "decision not logged; retrying");
-                }
-            }
-            tokio::time::sleep(backoff(attempt)).await;
-            attempt = attempt.saturating_add(1);
-        }
+        let out = Outgoing {
+            partition: Some(partition),
+            ..Outgoing::new(&topic, &key, &value)
+        };
+        produce_until_acked(&producer, out, SinkLabel::DecisionLog).await;
         telemetry::decisions_logged(1);
         offsets
     })
@@ -309,15 +320,11 @@ pub fn dead_letter(
             .as_ref()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default();
-        produce_until_acked(
-            &producer,
-            &dlq_topic,
-            &key,
-            &payload,
-            Some(&headers),
-            SinkLabel::DeadLetter,
-        )
-        .await;
+        let out = Outgoing {
+            headers: Some(&headers),
+            ..Outgoing::new(&dlq_topic, &key, &payload)
+        };
+        produce_until_acked(&producer, out, SinkLabel::DeadLetter).await;
         telemetry::dead_letter();
         vec![from.offset]
     })

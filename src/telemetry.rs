@@ -218,6 +218,8 @@ pub enum SinkLabel {
     DeadLetter,
     /// The decision log.
     DecisionLog,
+    /// The rekey stage's repartition topic.
+    Rekey,
 }
 
 impl SinkLabel {
@@ -228,6 +230,7 @@ impl SinkLabel {
             SinkLabel::Parquet => "parquet",
             SinkLabel::DeadLetter => "dead_letter",
             SinkLabel::DecisionLog => "decision_log",
+            SinkLabel::Rekey => "rekey",
         }
     }
 }
