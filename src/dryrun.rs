@@ -191,15 +191,8 @@ impl DryRun {
         enc: Encoding,
     ) {
         self.report.records += 1;
-        let proto = match enc {
-            Encoding::OtlpProto => Ok(payload.clone()),
-            Encoding::OtlpJson => otlp::json_to_proto(payload),
-        };
         let mut scratch = std::mem::take(&mut self.scratch);
-        if proto
-            .and_then(|b| otlp::scan_request_into(&b, self.sampler.probe(), &mut scratch))
-            .is_err()
-        {
+        if otlp::scan_record(payload, enc, self.sampler.probe(), &mut scratch).is_err() {
             self.report.malformed += 1;
             self.scratch = scratch;
             return;

@@ -955,6 +955,22 @@ fn for_each_group<'a>(
 // JSON input and full decode
 // ---------------------------------------------------------------------------------------------
 
+/// Scans one input record in its encoding (OTLP/JSON is converted to protobuf first) into
+/// `out`; the one entry point for the sampler, the rekey stage and dry runs.
+pub fn scan_record(
+    payload: &Bytes,
+    encoding: crate::config::Encoding,
+    probe: &impl SpanProbe,
+    out: &mut Vec<ScannedSpan>,
+) -> Result<(), DecodeError> {
+    match encoding {
+        crate::config::Encoding::OtlpProto => scan_request_into(payload, probe, out),
+        crate::config::Encoding::OtlpJson => {
+            scan_request_into(&json_to_proto(payload)?, probe, out)
+        }
+    }
+}
+
 /// Converts an OTLP/JSON `ExportTraceServiceRequest` into its protobuf encoding.
 pub fn json_to_proto(json: &[u8]) -> Result<Bytes, DecodeError> {
     let req: ExportTraceServiceRequest =

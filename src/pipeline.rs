@@ -448,12 +448,12 @@ impl PartitionTask {
         stats
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let proto = match rec.encoding {
-            Encoding::OtlpProto => Ok(payload.clone()),
-            Encoding::OtlpJson => otlp::json_to_proto(&payload),
-        };
-        let scanned = proto
-            .and_then(|b| otlp::scan_request_into(&b, self.sampler.probe(), &mut self.scratch));
+        let scanned = otlp::scan_record(
+            &payload,
+            rec.encoding,
+            self.sampler.probe(),
+            &mut self.scratch,
+        );
         if let Err(e) = scanned {
             telemetry::record_in(false, 0, payload.len());
             stats.dead_letters.fetch_add(1, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::config::{Config, Encoding};
+use crate::config::Config;
 use crate::otlp::{self, NoProbe, ScannedSpan, SpanRef, TraceId};
 use crate::sink::{self, DeadLetter};
 use crate::source::watermark::Watermark;
@@ -157,11 +157,7 @@ async fn run(
                 };
                 let ts = m.timestamp().to_millis();
                 let enc = crate::source::record_encoding(&m, cfg.kafka.encoding);
-                let proto = match enc {
-                    Encoding::OtlpProto => Ok(payload.clone()),
-                    Encoding::OtlpJson => otlp::json_to_proto(&payload),
-                };
-                let scanned = proto.and_then(|b| otlp::scan_request_into(&b, &NoProbe, &mut scratch));
+                let scanned = otlp::scan_record(&payload, enc, &NoProbe, &mut scratch);
                 let mut futs: Vec<Pending> = Vec::new();
                 match scanned {
                     Err(e) => {
