@@ -166,10 +166,10 @@ async fn compact_hour(
         let mut batches: Vec<RecordBatch> = Vec::new();
         for (path, _) in files {
             let bytes = store.get(path).await?.bytes().await?;
-            let rows = read_range(bytes, range, ranges)?;
+            let (rows, file_rows) = read_range(bytes, range, ranges)?;
             if range == 0 {
                 // Count every input row once.
-                report.rows_in += count_rows(store, path).await?;
+                report.rows_in += file_rows;
             }
             batches.extend(rows);
         }
@@ -185,7 +185,7 @@ async fn compact_hour(
         let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(writer_properties(64_000)))?;
         w.write(&deduped)?;
         w.close()?;
-        let hash = content_hash(&buf);
+        let hash = crate::hash::fnv1a(&[&buf]);
         let path = Path::from(format!(
             "{dir}/{COMPACTED_PREFIX}{range:04}-of-{ranges:04}-{hash:016x}.parquet"
         ));
@@ -220,9 +220,15 @@ async fn count_rows(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<usize, 
     Ok(meta.metadata().file_metadata().num_rows() as usize)
 }
 
-/// The rows of one trace-id range of a file.
-fn read_range(bytes: Bytes, range: usize, ranges: usize) -> Result<Vec<RecordBatch>, ArchiveError> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+/// The rows of one trace-id range of a file, and the file's row count.
+fn read_range(
+    bytes: Bytes,
+    range: usize,
+    ranges: usize,
+) -> Result<(Vec<RecordBatch>, usize), ArchiveError> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let file_rows = builder.metadata().file_metadata().num_rows() as usize;
+    let reader = builder.build()?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
@@ -237,7 +243,7 @@ fn read_range(bytes: Bytes, range: usize, ranges: usize) -> Result<Vec<RecordBat
             .collect();
         out.push(arrow_select::filter::filter_record_batch(&batch, &keep)?);
     }
-    Ok(out)
+    Ok((out, file_rows))
 }
 
 /// Casts a batch read back to the writer's schema (readers may differ in map field names).
@@ -294,12 +300,6 @@ fn sort_dedupe(b: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
     });
     let indices = UInt32Array::from(idx);
     Ok(arrow_select::take::take_record_batch(b, &indices)?)
-}
-
-fn content_hash(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-        (h ^ u64::from(*x)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod decision_log;
 pub mod demo;
 pub mod dryrun;
 pub mod gen;
+pub mod hash;
 pub mod lookup;
 pub mod otlp;
 pub mod pipeline;

@@ -27,17 +27,6 @@ pub struct Probabilistic {
     salt: Option<Box<[u8]>>,
 }
 
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in *p {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
 impl Probabilistic {
     /// Checks the percentage.
     pub fn build(c: &ProbabilisticConfig) -> Result<Probabilistic, String> {
@@ -57,7 +46,7 @@ impl Probabilistic {
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
         let r = match &self.salt {
             None => t.randomness(),
-            Some(salt) => fnv1a(&[salt, &t.trace_id.0]) >> 8,
+            Some(salt) => crate::hash::fnv1a(&[salt, &t.trace_id.0]) >> 8,
         };
         if r >= self.threshold {
             Verdict::Sampled {
