@@ -105,6 +105,12 @@ fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, ArchiveE
         .ok_or_else(|| ArchiveError::Verify(format!("column {name} missing or mistyped")))
 }
 
+/// An 8-byte id column value (the schema says FixedSizeBinary(8); anything else is corruption).
+fn id8(v: &[u8]) -> Result<[u8; 8], ArchiveError> {
+    v.try_into()
+        .map_err(|_| ArchiveError::Verify(format!("span id of {} bytes", v.len())))
+}
+
 fn collect(
     b: &RecordBatch,
     id: &TraceId,
@@ -129,10 +135,14 @@ fn collect(
         if trace.value(i) != id.0 {
             continue;
         }
-        let sid: [u8; 8] = span.value(i).try_into().unwrap_or_default();
+        let sid = id8(span.value(i))?;
         let row = SpanRow {
             span_id: sid,
-            parent: (!parent.is_null(i)).then(|| parent.value(i).try_into().unwrap_or_default()),
+            parent: if parent.is_null(i) {
+                None
+            } else {
+                Some(id8(parent.value(i))?)
+            },
             name: name.value(i).to_string(),
             service: service.value(i).to_string(),
             start_ns: start.value(i),

@@ -525,43 +525,19 @@ impl PartitionTask {
             .sampler
             .decide_trace(t.trace_id, &t.summary, &t.spans, now);
         self.store.remember(t.trace_id, d, now);
-        let stats = Arc::clone(&self.shared.stats);
+        let stats = &self.shared.stats;
         stats.traces_decided.fetch_add(1, Ordering::Relaxed);
         let forced = t.trigger.is_forced();
         if forced {
             stats.forced.fetch_add(1, Ordering::Relaxed);
         }
-        let sampler = Arc::clone(&self.sampler);
-        let policy = d.policy.map(|p| sampler.policy_name(p)).unwrap_or("none");
-        // The decision log holds one reference per offset: the records are resolved only once
-        // the decision is durable, so a crash never replays them without it.
-        if let Some(topic) = self.decisions_topic.clone() {
-            let logged = crate::decision_log::LoggedDecision {
-                keep: d.keep,
-                threshold: d.threshold,
-                decided_at_ms: crate::clock::wall_now_nanos() / 1_000_000,
-                policy: if d.policy.is_some() {
-                    policy.to_string()
-                } else {
-                    String::new()
-                },
-            };
-            if d.keep {
-                for &o in &t.offsets {
-                    self.acquire(o, 1);
-                }
-            }
-            self.acks.push(sink::decision_record(
-                self.shared.producer.clone(),
-                topic,
-                self.partition,
-                crate::decision_log::key(&t.trace_id),
-                logged.encode(),
-                t.offsets.clone(),
-            ));
-        }
+        let policy: Option<Arc<str>> = d
+            .policy
+            .and_then(|p| self.policy_names.get(usize::from(p)))
+            .cloned();
+        let name = policy.as_deref().unwrap_or("none");
         if d.keep {
-            telemetry::trace_decided(policy, Outcome::Keep, t.trigger.as_str(), forced);
+            telemetry::trace_decided(name, Outcome::Keep, t.trigger.as_str(), forced);
             stats.traces_kept.fetch_add(1, Ordering::Relaxed);
             if let Some(c) = d
                 .policy
@@ -571,11 +547,36 @@ impl PartitionTask {
             }
             self.emit(t.trace_id, &t.spans, d, &t.offsets);
         } else {
-            telemetry::trace_decided(policy, Outcome::Drop, t.trigger.as_str(), forced);
-            if self.decisions_topic.is_none() {
+            telemetry::trace_decided(name, Outcome::Drop, t.trigger.as_str(), forced);
+        }
+        // The decision log holds one reference per offset, so the records are resolved only
+        // once the decision is durable and a crash never replays them without it. A drop hands
+        // it the trace's own reference; a keep takes one more beside the sinks'.
+        let Some(topic) = self.decisions_topic.clone() else {
+            if !d.keep {
                 self.release(&t.offsets);
             }
+            return;
+        };
+        if d.keep {
+            for &o in &t.offsets {
+                self.acquire(o, 1);
+            }
         }
+        let logged = crate::decision_log::LoggedDecision {
+            keep: d.keep,
+            threshold: d.threshold,
+            decided_at_ms: crate::clock::wall_now_nanos() / 1_000_000,
+            policy: policy.as_deref().unwrap_or_default().to_string(),
+        };
+        self.acks.push(sink::decision_record(
+            self.shared.producer.clone(),
+            topic,
+            self.partition,
+            crate::decision_log::key(&t.trace_id),
+            logged.encode(),
+            t.offsets,
+        ));
     }
 
     /// Restores this partition's decision cache from the decision log (before any input).
