@@ -597,13 +597,27 @@ pub fn set_ot_threshold(ts: &str, th: Option<u64>) -> String {
     out
 }
 
-/// What a kept span carries out of this stage.
-#[derive(Debug, Clone, Copy)]
+/// What a kept span carries out of this stage (built once per kept trace).
+#[derive(Debug, Clone)]
 pub struct SamplingMark<'a> {
     /// This stage's rejection threshold (`sample::THRESHOLD_UNKNOWN` erases `th`).
     pub threshold: u64,
     /// Name of the deciding policy.
     pub policy: &'a str,
+    /// The tracestate of a span that arrived without one, rendered once per trace.
+    plain_trace_state: String,
+}
+
+impl<'a> SamplingMark<'a> {
+    /// The mark of a trace kept at `threshold` by `policy`.
+    pub fn new(threshold: u64, policy: &'a str) -> Self {
+        let th = (threshold != crate::sample::THRESHOLD_UNKNOWN).then_some(threshold);
+        SamplingMark {
+            threshold,
+            policy,
+            plain_trace_state: set_ot_threshold("", th),
+        }
+    }
 }
 
 /// Span attribute naming the policy that kept the trace (the Collector's name for it).
@@ -615,7 +629,7 @@ pub const ATTR_ADJUSTED_COUNT: &str = "sampling.adjusted_count";
 /// (never lowered; erased when the stage's probability is unknown), and the policy name and
 /// adjusted count attributes set (replacing any earlier ones of the same keys). Every other
 /// field is copied byte for byte.
-pub fn mark_span(span: &[u8], mark: SamplingMark<'_>) -> Result<Vec<u8>, DecodeError> {
+pub fn mark_span(span: &[u8], mark: &SamplingMark<'_>) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::with_capacity(span.len() + 96);
     let mut rd = Reader::new(span, 0..span.len());
     let mut trace_state = "";
@@ -638,7 +652,11 @@ pub fn mark_span(span: &[u8], mark: SamplingMark<'_>) -> Result<Vec<u8>, DecodeE
     let (_, th_in) = parse_ot_tracestate(trace_state);
     let th = (mark.threshold != crate::sample::THRESHOLD_UNKNOWN)
         .then(|| mark.threshold.max(th_in.unwrap_or(0)));
-    let ts = set_ot_threshold(trace_state, th);
+    let ts: std::borrow::Cow<'_, str> = if trace_state.is_empty() {
+        std::borrow::Cow::Borrowed(&mark.plain_trace_state)
+    } else {
+        std::borrow::Cow::Owned(set_ot_threshold(trace_state, th))
+    };
     if !ts.is_empty() {
         put_len_header(&mut out, 3, ts.len());
         out.extend_from_slice(ts.as_bytes());
@@ -1203,14 +1221,7 @@ mod tests {
             let mut s = base.clone();
             s.trace_state = ts.to_string();
             let bytes = s.encode_to_vec();
-            let out = mark_span(
-                &bytes,
-                SamplingMark {
-                    threshold: *stage,
-                    policy: "slow",
-                },
-            )
-            .unwrap();
+            let out = mark_span(&bytes, &SamplingMark::new(*stage, "slow")).unwrap();
             let got = Span::decode(out.as_slice()).unwrap();
             let (_, th) = parse_ot_tracestate(&got.trace_state);
             assert_eq!(th, *want_th, "{ts} at {stage:x}: {}", got.trace_state);

@@ -652,15 +652,12 @@ impl PartitionTask {
             .unwrap_or_else(|| Arc::from("none"));
         // OTEP 235 on the way out: tracestate th raised to this stage's threshold (or erased),
         // policy name and adjusted count as span attributes. Both sinks get the marked bytes.
-        let mark = otlp::SamplingMark {
-            threshold: d.threshold,
-            policy: &policy,
-        };
+        let mark = otlp::SamplingMark::new(d.threshold, &policy);
         let marked: Vec<SpanRef> = spans
             .iter()
             .map(|s| SpanRef {
                 ctx: Arc::clone(&s.ctx),
-                bytes: match otlp::mark_span(&s.bytes, mark) {
+                bytes: match otlp::mark_span(&s.bytes, &mark) {
                     Ok(b) => Bytes::from(b),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot mark a kept span; emitted unchanged");
