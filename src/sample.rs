@@ -60,6 +60,31 @@ pub use string_attribute::StringAttributeConfig;
 pub use tiers::TierSpec;
 pub use trace_state::TraceStateConfig;
 
+/// The seed's cost tiers (errors 100%, slow > 500 ms 100%, /api/payment and /api/checkout 50%,
+/// the rest 1%) as a `policies:` block in the Collector's syntax: the documented example, also
+/// used by the tests and benches.
+pub const SEED_POLICIES: &str = r#"policies:
+  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+  - {name: slow, type: latency, latency: {threshold_ms: 500}}
+  - name: important
+    type: and
+    and:
+      and_sub_policy:
+        - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+  - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
+"#;
+
+/// The same seed tiers as a first-match `tiers:` block.
+pub const SEED_TIERS: &str = r#"tiers:
+  - {name: errors, when: {type: status_code, status_code: {status_codes: [ERROR]}}, sample_percentage: 100}
+  - {name: slow, when: {type: latency, latency: {threshold_ms: 500}}, sample_percentage: 100}
+  - name: important
+    when: {type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
+    sample_percentage: 50
+  - {name: rest, sample_percentage: 1}
+"#;
+
 /// The threshold that keeps everything (p = 1).
 pub const THRESHOLD_ALWAYS: u64 = 0;
 /// One past the largest threshold: keeps nothing (p = 0).
@@ -1127,17 +1152,11 @@ pub(crate) mod tests {
         TraceId(id)
     }
 
-    const SEED: &str = r#"
-- {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
-- {name: slow, type: latency, latency: {threshold_ms: 500}}
-- name: important
-  type: and
-  and:
-    and_sub_policy:
-      - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
-      - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
-- {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
-"#;
+    fn seed() -> Vec<PolicySpec> {
+        crate::config::Config::parse(SEED_POLICIES)
+            .unwrap()
+            .policies
+    }
 
     #[test]
     fn threshold_math() {
@@ -1154,7 +1173,7 @@ pub(crate) mod tests {
 
     #[test]
     fn seed_policies_decide_as_documented() {
-        let sampler = Sampler::build(&policies(SEED)).unwrap();
+        let sampler = Sampler::build(&seed()).unwrap();
         let low = tid_with_randomness(0x10); // below every threshold but 0
         let high = tid_with_randomness(THRESHOLD_NEVER - 1); // passes any probability
         let mid = tid_with_randomness(3 << 54); // passes 50%, not 1%
@@ -1183,7 +1202,7 @@ pub(crate) mod tests {
 
     #[test]
     fn and_with_route_and_probability() {
-        let sampler = Sampler::build(&policies(SEED)).unwrap();
+        let sampler = Sampler::build(&seed()).unwrap();
         let probe = sampler.probe();
         let mut b = Vec::new();
         let mut probe_value = |v| probe.span_attribute(b"http.route", RawValue::encode(v, &mut b));

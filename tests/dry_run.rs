@@ -53,7 +53,7 @@ async fn dry_run_reports_what_the_policies_do_and_writes_nothing() {
     std::fs::write(
         &cfg,
         format!(
-            "kafka: {{brokers: \"{brokers}\", group_id: dry}}\nstore: {{decision_wait: 3s}}\npolicies:{}",
+            "kafka: {{brokers: \"{brokers}\", group_id: dry}}\nstore: {{decision_wait: 3s}}\n{}",
             support::spine::POLICIES
         ),
     )

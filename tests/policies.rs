@@ -417,15 +417,7 @@ fn salted_probabilistic_is_deterministic_and_near_its_rate() {
     );
 }
 
-const SEED_TIERS: &str = r#"
-tiers:
-  - {name: errors, when: {type: status_code, status_code: {status_codes: [ERROR]}}, sample_percentage: 100}
-  - {name: slow, when: {type: latency, latency: {threshold_ms: 500}}, sample_percentage: 100}
-  - name: important
-    when: {type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
-    sample_percentage: 50
-  - {name: rest, sample_percentage: 1}
-"#;
+use tracesift::sample::SEED_TIERS;
 
 fn random_id(rng: &mut impl rand::Rng) -> TraceId {
     loop {

@@ -36,7 +36,7 @@ kafka:
   commit_interval: 200ms
   rekey: {{input_topics: [otlp_spans_raw], topic: otlp_spans_by_trace}}
 store: {{decision_wait: 3s, decision_wait_after_root: 3s, tick: 50ms}}
-policies:{}
+{}
 sinks: {{parquet: {{enabled: false}}}}
 archive: {{hot: {{url: "file://{}"}}}}
 telemetry: {{listen: ""}}

@@ -25,35 +25,9 @@ use tracesift::clock::MonoTime;
 use tracesift::config::{Config, StoreConfig};
 use tracesift::gen::{plan_records, GenOptions};
 use tracesift::otlp::{self, ScannedSpan};
-use tracesift::sample::Sampler;
+use tracesift::sample::{Sampler, SEED_POLICIES, SEED_TIERS};
 use tracesift::store::{Admit, StoreLimits, TraceStore};
 
-const SEED_POLICIES: &str = r#"
-policies:
-  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
-  - {name: slow, type: latency, latency: {threshold_ms: 500}}
-  - name: important
-    type: and
-    and:
-      and_sub_policy:
-        - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
-        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
-  - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
-"#;
-
-const SEED_TIERS: &str = r#"
-tiers:
-  - {name: errors, when: {type: status_code, status_code: {status_codes: [ERROR]}}, sample_percentage: 100}
-  - {name: slow, when: {type: latency, latency: {threshold_ms: 500}}, sample_percentage: 100}
-  - name: important
-    when: {type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
-    sample_percentage: 50
-  - {name: rest, sample_percentage: 1}
-"#;
-
-/// Twenty policies of every kind a platform team writes: drops, rules on status, latency,
-/// routes (exact and regex), numbers, booleans, tracestate, span counts, nested and / not,
-/// per-service probabilities, a composite budget and a rate limit.
 const TWENTY_POLICIES: &str = r#"
 policies:
   - name: drop-health

@@ -92,7 +92,7 @@ store: {{decision_wait: 3s, decision_wait_after_root: 3s, max_trace_age: 1m, tic
 archive: {{hot: {{url: "file://{hot}", flush_interval: 1s}}}}
 telemetry: {{listen: ""}}
 shutdown_timeout: 20s
-policies:{POLICIES}
+{POLICIES}
 "#
         ),
     )

@@ -47,18 +47,8 @@ pub fn expected_keep(f: &TraceFacts) -> bool {
     f.has_error || f.duration_ms > 500.0 || (important(f.route) && r >= T50) || r >= t1()
 }
 
-/// The seed's tiers in Collector syntax.
-pub const POLICIES: &str = r#"
-  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
-  - {name: slow, type: latency, latency: {threshold_ms: 500}}
-  - name: important
-    type: and
-    and:
-      and_sub_policy:
-        - {name: route, type: string_attribute, string_attribute: {key: http.route, values: [/api/payment, /api/checkout]}}
-        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
-  - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
-"#;
+/// The seed's tiers in Collector syntax (a whole `policies:` block).
+pub const POLICIES: &str = tracesift::sample::SEED_POLICIES;
 
 /// The same tiers as first-match tiers: they keep exactly the same traces (errors and slow
 /// first; important routes at 50%; the rest at 1%, which by consistent nesting is what the OR
@@ -79,7 +69,7 @@ pub fn config(brokers: &str, group: &str, hot: &std::path::Path, tiers: bool) ->
     let block = if tiers {
         TIERS.to_string()
     } else {
-        format!("policies:{POLICIES}")
+        POLICIES.to_string()
     };
     let yaml = format!(
         r#"
