@@ -64,8 +64,8 @@ impl Sp {
     }
 }
 
-/// Builds the trace's OTLP record, scans it as the pipeline does, and folds the summary.
-fn summarize(sampler: &Sampler, id: TraceId, spans: &[Sp]) -> TraceSummary {
+/// The trace's OTLP record: one resource per span, the first span the root.
+fn record_of(id: TraceId, spans: &[Sp]) -> Bytes {
     let resource_spans = spans
         .iter()
         .enumerate()
@@ -100,7 +100,12 @@ fn summarize(sampler: &Sampler, id: TraceId, spans: &[Sp]) -> TraceSummary {
             ..Default::default()
         })
         .collect();
-    let rec = Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec());
+    Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+}
+
+/// Builds the trace's OTLP record, scans it as the pipeline does, and folds the summary.
+fn summarize(sampler: &Sampler, id: TraceId, spans: &[Sp]) -> TraceSummary {
+    let rec = record_of(id, spans);
     let mut out = Vec::new();
     scan_request_into(&rec, sampler.probe(), &mut out).unwrap();
     let mut sum = TraceSummary::new();
@@ -556,38 +561,14 @@ fn buffered_traces_are_summarized_again_after_a_reload() {
     )
     .unwrap();
     let id = TraceId([0x77; 16]);
-    let rec = {
-        // Build through the same helper, then take the record's bytes by scanning it.
-        let spans = [sp(), sp().res("http.route", s("/api/pay"))];
-        let sum = summarize(&old, id, &spans);
-        assert_eq!(sum.leaf_bits, 0, "old policies read nothing");
-        spans
-    };
+    let spans = [sp(), sp().res("http.route", s("/api/pay"))];
+    assert_eq!(
+        summarize(&old, id, &spans).leaf_bits,
+        0,
+        "old policies read nothing"
+    );
     let mut store = TraceStore::new(StoreLimits::from(&StoreConfig::default()));
-    let bytes = {
-        let resource_spans = rec
-            .iter()
-            .enumerate()
-            .map(|(i, x)| ResourceSpans {
-                resource: Some(Resource {
-                    attributes: x.resource.clone(),
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![Span {
-                        trace_id: id.0.to_vec(),
-                        span_id: vec![i as u8 + 1; 8],
-                        start_time_unix_nano: 1,
-                        end_time_unix_nano: 2,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            })
-            .collect();
-        Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
-    };
+    let bytes = record_of(id, &spans);
     let mut out = Vec::new();
     scan_request_into(&bytes, old.probe(), &mut out).unwrap();
     for x in out {
