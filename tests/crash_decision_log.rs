@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::FutureProducer;
 use support::*;
 
-const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -70,15 +68,7 @@ shutdown_timeout: 20s
     )
     .unwrap();
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
-    let traces: Vec<[u8; 16]> = (0..200u32)
-        .map(|i| {
-            let mut t = [0u8; 16];
-            t[..4].copy_from_slice(&(i + 1).to_be_bytes());
-            let r = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
-            t[9..].copy_from_slice(&r.to_be_bytes()[1..]);
-            t
-        })
-        .collect();
+    let traces = spread_trace_ids(200);
 
     // Instance 1 decides the early parts, then dies without any chance to clean up.
     let log1 = dir.path().join("one.log");
@@ -151,7 +141,7 @@ shutdown_timeout: 20s
         .collect();
     let (mut kept, mut duplicates) = (0, 0);
     for (i, t) in traces.iter().enumerate() {
-        let r = t[9..16].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        let r = support::spine::randomness(t);
         let want = i % 4 == 0 || r >= T10;
         match (want, got.get(t)) {
             (false, None) => {}

@@ -14,8 +14,6 @@ use rdkafka::producer::FutureProducer;
 use support::*;
 use tracesift::config::Config;
 
-const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_spans_follow_the_earlier_decision() {
     let broker = Broker::start();
@@ -41,16 +39,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
     let metrics_addr = running.telemetry_addr.unwrap();
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
 
-    let traces: Vec<[u8; 16]> = (0..200u32)
-        .map(|i| {
-            let mut t = [0u8; 16];
-            t[..4].copy_from_slice(&(i + 1).to_be_bytes());
-            // Spread the randomness (low 56 bits) so about 10% pass the probabilistic policy.
-            let r = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
-            t[9..].copy_from_slice(&r.to_be_bytes()[1..]);
-            t
-        })
-        .collect();
+    let traces = spread_trace_ids(200);
     let mut ends = BTreeMap::new();
     // Early part: root and one child; every fourth trace has an error in it.
     for (i, t) in traces.iter().enumerate() {
@@ -101,7 +90,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         .collect();
     let mut kept = 0;
     for (i, t) in traces.iter().enumerate() {
-        let r = t[9..16].iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        let r = support::spine::randomness(t);
         // Decided on the early part alone.
         let want = if i % 4 == 0 {
             Some("errors")

@@ -309,6 +309,23 @@ pub fn run_python(script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 pub mod chaos;
+/// The OTEP 235 rejection threshold of a 10% probabilistic policy.
+pub const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
+
+/// `n` distinct trace ids whose randomness (the low 56 bits) is spread evenly, so about p of
+/// them pass a p-probabilistic policy.
+pub fn spread_trace_ids(n: u32) -> Vec<[u8; 16]> {
+    (0..n)
+        .map(|i| {
+            let mut t = [0u8; 16];
+            t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+            let r = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 8;
+            t[9..].copy_from_slice(&r.to_be_bytes()[1..]);
+            t
+        })
+        .collect()
+}
+
 /// A span of a test trace: span id `[n; 8]`, a root when `n == 1` (else a child of span 1),
 /// status ERROR or OK.
 pub fn test_span(
