@@ -7,7 +7,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,29 +176,15 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
             b as f64 / 1e6
         );
     }
-    println!(
-        "  spans in           {}",
-        stats.spans.load(Ordering::Relaxed)
-    );
-    println!(
-        "  traces decided     {}",
-        stats.traces_decided.load(Ordering::Relaxed)
-    );
-    println!(
-        "  traces kept        {}",
-        stats.traces_kept.load(Ordering::Relaxed)
-    );
+    let line = |label: &str, v: &AtomicU64| println!("  {label:<18} {}", v.load(Ordering::Relaxed));
+    line("spans in", &stats.spans);
+    line("traces decided", &stats.traces_decided);
+    line("traces kept", &stats.traces_kept);
     for (n, c) in names.iter().zip(&stats.kept_by_policy) {
         println!("    {n:<16} {}", c.load(Ordering::Relaxed));
     }
-    println!(
-        "  spans kept         {}",
-        stats.spans_kept.load(Ordering::Relaxed)
-    );
-    println!(
-        "  dead-letter        {}",
-        stats.dead_letters.load(Ordering::Relaxed)
-    );
+    line("spans kept", &stats.spans_kept);
+    line("dead-letter", &stats.dead_letters);
     println!(
         "  parquet            {files} files, {:.2} MB",
         bytes as f64 / 1e6
