@@ -544,13 +544,10 @@ impl Config {
                     // Some policies did not parse: still compile the others, each on its own
                     // under its own index, so every problem is reported in one go.
                     for (i, p) in compiled_alone {
-                        if let Err(more) = crate::sample::Sampler::build(&[p]) {
-                            errors.extend(more.into_iter().map(|mut e| {
-                                e.path =
-                                    e.path.replacen("policies[0]", &format!("policies[{i}]"), 1);
-                                e
-                            }));
-                        }
+                        errors.extend(crate::sample::Sampler::check_policy(
+                            &p,
+                            &format!("policies[{i}]"),
+                        ));
                     }
                     None
                 }
@@ -577,12 +574,10 @@ impl Config {
                 } else {
                     // Compile the tiers that parsed, each under its own index.
                     for (i, t) in parsed {
-                        if let Err(more) = crate::sample::Sampler::build_tiers(&[t]) {
-                            errors.extend(more.into_iter().map(|mut e| {
-                                e.path = e.path.replacen("tiers[0]", &format!("tiers[{i}]"), 1);
-                                e
-                            }));
-                        }
+                        errors.extend(crate::sample::Sampler::check_tier(
+                            &t,
+                            &format!("tiers[{i}]"),
+                        ));
                     }
                     None
                 }

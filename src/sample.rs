@@ -926,6 +926,21 @@ impl Sampler {
         }
     }
 
+    /// Compiles one policy on its own and returns its problems, reported under `path` (for
+    /// configurations where other policies did not even parse).
+    pub fn check_policy(spec: &PolicySpec, path: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        compile(spec, path, &mut LeafSet::default(), &mut errors);
+        errors
+    }
+
+    /// [`Sampler::check_policy`] for one tier.
+    pub fn check_tier(spec: &TierSpec, path: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        tiers::Tier::build(spec, path, &mut LeafSet::default(), &mut errors);
+        errors
+    }
+
     /// The sampler a configuration describes (its tiers, else its policies).
     pub fn from_config(cfg: &crate::config::Config) -> Result<Sampler, Vec<ConfigError>> {
         if cfg.tiers.is_empty() {
