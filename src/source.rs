@@ -156,6 +156,36 @@ impl Ctx {
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
+    /// An asynchronous commit that failed is handed back for the next round, unless a newer
+    /// point was published meanwhile: an idle partition publishes no new point, so without
+    /// this a lost commit would leave its offsets behind for good.
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        let Err(e) = result else {
+            return;
+        };
+        tracing::warn!(error = %e, "offset commit failed; retrying");
+        for el in offsets.elements() {
+            let Offset::Offset(o) = el.offset() else {
+                continue;
+            };
+            let Some(i) = self.topic_index(el.topic()) else {
+                continue;
+            };
+            if !self.registry.contains_key(&(i, el.partition())) {
+                continue;
+            }
+            self.shared
+                .commits
+                .entry((Arc::clone(&self.topics[i]), el.partition()))
+                .and_modify(|p| *p = (*p).max(o))
+                .or_insert(o);
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let lost = consumer.assignment_lost();
@@ -519,7 +549,17 @@ fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, committed: &mut Has
     }
     if tpl.count() > 0 {
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(error = %e, "commit failed; retried with the next commit point");
+            tracing::warn!(error = %e, "commit failed; retried on the next poll");
+            // Nothing was sent: hand the points back.
+            for el in tpl.elements() {
+                if let Offset::Offset(o) = el.offset() {
+                    ctx.shared
+                        .commits
+                        .entry((Arc::from(el.topic()), el.partition()))
+                        .and_modify(|p| *p = (*p).max(o))
+                        .or_insert(o);
+                }
+            }
         }
     }
 }
