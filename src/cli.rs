@@ -76,26 +76,34 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         idle: Duration,
     },
-    /// One pass of compaction of the hot tier (`archive.hot.url`): per hour, merge every file
-    /// into sorted files holding each (trace id, span id, kind) once; then exit.
+    /// One pass of the archive lifecycle, then exit: retention, compaction of hot hours (merge
+    /// into sorted files holding each (trace id, span id, kind) once), moves down the tiers.
+    /// Safe beside `run` and other compactors (a lease in the hot tier).
     Compact {
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
-        /// Decoded input held in memory at most per step.
-        #[arg(long, default_value = "512MiB", value_parser = parse_bytes)]
-        memory_budget: u64,
-        /// Only hours that ended at least this long ago (the current hour still receives segments).
-        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-        min_age: Duration,
+        /// Override `archive.compaction.memory_budget`.
+        #[arg(long, value_parser = parse_bytes)]
+        memory_budget: Option<u64>,
+        /// Override `archive.compaction.min_age`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        min_age: Option<Duration>,
+        /// Pretend the time is this (RFC 3339); for tests and dry runs of the lifecycle.
+        #[arg(long, hide = true)]
+        now: Option<String>,
     },
-    /// Find one trace in the archive (hot tier) and print it as a span tree.
+    /// Find one trace in the archive (hot and every tier) and print it as a span tree with
+    /// durations, errors highlighted; `--json` prints OTLP/JSON instead.
     Trace {
         /// Trace id, 32 hex digits.
         trace_id: String,
         /// Configuration file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Print the trace as OTLP/JSON (`{"resourceSpans": …}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a configuration: print the effective config, or every problem.
     Check {
@@ -184,7 +192,11 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Trace { trace_id, config } => {
+        Command::Trace {
+            trace_id,
+            config,
+            json,
+        } => {
             init_logs("warn");
             let Some(id) = crate::otlp::TraceId::from_hex(&trace_id) else {
                 eprintln!("`{trace_id}` is not a trace id (32 hex digits)");
@@ -198,26 +210,43 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let t0 = std::time::Instant::now();
-            let (spans, stats) = runtime()?.block_on(async {
-                let store = crate::archive::open_store(&cfg.archive.hot.url)?;
-                crate::lookup::find_trace(store, id).await
+            let found = runtime()?.block_on(async {
+                let tiers = crate::tiering::open_tiers(&cfg.archive)?;
+                crate::lookup::find_trace(&tiers, id).await
             })?;
-            if spans.is_empty() {
-                eprintln!("trace {trace_id} not found ({} files)", stats.files);
+            let st = &found.stats;
+            if found.spans.is_empty() {
+                eprintln!(
+                    "trace {trace_id} not found ({} tiers, {} files read, {} passed over by manifest)",
+                    st.tiers, st.files, st.files_skipped_by_manifest
+                );
                 return Ok(ExitCode::from(1));
             }
             {
-                use std::io::Write;
+                use std::io::{IsTerminal, Write};
                 let mut out = std::io::stdout().lock();
-                out.write_all(crate::lookup::render_tree(&spans).as_bytes())?;
+                if json {
+                    let doc = crate::lookup::render_otlp_json(&found)?;
+                    serde_json::to_writer_pretty(&mut out, &doc)?;
+                    out.write_all(b"\n")?;
+                } else {
+                    let color = std::io::stdout().is_terminal();
+                    out.write_all(
+                        crate::lookup::render_tree_styled(&found.spans, color).as_bytes(),
+                    )?;
+                }
                 out.flush()?;
             }
             eprintln!(
-                "{} spans; {} files, {} row groups read, {} skipped by statistics, {:.1} ms",
-                spans.len(),
-                stats.files,
-                stats.row_groups_read,
-                stats.row_groups_skipped,
+                "{} spans; {} tiers, {} files read ({} passed over by manifest), {} row groups read, {} skipped by statistics, {} by bloom filter, {} rows decoded, {:.1} ms",
+                found.spans.len(),
+                st.tiers,
+                st.files,
+                st.files_skipped_by_manifest,
+                st.row_groups_read,
+                st.row_groups_skipped,
+                st.row_groups_skipped_by_bloom,
+                st.rows_read,
                 t0.elapsed().as_secs_f64() * 1e3
             );
             Ok(ExitCode::SUCCESS)
@@ -226,35 +255,42 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             memory_budget,
             min_age,
+            now,
         } => {
             init_logs("warn");
-            let cfg = match Config::load(&config) {
+            let mut cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");
                     return Ok(ExitCode::from(2));
                 }
             };
-            let opts = crate::compact::CompactOptions {
-                memory_budget,
-                min_age,
-                ..Default::default()
-            };
+            if let Some(m) = memory_budget {
+                cfg.archive.compaction.memory_budget = crate::config::ByteSize(m);
+            }
+            if let Some(m) = min_age {
+                cfg.archive.compaction.min_age = m;
+            }
+            if let Err(e) = cfg.validate() {
+                eprint!("{e}");
+                return Ok(ExitCode::from(2));
+            }
+            let mut opts = crate::compact::CompactOptions::from_config(&cfg.archive);
+            opts.progress = true;
+            if let Some(now) = now {
+                match chrono::DateTime::parse_from_rfc3339(&now) {
+                    Ok(t) => opts.now_ms = t.timestamp_millis().max(0) as u64,
+                    Err(e) => {
+                        eprintln!("--now `{now}`: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                }
+            }
             let r = runtime()?.block_on(async {
-                let store = crate::archive::open_store(&cfg.archive.hot.url)?;
-                crate::compact::compact(store, &opts).await
+                let tiers = crate::tiering::open_tiers(&cfg.archive)?;
+                crate::compact::pass(&tiers, &opts).await
             })?;
-            println!(
-                "compacted {} hours: {} files ({:.1} MB, {} rows) -> {} files ({:.1} MB, {} rows), {} duplicates removed",
-                r.hours,
-                r.files_in,
-                r.bytes_in as f64 / 1e6,
-                r.rows_in,
-                r.files_out,
-                r.bytes_out as f64 / 1e6,
-                r.rows_out,
-                r.duplicates_removed()
-            );
+            println!("{r}");
             Ok(ExitCode::SUCCESS)
         }
         Command::DryRun {

@@ -1,35 +1,35 @@
-//! Compaction of a tier's Parquet, with dedupe (`tracesift compact`).
+//! One pass of the archive lifecycle (`tracesift compact`, and the loop inside `run`):
+//! retention, compaction of the hot tier, moves down the tiers.
 //!
-//! Per hour partition, every file (hot segments and earlier compacted files) is merged into
-//! compacted files that are sorted by trace id (then start time) and hold each (trace id, span
-//! id, kind) once — so replays and at-least-once duplicates leave no trace in the archive.
+//! **Compaction.** Per hour partition of the hot tier that ended at least `min_age` ago and
+//! holds any file not in the hot manifest (a segment, or the output of an interrupted pass),
+//! every file of the hour — segments and earlier compacted files — is merged by the streaming
+//! k-way merge of [`crate::merge`] into files sorted by trace id and start time, each (trace id,
+//! span id, kind) once, cut at `row_group_bytes` / `file_bytes`. Outputs are named after their
+//! inputs (`c-<hash of input names>-NNNN.parquet`), uploaded, verified (size, CRC32C, footer
+//! rows), published in the hot manifest, and only then are the inputs deleted. A crash at any
+//! step leaves every row in at least one listed file; the next pass merges again and the
+//! dedupe removes what was written twice.
 //!
-//! Memory is bounded by `memory_budget`: an hour whose input would need more is split into
-//! trace-id ranges (by the id's leading bytes), each read, sorted, deduplicated and written on its
-//! own. The outputs of one hour therefore never overlap in trace id, which also keeps a trace
-//! lookup to one file per hour.
-//!
-//! Crash safety: outputs are written under names derived from their content, checked (read
-//! back: row count), and only then are the inputs deleted. A crash at any step leaves every row
-//! in at least one file; the next run merges and deduplicates again.
+//! **Lease.** A pass runs only while it holds the lease in the hot tier
+//! ([`crate::manifest::Lease`]), renewed after every hour and every move; a compactor that
+//! finds the lease held reports it and does nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
 
-use arrow_array::{
-    Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt32Array,
-};
-use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use object_store::ObjectStoreExt;
 
-use crate::archive::{span_schema, writer_properties, ArchiveError};
+use crate::archive::ArchiveError;
+use crate::config::ArchiveConfig;
+use crate::manifest::{self, Lease, LeaseOutcome, Manifest};
+use crate::merge::{MergeLimits, MergeStats};
+use crate::tiering::{self, LifecycleReport, Tier};
 
-/// What one compaction run did.
+/// What one compaction pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CompactReport {
     /// Hour partitions compacted.
@@ -46,6 +46,12 @@ pub struct CompactReport {
     pub bytes_in: u64,
     /// Bytes written.
     pub bytes_out: u64,
+    /// Merge rounds beyond the first (inputs that did not fit the budget at once).
+    pub extra_rounds: usize,
+    /// Moves and retention.
+    pub lifecycle: LifecycleReport,
+    /// Set when another compactor held the lease and this pass did nothing.
+    pub skipped_for: Option<String>,
 }
 
 impl CompactReport {
@@ -55,42 +61,80 @@ impl CompactReport {
     }
 }
 
-/// How to compact.
-#[derive(Debug, Clone)]
-pub struct CompactOptions {
-    /// Decoded input held in memory at most per step (an hour above it is split by trace id).
-    pub memory_budget: u64,
-    /// Decoded size assumed per Parquet byte when planning (zstd Parquet inflates ~4-8×).
-    pub inflation: u64,
-    /// Only hours that ended at least this long before `now_ms` are compacted (the current hour
-    /// still receives segments).
-    pub min_age: std::time::Duration,
-    /// Wall-clock now, Unix ms (injected, so tests control ages).
-    pub now_ms: u64,
+impl std::fmt::Display for CompactReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(owner) = &self.skipped_for {
+            return write!(f, "skipped: the compactor lease is held by {owner}");
+        }
+        write!(
+            f,
+            "compacted {} hours: {} files ({:.1} MB, {} rows) -> {} files ({:.1} MB, {} rows), {} duplicates removed; moved {} files ({:.1} MB), finished {} interrupted moves; retention deleted {} files ({:.1} MB)",
+            self.hours,
+            self.files_in,
+            self.bytes_in as f64 / 1e6,
+            self.rows_in,
+            self.files_out,
+            self.bytes_out as f64 / 1e6,
+            self.rows_out,
+            self.duplicates_removed(),
+            self.lifecycle.moved,
+            self.lifecycle.moved_bytes as f64 / 1e6,
+            self.lifecycle.finished,
+            self.lifecycle.expired,
+            self.lifecycle.expired_bytes as f64 / 1e6,
+        )
+    }
 }
 
-impl Default for CompactOptions {
-    fn default() -> Self {
+/// How to run a pass.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Merge limits.
+    pub limits: MergeLimits,
+    /// Only hours that ended at least this long before `now_ms` are compacted.
+    pub min_age: Duration,
+    /// Delete what ended longer ago than this (none: keep).
+    pub retention: Option<Duration>,
+    /// Wall-clock now, Unix ms (injected, so tests control ages).
+    pub now_ms: u64,
+    /// Local work directory for merge outputs and downloaded inputs.
+    pub work_dir: PathBuf,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+    /// Print progress lines to stderr.
+    pub progress: bool,
+}
+
+impl CompactOptions {
+    /// Options from the config's `archive` section, at the current time.
+    pub fn from_config(cfg: &ArchiveConfig) -> CompactOptions {
+        let c = &cfg.compaction;
         CompactOptions {
-            memory_budget: 512 << 20,
-            inflation: 8,
-            min_age: std::time::Duration::from_secs(3600),
+            limits: MergeLimits {
+                memory_budget: c.memory_budget.0,
+                row_group_bytes: c.row_group_bytes.0,
+                file_bytes: c.file_bytes.0,
+                fan_in: c.fan_in,
+            },
+            min_age: c.min_age,
+            retention: cfg.retention,
             now_ms: crate::clock::wall_now_nanos() / 1_000_000,
+            work_dir: if c.work_dir.is_empty() {
+                std::env::temp_dir()
+            } else {
+                PathBuf::from(&c.work_dir)
+            },
+            lease_ttl: c.lease_ttl,
+            progress: false,
         }
     }
 }
 
-const COMPACTED_PREFIX: &str = "compacted-";
-
-/// Compacts every hour partition of `spans/v1/` in `store` that has more than one file or any
-/// file that is not a compacted one.
-pub async fn compact(
-    store: Arc<dyn ObjectStore>,
-    opts: &CompactOptions,
-) -> Result<CompactReport, ArchiveError> {
+/// Lists the hot tier's Parquet files by hour directory.
+async fn list_hot(hot: &Tier) -> Result<BTreeMap<String, Vec<(Path, u64)>>, ArchiveError> {
     let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
+    let listed: Vec<_> = hot.store.list(Some(&prefix)).try_collect().await?;
     let mut hours: BTreeMap<String, Vec<(Path, u64)>> = BTreeMap::new();
-    let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
     for o in listed {
         let p = o.location.to_string();
         if !p.ends_with(".parquet") {
@@ -104,202 +148,208 @@ pub async fn compact(
             .or_default()
             .push((o.location, o.size));
     }
-    let mut report = CompactReport::default();
-    for (dir, files) in hours {
-        let done = files.len() == 1
-            && files[0]
-                .0
-                .filename()
-                .is_some_and(|f| f.starts_with(COMPACTED_PREFIX));
-        if done || !old_enough(&dir, opts) {
-            continue;
-        }
-        compact_hour(&store, &dir, &files, opts, &mut report).await?;
-        report.hours += 1;
+    Ok(hours)
+}
+
+/// One pass: retention, compaction of due hot hours, tier moves. Holds the lease throughout.
+pub async fn pass(tiers: &[Tier], opts: &CompactOptions) -> Result<CompactReport, ArchiveError> {
+    let hot = tiers
+        .first()
+        .ok_or_else(|| ArchiveError::Url("no hot tier".into()))?;
+    let lease = Lease::new(hot.store.clone(), Lease::owner_name(), opts.lease_ttl);
+    if let LeaseOutcome::HeldBy(r) = lease.acquire().await? {
+        return Ok(CompactReport {
+            skipped_for: Some(r.owner),
+            ..Default::default()
+        });
     }
+    let result = pass_locked(tiers, opts, &lease).await;
+    let released = lease.release().await;
+    let report = result?;
+    released?;
     Ok(report)
 }
 
-/// Whether the hour of `dir` (`…/date=YYYY-MM-DD/hour=HH`) ended at least `min_age` ago.
-fn old_enough(dir: &str, opts: &CompactOptions) -> bool {
-    let mut date = None;
-    let mut hour = None;
-    for part in dir.split('/') {
-        if let Some(d) = part.strip_prefix("date=") {
-            date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
-        } else if let Some(h) = part.strip_prefix("hour=") {
-            hour = h.parse::<u32>().ok();
-        }
+async fn pass_locked(
+    tiers: &[Tier],
+    opts: &CompactOptions,
+    lease: &Lease,
+) -> Result<CompactReport, ArchiveError> {
+    let hot = &tiers[0];
+    let now = opts.now_ms as i64;
+    let mut report = CompactReport::default();
+    let mut manifests = tiering::load_manifests(tiers).await?;
+    let mut hours = list_hot(hot).await?;
+    // Repair: hot catalog entries whose object is gone (a crash after deleting inputs that were
+    // earlier outputs) are dropped.
+    let listed: std::collections::HashSet<String> = hours
+        .values()
+        .flatten()
+        .map(|(p, _)| p.to_string())
+        .collect();
+    let before = manifests[0].files.len();
+    manifests[0].files.retain(|p, _| listed.contains(p));
+    if manifests[0].files.len() != before {
+        manifest::save(&hot.store, &manifests[0]).await?;
     }
-    let (Some(date), Some(hour)) = (date, hour) else {
-        return false;
-    };
-    let Some(start) = date.and_hms_opt(hour, 0, 0) else {
-        return false;
-    };
-    let end_ms = (start.and_utc().timestamp() + 3600) * 1000;
-    end_ms + opts.min_age.as_millis() as i64 <= opts.now_ms as i64
-}
-
-/// Leading-byte ranges of the trace id: range `i` of `n` holds ids whose first two bytes `b`
-/// satisfy `i * 65536 / n <= b < (i + 1) * 65536 / n`.
-fn range_of(id: &[u8], n: usize) -> usize {
-    let b = (usize::from(id[0]) << 8) | usize::from(id[1]);
-    b * n / 65_536
+    if let Some(retention) = opts.retention {
+        let segments: Vec<(Path, u64)> = hours
+            .values()
+            .flatten()
+            .filter(|(p, _)| !manifests[0].files.contains_key(p.as_ref()))
+            .cloned()
+            .collect();
+        tiering::expire(
+            tiers,
+            &mut manifests,
+            &segments,
+            retention,
+            now,
+            &mut report.lifecycle,
+        )
+        .await?;
+        hours = list_hot(hot).await?;
+    }
+    let due: Vec<(String, Vec<(Path, u64)>)> = hours
+        .into_iter()
+        .filter(|(dir, files)| {
+            let old = tiering::hour_start_ms(dir)
+                .is_some_and(|h| h + 3_600_000 + opts.min_age.as_millis() as i64 <= now);
+            old && files
+                .iter()
+                .any(|(p, _)| !manifests[0].files.contains_key(p.as_ref()))
+        })
+        .collect();
+    for (n, (dir, files)) in due.iter().enumerate() {
+        if opts.progress {
+            let bytes: u64 = files.iter().map(|f| f.1).sum();
+            eprintln!(
+                "compact: hour {}/{} {dir}: {} files, {:.1} MB",
+                n + 1,
+                due.len(),
+                files.len(),
+                bytes as f64 / 1e6
+            );
+        }
+        compact_hour(hot, &mut manifests[0], dir, files, opts, &mut report).await?;
+        report.hours += 1;
+        lease.renew().await?;
+    }
+    tiering::move_due(
+        tiers,
+        &mut manifests,
+        now,
+        Some(lease),
+        &mut report.lifecycle,
+    )
+    .await?;
+    Ok(report)
 }
 
 async fn compact_hour(
-    store: &Arc<dyn ObjectStore>,
+    hot: &Tier,
+    manifest: &mut Manifest,
     dir: &str,
     files: &[(Path, u64)],
     opts: &CompactOptions,
     report: &mut CompactReport,
 ) -> Result<(), ArchiveError> {
-    let total: u64 = files.iter().map(|f| f.1).sum();
-    let ranges = (total.saturating_mul(opts.inflation) / opts.memory_budget.max(1) + 1)
-        .clamp(1, 4096) as usize;
-    report.files_in += files.len();
-    report.bytes_in += total;
-    let mut written: Vec<(Path, usize)> = Vec::new();
-    for range in 0..ranges {
-        // Read this range of every file (one file in memory at a time, plus the range's rows).
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        for (path, _) in files {
-            let bytes = store.get(path).await?.bytes().await?;
-            let (rows, file_rows) = read_range(bytes, range, ranges)?;
-            if range == 0 {
-                // Count every input row once.
-                report.rows_in += file_rows;
+    let hour_start = tiering::hour_start_ms(dir)
+        .ok_or_else(|| ArchiveError::Verify(format!("{dir}: not an hour partition")))?;
+    let mut names: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
+    names.sort();
+    let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    let tag = format!("c-{:016x}", crate::hash::fnv1a(&refs));
+    let work = opts
+        .work_dir
+        .join(format!("tracesift-compact-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&work)
+        .map_err(|e| ArchiveError::Verify(format!("{}: {e}", work.display())))?;
+    let result = compact_hour_in(
+        hot, manifest, dir, hour_start, files, &tag, &work, opts, report,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn compact_hour_in(
+    hot: &Tier,
+    manifest: &mut Manifest,
+    dir: &str,
+    hour_start: i64,
+    files: &[(Path, u64)],
+    tag: &str,
+    work: &FsPath,
+    opts: &CompactOptions,
+    report: &mut CompactReport,
+) -> Result<(), ArchiveError> {
+    // Local paths of the inputs: a file:// tier is read in place; others are downloaded.
+    let mut inputs: Vec<PathBuf> = Vec::with_capacity(files.len());
+    for (i, (p, _)) in files.iter().enumerate() {
+        match &hot.local {
+            Some(root) => inputs.push(root.join(p.as_ref())),
+            None => {
+                let local = work.join(format!("in-{i:06}.parquet"));
+                tiering::download(&hot.store, p, &local).await?;
+                inputs.push(local);
             }
-            batches.extend(rows);
-        }
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            continue;
-        }
-        let merged = arrow_select::concat::concat_batches(&span_schema(), &batches)?;
-        drop(batches);
-        let deduped = sort_dedupe(&merged)?;
-        drop(merged);
-        let rows = deduped.num_rows();
-        let mut buf = Vec::with_capacity(1 << 20);
-        let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(writer_properties(64_000)))?;
-        w.write(&deduped)?;
-        w.close()?;
-        let hash = crate::hash::fnv1a(&[&buf]);
-        let path = Path::from(format!(
-            "{dir}/{COMPACTED_PREFIX}{range:04}-of-{ranges:04}-{hash:016x}.parquet"
-        ));
-        let size = buf.len() as u64;
-        store.put(&path, PutPayload::from(buf)).await?;
-        report.files_out += 1;
-        report.rows_out += rows;
-        report.bytes_out += size;
-        written.push((path, rows));
-    }
-    // Verify what was written before removing anything.
-    for (path, rows) in &written {
-        let got = count_rows(store, path).await?;
-        if got != *rows {
-            return Err(ArchiveError::Verify(format!(
-                "{path}: {got} rows read back, {rows} written; inputs kept"
-            )));
         }
     }
-    let outputs: Vec<&Path> = written.iter().map(|(p, _)| p).collect();
-    for (path, _) in files {
-        if !outputs.contains(&path) {
-            store.delete(path).await?;
+    let limits = opts.limits;
+    let out_dir = work.join("out");
+    let tag_owned = tag.to_string();
+    let progress = opts.progress;
+    let (outputs, stats): (Vec<crate::merge::MergedFile>, MergeStats) =
+        tokio::task::spawn_blocking(move || {
+            let mut last = std::time::Instant::now();
+            let mut cb = |rows: u64| {
+                if progress && last.elapsed() >= Duration::from_secs(5) {
+                    last = std::time::Instant::now();
+                    eprintln!("compact:   {rows} rows merged");
+                }
+            };
+            crate::merge::merge(&inputs, &out_dir, &tag_owned, &limits, &mut cb)
+        })
+        .await
+        .map_err(|e| ArchiveError::Verify(format!("merge task failed: {e}")))??;
+    // Upload and verify every output before touching the catalog or the inputs.
+    let mut published: Vec<(String, manifest::FileEntry)> = Vec::with_capacity(outputs.len());
+    for (i, out) in outputs.iter().enumerate() {
+        let path = Path::from(format!("{dir}/{tag}-{i:04}.parquet"));
+        tiering::upload(&hot.store, &path, &out.path).await?;
+        let mut entry = out.entry.clone();
+        entry.hour_start_ms = hour_start;
+        tiering::verify(&hot.store, &path, &entry).await?;
+        report.bytes_out += entry.bytes;
+        published.push((path.to_string(), entry));
+    }
+    tiering::failpoint("compact-after-upload");
+    let outputs_set: std::collections::HashSet<&str> =
+        published.iter().map(|(p, _)| p.as_str()).collect();
+    for (p, _) in files {
+        if !outputs_set.contains(p.as_ref()) {
+            manifest.files.remove(p.as_ref());
         }
     }
+    for (p, e) in &published {
+        manifest.files.insert(p.clone(), e.clone());
+    }
+    manifest::save(&hot.store, manifest).await?;
+    tiering::failpoint("compact-after-publish");
+    for (p, _) in files {
+        if !outputs_set.contains(p.as_ref()) {
+            hot.store.delete(p).await.or_else(manifest::not_found_ok)?;
+        }
+    }
+    report.files_in += files.len();
+    report.bytes_in += files.iter().map(|f| f.1).sum::<u64>();
+    report.files_out += published.len();
+    report.rows_in += stats.rows_in as usize;
+    report.rows_out += stats.rows_out as usize;
+    report.extra_rounds += stats.rounds.saturating_sub(1);
     Ok(())
-}
-
-async fn count_rows(store: &Arc<dyn ObjectStore>, path: &Path) -> Result<usize, ArchiveError> {
-    let bytes = store.get(path).await?.bytes().await?;
-    let meta = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    Ok(meta.metadata().file_metadata().num_rows() as usize)
-}
-
-/// The rows of one trace-id range of a file, and the file's row count.
-fn read_range(
-    bytes: Bytes,
-    range: usize,
-    ranges: usize,
-) -> Result<(Vec<RecordBatch>, usize), ArchiveError> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-    let file_rows = builder.metadata().file_metadata().num_rows() as usize;
-    let reader = builder.build()?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch?;
-        let batch = conform(batch)?;
-        if ranges == 1 {
-            out.push(batch);
-            continue;
-        }
-        let ids = fixed(&batch, "trace_id")?;
-        let keep: arrow_array::BooleanArray = (0..batch.num_rows())
-            .map(|i| Some(range_of(ids.value(i), ranges) == range))
-            .collect();
-        out.push(arrow_select::filter::filter_record_batch(&batch, &keep)?);
-    }
-    Ok((out, file_rows))
-}
-
-/// Casts a batch read back to the writer's schema (readers may differ in map field names).
-fn conform(batch: RecordBatch) -> Result<RecordBatch, ArchiveError> {
-    let schema = span_schema();
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch);
-    }
-    let cols: Vec<ArrayRef> = batch.columns().to_vec();
-    Ok(RecordBatch::try_new(schema, cols)?)
-}
-
-fn fixed<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a FixedSizeBinaryArray, ArchiveError> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<FixedSizeBinaryArray>())
-        .ok_or_else(|| ArchiveError::Verify(format!("column {name} missing or mistyped")))
-}
-
-/// Rows sorted by (trace id, start time, span id, kind), each (trace id, span id, kind) once.
-fn sort_dedupe(b: &RecordBatch) -> Result<RecordBatch, ArchiveError> {
-    let trace = fixed(b, "trace_id")?;
-    let span = fixed(b, "span_id")?;
-    let kind = b
-        .column_by_name("kind")
-        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-        .ok_or_else(|| ArchiveError::Verify("column kind missing or mistyped".into()))?;
-    let start = b
-        .column_by_name("start_time")
-        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-        .ok_or_else(|| ArchiveError::Verify("column start_time missing or mistyped".into()))?;
-    let mut idx: Vec<u32> = (0..b.num_rows() as u32).collect();
-    idx.sort_by(|&x, &y| {
-        let (x, y) = (x as usize, y as usize);
-        (trace.value(x), span.value(x), kind.value(x)).cmp(&(
-            trace.value(y),
-            span.value(y),
-            kind.value(y),
-        ))
-    });
-    idx.dedup_by(|y, x| {
-        let (x, y) = (*x as usize, *y as usize);
-        trace.value(x) == trace.value(y)
-            && span.value(x) == span.value(y)
-            && kind.value(x) == kind.value(y)
-    });
-    // Final order: trace id, then start time (as the hot segments and the lookups expect).
-    idx.sort_by(|&x, &y| {
-        let (x, y) = (x as usize, y as usize);
-        (trace.value(x), start.value(x), span.value(x)).cmp(&(
-            trace.value(y),
-            start.value(y),
-            span.value(y),
-        ))
-    });
-    let indices = UInt32Array::from(idx);
-    Ok(arrow_select::take::take_record_batch(b, &indices)?)
 }
 
 #[cfg(test)]
@@ -307,38 +357,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_hours_old_enough_are_compacted() {
-        let opts = |now_ms: u64| CompactOptions {
-            min_age: std::time::Duration::from_secs(3600),
-            now_ms,
+    fn reports_read_as_one_line() {
+        let r = CompactReport {
+            hours: 1,
+            files_in: 3,
+            rows_in: 10,
+            rows_out: 8,
             ..Default::default()
         };
-        let dir = "spans/v1/date=2025-10-09/hour=08";
-        // The hour ends at 09:00; with a one-hour minimum age it is due from 10:00.
-        let t = |h: u32, m: u32| {
-            chrono::NaiveDate::from_ymd_opt(2025, 10, 9)
-                .unwrap()
-                .and_hms_opt(h, m, 0)
-                .unwrap()
-                .and_utc()
-                .timestamp_millis() as u64
+        let s = r.to_string();
+        assert!(
+            s.contains("compacted 1 hours") && s.contains("2 duplicates removed"),
+            "{s}"
+        );
+        let skipped = CompactReport {
+            skipped_for: Some("other".into()),
+            ..Default::default()
         };
-        assert!(!old_enough(dir, &opts(t(9, 30))));
-        assert!(old_enough(dir, &opts(t(10, 0))));
-        assert!(!old_enough("spans/v1/nonsense", &opts(t(23, 0))));
-    }
-
-    #[test]
-    fn trace_id_ranges_are_ordered_and_cover_everything() {
-        for n in [1usize, 2, 3, 7, 100, 4096] {
-            let mut last = 0;
-            for b in 0..=65_535u32 {
-                let id = [(b >> 8) as u8, b as u8, 0, 0];
-                let r = range_of(&id, n);
-                assert!(r < n && r >= last, "n={n} b={b}");
-                last = r;
-            }
-            assert_eq!(last, n - 1);
-        }
+        assert!(skipped.to_string().contains("held by other"));
     }
 }

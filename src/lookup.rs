@@ -1,22 +1,31 @@
-//! `tracesift trace <TRACE_ID>`: one trace from the archive, as a span tree.
+//! `tracesift trace <TRACE_ID>`: one trace from every tier, as a span tree or OTLP/JSON.
 //!
-//! Every Parquet file of the tier is checked by its footer first: a row group whose `trace_id`
-//! statistics (min/max; files are sorted by trace id) cannot hold the id is skipped without
-//! reading its pages; only candidate row groups are read and filtered.
+//! Candidates: every Parquet file of the hot tier (listed: it holds recent hours only) and the
+//! manifest entries of the other tiers whose trace-id range holds the id (no listing). Each
+//! candidate is read with ranged requests only: its footer and page index, then per row group
+//! the `trace_id` statistics (files are sorted by trace id), then the row group's bloom filter,
+//! then only the pages whose `trace_id` min/max can hold the id. Rows are deduplicated on
+//! (span id, kind) across files and tiers, so a file caught mid-move (published in the next
+//! tier, not yet deleted here) shows each span once. A file deleted between reading a manifest
+//! and reading the file (a move finishing) makes the lookup start over once with fresh
+//! manifests.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::ops::Range;
 
 use arrow_array::{Array, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 
 use crate::archive::ArchiveError;
 use crate::otlp::TraceId;
+use crate::tiering::{ObjectReader, Tier};
 
 /// One span of a looked-up trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,17 +46,42 @@ pub struct SpanRow {
     pub status: String,
     /// Span kind.
     pub kind: String,
+    /// Tier it was read from.
+    pub tier: String,
+    /// Where its full row is: (index into [`Found::batches`], row).
+    pub at: (usize, usize),
 }
 
 /// What a lookup read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LookupStats {
+    /// Tiers searched.
+    pub tiers: usize,
     /// Files whose footer was read.
     pub files: usize,
-    /// Row groups read (the rest were skipped by statistics).
+    /// Manifest entries passed over by their trace-id range (no read at all).
+    pub files_skipped_by_manifest: usize,
+    /// Row groups read.
     pub row_groups_read: usize,
-    /// Row groups skipped.
+    /// Row groups skipped by statistics.
     pub row_groups_skipped: usize,
+    /// Row groups skipped by their bloom filter.
+    pub row_groups_skipped_by_bloom: usize,
+    /// Rows decoded (only pages whose min/max can hold the id).
+    pub rows_read: usize,
+    /// Files that vanished during the lookup (a concurrent move or retention).
+    pub files_gone: usize,
+}
+
+/// A looked-up trace.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// Its spans, each (span id, kind) once, by start time.
+    pub spans: Vec<SpanRow>,
+    /// The full rows the spans point into.
+    pub batches: Vec<RecordBatch>,
+    /// What was read.
+    pub stats: LookupStats,
 }
 
 fn may_hold(stats: Option<&Statistics>, id: &[u8; 16]) -> bool {
@@ -60,43 +94,154 @@ fn may_hold(stats: Option<&Statistics>, id: &[u8; 16]) -> bool {
     }
 }
 
-/// Every span of `trace_id` in the tier, each (span id, kind) once, by start time.
-pub async fn find_trace(
-    store: Arc<dyn ObjectStore>,
-    trace_id: TraceId,
-) -> Result<(Vec<SpanRow>, LookupStats), ArchiveError> {
-    let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
-    let files: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
-    let mut stats = LookupStats::default();
-    let mut out: HashMap<([u8; 8], String), SpanRow> = HashMap::new();
-    for f in files {
-        if !f.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        let bytes = store.get(&f.location).await?.bytes().await?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
-        stats.files += 1;
-        let groups: Vec<usize> = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .enumerate()
-            .filter(|(_, rg)| may_hold(rg.column(0).statistics(), &trace_id.0))
-            .map(|(i, _)| i)
-            .collect();
-        let total = builder.metadata().num_row_groups();
-        stats.row_groups_skipped += total - groups.len();
-        if groups.is_empty() {
-            continue;
-        }
-        stats.row_groups_read += groups.len();
-        for batch in builder.with_row_groups(groups).build()? {
-            collect(&batch?, &trace_id, &mut out)?;
+/// Row ranges of row group `rg` whose `trace_id` pages can hold `id` (all rows without a page
+/// index).
+fn candidate_rows(meta: &ParquetMetaData, rg: usize, id: &[u8; 16]) -> Vec<Range<usize>> {
+    let rows = meta.row_group(rg).num_rows().max(0) as usize;
+    let all = vec![0..rows];
+    let Some(index) = meta.page_index() else {
+        return all;
+    };
+    let (Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(ci)), Some(oi)) =
+        (index.column_index(rg, 0), index.offset_index(rg, 0))
+    else {
+        return all;
+    };
+    let pages = oi.page_locations();
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (i, page) in pages.iter().enumerate() {
+        let first = page.first_row_index.max(0) as usize;
+        let end = pages
+            .get(i + 1)
+            .map(|p| p.first_row_index.max(0) as usize)
+            .unwrap_or(rows);
+        let hit = match (ci.min_value(i), ci.max_value(i)) {
+            (Some(min), Some(max)) => min <= &id[..] && &id[..] <= max,
+            _ => false,
+        };
+        if hit && first < end {
+            match out.last_mut() {
+                Some(r) if r.end == first => r.end = end,
+                _ => out.push(first..end),
+            }
         }
     }
-    let mut spans: Vec<SpanRow> = out.into_values().collect();
-    spans.sort_by_key(|s| (s.start_ns, s.span_id));
-    Ok((spans, stats))
+    out
+}
+
+/// Every span of `trace_id` in every tier.
+pub async fn find_trace(tiers: &[Tier], trace_id: TraceId) -> Result<Found, ArchiveError> {
+    let first = find_once(tiers, &trace_id).await?;
+    if first.stats.files_gone == 0 {
+        return Ok(first);
+    }
+    // A move or retention ran meanwhile: once more, with fresh manifests.
+    find_once(tiers, &trace_id).await
+}
+
+async fn find_once(tiers: &[Tier], id: &TraceId) -> Result<Found, ArchiveError> {
+    let mut found = Found::default();
+    let mut seen: HashMap<([u8; 8], String), ()> = HashMap::new();
+    for (ti, tier) in tiers.iter().enumerate() {
+        found.stats.tiers += 1;
+        let manifest = crate::manifest::load(&tier.store, &tier.name).await?;
+        let mut candidates: Vec<(Path, u64)> = Vec::new();
+        if ti == 0 {
+            let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
+            let listed: Vec<_> = tier.store.list(Some(&prefix)).try_collect().await?;
+            for o in listed {
+                if !o.location.as_ref().ends_with(".parquet") {
+                    continue;
+                }
+                match manifest.files.get(o.location.as_ref()) {
+                    Some(e) if !e.may_hold(&id.0) => found.stats.files_skipped_by_manifest += 1,
+                    _ => candidates.push((o.location, o.size)),
+                }
+            }
+        } else {
+            for (p, e) in &manifest.files {
+                if e.may_hold(&id.0) {
+                    candidates.push((Path::from(p.as_str()), e.bytes));
+                } else {
+                    found.stats.files_skipped_by_manifest += 1;
+                }
+            }
+        }
+        for (path, size) in candidates {
+            match read_file(tier, &path, size, id, &mut found, &mut seen).await {
+                Ok(()) => {}
+                Err(ArchiveError::Store(object_store::Error::NotFound { .. })) => {
+                    found.stats.files_gone += 1;
+                }
+                Err(ArchiveError::Parquet(parquet::errors::ParquetError::External(e)))
+                    if matches!(
+                        e.downcast_ref::<object_store::Error>(),
+                        Some(object_store::Error::NotFound { .. })
+                    ) =>
+                {
+                    found.stats.files_gone += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    found.spans.sort_by_key(|s| (s.start_ns, s.span_id));
+    Ok(found)
+}
+
+async fn read_file(
+    tier: &Tier,
+    path: &Path,
+    size: u64,
+    id: &TraceId,
+    found: &mut Found,
+    seen: &mut HashMap<([u8; 8], String), ()>,
+) -> Result<(), ArchiveError> {
+    let reader = ObjectReader::new(tier.store.clone(), path.clone(), size);
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+    let mut builder = ParquetRecordBatchStreamBuilder::new_with_options(reader, options).await?;
+    found.stats.files += 1;
+    let meta = builder.metadata().clone();
+    let mut groups: Vec<usize> = Vec::new();
+    for (rg, g) in meta.row_groups().iter().enumerate() {
+        if !may_hold(g.column(0).statistics(), &id.0) {
+            found.stats.row_groups_skipped += 1;
+            continue;
+        }
+        if let Some(bloom) = builder.get_row_group_column_bloom_filter(rg, 0).await? {
+            if !bloom.check(&id.0[..]) {
+                found.stats.row_groups_skipped_by_bloom += 1;
+                continue;
+            }
+        }
+        groups.push(rg);
+    }
+    if groups.is_empty() {
+        return Ok(());
+    }
+    found.stats.row_groups_read += groups.len();
+    // Select only the pages that can hold the id, row groups concatenated.
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let mut offset = 0usize;
+    for &rg in &groups {
+        for r in candidate_rows(&meta, rg, &id.0) {
+            ranges.push(offset + r.start..offset + r.end);
+        }
+        offset += meta.row_group(rg).num_rows().max(0) as usize;
+    }
+    if ranges.is_empty() {
+        return Ok(());
+    }
+    let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), offset);
+    let mut stream = builder
+        .with_row_groups(groups)
+        .with_row_selection(selection)
+        .build()?;
+    while let Some(batch) = stream.try_next().await? {
+        found.stats.rows_read += batch.num_rows();
+        collect(&batch, id, &tier.name, found, seen)?;
+    }
+    Ok(())
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, ArchiveError> {
@@ -114,29 +259,34 @@ fn id8(v: &[u8]) -> Result<[u8; 8], ArchiveError> {
 fn collect(
     b: &RecordBatch,
     id: &TraceId,
-    out: &mut HashMap<([u8; 8], String), SpanRow>,
+    tier: &str,
+    found: &mut Found,
+    seen: &mut HashMap<([u8; 8], String), ()>,
 ) -> Result<(), ArchiveError> {
     let trace = col::<FixedSizeBinaryArray>(b, "trace_id")?;
-    let span = col::<FixedSizeBinaryArray>(b, "span_id")?;
-    let parent = col::<FixedSizeBinaryArray>(b, "parent_span_id")?;
-    let name = col::<StringArray>(b, "name")?;
-    let service = col::<StringArray>(b, "service_name")?;
-    let kind = col::<StringArray>(b, "kind")?;
-    let status = col::<StringArray>(b, "status_code")?;
-    let duration = col::<Int64Array>(b, "duration_ns")?;
-    let start = b
-        .column_by_name("start_time")
-        .and_then(|c| {
-            c.as_any()
-                .downcast_ref::<arrow_array::TimestampNanosecondArray>()
-        })
-        .ok_or_else(|| ArchiveError::Verify("column start_time missing or mistyped".into()))?;
+    let keep: arrow_array::BooleanArray = (0..b.num_rows())
+        .map(|i| Some(trace.value(i) == id.0))
+        .collect();
+    let b = arrow_select::filter::filter_record_batch(b, &keep)?;
+    if b.num_rows() == 0 {
+        return Ok(());
+    }
+    let b = crate::merge::conform(b)?;
+    let span = col::<FixedSizeBinaryArray>(&b, "span_id")?;
+    let parent = col::<FixedSizeBinaryArray>(&b, "parent_span_id")?;
+    let name = col::<StringArray>(&b, "name")?;
+    let service = col::<StringArray>(&b, "service_name")?;
+    let kind = col::<StringArray>(&b, "kind")?;
+    let status = col::<StringArray>(&b, "status_code")?;
+    let duration = col::<Int64Array>(&b, "duration_ns")?;
+    let start = col::<arrow_array::TimestampNanosecondArray>(&b, "start_time")?;
+    let bi = found.batches.len();
     for i in 0..b.num_rows() {
-        if trace.value(i) != id.0 {
+        let sid = id8(span.value(i))?;
+        if seen.insert((sid, kind.value(i).to_string()), ()).is_some() {
             continue;
         }
-        let sid = id8(span.value(i))?;
-        let row = SpanRow {
+        found.spans.push(SpanRow {
             span_id: sid,
             parent: if parent.is_null(i) {
                 None
@@ -149,15 +299,22 @@ fn collect(
             duration_ns: duration.value(i),
             status: status.value(i).to_string(),
             kind: kind.value(i).to_string(),
-        };
-        out.insert((sid, row.kind.clone()), row);
+            tier: tier.to_string(),
+            at: (bi, i),
+        });
     }
+    found.batches.push(b);
     Ok(())
 }
 
 /// The trace as an indented tree: `service: name (kind) 12.3 ms [ERROR]`, children under their
 /// parent by start time; spans whose parent is missing are shown at the top level.
 pub fn render_tree(spans: &[SpanRow]) -> String {
+    render_tree_styled(spans, false)
+}
+
+/// [`render_tree`], with error spans in bold red when `color` (a terminal).
+pub fn render_tree_styled(spans: &[SpanRow], color: bool) -> String {
     let ids: std::collections::HashSet<[u8; 8]> = spans.iter().map(|s| s.span_id).collect();
     let mut children: HashMap<Option<[u8; 8]>, Vec<&SpanRow>> = HashMap::new();
     for s in spans {
@@ -170,24 +327,236 @@ pub fn render_tree(spans: &[SpanRow]) -> String {
         children: &HashMap<Option<[u8; 8]>, Vec<&SpanRow>>,
         at: Option<[u8; 8]>,
         depth: usize,
+        color: bool,
     ) {
         let Some(list) = children.get(&at) else {
             return;
         };
         for s in list {
+            let err = s.status == "error";
+            let (on, off) = if err && color {
+                ("\x1b[1;31m", "\x1b[0m")
+            } else {
+                ("", "")
+            };
             let _ = writeln!(
                 out,
-                "{}{}: {} ({}) {:.1} ms{}",
+                "{on}{}{}: {} ({}) {:.1} ms{}{off}",
                 "  ".repeat(depth),
                 s.service,
                 s.name,
                 s.kind,
                 s.duration_ns as f64 / 1e6,
-                if s.status == "error" { "  [ERROR]" } else { "" }
+                if err { "  [ERROR]" } else { "" }
             );
-            walk(out, children, Some(s.span_id), depth + 1);
+            walk(out, children, Some(s.span_id), depth + 1, color);
         }
     }
-    walk(&mut out, &children, None, 0);
+    walk(&mut out, &children, None, 0, color);
     out
+}
+
+fn map_pairs(m: &arrow_array::MapArray, i: usize) -> Result<Vec<(String, String)>, ArchiveError> {
+    if m.is_null(i) {
+        return Ok(Vec::new());
+    }
+    let entries = m.value(i);
+    let keys = entries
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| ArchiveError::Verify("map keys are not strings".into()))?;
+    let values = entries
+        .column(1)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| ArchiveError::Verify("map values are not strings".into()))?;
+    Ok((0..entries.len())
+        .map(|j| (keys.value(j).to_string(), values.value(j).to_string()))
+        .collect())
+}
+
+/// OTLP/JSON attributes. The archive keeps values as rendered text, so every value comes back
+/// as a `stringValue` (numbers, booleans and arrays as their JSON text).
+fn json_attrs(pairs: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        pairs
+            .iter()
+            .map(|(k, v)| serde_json::json!({"key": k, "value": {"stringValue": v}}))
+            .collect(),
+    )
+}
+
+fn kind_number(k: &str) -> u8 {
+    match k {
+        "internal" => 1,
+        "server" => 2,
+        "client" => 3,
+        "producer" => 4,
+        "consumer" => 5,
+        _ => 0,
+    }
+}
+
+fn status_number(s: &str) -> u8 {
+    match s {
+        "ok" => 1,
+        "error" => 2,
+        _ => 0,
+    }
+}
+
+/// The trace as an OTLP/JSON `TracesData` document (`resourceSpans` grouped by resource and
+/// scope; ids as hex, times as decimal strings, enums as numbers, as the OTLP/JSON mapping
+/// specifies).
+pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError> {
+    use serde_json::{json, Map, Value};
+    type ScopeKey = (String, String);
+    // resource attributes (as JSON text, for grouping) -> scope -> spans
+    let mut groups: Vec<(String, Value, Vec<(ScopeKey, Vec<Value>)>)> = Vec::new();
+    for s in &found.spans {
+        let b = &found.batches[s.at.0];
+        let i = s.at.1;
+        let res = map_pairs(col::<arrow_array::MapArray>(b, "resource_attributes")?, i)?;
+        let attrs = map_pairs(col::<arrow_array::MapArray>(b, "attributes")?, i)?;
+        let scope: ScopeKey = (
+            col::<StringArray>(b, "scope_name")?.value(i).to_string(),
+            col::<StringArray>(b, "scope_version")?.value(i).to_string(),
+        );
+        let end = col::<arrow_array::TimestampNanosecondArray>(b, "end_time")?.value(i);
+        let mut span = Map::new();
+        span.insert(
+            "traceId".into(),
+            json!(hex::encode(
+                col::<FixedSizeBinaryArray>(b, "trace_id")?.value(i)
+            )),
+        );
+        span.insert("spanId".into(), json!(hex::encode(s.span_id)));
+        if let Some(p) = s.parent {
+            span.insert("parentSpanId".into(), json!(hex::encode(p)));
+        }
+        let ts = col::<StringArray>(b, "trace_state")?.value(i);
+        if !ts.is_empty() {
+            span.insert("traceState".into(), json!(ts));
+        }
+        span.insert("name".into(), json!(s.name));
+        span.insert("kind".into(), json!(kind_number(&s.kind)));
+        span.insert("startTimeUnixNano".into(), json!(s.start_ns.to_string()));
+        span.insert("endTimeUnixNano".into(), json!(end.to_string()));
+        span.insert("attributes".into(), json_attrs(&attrs));
+        // Events.
+        let events = col::<arrow_array::ListArray>(b, "events")?;
+        let mut ev = Vec::new();
+        if !events.is_null(i) {
+            let list = events.value(i);
+            let st = list
+                .as_any()
+                .downcast_ref::<arrow_array::StructArray>()
+                .ok_or_else(|| ArchiveError::Verify("events are not structs".into()))?;
+            let time = st
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow_array::TimestampNanosecondArray>()
+                .ok_or_else(|| ArchiveError::Verify("event time mistyped".into()))?;
+            let name = st
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| ArchiveError::Verify("event name mistyped".into()))?;
+            let ea = st
+                .column(2)
+                .as_any()
+                .downcast_ref::<arrow_array::MapArray>()
+                .ok_or_else(|| ArchiveError::Verify("event attributes mistyped".into()))?;
+            for j in 0..st.len() {
+                ev.push(json!({
+                    "timeUnixNano": time.value(j).to_string(),
+                    "name": name.value(j),
+                    "attributes": json_attrs(&map_pairs(ea, j)?),
+                }));
+            }
+        }
+        if !ev.is_empty() {
+            span.insert("events".into(), Value::Array(ev));
+        }
+        // Links.
+        let links = col::<arrow_array::ListArray>(b, "links")?;
+        let mut lk = Vec::new();
+        if !links.is_null(i) {
+            let list = links.value(i);
+            let st = list
+                .as_any()
+                .downcast_ref::<arrow_array::StructArray>()
+                .ok_or_else(|| ArchiveError::Verify("links are not structs".into()))?;
+            let tid = st
+                .column(0)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| ArchiveError::Verify("link trace id mistyped".into()))?;
+            let sid = st
+                .column(1)
+                .as_any()
+                .downcast_ref::<FixedSizeBinaryArray>()
+                .ok_or_else(|| ArchiveError::Verify("link span id mistyped".into()))?;
+            let lts = st
+                .column(2)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| ArchiveError::Verify("link trace state mistyped".into()))?;
+            let la = st
+                .column(3)
+                .as_any()
+                .downcast_ref::<arrow_array::MapArray>()
+                .ok_or_else(|| ArchiveError::Verify("link attributes mistyped".into()))?;
+            for j in 0..st.len() {
+                let mut l = Map::new();
+                l.insert("traceId".into(), json!(hex::encode(tid.value(j))));
+                l.insert("spanId".into(), json!(hex::encode(sid.value(j))));
+                if !lts.is_null(j) && !lts.value(j).is_empty() {
+                    l.insert("traceState".into(), json!(lts.value(j)));
+                }
+                l.insert("attributes".into(), json_attrs(&map_pairs(la, j)?));
+                lk.push(Value::Object(l));
+            }
+        }
+        if !lk.is_empty() {
+            span.insert("links".into(), Value::Array(lk));
+        }
+        let mut status = Map::new();
+        let code = status_number(&s.status);
+        if code != 0 {
+            status.insert("code".into(), json!(code));
+        }
+        let msg = col::<StringArray>(b, "status_message")?.value(i);
+        if !msg.is_empty() {
+            status.insert("message".into(), json!(msg));
+        }
+        span.insert("status".into(), Value::Object(status));
+        let res_key = serde_json::to_string(&res).unwrap_or_default();
+        let gi = match groups.iter().position(|g| g.0 == res_key) {
+            Some(g) => g,
+            None => {
+                groups.push((res_key, json_attrs(&res), Vec::new()));
+                groups.len() - 1
+            }
+        };
+        let scopes = &mut groups[gi].2;
+        match scopes.iter_mut().find(|(k, _)| *k == scope) {
+            Some((_, spans)) => spans.push(Value::Object(span)),
+            None => scopes.push((scope, vec![Value::Object(span)])),
+        }
+    }
+    let resource_spans: Vec<Value> = groups
+        .into_iter()
+        .map(|(_, attrs, scopes)| {
+            json!({
+                "resource": {"attributes": attrs},
+                "scopeSpans": scopes.into_iter().map(|((name, version), spans)| json!({
+                    "scope": {"name": name, "version": version},
+                    "spans": spans,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(json!({ "resourceSpans": resource_spans }))
 }

@@ -2,6 +2,7 @@
 # exports where it is. Installed tools are cached under ${TRACESIFT_CACHE:-~/.cache/tracesift}.
 #
 #   tansu 0.6.0 (Kafka-protocol broker, built from crates.io with its storage engines; 8-20 min once)
+#   garage 2.5.0 (S3-compatible object store for the tier tests, built from crates.io; ~7 min once)
 #   a Python venv with duckdb and pyarrow (the analytics engines that read our Parquet)
 
 CACHE="${TRACESIFT_CACHE:-$HOME/.cache/tracesift}"
@@ -20,6 +21,16 @@ else
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql --root "$TANSU_ROOT"
 fi
 
+GARAGE_VERSION=2.5.0
+GARAGE_ROOT="$CACHE/tools/garage-$GARAGE_VERSION"
+GARAGE_BIN="$GARAGE_ROOT/bin/garage"
+if [ -x "$GARAGE_BIN" ] && "$GARAGE_BIN" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+  step "garage $GARAGE_VERSION: cached at $GARAGE_BIN"
+else
+  step "garage $GARAGE_VERSION: building from crates.io (first run only, ~7 min)"
+  cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT"
+fi
+
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow' 2>/dev/null; then
   step "python venv with duckdb + pyarrow: cached at $VENV"
 else
@@ -29,4 +40,5 @@ else
 fi
 
 export TRACESIFT_TANSU="$TANSU_BIN"
+export TRACESIFT_GARAGE="$GARAGE_BIN"
 export TRACESIFT_PYTHON="$VENV/bin/python"

@@ -264,16 +264,10 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
     let hot = dir.join("hot");
     let (rows_before, distinct_before, _) = archive_rows(&hot);
     let files_before = parquet_files(&hot);
-    let store = tracesift::archive::open_store(&format!("file://{}", hot.display())).unwrap();
-    let report = tracesift::compact::compact(
-        store,
-        &tracesift::compact::CompactOptions {
-            memory_budget: 256 << 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let tiers = hot_only_tiers(&hot);
+    let report = tracesift::compact::pass(&tiers, &small_compaction())
+        .await
+        .unwrap();
     assert_eq!(report.rows_in as u64, rows_before, "{report:?}");
     let (rows_after, distinct_after, per) = archive_rows(&hot);
     assert_eq!(rows_after, distinct_after, "no duplicate after compaction");
@@ -297,21 +291,27 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
         problems[..problems.len().min(5)].join("\n")
     );
     // Trace lookup over the multi-file archive returns exactly each trace's spans.
-    let store = tracesift::archive::open_store(&format!("file://{}", hot.display())).unwrap();
     for f in manifest.traces.iter().filter(|f| expected_keep(f)).take(20) {
-        let (spans, stats) =
-            tracesift::lookup::find_trace(std::sync::Arc::clone(&store), f.trace_id)
-                .await
-                .unwrap();
-        assert_eq!(spans.len(), f.spans, "lookup of {f:?}: {stats:?}");
-        let tree = tracesift::lookup::render_tree(&spans);
+        let found = tracesift::lookup::find_trace(&tiers, f.trace_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.spans.len(),
+            f.spans,
+            "lookup of {f:?}: {:?}",
+            found.stats
+        );
+        let tree = tracesift::lookup::render_tree(&found.spans);
         assert_eq!(tree.lines().count(), f.spans, "{tree}");
     }
     let missing = manifest.traces.iter().find(|f| !expected_keep(f)).unwrap();
-    let (none, _) = tracesift::lookup::find_trace(store, missing.trace_id)
+    let none = tracesift::lookup::find_trace(&tiers, missing.trace_id)
         .await
         .unwrap();
-    assert!(none.is_empty(), "a dropped trace is not in the archive");
+    assert!(
+        none.spans.is_empty(),
+        "a dropped trace is not in the archive"
+    );
     ArchiveOutcome {
         rows_before,
         duplicates_before: rows_before - distinct_before,
@@ -320,4 +320,24 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
         files_before,
         files_after: parquet_files(&hot),
     }
+}
+
+/// The tiers of an archive with only a hot tier at `hot`.
+pub fn hot_only_tiers(hot: &Path) -> Vec<tracesift::tiering::Tier> {
+    let mut cfg = tracesift::config::ArchiveConfig::default();
+    cfg.hot.url = format!("file://{}", hot.display());
+    tracesift::tiering::open_tiers(&cfg).unwrap()
+}
+
+/// A compaction pass over every hour (no minimum age) with a small memory budget, so merges
+/// run in rounds and cut small row groups.
+pub fn small_compaction() -> tracesift::compact::CompactOptions {
+    let mut opts = tracesift::compact::CompactOptions::from_config(
+        &tracesift::config::ArchiveConfig::default(),
+    );
+    opts.limits.memory_budget = 24 << 20;
+    opts.limits.row_group_bytes = 1 << 20;
+    opts.limits.file_bytes = 4 << 20;
+    opts.min_age = std::time::Duration::ZERO;
+    opts
 }

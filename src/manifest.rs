@@ -1,0 +1,369 @@
+//! Per-tier catalogs and the compactor lease.
+//!
+//! **Manifest.** Each tier keeps one small JSON object, `_tracesift/manifest-v1.json`, listing
+//! its compacted files with what lookups and the lifecycle need: hour, time range, trace-id range,
+//! rows, bytes, CRC32C and spans per policy. Lookups, moves, retention and `tracesift cost` read
+//! it instead of listing a bucket. Only the lease holder writes manifests; a write replaces the
+//! whole object (a single PUT, atomic on every object store).
+//!
+//! The hot tier's manifest lists only its compacted files; hot segments are found by listing the
+//! hot tier, which holds recent hours only.
+//!
+//! **Lease.** `_tracesift/lease.json` in the hot tier names the compactor doing a pass and when
+//! its claim expires. It is created with a create-if-absent PUT; an expired lease is taken over
+//! by deleting it and creating it again, then reading it back. Two compactors that race through a
+//! takeover at the same instant can both run a pass; that costs work, not data: compacted files
+//! are named after their inputs, moves are copy-verify-publish-delete, and every step tolerates
+//! finding its work already done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::ArchiveError;
+
+/// Object path of a tier's manifest.
+pub const MANIFEST_PATH: &str = "_tracesift/manifest-v1.json";
+/// Object path of the compactor lease (in the hot tier).
+pub const LEASE_PATH: &str = "_tracesift/lease.json";
+
+/// One compacted file of a tier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Start of the file's hour partition, Unix ms.
+    pub hour_start_ms: i64,
+    /// Earliest span start in the file, Unix ns.
+    pub min_start_ns: i64,
+    /// Latest span start in the file, Unix ns.
+    pub max_start_ns: i64,
+    /// Smallest trace id, 32 hex digits.
+    pub min_trace_id: String,
+    /// Largest trace id, 32 hex digits.
+    pub max_trace_id: String,
+    /// Rows (spans).
+    pub rows: u64,
+    /// Object size.
+    pub bytes: u64,
+    /// CRC32C of the whole object.
+    pub crc32c: u32,
+    /// Spans per `sampling_policy`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, u64>,
+    /// Sum of `sampling_adjusted_count` (the spans these rows stand for; null counts as 1).
+    #[serde(default)]
+    pub adjusted_spans: f64,
+}
+
+impl FileEntry {
+    /// End of the file's hour, Unix ms.
+    pub fn hour_end_ms(&self) -> i64 {
+        self.hour_start_ms + 3_600_000
+    }
+
+    /// Whether `id` (16 bytes) can be in this file by its trace-id range.
+    pub fn may_hold(&self, id: &[u8; 16]) -> bool {
+        let hex = hex::encode(id);
+        self.min_trace_id.as_str() <= hex.as_str() && hex.as_str() <= self.max_trace_id.as_str()
+    }
+}
+
+/// A tier's catalog: object path → entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version (1).
+    pub version: u32,
+    /// The tier it describes.
+    pub tier: String,
+    /// Files by object path (relative to the tier URL).
+    pub files: BTreeMap<String, FileEntry>,
+}
+
+impl Manifest {
+    /// Total bytes and rows.
+    pub fn totals(&self) -> (u64, u64) {
+        self.files
+            .values()
+            .fold((0, 0), |(b, r), f| (b + f.bytes, r + f.rows))
+    }
+}
+
+/// Reads a tier's manifest (an absent manifest is an empty one).
+pub async fn load(store: &Arc<dyn ObjectStore>, tier: &str) -> Result<Manifest, ArchiveError> {
+    match store.get(&Path::from(MANIFEST_PATH)).await {
+        Ok(r) => {
+            let bytes = r.bytes().await?;
+            let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+                ArchiveError::Verify(format!("tier {tier}: {MANIFEST_PATH} does not parse: {e}"))
+            })?;
+            Ok(m)
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(Manifest {
+            version: 1,
+            tier: tier.to_string(),
+            files: BTreeMap::new(),
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a tier's manifest.
+pub async fn save(store: &Arc<dyn ObjectStore>, m: &Manifest) -> Result<(), ArchiveError> {
+    let body = serde_json::to_vec_pretty(m)
+        .map_err(|e| ArchiveError::Verify(format!("manifest does not serialize: {e}")))?;
+    store
+        .put(&Path::from(MANIFEST_PATH), PutPayload::from(body))
+        .await?;
+    Ok(())
+}
+
+/// The lease object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// Who holds it (host, pid and a random suffix).
+    pub owner: String,
+    /// When it lapses without renewal, Unix ms.
+    pub expires_ms: u64,
+}
+
+/// Outcome of trying to take the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// We hold it.
+    Acquired,
+    /// Someone else does, until the given Unix ms.
+    HeldBy(LeaseRecord),
+}
+
+/// A compactor's claim on the archive.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    store: Arc<dyn ObjectStore>,
+    owner: String,
+    ttl_ms: u64,
+}
+
+fn wall_ms() -> u64 {
+    crate::clock::wall_now_nanos() / 1_000_000
+}
+
+impl Lease {
+    /// A lease handle for `owner` in the hot tier's `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, owner: String, ttl: std::time::Duration) -> Lease {
+        Lease {
+            store,
+            owner,
+            ttl_ms: ttl.as_millis() as u64,
+        }
+    }
+
+    /// A fresh owner name: host, pid and a random suffix.
+    pub fn owner_name() -> String {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        format!(
+            "{host}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    }
+
+    fn record(&self) -> Result<PutPayload, ArchiveError> {
+        let r = LeaseRecord {
+            owner: self.owner.clone(),
+            expires_ms: wall_ms() + self.ttl_ms,
+        };
+        serde_json::to_vec(&r)
+            .map(PutPayload::from)
+            .map_err(|e| ArchiveError::Verify(format!("lease does not serialize: {e}")))
+    }
+
+    async fn read(&self) -> Result<Option<LeaseRecord>, ArchiveError> {
+        match self.store.get(&Path::from(LEASE_PATH)).await {
+            Ok(r) => {
+                let bytes = r.bytes().await?;
+                // A torn or foreign lease object counts as expired.
+                Ok(Some(serde_json::from_slice(&bytes).unwrap_or(
+                    LeaseRecord {
+                        owner: String::new(),
+                        expires_ms: 0,
+                    },
+                )))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn create(&self) -> Result<bool, ArchiveError> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&Path::from(LEASE_PATH), self.record()?, opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes the lease if it is free, expired or already ours (renewing it).
+    pub async fn acquire(&self) -> Result<LeaseOutcome, ArchiveError> {
+        if self.create().await? {
+            return self.confirm().await;
+        }
+        match self.read().await? {
+            None => {
+                if self.create().await? {
+                    self.confirm().await
+                } else {
+                    self.held().await
+                }
+            }
+            Some(r) if r.owner == self.owner || r.expires_ms <= wall_ms() => {
+                self.store
+                    .delete(&Path::from(LEASE_PATH))
+                    .await
+                    .or_else(not_found_ok)?;
+                if self.create().await? {
+                    self.confirm().await
+                } else {
+                    self.held().await
+                }
+            }
+            Some(r) => Ok(LeaseOutcome::HeldBy(r)),
+        }
+    }
+
+    async fn held(&self) -> Result<LeaseOutcome, ArchiveError> {
+        Ok(LeaseOutcome::HeldBy(self.read().await?.unwrap_or(
+            LeaseRecord {
+                owner: String::new(),
+                expires_ms: 0,
+            },
+        )))
+    }
+
+    async fn confirm(&self) -> Result<LeaseOutcome, ArchiveError> {
+        match self.read().await? {
+            Some(r) if r.owner == self.owner => Ok(LeaseOutcome::Acquired),
+            Some(r) => Ok(LeaseOutcome::HeldBy(r)),
+            None => Ok(LeaseOutcome::HeldBy(LeaseRecord {
+                owner: String::new(),
+                expires_ms: 0,
+            })),
+        }
+    }
+
+    /// Extends our lease; an error if someone else took it meanwhile (the pass must stop).
+    pub async fn renew(&self) -> Result<(), ArchiveError> {
+        match self.acquire().await? {
+            LeaseOutcome::Acquired => Ok(()),
+            LeaseOutcome::HeldBy(r) => Err(ArchiveError::Verify(format!(
+                "lease lost to {} during the pass; stopping",
+                r.owner
+            ))),
+        }
+    }
+
+    /// Gives the lease up (if it is still ours).
+    pub async fn release(&self) -> Result<(), ArchiveError> {
+        if let Some(r) = self.read().await? {
+            if r.owner == self.owner {
+                self.store
+                    .delete(&Path::from(LEASE_PATH))
+                    .await
+                    .or_else(not_found_ok)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Ok(())` for a delete of something already gone.
+pub fn not_found_ok(e: object_store::Error) -> Result<(), object_store::Error> {
+    match e {
+        object_store::Error::NotFound { .. } => Ok(()),
+        e => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> Arc<dyn ObjectStore> {
+        Arc::new(object_store::memory::InMemory::new())
+    }
+
+    #[tokio::test]
+    async fn one_holder_at_a_time_and_expired_leases_are_taken_over() {
+        let store = mem();
+        let a = Lease::new(
+            store.clone(),
+            "a".into(),
+            std::time::Duration::from_secs(60),
+        );
+        let b = Lease::new(
+            store.clone(),
+            "b".into(),
+            std::time::Duration::from_secs(60),
+        );
+        assert_eq!(a.acquire().await.unwrap(), LeaseOutcome::Acquired);
+        assert!(matches!(b.acquire().await.unwrap(), LeaseOutcome::HeldBy(r) if r.owner == "a"));
+        a.renew().await.unwrap();
+        a.release().await.unwrap();
+        assert_eq!(b.acquire().await.unwrap(), LeaseOutcome::Acquired);
+        // b crashes; its lease lapses; a takes over.
+        let lapsed = LeaseRecord {
+            owner: "b".into(),
+            expires_ms: wall_ms() - 1,
+        };
+        store
+            .put(
+                &Path::from(LEASE_PATH),
+                PutPayload::from(serde_json::to_vec(&lapsed).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.acquire().await.unwrap(), LeaseOutcome::Acquired);
+        assert!(b.renew().await.is_err(), "b lost its lease and must stop");
+    }
+
+    #[tokio::test]
+    async fn manifests_round_trip_and_start_empty() {
+        let store = mem();
+        let mut m = load(&store, "warm").await.unwrap();
+        assert!(m.files.is_empty());
+        m.files.insert(
+            "spans/v1/date=2026-01-01/hour=00/c.parquet".into(),
+            FileEntry {
+                hour_start_ms: 0,
+                min_start_ns: 1,
+                max_start_ns: 2,
+                min_trace_id: "00".repeat(16),
+                max_trace_id: "7f".repeat(16),
+                rows: 10,
+                bytes: 100,
+                crc32c: 7,
+                policies: BTreeMap::from([("errors".to_string(), 10)]),
+                adjusted_spans: 10.0,
+            },
+        );
+        save(&store, &m).await.unwrap();
+        let again = load(&store, "warm").await.unwrap();
+        assert_eq!(again, m);
+        let e = again.files.values().next().unwrap();
+        assert!(e.may_hold(&[0x10; 16]));
+        assert!(!e.may_hold(&[0x80; 16]));
+        assert_eq!(again.totals(), (100, 10));
+    }
+}
