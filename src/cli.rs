@@ -105,6 +105,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What the archive holds and costs: bytes and files per tier, spans kept per policy,
+    /// monthly cost per tier, everything-hot against as-configured, and the unsampled volume.
+    Cost {
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Validate a configuration: print the effective config, or every problem.
     Check {
         /// Configuration file.
@@ -249,6 +256,22 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 st.rows_read,
                 t0.elapsed().as_secs_f64() * 1e3
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cost { config } => {
+            init_logs("warn");
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let report = runtime()?.block_on(async {
+                let tiers = crate::tiering::open_tiers(&cfg.archive)?;
+                crate::cost::report(&tiers).await
+            })?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact {

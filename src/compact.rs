@@ -325,7 +325,7 @@ async fn compact_hour_in(
         report.bytes_out += entry.bytes;
         published.push((path.to_string(), entry));
     }
-    tiering::failpoint("compact-after-upload");
+    tiering::failpoint("compact-after-upload", &hot.name);
     let outputs_set: std::collections::HashSet<&str> =
         published.iter().map(|(p, _)| p.as_str()).collect();
     for (p, _) in files {
@@ -337,7 +337,7 @@ async fn compact_hour_in(
         manifest.files.insert(p.clone(), e.clone());
     }
     manifest::save(&hot.store, manifest).await?;
-    tiering::failpoint("compact-after-publish");
+    tiering::failpoint("compact-after-publish", &hot.name);
     for (p, _) in files {
         if !outputs_set.contains(p.as_ref()) {
             hot.store.delete(p).await.or_else(manifest::not_found_ok)?;

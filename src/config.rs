@@ -540,10 +540,10 @@ impl ArchiveConfig {
                 "must be greater than 0",
             ));
         }
-        if c.row_group_bytes.0 < 1 << 20 {
+        if c.row_group_bytes.0 < 64 << 10 {
             e.push(ConfigError::new(
                 "archive.compaction.row_group_bytes",
-                "must be at least 1MiB",
+                "must be at least 64KiB",
             ));
         }
         if c.file_bytes.0 < c.row_group_bytes.0 {

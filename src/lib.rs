@@ -15,6 +15,7 @@ pub mod cli;
 pub mod clock;
 pub mod compact;
 pub mod config;
+pub mod cost;
 pub mod decision_log;
 pub mod demo;
 pub mod dryrun;

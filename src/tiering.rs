@@ -87,12 +87,15 @@ pub fn open_tiers(cfg: &ArchiveConfig) -> Result<Vec<Tier>, ArchiveError> {
     Ok(out)
 }
 
-/// Crash injection for the lifecycle tests: when `TRACESIFT_FAILPOINT` names this step, the
-/// process aborts there (as a `kill -9` would).
-pub fn failpoint(step: &str) {
-    if std::env::var("TRACESIFT_FAILPOINT").is_ok_and(|v| v == step) {
-        eprintln!("failpoint {step}: aborting");
-        std::process::abort();
+/// Crash injection for the lifecycle tests: when `TRACESIFT_FAILPOINT` names this step (or
+/// `step@tier`, for the tier being written), the process aborts there, as a `kill -9` would.
+pub fn failpoint(step: &str, tier: &str) {
+    if let Ok(v) = std::env::var("TRACESIFT_FAILPOINT") {
+        let (want, only) = v.split_once('@').unwrap_or((v.as_str(), ""));
+        if want == step && (only.is_empty() || only == tier) {
+            eprintln!("failpoint {v}: aborting");
+            std::process::abort();
+        }
     }
 }
 
@@ -379,16 +382,16 @@ pub async fn move_due(
         for (p, entry) in due {
             let path = Path::from(p.as_str());
             copy(&src.store, &dst.store, &path, &entry).await?;
-            failpoint("move-after-copy");
+            failpoint("move-after-copy", &dst.name);
             verify(&dst.store, &path, &entry).await?;
             manifests[i + 1].files.insert(p.clone(), entry.clone());
             manifest::save(&dst.store, &manifests[i + 1]).await?;
-            failpoint("move-after-publish");
+            failpoint("move-after-publish", &dst.name);
             src.store
                 .delete(&path)
                 .await
                 .or_else(manifest::not_found_ok)?;
-            failpoint("move-after-delete");
+            failpoint("move-after-delete", &dst.name);
             manifests[i].files.remove(&p);
             manifest::save(&src.store, &manifests[i]).await?;
             report.moved += 1;

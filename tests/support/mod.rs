@@ -45,6 +45,15 @@ pub fn tansu_bin() -> PathBuf {
     )
 }
 
+/// The garage binary (S3-compatible object store).
+pub fn garage_bin() -> PathBuf {
+    tool(
+        "TRACESIFT_GARAGE",
+        &cache().join("tools/garage-2.5.0/bin/garage"),
+        "the garage S3 server",
+    )
+}
+
 /// The Python with duckdb and pyarrow.
 pub fn python() -> PathBuf {
     tool(
@@ -54,7 +63,7 @@ pub fn python() -> PathBuf {
     )
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -309,6 +318,7 @@ pub fn run_python(script: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 pub mod chaos;
+pub mod garage;
 /// The OTEP 235 rejection threshold of a 10% probabilistic policy.
 pub const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
 

@@ -1,0 +1,656 @@
+//! The archive: compaction (k-way merge, dedupe, sort, bloom filter and page index, bounded
+//! memory), tiers on local directories and a real S3 server (Garage) with moves, crashes
+//! between copy and delete, retention, the lease, lookups across tiers (tree and OTLP/JSON),
+//! `tracesift cost`, and DuckDB / pyarrow reading the result.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use tracesift::gen::{GenOptions, TraceFacts};
+
+/// 2023-11-14 00:00 UTC.
+const DAY0_S: u64 = 1_699_920_000;
+
+fn hour_ns(h: u64) -> u64 {
+    (DAY0_S + h * 3600) * 1_000_000_000
+}
+
+/// RFC 3339 of `h` hours (plus `m` minutes) after day 0.
+fn at(h: u64, m: u64) -> String {
+    chrono::DateTime::from_timestamp((DAY0_S + h * 3600 + m * 60) as i64, 0)
+        .unwrap()
+        .to_rfc3339()
+}
+
+/// What was written for one hour: its traces and the distinct (trace, span) count.
+struct HourInput {
+    traces: Vec<TraceFacts>,
+    spans: usize,
+}
+
+/// Writes `traces` generated traces starting at hour `h` into the hot tier as `segments`
+/// overlapping segments (each span lands in one or two segments: replays / at-least-once).
+async fn write_hour(
+    store: &Arc<dyn ObjectStore>,
+    h: u64,
+    traces: usize,
+    segments: usize,
+    seed: u64,
+) -> HourInput {
+    let (records, manifest) = tracesift::gen::plan_records(&GenOptions {
+        traces,
+        seed,
+        start_ns: hour_ns(h) + 60_000_000_000,
+        ..Default::default()
+    });
+    let kept = tracesift::gen::kept_spans(&records, &manifest).unwrap();
+    let step = kept.len() / segments;
+    for s in 0..segments {
+        // Every segment overlaps the next by a fifth of a step.
+        let from = s * step;
+        let to = if s + 1 == segments {
+            kept.len()
+        } else {
+            (from + step + step / 5).min(kept.len())
+        };
+        for f in tracesift::archive::encode_segment(&kept[from..to], 2_000).unwrap() {
+            let path = tracesift::archive::hot_segment_path(
+                "otlp_spans",
+                s as i32,
+                from as i64,
+                to as i64,
+                f.hour,
+                f.content,
+            );
+            store.put(&path, PutPayload::from(f.bytes)).await.unwrap();
+        }
+    }
+    HourInput {
+        spans: manifest.traces.iter().map(|t| t.spans).sum(),
+        traces: manifest.traces,
+    }
+}
+
+fn tracesift() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tracesift"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every Parquet file under a local tier, recursively.
+fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (rows, distinct (trace id, span id, kind)) over local tiers and, if given, a Garage prefix,
+/// read by pyarrow (local globs through DuckDB as well, which must agree).
+fn count_rows(local: &[&Path], s3: Option<(&support::garage::Garage, &str)>) -> (u64, u64) {
+    let mut script = String::from(
+        "import duckdb, pyarrow, pyarrow.fs, pyarrow.dataset as ds, pyarrow.compute as pc\ntables = []\n",
+    );
+    for d in local {
+        if parquet_files(d).is_empty() {
+            continue;
+        }
+        script.push_str(&format!(
+            "tables.append(ds.dataset('{}/spans/v1', format='parquet', partitioning='hive').to_table(columns=['trace_id','span_id','kind']))\n",
+            d.display()
+        ));
+        script.push_str(&format!(
+            "con = duckdb.connect()\nn = con.execute(\"SELECT count(*) FROM read_parquet('{}/spans/v1/**/*.parquet', hive_partitioning = true)\").fetchone()[0]\nassert n == tables[-1].num_rows, (n, tables[-1].num_rows)\n",
+            d.display()
+        ));
+    }
+    if let Some((g, prefix)) = s3 {
+        script.push_str(&format!(
+            "fs = {}\nsel = pyarrow.fs.FileSelector('{}/{}/spans/v1', recursive=True, allow_not_found=True)\nfiles = [f.path for f in fs.get_file_info(sel) if f.path.endswith('.parquet')]\nif files:\n    tables.append(ds.dataset(files, format='parquet', filesystem=fs).to_table(columns=['trace_id','span_id','kind']))\n",
+            g.pyarrow_fs(),
+            g.bucket,
+            prefix
+        ));
+    }
+    script.push_str(
+        "rows = sum(t.num_rows for t in tables)\nkeys = set()\nfor t in tables:\n    for a, b, c in zip(t.column('trace_id').to_pylist(), t.column('span_id').to_pylist(), t.column('kind').to_pylist()):\n        keys.add((a, b, c))\nprint(rows, len(keys))\n",
+    );
+    let out = support::run_python(&script);
+    let mut it = out.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+fn write_config(dir: &Path, extra_tiers: &str, compaction: &str) -> PathBuf {
+    let cfg = dir.join("tracesift.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "policies: [{{name: all, type: always_sample}}]\narchive:\n  hot: {{url: \"file://{}/hot\", cost_per_gb_month: 0.30}}\n{extra_tiers}  compaction:\n{compaction}",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    run_ok(tracesift().args(["check", "-c"]).arg(&cfg));
+    cfg
+}
+
+const SMALL: &str = "    min_age: 30m\n    memory_budget: 24MiB\n    row_group_bytes: 128KiB\n    file_bytes: 384KiB\n    fan_in: 3\n";
+
+/// Reads a tier manifest from a local directory.
+fn manifest_of(dir: &Path) -> tracesift::manifest::Manifest {
+    let p = dir.join(tracesift::manifest::MANIFEST_PATH);
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b).unwrap(),
+        Err(_) => Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_merges_overlapping_segments_into_sorted_deduplicated_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let hot: Arc<dyn ObjectStore> =
+        tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let h0 = write_hour(&hot, 0, 3_000, 7, 11).await;
+    let h1 = write_hour(&hot, 1, 2_000, 5, 12).await;
+    let (rows_before, distinct_before) = count_rows(&[&hot_dir], None);
+    assert_eq!(distinct_before as usize, h0.spans + h1.spans);
+    assert!(rows_before > distinct_before, "the input holds duplicates");
+    let cfg = write_config(dir.path(), "", SMALL);
+
+    // An hour still inside min_age is left alone.
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(2, 0)]),
+    );
+    assert!(out.contains("compacted 1 hours"), "{out}");
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(3, 0)]),
+    );
+    assert!(out.contains("compacted 1 hours"), "{out}");
+
+    let files = parquet_files(&hot_dir);
+    let manifest = manifest_of(&hot_dir);
+    assert_eq!(
+        files.len(),
+        manifest.files.len(),
+        "only compacted, catalogued files remain: {files:?}"
+    );
+    assert!(
+        files.len() > 2,
+        "384 KiB files: hours are cut into several files"
+    );
+    let (rows, distinct) = count_rows(&[&hot_dir], None);
+    assert_eq!((rows, distinct), (distinct_before, distinct_before));
+
+    // Each file: sorted by (trace id, start time), bloom filter and page index on trace_id,
+    // several row groups, and its catalog entry right.
+    for f in &files {
+        let rel = f
+            .strip_prefix(&hot_dir)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let entry = &manifest.files[&rel];
+        let reader =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(f).unwrap())
+                .unwrap();
+        use parquet::file::reader::FileReader;
+        let meta = reader.metadata();
+        assert_eq!(meta.file_metadata().num_rows() as u64, entry.rows);
+        assert_eq!(std::fs::metadata(f).unwrap().len(), entry.bytes);
+        for rg in meta.row_groups() {
+            let c = rg.column(0);
+            assert_eq!(c.column_path().string(), "trace_id");
+            assert!(c.bloom_filter_offset().is_some(), "{rel}: bloom filter");
+            assert!(c.column_index_offset().is_some(), "{rel}: column index");
+            assert!(c.offset_index_offset().is_some(), "{rel}: offset index");
+        }
+        let policies: u64 = entry.policies.values().sum();
+        assert_eq!(policies, entry.rows);
+    }
+    let script = format!(
+        r#"
+import pyarrow.parquet as pq, glob
+bad = 0
+for f in sorted(glob.glob('{}/spans/v1/**/*.parquet', recursive=True)):
+    t = pq.read_table(f, columns=['trace_id', 'start_time'])
+    keys = list(zip(t.column('trace_id').to_pylist(), t.column('start_time').cast('int64').to_pylist()))
+    bad += sum(1 for a, b in zip(keys, keys[1:]) if a > b)
+print(bad)
+"#,
+        hot_dir.display()
+    );
+    assert_eq!(
+        support::run_python(&script).trim(),
+        "0",
+        "every file sorted"
+    );
+
+    // Lookups: exactly each trace's spans.
+    let tiers = support::chaos::hot_only_tiers(&hot_dir);
+    for t in h0.traces.iter().chain(&h1.traces).step_by(250) {
+        let found = tracesift::lookup::find_trace(&tiers, t.trace_id)
+            .await
+            .unwrap();
+        assert_eq!(found.spans.len(), t.spans, "{t:?}: {:?}", found.stats);
+    }
+
+    // Late segments for a compacted hour are merged with it on the next pass, still once each.
+    let again = write_hour(&hot, 0, 3_000, 2, 11).await;
+    assert_eq!(again.spans, h0.spans);
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(3, 0)]),
+    );
+    assert!(out.contains("compacted 1 hours"), "{out}");
+    assert_eq!(
+        count_rows(&[&hot_dir], None),
+        (distinct_before, distinct_before)
+    );
+}
+
+fn max_rss_of(mut cmd: Command) -> (u64, String) {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let mut max = 0u64;
+    while !out.is_finished() {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            for l in s.lines() {
+                if let Some(v) = l.strip_prefix("VmHWM:") {
+                    let kb: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    max = max.max(kb * 1024);
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = out.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (max, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_memory_stays_bounded_on_an_input_many_times_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let mut spans = 0;
+    for (i, seed) in [21u64, 22, 23, 24].into_iter().enumerate() {
+        // Four writers' segments in the same hour, starting at different minutes.
+        let input = write_hour(&hot, 0, 5_000, 12, seed).await;
+        spans += input.spans;
+        let _ = i;
+    }
+    // Decoded size of the input, as Arrow holds it.
+    let decoded: u64 = {
+        let mut total = 0u64;
+        for f in parquet_files(&hot_dir) {
+            let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&f).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            for b in r {
+                total += b.unwrap().get_array_memory_size() as u64;
+            }
+        }
+        total
+    };
+    let budget: u64 = 24 << 20;
+    assert!(
+        decoded > 4 * budget,
+        "the input ({decoded} bytes decoded) must be several times the budget"
+    );
+    let cfg = write_config(dir.path(), "", SMALL);
+    let mut cmd = tracesift();
+    cmd.args(["compact", "-c"])
+        .arg(&cfg)
+        .args(["--now", &at(3, 0)]);
+    let (rss, out) = max_rss_of(cmd);
+    eprintln!(
+        "compaction of {spans} spans ({decoded} bytes decoded, {} files) with a {budget}-byte budget: max RSS {} MiB; {out}",
+        parquet_files(&hot_dir).len(),
+        rss >> 20
+    );
+    // The process itself (runtime, allocator, code) takes ~20-40 MiB besides the budget.
+    assert!(
+        rss < budget + (64 << 20),
+        "max RSS {} MiB for a 24 MiB budget",
+        rss >> 20
+    );
+    assert!(rss < decoded / 2, "memory is not proportional to the input");
+    let (rows, distinct) = count_rows(&[&hot_dir], None);
+    assert_eq!(rows, distinct);
+    assert_eq!(rows as usize, spans);
+}
+
+fn tier_yaml(dir: &Path, garage: &support::garage::Garage) -> String {
+    format!(
+        "  tiers:\n    - {{name: warm, url: \"file://{}/warm\", after: 2h, cost_per_gb_month: 0.10}}\n    - name: cold\n      url: s3://{}/archive/cold\n      after: 4h\n      cost_per_gb_month: 0.004\n{}  retention: 7h\n",
+        dir.display(),
+        garage.bucket,
+        garage.tier_options_yaml("      ")
+    )
+}
+
+/// Runs a pass that must abort at `failpoint`.
+fn crash_at(cfg: &Path, now: &str, failpoint: &str) {
+    let out = tracesift()
+        .args(["compact", "-c"])
+        .arg(cfg)
+        .args(["--now", now])
+        .env("TRACESIFT_FAILPOINT", failpoint)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the pass was meant to crash at {failpoint}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("failpoint {failpoint}")),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn lookups_exact(cfg: &Path, traces: &[&TraceFacts]) {
+    for t in traces {
+        let out = tracesift()
+            .args(["trace", &t.trace_id.to_hex(), "-c"])
+            .arg(cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(tree.lines().count(), t.spans, "{t:?}\n{tree}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
+    let garage = support::garage::Garage::start("tracesift-tiers");
+    let dir = tempfile::tempdir().unwrap();
+    let (hot_dir, warm_dir) = (dir.path().join("hot"), dir.path().join("warm"));
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    // Hours 0..4, 600 traces each.
+    let mut inputs: Vec<HourInput> = Vec::new();
+    for h in 0..4u64 {
+        inputs.push(write_hour(&hot, h, 600, 3, 100 + h).await);
+    }
+    let total: u64 = inputs.iter().map(|i| i.spans as u64).sum();
+    let cfg = write_config(dir.path(), &tier_yaml(dir.path(), &garage), SMALL);
+    let all =
+        |g: &support::garage::Garage| count_rows(&[&hot_dir, &warm_dir], Some((g, "archive/cold")));
+    let sample: Vec<&TraceFacts> = inputs
+        .iter()
+        .flat_map(|i| i.traces.iter().step_by(150))
+        .collect();
+
+    // 04:30: every hour compacted (hour 3 ended 30 min ago, the minimum age); hours 0 and 1
+    // (ended >= 2h ago) move to warm.
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(4, 30)]),
+    );
+    assert!(out.contains("compacted 4 hours"), "{out}");
+    let warm = manifest_of(&warm_dir);
+    let hours_in = |m: &tracesift::manifest::Manifest| -> HashSet<i64> {
+        m.files
+            .values()
+            .map(|e| (e.hour_start_ms / 1000 - DAY0_S as i64) / 3600)
+            .collect()
+    };
+    assert_eq!(hours_in(&warm), HashSet::from([0, 1]), "{out}");
+    assert_eq!(hours_in(&manifest_of(&hot_dir)), HashSet::from([2, 3]));
+    assert_eq!(all(&garage), (total, total));
+    lookups_exact(&cfg, &sample);
+
+    // 05:15: hour 0 is due in cold (s3, after 4h), hour 2 in warm. Crash after the copy to
+    // Garage, before it is verified and published.
+    crash_at(&cfg, &at(5, 15), "move-after-copy@cold");
+    let (rows, distinct) = all(&garage);
+    assert_eq!(
+        distinct, total,
+        "nothing lost after a crash between copy and publish"
+    );
+    assert!(rows >= total);
+    lookups_exact(&cfg, &sample);
+    // Crash after publishing in Garage's manifest: the file is in two manifests; lookups
+    // dedupe.
+    crash_at(&cfg, &at(5, 15), "move-after-publish@cold");
+    assert_eq!(
+        all(&garage).1,
+        total,
+        "nothing lost after a crash between publish and delete"
+    );
+    lookups_exact(&cfg, &sample);
+    // The next pass finishes the moves: each span exactly once.
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(5, 15)]),
+    );
+    assert_eq!(all(&garage), (total, total), "{out}");
+    let cold =
+        tracesift::tiering::open_tiers(&tracesift::config::Config::load(&cfg).unwrap().archive)
+            .unwrap();
+    let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
+        .await
+        .unwrap();
+    assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
+    assert_eq!(hours_in(&manifest_of(&warm_dir)), HashSet::from([1, 2]));
+    assert_eq!(hours_in(&manifest_of(&hot_dir)), HashSet::from([3]));
+    assert!(out.contains("finished 1 interrupted moves"), "{out}");
+    lookups_exact(&cfg, &sample);
+
+    // A crash in the middle of a local move, then the pass that finishes it.
+    // 06:15: hour 1 is due in cold, hour 3 in warm.
+    crash_at(&cfg, &at(6, 15), "move-after-delete");
+    assert_eq!(all(&garage).1, total);
+    lookups_exact(&cfg, &sample);
+    run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(6, 15)]),
+    );
+    assert_eq!(all(&garage), (total, total));
+
+    // OTLP/JSON from the cold tier parses back as OTLP with the same spans.
+    let t = &inputs[0].traces[7];
+    let json = run_ok(
+        tracesift()
+            .args(["trace", &t.trace_id.to_hex(), "--json", "-c"])
+            .arg(&cfg),
+    );
+    let proto = tracesift::otlp::json_to_proto(json.as_bytes()).expect("valid OTLP/JSON");
+    let req = <opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest as prost::Message>::decode(proto).unwrap();
+    let spans: Vec<_> = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| r.scope_spans.iter().flat_map(|s| s.spans.iter()))
+        .collect();
+    assert_eq!(spans.len(), t.spans);
+    assert!(spans.iter().all(|s| s.trace_id == t.trace_id.0));
+    assert!(req.resource_spans.iter().all(|r| r
+        .resource
+        .as_ref()
+        .is_some_and(|res| res.attributes.iter().any(|kv| kv.key == "service.name"))));
+
+    // Cost: per tier from the manifests, spans per policy add up to the archive.
+    let cost = run_ok(tracesift().args(["cost", "-c"]).arg(&cfg));
+    let line = |name: &str| -> Vec<String> {
+        cost.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} row:\n{cost}"))
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(line("total")[2], total.to_string(), "{cost}");
+    let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
+        .await
+        .unwrap();
+    assert_eq!(hours_in(&cold_manifest), HashSet::from([0, 1]));
+    let (cold_bytes, cold_rows) = cold_manifest.totals();
+    assert_eq!(line("cold")[3], cold_bytes.to_string(), "{cost}");
+    assert_eq!(line("cold")[2], cold_rows.to_string(), "{cost}");
+    let errors: u64 = line("errors")[1].parse().unwrap();
+    let default: u64 = line("default")[1].parse().unwrap();
+    assert_eq!(errors + default, total, "{cost}");
+    assert!(cost.contains("storage tiering: everything hot"), "{cost}");
+
+    // Retention (7h): at 08:30 hour 0 (ended 01:00) is due, hour 1 (ended 02:00) is not.
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(8, 30)]),
+    );
+    let left = total - inputs[0].spans as u64;
+    assert_eq!(
+        all(&garage),
+        (left, left),
+        "{out}\n{}",
+        garage.bucket_info()
+    );
+    assert!(!out.contains("retention deleted 0 files"), "{out}");
+    let gone = &inputs[0].traces[0];
+    let out = tracesift()
+        .args(["trace", &gone.trace_id.to_hex(), "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "an expired trace is not found");
+    lookups_exact(
+        &cfg,
+        &inputs[1].traces.iter().step_by(100).collect::<Vec<_>>(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_keeps_a_second_compactor_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let mut total = 0u64;
+    for h in 0..3u64 {
+        total += write_hour(&hot, h, 800, 4, 300 + h).await.spans as u64;
+    }
+    let cfg = write_config(dir.path(), "", SMALL);
+    // Another compactor holds the lease: this one does nothing.
+    let other = tracesift::manifest::Lease::new(
+        hot.clone(),
+        "other-compactor".into(),
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(
+        other.acquire().await.unwrap(),
+        tracesift::manifest::LeaseOutcome::Acquired
+    );
+    let files = parquet_files(&hot_dir);
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(5, 0)]),
+    );
+    assert!(out.contains("held by other-compactor"), "{out}");
+    assert_eq!(parquet_files(&hot_dir), files, "nothing touched");
+    other.release().await.unwrap();
+
+    // Two compactors started together: one pass does the work, the other skips or finds it
+    // done; every span once.
+    let spawn = || {
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(5, 0)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outs: Vec<String> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        })
+        .collect();
+    let compacted: usize = outs
+        .iter()
+        .map(|o| {
+            o.split("compacted ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(compacted, 3, "each hour compacted once: {outs:?}");
+    assert_eq!(count_rows(&[&hot_dir], None), (total, total));
+    let m = manifest_of(&hot_dir);
+    let by_hour: BTreeMap<i64, usize> = m.files.values().fold(BTreeMap::new(), |mut acc, e| {
+        *acc.entry(e.hour_start_ms).or_default() += 1;
+        acc
+    });
+    assert_eq!(by_hour.len(), 3);
+    let _ = HashMap::<u8, u8>::new();
+}
