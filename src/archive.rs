@@ -348,14 +348,19 @@ pub fn span_schema() -> SchemaRef {
         .clone()
 }
 
-/// Writer settings shared by hot segments and compacted files.
-pub fn writer_properties(max_row_group_rows: usize) -> WriterProperties {
+/// Writer settings shared by hot segments and compacted files. `trace_ids` is the expected
+/// number of distinct trace ids per row group: it sizes the bloom filter (the writer holds one
+/// per row group until the file is closed, so an oversized guess costs memory, not only disk).
+pub fn writer_properties(max_row_group_rows: usize, trace_ids: u64) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(max_row_group_rows))
         .set_column_bloom_filter_enabled(ColumnPath::from("trace_id"), true)
         .set_column_bloom_filter_fpp(ColumnPath::from("trace_id"), 0.01)
+        .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), trace_ids.max(64))
+        // Small pages: a lookup reads few rows, and a merge holds one page per column per input.
+        .set_data_page_size_limit(128 << 10)
         .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
@@ -683,7 +688,6 @@ pub fn encode_segment(
             .or_default()
             .push(r);
     }
-    let props = writer_properties(max_row_group_rows);
     let mut out = Vec::with_capacity(by_hour.len());
     for (hour, rows) in by_hour {
         let content = content_hash(
@@ -691,6 +695,11 @@ pub fn encode_segment(
                 .map(|r| (&r.kept.trace_id, r.span.span_id.as_slice())),
         );
         let batch = build_batch(&rows)?;
+        let traces = 1 + rows
+            .windows(2)
+            .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)
+            .count() as u64;
+        let props = writer_properties(max_row_group_rows, traces.min(max_row_group_rows as u64));
         let mut buf = Vec::with_capacity(64 << 10);
         let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props.clone()))?;
         w.write(&batch)?;

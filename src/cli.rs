@@ -314,6 +314,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::compact::pass(&tiers, &opts).await
             })?;
             println!("{r}");
+            if let Some(peak) = crate::telemetry::peak_rss_bytes() {
+                eprintln!("compact: peak RSS {peak} bytes");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::DryRun {

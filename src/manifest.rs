@@ -11,8 +11,9 @@
 //!
 //! **Lease.** `_tracesift/lease.json` in the hot tier names the compactor doing a pass and when
 //! its claim expires. It is created with a create-if-absent PUT; an expired lease is taken over
-//! by deleting it and creating it again, then reading it back. Two compactors that race through a
-//! takeover at the same instant can both run a pass; that costs work, not data: compacted files
+//! by deleting it and creating it again, then reading it back; a lease whose owner was a process on this
+//! host that no longer exists (a crashed compactor) is taken over at once. Two compactors that
+//! race through a takeover at the same instant can both run a pass; that costs work, not data: compacted files
 //! are named after their inputs, moves are copy-verify-publish-delete, and every step tolerates
 //! finding its work already done.
 
@@ -161,11 +162,9 @@ impl Lease {
 
     /// A fresh owner name: host, pid and a random suffix.
     pub fn owner_name() -> String {
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "host".into());
         format!(
-            "{host}-{}-{:08x}",
+            "{}-{}-{:08x}",
+            hostname(),
             std::process::id(),
             rand::random::<u32>()
         )
@@ -228,7 +227,11 @@ impl Lease {
                     self.held().await
                 }
             }
-            Some(r) if r.owner == self.owner || r.expires_ms <= wall_ms() => {
+            Some(r)
+                if r.owner == self.owner
+                    || r.expires_ms <= wall_ms()
+                    || owner_is_dead(&r.owner) =>
+            {
                 self.store
                     .delete(&Path::from(LEASE_PATH))
                     .await
@@ -288,6 +291,27 @@ impl Lease {
     }
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into())
+}
+
+/// Whether `owner` names a process on this host that no longer runs (a compactor that crashed
+/// here: its lease need not be waited out).
+fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '-');
+    let (Some(_), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == hostname()
+        && pid != std::process::id()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// `Ok(())` for a delete of something already gone.
 pub fn not_found_ok(e: object_store::Error) -> Result<(), object_store::Error> {
     match e {
@@ -336,6 +360,35 @@ mod tests {
             .unwrap();
         assert_eq!(a.acquire().await.unwrap(), LeaseOutcome::Acquired);
         assert!(b.renew().await.is_err(), "b lost its lease and must stop");
+        // A lease of a process of this host that is gone is taken over before it expires.
+        let dead = LeaseRecord {
+            owner: format!("{}-{}-00000000", hostname(), u32::MAX - 1),
+            expires_ms: wall_ms() + 60_000,
+        };
+        store
+            .put(
+                &Path::from(LEASE_PATH),
+                PutPayload::from(serde_json::to_vec(&dead).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(b.acquire().await.unwrap(), LeaseOutcome::Acquired);
+        // A live one on another host is not.
+        let other = LeaseRecord {
+            owner: "elsewhere-1-00000000".into(),
+            expires_ms: wall_ms() + 60_000,
+        };
+        store
+            .put(
+                &Path::from(LEASE_PATH),
+                PutPayload::from(serde_json::to_vec(&other).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            a.acquire().await.unwrap(),
+            LeaseOutcome::HeldBy(_)
+        ));
     }
 
     #[tokio::test]

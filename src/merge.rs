@@ -70,7 +70,8 @@ pub struct MergeStats {
 /// foreign files may use the Parquet default of 1 MiB).
 const PAGE_CAP: u64 = 1 << 20;
 
-/// Memory one open input needs besides its batch: a decompressed page per leaf column.
+/// Memory one open input needs besides its batch: a decompressed page and a decompression
+/// context per leaf column.
 fn read_buffer_bytes(meta: &ParquetMetaData) -> u64 {
     let mut per_column: Vec<u64> = Vec::new();
     for rg in meta.row_groups() {
@@ -83,23 +84,28 @@ fn read_buffer_bytes(meta: &ParquetMetaData) -> u64 {
             }
         }
     }
-    per_column.iter().sum::<u64>() + (64 << 10)
+    // Per leaf column also a decompression context and reader state (measured: ~10 KiB; 32 KiB
+    // leaves room).
+    per_column.iter().map(|v| v + (32 << 10)).sum::<u64>() + (64 << 10)
 }
 
-/// Decoded bytes per row, estimated from the footer (dictionary-encoded strings expand when
-/// decoded; twice the uncompressed Parquet size covers that).
+/// Decoded bytes per row, estimated from the footer: Arrow's maps, lists and strings take about
+/// ten times the uncompressed Parquet size of spans (dictionary-encoded keys and names expand;
+/// offsets per entry), measured on generated traffic.
 fn row_bytes(meta: &ParquetMetaData) -> u64 {
     let rows: i64 = meta.row_groups().iter().map(|r| r.num_rows()).sum();
     let size: i64 = meta.row_groups().iter().map(|r| r.total_byte_size()).sum();
     if rows <= 0 {
         return 256;
     }
-    (2 * size.max(0) as u64 / rows as u64).max(64)
+    (10 * size.max(0) as u64 / rows as u64).max(256)
 }
 
 struct InputInfo {
     path: PathBuf,
     rows: u64,
+    /// Compressed bytes of the row groups.
+    stored: u64,
     buffers: u64,
     row_bytes: u64,
 }
@@ -111,6 +117,11 @@ fn inspect(path: &Path) -> Result<InputInfo, ArchiveError> {
     Ok(InputInfo {
         path: path.to_path_buf(),
         rows: meta.file_metadata().num_rows().max(0) as u64,
+        stored: meta
+            .row_groups()
+            .iter()
+            .map(|r| r.compressed_size().max(0) as u64)
+            .sum(),
         buffers: read_buffer_bytes(meta),
         row_bytes: row_bytes(meta),
     })
@@ -124,12 +135,26 @@ fn open(path: &Path) -> Result<File, ArchiveError> {
 /// batches do not.
 fn batch_rows(inputs: &[&InputInfo], share: u64) -> Option<usize> {
     let fixed: u64 = inputs.iter().map(|i| i.buffers).sum();
-    let per_row: u64 = inputs.iter().map(|i| i.row_bytes).sum();
+    // Twice the estimate: decoded arrays grow by doubling while a batch is read.
+    let per_row: u64 = 2 * inputs.iter().map(|i| i.row_bytes).sum::<u64>();
     let rows = share.checked_sub(fixed)? / per_row.max(1);
     if rows < 64 {
         return None;
     }
     Some(rows.min(8192) as usize)
+}
+
+/// Distinct trace ids expected in one output row group: rows that fit `row_group_bytes` at the
+/// inputs' stored bytes per row, a quarter of them (traces have several spans), capped by the
+/// inputs' rows.
+fn trace_ids_per_row_group(group: &[&InputInfo], limits: &MergeLimits) -> u64 {
+    let rows: u64 = group.iter().map(|i| i.rows).sum();
+    let stored: u64 = group.iter().map(|i| i.stored).sum();
+    if rows == 0 {
+        return 64;
+    }
+    let per_row = (stored / rows).max(8);
+    (limits.row_group_bytes / per_row / 4).clamp(64, rows)
 }
 
 /// Merges sorted `inputs` into sorted, deduplicated files in `work`, named
@@ -144,8 +169,9 @@ pub fn merge(
     std::fs::create_dir_all(work)
         .map_err(|e| ArchiveError::Verify(format!("{}: {e}", work.display())))?;
     let avail = limits.memory_budget.saturating_sub(limits.row_group_bytes);
-    // Half of what is left for the inputs, a quarter for output batches in flight.
-    let input_share = avail / 2;
+    // Three quarters of what is left for the inputs, an eighth for output batches in flight,
+    // the rest for the writer's page buffers.
+    let input_share = avail / 4 * 3;
     let mut infos: Vec<InputInfo> = inputs
         .iter()
         .map(|p| inspect(p))
@@ -185,13 +211,38 @@ pub fn merge(
                 crate::config::ByteSize(lone.buffers)
             )));
         }
+        tracing::debug!(
+            round,
+            groups = groups.len(),
+            inputs = infos.len(),
+            buffers = infos.iter().map(|i| i.buffers).max().unwrap_or(0),
+            row_bytes = infos.iter().map(|i| i.row_bytes).max().unwrap_or(0),
+            input_share,
+            "merge round"
+        );
+        if groups.len() > 1 && groups.iter().all(|g| g.len() < 2) {
+            return Err(ArchiveError::Verify(format!(
+                "the memory budget ({}) cannot hold two inputs at once (each needs {} of read buffers); raise archive.compaction.memory_budget",
+                crate::config::ByteSize(limits.memory_budget),
+                crate::config::ByteSize(infos.iter().map(|i| i.buffers).max().unwrap_or(0))
+            )));
+        }
         if groups.len() == 1 {
             let group = &groups[0];
             let rows = batch_rows(group, input_share).unwrap_or(64);
-            let out_rows = ((avail / 4) / group.iter().map(|i| i.row_bytes).max().unwrap_or(256))
+            let out_rows = ((avail / 8) / group.iter().map(|i| i.row_bytes).max().unwrap_or(256))
                 .clamp(64, 8192) as usize;
             let paths: Vec<&Path> = group.iter().map(|i| i.path.as_path()).collect();
-            let files = merge_group(&paths, work, name, limits, rows, out_rows, progress)?;
+            let files = merge_group(
+                &paths,
+                trace_ids_per_row_group(group, limits),
+                work,
+                name,
+                limits,
+                rows,
+                out_rows,
+                progress,
+            )?;
             stats.rows_out = files.iter().map(|f| f.entry.rows).sum();
             stats.rounds = round;
             for p in &intermediates {
@@ -207,7 +258,7 @@ pub fn merge(
         };
         for (gi, group) in groups.iter().enumerate() {
             let rows = batch_rows(group, input_share).unwrap_or(64);
-            let out_rows = ((avail / 4) / group.iter().map(|i| i.row_bytes).max().unwrap_or(256))
+            let out_rows = ((avail / 8) / group.iter().map(|i| i.row_bytes).max().unwrap_or(256))
                 .clamp(64, 8192) as usize;
             let paths: Vec<&Path> = group.iter().map(|i| i.path.as_path()).collect();
             let tag = format!("{name}-r{round}-g{gi:05}");
@@ -217,7 +268,16 @@ pub fn merge(
             } else {
                 &mut quiet
             };
-            let out = merge_group(&paths, work, &tag, &unbounded, rows, out_rows, p)?;
+            let out = merge_group(
+                &paths,
+                trace_ids_per_row_group(group, limits),
+                work,
+                &tag,
+                &unbounded,
+                rows,
+                out_rows,
+                p,
+            )?;
             next.extend(out.into_iter().map(|f| f.path));
         }
         for p in intermediates.drain(..) {
@@ -393,6 +453,8 @@ pub fn file_crc32c(path: &Path) -> Result<(u32, u64), ArchiveError> {
 }
 
 struct Output<'a> {
+    /// Expected distinct trace ids per row group (sizes the bloom filter).
+    trace_ids: u64,
     work: &'a Path,
     name: &'a str,
     limits: &'a MergeLimits,
@@ -408,7 +470,7 @@ impl Output<'_> {
                 .join(format!("{}-{:04}.parquet", self.name, self.files.len()));
             let file = File::create(&path)
                 .map_err(|e| ArchiveError::Verify(format!("{}: {e}", path.display())))?;
-            let props = crate::archive::writer_properties(usize::MAX);
+            let props = crate::archive::writer_properties(usize::MAX, self.trace_ids);
             let w = ArrowWriter::try_new(BufWriter::new(file), span_schema(), Some(props))?;
             self.writer = Some((path, w, EntryAcc::default()));
         }
@@ -460,8 +522,10 @@ impl Output<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn merge_group(
     inputs: &[&Path],
+    trace_ids: u64,
     work: &Path,
     name: &str,
     limits: &MergeLimits,
@@ -494,6 +558,7 @@ fn merge_group(
         }
     }
     let mut out = Output {
+        trace_ids,
         work,
         name,
         limits,
@@ -547,7 +612,17 @@ fn merge_group(
             progress(read);
         }
         c.row += 1;
-        let more = c.row < c.len || c.load(&mut pool)?;
+        let more = if c.row < c.len {
+            true
+        } else {
+            // Write what was picked first, so the finished batch is released before the next
+            // one is read: one batch per input at a time.
+            flush(&mut picks, &mut pool, &mut cursors, &mut out)?;
+            if out.over_target() {
+                cut_pending = true;
+            }
+            cursors[ci].load(&mut pool)?
+        };
         let c = &mut cursors[ci];
         if more {
             let next = c.key()?;
@@ -581,6 +656,7 @@ mod tests {
         let info = |buffers, row_bytes| InputInfo {
             path: PathBuf::new(),
             rows: 0,
+            stored: 0,
             buffers,
             row_bytes,
         };
@@ -588,7 +664,7 @@ mod tests {
         let b = info(1 << 20, 500);
         assert_eq!(batch_rows(&[&a, &b], 64 << 20), Some(8192));
         let rows = batch_rows(&[&a, &b], 3 << 20).unwrap();
-        assert!(rows * 1000 + (2 << 20) <= 3 << 20 && rows >= 64);
+        assert!(rows * 2000 + (2 << 20) <= 3 << 20 && rows >= 64);
         assert_eq!(batch_rows(&[&a, &b], 2 << 20), None);
     }
 }

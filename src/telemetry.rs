@@ -521,3 +521,11 @@ mod tests {
         assert_eq!(http_get(server.addr, "/nope").await.unwrap().0, 404);
     }
 }
+
+/// This process's peak resident set size (`VmHWM`), where the platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
