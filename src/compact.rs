@@ -352,6 +352,73 @@ async fn compact_hour_in(
     Ok(())
 }
 
+/// The compaction loop running inside `tracesift run` (`archive.compaction.in_run`).
+pub struct Compactor {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Compactor {
+    /// Starts a pass every `archive.compaction.interval` (the first at once).
+    pub fn start(cfg: ArchiveConfig) -> Result<Compactor, ArchiveError> {
+        let tiers = tiering::open_tiers(&cfg)?;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let opts = CompactOptions::from_config(&cfg);
+                let result = match pass(&tiers, &opts).await {
+                    Ok(r) if r.skipped_for.is_some() => {
+                        tracing::debug!(report = %r, "compaction pass skipped");
+                        "skipped"
+                    }
+                    Ok(r) => {
+                        tracing::info!(report = %r, "compaction pass");
+                        metrics::counter!(crate::telemetry::COMPACTION_ROWS, "kind" => "written")
+                            .increment(r.rows_out as u64);
+                        metrics::counter!(crate::telemetry::COMPACTION_ROWS, "kind" => "duplicate")
+                            .increment(r.duplicates_removed() as u64);
+                        metrics::counter!(crate::telemetry::LIFECYCLE_FILES, "action" => "moved")
+                            .increment(r.lifecycle.moved as u64);
+                        metrics::counter!(crate::telemetry::LIFECYCLE_FILES, "action" => "expired")
+                            .increment(r.lifecycle.expired as u64);
+                        "ok"
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "compaction pass failed; retrying next interval");
+                        "error"
+                    }
+                };
+                metrics::counter!(crate::telemetry::COMPACTION_RUNS, "result" => result)
+                    .increment(1);
+                if let Ok(ms) = tiering::load_manifests(&tiers).await {
+                    for (t, m) in tiers.iter().zip(ms) {
+                        let (bytes, _) = m.totals();
+                        metrics::gauge!(crate::telemetry::ARCHIVE_TIER_FILES, "tier" => t.name.clone())
+                            .set(m.files.len() as f64);
+                        metrics::gauge!(crate::telemetry::ARCHIVE_TIER_BYTES, "tier" => t.name.clone())
+                            .set(bytes as f64);
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(cfg.compaction.interval) => {}
+                    _ = stopped.changed() => return,
+                }
+            }
+        });
+        Ok(Compactor { stop, task })
+    }
+
+    /// Stops the loop: waits for a running pass up to `deadline`, then abandons it (every
+    /// step of a pass is crash-safe; the next pass finishes its work).
+    pub async fn stop(self, deadline: Duration) {
+        let _ = self.stop.send(true);
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(deadline, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

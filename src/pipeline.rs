@@ -794,6 +794,7 @@ pub struct Running {
     source: Option<crate::source::SourceHandle>,
     rekey: Option<crate::rekey::RekeyHandle>,
     producer: FutureProducer,
+    compactor: Option<crate::compact::Compactor>,
     _server: Option<crate::telemetry::Server>,
     shutdown_timeout: Duration,
 }
@@ -803,6 +804,9 @@ impl Running {
     /// writes acknowledged) and committed, producer flushed.
     pub async fn stop(mut self) -> Arc<RunStats> {
         self.health.set_ready(false);
+        if let Some(c) = self.compactor.take() {
+            c.stop(self.shutdown_timeout).await;
+        }
         // Upstream first: the rekey stage finishes its writes before the sampler drains.
         if let Some(rekey) = self.rekey.take() {
             rekey.stop().await;
@@ -1025,6 +1029,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
             reason: e.to_string(),
         }
     })?;
+    let compactor = if config.archive.compaction.in_run {
+        Some(crate::compact::Compactor::start(config.archive.clone())?)
+    } else {
+        None
+    };
     Ok(Running {
         stats,
         health,
@@ -1033,6 +1042,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         source: Some(source),
         rekey,
         producer,
+        compactor,
         _server: server,
         shutdown_timeout: config.shutdown_timeout,
     })

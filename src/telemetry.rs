@@ -58,6 +58,16 @@ pub const SINK_ERRORS: &str = "tracesift_sink_errors_total";
 pub const ARCHIVE_FILES: &str = "tracesift_archive_files_total";
 /// Parquet bytes written, by tier.
 pub const ARCHIVE_BYTES: &str = "tracesift_archive_bytes_total";
+/// Compacted files catalogued per tier (manifests), after the last compaction pass.
+pub const ARCHIVE_TIER_FILES: &str = "tracesift_archive_tier_files";
+/// Compacted bytes catalogued per tier (manifests), after the last compaction pass.
+pub const ARCHIVE_TIER_BYTES: &str = "tracesift_archive_tier_bytes";
+/// Compaction passes by `result`: `ok`, `skipped` (another compactor held the lease), `error`.
+pub const COMPACTION_RUNS: &str = "tracesift_compaction_runs_total";
+/// Rows written by compaction, and duplicate rows it removed (`kind`: `written`, `duplicate`).
+pub const COMPACTION_ROWS: &str = "tracesift_compaction_rows_total";
+/// Files moved between tiers and deleted by retention (`action`: `moved`, `expired`).
+pub const LIFECYCLE_FILES: &str = "tracesift_lifecycle_files_total";
 /// Partitions this instance owns.
 pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
 /// Times a partition was paused for backpressure.
@@ -161,6 +171,31 @@ fn describe() {
         ARCHIVE_BYTES,
         Unit::Bytes,
         "Parquet bytes written, by tier."
+    );
+    describe_gauge!(
+        ARCHIVE_TIER_FILES,
+        Unit::Count,
+        "Compacted files per tier (from its manifest)."
+    );
+    describe_gauge!(
+        ARCHIVE_TIER_BYTES,
+        Unit::Bytes,
+        "Compacted bytes per tier (from its manifest)."
+    );
+    describe_counter!(
+        COMPACTION_RUNS,
+        Unit::Count,
+        "Compaction passes, by result (ok, skipped, error)."
+    );
+    describe_counter!(
+        COMPACTION_ROWS,
+        Unit::Count,
+        "Rows written by compaction and duplicates removed, by kind."
+    );
+    describe_counter!(
+        LIFECYCLE_FILES,
+        Unit::Count,
+        "Files moved between tiers or deleted by retention, by action."
     );
     describe_gauge!(
         PARTITIONS_ASSIGNED,

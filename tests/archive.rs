@@ -661,3 +661,43 @@ async fn the_lease_keeps_a_second_compactor_out() {
     assert_eq!(by_hour.len(), 3);
     let _ = HashMap::<u8, u8>::new();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let input = write_hour(&hot, 0, 500, 4, 77).await;
+    let mut cfg = tracesift::config::ArchiveConfig::default();
+    cfg.hot.url = format!("file://{}", hot_dir.display());
+    cfg.compaction.in_run = true;
+    cfg.compaction.interval = std::time::Duration::from_millis(300);
+    let compactor = tracesift::compact::Compactor::start(cfg).unwrap();
+    // The hour is years old: the first pass compacts it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while manifest_of(&hot_dir).files.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pass compacted the hour"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A late segment arrives; a later pass merges it.
+    write_hour(&hot, 0, 500, 1, 78).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let files = parquet_files(&hot_dir);
+        let m = manifest_of(&hot_dir);
+        if files.len() == m.files.len() && m.totals().1 > input.spans as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the late segment was not merged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    compactor.stop(std::time::Duration::from_secs(30)).await;
+    let lease = hot_dir.join(tracesift::manifest::LEASE_PATH);
+    assert!(!lease.exists(), "the lease is released between passes");
+}
