@@ -361,6 +361,7 @@ pub fn writer_properties(max_row_group_rows: usize, trace_ids: u64) -> WriterPro
         .set_column_bloom_filter_max_ndv(ColumnPath::from("trace_id"), trace_ids.max(64))
         // Small pages: a lookup reads few rows, and a merge holds one page per column per input.
         .set_data_page_size_limit(128 << 10)
+        .set_data_page_row_count_limit(4096)
         .set_column_dictionary_enabled(ColumnPath::from("trace_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)

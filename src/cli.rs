@@ -59,6 +59,22 @@ pub enum Command {
         #[arg(long)]
         no_parquet: bool,
     },
+    /// Measure the archive on generated traffic: OTLP vs Parquet bytes per span (hot segments
+    /// and compacted), the compaction pass, and trace-lookup latency. No broker needed.
+    BenchArchive {
+        /// Directory for the archive (its `hot/` is replaced).
+        #[arg(long, default_value = "./tracesift-bench-archive")]
+        dir: PathBuf,
+        /// Traces to generate (about 7.5 spans each).
+        #[arg(long, default_value_t = 100_000)]
+        traces: usize,
+        /// Lookups to time.
+        #[arg(long, default_value_t = 200)]
+        lookups: usize,
+        /// Compaction memory budget.
+        #[arg(long, default_value = "512MiB", value_parser = parse_bytes)]
+        memory_budget: u64,
+    },
     /// Run the configured policies on a bounded sample of the input topics and report, per
     /// policy, traces matched and kept, keep rate, bytes and projected daily volume. Writes
     /// nothing: no commits, no sampled topic, no Parquet.
@@ -340,6 +356,31 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let report = crate::dryrun::run(&cfg, &opts)?;
             println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchArchive {
+            dir,
+            traces,
+            lookups,
+            memory_budget,
+        } => {
+            init_logs("warn");
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir()?.join(dir)
+            };
+            let opts = crate::archive_bench::ArchiveBenchOptions {
+                dir,
+                traces,
+                lookups,
+                memory_budget,
+            };
+            let report = runtime()?.block_on(crate::archive_bench::run(&opts))?;
+            println!("{report}");
+            if let Some(peak) = crate::telemetry::peak_rss_bytes() {
+                println!("peak RSS of the whole run: {:.0} MiB", peak as f64 / (1 << 20) as f64);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

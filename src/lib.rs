@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod archive;
+pub mod archive_bench;
 pub mod bench;
 pub mod cli;
 pub mod clock;
