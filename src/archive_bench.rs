@@ -134,17 +134,16 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
         report.otlp_bytes += records.iter().map(|r| r.value.len() as u64).sum::<u64>();
         for (i, t) in manifest.traces.iter().enumerate() {
             report.spans += t.spans as u64;
-            if (done + i) % sample_every == 0 {
+            if (done + i).is_multiple_of(sample_every) {
                 sample.push((t.trace_id, t.spans));
             }
         }
         let kept = crate::gen::kept_spans(&records, &manifest)
             .map_err(|e| ArchiveError::Verify(format!("generated record: {e}")))?;
-        let files = tokio::task::spawn_blocking(move || {
-            crate::archive::encode_segment(&kept, 1 << 20)
-        })
-        .await
-        .map_err(|e| ArchiveError::Verify(e.to_string()))??;
+        let files =
+            tokio::task::spawn_blocking(move || crate::archive::encode_segment(&kept, 1 << 20))
+                .await
+                .map_err(|e| ArchiveError::Verify(e.to_string()))??;
         for f in files {
             let path = crate::archive::hot_segment_path(
                 "gen",

@@ -379,7 +379,10 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = runtime()?.block_on(crate::archive_bench::run(&opts))?;
             println!("{report}");
             if let Some(peak) = crate::telemetry::peak_rss_bytes() {
-                println!("peak RSS of the whole run: {:.0} MiB", peak as f64 / (1 << 20) as f64);
+                println!(
+                    "peak RSS of the whole run: {:.0} MiB",
+                    peak as f64 / (1 << 20) as f64
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -761,6 +761,43 @@ pub async fn produce(
     Ok(out)
 }
 
+/// The spans of generated records as the archive would hold them if the traces were kept: error
+/// traces under policy `errors` (threshold 0, adjusted count 1), the rest under `default` at
+/// 10% (adjusted count 10). For archive tests and the archive benchmark, which need realistic
+/// Parquet without running the pipeline.
+pub fn kept_spans(
+    records: &[PlannedRecord],
+    manifest: &Manifest,
+) -> Result<Vec<crate::archive::KeptSpan>, crate::otlp::DecodeError> {
+    let errors: std::collections::HashSet<TraceId> = manifest
+        .traces
+        .iter()
+        .filter(|t| t.has_error)
+        .map(|t| t.trace_id)
+        .collect();
+    let (err, default): (Arc<str>, Arc<str>) = (Arc::from("errors"), Arc::from("default"));
+    let ten_percent = (1u64 << 56) / 10 * 9;
+    let mut out = Vec::new();
+    let mut scanned = Vec::new();
+    for r in records {
+        crate::otlp::scan_request_into(
+            &bytes::Bytes::from(r.value.clone()),
+            &crate::otlp::NoProbe,
+            &mut scanned,
+        )?;
+        for s in scanned.drain(..) {
+            let is_err = errors.contains(&s.trace_id);
+            out.push(crate::archive::KeptSpan {
+                trace_id: s.trace_id,
+                span: s.span,
+                policy: Arc::clone(if is_err { &err } else { &default }),
+                threshold: if is_err { 0 } else { ten_percent },
+            });
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -832,41 +869,4 @@ mod tests {
             manifest.traces.iter().map(|t| t.spans).sum::<usize>()
         );
     }
-}
-
-/// The spans of generated records as the archive would hold them if the traces were kept: error
-/// traces under policy `errors` (threshold 0, adjusted count 1), the rest under `default` at
-/// 10% (adjusted count 10). For archive tests and the archive benchmark, which need realistic
-/// Parquet without running the pipeline.
-pub fn kept_spans(
-    records: &[PlannedRecord],
-    manifest: &Manifest,
-) -> Result<Vec<crate::archive::KeptSpan>, crate::otlp::DecodeError> {
-    let errors: std::collections::HashSet<TraceId> = manifest
-        .traces
-        .iter()
-        .filter(|t| t.has_error)
-        .map(|t| t.trace_id)
-        .collect();
-    let (err, default): (Arc<str>, Arc<str>) = (Arc::from("errors"), Arc::from("default"));
-    let ten_percent = (1u64 << 56) / 10 * 9;
-    let mut out = Vec::new();
-    let mut scanned = Vec::new();
-    for r in records {
-        crate::otlp::scan_request_into(
-            &bytes::Bytes::from(r.value.clone()),
-            &crate::otlp::NoProbe,
-            &mut scanned,
-        )?;
-        for s in scanned.drain(..) {
-            let is_err = errors.contains(&s.trace_id);
-            out.push(crate::archive::KeptSpan {
-                trace_id: s.trace_id,
-                span: s.span,
-                policy: Arc::clone(if is_err { &err } else { &default }),
-                threshold: if is_err { 0 } else { ten_percent },
-            });
-        }
-    }
-    Ok(out)
 }

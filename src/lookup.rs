@@ -98,7 +98,7 @@ fn may_hold(stats: Option<&Statistics>, id: &[u8; 16]) -> bool {
 /// index).
 fn candidate_rows(meta: &ParquetMetaData, rg: usize, id: &[u8; 16]) -> Vec<Range<usize>> {
     let rows = meta.row_group(rg).num_rows().max(0) as usize;
-    let all = vec![0..rows];
+    let all: Vec<Range<usize>> = std::iter::once(0..rows).collect();
     let Some(index) = meta.page_index() else {
         return all;
     };
@@ -412,8 +412,9 @@ fn status_number(s: &str) -> u8 {
 pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError> {
     use serde_json::{json, Map, Value};
     type ScopeKey = (String, String);
+    type Scopes = Vec<(ScopeKey, Vec<Value>)>;
     // resource attributes (as JSON text, for grouping) -> scope -> spans
-    let mut groups: Vec<(String, Value, Vec<(ScopeKey, Vec<Value>)>)> = Vec::new();
+    let mut groups: Vec<(String, Value, Scopes)> = Vec::new();
     for s in &found.spans {
         let b = &found.batches[s.at.0];
         let i = s.at.1;

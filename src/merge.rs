@@ -608,7 +608,7 @@ fn merge_group(
             picks.push((c.slot, c.row));
         }
         read += 1;
-        if read % 65_536 == 0 {
+        if read.is_multiple_of(65_536) {
             progress(read);
         }
         c.row += 1;

@@ -536,6 +536,14 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((code, body))
 }
 
+/// This process's peak resident set size (`VmHWM`), where the platform reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,12 +563,4 @@ mod tests {
         assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 200);
         assert_eq!(http_get(server.addr, "/nope").await.unwrap().0, 404);
     }
-}
-
-/// This process's peak resident set size (`VmHWM`), where the platform reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }

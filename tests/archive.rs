@@ -3,6 +3,8 @@
 //! between copy and delete, retention, the lease, lookups across tiers (tree and OTLP/JSON),
 //! `tracesift cost`, and DuckDB / pyarrow reading the result.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
