@@ -353,6 +353,7 @@ pub async fn move_due(
     manifests: &mut [Manifest],
     now_ms: i64,
     lease: Option<&manifest::Lease>,
+    progress: bool,
     report: &mut LifecycleReport,
 ) -> Result<(), ArchiveError> {
     for i in 0..tiers.len().saturating_sub(1) {
@@ -379,7 +380,17 @@ pub async fn move_due(
             .filter(|(_, e)| e.hour_end_ms() + dst.after.as_millis() as i64 <= now_ms)
             .map(|(p, e)| (p.clone(), e.clone()))
             .collect();
-        for (p, entry) in due {
+        let count = due.len();
+        for (n, (p, entry)) in due.into_iter().enumerate() {
+            if progress {
+                eprintln!(
+                    "move: {}/{count} {p} ({:.1} MB) {} -> {}",
+                    n + 1,
+                    entry.bytes as f64 / 1e6,
+                    src.name,
+                    dst.name
+                );
+            }
             let path = Path::from(p.as_str());
             copy(&src.store, &dst.store, &path, &entry).await?;
             failpoint("move-after-copy", &dst.name);

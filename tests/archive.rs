@@ -467,6 +467,44 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
     assert_eq!(all(&garage), (total, total));
     lookups_exact(&cfg, &sample);
 
+    // Analytics over the compacted tiers (hot + warm) with DuckDB: traces and error traces by
+    // root route, against the generator's ground truth.
+    let script = format!(
+        r#"
+import duckdb
+con = duckdb.connect()
+con.execute("CREATE VIEW spans AS SELECT * FROM read_parquet(['{hot}/spans/v1/**/*.parquet', '{warm}/spans/v1/**/*.parquet'], hive_partitioning = true)")
+rows = con.execute("""
+  WITH t AS (
+    SELECT trace_id, max(CASE WHEN parent_span_id IS NULL THEN http_route END) AS route,
+           bool_or(status_code = 'error') AS err
+    FROM spans GROUP BY trace_id)
+  SELECT route, count(*), count(*) FILTER (WHERE err) FROM t GROUP BY route ORDER BY route""").fetchall()
+for r in rows:
+    print(r[0], r[1], r[2])
+"#,
+        hot = hot_dir.display(),
+        warm = warm_dir.display()
+    );
+    let out = support::run_python(&script);
+    let mut want: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for t in inputs.iter().flat_map(|i| i.traces.iter()) {
+        let e = want.entry(t.route.to_string()).or_default();
+        e.0 += 1;
+        e.1 += u64::from(t.has_error);
+    }
+    let got: BTreeMap<String, (u64, u64)> = out
+        .lines()
+        .map(|l| {
+            let v: Vec<&str> = l.split_whitespace().collect();
+            (
+                v[0].to_string(),
+                (v[1].parse().unwrap(), v[2].parse().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "traces and error traces by route");
+
     // 05:15: hour 0 is due in cold (s3, after 4h), hour 2 in warm. Crash after the copy to
     // Garage, before it is verified and published.
     crash_at(&cfg, &at(5, 15), "move-after-copy@cold");
