@@ -240,6 +240,7 @@ async fn pass_locked(
         &mut manifests,
         now,
         Some(lease),
+        opts.progress,
         &mut report.lifecycle,
     )
     .await?;
