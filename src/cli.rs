@@ -314,7 +314,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{e}");
                 return Ok(ExitCode::from(2));
             }
-            let mut opts = crate::compact::CompactOptions::from_config(&cfg.archive);
+            let mut opts = crate::compact::CompactOptions::open(&cfg.archive)?;
             opts.progress = true;
             if let Some(now) = now {
                 match chrono::DateTime::parse_from_rfc3339(&now) {

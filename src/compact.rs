@@ -101,12 +101,26 @@ pub struct CompactOptions {
     pub work_dir: PathBuf,
     /// Lease time-to-live.
     pub lease_ttl: Duration,
+    /// Where the lease lives (`None`: the hot tier).
+    pub lease_store: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
     /// Print progress lines to stderr.
     pub progress: bool,
 }
 
 impl CompactOptions {
-    /// Options from the config's `archive` section, at the current time.
+    /// Options from the config's `archive` section, at the current time, opening the lease
+    /// store if it is not the hot tier.
+    pub fn open(cfg: &ArchiveConfig) -> Result<CompactOptions, ArchiveError> {
+        let mut o = CompactOptions::from_config(cfg);
+        let c = &cfg.compaction;
+        if !c.lease_url.is_empty() {
+            o.lease_store =
+                Some(crate::archive::open_store_with(&c.lease_url, &c.lease_options)?.store);
+        }
+        Ok(o)
+    }
+
+    /// Options from the config's `archive` section, at the current time (lease in the hot tier).
     pub fn from_config(cfg: &ArchiveConfig) -> CompactOptions {
         let c = &cfg.compaction;
         CompactOptions {
@@ -125,6 +139,7 @@ impl CompactOptions {
                 PathBuf::from(&c.work_dir)
             },
             lease_ttl: c.lease_ttl,
+            lease_store: None,
             progress: false,
         }
     }
@@ -156,7 +171,17 @@ pub async fn pass(tiers: &[Tier], opts: &CompactOptions) -> Result<CompactReport
     let hot = tiers
         .first()
         .ok_or_else(|| ArchiveError::Url("no hot tier".into()))?;
-    let lease = Lease::new(hot.store.clone(), Lease::owner_name(), opts.lease_ttl);
+    let store = opts
+        .lease_store
+        .clone()
+        .unwrap_or_else(|| hot.store.clone());
+    let lease = Lease::new(store, Lease::owner_name(), opts.lease_ttl);
+    if !lease.store_is_exclusive().await? {
+        return Err(ArchiveError::Url(format!(
+            "the lease store ({}) does not honour create-if-absent writes, so two compactors could both run; set archive.compaction.lease_url to one that does (a local or shared filesystem, AWS S3, MinIO)",
+            if opts.lease_store.is_some() { "archive.compaction.lease_url" } else { "the hot tier" }
+        )));
+    }
     if let LeaseOutcome::HeldBy(r) = lease.acquire().await? {
         return Ok(CompactReport {
             skipped_for: Some(r.owner),
@@ -366,8 +391,12 @@ impl Compactor {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let opts = CompactOptions::from_config(&cfg);
-                let result = match pass(&tiers, &opts).await {
+                let result = match async {
+                    let opts = CompactOptions::open(&cfg)?;
+                    pass(&tiers, &opts).await
+                }
+                .await
+                {
                     Ok(r) if r.skipped_for.is_some() => {
                         tracing::debug!(report = %r, "compaction pass skipped");
                         "skipped"

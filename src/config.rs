@@ -432,6 +432,13 @@ pub struct CompactionConfig {
     /// over after this).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
+    /// Where the lease lives (empty: the hot tier). The store must honour create-if-absent
+    /// writes (local and shared filesystems, AWS S3, MinIO); a pass refuses to run on one that
+    /// does not (Garage 2.5, for one) and names this setting.
+    pub lease_url: String,
+    /// Store options of `lease_url` (as `archive.hot.options`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lease_options: BTreeMap<String, String>,
 }
 
 impl Default for CompactionConfig {
@@ -446,6 +453,8 @@ impl Default for CompactionConfig {
             fan_in: 64,
             work_dir: String::new(),
             lease_ttl: Duration::from_secs(600),
+            lease_url: String::new(),
+            lease_options: BTreeMap::new(),
         }
     }
 }
@@ -572,6 +581,11 @@ impl ArchiveConfig {
                 "archive.compaction.lease_ttl",
                 "must be at least 10s",
             ));
+        }
+        if !c.lease_url.is_empty() {
+            if let Err(msg) = crate::archive::check_store(&c.lease_url, &c.lease_options) {
+                e.push(ConfigError::new("archive.compaction.lease_url", msg));
+            }
         }
         if !c.work_dir.is_empty() && !std::path::Path::new(&c.work_dir).is_absolute() {
             e.push(ConfigError::new(

@@ -214,6 +214,28 @@ impl Lease {
         }
     }
 
+    /// Whether the store refuses a second create-if-absent write of one object (without that,
+    /// a lease cannot exclude anyone). Probes with an object of its own.
+    pub async fn store_is_exclusive(&self) -> Result<bool, ArchiveError> {
+        let probe = Path::from(format!("_tracesift/probe-{}", self.owner));
+        let opts = || PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let body = || PutPayload::from_static(b"probe");
+        self.store.delete(&probe).await.or_else(not_found_ok)?;
+        self.store.put_opts(&probe, body(), opts()).await?;
+        let second = self.store.put_opts(&probe, body(), opts()).await;
+        self.store.delete(&probe).await.or_else(not_found_ok)?;
+        match second {
+            Ok(_) => Ok(false),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(true),
+            Err(object_store::Error::NotImplemented { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Takes the lease if it is free, expired or already ours (renewing it).
     pub async fn acquire(&self) -> Result<LeaseOutcome, ArchiveError> {
         if self.create().await? {
@@ -341,6 +363,7 @@ mod tests {
             "b".into(),
             std::time::Duration::from_secs(60),
         );
+        assert!(a.store_is_exclusive().await.unwrap());
         assert_eq!(a.acquire().await.unwrap(), LeaseOutcome::Acquired);
         assert!(matches!(b.acquire().await.unwrap(), LeaseOutcome::HeldBy(r) if r.owner == "a"));
         a.renew().await.unwrap();

@@ -741,3 +741,71 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
     let lease = hot_dir.join(tracesift::manifest::LEASE_PATH);
     assert!(!lease.exists(), "the lease is released between passes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes_it() {
+    let garage = support::garage::Garage::start("tracesift-lease");
+    let dir = tempfile::tempdir().unwrap();
+    // Hot tier on Garage; Garage 2.5 ignores If-None-Match, so the lease cannot live there.
+    let cfg = dir.path().join("tracesift.yaml");
+    let write = |lease: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "policies: [{{name: all, type: always_sample}}]\narchive:\n  hot:\n    url: s3://{}/hot\n{}  compaction:\n{SMALL}{lease}",
+                garage.bucket,
+                garage.tier_options_yaml("    ")
+            ),
+        )
+        .unwrap();
+    };
+    write("");
+    let hot =
+        tracesift::tiering::open_tiers(&tracesift::config::Config::load(&cfg).unwrap().archive)
+            .unwrap();
+    let probe = tracesift::manifest::Lease::new(
+        hot[0].store.clone(),
+        "probe-1-00000000".into(),
+        std::time::Duration::from_secs(60),
+    );
+    let exclusive = probe.store_is_exclusive().await.unwrap();
+    let h0 = write_hour(&hot[0].store, 0, 400, 2, 501).await;
+    let out = tracesift()
+        .args(["compact", "-c"])
+        .arg(&cfg)
+        .args(["--now", &at(3, 0)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if exclusive {
+        // A store that honours conditional writes: the pass runs.
+        assert!(out.status.success(), "{stderr}");
+    } else {
+        assert!(
+            !out.status.success(),
+            "a pass must not run without a working lease"
+        );
+        assert!(stderr.contains("archive.compaction.lease_url"), "{stderr}");
+    }
+    // With the lease on a local directory, the S3 hot tier is compacted.
+    write(&format!(
+        "    lease_url: \"file://{}/lease\"\n",
+        dir.path().display()
+    ));
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(3, 0)]),
+    );
+    assert!(out.contains("compacted 1 hours"), "{out}");
+    let m = tracesift::manifest::load(&hot[0].store, "hot")
+        .await
+        .unwrap();
+    assert_eq!(m.totals().1 as usize, h0.spans, "{out}");
+    let t = &h0.traces[3];
+    let found = tracesift::lookup::find_trace(&hot, t.trace_id)
+        .await
+        .unwrap();
+    assert_eq!(found.spans.len(), t.spans);
+}
