@@ -333,7 +333,11 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(peak) = crate::telemetry::peak_rss_bytes() {
                 eprintln!("compact: peak RSS {peak} bytes");
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if r.failed_hours.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::DryRun {
             config,

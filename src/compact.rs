@@ -52,6 +52,9 @@ pub struct CompactReport {
     pub lifecycle: LifecycleReport,
     /// Set when another compactor held the lease and this pass did nothing.
     pub skipped_for: Option<String>,
+    /// Hours that could not be compacted, with the reason (their files are left as they were;
+    /// the rest of the pass went on).
+    pub failed_hours: Vec<(String, String)>,
 }
 
 impl CompactReport {
@@ -82,7 +85,11 @@ impl std::fmt::Display for CompactReport {
             self.lifecycle.finished,
             self.lifecycle.expired,
             self.lifecycle.expired_bytes as f64 / 1e6,
-        )
+        )?;
+        for (dir, why) in &self.failed_hours {
+            write!(f, "\nnot compacted: {dir}: {why}")?;
+        }
+        Ok(())
     }
 }
 
@@ -256,8 +263,13 @@ async fn pass_locked(
                 bytes as f64 / 1e6
             );
         }
-        compact_hour(hot, &mut manifests[0], dir, files, opts, &mut report).await?;
-        report.hours += 1;
+        match compact_hour(hot, &mut manifests[0], dir, files, opts, &mut report).await {
+            Ok(()) => report.hours += 1,
+            Err(e) => {
+                tracing::warn!(hour = %dir, error = %e, "hour not compacted; its files are kept");
+                report.failed_hours.push((dir.clone(), e.to_string()));
+            }
+        }
         lease.renew().await?;
     }
     tiering::move_due(
@@ -402,7 +414,11 @@ impl Compactor {
                         "skipped"
                     }
                     Ok(r) => {
-                        tracing::info!(report = %r, "compaction pass");
+                        if r.failed_hours.is_empty() {
+                            tracing::info!(report = %r, "compaction pass");
+                        } else {
+                            tracing::warn!(report = %r, "compaction pass left hours uncompacted");
+                        }
                         metrics::counter!(crate::telemetry::COMPACTION_ROWS, "kind" => "written")
                             .increment(r.rows_out as u64);
                         metrics::counter!(crate::telemetry::COMPACTION_ROWS, "kind" => "duplicate")
@@ -411,7 +427,11 @@ impl Compactor {
                             .increment(r.lifecycle.moved as u64);
                         metrics::counter!(crate::telemetry::LIFECYCLE_FILES, "action" => "expired")
                             .increment(r.lifecycle.expired as u64);
-                        "ok"
+                        if r.failed_hours.is_empty() {
+                            "ok"
+                        } else {
+                            "error"
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "compaction pass failed; retrying next interval");

@@ -112,7 +112,12 @@ struct InputInfo {
 
 fn inspect(path: &Path) -> Result<InputInfo, ArchiveError> {
     let file = open(path)?;
-    let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        ArchiveError::Verify(format!(
+            "{}: not a readable Parquet file ({e}); move it out of the tier to let the hour compact",
+            path.display()
+        ))
+    })?;
     let meta = b.metadata();
     Ok(InputInfo {
         path: path.to_path_buf(),

@@ -809,3 +809,55 @@ async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes
         .unwrap();
     assert_eq!(found.spans.len(), t.spans);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_file_stops_its_hour_with_its_name_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let input = write_hour(&hot, 0, 300, 2, 901).await;
+    let other = write_hour(&hot, 1, 300, 2, 902).await;
+    let bad = "spans/v1/date=2023-11-14/hour=00/torn.parquet";
+    hot.put(
+        &object_store::path::Path::from(bad),
+        PutPayload::from_static(b"PAR1 not really"),
+    )
+    .await
+    .unwrap();
+    let before = parquet_files(&hot_dir);
+    let cfg = write_config(dir.path(), "", SMALL);
+    let out = tracesift()
+        .args(["compact", "-c"])
+        .arg(&cfg)
+        .args(["--now", &at(3, 0)])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("not compacted: spans/v1/date=2023-11-14/hour=00")
+            && stdout.contains("torn.parquet"),
+        "{stdout}"
+    );
+    // The other hour went on; the bad hour's files are untouched.
+    assert!(stdout.contains("compacted 1 hours"), "{stdout}");
+    let hour0: Vec<_> = parquet_files(&hot_dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("hour=00"))
+        .collect();
+    let before0: Vec<_> = before
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("hour=00"))
+        .collect();
+    assert_eq!(hour0, before0, "nothing of the bad hour deleted");
+    // Once the torn file is moved away, the hour compacts with every span.
+    std::fs::remove_file(hot_dir.join(bad)).unwrap();
+    run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(3, 0)]),
+    );
+    let n = (input.spans + other.spans) as u64;
+    assert_eq!(count_rows(&[&hot_dir], None), (n, n));
+}
