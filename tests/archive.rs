@@ -722,13 +722,19 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // A late segment arrives; a later pass merges it.
-    write_hour(&hot, 0, 500, 1, 78).await;
+    // Segments keep arriving while passes run (as `run` writes them beside the loop): late
+    // spans of the compacted hour, and replays of spans already compacted.
+    let mut expected = input.spans as u64;
+    for seed in 78..84u64 {
+        expected += write_hour(&hot, 0, 200, 2, seed).await.spans as u64;
+        write_hour(&hot, 0, 500, 3, 77).await; // a replay: nothing new
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let files = parquet_files(&hot_dir);
         let m = manifest_of(&hot_dir);
-        if files.len() == m.files.len() && m.totals().1 > input.spans as u64 {
+        if files.len() == m.files.len() && m.totals().1 == expected {
             break;
         }
         assert!(
@@ -738,6 +744,7 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     compactor.stop(std::time::Duration::from_secs(30)).await;
+    assert_eq!(count_rows(&[&hot_dir], None), (expected, expected));
     let lease = hot_dir.join(tracesift::manifest::LEASE_PATH);
     assert!(!lease.exists(), "the lease is released between passes");
 }
