@@ -42,10 +42,18 @@ pub struct ArchiveBenchReport {
     pub hot_bytes: u64,
     /// Seconds spent generating and encoding segments.
     pub write_secs: f64,
-    /// The compaction pass.
-    pub compact: crate::compact::CompactReport,
+    /// `tracesift compact`'s report line.
+    pub compact_summary: String,
     /// Its wall time.
     pub compact_secs: f64,
+    /// Its peak resident memory.
+    pub compact_peak_rss: Option<u64>,
+    /// Compacted files.
+    pub compacted_files: u64,
+    /// Compacted bytes.
+    pub compacted_bytes: u64,
+    /// Compacted rows.
+    pub compacted_rows: u64,
     /// Lookup wall times, ms, sorted.
     pub lookup_ms: Vec<f64>,
     /// Rows decoded per lookup, mean.
@@ -83,15 +91,18 @@ impl fmt::Display for ArchiveBenchReport {
         )?;
         writeln!(
             f,
-            "compacted: {} files, {:.1} MB, {:.1} B/span ({:.1}x smaller than OTLP); pass {:.1} s ({:.0} spans/s), {} extra merge rounds",
-            self.compact.files_out,
-            self.compact.bytes_out as f64 / 1e6,
-            per(self.compact.bytes_out),
-            self.otlp_bytes as f64 / self.compact.bytes_out.max(1) as f64,
+            "compacted: {} files, {:.1} MB, {:.1} B/span ({:.1}x smaller than OTLP); `tracesift compact` {:.1} s ({:.0} spans/s), peak RSS {}",
+            self.compacted_files,
+            self.compacted_bytes as f64 / 1e6,
+            per(self.compacted_bytes),
+            self.otlp_bytes as f64 / self.compacted_bytes.max(1) as f64,
             self.compact_secs,
-            self.compact.rows_in as f64 / self.compact_secs.max(1e-9),
-            self.compact.extra_rounds
+            self.compacted_rows as f64 / self.compact_secs.max(1e-9),
+            self.compact_peak_rss
+                .map(|b| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64))
+                .unwrap_or_else(|| "unknown".into())
         )?;
+        writeln!(f, "  {}", self.compact_summary)?;
         write!(
             f,
             "lookups: {} traces, p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms; {:.0} rows decoded per lookup; {} row groups skipped by bloom filter",
@@ -162,12 +173,47 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
         eprintln!("bench-archive: {done}/{} traces written", opts.traces);
     }
     report.write_secs = t0.elapsed().as_secs_f64();
-    let mut copts = crate::compact::CompactOptions::from_config(&cfg);
-    copts.min_age = std::time::Duration::ZERO;
-    copts.progress = true;
+    // Compaction in a child process (`tracesift compact`), so its memory is its own.
+    let cfg_path = opts.dir.join("bench-archive.yaml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "policies: [{{name: all, type: always_sample}}]\narchive:\n  hot: {{url: \"{}\"}}\n  compaction: {{memory_budget: {}}}\n",
+            cfg.hot.url, opts.memory_budget
+        ),
+    )
+    .map_err(|e| ArchiveError::Verify(format!("{}: {e}", cfg_path.display())))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| ArchiveError::Verify(format!("cannot find the tracesift binary: {e}")))?;
     let t1 = Instant::now();
-    report.compact = crate::compact::pass(&tiers, &copts).await?;
+    let child_cfg = cfg_path.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(["compact", "--min-age", "0s", "-c"])
+            .arg(&child_cfg)
+            .output()
+    })
+    .await
+    .map_err(|e| ArchiveError::Verify(e.to_string()))?
+    .map_err(|e| ArchiveError::Verify(format!("cannot run tracesift compact: {e}")))?;
     report.compact_secs = t1.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(ArchiveError::Verify(format!(
+            "tracesift compact failed:\n{stderr}"
+        )));
+    }
+    report.compact_summary = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    report.compact_peak_rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("compact: peak RSS "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    let manifest = crate::manifest::load(&hot, "hot").await?;
+    let (bytes, rows) = manifest.totals();
+    report.compacted_files = manifest.files.len() as u64;
+    report.compacted_bytes = bytes;
+    report.compacted_rows = rows;
     let mut rows = 0usize;
     for (id, spans) in sample.iter().take(opts.lookups) {
         let t = Instant::now();
