@@ -224,6 +224,7 @@ async fn pass_locked(
     if manifests[0].files.len() != before {
         manifest::save(&hot.store, &manifests[0]).await?;
     }
+    finish_replacements(tiers, &mut manifests).await?;
     if let Some(retention) = opts.retention {
         let segments: Vec<(Path, u64)> = hours
             .values()
@@ -263,7 +264,23 @@ async fn pass_locked(
                 bytes as f64 / 1e6
             );
         }
-        match compact_hour(hot, &mut manifests[0], dir, files, opts, &mut report).await {
+        // Files of this hour that already moved down (late data for an old hour): merged in
+        // too, so the hour stays deduplicated across tiers.
+        let moved: Vec<(usize, Path, u64)> = manifests
+            .iter()
+            .enumerate()
+            .skip(1)
+            .flat_map(|(ti, m)| {
+                m.files
+                    .iter()
+                    .filter(|(p, _)| {
+                        p.strip_prefix(dir.as_str())
+                            .is_some_and(|r| r.starts_with('/'))
+                    })
+                    .map(move |(p, e)| (ti, Path::from(p.as_str()), e.bytes))
+            })
+            .collect();
+        match compact_hour(tiers, &mut manifests, dir, files, &moved, opts, &mut report).await {
             Ok(()) => report.hours += 1,
             Err(e) => {
                 tracing::warn!(hour = %dir, error = %e, "hour not compacted; its files are kept");
@@ -284,17 +301,60 @@ async fn pass_locked(
     Ok(report)
 }
 
+/// Deletes, from their tiers, the files that hot entries were merged from (and forgets them).
+async fn finish_replacements(
+    tiers: &[Tier],
+    manifests: &mut [Manifest],
+) -> Result<(), ArchiveError> {
+    let pending: Vec<(String, Vec<(String, String)>)> = manifests[0]
+        .files
+        .iter()
+        .filter(|(_, e)| !e.replaces.is_empty())
+        .map(|(p, e)| (p.clone(), e.replaces.clone()))
+        .collect();
+    if pending.is_empty() {
+        return Ok(());
+    }
+    for (_, replaced) in &pending {
+        for (tier, path) in replaced {
+            let Some(ti) = tiers.iter().position(|t| &t.name == tier) else {
+                continue;
+            };
+            tiers[ti]
+                .store
+                .delete(&Path::from(path.as_str()))
+                .await
+                .or_else(manifest::not_found_ok)?;
+            if manifests[ti].files.remove(path).is_some() {
+                manifest::save(&tiers[ti].store, &manifests[ti]).await?;
+            }
+        }
+    }
+    for (p, _) in pending {
+        if let Some(e) = manifests[0].files.get_mut(&p) {
+            e.replaces.clear();
+        }
+    }
+    manifest::save(&tiers[0].store, &manifests[0]).await
+}
+
 async fn compact_hour(
-    hot: &Tier,
-    manifest: &mut Manifest,
+    tiers: &[Tier],
+    manifests: &mut [Manifest],
     dir: &str,
     files: &[(Path, u64)],
+    moved: &[(usize, Path, u64)],
     opts: &CompactOptions,
     report: &mut CompactReport,
 ) -> Result<(), ArchiveError> {
     let hour_start = tiering::hour_start_ms(dir)
         .ok_or_else(|| ArchiveError::Verify(format!("{dir}: not an hour partition")))?;
     let mut names: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
+    names.extend(
+        moved
+            .iter()
+            .map(|(ti, p, _)| format!("{}:{p}", tiers[*ti].name)),
+    );
     names.sort();
     let refs: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
     let tag = format!("c-{:016x}", crate::hash::fnv1a(&refs));
@@ -304,7 +364,7 @@ async fn compact_hour(
     std::fs::create_dir_all(&work)
         .map_err(|e| ArchiveError::Verify(format!("{}: {e}", work.display())))?;
     let result = compact_hour_in(
-        hot, manifest, dir, hour_start, files, &tag, &work, opts, report,
+        tiers, manifests, dir, hour_start, files, moved, &tag, &work, opts, report,
     )
     .await;
     let _ = std::fs::remove_dir_all(&work);
@@ -313,24 +373,32 @@ async fn compact_hour(
 
 #[allow(clippy::too_many_arguments)]
 async fn compact_hour_in(
-    hot: &Tier,
-    manifest: &mut Manifest,
+    tiers: &[Tier],
+    manifests: &mut [Manifest],
     dir: &str,
     hour_start: i64,
     files: &[(Path, u64)],
+    moved: &[(usize, Path, u64)],
     tag: &str,
     work: &FsPath,
     opts: &CompactOptions,
     report: &mut CompactReport,
 ) -> Result<(), ArchiveError> {
+    let hot = &tiers[0];
     // Local paths of the inputs: a file:// tier is read in place; others are downloaded.
-    let mut inputs: Vec<PathBuf> = Vec::with_capacity(files.len());
-    for (i, (p, _)) in files.iter().enumerate() {
-        match &hot.local {
+    let all: Vec<(usize, &Path)> = files
+        .iter()
+        .map(|(p, _)| (0, p))
+        .chain(moved.iter().map(|(ti, p, _)| (*ti, p)))
+        .collect();
+    let mut inputs: Vec<PathBuf> = Vec::with_capacity(all.len());
+    for (i, (ti, p)) in all.iter().enumerate() {
+        let tier = &tiers[*ti];
+        match &tier.local {
             Some(root) => inputs.push(root.join(p.as_ref())),
             None => {
                 let local = work.join(format!("in-{i:06}.parquet"));
-                tiering::download(&hot.store, p, &local).await?;
+                tiering::download(&tier.store, p, &local).await?;
                 inputs.push(local);
             }
         }
@@ -359,6 +427,10 @@ async fn compact_hour_in(
         tiering::upload(&hot.store, &path, &out.path).await?;
         let mut entry = out.entry.clone();
         entry.hour_start_ms = hour_start;
+        entry.replaces = moved
+            .iter()
+            .map(|(ti, p, _)| (tiers[*ti].name.clone(), p.to_string()))
+            .collect();
         tiering::verify(&hot.store, &path, &entry).await?;
         report.bytes_out += entry.bytes;
         published.push((path.to_string(), entry));
@@ -368,21 +440,25 @@ async fn compact_hour_in(
         published.iter().map(|(p, _)| p.as_str()).collect();
     for (p, _) in files {
         if !outputs_set.contains(p.as_ref()) {
-            manifest.files.remove(p.as_ref());
+            manifests[0].files.remove(p.as_ref());
         }
     }
     for (p, e) in &published {
-        manifest.files.insert(p.clone(), e.clone());
+        manifests[0].files.insert(p.clone(), e.clone());
     }
-    manifest::save(&hot.store, manifest).await?;
+    manifest::save(&hot.store, &manifests[0]).await?;
     tiering::failpoint("compact-after-publish", &hot.name);
     for (p, _) in files {
         if !outputs_set.contains(p.as_ref()) {
             hot.store.delete(p).await.or_else(manifest::not_found_ok)?;
         }
     }
-    report.files_in += files.len();
-    report.bytes_in += files.iter().map(|f| f.1).sum::<u64>();
+    // The moved files this hour was merged with: deleted from their tiers now (or, after a
+    // crash, at the start of the next pass).
+    finish_replacements(tiers, manifests).await?;
+    report.files_in += files.len() + moved.len();
+    report.bytes_in +=
+        files.iter().map(|f| f.1).sum::<u64>() + moved.iter().map(|f| f.2).sum::<u64>();
     report.files_out += published.len();
     report.rows_in += stats.rows_in as usize;
     report.rows_out += stats.rows_out as usize;

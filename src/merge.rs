@@ -434,6 +434,7 @@ impl EntryAcc {
             crc32c,
             policies: self.policies,
             adjusted_spans: self.adjusted,
+            replaces: Vec::new(),
         }
     }
 }

@@ -544,6 +544,28 @@ for r in rows:
     assert!(out.contains("finished 1 interrupted moves"), "{out}");
     lookups_exact(&cfg, &sample);
 
+    // Late data for hour 0, which is already in cold: a replay of its spans arrives in hot. The
+    // next pass merges it with the cold file (crash injected after publishing the merged file in
+    // hot, before the cold copy is deleted), and the hour ends up in cold once, deduplicated.
+    write_hour(&hot, 0, 600, 2, 100).await;
+    crash_at(&cfg, &at(5, 15), "compact-after-publish");
+    assert_eq!(all(&garage).1, total, "nothing lost");
+    lookups_exact(&cfg, &sample);
+    let out = run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(&cfg)
+            .args(["--now", &at(5, 15)]),
+    );
+    assert_eq!(all(&garage), (total, total), "{out}");
+    let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
+        .await
+        .unwrap();
+    assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
+    assert!(cold_manifest.files.values().all(|e| e.replaces.is_empty()));
+    assert_eq!(hours_in(&manifest_of(&hot_dir)), HashSet::from([3]));
+    lookups_exact(&cfg, &sample);
+
     // A crash in the middle of a local move, then the pass that finishes it.
     // 06:15: hour 1 is due in cold, hour 3 in warm.
     crash_at(&cfg, &at(6, 15), "move-after-delete");
