@@ -193,14 +193,10 @@ pub async fn report(tiers: &[Tier]) -> Result<CostReport, ArchiveError> {
             t.files += 1;
             t.spans += e.rows;
             t.bytes += e.bytes;
-            let total: u64 = e.policies.values().sum();
             for (p, n) in &e.policies {
                 let pc = out.policies.entry(p.clone()).or_default();
                 pc.spans += n;
-                // The entry keeps one adjusted sum per file; share it by spans.
-                if total > 0 {
-                    pc.represented += e.adjusted_spans * *n as f64 / total as f64;
-                }
+                pc.represented += e.adjusted_by_policy.get(p).copied().unwrap_or(*n as f64);
             }
         }
         if i == 0 {

@@ -763,7 +763,7 @@ pub async fn produce(
 
 /// The spans of generated records as the archive would hold them if the traces were kept: error
 /// traces under policy `errors` (threshold 0, adjusted count 1), the rest under `default` at
-/// 10% (adjusted count 10). For archive tests and the archive benchmark, which need realistic
+/// 10% (adjusted count 10), each span marked as the pipeline marks it. For archive tests and the archive benchmark, which need realistic
 /// Parquet without running the pipeline.
 pub fn kept_spans(
     records: &[PlannedRecord],
@@ -787,11 +787,21 @@ pub fn kept_spans(
         )?;
         for s in scanned.drain(..) {
             let is_err = errors.contains(&s.trace_id);
+            let (policy, threshold) = if is_err {
+                (&err, 0)
+            } else {
+                (&default, ten_percent)
+            };
+            // Marked as the pipeline marks kept spans (tracestate `ot=th`, policy and adjusted
+            // count attributes), so the archive holds what a real run writes.
+            let mark = crate::otlp::SamplingMark::new(threshold, policy);
+            let mut span = s.span;
+            span.bytes = bytes::Bytes::from(crate::otlp::mark_span(&span.bytes, &mark)?);
             out.push(crate::archive::KeptSpan {
                 trace_id: s.trace_id,
-                span: s.span,
-                policy: Arc::clone(if is_err { &err } else { &default }),
-                threshold: if is_err { 0 } else { ten_percent },
+                span,
+                policy: Arc::clone(policy),
+                threshold,
             });
         }
     }

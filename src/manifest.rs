@@ -56,6 +56,9 @@ pub struct FileEntry {
     /// Sum of `sampling_adjusted_count` (the spans these rows stand for; null counts as 1).
     #[serde(default)]
     pub adjusted_spans: f64,
+    /// The same sum per `sampling_policy`.
+    #[serde(default)]
+    pub adjusted_by_policy: BTreeMap<String, f64>,
     /// Files of other tiers this one was merged from, as (tier, path), still to be deleted
     /// there (a crash between publishing this file and deleting them is finished next pass).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -436,6 +439,7 @@ mod tests {
                 crc32c: 7,
                 policies: BTreeMap::from([("errors".to_string(), 10)]),
                 adjusted_spans: 10.0,
+                adjusted_by_policy: BTreeMap::from([("errors".to_string(), 10.0)]),
                 replaces: vec![("warm".into(), "spans/v1/x.parquet".into())],
             },
         );

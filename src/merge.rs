@@ -381,7 +381,7 @@ struct EntryAcc {
     max_trace: [u8; 16],
     min_start: i64,
     max_start: i64,
-    policies: BTreeMap<String, u64>,
+    policies: BTreeMap<String, (u64, f64)>,
     adjusted: f64,
 }
 
@@ -405,18 +405,22 @@ impl EntryAcc {
             let s = start.value(i);
             self.min_start = self.min_start.min(s);
             self.max_start = self.max_start.max(s);
-            let p = policy.value(i);
-            match self.policies.get_mut(p) {
-                Some(c) => *c += 1,
-                None => {
-                    self.policies.insert(p.to_string(), 1);
-                }
-            }
-            self.adjusted += if adjusted.is_null(i) {
+            let a = if adjusted.is_null(i) {
                 1.0
             } else {
                 adjusted.value(i)
             };
+            let p = policy.value(i);
+            match self.policies.get_mut(p) {
+                Some(c) => {
+                    c.0 += 1;
+                    c.1 += a;
+                }
+                None => {
+                    self.policies.insert(p.to_string(), (1, a));
+                }
+            }
+            self.adjusted += a;
         }
         self.rows += n as u64;
         Ok(())
@@ -432,7 +436,12 @@ impl EntryAcc {
             rows: self.rows,
             bytes,
             crc32c,
-            policies: self.policies,
+            policies: self
+                .policies
+                .iter()
+                .map(|(k, v)| (k.clone(), v.0))
+                .collect(),
+            adjusted_by_policy: self.policies.into_iter().map(|(k, v)| (k, v.1)).collect(),
             adjusted_spans: self.adjusted,
             replaces: Vec::new(),
         }

@@ -621,6 +621,13 @@ for r in rows:
     let errors: u64 = line("errors")[1].parse().unwrap();
     let default: u64 = line("default")[1].parse().unwrap();
     assert_eq!(errors + default, total, "{cost}");
+    // `default` kept 10% (adjusted count 10 per span), `errors` everything.
+    let represented: f64 = line("default")[3].parse().unwrap();
+    assert!(
+        (represented / (default as f64 * 10.0) - 1.0).abs() < 1e-3,
+        "{cost}"
+    );
+    assert_eq!(line("errors")[3], errors.to_string(), "{cost}");
     assert!(cost.contains("storage tiering: everything hot"), "{cost}");
 
     // Retention (7h): at 08:30 hour 0 (ended 01:00) is due, hour 1 (ended 02:00) is not.
