@@ -233,16 +233,8 @@ async fn segment_policies(
     let mut stream = builder.with_projection(mask).build()?;
     let mut rows = 0u64;
     while let Some(b) = stream.try_next().await? {
-        let policy = b
-            .column_by_name("sampling_policy")
-            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-            .ok_or_else(|| ArchiveError::Verify(format!("{path}: sampling_policy mistyped")))?;
-        let adjusted = b
-            .column_by_name("sampling_adjusted_count")
-            .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
-            .ok_or_else(|| {
-                ArchiveError::Verify(format!("{path}: sampling_adjusted_count mistyped"))
-            })?;
+        let policy = crate::archive::column::<StringArray>(&b, "sampling_policy")?;
+        let adjusted = crate::archive::column::<Float64Array>(&b, "sampling_adjusted_count")?;
         for i in 0..b.num_rows() {
             let pc = policies.entry(policy.value(i).to_string()).or_default();
             pc.spans += 1;

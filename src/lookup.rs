@@ -10,7 +10,7 @@
 //! and reading the file (a move finishing) makes the lookup start over once with fresh
 //! manifests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 
@@ -23,8 +23,8 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 
-use crate::archive::ArchiveError;
-use crate::otlp::TraceId;
+use crate::archive::{column, field, id_at, ArchiveError};
+use crate::otlp::{SpanKind, StatusCode, TraceId};
 use crate::tiering::{ObjectReader, Tier};
 
 /// One span of a looked-up trace.
@@ -141,7 +141,7 @@ pub async fn find_trace(tiers: &[Tier], trace_id: TraceId) -> Result<Found, Arch
 
 async fn find_once(tiers: &[Tier], id: &TraceId) -> Result<Found, ArchiveError> {
     let mut found = Found::default();
-    let mut seen: HashMap<([u8; 8], String), ()> = HashMap::new();
+    let mut seen: HashSet<([u8; 8], SpanKind)> = HashSet::new();
     for (ti, tier) in tiers.iter().enumerate() {
         found.stats.tiers += 1;
         let manifest = crate::manifest::load(&tier.store, &tier.name).await?;
@@ -195,7 +195,7 @@ async fn read_file(
     size: u64,
     id: &TraceId,
     found: &mut Found,
-    seen: &mut HashMap<([u8; 8], String), ()>,
+    seen: &mut HashSet<([u8; 8], SpanKind)>,
 ) -> Result<(), ArchiveError> {
     let reader = ObjectReader::new(tier.store.clone(), path.clone(), size);
     let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -244,26 +244,14 @@ async fn read_file(
     Ok(())
 }
 
-fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, ArchiveError> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .ok_or_else(|| ArchiveError::Verify(format!("column {name} missing or mistyped")))
-}
-
-/// An 8-byte id column value (the schema says FixedSizeBinary(8); anything else is corruption).
-fn id8(v: &[u8]) -> Result<[u8; 8], ArchiveError> {
-    v.try_into()
-        .map_err(|_| ArchiveError::Verify(format!("span id of {} bytes", v.len())))
-}
-
 fn collect(
     b: &RecordBatch,
     id: &TraceId,
     tier: &str,
     found: &mut Found,
-    seen: &mut HashMap<([u8; 8], String), ()>,
+    seen: &mut HashSet<([u8; 8], SpanKind)>,
 ) -> Result<(), ArchiveError> {
-    let trace = col::<FixedSizeBinaryArray>(b, "trace_id")?;
+    let trace = column::<FixedSizeBinaryArray>(b, "trace_id")?;
     let keep: arrow_array::BooleanArray = (0..b.num_rows())
         .map(|i| Some(trace.value(i) == id.0))
         .collect();
@@ -272,18 +260,18 @@ fn collect(
         return Ok(());
     }
     let b = crate::merge::conform(b)?;
-    let span = col::<FixedSizeBinaryArray>(&b, "span_id")?;
-    let parent = col::<FixedSizeBinaryArray>(&b, "parent_span_id")?;
-    let name = col::<StringArray>(&b, "name")?;
-    let service = col::<StringArray>(&b, "service_name")?;
-    let kind = col::<StringArray>(&b, "kind")?;
-    let status = col::<StringArray>(&b, "status_code")?;
-    let duration = col::<Int64Array>(&b, "duration_ns")?;
-    let start = col::<arrow_array::TimestampNanosecondArray>(&b, "start_time")?;
+    let span = column::<FixedSizeBinaryArray>(&b, "span_id")?;
+    let parent = column::<FixedSizeBinaryArray>(&b, "parent_span_id")?;
+    let name = column::<StringArray>(&b, "name")?;
+    let service = column::<StringArray>(&b, "service_name")?;
+    let kind = column::<StringArray>(&b, "kind")?;
+    let status = column::<StringArray>(&b, "status_code")?;
+    let duration = column::<Int64Array>(&b, "duration_ns")?;
+    let start = column::<arrow_array::TimestampNanosecondArray>(&b, "start_time")?;
     let bi = found.batches.len();
     for i in 0..b.num_rows() {
-        let sid = id8(span.value(i))?;
-        if seen.insert((sid, kind.value(i).to_string()), ()).is_some() {
+        let sid = id_at(span, i)?;
+        if !seen.insert((sid, SpanKind::from_name(kind.value(i)))) {
             continue;
         }
         found.spans.push(SpanRow {
@@ -291,7 +279,7 @@ fn collect(
             parent: if parent.is_null(i) {
                 None
             } else {
-                Some(id8(parent.value(i))?)
+                Some(id_at(parent, i)?)
             },
             name: name.value(i).to_string(),
             service: service.value(i).to_string(),
@@ -361,16 +349,8 @@ fn map_pairs(m: &arrow_array::MapArray, i: usize) -> Result<Vec<(String, String)
         return Ok(Vec::new());
     }
     let entries = m.value(i);
-    let keys = entries
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| ArchiveError::Verify("map keys are not strings".into()))?;
-    let values = entries
-        .column(1)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| ArchiveError::Verify("map values are not strings".into()))?;
+    let keys = field::<StringArray>(&entries, "keys")?;
+    let values = field::<StringArray>(&entries, "values")?;
     Ok((0..entries.len())
         .map(|j| (keys.value(j).to_string(), values.value(j).to_string()))
         .collect())
@@ -387,25 +367,6 @@ fn json_attrs(pairs: &[(String, String)]) -> serde_json::Value {
     )
 }
 
-fn kind_number(k: &str) -> u8 {
-    match k {
-        "internal" => 1,
-        "server" => 2,
-        "client" => 3,
-        "producer" => 4,
-        "consumer" => 5,
-        _ => 0,
-    }
-}
-
-fn status_number(s: &str) -> u8 {
-    match s {
-        "ok" => 1,
-        "error" => 2,
-        _ => 0,
-    }
-}
-
 /// The trace as an OTLP/JSON `TracesData` document (`resourceSpans` grouped by resource and
 /// scope; ids as hex, times as decimal strings, enums as numbers, as the OTLP/JSON mapping
 /// specifies).
@@ -418,35 +379,40 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
     for s in &found.spans {
         let b = &found.batches[s.at.0];
         let i = s.at.1;
-        let res = map_pairs(col::<arrow_array::MapArray>(b, "resource_attributes")?, i)?;
-        let attrs = map_pairs(col::<arrow_array::MapArray>(b, "attributes")?, i)?;
+        let res = map_pairs(
+            column::<arrow_array::MapArray>(b, "resource_attributes")?,
+            i,
+        )?;
+        let attrs = map_pairs(column::<arrow_array::MapArray>(b, "attributes")?, i)?;
         let scope: ScopeKey = (
-            col::<StringArray>(b, "scope_name")?.value(i).to_string(),
-            col::<StringArray>(b, "scope_version")?.value(i).to_string(),
+            column::<StringArray>(b, "scope_name")?.value(i).to_string(),
+            column::<StringArray>(b, "scope_version")?
+                .value(i)
+                .to_string(),
         );
-        let end = col::<arrow_array::TimestampNanosecondArray>(b, "end_time")?.value(i);
+        let end = column::<arrow_array::TimestampNanosecondArray>(b, "end_time")?.value(i);
         let mut span = Map::new();
         span.insert(
             "traceId".into(),
             json!(hex::encode(
-                col::<FixedSizeBinaryArray>(b, "trace_id")?.value(i)
+                column::<FixedSizeBinaryArray>(b, "trace_id")?.value(i)
             )),
         );
         span.insert("spanId".into(), json!(hex::encode(s.span_id)));
         if let Some(p) = s.parent {
             span.insert("parentSpanId".into(), json!(hex::encode(p)));
         }
-        let ts = col::<StringArray>(b, "trace_state")?.value(i);
+        let ts = column::<StringArray>(b, "trace_state")?.value(i);
         if !ts.is_empty() {
             span.insert("traceState".into(), json!(ts));
         }
         span.insert("name".into(), json!(s.name));
-        span.insert("kind".into(), json!(kind_number(&s.kind)));
+        span.insert("kind".into(), json!(SpanKind::from_name(&s.kind).as_i32()));
         span.insert("startTimeUnixNano".into(), json!(s.start_ns.to_string()));
         span.insert("endTimeUnixNano".into(), json!(end.to_string()));
         span.insert("attributes".into(), json_attrs(&attrs));
         // Events.
-        let events = col::<arrow_array::ListArray>(b, "events")?;
+        let events = column::<arrow_array::ListArray>(b, "events")?;
         let mut ev = Vec::new();
         if !events.is_null(i) {
             let list = events.value(i);
@@ -454,21 +420,9 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
                 .as_any()
                 .downcast_ref::<arrow_array::StructArray>()
                 .ok_or_else(|| ArchiveError::Verify("events are not structs".into()))?;
-            let time = st
-                .column(0)
-                .as_any()
-                .downcast_ref::<arrow_array::TimestampNanosecondArray>()
-                .ok_or_else(|| ArchiveError::Verify("event time mistyped".into()))?;
-            let name = st
-                .column(1)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| ArchiveError::Verify("event name mistyped".into()))?;
-            let ea = st
-                .column(2)
-                .as_any()
-                .downcast_ref::<arrow_array::MapArray>()
-                .ok_or_else(|| ArchiveError::Verify("event attributes mistyped".into()))?;
+            let time = field::<arrow_array::TimestampNanosecondArray>(st, "time")?;
+            let name = field::<StringArray>(st, "name")?;
+            let ea = field::<arrow_array::MapArray>(st, "attributes")?;
             for j in 0..st.len() {
                 ev.push(json!({
                     "timeUnixNano": time.value(j).to_string(),
@@ -481,7 +435,7 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
             span.insert("events".into(), Value::Array(ev));
         }
         // Links.
-        let links = col::<arrow_array::ListArray>(b, "links")?;
+        let links = column::<arrow_array::ListArray>(b, "links")?;
         let mut lk = Vec::new();
         if !links.is_null(i) {
             let list = links.value(i);
@@ -489,26 +443,10 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
                 .as_any()
                 .downcast_ref::<arrow_array::StructArray>()
                 .ok_or_else(|| ArchiveError::Verify("links are not structs".into()))?;
-            let tid = st
-                .column(0)
-                .as_any()
-                .downcast_ref::<FixedSizeBinaryArray>()
-                .ok_or_else(|| ArchiveError::Verify("link trace id mistyped".into()))?;
-            let sid = st
-                .column(1)
-                .as_any()
-                .downcast_ref::<FixedSizeBinaryArray>()
-                .ok_or_else(|| ArchiveError::Verify("link span id mistyped".into()))?;
-            let lts = st
-                .column(2)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(|| ArchiveError::Verify("link trace state mistyped".into()))?;
-            let la = st
-                .column(3)
-                .as_any()
-                .downcast_ref::<arrow_array::MapArray>()
-                .ok_or_else(|| ArchiveError::Verify("link attributes mistyped".into()))?;
+            let tid = field::<FixedSizeBinaryArray>(st, "trace_id")?;
+            let sid = field::<FixedSizeBinaryArray>(st, "span_id")?;
+            let lts = field::<StringArray>(st, "trace_state")?;
+            let la = field::<arrow_array::MapArray>(st, "attributes")?;
             for j in 0..st.len() {
                 let mut l = Map::new();
                 l.insert("traceId".into(), json!(hex::encode(tid.value(j))));
@@ -524,11 +462,11 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
             span.insert("links".into(), Value::Array(lk));
         }
         let mut status = Map::new();
-        let code = status_number(&s.status);
+        let code = StatusCode::from_name(&s.status).as_i32();
         if code != 0 {
             status.insert("code".into(), json!(code));
         }
-        let msg = col::<StringArray>(b, "status_message")?.value(i);
+        let msg = column::<StringArray>(b, "status_message")?.value(i);
         if !msg.is_empty() {
             status.insert("message".into(), json!(msg));
         }

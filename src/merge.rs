@@ -29,8 +29,9 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::archive::{span_schema, ArchiveError};
+use crate::archive::{id_at, span_schema, ArchiveError};
 use crate::manifest::FileEntry;
+use crate::otlp::SpanKind;
 
 /// Size limits of a merge.
 #[derive(Debug, Clone, Copy)]
@@ -309,16 +310,7 @@ struct Cursor {
 }
 
 fn typed<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Result<T, ArchiveError> {
-    b.column_by_name(name)
-        .and_then(|c| c.as_any().downcast_ref::<T>())
-        .cloned()
-        .ok_or_else(|| ArchiveError::Verify(format!("column {name} missing or mistyped")))
-}
-
-fn fixed<const N: usize>(a: &FixedSizeBinaryArray, i: usize) -> Result<[u8; N], ArchiveError> {
-    a.value(i).try_into().map_err(|_| {
-        ArchiveError::Verify(format!("id of {} bytes, expected {N}", a.value(i).len()))
-    })
+    crate::archive::column::<T>(b, name).cloned()
 }
 
 impl Cursor {
@@ -346,9 +338,9 @@ impl Cursor {
 
     fn key(&self) -> Result<Key, ArchiveError> {
         Ok((
-            fixed(&self.trace, self.row)?,
+            id_at(&self.trace, self.row)?,
             self.start.value(self.row),
-            fixed(&self.span, self.row)?,
+            id_at(&self.span, self.row)?,
         ))
     }
 }
@@ -360,17 +352,6 @@ pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArchiveError> {
         return Ok(batch);
     }
     Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?)
-}
-
-fn kind_code(k: &str) -> u8 {
-    match k {
-        "internal" => 1,
-        "server" => 2,
-        "client" => 3,
-        "producer" => 4,
-        "consumer" => 5,
-        _ => 0,
-    }
 }
 
 /// Accumulates an output file's catalog entry.
@@ -396,11 +377,11 @@ impl EntryAcc {
         let policy: StringArray = typed(b, "sampling_policy")?;
         let adjusted: Float64Array = typed(b, "sampling_adjusted_count")?;
         if self.min_trace.is_none() {
-            self.min_trace = Some(fixed(&trace, 0)?);
+            self.min_trace = Some(id_at(&trace, 0)?);
             self.min_start = i64::MAX;
             self.max_start = i64::MIN;
         }
-        self.max_trace = fixed(&trace, n - 1)?;
+        self.max_trace = id_at(&trace, n - 1)?;
         for i in 0..n {
             let s = start.value(i);
             self.min_start = self.min_start.min(s);
@@ -581,7 +562,7 @@ fn merge_group(
         files: Vec::new(),
     };
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(out_rows);
-    let mut seen: HashSet<([u8; 8], u8)> = HashSet::new();
+    let mut seen: HashSet<([u8; 8], SpanKind)> = HashSet::new();
     let mut current: Option<[u8; 16]> = None;
     let mut cut_pending = false;
     let mut read = 0u64;
@@ -619,7 +600,7 @@ fn merge_group(
             seen.clear();
         }
         let c = &mut cursors[ci];
-        if seen.insert((key.2, kind_code(c.kind.value(c.row)))) {
+        if seen.insert((key.2, SpanKind::from_name(c.kind.value(c.row)))) {
             picks.push((c.slot, c.row));
         }
         read += 1;

@@ -89,7 +89,7 @@ impl fmt::Debug for SpanId {
 }
 
 /// OTLP span kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SpanKind {
     /// SPAN_KIND_UNSPECIFIED (or a value this build does not know).
     #[default]
@@ -117,6 +117,23 @@ impl SpanKind {
             5 => SpanKind::Consumer,
             _ => SpanKind::Unspecified,
         }
+    }
+
+    /// From the lowercase name of the Parquet `kind` column; unknown names are `Unspecified`.
+    pub fn from_name(name: &str) -> SpanKind {
+        match name {
+            "internal" => SpanKind::Internal,
+            "server" => SpanKind::Server,
+            "client" => SpanKind::Client,
+            "producer" => SpanKind::Producer,
+            "consumer" => SpanKind::Consumer,
+            _ => SpanKind::Unspecified,
+        }
+    }
+
+    /// The protobuf enum value.
+    pub fn as_i32(self) -> i32 {
+        self as i32
     }
 
     /// The lowercase name used in the Parquet `kind` column.
@@ -162,6 +179,20 @@ impl StatusCode {
             StatusCode::Ok => 2,
             StatusCode::Error => 4,
         }
+    }
+
+    /// From the lowercase name of the Parquet `status_code` column; unknown names are `Unset`.
+    pub fn from_name(name: &str) -> StatusCode {
+        match name {
+            "ok" => StatusCode::Ok,
+            "error" => StatusCode::Error,
+            _ => StatusCode::Unset,
+        }
+    }
+
+    /// The protobuf enum value.
+    pub fn as_i32(self) -> i32 {
+        self as i32
     }
 
     /// The lowercase name used in the Parquet `status_code` column.
