@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
@@ -154,21 +153,12 @@ impl CompactOptions {
 
 /// Lists the hot tier's Parquet files by hour directory.
 async fn list_hot(hot: &Tier) -> Result<BTreeMap<String, Vec<(Path, u64)>>, ArchiveError> {
-    let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
-    let listed: Vec<_> = hot.store.list(Some(&prefix)).try_collect().await?;
     let mut hours: BTreeMap<String, Vec<(Path, u64)>> = BTreeMap::new();
-    for o in listed {
-        let p = o.location.to_string();
-        if !p.ends_with(".parquet") {
-            continue;
-        }
-        let Some((dir, _)) = p.rsplit_once('/') else {
+    for (path, size) in tiering::list_parquet(hot).await? {
+        let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
             continue;
         };
-        hours
-            .entry(dir.to_string())
-            .or_default()
-            .push((o.location, o.size));
+        hours.entry(dir.to_string()).or_default().push((path, size));
     }
     Ok(hours)
 }

@@ -200,16 +200,13 @@ pub async fn report(tiers: &[Tier]) -> Result<CostReport, ArchiveError> {
             }
         }
         if i == 0 {
-            let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
-            let listed: Vec<_> = tier.store.list(Some(&prefix)).try_collect().await?;
-            for o in listed {
-                let p = o.location.to_string();
-                if !p.ends_with(".parquet") || manifest.files.contains_key(&p) {
+            for (path, size) in crate::tiering::list_parquet(tier).await? {
+                if manifest.files.contains_key(path.as_ref()) {
                     continue;
                 }
                 t.files += 1;
-                t.bytes += o.size;
-                t.spans += segment_policies(tier, &o.location, o.size, &mut out.policies).await?;
+                t.bytes += size;
+                t.spans += segment_policies(tier, &path, size, &mut out.policies).await?;
             }
         }
         out.tiers.push(t);

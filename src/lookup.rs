@@ -147,15 +147,10 @@ async fn find_once(tiers: &[Tier], id: &TraceId) -> Result<Found, ArchiveError> 
         let manifest = crate::manifest::load(&tier.store, &tier.name).await?;
         let mut candidates: Vec<(Path, u64)> = Vec::new();
         if ti == 0 {
-            let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
-            let listed: Vec<_> = tier.store.list(Some(&prefix)).try_collect().await?;
-            for o in listed {
-                if !o.location.as_ref().ends_with(".parquet") {
-                    continue;
-                }
-                match manifest.files.get(o.location.as_ref()) {
+            for (path, size) in crate::tiering::list_parquet(tier).await? {
+                match manifest.files.get(path.as_ref()) {
                     Some(e) if !e.may_hold(&id.0) => found.stats.files_skipped_by_manifest += 1,
-                    _ => candidates.push((o.location, o.size)),
+                    _ => candidates.push((path, size)),
                 }
             }
         } else {

@@ -99,6 +99,19 @@ pub fn failpoint(step: &str, tier: &str) {
     }
 }
 
+/// Every Parquet file under the tier's `spans/v1/`, as (path, size). Only the hot tier is
+/// listed (it holds recent hours); later tiers are read through their manifests.
+pub async fn list_parquet(tier: &Tier) -> Result<Vec<(Path, u64)>, ArchiveError> {
+    use futures::TryStreamExt;
+    let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
+    let listed: Vec<_> = tier.store.list(Some(&prefix)).try_collect().await?;
+    Ok(listed
+        .into_iter()
+        .filter(|o| o.location.as_ref().ends_with(".parquet"))
+        .map(|o| (o.location, o.size))
+        .collect())
+}
+
 /// Start of the hour of `…/date=YYYY-MM-DD/hour=HH[/…]`, Unix ms.
 pub fn hour_start_ms(path: &str) -> Option<i64> {
     let mut date = None;
