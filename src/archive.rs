@@ -437,6 +437,12 @@ fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
+/// An array as its concrete Arrow type (map entries are read by position: their field names
+/// differ between writers).
+pub fn as_array<'a, T: 'static>(a: &'a ArrayRef, name: &str) -> Result<&'a T, ArchiveError> {
+    downcast(Some(a), name)
+}
+
 fn downcast<'a, T: 'static>(a: Option<&'a ArrayRef>, name: &str) -> Result<&'a T, ArchiveError> {
     a.and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| ArchiveError::Verify(format!("column {name} missing or mistyped")))

@@ -23,7 +23,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 
-use crate::archive::{column, field, id_at, ArchiveError};
+use crate::archive::{as_array, column, field, id_at, ArchiveError};
 use crate::otlp::{SpanKind, StatusCode, TraceId};
 use crate::tiering::{ObjectReader, Tier};
 
@@ -344,8 +344,8 @@ fn map_pairs(m: &arrow_array::MapArray, i: usize) -> Result<Vec<(String, String)
         return Ok(Vec::new());
     }
     let entries = m.value(i);
-    let keys = field::<StringArray>(&entries, "keys")?;
-    let values = field::<StringArray>(&entries, "values")?;
+    let keys = as_array::<StringArray>(entries.column(0), "map keys")?;
+    let values = as_array::<StringArray>(entries.column(1), "map values")?;
     Ok((0..entries.len())
         .map(|j| (keys.value(j).to_string(), values.value(j).to_string()))
         .collect())

@@ -29,7 +29,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaData;
 
-use crate::archive::{id_at, span_schema, ArchiveError};
+use crate::archive::{column, id_at, span_schema, ArchiveError};
 use crate::manifest::FileEntry;
 use crate::otlp::SpanKind;
 
@@ -233,22 +233,24 @@ pub fn merge(
                 crate::config::ByteSize(infos.iter().map(|i| i.buffers).max().unwrap_or(0))
             )));
         }
-        if groups.len() == 1 {
-            let group = &groups[0];
+        // Merges one group of inputs into files in `work`.
+        let run = |group: &[&InputInfo],
+                   tag: &str,
+                   limits: &MergeLimits,
+                   progress: &mut dyn FnMut(u64)|
+         -> Result<Vec<MergedFile>, ArchiveError> {
             let rows = batch_rows(group, input_share).unwrap_or(64);
-            let out_rows = ((avail / 8) / group.iter().map(|i| i.row_bytes).max().unwrap_or(256))
-                .clamp(64, 8192) as usize;
+            let widest = group.iter().map(|i| i.row_bytes).max().unwrap_or(256);
+            let out_rows = ((avail / 8) / widest).clamp(64, 8192) as usize;
             let paths: Vec<&Path> = group.iter().map(|i| i.path.as_path()).collect();
-            let files = merge_group(
-                &paths,
-                trace_ids_per_row_group(group, limits),
-                work,
-                name,
-                limits,
-                rows,
-                out_rows,
-                progress,
-            )?;
+            let trace_ids = trace_ids_per_row_group(group, limits);
+            merge_group(
+                &paths, trace_ids, work, tag, limits, rows, out_rows, progress,
+            )
+        };
+        if groups.len() == 1 {
+            // The final round: cut into files of `file_bytes`.
+            let files = run(&groups[0], name, limits, progress)?;
             stats.rows_out = files.iter().map(|f| f.entry.rows).sum();
             stats.rounds = round;
             for p in &intermediates {
@@ -263,10 +265,6 @@ pub fn merge(
             ..*limits
         };
         for (gi, group) in groups.iter().enumerate() {
-            let rows = batch_rows(group, input_share).unwrap_or(64);
-            let out_rows = ((avail / 8) / group.iter().map(|i| i.row_bytes).max().unwrap_or(256))
-                .clamp(64, 8192) as usize;
-            let paths: Vec<&Path> = group.iter().map(|i| i.path.as_path()).collect();
             let tag = format!("{name}-r{round}-g{gi:05}");
             let mut quiet = |_: u64| {};
             let p: &mut dyn FnMut(u64) = if round == 1 {
@@ -274,16 +272,7 @@ pub fn merge(
             } else {
                 &mut quiet
             };
-            let out = merge_group(
-                &paths,
-                trace_ids_per_row_group(group, limits),
-                work,
-                &tag,
-                &unbounded,
-                rows,
-                out_rows,
-                p,
-            )?;
+            let out = run(group, &tag, &unbounded, p)?;
             next.extend(out.into_iter().map(|f| f.path));
         }
         for p in intermediates.drain(..) {
@@ -372,16 +361,18 @@ impl EntryAcc {
         if n == 0 {
             return Ok(());
         }
-        let trace: FixedSizeBinaryArray = typed(b, "trace_id")?;
-        let start: TimestampNanosecondArray = typed(b, "start_time")?;
-        let policy: StringArray = typed(b, "sampling_policy")?;
-        let adjusted: Float64Array = typed(b, "sampling_adjusted_count")?;
+        let trace = column::<FixedSizeBinaryArray>(b, "trace_id")?;
+        let start = column::<TimestampNanosecondArray>(b, "start_time")?;
+        let policy = column::<StringArray>(b, "sampling_policy")?;
+        let adjusted = column::<Float64Array>(b, "sampling_adjusted_count")?;
         if self.min_trace.is_none() {
-            self.min_trace = Some(id_at(&trace, 0)?);
+            self.min_trace = Some(id_at(trace, 0)?);
             self.min_start = i64::MAX;
             self.max_start = i64::MIN;
         }
-        self.max_trace = id_at(&trace, n - 1)?;
+        self.max_trace = id_at(trace, n - 1)?;
+        // Policies come in runs (the spans of a trace share one): one map update per run.
+        let mut run: Option<(&str, u64, f64)> = None;
         for i in 0..n {
             let s = start.value(i);
             self.min_start = self.min_start.min(s);
@@ -391,20 +382,31 @@ impl EntryAcc {
             } else {
                 adjusted.value(i)
             };
+            self.adjusted += a;
             let p = policy.value(i);
-            match self.policies.get_mut(p) {
-                Some(c) => {
-                    c.0 += 1;
-                    c.1 += a;
+            match &mut run {
+                Some((name, count, sum)) if *name == p => {
+                    *count += 1;
+                    *sum += a;
                 }
-                None => {
-                    self.policies.insert(p.to_string(), (1, a));
+                _ => {
+                    if let Some(done) = run.replace((p, 1, a)) {
+                        self.add_run(done);
+                    }
                 }
             }
-            self.adjusted += a;
+        }
+        if let Some(done) = run {
+            self.add_run(done);
         }
         self.rows += n as u64;
         Ok(())
+    }
+
+    fn add_run(&mut self, (name, count, sum): (&str, u64, f64)) {
+        let e = self.policies.entry(name.to_string()).or_default();
+        e.0 += count;
+        e.1 += sum;
     }
 
     fn finish(self, bytes: u64, crc32c: u32) -> FileEntry {

@@ -21,20 +21,28 @@ pub struct Garage {
     _dir: tempfile::TempDir,
 }
 
+/// Runs a garage admin command; retried for up to 15 s, since a fresh node answers some
+/// commands with transient errors while its layout settles.
 fn admin(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(garage_bin())
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("cannot run garage");
-    assert!(
-        out.status.success(),
-        "garage {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .output()
+            .expect("cannot run garage");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "garage {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn field(text: &str, name: &str) -> String {
