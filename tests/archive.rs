@@ -9,8 +9,10 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::sync::Arc;
+use support::parquet_files;
 
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tracesift::gen::{GenOptions, TraceFacts};
@@ -82,6 +84,16 @@ fn tracesift() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tracesift"))
 }
 
+/// One `tracesift compact` pass at the given time (RFC 3339); its stdout.
+fn compact_at(cfg: &Path, now: &str) -> String {
+    run_ok(
+        tracesift()
+            .args(["compact", "-c"])
+            .arg(cfg)
+            .args(["--now", now]),
+    )
+}
+
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     assert!(
@@ -92,27 +104,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Every Parquet file under a local tier, recursively.
-fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// (rows, distinct (trace id, span id, kind)) over local tiers and, if given, a Garage prefix,
@@ -189,19 +180,9 @@ async fn compaction_merges_overlapping_segments_into_sorted_deduplicated_files()
     let cfg = write_config(dir.path(), "", SMALL);
 
     // An hour still inside min_age is left alone.
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(2, 0)]),
-    );
+    let out = compact_at(&cfg, &at(2, 0));
     assert!(out.contains("compacted 1 hours"), "{out}");
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(3, 0)]),
-    );
+    let out = compact_at(&cfg, &at(3, 0));
     assert!(out.contains("compacted 1 hours"), "{out}");
 
     let files = parquet_files(&hot_dir);
@@ -274,12 +255,7 @@ print(bad)
     // Late segments for a compacted hour are merged with it on the next pass, still once each.
     let again = write_hour(&hot, 0, 3_000, 2, 11).await;
     assert_eq!(again.spans, h0.spans);
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(3, 0)]),
-    );
+    let out = compact_at(&cfg, &at(3, 0));
     assert!(out.contains("compacted 1 hours"), "{out}");
     assert_eq!(
         count_rows(&[&hot_dir], None),
@@ -448,12 +424,7 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
 
     // 04:30: every hour compacted (hour 3 ended 30 min ago, the minimum age); hours 0 and 1
     // (ended >= 2h ago) move to warm.
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(4, 30)]),
-    );
+    let out = compact_at(&cfg, &at(4, 30));
     assert!(out.contains("compacted 4 hours"), "{out}");
     let warm = manifest_of(&warm_dir);
     let hours_in = |m: &tracesift::manifest::Manifest| -> HashSet<i64> {
@@ -525,12 +496,7 @@ for r in rows:
     );
     lookups_exact(&cfg, &sample);
     // The next pass finishes the moves: each span exactly once.
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(5, 15)]),
-    );
+    let out = compact_at(&cfg, &at(5, 15));
     assert_eq!(all(&garage), (total, total), "{out}");
     let cold =
         tracesift::tiering::open_tiers(&tracesift::config::Config::load(&cfg).unwrap().archive)
@@ -551,12 +517,7 @@ for r in rows:
     crash_at(&cfg, &at(5, 15), "compact-after-publish");
     assert_eq!(all(&garage).1, total, "nothing lost");
     lookups_exact(&cfg, &sample);
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(5, 15)]),
-    );
+    let out = compact_at(&cfg, &at(5, 15));
     assert_eq!(all(&garage), (total, total), "{out}");
     let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
         .await
@@ -571,12 +532,7 @@ for r in rows:
     crash_at(&cfg, &at(6, 15), "move-after-delete");
     assert_eq!(all(&garage).1, total);
     lookups_exact(&cfg, &sample);
-    run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(6, 15)]),
-    );
+    compact_at(&cfg, &at(6, 15));
     assert_eq!(all(&garage), (total, total));
 
     // OTLP/JSON from the cold tier parses back as OTLP with the same spans.
@@ -631,12 +587,7 @@ for r in rows:
     assert!(cost.contains("storage tiering: everything hot"), "{cost}");
 
     // Retention (7h): at 08:30 hour 0 (ended 01:00) is due, hour 1 (ended 02:00) is not.
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(8, 30)]),
-    );
+    let out = compact_at(&cfg, &at(8, 30));
     let left = total - inputs[0].spans as u64;
     assert_eq!(
         all(&garage),
@@ -679,12 +630,7 @@ async fn the_lease_keeps_a_second_compactor_out() {
         tracesift::manifest::LeaseOutcome::Acquired
     );
     let files = parquet_files(&hot_dir);
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(5, 0)]),
-    );
+    let out = compact_at(&cfg, &at(5, 0));
     assert!(out.contains("held by other-compactor"), "{out}");
     assert_eq!(parquet_files(&hot_dir), files, "nothing touched");
     other.release().await.unwrap();
@@ -828,12 +774,7 @@ async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes
         "    lease_url: \"file://{}/lease\"\n",
         dir.path().display()
     ));
-    let out = run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(3, 0)]),
-    );
+    let out = compact_at(&cfg, &at(3, 0));
     assert!(out.contains("compacted 1 hours"), "{out}");
     let m = tracesift::manifest::load(&hot[0].store, "hot")
         .await
@@ -888,12 +829,7 @@ async fn a_corrupt_file_stops_its_hour_with_its_name_and_loses_nothing() {
     assert_eq!(hour0, before0, "nothing of the bad hour deleted");
     // Once the torn file is moved away, the hour compacts with every span.
     std::fs::remove_file(hot_dir.join(bad)).unwrap();
-    run_ok(
-        tracesift()
-            .args(["compact", "-c"])
-            .arg(&cfg)
-            .args(["--now", &at(3, 0)]),
-    );
+    compact_at(&cfg, &at(3, 0));
     let n = (input.spans + other.spans) as u64;
     assert_eq!(count_rows(&[&hot_dir], None), (n, n));
 }

@@ -241,29 +241,13 @@ print(json.dumps({{"rows": rows, "distinct": distinct, "per": per}}))
     )
 }
 
-fn parquet_files(hot: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![hot.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 /// Compacts the hot tier once (small memory budget, so hours are split by trace id) and checks
 /// that the archive holds every span of every trace that must be kept, nothing else, and no
 /// duplicate; returns the figures before and after.
 pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
     let hot = dir.join("hot");
     let (rows_before, distinct_before, _) = archive_rows(&hot);
-    let files_before = parquet_files(&hot);
+    let files_before = super::parquet_files(&hot).len();
     let tiers = hot_only_tiers(&hot);
     let report = tracesift::compact::pass(&tiers, &small_compaction())
         .await
@@ -318,7 +302,7 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
         rows_after,
         duplicates_after: rows_after - distinct_after,
         files_before,
-        files_after: parquet_files(&hot),
+        files_after: super::parquet_files(&hot).len(),
     }
 }
 

@@ -302,6 +302,27 @@ pub async fn wait_committed(
     }
 }
 
+/// Every Parquet file under a local tier, recursively.
+pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Runs a Python snippet with duckdb/pyarrow available; returns stdout (fails on error).
 pub fn run_python(script: &str) -> String {
     let out = Command::new(python())
