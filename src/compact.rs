@@ -154,7 +154,7 @@ impl CompactOptions {
 /// Lists the hot tier's Parquet files by hour directory.
 async fn list_hot(hot: &Tier) -> Result<BTreeMap<String, Vec<(Path, u64)>>, ArchiveError> {
     let mut hours: BTreeMap<String, Vec<(Path, u64)>> = BTreeMap::new();
-    for (path, size) in tiering::list_parquet(hot).await? {
+    for (path, size) in tiering::list_parquet(&hot.store).await? {
         let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
             continue;
         };

@@ -200,7 +200,7 @@ pub async fn report(tiers: &[Tier]) -> Result<CostReport, ArchiveError> {
             }
         }
         if i == 0 {
-            for (path, size) in crate::tiering::list_parquet(tier).await? {
+            for (path, size) in crate::tiering::list_parquet(&tier.store).await? {
                 if manifest.files.contains_key(path.as_ref()) {
                     continue;
                 }

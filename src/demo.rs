@@ -40,27 +40,6 @@ fn progress(stats: &RunStats, names: &[String], elapsed: Duration) -> String {
     )
 }
 
-fn parquet_files(dir: &Path) -> (usize, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                files += 1;
-                bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
-            }
-        }
-    }
-    (files, bytes)
-}
-
 /// Runs the demo for `duration` of traffic at `rate` traces per second.
 pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -160,7 +139,12 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         }
     };
     let stats = running.stop().await;
-    let (files, bytes) = parquet_files(&hot);
+    let listed = crate::tiering::list_parquet(&crate::archive::open_store(&format!(
+        "file://{}",
+        hot.display()
+    ))?)
+    .await?;
+    let (files, bytes) = (listed.len(), listed.iter().map(|(_, b)| b).sum::<u64>());
     let spans_generated: usize = manifest.traces.iter().map(|t| t.spans).sum();
     println!();
     println!("summary");

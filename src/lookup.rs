@@ -147,7 +147,7 @@ async fn find_once(tiers: &[Tier], id: &TraceId) -> Result<Found, ArchiveError> 
         let manifest = crate::manifest::load(&tier.store, &tier.name).await?;
         let mut candidates: Vec<(Path, u64)> = Vec::new();
         if ti == 0 {
-            for (path, size) in crate::tiering::list_parquet(tier).await? {
+            for (path, size) in crate::tiering::list_parquet(&tier.store).await? {
                 match manifest.files.get(path.as_ref()) {
                     Some(e) if !e.may_hold(&id.0) => found.stats.files_skipped_by_manifest += 1,
                     _ => candidates.push((path, size)),

@@ -99,12 +99,12 @@ pub fn failpoint(step: &str, tier: &str) {
     }
 }
 
-/// Every Parquet file under the tier's `spans/v1/`, as (path, size). Only the hot tier is
+/// Every Parquet file under a tier's `spans/v1/`, as (path, size). Only the hot tier is
 /// listed (it holds recent hours); later tiers are read through their manifests.
-pub async fn list_parquet(tier: &Tier) -> Result<Vec<(Path, u64)>, ArchiveError> {
+pub async fn list_parquet(store: &Arc<dyn ObjectStore>) -> Result<Vec<(Path, u64)>, ArchiveError> {
     use futures::TryStreamExt;
     let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
-    let listed: Vec<_> = tier.store.list(Some(&prefix)).try_collect().await?;
+    let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
     Ok(listed
         .into_iter()
         .filter(|o| o.location.as_ref().ends_with(".parquet"))
