@@ -9,6 +9,8 @@
 //! seed's case-4 cost table, from the user's own traffic, before deploying.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -20,8 +22,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::clock::MonoTime;
 use crate::config::{Config, Encoding};
 use crate::otlp::{self, ScannedSpan};
+use crate::pipeline::core::{CoreSettings, Effect, PartitionCore, Record};
+use crate::pipeline::RunStats;
 use crate::sample::Sampler;
-use crate::store::{Admit, DueTrace, StoreLimits, TraceStore};
+use crate::store::StoreLimits;
 
 /// How much to read.
 #[derive(Debug, Clone)]
@@ -142,14 +146,17 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Folds record-time traffic into per-partition stores and decides it.
+/// Folds record-time traffic into one [`PartitionCore`] per partition (the service's own
+/// logic, without sinks) and decides it in record time.
 pub struct DryRun {
-    sampler: Sampler,
-    limits: StoreLimits,
-    stores: BTreeMap<(String, i32), (TraceStore, MonoTime)>,
+    sampler: Arc<Sampler>,
+    names: Arc<[Arc<str>]>,
+    settings: CoreSettings,
+    cores: BTreeMap<(String, i32), (PartitionCore, MonoTime, i64)>,
+    stats: Arc<RunStats>,
+    effects: Vec<Effect>,
     report: Report,
     scratch: Vec<ScannedSpan>,
-    due: Vec<DueTrace>,
     min_start: u64,
     max_end: u64,
 }
@@ -161,9 +168,18 @@ impl DryRun {
             .map_err(|e| anyhow::anyhow!("{}", crate::config::ConfigErrors(e)))?;
         let names = cfg.policy_names();
         Ok(DryRun {
-            sampler,
-            limits: StoreLimits::from(&cfg.store),
-            stores: BTreeMap::new(),
+            sampler: Arc::new(sampler),
+            names: names.iter().map(|n| Arc::from(n.as_str())).collect(),
+            settings: CoreSettings {
+                limits: StoreLimits::from(&cfg.store),
+                sinks: 0,
+                decision_log: false,
+                commit_interval: Duration::MAX,
+                tally: true,
+            },
+            cores: BTreeMap::new(),
+            stats: Arc::new(RunStats::new(names.len())),
+            effects: Vec::new(),
             report: Report {
                 policies: names
                     .into_iter()
@@ -175,7 +191,6 @@ impl DryRun {
                 ..Default::default()
             },
             scratch: Vec::new(),
-            due: Vec::new(),
             min_start: u64::MAX,
             max_end: 0,
         })
@@ -190,85 +205,72 @@ impl DryRun {
         payload: &Bytes,
         enc: Encoding,
     ) {
-        self.report.records += 1;
+        // Span bytes and the sample's time window, from the spans themselves (the core reads
+        // them again).
         let mut scratch = std::mem::take(&mut self.scratch);
-        if otlp::scan_record(payload, enc, self.sampler.probe(), &mut scratch).is_err() {
-            self.report.malformed += 1;
-            self.scratch = scratch;
-            return;
-        }
-        let limits = self.limits.clone();
-        let key = (topic.to_string(), partition);
-        let (store, clock) = self
-            .stores
-            .entry(key)
-            .or_insert_with(|| (TraceStore::new(limits), MonoTime::ZERO));
-        // Record time drives the timers; it never runs backwards.
-        *clock = (*clock).max(MonoTime::from_millis(ts_ms));
-        let now = *clock;
-        for s in scratch.drain(..) {
-            self.report.spans += 1;
-            self.report.bytes += u64::from(s.meta.size);
-            self.min_start = self.min_start.min(s.meta.start_ns);
-            self.max_end = self.max_end.max(s.meta.end_ns);
-            let size = u64::from(s.meta.size);
-            if let Admit::Decided(d) = store.add(s.trace_id, &s.meta, s.span, 0, now) {
-                if let (true, Some(p)) = (d.keep, d.policy) {
-                    if let Some(row) = self.report.policies.get_mut(usize::from(p)) {
-                        row.kept_spans += 1;
-                        row.kept_bytes += size;
-                    }
-                }
+        if otlp::scan_record(payload, enc, self.sampler.probe(), &mut scratch).is_ok() {
+            for s in scratch.drain(..) {
+                self.report.bytes += u64::from(s.meta.size);
+                self.min_start = self.min_start.min(s.meta.start_ns);
+                self.max_end = self.max_end.max(s.meta.end_ns);
             }
         }
         self.scratch = scratch;
-        let mut due = std::mem::take(&mut self.due);
-        due.extend(store.take_forced());
-        store.poll_due(now, &mut due);
-        for t in due.drain(..) {
-            Self::decide(&self.sampler, &mut self.report, store, t, now);
-        }
-        self.due = due;
-    }
-
-    fn decide(
-        sampler: &Sampler,
-        report: &mut Report,
-        store: &mut TraceStore,
-        t: DueTrace,
-        now: MonoTime,
-    ) {
-        report.traces += 1;
-        for (row, m) in report
-            .policies
-            .iter_mut()
-            .zip(sampler.matches(t.trace_id, &t.summary, now))
-        {
-            row.matched_traces += u64::from(m);
-        }
-        let d = sampler.decide_trace(t.trace_id, &t.summary, &t.spans, now);
-        store.remember(t.trace_id, d, now);
-        if let (true, Some(p)) = (d.keep, d.policy) {
-            report.kept_traces += 1;
-            if let Some(row) = report.policies.get_mut(usize::from(p)) {
-                row.kept_traces += 1;
-                row.kept_spans += u64::from(t.summary.span_count);
-                row.kept_bytes += t.summary.bytes;
-            }
+        let key = (topic.to_string(), partition);
+        let (core, clock, next_offset) = self.cores.entry(key).or_insert_with(|| {
+            (
+                PartitionCore::new(
+                    Arc::from(topic),
+                    partition,
+                    self.settings.clone(),
+                    Arc::clone(&self.sampler),
+                    Arc::clone(&self.names),
+                    Arc::clone(&self.stats),
+                ),
+                MonoTime::ZERO,
+                0,
+            )
+        });
+        // Record time drives the timers; it never runs backwards.
+        *clock = (*clock).max(MonoTime::from_millis(ts_ms));
+        let now = *clock;
+        let rec = Record {
+            offset: *next_offset,
+            key: None,
+            payload: Some(payload.clone()),
+            encoding: enc,
+        };
+        *next_offset += 1;
+        core.ingest(rec, now, ts_ms, &mut self.effects);
+        core.tick(now, ts_ms, &mut self.effects);
+        // Nothing is written: every write is acknowledged at once.
+        for e in self.effects.drain(..) {
+            core.acked(e.offsets());
         }
     }
 
     /// Decides every trace still buffered and returns the report.
     pub fn finish(mut self) -> Report {
-        let far = MonoTime::from_millis(u64::MAX / 4);
-        for (store, _) in self.stores.values_mut() {
-            let mut due = Vec::new();
-            due.extend(store.take_forced());
-            store.poll_due(far, &mut due);
-            for t in due {
-                Self::decide(&self.sampler, &mut self.report, store, t, far);
+        for (core, clock, _) in self.cores.values_mut() {
+            let now = *clock;
+            core.decide_all(now, now.as_duration().as_millis() as u64, &mut self.effects);
+            for e in self.effects.drain(..) {
+                core.acked(e.offsets());
+            }
+            for (row, t) in self.report.policies.iter_mut().zip(core.tallies()) {
+                row.matched_traces += t.matched_traces;
+                row.kept_traces += t.kept_traces;
+                row.kept_spans += t.kept_spans;
+                row.kept_bytes += t.kept_bytes;
             }
         }
+        let st = &self.stats;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        self.report.records = n(&st.records);
+        self.report.malformed = n(&st.dead_letters);
+        self.report.spans = n(&st.spans);
+        self.report.traces = n(&st.traces_decided);
+        self.report.kept_traces = n(&st.traces_kept);
         if self.max_end > self.min_start {
             self.report.window_secs = (self.max_end - self.min_start) as f64 / 1e9;
         }

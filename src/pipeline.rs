@@ -1,52 +1,28 @@
-//! The stages wired together for one owned partition.
+//! The stages wired together: start and stop a run, the partition queue contract, the policies
+//! in force, and one partition's functional [`core`] with its async [`task`] shell.
 //!
-//! A [`PartitionTask`] is the single owner of a partition's state: its trace store, offset
-//! watermark, sinks and pending writes. It runs as one tokio task fed by the source through a
-//! bounded channel, so nothing on the hot path takes a lock. Per record it decodes (lazily), buffers
-//! the spans, answers late spans from the decision cache, and sends unreadable records to the
-//! dead-letter topic; per tick it decides due traces, hands kept ones to every sink, releases the
-//! offsets of dropped ones, flushes segments by age, and publishes the new commit point.
-//!
-//! It stops on [`Control::Drain`] (revoke or shutdown): no more input, buffered segments written,
-//! every pending write awaited, then the final commit point is returned. Undecided traces are not
-//! decided early: their offsets are not committed, and the next owner replays them.
+//! A partition is owned by one [`PartitionTask`] fed by the source through a bounded queue, so
+//! nothing on the hot path takes a lock. The task's [`PartitionCore`] decides everything (what is
+//! buffered, decided, emitted, dead-lettered, logged and committed) without I/O; the task carries
+//! out its effects.
+
+pub mod core;
+pub mod task;
+
+pub use self::core::{Effect, Emit, PartitionCore, Record};
+pub use self::task::PartitionTask;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::{Clock, MonoTime};
-use crate::config::{Config, Encoding, OnOverflow};
-use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
-use crate::sample::{Decision, Sampler};
-use crate::sink::{self, Acks, DeadLetter, KeptTrace, Sink};
-use crate::source::watermark::Watermark;
-use crate::store::{Admit, DueTrace, StoreLimits, TraceMap, TraceStore};
-use crate::telemetry::{self, Outcome, PartitionGauges};
-
-/// One input record, as the source hands it over.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Offset in its partition.
-    pub offset: i64,
-    /// Key, if any.
-    pub key: Option<Bytes>,
-    /// Value; `None` for a tombstone.
-    pub payload: Option<Bytes>,
-    /// Encoding (from the `content-type` header, else the configured one).
-    pub encoding: Encoding,
-}
-
-impl Record {
-    /// Bytes this record holds in a queue.
-    pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len)
-    }
-}
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::sample::Sampler;
+use crate::telemetry;
 
 /// A partition's input queue, bounded in records (the channel) and in bytes (a shared counter):
 /// the source sends with [`QueueTx::try_send`], the task receives from the [`Inbox`].
@@ -121,7 +97,7 @@ impl Inbox {
         self.queued.fetch_sub(rec.size(), Ordering::AcqRel);
     }
 
-    async fn recv(&mut self) -> Option<Record> {
+    pub(crate) async fn recv(&mut self) -> Option<Record> {
         let r = self.rx.recv().await;
         if let Some(rec) = &r {
             self.took(rec);
@@ -129,7 +105,7 @@ impl Inbox {
         r
     }
 
-    fn try_recv(&mut self) -> Option<Record> {
+    pub(crate) fn try_recv(&mut self) -> Option<Record> {
         let r = self.rx.try_recv().ok();
         if let Some(rec) = &r {
             self.took(rec);
@@ -138,7 +114,7 @@ impl Inbox {
     }
 
     /// Records and bytes queued.
-    fn depth(&self) -> (usize, usize) {
+    pub(crate) fn depth(&self) -> (usize, usize) {
         (self.rx.len(), self.queued.load(Ordering::Acquire))
     }
 }
@@ -300,451 +276,6 @@ pub struct Shared {
     pub stats: Arc<RunStats>,
     /// Commit points published by partition tasks, picked up by the source's poll loop.
     pub commits: Arc<dashmap::DashMap<(Arc<str>, i32), i64>>,
-}
-
-/// Pending writes per partition before input stops.
-const MAX_PENDING_WRITES: usize = 20_000;
-
-/// The owner of one partition's state.
-pub struct PartitionTask {
-    topic: Arc<str>,
-    partition: i32,
-    shared: Shared,
-    store: TraceStore,
-    watermark: Watermark,
-    sinks: Vec<Box<dyn Sink>>,
-    acks: Acks,
-    scratch: Vec<ScannedSpan>,
-    due: Vec<DueTrace>,
-    late: Vec<(TraceId, Decision, Vec<SpanRef>)>,
-    late_index: TraceMap<usize>,
-    next_commit: MonoTime,
-    dlq_topic: Arc<str>,
-    /// Decision-cache (hits, misses) already published.
-    published_lookups: (u64, u64),
-    /// The decision log topic, when enabled.
-    decisions_topic: Option<Arc<str>>,
-    /// The policies this task uses, and their generation.
-    sampler: Arc<Sampler>,
-    policy_names: Arc<[Arc<str>]>,
-    policies_generation: u64,
-}
-
-impl PartitionTask {
-    /// A task for `topic`/`partition` with the configured sinks.
-    pub fn new(topic: Arc<str>, partition: i32, shared: Shared) -> Self {
-        let (policies_generation, sampler, policy_names) = shared.policies.load();
-        let cfg = &shared.config;
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        if cfg.sinks.kafka.enabled {
-            sinks.push(Box::new(sink::KafkaSink::new(
-                shared.producer.clone(),
-                Arc::from(cfg.kafka.sampled_topic.as_str()),
-                usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
-            )));
-        }
-        if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
-            sinks.push(Box::new(sink::ParquetSink::new(
-                Arc::clone(store),
-                Arc::clone(&topic),
-                partition,
-                cfg.archive.hot.flush_interval,
-                cfg.archive.hot.max_segment_bytes.0,
-                Arc::clone(&shared.encode_slots),
-            )));
-        }
-        PartitionTask {
-            store: TraceStore::new(StoreLimits::from(&cfg.store)),
-            dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
-            published_lookups: (0, 0),
-            decisions_topic: cfg
-                .kafka
-                .decision_log
-                .then(|| Arc::from(cfg.kafka.decisions_topic.as_str())),
-            sampler,
-            policy_names,
-            policies_generation,
-            topic,
-            partition,
-            watermark: Watermark::new(),
-            sinks,
-            acks: Acks::new(MAX_PENDING_WRITES),
-            scratch: Vec::new(),
-            due: Vec::new(),
-            late: Vec::new(),
-            late_index: TraceMap::default(),
-            next_commit: MonoTime::ZERO,
-            shared,
-        }
-    }
-
-    /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
-    pub async fn run(mut self, mut input: Inbox, mut control: mpsc::Receiver<Control>) {
-        self.restore_decisions().await;
-        let tick = self.shared.config.store.tick;
-        let mut ticker = tokio::time::interval(tick);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut input_open = true;
-        loop {
-            let pause_for_budget = self.shared.config.store.on_overflow == OnOverflow::Pause
-                && self.store.over_budget();
-            let can_read = input_open && !pause_for_budget && !self.acks.is_full();
-            tokio::select! {
-                biased;
-                cmd = control.recv() => {
-                    let reply = cmd.map(|Control::Drain { reply }| reply);
-                    let point = self.drain().await;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(point);
-                    }
-                    return;
-                }
-                released = self.acks.next() => self.release(&released),
-                rec = input.recv(), if can_read => match rec {
-                    Some(rec) => {
-                        self.ingest(rec);
-                        // Drain whatever else is queued without yielding to the timer each time.
-                        let mut budget = 64;
-                        while budget > 0 && !self.acks.is_full() {
-                            match input.try_recv() {
-                                Some(rec) => self.ingest(rec),
-                                None => break,
-                            }
-                            budget -= 1;
-                        }
-                    }
-                    None => input_open = false,
-                },
-                _ = ticker.tick() => self.tick(input.depth()),
-            }
-        }
-    }
-
-    fn release(&mut self, offsets: &[i64]) {
-        for &o in offsets {
-            if let Err(e) = self.watermark.release(o, 1) {
-                tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "watermark release");
-            }
-        }
-    }
-
-    fn acquire(&mut self, offset: i64, n: u32) {
-        if let Err(e) = self.watermark.acquire(offset, n) {
-            tracing::error!(topic = %self.topic, partition = self.partition, error = %e, "watermark acquire");
-        }
-    }
-
-    /// Reads one record into the store.
-    pub fn ingest(&mut self, rec: Record) {
-        let now = self.shared.clock.now();
-        if let Err(e) = self.watermark.observe(rec.offset) {
-            // A rewind we did not ask for (should not happen with one owner): skip, never panic.
-            tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "out-of-order record skipped");
-            return;
-        }
-        let Some(payload) = rec.payload else { return };
-        let stats = &self.shared.stats;
-        stats.records.fetch_add(1, Ordering::Relaxed);
-        stats
-            .bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let scanned = otlp::scan_record(
-            &payload,
-            rec.encoding,
-            self.sampler.probe(),
-            &mut self.scratch,
-        );
-        if let Err(e) = scanned {
-            telemetry::record_in(false, 0, payload.len());
-            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(topic = %self.topic, partition = self.partition, offset = rec.offset, error = %e, "record to dead-letter topic");
-            self.acquire(rec.offset, 1);
-            self.acks.push(sink::dead_letter(
-                self.shared.producer.clone(),
-                Arc::clone(&self.dlq_topic),
-                payload,
-                DeadLetter {
-                    topic: self.topic.to_string(),
-                    partition: self.partition,
-                    offset: rec.offset,
-                    error: e.to_string(),
-                    key: rec.key,
-                },
-            ));
-            return;
-        }
-        telemetry::record_in(true, self.scratch.len(), payload.len());
-        stats
-            .spans
-            .fetch_add(self.scratch.len() as u64, Ordering::Relaxed);
-        let spans = std::mem::take(&mut self.scratch);
-        for s in spans.iter() {
-            match self
-                .store
-                .add(s.trace_id, &s.meta, s.span.clone(), rec.offset, now)
-            {
-                Admit::Buffered { new_ref } => {
-                    if new_ref {
-                        self.acquire(rec.offset, 1);
-                    }
-                }
-                Admit::Decided(d) => {
-                    let i = *self.late_index.entry(s.trace_id).or_insert_with(|| {
-                        self.late.push((s.trace_id, d, Vec::new()));
-                        self.late.len() - 1
-                    });
-                    self.late[i].2.push(s.span.clone());
-                }
-            }
-            if self.store.has_forced() {
-                let forced: Vec<DueTrace> = self.store.take_forced().collect();
-                for t in forced {
-                    self.decide(t, now);
-                }
-            }
-        }
-        self.scratch = spans;
-        self.scratch.clear();
-        self.late_index.clear();
-        let late = std::mem::take(&mut self.late);
-        for (trace_id, d, spans) in &late {
-            if d.keep {
-                telemetry::late_spans(Outcome::Keep, spans.len());
-                self.acquire(rec.offset, 1);
-                self.emit(*trace_id, spans, *d, &[rec.offset]);
-            } else {
-                telemetry::late_spans(Outcome::Drop, spans.len());
-            }
-        }
-        self.late = late;
-        self.late.clear();
-    }
-
-    fn decide(&mut self, t: DueTrace, now: MonoTime) {
-        let d = self
-            .sampler
-            .decide_trace(t.trace_id, &t.summary, &t.spans, now);
-        self.store.remember(t.trace_id, d, now);
-        let stats = &self.shared.stats;
-        stats.traces_decided.fetch_add(1, Ordering::Relaxed);
-        let forced = t.trigger.is_forced();
-        if forced {
-            stats.forced.fetch_add(1, Ordering::Relaxed);
-        }
-        let policy: Option<Arc<str>> = d
-            .policy
-            .and_then(|p| self.policy_names.get(usize::from(p)))
-            .cloned();
-        let name = policy.as_deref().unwrap_or("none");
-        if d.keep {
-            telemetry::trace_decided(name, Outcome::Keep, t.trigger.as_str(), forced);
-            stats.traces_kept.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = d
-                .policy
-                .and_then(|p| stats.kept_by_policy.get(usize::from(p)))
-            {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
-            self.emit(t.trace_id, &t.spans, d, &t.offsets);
-        } else {
-            telemetry::trace_decided(name, Outcome::Drop, t.trigger.as_str(), forced);
-        }
-        // The decision log holds one reference per offset, so the records are resolved only
-        // once the decision is durable and a crash never replays them without it. A drop hands
-        // it the trace's own reference; a keep takes one more beside the sinks'.
-        let Some(topic) = self.decisions_topic.clone() else {
-            if !d.keep {
-                self.release(&t.offsets);
-            }
-            return;
-        };
-        if d.keep {
-            for &o in &t.offsets {
-                self.acquire(o, 1);
-            }
-        }
-        let logged = crate::decision_log::LoggedDecision {
-            keep: d.keep,
-            threshold: d.threshold,
-            decided_at_ms: crate::clock::wall_now_nanos() / 1_000_000,
-            policy: policy.as_deref().unwrap_or_default().to_string(),
-        };
-        self.acks.push(sink::decision_record(
-            self.shared.producer.clone(),
-            topic,
-            self.partition,
-            crate::decision_log::key(&t.trace_id),
-            logged.encode(),
-            t.offsets,
-        ));
-    }
-
-    /// Restores this partition's decision cache from the decision log (before any input).
-    async fn restore_decisions(&mut self) {
-        let Some(topic) = self.decisions_topic.clone() else {
-            return;
-        };
-        let _not_ready = self.shared.health.restoring();
-        let cfg = Arc::clone(&self.shared.config);
-        let partition = self.partition;
-        let dc = &cfg.store.decision_cache;
-        let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
-        let now_ms = crate::clock::wall_now_nanos() / 1_000_000;
-        let started = std::time::Instant::now();
-        let read = tokio::task::spawn_blocking(move || {
-            crate::decision_log::restore(&cfg, partition, now_ms, max_age)
-        })
-        .await;
-        let decisions = match read {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                tracing::error!(%topic, partition, error = %e, "cannot read the decision log; late spans of earlier traces will be decided again");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(%topic, partition, error = %e, "decision log restore failed");
-                return;
-            }
-        };
-        let now = self.shared.clock.now();
-        let n = decisions.len();
-        for (id, d) in decisions {
-            let policy = self
-                .policy_names
-                .iter()
-                .position(|p| **p == *d.policy)
-                .map(|i| i as crate::sample::PolicyId);
-            let age = Duration::from_millis(now_ms.saturating_sub(d.decided_at_ms));
-            let at = MonoTime::from_duration(now.as_duration().saturating_sub(age));
-            self.store.remember(
-                id,
-                Decision {
-                    keep: d.keep,
-                    policy,
-                    threshold: d.threshold,
-                },
-                at,
-            );
-        }
-        telemetry::decisions_restored(n as u64);
-        tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms = started.elapsed().as_millis() as u64, "decision cache restored");
-    }
-
-    /// Hands kept spans to every sink. Each offset holds one reference on entry; it ends with one
-    /// per sink, each released by that sink's acknowledgement.
-    fn emit(&mut self, trace_id: TraceId, spans: &[SpanRef], d: Decision, offsets: &[i64]) {
-        self.shared
-            .stats
-            .spans_kept
-            .fetch_add(spans.len() as u64, Ordering::Relaxed);
-        let n = self.sinks.len() as u32;
-        if n == 0 {
-            self.release(offsets);
-            return;
-        }
-        for &o in offsets {
-            self.acquire(o, n - 1);
-        }
-        let policy = d
-            .policy
-            .and_then(|p| self.policy_names.get(usize::from(p)))
-            .cloned()
-            .unwrap_or_else(|| Arc::from("none"));
-        // OTEP 235 on the way out: tracestate th raised to this stage's threshold (or erased),
-        // policy name and adjusted count as span attributes. Both sinks get the marked bytes.
-        let mark = otlp::SamplingMark::new(d.threshold, &policy);
-        let marked: Vec<SpanRef> = spans
-            .iter()
-            .map(|s| SpanRef {
-                ctx: Arc::clone(&s.ctx),
-                bytes: match otlp::mark_span(&s.bytes, &mark) {
-                    Ok(b) => Bytes::from(b),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot mark a kept span; emitted unchanged");
-                        s.bytes.clone()
-                    }
-                },
-            })
-            .collect();
-        let kept = KeptTrace {
-            trace_id,
-            spans: &marked,
-            decision: d,
-            policy: &policy,
-            offsets,
-        };
-        for s in &mut self.sinks {
-            s.accept(&kept, &mut self.acks);
-        }
-    }
-
-    /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
-    pub fn tick(&mut self, (queued, queued_bytes): (usize, usize)) {
-        let now = self.shared.clock.now();
-        if self.shared.policies.generation() != self.policies_generation {
-            self.switch_policies();
-        }
-        let mut due = std::mem::take(&mut self.due);
-        self.store.poll_due(now, &mut due);
-        for t in due.drain(..) {
-            self.decide(t, now);
-        }
-        self.due = due;
-        for s in &mut self.sinks {
-            s.tick(now, &mut self.acks);
-        }
-        if now >= self.next_commit {
-            self.next_commit = now + self.shared.config.kafka.commit_interval;
-            if let Some(p) = self.watermark.take_new_commit() {
-                self.shared
-                    .commits
-                    .insert((Arc::clone(&self.topic), self.partition), p);
-            }
-            let st = self.store.stats();
-            telemetry::partition_gauges(
-                &self.topic,
-                self.partition,
-                PartitionGauges {
-                    traces: st.traces,
-                    bytes: st.bytes,
-                    queued,
-                    queued_bytes,
-                    pending_acks: self.acks.len(),
-                    lag: None,
-                    cached_kept: st.cached_kept,
-                    cached_dropped: st.cached_dropped,
-                    new_hits: st.cache_hits - self.published_lookups.0,
-                    new_misses: st.cache_misses - self.published_lookups.1,
-                },
-            );
-            self.published_lookups = (st.cache_hits, st.cache_misses);
-        }
-    }
-
-    /// Takes the policies now in force. Buffered traces are summarized again from their span
-    /// bytes with the new policies' probe, so they are decided on what the new policies read.
-    fn switch_policies(&mut self) {
-        let (generation, sampler, names) = self.shared.policies.load();
-        let probe = sampler.probe();
-        self.store
-            .resummarize(|span| otlp::rescan_span(span, probe).ok());
-        tracing::info!(topic = %self.topic, partition = self.partition, generation, traces = self.store.len(), "policies switched");
-        self.sampler = sampler;
-        self.policy_names = names;
-        self.policies_generation = generation;
-    }
-
-    /// Writes out buffered segments and waits for every pending write; returns the commit point.
-    async fn drain(&mut self) -> Option<i64> {
-        for s in &mut self.sinks {
-            s.flush(&mut self.acks);
-        }
-        while !self.acks.is_empty() {
-            let released = self.acks.next().await;
-            self.release(&released);
-        }
-        self.watermark.commit_point()
-    }
 }
 
 /// How long a revoke or shutdown waits for a partition to drain before giving up on it (its

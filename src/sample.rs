@@ -996,11 +996,46 @@ impl Sampler {
             now,
             spans,
         };
+        self.decide_view(&view, &mut [])
+    }
+
+    /// [`Sampler::decide_trace`] that also reports, per top-level policy (or tier), whether it
+    /// matched: a policy whose verdict was not "not sampled", or the tier whose condition took
+    /// the trace. Every policy is evaluated exactly as often as when deciding (once, or not at
+    /// all after a drop or an earlier tier), so stateful policies (rate limiters, composite
+    /// budgets, the dynamic sampler) account for each trace once. `matched` has one entry per
+    /// policy (or tier); entries of policies not evaluated are left false.
+    pub fn decide_matching(
+        &self,
+        trace_id: TraceId,
+        summary: &TraceSummary,
+        spans: &[SpanRef],
+        now: MonoTime,
+        matched: &mut [bool],
+    ) -> Decision {
+        matched.iter_mut().for_each(|m| *m = false);
+        let view = TraceView {
+            trace_id,
+            summary,
+            now,
+            spans,
+        };
+        self.decide_view(&view, matched)
+    }
+
+    fn decide_view(&self, view: &TraceView<'_>, matched: &mut [bool]) -> Decision {
         if !self.tiers.is_empty() {
-            return self.decide_tiers(&view);
+            return self.decide_tiers(view, matched);
         }
+        let mut mark = |i: usize, v: Verdict| {
+            if let Some(m) = matched.get_mut(i) {
+                *m = v != Verdict::NotSampled;
+            }
+        };
         for &i in &self.drops {
-            if self.policies[usize::from(i)].1.evaluate(&view) == Verdict::Dropped {
+            let v = self.policies[usize::from(i)].1.evaluate(view);
+            mark(usize::from(i), v);
+            if v == Verdict::Dropped {
                 return Decision {
                     keep: false,
                     policy: Some(i),
@@ -1014,7 +1049,9 @@ impl Sampler {
                 continue;
             }
             let id = i as PolicyId;
-            match p.evaluate(&view) {
+            let v = p.evaluate(view);
+            mark(i, v);
+            match v {
                 Verdict::Dropped => {
                     return Decision {
                         keep: false,
@@ -1040,32 +1077,13 @@ impl Sampler {
         }
     }
 
-    /// Whether each top-level policy (or each tier's condition) holds for the trace, without
-    /// deciding: what `dry-run` reports as "matched". Rate limiters take tokens here too.
-    pub fn matches(&self, trace_id: TraceId, summary: &TraceSummary, now: MonoTime) -> Vec<bool> {
-        let view = TraceView {
-            trace_id,
-            summary,
-            now,
-            spans: &[],
-        };
-        if self.tiers.is_empty() {
-            self.policies
-                .iter()
-                .map(|(_, p)| !matches!(p.evaluate(&view), Verdict::NotSampled))
-                .collect()
-        } else {
-            self.tiers
-                .iter()
-                .map(|(_, t)| t.matches(&view).is_some())
-                .collect()
-        }
-    }
-
     /// First-match tiers: the first tier whose condition holds decides, at its probability.
-    fn decide_tiers(&self, view: &TraceView<'_>) -> Decision {
+    fn decide_tiers(&self, view: &TraceView<'_>, matched: &mut [bool]) -> Decision {
         for (i, (_, tier)) in self.tiers.iter().enumerate() {
             if let Some(threshold) = tier.matches(view) {
+                if let Some(m) = matched.get_mut(i) {
+                    *m = true;
+                }
                 let keep = threshold < THRESHOLD_NEVER && view.randomness() >= threshold;
                 return Decision {
                     keep,

@@ -4,9 +4,10 @@
 //! thread, which may block there safely (partition tasks run on the tokio runtime):
 //! - **assign** (cooperative-sticky, so only the delta): a [`PartitionTask`] is spawned per new
 //!   partition, fed through a bounded channel;
-//! - **revoke**: each revoked partition's task is drained (no more input, buffered segments
-//!   written, pending sink writes awaited), its final commit point is committed synchronously
-//!   (unless the assignment was lost), and its state dropped. Undecided traces are not forced:
+//! - **revoke**: the revoked partitions' tasks are drained in parallel under one deadline
+//!   (`shutdown_timeout`; no more input, buffered segments written, pending sink writes awaited),
+//!   the final commit point of each one that drained is committed synchronously (unless the
+//!   assignment was lost) even when another did not, and their state is dropped. Undecided traces are not forced:
 //!   the new owner replays them from the committed offset.
 //!
 //! Backpressure: each partition's queue is bounded in records and bytes
@@ -57,6 +58,8 @@ struct PartitionHandle {
     generation: u64,
     tx: QueueTx,
     control: mpsc::Sender<Control>,
+    /// Cancels the task when it does not drain in time (its writes would otherwise live on).
+    abort: tokio::task::AbortHandle,
 }
 
 type Key = (usize, i32);
@@ -85,6 +88,7 @@ impl Ctx {
         let (ctx_tx, ctx_rx) = mpsc::channel(4);
         let task = PartitionTask::new(Arc::clone(&topic), partition, self.shared.clone());
         let join = self.rt.spawn(task.run(rx, ctx_rx));
+        let abort = join.abort_handle();
         if let Ok(mut t) = self.tasks.lock() {
             t.retain(|j| !j.is_finished());
             t.push(join);
@@ -96,38 +100,53 @@ impl Ctx {
                 generation,
                 tx,
                 control: ctx_tx,
+                abort,
             },
         );
         tracing::info!(%topic, partition, "partition assigned");
     }
 
-    /// Drains a partition's task and returns its final commit point.
-    fn drain(&self, key: Key) -> Option<i64> {
-        let (_, h) = self.registry.remove(&key)?;
-        let (reply, rx) = oneshot::channel();
-        if h.control.blocking_send(Control::Drain { reply }).is_err() {
-            return None;
+    /// Drains the given partitions' tasks in parallel under one deadline and returns each
+    /// one's final commit point (`None` for one that did not finish in time, or read nothing).
+    fn drain_all(&self, keys: &[Key]) -> Vec<(Key, Option<i64>)> {
+        let mut waiting = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let Some((_, h)) = self.registry.remove(&key) else {
+                continue;
+            };
+            let (reply, rx) = oneshot::channel();
+            // The control channel only ever carries this one message: it has room.
+            let sent = h.control.try_send(Control::Drain { reply }).is_ok();
+            waiting.push((key, sent.then_some(rx), h.abort));
         }
         let deadline = self.drain_deadline;
-        let topic = Arc::clone(&self.topics[key.0]);
-        match self
-            .rt
-            .block_on(async { tokio::time::timeout(deadline, rx).await })
-        {
-            Ok(Ok(point)) => point,
-            Ok(Err(_)) => None,
-            Err(_) => {
-                tracing::warn!(%topic, partition = key.1, "partition did not drain in time; keeping its last commit");
-                None
-            }
-        }
+        let topics = &self.topics;
+        self.rt.block_on(async {
+            let drains = waiting.into_iter().map(|(key, rx, abort)| async move {
+                let Some(rx) = rx else {
+                    abort.abort();
+                    return (key, None);
+                };
+                match tokio::time::timeout(deadline, rx).await {
+                    Ok(Ok(point)) => (key, point),
+                    Ok(Err(_)) => (key, None),
+                    Err(_) => {
+                        let topic = &topics[key.0];
+                        tracing::warn!(%topic, partition = key.1, "partition did not drain in time; keeping its last commit");
+                        abort.abort();
+                        (key, None)
+                    }
+                }
+            });
+            futures::future::join_all(drains).await
+        })
     }
 
-    /// Drains the given partitions and commits their final points synchronously.
+    /// Drains the given partitions (in parallel, one deadline for all) and commits the final
+    /// point of each that drained, whether or not the others did.
     fn drain_and_commit(&self, consumer: &BaseConsumer<Ctx>, keys: &[Key], commit: bool) {
         let mut tpl = TopicPartitionList::new();
-        for &key in keys {
-            let point = self.drain(key);
+        for (key, point) in self.drain_all(keys) {
             let topic = Arc::clone(&self.topics[key.0]);
             let published = self
                 .shared
@@ -153,7 +172,33 @@ impl Ctx {
     }
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's own statistics (every `statistics.interval.ms`, on the poll thread, no
+    /// network wait): the committed-offset lag of each owned partition, as the broker's high
+    /// watermark minus the group's committed offset.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (name, topic) in &statistics.topics {
+            let Some(i) = self.topic_index(name) else {
+                continue;
+            };
+            for (&partition, p) in &topic.partitions {
+                if partition < 0 || !self.registry.contains_key(&(i, partition)) {
+                    continue;
+                }
+                // Before the first commit the group's offset is unknown (-1001): lag from the
+                // log start then, as the broker would count it.
+                let committed = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset.max(0)
+                };
+                if p.hi_offset >= 0 {
+                    telemetry::committed_lag(name, partition, (p.hi_offset - committed).max(0));
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     /// An asynchronous commit that failed is handed back for the next round, unless a newer
@@ -229,7 +274,9 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("queued.max.messages.kbytes", "16384")
         // One fetch response is buffered whole: keep it well under the prefetch bound.
-        .set("fetch.max.bytes", "16777216");
+        .set("fetch.max.bytes", "16777216")
+        // The lag gauge comes from librdkafka's statistics, never from a blocking call.
+        .set("statistics.interval.ms", "5000");
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
     }
@@ -384,8 +431,8 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
     let ctx = consumer.context();
     let default_encoding = cfg.kafka.encoding;
     let mut flows: HashMap<Key, Flow> = HashMap::new();
-    let mut last_lag = Instant::now();
-    let mut committed: HashMap<Key, i64> = HashMap::new();
+    let mut poll_gap = telemetry::PollGap::default();
+    let mut last_poll = Instant::now();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
@@ -491,26 +538,10 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
             }
             true
         });
-        commit_published(&consumer, ctx, &mut committed);
-        if last_lag.elapsed() >= Duration::from_secs(5) {
-            last_lag = Instant::now();
-            committed.retain(|k, _| ctx.registry.contains_key(k));
-            for (key, c) in &committed {
-                let topic = &ctx.topics[key.0];
-                if let Ok((_, high)) =
-                    consumer.fetch_watermarks(topic, key.1, Duration::from_millis(500))
-                {
-                    if high >= 0 {
-                        let labels = [
-                            ("topic", topic.to_string()),
-                            ("partition", key.1.to_string()),
-                        ];
-                        metrics::gauge!(telemetry::COMMITTED_LAG, &labels)
-                            .set((high - c).max(0) as f64);
-                    }
-                }
-            }
-        }
+        commit_published(&consumer, ctx);
+        let now = Instant::now();
+        poll_gap.observe(now.saturating_duration_since(last_poll));
+        last_poll = now;
     }
     // Shutdown: drain and commit every partition, then leave the group.
     let keys: Vec<Key> = ctx.registry.iter().map(|e| *e.key()).collect();
@@ -525,7 +556,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
     drop(consumer);
 }
 
-fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, committed: &mut HashMap<Key, i64>) {
+fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {
     if ctx.shared.commits.is_empty() {
         return;
     }
@@ -537,7 +568,6 @@ fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx, committed: &mut Has
                 if !ctx.registry.contains_key(&(i, partition)) {
                     continue;
                 }
-                committed.insert((i, partition), offset);
             }
             if tpl
                 .add_partition_offset(&topic, partition, Offset::Offset(offset))

@@ -167,7 +167,8 @@ pub enum Admit {
     Decided(Decision),
 }
 
-/// Bounded memory of recent decisions of one kind (kept or dropped), for late spans.
+/// Bounded memory of recent decisions of one kind (kept or dropped), for late spans. Entries
+/// carry their expiry, so a decision restored from the log keeps its original age.
 struct DecisionCache {
     map: TraceMap<(Decision, MonoTime)>,
     fifo: VecDeque<(TraceId, MonoTime)>,
@@ -187,14 +188,19 @@ impl DecisionCache {
 
     fn get(&self, id: &TraceId, now: MonoTime) -> Option<Decision> {
         match self.map.get(id) {
-            Some((d, at)) if now.saturating_since(*at) < self.ttl => Some(*d),
+            Some((d, expires)) if now < *expires => Some(*d),
             _ => None,
         }
     }
 
-    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
-        self.map.insert(id, (d, now));
-        self.fifo.push_back((id, now));
+    /// Remembers a decision made `age` before `now`; one older than the TTL is not remembered.
+    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime, age: Duration) {
+        let Some(left) = self.ttl.checked_sub(age).filter(|l| !l.is_zero()) else {
+            return;
+        };
+        let expires = now + left;
+        self.map.insert(id, (d, expires));
+        self.fifo.push_back((id, expires));
         self.expire(now);
     }
 
@@ -203,8 +209,8 @@ impl DecisionCache {
     }
 
     fn expire(&mut self, now: MonoTime) {
-        while let Some(&(id, at)) = self.fifo.front() {
-            let expired = now.saturating_since(at) >= self.ttl;
+        while let Some(&(id, expires)) = self.fifo.front() {
+            let expired = now >= expires;
             if !(expired
                 || self.map.len() > self.cap
                 || self.fifo.len() > self.cap.saturating_mul(2))
@@ -213,7 +219,7 @@ impl DecisionCache {
             }
             self.fifo.pop_front();
             // Only remove when this queue item is the entry's latest insertion.
-            if self.map.get(&id).is_some_and(|(_, t)| *t == at) {
+            if self.map.get(&id).is_some_and(|(_, t)| *t == expires) {
                 self.map.remove(&id);
             }
         }
@@ -233,13 +239,13 @@ impl Decisions {
         self.kept.get(id, now).or_else(|| self.dropped.get(id, now))
     }
 
-    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
+    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime, age: Duration) {
         if d.keep {
             self.dropped.remove(&id);
-            self.kept.insert(id, d, now);
+            self.kept.insert(id, d, now, age);
         } else {
             self.kept.remove(&id);
-            self.dropped.insert(id, d, now);
+            self.dropped.insert(id, d, now, age);
         }
     }
 
@@ -477,7 +483,13 @@ impl TraceStore {
 
     /// Records a decision; later spans of the trace follow it.
     pub fn remember(&mut self, trace_id: TraceId, d: Decision, now: MonoTime) {
-        self.cache.insert(trace_id, d, now);
+        self.cache.insert(trace_id, d, now, Duration::ZERO);
+    }
+
+    /// Records a decision made `age` before `now` (restored from the decision log): it is
+    /// forgotten when its TTL runs out counted from when it was made, not from `now`.
+    pub fn remember_aged(&mut self, trace_id: TraceId, d: Decision, now: MonoTime, age: Duration) {
+        self.cache.insert(trace_id, d, now, age);
     }
 
     /// The decision remembered for a trace, if any.

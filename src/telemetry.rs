@@ -33,6 +33,8 @@ pub const TRACES_BUFFERED: &str = "tracesift_traces_buffered";
 pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
 /// Records between the high watermark and the committed offset, per partition.
 pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
+/// Longest gap between two polls of the consumer, seconds, over the last window (~10 s).
+pub const POLL_GAP_MAX: &str = "tracesift_source_poll_gap_max_seconds";
 /// Records queued between the consumer and a partition task, per partition.
 pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
 /// Decisions written to the decision log.
@@ -115,6 +117,11 @@ fn describe() {
         COMMITTED_LAG,
         Unit::Count,
         "High watermark minus committed offset, per partition."
+    );
+    describe_gauge!(
+        POLL_GAP_MAX,
+        Unit::Seconds,
+        "Longest gap between two consumer polls over the last ~10 s window."
     );
     describe_gauge!(
         PARTITION_QUEUE,
@@ -312,6 +319,46 @@ pub fn archive_file(tier: &'static str, bytes: usize) {
     counter!(ARCHIVE_BYTES, "tier" => tier).increment(bytes as u64);
 }
 
+/// The committed-offset lag of one partition (from librdkafka's statistics).
+pub fn committed_lag(topic: &str, partition: i32, lag: i64) {
+    let labels = [
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!(COMMITTED_LAG, &labels).set(lag as f64);
+}
+
+/// The longest gap between consumer polls per window: a poll thread that waits on anything
+/// shows here (and in the rebalance protocol, as `max.poll.interval.ms` overruns).
+#[derive(Debug, Default)]
+pub struct PollGap {
+    window: std::time::Duration,
+    max: std::time::Duration,
+    published: std::time::Duration,
+}
+
+impl PollGap {
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// One gap between two polls.
+    pub fn observe(&mut self, gap: std::time::Duration) {
+        self.window += gap;
+        if gap > self.max {
+            self.max = gap;
+            if gap > self.published {
+                self.published = gap;
+                gauge!(POLL_GAP_MAX).set(gap.as_secs_f64());
+            }
+        }
+        if self.window >= Self::WINDOW {
+            gauge!(POLL_GAP_MAX).set(self.max.as_secs_f64());
+            self.published = self.max;
+            self.window = std::time::Duration::ZERO;
+            self.max = std::time::Duration::ZERO;
+        }
+    }
+}
+
 /// A partition was paused for backpressure.
 pub fn partition_paused() {
     counter!(PARTITION_PAUSES).increment(1);
@@ -330,8 +377,6 @@ pub struct PartitionGauges {
     pub queued_bytes: usize,
     /// Pending sink acks.
     pub pending_acks: usize,
-    /// Committed-offset lag, when known.
-    pub lag: Option<i64>,
     /// Kept decisions remembered.
     pub cached_kept: usize,
     /// Dropped decisions remembered.
@@ -353,9 +398,6 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     gauge!(PARTITION_QUEUE, &labels).set(g.queued as f64);
     gauge!(PARTITION_QUEUE_BYTES, &labels).set(g.queued_bytes as f64);
     gauge!(PENDING_ACKS, &labels).set(g.pending_acks as f64);
-    if let Some(lag) = g.lag {
-        gauge!(COMMITTED_LAG, &labels).set(lag as f64);
-    }
     for (kind, n) in [
         ("sampled", g.cached_kept),
         ("non_sampled", g.cached_dropped),

@@ -1,0 +1,353 @@
+//! The imperative shell around one partition's [`PartitionCore`]: a tokio task.
+//!
+//! It takes records from the partition's bounded queue and ticks from a timer, passes them to
+//! the core with the time from the injected [`Clock`](crate::clock::Clock), turns the core's
+//! [`Effect`]s into writes (each sink's [`Sink::accept`], dead letters, decision-log records)
+//! pushed into the partition's bounded [`Acks`], and feeds every completed write back to the
+//! core. It publishes the core's commit point to the source's commit board.
+//!
+//! It stops on [`Control::Drain`] (revoke or shutdown): no more input, buffered segments
+//! written, every pending write awaited, then the final commit point is returned. Undecided
+//! traces are not decided early: their offsets are not committed, and the next owner replays
+//! them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::OnOverflow;
+use crate::sample::Sampler;
+use crate::sink::{self, Acks, DeadLetter, KeptTrace, Sink};
+use crate::store::StoreLimits;
+use crate::telemetry::{self, PartitionGauges};
+
+use super::core::{CoreSettings, Effect, PartitionCore, Restored};
+use super::{Control, Inbox, Shared};
+
+/// Pending writes per partition before input stops.
+const MAX_PENDING_WRITES: usize = 20_000;
+
+/// The owner of one partition's state and writes.
+pub struct PartitionTask {
+    topic: Arc<str>,
+    partition: i32,
+    shared: Shared,
+    core: PartitionCore,
+    sinks: Vec<Box<dyn Sink>>,
+    acks: Acks,
+    effects: Vec<Effect>,
+    dlq_topic: Arc<str>,
+    decisions_topic: Option<Arc<str>>,
+    /// Decision-cache (hits, misses) already published.
+    published_lookups: (u64, u64),
+    policies_generation: u64,
+    /// Fault injection for the shutdown tests: this partition's sink writes never complete.
+    writes_hang: bool,
+}
+
+/// `TRACESIFT_FAILPOINT=sink_hang@P[,P...]`: kept spans of those partitions are handed to a
+/// sink that never acknowledges (the shutdown and revoke tests' stuck downstream).
+fn writes_hang(partition: i32) -> bool {
+    std::env::var("TRACESIFT_FAILPOINT").is_ok_and(|v| {
+        v.strip_prefix("sink_hang@").is_some_and(|ps| {
+            ps.split(',')
+                .any(|p| p.trim().parse::<i32>().ok() == Some(partition))
+        })
+    })
+}
+
+impl PartitionTask {
+    /// A task for `topic`/`partition` with the configured sinks.
+    pub fn new(topic: Arc<str>, partition: i32, shared: Shared) -> Self {
+        let (policies_generation, sampler, policy_names) = shared.policies.load();
+        let cfg = &shared.config;
+        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+        if cfg.sinks.kafka.enabled {
+            sinks.push(Box::new(sink::KafkaSink::new(
+                shared.producer.clone(),
+                Arc::from(cfg.kafka.sampled_topic.as_str()),
+                usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
+            )));
+        }
+        if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
+            sinks.push(Box::new(sink::ParquetSink::new(
+                Arc::clone(store),
+                Arc::clone(&topic),
+                partition,
+                cfg.archive.hot.flush_interval,
+                cfg.archive.hot.max_segment_bytes.0,
+                Arc::clone(&shared.encode_slots),
+            )));
+        }
+        let settings = CoreSettings {
+            limits: StoreLimits::from(&cfg.store),
+            sinks: sinks.len() as u32,
+            decision_log: cfg.kafka.decision_log,
+            commit_interval: cfg.kafka.commit_interval,
+            tally: false,
+        };
+        let core = PartitionCore::new(
+            Arc::clone(&topic),
+            partition,
+            settings,
+            sampler,
+            policy_names,
+            Arc::clone(&shared.stats),
+        );
+        PartitionTask {
+            dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
+            decisions_topic: cfg
+                .kafka
+                .decision_log
+                .then(|| Arc::from(cfg.kafka.decisions_topic.as_str())),
+            published_lookups: (0, 0),
+            policies_generation,
+            writes_hang: writes_hang(partition),
+            topic,
+            partition,
+            core,
+            sinks,
+            acks: Acks::new(MAX_PENDING_WRITES),
+            effects: Vec::new(),
+            shared,
+        }
+    }
+
+    /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
+    pub async fn run(mut self, mut input: Inbox, mut control: mpsc::Receiver<Control>) {
+        self.restore_decisions().await;
+        let tick = self.shared.config.store.tick;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut input_open = true;
+        loop {
+            let pause_for_budget = self.shared.config.store.on_overflow == OnOverflow::Pause
+                && self.core.over_budget();
+            let can_read = input_open && !pause_for_budget && !self.acks.is_full();
+            tokio::select! {
+                biased;
+                cmd = control.recv() => {
+                    let reply = cmd.map(|Control::Drain { reply }| reply);
+                    let point = self.drain().await;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(point);
+                    }
+                    return;
+                }
+                released = self.acks.next() => self.core.acked(&released),
+                rec = input.recv(), if can_read => match rec {
+                    Some(rec) => {
+                        self.ingest(rec);
+                        // Drain whatever else is queued without yielding to the timer each time.
+                        let mut budget = 64;
+                        while budget > 0 && !self.acks.is_full() {
+                            match input.try_recv() {
+                                Some(rec) => self.ingest(rec),
+                                None => break,
+                            }
+                            budget -= 1;
+                        }
+                    }
+                    None => input_open = false,
+                },
+                _ = ticker.tick() => self.tick(input.depth()),
+            }
+        }
+    }
+
+    fn wall_ms(&self) -> u64 {
+        self.shared.clock.wall_nanos() / 1_000_000
+    }
+
+    /// Reads one record through the core and carries out its effects.
+    pub fn ingest(&mut self, rec: super::Record) {
+        let now = self.shared.clock.now();
+        let wall = self.wall_ms();
+        let mut effects = std::mem::take(&mut self.effects);
+        self.core.ingest(rec, now, wall, &mut effects);
+        self.apply(&mut effects);
+        self.effects = effects;
+    }
+
+    /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
+    pub fn tick(&mut self, (queued, queued_bytes): (usize, usize)) {
+        let now = self.shared.clock.now();
+        if self.shared.policies.generation() != self.policies_generation {
+            self.switch_policies();
+        }
+        let wall = self.wall_ms();
+        let mut effects = std::mem::take(&mut self.effects);
+        self.core.tick(now, wall, &mut effects);
+        self.apply(&mut effects);
+        self.effects = effects;
+        for s in &mut self.sinks {
+            s.tick(now, &mut self.acks);
+        }
+        let Some(periodic) = self.core.periodic(now) else {
+            return;
+        };
+        if let Some(point) = periodic.commit {
+            self.shared
+                .commits
+                .insert((Arc::clone(&self.topic), self.partition), point);
+        }
+        self.publish_gauges(queued, queued_bytes);
+    }
+
+    fn publish_gauges(&mut self, queued: usize, queued_bytes: usize) {
+        let st = self.core.gauges().store;
+        telemetry::partition_gauges(
+            &self.topic,
+            self.partition,
+            PartitionGauges {
+                traces: st.traces,
+                bytes: st.bytes,
+                queued,
+                queued_bytes,
+                pending_acks: self.acks.len(),
+                cached_kept: st.cached_kept,
+                cached_dropped: st.cached_dropped,
+                new_hits: st.cache_hits - self.published_lookups.0,
+                new_misses: st.cache_misses - self.published_lookups.1,
+            },
+        );
+        self.published_lookups = (st.cache_hits, st.cache_misses);
+    }
+
+    /// Turns effects into writes; each write resolves to the offsets the core gave it.
+    fn apply(&mut self, effects: &mut Vec<Effect>) {
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Emit(_) if self.writes_hang => {
+                    for _ in &self.sinks {
+                        self.acks.push(Box::pin(std::future::pending()));
+                    }
+                }
+                Effect::Emit(e) => {
+                    let kept = KeptTrace {
+                        trace_id: e.trace_id,
+                        spans: &e.spans,
+                        decision: e.decision,
+                        policy: &e.policy,
+                        offsets: &e.offsets,
+                    };
+                    for s in &mut self.sinks {
+                        s.accept(&kept, &mut self.acks);
+                    }
+                }
+                Effect::DeadLetter {
+                    offset,
+                    key,
+                    payload,
+                    error,
+                } => self.acks.push(sink::dead_letter(
+                    self.shared.producer.clone(),
+                    Arc::clone(&self.dlq_topic),
+                    payload,
+                    DeadLetter {
+                        topic: self.topic.to_string(),
+                        partition: self.partition,
+                        offset,
+                        error,
+                        key,
+                    },
+                )),
+                Effect::LogDecision {
+                    trace_id,
+                    decision,
+                    policy,
+                    decided_at_ms,
+                    offsets,
+                } => {
+                    let Some(topic) = self.decisions_topic.clone() else {
+                        // The core only logs when the log is on; resolve rather than wedge.
+                        self.core.acked(&offsets);
+                        continue;
+                    };
+                    let logged = crate::decision_log::LoggedDecision {
+                        keep: decision.keep,
+                        threshold: decision.threshold,
+                        decided_at_ms,
+                        policy: policy.to_string(),
+                    };
+                    self.acks.push(sink::decision_record(
+                        self.shared.producer.clone(),
+                        topic,
+                        self.partition,
+                        crate::decision_log::key(&trace_id),
+                        logged.encode(),
+                        offsets,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Restores this partition's decision cache from the decision log (before any input).
+    async fn restore_decisions(&mut self) {
+        let Some(topic) = self.decisions_topic.clone() else {
+            return;
+        };
+        let _not_ready = self.shared.health.restoring();
+        let cfg = Arc::clone(&self.shared.config);
+        let partition = self.partition;
+        let dc = &cfg.store.decision_cache;
+        let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
+        let now_ms = self.wall_ms();
+        let started = self.shared.clock.now();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::decision_log::restore(&cfg, partition, now_ms, max_age)
+        })
+        .await;
+        let decisions = match read {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => {
+                tracing::error!(%topic, partition, error = %e, "cannot read the decision log; late spans of earlier traces will be decided again");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(%topic, partition, error = %e, "decision log restore failed");
+                return;
+            }
+        };
+        // Ages are taken at the time the cache is filled, so reading the log does not make
+        // the decisions younger than they are.
+        let now_ms = self.wall_ms();
+        let now = self.shared.clock.now();
+        let n = decisions.len();
+        self.core.restore(
+            decisions.into_iter().map(|(trace_id, d)| Restored {
+                trace_id,
+                keep: d.keep,
+                threshold: d.threshold,
+                policy: d.policy,
+                age: Duration::from_millis(now_ms.saturating_sub(d.decided_at_ms)),
+            }),
+            now,
+        );
+        telemetry::decisions_restored(n as u64);
+        let elapsed_ms = (now - started).as_millis() as u64;
+        tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
+    }
+
+    /// Takes the policies now in force.
+    fn switch_policies(&mut self) {
+        let (generation, sampler, names): (u64, Arc<Sampler>, _) = self.shared.policies.load();
+        self.core.switch_policies(sampler, names);
+        tracing::info!(topic = %self.topic, partition = self.partition, generation, traces = self.core.buffered(), "policies switched");
+        self.policies_generation = generation;
+    }
+
+    /// Writes out buffered segments and waits for every pending write; returns the commit point.
+    async fn drain(&mut self) -> Option<i64> {
+        for s in &mut self.sinks {
+            s.flush(&mut self.acks);
+        }
+        while !self.acks.is_empty() {
+            let released = self.acks.next().await;
+            self.core.acked(&released);
+        }
+        self.core.commit_point()
+    }
+}
