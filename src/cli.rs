@@ -358,7 +358,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_duration,
                 idle,
             };
-            let report = crate::dryrun::run(&cfg, &opts)?;
+            let report = crate::dryrun::run(&cfg, &opts, &crate::clock::SystemClock::new())?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }

@@ -71,10 +71,7 @@ pub struct TokioClock {
 impl TokioClock {
     /// A clock whose origin is now.
     pub fn new() -> Self {
-        let wall_origin_nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let wall_origin_nanos = system_wall_nanos();
         TokioClock {
             origin: tokio::time::Instant::now(),
             wall_origin_nanos,
@@ -102,6 +99,45 @@ impl Clock for TokioClock {
         let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.wall_origin_nanos.saturating_add(since)
     }
+}
+
+/// The clock of blocking command-line work (no tokio runtime): `std`'s monotonic clock and the
+/// system wall clock.
+#[derive(Debug, Clone)]
+pub struct SystemClock {
+    origin: std::time::Instant,
+}
+
+impl SystemClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        SystemClock {
+            origin: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now(&self) -> MonoTime {
+        MonoTime(self.origin.elapsed())
+    }
+
+    fn wall_nanos(&self) -> u64 {
+        system_wall_nanos()
+    }
+}
+
+fn system_wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Wall-clock nanoseconds since the Unix epoch, for CLI tools that stamp output (gen, demo).

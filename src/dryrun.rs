@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::clock::MonoTime;
+use crate::clock::{Clock, MonoTime};
 use crate::config::{Config, Encoding};
 use crate::otlp::{self, ScannedSpan};
 use crate::pipeline::core::{CoreSettings, Effect, PartitionCore, Record};
@@ -152,7 +152,7 @@ pub struct DryRun {
     sampler: Arc<Sampler>,
     names: Arc<[Arc<str>]>,
     settings: CoreSettings,
-    cores: BTreeMap<(String, i32), (PartitionCore, MonoTime, i64)>,
+    cores: BTreeMap<(String, i32), (PartitionCore, i64)>,
     stats: Arc<RunStats>,
     effects: Vec<Effect>,
     report: Report,
@@ -175,6 +175,7 @@ impl DryRun {
                 sinks: 0,
                 decision_log: false,
                 commit_interval: Duration::MAX,
+                tick: cfg.store.tick,
                 tally: true,
             },
             cores: BTreeMap::new(),
@@ -196,12 +197,13 @@ impl DryRun {
         })
     }
 
-    /// One record, at its timestamp (ms since the epoch).
+    /// One record stamped `ts_ms` (Unix ms), read at `wall_ms`.
     pub fn record(
         &mut self,
         topic: &str,
         partition: i32,
         ts_ms: u64,
+        wall_ms: u64,
         payload: &Bytes,
         enc: Encoding,
     ) {
@@ -217,7 +219,7 @@ impl DryRun {
         }
         self.scratch = scratch;
         let key = (topic.to_string(), partition);
-        let (core, clock, next_offset) = self.cores.entry(key).or_insert_with(|| {
+        let (core, next_offset) = self.cores.entry(key).or_insert_with(|| {
             (
                 PartitionCore::new(
                     Arc::from(topic),
@@ -227,33 +229,43 @@ impl DryRun {
                     Arc::clone(&self.names),
                     Arc::clone(&self.stats),
                 ),
-                MonoTime::ZERO,
                 0,
             )
         });
-        // Record time drives the timers; it never runs backwards.
-        *clock = (*clock).max(MonoTime::from_millis(ts_ms));
-        let now = *clock;
+        // Records drive stream time, as in the service while it reads.
         let rec = Record {
             offset: *next_offset,
             key: None,
             payload: Some(payload.clone()),
             encoding: enc,
+            timestamp_ms: i64::try_from(ts_ms).ok(),
         };
         *next_offset += 1;
-        core.ingest(rec, now, ts_ms, &mut self.effects);
-        core.tick(now, ts_ms, &mut self.effects);
+        core.ingest(rec, wall_ms, &mut self.effects);
+        core.tick(MonoTime::ZERO, false, &mut self.effects);
         // Nothing is written: every write is acknowledged at once.
         for e in self.effects.drain(..) {
             core.acked(e.offsets());
         }
     }
 
-    /// Decides every trace still buffered and returns the report.
+    /// Decides every trace still buffered and returns the report. The end of the sample is
+    /// the end of the log: stream time follows (simulated) ticks from there, as in the
+    /// service, so traces are decided when and as `run` would decide them.
     pub fn finish(mut self) -> Report {
-        for (core, clock, _) in self.cores.values_mut() {
-            let now = *clock;
-            core.decide_all(now, now.as_duration().as_millis() as u64, &mut self.effects);
+        let limits = &self.settings.limits;
+        let tick = self.settings.tick.max(Duration::from_millis(1));
+        let longest = limits.max_trace_age + limits.decision_wait + tick * 2;
+        let steps = (longest.as_millis() / tick.as_millis()).max(1) as u64 + 1;
+        for (core, _) in self.cores.values_mut() {
+            let mut wall = MonoTime::ZERO;
+            for _ in 0..=steps {
+                if core.buffered() == 0 {
+                    break;
+                }
+                core.tick(wall, true, &mut self.effects);
+                wall = wall + tick;
+            }
             for e in self.effects.drain(..) {
                 core.acked(e.offsets());
             }
@@ -279,7 +291,7 @@ impl DryRun {
 }
 
 /// Reads a bounded sample of the configured input topics and reports what the policies do.
-pub fn run(cfg: &Config, opts: &DryRunOptions) -> anyhow::Result<Report> {
+pub fn run(cfg: &Config, opts: &DryRunOptions, clock: &dyn Clock) -> anyhow::Result<Report> {
     let mut cc = crate::source::consumer_config(cfg);
     cc.set(
         "group.id",
@@ -303,14 +315,16 @@ pub fn run(cfg: &Config, opts: &DryRunOptions) -> anyhow::Result<Report> {
     }
     consumer.assign(&tpl)?;
     let mut dry = DryRun::new(cfg)?;
-    let start = Instant::now();
-    let mut last = Instant::now();
+    let start = clock.now();
+    let mut last = start;
     let mut n = 0usize;
-    while n < opts.max_records && start.elapsed() < opts.max_duration && last.elapsed() < opts.idle
+    while n < opts.max_records
+        && clock.now() - start < opts.max_duration
+        && clock.now() - last < opts.idle
     {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                last = Instant::now();
+                last = clock.now();
                 n += 1;
                 let Some(payload) = m.payload() else { continue };
                 let ts = m.timestamp().to_millis().unwrap_or(0).max(0) as u64;
@@ -319,10 +333,12 @@ pub fn run(cfg: &Config, opts: &DryRunOptions) -> anyhow::Result<Report> {
                     m.topic(),
                     m.partition(),
                     ts,
+                    clock.wall_nanos() / 1_000_000,
                     &Bytes::copy_from_slice(payload),
                     enc,
                 );
             }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }

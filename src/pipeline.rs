@@ -7,6 +7,7 @@
 //! out its effects.
 
 pub mod core;
+pub mod stream_time;
 pub mod task;
 
 pub use self::core::{Effect, Emit, PartitionCore, Record};
@@ -29,13 +30,15 @@ use crate::telemetry;
 pub fn partition_queue(records: usize, bytes: usize) -> (QueueTx, Inbox) {
     let (tx, rx) = mpsc::channel(records.max(1));
     let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let at_end = Arc::new(std::sync::atomic::AtomicBool::new(false));
     (
         QueueTx {
             tx,
             queued: Arc::clone(&queued),
             max_bytes: bytes,
+            at_end: Arc::clone(&at_end),
         },
-        Inbox { rx, queued },
+        Inbox { rx, queued, at_end },
     )
 }
 
@@ -45,6 +48,8 @@ pub struct QueueTx {
     tx: mpsc::Sender<Record>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
     max_bytes: usize,
+    /// Set when the consumer reached the partition's end after the last record handed over.
+    at_end: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Why a record was not queued.
@@ -67,7 +72,10 @@ impl QueueTx {
         }
         self.queued.fetch_add(size, Ordering::AcqRel);
         match self.tx.try_send(rec) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.at_end.store(false, Ordering::Release);
+                Ok(())
+            }
             Err(e) => {
                 self.queued.fetch_sub(size, Ordering::AcqRel);
                 Err(match e {
@@ -76,6 +84,11 @@ impl QueueTx {
                 })
             }
         }
+    }
+
+    /// The consumer reached the end of the partition: everything in the log was handed over.
+    pub fn reached_end(&self) {
+        self.at_end.store(true, Ordering::Release);
     }
 
     /// At most half full in records and in bytes: a paused partition may resume.
@@ -90,6 +103,7 @@ impl QueueTx {
 pub struct Inbox {
     rx: mpsc::Receiver<Record>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
+    at_end: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Inbox {
@@ -111,6 +125,12 @@ impl Inbox {
             self.took(rec);
         }
         r
+    }
+
+    /// True when the partition is at the log end and nothing is queued: there is nothing more
+    /// to read, so stream time may follow the wall clock.
+    pub(crate) fn caught_up(&self) -> bool {
+        self.at_end.load(Ordering::Acquire) && self.rx.is_empty()
     }
 
     /// Records and bytes queued.

@@ -274,9 +274,7 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("queued.max.messages.kbytes", "16384")
         // One fetch response is buffered whole: keep it well under the prefetch bound.
-        .set("fetch.max.bytes", "16777216")
-        // The lag gauge comes from librdkafka's statistics, never from a blocking call.
-        .set("statistics.interval.ms", "5000");
+        .set("fetch.max.bytes", "16777216");
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v);
     }
@@ -383,7 +381,14 @@ pub fn start(
         health,
         tasks: Mutex::new(Vec::new()),
     };
-    let consumer: BaseConsumer<Ctx> = consumer_config(&cfg).create_with_context(ctx)?;
+    let mut cc = consumer_config(&cfg);
+    // The end of each partition is reported (stream time follows the wall clock only at the
+    // end), and the lag gauge comes from librdkafka's statistics, never a blocking call.
+    cc.set("enable.partition.eof", "true");
+    if !cfg.kafka.properties.contains_key("statistics.interval.ms") {
+        cc.set("statistics.interval.ms", "5000");
+    }
+    let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
     for t in &topics {
         let found = md
@@ -485,6 +490,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                     key: msg.key().map(Bytes::copy_from_slice),
                     payload: msg.payload().map(Bytes::copy_from_slice),
                     encoding: record_encoding(&msg, default_encoding),
+                    timestamp_ms: msg.timestamp().to_millis(),
                 };
                 match h.tx.try_send(rec) {
                     Ok(()) => flow.next = Some(offset + 1),
@@ -499,6 +505,23 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                         flow.mode = Mode::Paused { resume_at: offset };
                     }
                     Err(QueueFull::Closed) => {}
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                // Everything in the log was fetched; it counts as handed over unless records
+                // were held back (paused or resuming). The event names no topic: with several
+                // input topics, partition p of each is marked.
+                for (idx, _) in ctx.topics.iter().enumerate() {
+                    let key = (idx, partition);
+                    let Some(h) = ctx.registry.get(&key) else {
+                        continue;
+                    };
+                    let flowing = flows.get(&key).is_none_or(|f| {
+                        f.generation != h.generation || matches!(f.mode, Mode::Flowing)
+                    });
+                    if flowing {
+                        h.tx.reached_end();
+                    }
                 }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),

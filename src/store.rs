@@ -168,7 +168,7 @@ pub enum Admit {
 }
 
 /// Bounded memory of recent decisions of one kind (kept or dropped), for late spans. Entries
-/// carry their expiry, so a decision restored from the log keeps its original age.
+/// carry their expiry.
 struct DecisionCache {
     map: TraceMap<(Decision, MonoTime)>,
     fifo: VecDeque<(TraceId, MonoTime)>,
@@ -193,12 +193,9 @@ impl DecisionCache {
         }
     }
 
-    /// Remembers a decision made `age` before `now`; one older than the TTL is not remembered.
-    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime, age: Duration) {
-        let Some(left) = self.ttl.checked_sub(age).filter(|l| !l.is_zero()) else {
-            return;
-        };
-        let expires = now + left;
+    /// Remembers a decision made at `now`, until `now + ttl`.
+    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
+        let expires = now + self.ttl;
         self.map.insert(id, (d, expires));
         self.fifo.push_back((id, expires));
         self.expire(now);
@@ -239,13 +236,13 @@ impl Decisions {
         self.kept.get(id, now).or_else(|| self.dropped.get(id, now))
     }
 
-    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime, age: Duration) {
+    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
         if d.keep {
             self.dropped.remove(&id);
-            self.kept.insert(id, d, now, age);
+            self.kept.insert(id, d, now);
         } else {
             self.kept.remove(&id);
-            self.dropped.insert(id, d, now, age);
+            self.dropped.insert(id, d, now);
         }
     }
 
@@ -481,15 +478,10 @@ impl TraceStore {
         }
     }
 
-    /// Records a decision; later spans of the trace follow it.
+    /// Records a decision made at `now`; later spans of the trace follow it until its TTL,
+    /// counted from `now`, runs out (a decision restored from the log passes when it was made).
     pub fn remember(&mut self, trace_id: TraceId, d: Decision, now: MonoTime) {
-        self.cache.insert(trace_id, d, now, Duration::ZERO);
-    }
-
-    /// Records a decision made `age` before `now` (restored from the decision log): it is
-    /// forgotten when its TTL runs out counted from when it was made, not from `now`.
-    pub fn remember_aged(&mut self, trace_id: TraceId, d: Decision, now: MonoTime, age: Duration) {
-        self.cache.insert(trace_id, d, now, age);
+        self.cache.insert(trace_id, d, now);
     }
 
     /// The decision remembered for a trace, if any.

@@ -35,6 +35,7 @@ use crate::source::watermark::Watermark;
 use crate::store::{Admit, DueTrace, StoreLimits, StoreStats, TraceMap, TraceStore};
 use crate::telemetry::{self, Outcome};
 
+use super::stream_time::StreamClock;
 use super::RunStats;
 
 /// One input record, as the source hands it over.
@@ -48,6 +49,8 @@ pub struct Record {
     pub payload: Option<Bytes>,
     /// Encoding (from the `content-type` header, else the configured one).
     pub encoding: Encoding,
+    /// The record's timestamp, Unix ms (`None` when the broker gave none).
+    pub timestamp_ms: Option<i64>,
 }
 
 impl Record {
@@ -115,7 +118,7 @@ impl Effect {
     }
 }
 
-/// A decision read back from the decision log, with how long ago it was made.
+/// A decision read back from the decision log.
 #[derive(Debug, Clone)]
 pub struct Restored {
     /// Trace id.
@@ -126,8 +129,8 @@ pub struct Restored {
     pub threshold: u64,
     /// The deciding policy's name (empty for none).
     pub policy: String,
-    /// Time since the decision was made (wall clock).
-    pub age: Duration,
+    /// When it was made: the deciding partition's stream time, Unix ms.
+    pub decided_at_ms: u64,
 }
 
 /// The static settings of a core.
@@ -141,6 +144,8 @@ pub struct CoreSettings {
     pub decision_log: bool,
     /// How often a new commit point is published.
     pub commit_interval: Duration,
+    /// The tick: the largest step stream time takes per tick while caught up.
+    pub tick: Duration,
     /// Keep per-policy tallies ([`PartitionCore::tallies`]; dry-run's report).
     pub tally: bool,
 }
@@ -189,6 +194,7 @@ pub struct PartitionCore {
     late: Vec<(TraceId, Decision, Vec<SpanRef>)>,
     late_index: TraceMap<usize>,
     next_commit: MonoTime,
+    clock: StreamClock,
     /// Per-policy tallies and the per-decision match scratch (empty unless `settings.tally`).
     tallies: Vec<PolicyTally>,
     matched: Vec<bool>,
@@ -204,6 +210,7 @@ impl PartitionCore {
         policy_names: Arc<[Arc<str>]>,
         stats: Arc<RunStats>,
     ) -> Self {
+        let clock = StreamClock::new(settings.tick);
         PartitionCore {
             topic,
             partition,
@@ -218,6 +225,7 @@ impl PartitionCore {
             late: Vec::new(),
             late_index: TraceMap::default(),
             next_commit: MonoTime::ZERO,
+            clock,
             tallies: Vec::new(),
             matched: Vec::new(),
         }
@@ -240,13 +248,16 @@ impl PartitionCore {
         self.tallies.get_mut(p)
     }
 
-    /// Reads one record at `now` (`wall_ms` stamps decisions it forces); effects go to `out`.
-    pub fn ingest(&mut self, rec: Record, now: MonoTime, wall_ms: u64, out: &mut Vec<Effect>) {
+    /// Reads one record, read at `wall_ms` (Unix ms, for the stream clock's clamp); effects
+    /// go to `out`.
+    pub fn ingest(&mut self, rec: Record, wall_ms: u64, out: &mut Vec<Effect>) {
         if let Err(e) = self.watermark.observe(rec.offset) {
             // A rewind we did not ask for (should not happen with one owner): skip, never panic.
             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "out-of-order record skipped");
             return;
         }
+        self.clock.on_record(rec.timestamp_ms, wall_ms);
+        let now = self.clock.now().unwrap_or(MonoTime::ZERO);
         let Some(payload) = rec.payload else { return };
         let stats = &self.stats;
         stats.records.fetch_add(1, Ordering::Relaxed);
@@ -298,7 +309,7 @@ impl PartitionCore {
             if self.store.has_forced() {
                 let forced: Vec<DueTrace> = self.store.take_forced().collect();
                 for t in forced {
-                    self.decide(t, now, wall_ms, out);
+                    self.decide(t, now, out);
                 }
             }
         }
@@ -323,27 +334,25 @@ impl PartitionCore {
         self.late.clear();
     }
 
-    /// Decides every trace due at `now`; effects go to `out`.
-    pub fn tick(&mut self, now: MonoTime, wall_ms: u64, out: &mut Vec<Effect>) {
+    /// A tick at `wall` (monotonic): stream time advances if the partition is `caught_up`
+    /// (at the log end, nothing queued), then every trace due in stream time is decided;
+    /// effects go to `out`.
+    pub fn tick(&mut self, wall: MonoTime, caught_up: bool, out: &mut Vec<Effect>) {
+        self.clock.on_tick(wall, caught_up);
+        let Some(now) = self.clock.now() else {
+            return;
+        };
         let mut due = std::mem::take(&mut self.due);
         self.store.poll_due(now, &mut due);
         for t in due.drain(..) {
-            self.decide(t, now, wall_ms, out);
+            self.decide(t, now, out);
         }
         self.due = due;
     }
 
-    /// Decides every buffered trace now (dry-run's end of input; never used by the service,
-    /// which leaves undecided traces to the next owner).
-    pub fn decide_all(&mut self, now: MonoTime, wall_ms: u64, out: &mut Vec<Effect>) {
-        let far = MonoTime::from_duration(Duration::from_secs(u64::MAX / 4));
-        let mut due = std::mem::take(&mut self.due);
-        due.extend(self.store.take_forced());
-        self.store.poll_due(far, &mut due);
-        for t in due.drain(..) {
-            self.decide(t, now, wall_ms, out);
-        }
-        self.due = due;
+    /// Stream time (Unix ms; 0 before the first record).
+    pub fn stream_time_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// A write covering `offsets` was acknowledged: one reference released per entry.
@@ -372,24 +381,23 @@ impl PartitionCore {
         self.watermark.commit_point()
     }
 
-    /// Puts restored decisions in the decision cache (before any input), each with its true
-    /// age: a decision made `age` ago is forgotten `ttl - age` from `now`.
-    pub fn restore(&mut self, decisions: impl IntoIterator<Item = Restored>, now: MonoTime) {
+    /// Puts restored decisions in the decision cache (before any input). Each is forgotten
+    /// when its TTL runs out counted from when it was made, in stream time.
+    pub fn restore(&mut self, decisions: impl IntoIterator<Item = Restored>) {
         for r in decisions {
             let policy = self
                 .policy_names
                 .iter()
                 .position(|p| **p == *r.policy)
                 .map(|i| i as PolicyId);
-            self.store.remember_aged(
+            self.store.remember(
                 r.trace_id,
                 Decision {
                     keep: r.keep,
                     policy,
                     threshold: r.threshold,
                 },
-                now,
-                r.age,
+                MonoTime::from_millis(r.decided_at_ms),
             );
         }
     }
@@ -434,7 +442,7 @@ impl PartitionCore {
             .cloned()
     }
 
-    fn decide(&mut self, t: DueTrace, now: MonoTime, wall_ms: u64, out: &mut Vec<Effect>) {
+    fn decide(&mut self, t: DueTrace, now: MonoTime, out: &mut Vec<Effect>) {
         let d = if self.settings.tally {
             let mut matched = std::mem::take(&mut self.matched);
             matched.resize(self.policy_names.len(), false);
@@ -499,7 +507,7 @@ impl PartitionCore {
             trace_id: t.trace_id,
             decision: d,
             policy: policy.unwrap_or_else(|| Arc::from("")),
-            decided_at_ms: wall_ms,
+            decided_at_ms: now.as_duration().as_millis() as u64,
             offsets: t.offsets,
         });
     }
@@ -606,6 +614,8 @@ mod tests {
                 sinks,
                 decision_log,
                 commit_interval: Duration::ZERO,
+                // One caught-up tick may move stream time any distance (see `idle_until`).
+                tick: Duration::from_secs(1 << 30),
                 tally: false,
             },
             Arc::new(sampler),
@@ -653,6 +663,7 @@ mod tests {
             key: None,
             payload: Some(Bytes::from(req.encode_to_vec())),
             encoding: Encoding::OtlpProto,
+            timestamp_ms: None,
         }
     }
 
@@ -662,11 +673,39 @@ mod tests {
             key: None,
             payload: Some(Bytes::from_static(&[0xff, 0xff, 0xff, 0x01])),
             encoding: Encoding::OtlpProto,
+            timestamp_ms: None,
         }
     }
 
+    /// Stream time of the tests' first record (Unix ms), and a wall clock far past every
+    /// stamp (so no stamp is clamped).
+    const T0: u64 = 1_700_000_000_000;
+    const WALL: u64 = T0 + 1_000_000_000;
+
+    /// `ms` after T0.
     fn at(ms: u64) -> MonoTime {
         MonoTime::from_millis(ms)
+    }
+
+    trait Drive {
+        /// Reads `rec` stamped `at` after T0.
+        fn feed(&mut self, rec: Record, at: MonoTime, fx: &mut Vec<Effect>);
+        /// Caught up at the log end: wall-clock ticks move stream time to `at` after T0.
+        fn idle_until(&mut self, at: MonoTime, fx: &mut Vec<Effect>);
+    }
+
+    impl Drive for PartitionCore {
+        fn feed(&mut self, mut rec: Record, at: MonoTime, fx: &mut Vec<Effect>) {
+            rec.timestamp_ms = Some((T0 + at.as_duration().as_millis() as u64) as i64);
+            self.ingest(rec, WALL, fx);
+        }
+
+        fn idle_until(&mut self, at: MonoTime, fx: &mut Vec<Effect>) {
+            let target = T0 + at.as_duration().as_millis() as u64;
+            let step = target.saturating_sub(self.stream_time_ms());
+            self.tick(MonoTime::ZERO, true, fx);
+            self.tick(MonoTime::from_millis(step), true, fx);
+        }
     }
 
     fn span_ids(e: &Emit) -> Vec<u64> {
@@ -692,16 +731,15 @@ mod tests {
     fn a_kept_trace_is_emitted_whole_and_committed_after_every_sink_acked() {
         let mut core = core_with(2, false, 100);
         let mut fx = Vec::new();
-        core.ingest(record(10, vec![span(1, 1, false)]), at(0), 0, &mut fx);
-        core.ingest(
+        core.feed(record(10, vec![span(1, 1, false)]), at(0), &mut fx);
+        core.feed(
             record(11, vec![span(1, 2, true), span(2, 3, false)]),
             at(100),
-            0,
             &mut fx,
         );
         assert!(fx.is_empty());
         assert_eq!(core.commit_point(), Some(10));
-        core.tick(at(1_200), 0, &mut fx);
+        core.idle_until(at(1_200), &mut fx);
         let e = emits(&fx);
         assert_eq!(e.len(), 1, "only the error trace is kept");
         assert_eq!(span_ids(e[0]), vec![1, 2]);
@@ -718,8 +756,8 @@ mod tests {
     fn a_dropped_trace_resolves_its_records_without_a_write() {
         let mut core = core_with(1, false, 100);
         let mut fx = Vec::new();
-        core.ingest(record(0, vec![span(2, 1, false)]), at(0), 0, &mut fx);
-        core.tick(at(1_000), 0, &mut fx);
+        core.feed(record(0, vec![span(2, 1, false)]), at(0), &mut fx);
+        core.idle_until(at(1_000), &mut fx);
         assert!(fx.is_empty());
         assert_eq!(core.commit_point(), Some(1));
     }
@@ -728,21 +766,19 @@ mod tests {
     fn late_spans_follow_the_decision_of_their_trace() {
         let mut core = core_with(1, false, 100);
         let mut fx = Vec::new();
-        core.ingest(
+        core.feed(
             record(0, vec![span(1, 1, true), span(2, 2, false)]),
             at(0),
-            0,
             &mut fx,
         );
-        core.tick(at(1_000), 0, &mut fx);
+        core.idle_until(at(1_000), &mut fx);
         assert_eq!(emits(&fx).len(), 1);
         core.acked(&[0]);
         fx.clear();
         // Late spans without an error: decided alone they would be dropped; they follow.
-        core.ingest(
+        core.feed(
             record(1, vec![span(1, 5, false), span(2, 6, false)]),
             at(5_000),
-            0,
             &mut fx,
         );
         let e = emits(&fx);
@@ -758,8 +794,8 @@ mod tests {
     fn with_the_decision_log_a_record_waits_for_its_decision_to_be_durable() {
         let mut core = core_with(1, true, 100);
         let mut fx = Vec::new();
-        core.ingest(record(0, vec![span(2, 1, false)]), at(0), 0, &mut fx);
-        core.tick(at(1_000), 77, &mut fx);
+        core.feed(record(0, vec![span(2, 1, false)]), at(0), &mut fx);
+        core.idle_until(at(1_000), &mut fx);
         assert_eq!(fx.len(), 1);
         let Effect::LogDecision {
             decision,
@@ -771,7 +807,7 @@ mod tests {
             panic!("{fx:?}")
         };
         assert!(!decision.keep);
-        assert_eq!((*decided_at_ms, offsets.as_slice()), (77, &[0][..]));
+        assert_eq!((*decided_at_ms, offsets.as_slice()), (T0 + 1_000, &[0][..]));
         assert_eq!(core.commit_point(), Some(0));
         core.acked(&[0]);
         assert_eq!(core.commit_point(), Some(1));
@@ -781,7 +817,7 @@ mod tests {
     fn an_unreadable_record_is_dead_lettered_and_holds_its_offset_until_written() {
         let mut core = core_with(1, false, 100);
         let mut fx = Vec::new();
-        core.ingest(garbage(4), at(0), 0, &mut fx);
+        core.feed(garbage(4), at(0), &mut fx);
         assert!(
             matches!(&fx[..], [Effect::DeadLetter { offset: 4, error, .. }] if !error.is_empty())
         );
@@ -794,10 +830,10 @@ mod tests {
     fn the_trace_budget_forces_the_oldest_trace_out() {
         let mut core = core_with(1, false, 2);
         let mut fx = Vec::new();
-        core.ingest(record(0, vec![span(1, 1, true)]), at(0), 0, &mut fx);
-        core.ingest(record(1, vec![span(2, 2, false)]), at(1), 0, &mut fx);
+        core.feed(record(0, vec![span(1, 1, true)]), at(0), &mut fx);
+        core.feed(record(1, vec![span(2, 2, false)]), at(1), &mut fx);
         assert!(fx.is_empty());
-        core.ingest(record(2, vec![span(3, 3, false)]), at(2), 0, &mut fx);
+        core.feed(record(2, vec![span(3, 3, false)]), at(2), &mut fx);
         let e = emits(&fx);
         assert_eq!(e.len(), 1, "trace 1 was forced out and kept");
         assert_eq!(e[0].trace_id, TraceId([1; 16]));
@@ -806,25 +842,22 @@ mod tests {
 
     #[test]
     fn a_restored_decision_expires_at_its_original_time() {
-        // TTL 60 s; the decision was made 50 s before the restore at t = 0.
+        // TTL 60 s; the decision was made 50 s before the first record (stream time T0).
         let ttl = Duration::from_secs(60);
         let mut core = core_ttl(1, false, 100, ttl);
-        core.restore(
-            [Restored {
-                trace_id: TraceId([2; 16]),
-                keep: true,
-                threshold: 0,
-                policy: "errors".into(),
-                age: Duration::from_secs(50),
-            }],
-            at(0),
-        );
+        core.restore([Restored {
+            trace_id: TraceId([2; 16]),
+            keep: true,
+            threshold: 0,
+            policy: "errors".into(),
+            decided_at_ms: T0 - 50_000,
+        }]);
         let mut fx = Vec::new();
-        core.ingest(record(0, vec![span(2, 1, false)]), at(9_000), 0, &mut fx);
+        core.feed(record(0, vec![span(2, 1, false)]), at(9_000), &mut fx);
         assert_eq!(emits(&fx).len(), 1, "9 s later it still holds");
         assert_eq!(emits(&fx)[0].policy.as_ref(), "errors");
         fx.clear();
-        core.ingest(record(1, vec![span(2, 2, false)]), at(10_500), 0, &mut fx);
+        core.feed(record(1, vec![span(2, 2, false)]), at(10_500), &mut fx);
         assert!(
             fx.is_empty(),
             "10.5 s later it has expired; the span is a new trace"
@@ -832,17 +865,14 @@ mod tests {
         assert_eq!(core.buffered(), 1);
         // A decision older than its TTL is not restored at all.
         let mut core = core_ttl(1, false, 100, ttl);
-        core.restore(
-            [Restored {
-                trace_id: TraceId([2; 16]),
-                keep: true,
-                threshold: 0,
-                policy: "errors".into(),
-                age: Duration::from_secs(61),
-            }],
-            at(0),
-        );
-        core.ingest(record(0, vec![span(2, 1, false)]), at(0), 0, &mut fx);
+        core.restore([Restored {
+            trace_id: TraceId([2; 16]),
+            keep: true,
+            threshold: 0,
+            policy: "errors".into(),
+            decided_at_ms: T0 - 61_000,
+        }]);
+        core.feed(record(0, vec![span(2, 1, false)]), at(0), &mut fx);
         assert!(fx.is_empty());
     }
 
@@ -850,27 +880,28 @@ mod tests {
     async fn a_restored_decision_expires_at_its_original_time_on_the_tokio_clock() {
         use crate::clock::{Clock, TokioClock};
         let clock = TokioClock::new();
-        // Decided 55 s of wall time before the restore; the process (and its clock) is new.
-        let decided_at_ms = clock.wall_nanos() / 1_000_000 - 55_000;
+        let wall_ms = || clock.wall_nanos() / 1_000_000;
+        // Decided 55 s before a new process (and its new clock) restores it.
         let mut core = core_ttl(1, false, 100, Duration::from_secs(60));
-        let age = Duration::from_millis(clock.wall_nanos() / 1_000_000 - decided_at_ms);
-        core.restore(
-            [Restored {
-                trace_id: TraceId([2; 16]),
-                keep: true,
-                threshold: 0,
-                policy: "errors".into(),
-                age,
-            }],
-            clock.now(),
-        );
+        core.restore([Restored {
+            trace_id: TraceId([2; 16]),
+            keep: true,
+            threshold: 0,
+            policy: "errors".into(),
+            decided_at_ms: wall_ms() - 55_000,
+        }]);
+        let stamped = |offset, sid| {
+            let mut r = record(offset, vec![span(2, sid, false)]);
+            r.timestamp_ms = Some(wall_ms() as i64);
+            r
+        };
         let mut fx = Vec::new();
         tokio::time::advance(Duration::from_secs(4)).await;
-        core.ingest(record(0, vec![span(2, 1, false)]), clock.now(), 0, &mut fx);
+        core.ingest(stamped(0, 1), wall_ms(), &mut fx);
         assert_eq!(emits(&fx).len(), 1);
         fx.clear();
         tokio::time::advance(Duration::from_secs(2)).await;
-        core.ingest(record(1, vec![span(2, 2, false)]), clock.now(), 0, &mut fx);
+        core.ingest(stamped(1, 2), wall_ms(), &mut fx);
         assert!(fx.is_empty(), "60 s after the decision it is forgotten");
     }
 
@@ -883,6 +914,9 @@ mod tests {
         Tick(u64),
         /// The pending write at this index (modulo) is acknowledged.
         Ack(usize),
+        /// Wall-clock time passes (ms) while the partition is behind the log end (paused,
+        /// stalled, frozen): nothing may be decided.
+        Stall(u64),
         /// The partition moves to a new owner: in-flight writes finish, the commit point is
         /// taken, a new core restores the logged decisions and replays from the commit point.
         Revoke,
@@ -894,6 +928,7 @@ mod tests {
                 .prop_map(|(traces, bad)| Op::Ingest { traces, bad }),
             2 => (0u64..1_500).prop_map(Op::Tick),
             3 => any::<usize>().prop_map(Op::Ack),
+            1 => (1u64..60_000).prop_map(Op::Stall),
             1 => Just(Op::Revoke),
         ]
     }
@@ -904,6 +939,7 @@ mod tests {
         log: bool,
         max_traces: usize,
         topic: Vec<Vec<Span>>,
+        stamps: Vec<u64>,
         bad: HashSet<i64>,
         pending: Vec<Effect>,
         decisions: Vec<(TraceId, bool, u64)>,
@@ -925,6 +961,7 @@ mod tests {
                 log,
                 max_traces,
                 topic: Vec::new(),
+                stamps: Vec::new(),
                 bad: HashSet::new(),
                 pending: Vec::new(),
                 decisions: Vec::new(),
@@ -940,11 +977,13 @@ mod tests {
         }
 
         fn rec(&self, offset: i64) -> Record {
-            if self.bad.contains(&offset) {
+            let mut r = if self.bad.contains(&offset) {
                 garbage(offset)
             } else {
                 record(offset, self.topic[offset as usize].clone())
-            }
+            };
+            r.timestamp_ms = Some((T0 + self.stamps[offset as usize]) as i64);
+            r
         }
 
         fn absorb(&mut self, fx: Vec<Effect>) {
@@ -997,12 +1036,20 @@ mod tests {
                         }
                     }
                     self.topic.push(spans);
+                    self.stamps.push(self.now_ms);
                     let rec = self.rec(offset);
-                    self.core.ingest(rec, at(self.now_ms), self.now_ms, &mut fx);
+                    self.core.ingest(rec, WALL, &mut fx);
                 }
                 Op::Tick(ms) => {
                     self.now_ms += ms;
-                    self.core.tick(at(self.now_ms), self.now_ms, &mut fx);
+                    self.core.idle_until(at(self.now_ms), &mut fx);
+                }
+                Op::Stall(ms) => {
+                    let mut stalled = Vec::new();
+                    for i in 0..=10u64 {
+                        self.core.tick(at(i * ms / 10), false, &mut stalled);
+                    }
+                    assert!(stalled.is_empty(), "decided while stalled: {stalled:?}");
                 }
                 Op::Ack(i) => {
                     if !self.pending.is_empty() {
@@ -1023,20 +1070,18 @@ mod tests {
                     self.core = core_with(self.sinks, self.log, self.max_traces);
                     self.emitted.clear();
                     if self.log {
-                        self.core.restore(
-                            latest.into_iter().map(|(trace_id, (keep, ms))| Restored {
+                        self.core
+                            .restore(latest.into_iter().map(|(trace_id, (keep, ms))| Restored {
                                 trace_id,
                                 keep,
                                 threshold: 0,
                                 policy: if keep { "errors".into() } else { String::new() },
-                                age: Duration::from_millis(self.now_ms - ms),
-                            }),
-                            at(self.now_ms),
-                        );
+                                decided_at_ms: ms,
+                            }));
                     }
                     for o in from..self.topic.len() as i64 {
                         let rec = self.rec(o);
-                        self.core.ingest(rec, at(self.now_ms), self.now_ms, &mut fx);
+                        self.core.ingest(rec, WALL, &mut fx);
                     }
                 }
             }

@@ -12,7 +12,6 @@
 //! them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -85,6 +84,7 @@ impl PartitionTask {
             sinks: sinks.len() as u32,
             decision_log: cfg.kafka.decision_log,
             commit_interval: cfg.kafka.commit_interval,
+            tick: cfg.store.tick,
             tally: false,
         };
         let core = PartitionCore::new(
@@ -151,7 +151,7 @@ impl PartitionTask {
                     }
                     None => input_open = false,
                 },
-                _ = ticker.tick() => self.tick(input.depth()),
+                _ = ticker.tick() => self.tick(input.depth(), input.caught_up()),
             }
         }
     }
@@ -162,23 +162,21 @@ impl PartitionTask {
 
     /// Reads one record through the core and carries out its effects.
     pub fn ingest(&mut self, rec: super::Record) {
-        let now = self.shared.clock.now();
         let wall = self.wall_ms();
         let mut effects = std::mem::take(&mut self.effects);
-        self.core.ingest(rec, now, wall, &mut effects);
+        self.core.ingest(rec, wall, &mut effects);
         self.apply(&mut effects);
         self.effects = effects;
     }
 
     /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
-    pub fn tick(&mut self, (queued, queued_bytes): (usize, usize)) {
+    pub fn tick(&mut self, (queued, queued_bytes): (usize, usize), caught_up: bool) {
         let now = self.shared.clock.now();
         if self.shared.policies.generation() != self.policies_generation {
             self.switch_policies();
         }
-        let wall = self.wall_ms();
         let mut effects = std::mem::take(&mut self.effects);
-        self.core.tick(now, wall, &mut effects);
+        self.core.tick(now, caught_up, &mut effects);
         self.apply(&mut effects);
         self.effects = effects;
         for s in &mut self.sinks {
@@ -311,23 +309,17 @@ impl PartitionTask {
                 return;
             }
         };
-        // Ages are taken at the time the cache is filled, so reading the log does not make
-        // the decisions younger than they are.
-        let now_ms = self.wall_ms();
-        let now = self.shared.clock.now();
         let n = decisions.len();
-        self.core.restore(
-            decisions.into_iter().map(|(trace_id, d)| Restored {
+        self.core
+            .restore(decisions.into_iter().map(|(trace_id, d)| Restored {
                 trace_id,
                 keep: d.keep,
                 threshold: d.threshold,
                 policy: d.policy,
-                age: Duration::from_millis(now_ms.saturating_sub(d.decided_at_ms)),
-            }),
-            now,
-        );
+                decided_at_ms: d.decided_at_ms,
+            }));
         telemetry::decisions_restored(n as u64);
-        let elapsed_ms = (now - started).as_millis() as u64;
+        let elapsed_ms = (self.shared.clock.now() - started).as_millis() as u64;
         tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
     }
 
