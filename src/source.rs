@@ -437,6 +437,8 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
     let default_encoding = cfg.kafka.encoding;
     let mut flows: HashMap<Key, Flow> = HashMap::new();
     let mut poll_gap = telemetry::PollGap::default();
+    let mut hold = hold_failpoint();
+    let mut held_until: Option<(Key, Instant)> = None;
     let mut last_poll = Instant::now();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(50)) {
@@ -484,6 +486,19 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                     }
                     Mode::Flowing if flow.next.is_some_and(|n| offset < n) => continue,
                     Mode::Flowing => {}
+                }
+                if hold.is_some_and(|(p, o, _)| p == key.1 && o == offset) {
+                    if let Some((_, _, ms)) = hold.take() {
+                        // Fault injection: hold this partition before this record.
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(msg.topic(), msg.partition());
+                        if consumer.pause(&tpl).is_ok() {
+                            tracing::warn!(partition = key.1, offset, ms, "failpoint: partition held");
+                            flow.mode = Mode::Paused { resume_at: offset };
+                            held_until = Some((key, Instant::now() + Duration::from_millis(ms)));
+                            continue;
+                        }
+                    }
                 }
                 let rec = Record {
                     offset,
@@ -540,6 +555,9 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
             if !h.tx.has_room() {
                 return true;
             }
+            if held_until.is_some_and(|(k, until)| k == *key && Instant::now() < until) {
+                return true;
+            }
             let topic = &ctx.topics[key.0];
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(topic, key.1);
@@ -577,6 +595,17 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
         }
     }
     drop(consumer);
+}
+
+/// `TRACESIFT_FAILPOINT=hold@P:OFFSET:MS`: the poll thread holds partition P (paused) for MS
+/// milliseconds just before handing over OFFSET — a stalled partition for the stream-time tests.
+fn hold_failpoint() -> Option<(i32, i64, u64)> {
+    let v = std::env::var("TRACESIFT_FAILPOINT").ok()?;
+    let mut it = v.strip_prefix("hold@")?.split(':');
+    let p = it.next()?.parse().ok()?;
+    let o = it.next()?.parse().ok()?;
+    let ms = it.next()?.parse().ok()?;
+    Some((p, o, ms))
 }
 
 fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {

@@ -142,6 +142,9 @@ pub struct DueTrace {
     pub trigger: Trigger,
     /// When its first span arrived.
     pub first_seen: MonoTime,
+    /// When it became due: its deadline for a timer, the moment of the force for a limit. The
+    /// trace is decided at this time, so decisions do not depend on when the store was polled.
+    pub due_at: MonoTime,
 }
 
 struct Entry {
@@ -325,7 +328,7 @@ impl TraceStore {
                     && (self.traces.len() >= self.limits.max_traces
                         || self.bytes + size > self.limits.max_bytes)
                 {
-                    self.force_oldest();
+                    self.force_oldest(now);
                 }
             }
             self.seq += 1;
@@ -366,25 +369,25 @@ impl TraceStore {
         if e.summary.span_count >= self.limits.max_spans_per_trace
             || e.summary.bytes >= self.limits.max_trace_bytes
         {
-            self.force(trace_id, Trigger::TraceLimit);
+            self.force(trace_id, Trigger::TraceLimit, now);
         }
         Admit::Buffered { new_ref }
     }
 
-    fn force_oldest(&mut self) {
+    fn force_oldest(&mut self, now: MonoTime) {
         if let Some((_, id)) = self.by_age.pop_first() {
             // by_age and traces are kept in step; the entry is there.
-            self.force(id, Trigger::Overflow);
+            self.force(id, Trigger::Overflow, now);
         }
     }
 
-    fn force(&mut self, id: TraceId, trigger: Trigger) {
-        if let Some(due) = self.remove(&id, trigger) {
+    fn force(&mut self, id: TraceId, trigger: Trigger, now: MonoTime) {
+        if let Some(due) = self.remove(&id, trigger, now) {
             self.forced.push(due);
         }
     }
 
-    fn remove(&mut self, id: &TraceId, trigger: Trigger) -> Option<DueTrace> {
+    fn remove(&mut self, id: &TraceId, trigger: Trigger, due_at: MonoTime) -> Option<DueTrace> {
         let e = self.traces.remove(id)?;
         self.by_age.remove(&e.seq);
         self.bytes -= e.summary.bytes;
@@ -403,6 +406,7 @@ impl TraceStore {
             offsets: e.offsets,
             trigger,
             first_seen: e.first_seen,
+            due_at,
         })
     }
 
@@ -448,7 +452,7 @@ impl TraceStore {
                 self.timers.push(Reverse((deadline, seq, id)));
                 continue;
             }
-            if let Some(due) = self.remove(&id, trigger) {
+            if let Some(due) = self.remove(&id, trigger, deadline) {
                 out.push(due);
             }
         }

@@ -117,3 +117,96 @@ async fn dry_run_reports_what_the_policies_do_and_writes_nothing() {
             .unwrap();
     assert!(committed.is_empty(), "dry-run committed {committed:?}");
 }
+
+/// Scenario: one partition of 300 two-span traces stamped 10 ms apart (3 s of stream time),
+/// then a record stamped a minute later; a `rate_limiting` policy at 50 spans/s (burst 100)
+/// keeps only part of them, and which part depends on when each trace is decided.
+/// Guarantee: `dry-run` evaluates each policy once per trace, at the same stream time as `run`,
+/// so its kept count for the stateful limiter is exactly what `run` writes to the sampled topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_figures_for_a_rate_limiter_equal_what_run_keeps() {
+    use rdkafka::producer::FutureRecord;
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 1).await;
+    let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
+    let t0: i64 = 1_760_000_000_000;
+    let traces = spread_trace_ids(301);
+    let mut ends = std::collections::BTreeMap::new();
+    for (i, t) in traces.iter().enumerate() {
+        let value = otlp_record(vec![test_span(t, 1, false), test_span(t, 2, false)]);
+        let stamp = if i == 300 { t0 + 60_000 } else { t0 + 10 * i as i64 };
+        let key = hex::encode(t);
+        let d = producer
+            .send(
+                FutureRecord::to("otlp_spans")
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(stamp),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+        ends.insert(d.partition, d.offset + 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tracesift.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+kafka: {{brokers: "{brokers}", group_id: limited, commit_interval: 200ms}}
+store: {{decision_wait: 500ms, decision_wait_after_root: 0s, tick: 50ms}}
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: ""}}
+policies:
+  - {{name: limited, type: rate_limiting, rate_limiting: {{spans_per_second: 50, burst_capacity: 100}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["dry-run", "--idle", "5s", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}");
+    let row: Vec<String> = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("limited"))
+        .unwrap_or_else(|| panic!("no row in:\n{stdout}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let dry_kept: usize = row[2].parse().unwrap();
+    let dry_matched: usize = row[1].parse().unwrap();
+
+    let log = dir.path().join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_committed(&brokers, "limited", "otlp_spans", &ends, std::time::Duration::from_secs(90))
+        .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let run_kept = sampled_by_trace(&brokers).len();
+    eprintln!("{stdout}\nrun kept {run_kept}");
+    // The limiter really limited (both ways of being wrong are visible).
+    assert!(dry_kept > 20 && dry_kept < 290, "{stdout}");
+    assert_eq!(dry_matched, dry_kept, "a limiter matches what it keeps:\n{stdout}");
+    assert_eq!(
+        dry_kept,
+        run_kept,
+        "dry-run and run disagree:\n{stdout}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

@@ -309,7 +309,7 @@ impl PartitionCore {
             if self.store.has_forced() {
                 let forced: Vec<DueTrace> = self.store.take_forced().collect();
                 for t in forced {
-                    self.decide(t, now, out);
+                    self.decide(t, out);
                 }
             }
         }
@@ -345,7 +345,7 @@ impl PartitionCore {
         let mut due = std::mem::take(&mut self.due);
         self.store.poll_due(now, &mut due);
         for t in due.drain(..) {
-            self.decide(t, now, out);
+            self.decide(t, out);
         }
         self.due = due;
     }
@@ -442,7 +442,10 @@ impl PartitionCore {
             .cloned()
     }
 
-    fn decide(&mut self, t: DueTrace, now: MonoTime, out: &mut Vec<Effect>) {
+    /// Decides a trace at the time it became due (not when it was polled), so the decision
+    /// and its time depend only on the records read.
+    fn decide(&mut self, t: DueTrace, out: &mut Vec<Effect>) {
+        let now = t.due_at;
         let d = if self.settings.tally {
             let mut matched = std::mem::take(&mut self.matched);
             matched.resize(self.policy_names.len(), false);

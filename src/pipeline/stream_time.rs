@@ -14,6 +14,8 @@
 //!   The cap makes a process that was frozen (SIGSTOP, CPU starvation, a long GC-like pause) or
 //!   whose end-of-partition flag is stale resume at the pace of its ticks rather than jump: the
 //!   next fetch shows it is behind, and from there records drive the clock again.
+//! - **Paused for the budget** (`on_overflow: pause`, store over budget): nothing more can be
+//!   read until something is decided, so the wall clock moves stream time as at the log end.
 //! - **Producer clocks.** A record stamped later than this process's wall clock counts as
 //!   stamped *now*: a producer whose clock runs ahead cannot push stream time past the real
 //!   present, so it cannot decide traces early while the partition is live. A producer whose

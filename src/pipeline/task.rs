@@ -151,7 +151,9 @@ impl PartitionTask {
                     }
                     None => input_open = false,
                 },
-                _ = ticker.tick() => self.tick(input.depth(), input.caught_up()),
+                // Nothing more can be read while paused for the budget, so (as at the log end)
+                // the wall clock moves stream time: `pause` trades completeness for memory.
+                _ = ticker.tick() => self.tick(input.depth(), input.caught_up() || pause_for_budget),
             }
         }
     }
