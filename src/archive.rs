@@ -28,8 +28,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::otlp::{self, ScopeCtx, SpanKind, SpanRef, StatusCode, TraceId};
-use crate::sample::adjusted_count;
+use crate::otlp::threshold::adjusted_count;
+use crate::otlp::{self, render_value, ScopeCtx, SpanKind, SpanRef, StatusCode, TraceId};
 
 /// Version of the span schema; part of every object path.
 pub const SCHEMA_VERSION: &str = "v1";
@@ -366,25 +366,6 @@ pub fn writer_properties(max_row_group_rows: usize, trace_ids: u64) -> WriterPro
         .set_column_dictionary_enabled(ColumnPath::from("span_id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("parent_span_id"), false)
         .build()
-}
-
-/// Renders an attribute value as an OTLP/JSON scalar: strings as-is, others as JSON.
-pub fn render_value(v: Option<&AnyValue>) -> String {
-    match v.and_then(|v| v.value.as_ref()) {
-        None => String::new(),
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| format!("\"{d}\"")),
-        Some(other) => {
-            let v = AnyValue {
-                value: Some(other.clone()),
-            };
-            serde_json::to_string(&v).unwrap_or_default()
-        }
-    }
 }
 
 fn find<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {

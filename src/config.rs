@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::otlp::Encoding;
 use crate::sample::PolicySpec;
 
 /// One configuration problem, with where it is.
@@ -132,17 +133,6 @@ impl<'de> Deserialize<'de> for ByteSize {
             Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
         }
     }
-}
-
-/// Input record encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Encoding {
-    /// OTLP protobuf (`ExportTraceServiceRequest`), the Collector kafkaexporter's default.
-    #[default]
-    OtlpProto,
-    /// OTLP/JSON with hex-encoded ids.
-    OtlpJson,
 }
 
 /// `kafka:` — where records come from and go to.

@@ -20,7 +20,8 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::clock::{Clock, MonoTime};
-use crate::config::{Config, Encoding};
+use crate::config::Config;
+use crate::otlp::Encoding;
 use crate::otlp::{self, ScannedSpan};
 use crate::pipeline::core::{CoreSettings, Effect, PartitionCore, Record};
 use crate::pipeline::RunStats;

@@ -15,6 +15,8 @@
 //!
 //! OTLP/JSON input is converted once to protobuf ([`json_to_proto`]) and then takes the same path.
 
+pub mod threshold;
+
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,9 +24,41 @@ use std::sync::Arc;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use serde::{Deserialize, Serialize};
+
+/// Input record encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// OTLP protobuf (`ExportTraceServiceRequest`), the Collector kafkaexporter's default.
+    #[default]
+    OtlpProto,
+    /// OTLP/JSON with hex-encoded ids.
+    OtlpJson,
+}
+
+/// Renders an attribute value as an OTLP/JSON scalar: strings as-is, others as JSON.
+pub fn render_value(v: Option<&AnyValue>) -> String {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => serde_json::Number::from_f64(*d)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("\"{d}\"")),
+        Some(other) => {
+            let v = AnyValue {
+                value: Some(other.clone()),
+            };
+            serde_json::to_string(&v).unwrap_or_default()
+        }
+    }
+}
 
 /// A 128-bit trace id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -608,7 +642,7 @@ pub fn set_ot_threshold(ts: &str, th: Option<u64>) -> String {
             None => others.push(member),
         }
     }
-    let th_field = th.map(|t| format!("th:{}", crate::sample::threshold_hex(t)));
+    let th_field = th.map(|t| format!("th:{}", threshold::threshold_hex(t)));
     let mut fields: Vec<&str> = Vec::with_capacity(ot_fields.len() + 1);
     if let Some(f) = &th_field {
         fields.push(f);
@@ -642,7 +676,7 @@ pub struct SamplingMark<'a> {
 impl<'a> SamplingMark<'a> {
     /// The mark of a trace kept at `threshold` by `policy`.
     pub fn new(threshold: u64, policy: &'a str) -> Self {
-        let th = (threshold != crate::sample::THRESHOLD_UNKNOWN).then_some(threshold);
+        let th = (threshold != threshold::THRESHOLD_UNKNOWN).then_some(threshold);
         SamplingMark {
             threshold,
             policy,
@@ -681,7 +715,7 @@ pub fn mark_span(span: &[u8], mark: &SamplingMark<'_>) -> Result<Vec<u8>, Decode
         out.extend_from_slice(&span[tag_start..rd.pos]);
     }
     let (_, th_in) = parse_ot_tracestate(trace_state);
-    let th = (mark.threshold != crate::sample::THRESHOLD_UNKNOWN)
+    let th = (mark.threshold != threshold::THRESHOLD_UNKNOWN)
         .then(|| mark.threshold.max(th_in.unwrap_or(0)));
     let ts: std::borrow::Cow<'_, str> = if trace_state.is_empty() {
         std::borrow::Cow::Borrowed(&mark.plain_trace_state)
@@ -694,11 +728,7 @@ pub fn mark_span(span: &[u8], mark: &SamplingMark<'_>) -> Result<Vec<u8>, Decode
     }
     put_string_attribute(&mut out, ATTR_POLICY, mark.policy);
     if let Some(t) = th {
-        put_double_attribute(
-            &mut out,
-            ATTR_ADJUSTED_COUNT,
-            crate::sample::adjusted_count(t),
-        );
+        put_double_attribute(&mut out, ATTR_ADJUSTED_COUNT, threshold::adjusted_count(t));
     }
     Ok(out)
 }
@@ -1008,15 +1038,13 @@ fn for_each_group<'a>(
 /// `out`; the one entry point for the sampler, the rekey stage and dry runs.
 pub fn scan_record(
     payload: &Bytes,
-    encoding: crate::config::Encoding,
+    encoding: Encoding,
     probe: &impl SpanProbe,
     out: &mut Vec<ScannedSpan>,
 ) -> Result<(), DecodeError> {
     match encoding {
-        crate::config::Encoding::OtlpProto => scan_request_into(payload, probe, out),
-        crate::config::Encoding::OtlpJson => {
-            scan_request_into(&json_to_proto(payload)?, probe, out)
-        }
+        Encoding::OtlpProto => scan_request_into(payload, probe, out),
+        Encoding::OtlpJson => scan_request_into(&json_to_proto(payload)?, probe, out),
     }
 }
 
@@ -1198,7 +1226,7 @@ mod tests {
 
     #[test]
     fn ot_threshold_is_set_kept_or_erased() {
-        use crate::sample::threshold_for_probability;
+        use super::threshold::threshold_for_probability;
         let t1 = threshold_for_probability(0.01);
         let t50 = 1u64 << 55;
         // Set where absent; other members kept after it.
@@ -1228,7 +1256,7 @@ mod tests {
 
     #[test]
     fn marked_spans_carry_threshold_policy_and_adjusted_count() {
-        use crate::sample::{adjusted_count, THRESHOLD_UNKNOWN};
+        use super::threshold::{adjusted_count, THRESHOLD_UNKNOWN};
         let attr = |s: &Span, k: &str| {
             s.attributes
                 .iter()

@@ -36,7 +36,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, Encoding};
+use crate::config::Config;
+use crate::otlp::Encoding;
 use crate::pipeline::{Control, PartitionTask, QueueFull, QueueTx, Record, Shared};
 use crate::telemetry::{self, Health};
 
@@ -493,7 +494,12 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(msg.topic(), msg.partition());
                         if consumer.pause(&tpl).is_ok() {
-                            tracing::warn!(partition = key.1, offset, ms, "failpoint: partition held");
+                            tracing::warn!(
+                                partition = key.1,
+                                offset,
+                                ms,
+                                "failpoint: partition held"
+                            );
                             flow.mode = Mode::Paused { resume_at: offset };
                             held_until = Some((key, Instant::now() + Duration::from_millis(ms)));
                             continue;

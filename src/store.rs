@@ -525,8 +525,8 @@ impl TraceStore {
 mod tests {
     use super::*;
     use crate::config::ByteSize;
+    use crate::otlp::threshold::THRESHOLD_NEVER;
     use crate::otlp::{ScopeCtx, SpanId, StatusCode};
-    use crate::sample::THRESHOLD_NEVER;
     use std::sync::Arc;
 
     fn limits() -> StoreLimits {

@@ -135,7 +135,11 @@ async fn dry_run_figures_for_a_rate_limiter_equal_what_run_keeps() {
     let mut ends = std::collections::BTreeMap::new();
     for (i, t) in traces.iter().enumerate() {
         let value = otlp_record(vec![test_span(t, 1, false), test_span(t, 2, false)]);
-        let stamp = if i == 300 { t0 + 60_000 } else { t0 + 10 * i as i64 };
+        let stamp = if i == 300 {
+            t0 + 60_000
+        } else {
+            t0 + 10 * i as i64
+        };
         let key = hex::encode(t);
         let d = producer
             .send(
@@ -191,8 +195,14 @@ policies:
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    wait_committed(&brokers, "limited", "otlp_spans", &ends, std::time::Duration::from_secs(90))
-        .await;
+    wait_committed(
+        &brokers,
+        "limited",
+        "otlp_spans",
+        &ends,
+        std::time::Duration::from_secs(90),
+    )
+    .await;
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -202,7 +212,10 @@ policies:
     eprintln!("{stdout}\nrun kept {run_kept}");
     // The limiter really limited (both ways of being wrong are visible).
     assert!(dry_kept > 20 && dry_kept < 290, "{stdout}");
-    assert_eq!(dry_matched, dry_kept, "a limiter matches what it keeps:\n{stdout}");
+    assert_eq!(
+        dry_matched, dry_kept,
+        "a limiter matches what it keeps:\n{stdout}"
+    );
     assert_eq!(
         dry_kept,
         run_kept,

@@ -14,8 +14,9 @@ use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, S
 use prost::Message;
 use tracesift::clock::MonoTime;
 use tracesift::config::Config;
+use tracesift::otlp::threshold::{adjusted_count, THRESHOLD_UNKNOWN};
 use tracesift::otlp::{scan_request_into, TraceId};
-use tracesift::sample::{adjusted_count, PolicySpec, Sampler, TraceSummary, THRESHOLD_UNKNOWN};
+use tracesift::sample::{PolicySpec, Sampler, TraceSummary};
 
 const FIXTURE: &str = include_str!("fixtures/collector_policies.yaml");
 

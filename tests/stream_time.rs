@@ -178,10 +178,24 @@ async fn a_held_partition_decides_nothing_until_it_has_read_on() {
     let mut ends = BTreeMap::new();
     // Roots first (offsets 0..20), then the error spans (20..40), a few ms apart.
     for t in &traces {
-        send(&producer, t, &otlp_record(vec![test_span(t, 1, false)]), None, &mut ends).await;
+        send(
+            &producer,
+            t,
+            &otlp_record(vec![test_span(t, 1, false)]),
+            None,
+            &mut ends,
+        )
+        .await;
     }
     for t in &traces {
-        send(&producer, t, &otlp_record(vec![test_span(t, 2, true)]), None, &mut ends).await;
+        send(
+            &producer,
+            t,
+            &otlp_record(vec![test_span(t, 2, true)]),
+            None,
+            &mut ends,
+        )
+        .await;
     }
     assert_eq!(ends[&0], 40);
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +212,14 @@ async fn a_held_partition_decides_nothing_until_it_has_read_on() {
         ),
         &[("TRACESIFT_FAILPOINT", "hold@0:20:5000")],
     );
-    wait_committed(&brokers, "held", "otlp_spans", &ends, Duration::from_secs(90)).await;
+    wait_committed(
+        &brokers,
+        "held",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(90),
+    )
+    .await;
     let log = m.log();
     assert!(log.contains("failpoint: partition held"), "{log}");
     m.stop();
@@ -254,15 +275,28 @@ async fn sigstop_freezes_do_not_decide_traces_early() {
     for chunk in traces.chunks(12) {
         for (n, error) in [(1u8, false), (2, true), (3, false)] {
             for t in chunk {
-                send(&producer, t, &otlp_record(vec![test_span(t, n, error)]), None, &mut ends)
-                    .await;
+                send(
+                    &producer,
+                    t,
+                    &otlp_record(vec![test_span(t, n, error)]),
+                    None,
+                    &mut ends,
+                )
+                .await;
             }
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
         tokio::time::sleep(Duration::from_millis(220)).await;
     }
     freezer.join().unwrap();
-    wait_committed(&brokers, "frozen", "otlp_spans", &ends, Duration::from_secs(120)).await;
+    wait_committed(
+        &brokers,
+        "frozen",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(120),
+    )
+    .await;
     let log = m.log();
     m.stop();
     let got = sampled(&brokers, "otlp_spans_sampled");
@@ -311,7 +345,14 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
             }
         })
     };
-    wait_committed(&brokers, "slow", "otlp_spans", &ends, Duration::from_secs(600)).await;
+    wait_committed(
+        &brokers,
+        "slow",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(600),
+    )
+    .await;
     done.store(true, Ordering::Release);
     throttle.join().unwrap();
     let slow_log = slow.log();
@@ -324,7 +365,14 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
         &config(&brokers, "fast", "sampled_fast", store, policies),
         &[],
     );
-    wait_committed(&brokers, "fast", "otlp_spans", &ends, Duration::from_secs(300)).await;
+    wait_committed(
+        &brokers,
+        "fast",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(300),
+    )
+    .await;
     fast.stop();
 
     let slow_kept = sampled(&brokers, "sampled_slow");
@@ -347,7 +395,12 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
         "{} of {must} error/slow traces not kept whole by the throttled run: {:?}\n{}",
         problems.len(),
         &problems[..problems.len().min(10)],
-        slow_log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        slow_log
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let a: BTreeSet<[u8; 16]> = slow_kept.keys().copied().collect();
     let b: BTreeSet<[u8; 16]> = fast_kept.keys().copied().collect();
@@ -358,7 +411,8 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
         a.len(),
         b.len()
     );
-    let spans = |m: &HashMap<[u8; 16], HashSet<Vec<u8>>>| m.values().map(HashSet::len).sum::<usize>();
+    let spans =
+        |m: &HashMap<[u8; 16], HashSet<Vec<u8>>>| m.values().map(HashSet::len).sum::<usize>();
     assert_eq!(spans(&slow_kept), spans(&fast_kept));
 }
 
@@ -387,8 +441,14 @@ async fn producers_with_skewed_clocks_neither_decide_early_nor_hold_for_ever() {
     let mut ends = BTreeMap::new();
     for (i, t) in traces.iter().enumerate() {
         let skew = if i < 100 { -10_000 } else { 10_000 };
-        send(&producer, t, &otlp_record(vec![test_span(t, 1, false)]), Some(now_ms()), &mut ends)
-            .await;
+        send(
+            &producer,
+            t,
+            &otlp_record(vec![test_span(t, 1, false)]),
+            Some(now_ms()),
+            &mut ends,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         send(
             &producer,
@@ -399,12 +459,25 @@ async fn producers_with_skewed_clocks_neither_decide_early_nor_hold_for_ever() {
         )
         .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
-        send(&producer, t, &otlp_record(vec![test_span(t, 3, false)]), Some(now_ms()), &mut ends)
-            .await;
+        send(
+            &producer,
+            t,
+            &otlp_record(vec![test_span(t, 3, false)]),
+            Some(now_ms()),
+            &mut ends,
+        )
+        .await;
     }
     // Every record resolved: no trace waits for ever (at most max_trace_age + one tick after
     // its first span while the partition is live).
-    wait_committed(&brokers, "skew", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    wait_committed(
+        &brokers,
+        "skew",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     let log = m.log();
     m.stop();
     let got = sampled(&brokers, "otlp_spans_sampled");
@@ -425,7 +498,10 @@ async fn the_poll_loop_never_waits_on_the_network() {
         "decision_wait: 1s, tick: 100ms",
         ERRORS_ONLY,
     )
-    .replace("telemetry: {listen: \"\"}", &format!("telemetry: {{listen: \"127.0.0.1:{port}\"}}"));
+    .replace(
+        "telemetry: {listen: \"\"}",
+        &format!("telemetry: {{listen: \"127.0.0.1:{port}\"}}"),
+    );
     let m = Member::start(dir.path(), "gap", &cfg, &[]);
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
     let traces = spread_trace_ids(600);
@@ -436,8 +512,14 @@ async fn the_poll_loop_never_waits_on_the_network() {
     let mut i = 0;
     while started.elapsed() < Duration::from_secs(25) {
         let t = &traces[i % traces.len()];
-        send(&producer, t, &otlp_record(vec![test_span(t, 1, i % 7 == 0)]), None, &mut ends)
-            .await;
+        send(
+            &producer,
+            t,
+            &otlp_record(vec![test_span(t, 1, i % 7 == 0)]),
+            None,
+            &mut ends,
+        )
+        .await;
         i += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

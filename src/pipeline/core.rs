@@ -28,7 +28,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::clock::MonoTime;
-use crate::config::Encoding;
+use crate::otlp::Encoding;
 use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
 use crate::sample::{Decision, PolicyId, Sampler};
 use crate::source::watermark::Watermark;

@@ -162,7 +162,7 @@ impl Dynamic {
                     .chain(resource.iter().flat_map(|r| r.attributes.iter()));
                 attrs
                     .filter(|kv| kv.key == *f)
-                    .map(|kv| crate::archive::render_value(kv.value.as_ref()))
+                    .map(|kv| crate::otlp::render_value(kv.value.as_ref()))
                     .next()
                     .unwrap_or_default()
             };
