@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -139,22 +137,6 @@ fn client(brokers: &str) -> ClientConfig {
     c
 }
 
-async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client(brokers).create()?;
-    for r in admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await?
-    {
-        if let Err((t, e)) = r {
-            bail!("cannot create topic {t}: {e}");
-        }
-    }
-    Ok(())
-}
-
 /// Reads every record of `topic` up to `ends` with a bare consumer, configured as the
 /// pipeline's own consumer; returns the value bytes read and the seconds from the first record
 /// to the last (connection setup is not counted, as for the pipeline).
@@ -260,9 +242,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         "tracesift-bench-{}",
         crate::clock::wall_now_nanos() % 1_000_000_007
     );
-    create_topic(&opts.brokers, &topic, opts.partitions)
-        .await
-        .context("is a broker running at --brokers?")?;
+    crate::topics::create(
+        &client(&opts.brokers),
+        crate::topics::TopicSpec::new(&topic, opts.partitions),
+    )
+    .await
+    .context("is a broker running at --brokers?")?;
 
     let gen_opts = GenOptions {
         traces: opts.traces,
@@ -294,7 +279,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     eprintln!("bare consumer drain ...");
     let (c, t, e) = (
-        crate::source::consumer_config(&cfg),
+        crate::source::kafka::consumer_config(&cfg),
         topic.clone(),
         ends.clone(),
     );

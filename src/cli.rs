@@ -519,21 +519,7 @@ async fn gen(
         .set("linger.ms", "20")
         .set("compression.type", "lz4");
     if let Some(p) = partitions {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        let admin: AdminClient<rdkafka::client::DefaultClientContext> = cc.create()?;
-        let r = admin
-            .create_topics(
-                &[NewTopic::new(&topic, p, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
-            .await?;
-        for x in r {
-            if let Err((t, e)) = x {
-                if e != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                    anyhow::bail!("cannot create topic {t}: {e}");
-                }
-            }
-        }
+        crate::topics::create(&cc, crate::topics::TopicSpec::new(&topic, p)).await?;
     }
     let producer: rdkafka::producer::FutureProducer = cc.create()?;
     let opts = crate::gen::GenOptions {

@@ -293,7 +293,7 @@ impl DryRun {
 
 /// Reads a bounded sample of the configured input topics and reports what the policies do.
 pub fn run(cfg: &Config, opts: &DryRunOptions, clock: &dyn Clock) -> anyhow::Result<Report> {
-    let mut cc = crate::source::consumer_config(cfg);
+    let mut cc = crate::source::kafka::consumer_config(cfg);
     cc.set(
         "group.id",
         format!("{}-dry-run-{}", cfg.kafka.group_id, std::process::id()),

@@ -34,3 +34,4 @@ pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod tiering;
+pub mod topics;

@@ -322,10 +322,16 @@ pub enum RunError {
     /// The telemetry endpoint could not be started.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
-    /// A topic could not be created.
-    #[error("cannot create topic `{topic}`: {reason}")]
-    Topic {
-        /// Topic.
+    /// A topic is missing, unusable, or could not be created.
+    #[error(transparent)]
+    Topics(#[from] crate::topics::TopicError),
+    /// The consumer thread could not be started.
+    #[error("cannot start the source: {0}")]
+    Start(String),
+    /// The rekey stage could not be started.
+    #[error("cannot start the rekey stage on `{topic}`: {reason}")]
+    Rekey {
+        /// Rekey topic.
         topic: String,
         /// Cause.
         reason: String,
@@ -376,159 +382,6 @@ impl Running {
     }
 }
 
-/// Creates the rekey stage's repartition topic when missing, with the partition count of the
-/// first rekeyed topic.
-async fn ensure_rekey_topic(cfg: &Config) -> Result<(), RunError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let rk = &cfg.kafka.rekey;
-    let Some(first) = rk.input_topics.first() else {
-        return Ok(());
-    };
-    let admin: AdminClient<DefaultClientContext> = crate::source::producer_config(cfg).create()?;
-    let md = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
-    let count = |name: &str| {
-        md.topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .map_or(0, |t| t.partitions().len() as i32)
-    };
-    if count(&rk.topic) > 0 {
-        return Ok(());
-    }
-    let partitions = count(first);
-    if partitions == 0 {
-        return Err(RunError::Topic {
-            topic: first.clone(),
-            reason: "the rekeyed input topic does not exist".into(),
-        });
-    }
-    let r = admin
-        .create_topics(
-            &[
-                NewTopic::new(&rk.topic, partitions, TopicReplication::Fixed(1))
-                    .set("cleanup.policy", "delete"),
-            ],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for x in r {
-        match x {
-            Ok(t) => {
-                tracing::warn!(topic = %t, partitions, "created the rekey topic with replication 1; manage production topics explicitly")
-            }
-            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => {
-                return Err(RunError::Topic {
-                    topic: t,
-                    reason: e.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Creates the sampled and dead-letter topics when missing, with as many partitions as the first
-/// input topic (so partition p of the input maps to partition p of the outputs).
-async fn ensure_output_topics(cfg: &Config) -> Result<(), RunError> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = crate::source::producer_config(cfg).create()?;
-    let md = {
-        let client = admin.inner();
-        client.fetch_metadata(None, Duration::from_secs(10))?
-    };
-    let partitions = md
-        .topics()
-        .iter()
-        .find(|t| {
-            cfg.kafka
-                .input_topics
-                .first()
-                .is_some_and(|i| i == t.name())
-        })
-        .map(|t| t.partitions().len() as i32)
-        .filter(|n| *n > 0)
-        .unwrap_or(1);
-    if cfg.kafka.decision_log {
-        let log = &cfg.kafka.decisions_topic;
-        if let Some(t) = md.topics().iter().find(|t| t.name() == log) {
-            let n = t.partitions().len() as i32;
-            if n > 0 && n < partitions {
-                return Err(RunError::Topic {
-                    topic: log.clone(),
-                    reason: format!(
-                        "the decision log has {n} partitions but the input has {partitions}; \
-                         it must be co-partitioned (at least as many partitions)"
-                    ),
-                });
-            }
-        }
-    }
-    let mut wanted = vec![cfg.kafka.dead_letter_topic.clone()];
-    if cfg.sinks.kafka.enabled {
-        wanted.push(cfg.kafka.sampled_topic.clone());
-    }
-    if cfg.kafka.decision_log {
-        wanted.push(cfg.kafka.decisions_topic.clone());
-    }
-    let missing: Vec<String> = wanted
-        .into_iter()
-        .filter(|w| {
-            !md.topics()
-                .iter()
-                .any(|t| t.name() == w && !t.partitions().is_empty())
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    // The decision log is compacted (latest decision per trace) and ages out after the longest
-    // decision-cache TTL plus a day of replay window.
-    let dc = &cfg.store.decision_cache;
-    let log_retention = (dc.sampled_ttl.max(dc.non_sampled_ttl) + Duration::from_secs(86_400))
-        .as_millis()
-        .to_string();
-    let new: Vec<NewTopic<'_>> = missing
-        .iter()
-        .map(|t| {
-            let n = NewTopic::new(t, partitions, TopicReplication::Fixed(1));
-            if *t == cfg.kafka.decisions_topic {
-                n.set("cleanup.policy", "compact,delete")
-                    .set("retention.ms", &log_retention)
-            } else {
-                n
-            }
-        })
-        .collect();
-    let results = admin
-        .create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    for r in results {
-        match r {
-            Ok(t) => {
-                tracing::warn!(topic = %t, partitions, "created missing topic with replication 1; manage production topics explicitly")
-            }
-            Err((t, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                tracing::debug!(topic = %t, "exists")
-            }
-            Err((t, e)) => {
-                return Err(RunError::Topic {
-                    topic: t,
-                    reason: e.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Starts the pipeline: telemetry, producer, output topics, hot tier, consumer group.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, RunError> {
     let handle = crate::telemetry::install();
@@ -538,9 +391,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
-    let producer: FutureProducer = crate::source::producer_config(&config).create()?;
-    ensure_rekey_topic(&config).await?;
-    ensure_output_topics(&config).await?;
+    let producer: FutureProducer = crate::source::kafka::producer_config(&config).create()?;
+    crate::topics::ensure_run_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
         Some(crate::archive::open_store(&config.archive.hot.url)?)
     } else {
@@ -570,12 +422,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let h2 = health.clone();
     let source = tokio::task::spawn_blocking(move || crate::source::start(shared, h2, rt))
         .await
-        .map_err(|e| RunError::Topic {
-            topic: String::new(),
-            reason: e.to_string(),
-        })??;
+        .map_err(|e| RunError::Start(e.to_string()))??;
     let rekey = crate::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
-        RunError::Topic {
+        RunError::Rekey {
             topic: config.kafka.rekey.topic.clone(),
             reason: e.to_string(),
         }

@@ -101,7 +101,7 @@ pub fn start(cfg: Arc<Config>, producer: FutureProducer) -> anyhow::Result<Optio
     if rk.input_topics.is_empty() {
         return Ok(None);
     }
-    let mut cc = crate::source::consumer_config(&cfg);
+    let mut cc = crate::source::kafka::consumer_config(&cfg);
     cc.set("group.id", format!("{}-rekey", cfg.kafka.group_id));
     let consumer: StreamConsumer<RekeyCtx> = cc.create_with_context(RekeyCtx::default())?;
     let topics: Vec<&str> = rk.input_topics.iter().map(String::as_str).collect();

@@ -20,6 +20,7 @@
 //! over are dropped as duplicates. Nothing is lost or re-ordered. Commit points published by partition tasks are committed asynchronously
 //! from the poll loop; on shutdown every partition is drained and committed synchronously.
 
+pub mod kafka;
 pub mod watermark;
 
 use std::collections::HashMap;
@@ -29,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -264,54 +264,6 @@ impl ConsumerContext for Ctx {
     }
 }
 
-/// librdkafka settings tracesift owns for its consumer (user properties may add to them).
-pub fn consumer_config(cfg: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("queued.max.messages.kbytes", "16384")
-        // One fetch response is buffered whole: keep it well under the prefetch bound.
-        .set("fetch.max.bytes", "16777216");
-    for (k, v) in &cfg.kafka.properties {
-        c.set(k, v);
-    }
-    c
-}
-
-/// librdkafka settings for the producer of the sampled and dead-letter topics.
-pub fn producer_config(cfg: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        // Bounded: writes wait (and the partitions behind them pause) beyond 64 MiB queued.
-        .set("queue.buffering.max.kbytes", "65536");
-    for (k, v) in &cfg.kafka.properties {
-        if !is_consumer_only(k) {
-            c.set(k, v);
-        }
-    }
-    c
-}
-
-fn is_consumer_only(k: &str) -> bool {
-    k.starts_with("fetch.")
-        || k.starts_with("session.")
-        || k.starts_with("heartbeat.")
-        || k.starts_with("max.poll.")
-        || k.starts_with("auto.offset")
-        || k.starts_with("queued.")
-        || k.starts_with("partition.assignment")
-        || k.starts_with("group.")
-        || k == "isolation.level"
-}
-
 /// The encoding of a record: its `content-type` header, else the configured default.
 pub fn record_encoding(msg: &BorrowedMessage<'_>, default: Encoding) -> Encoding {
     let Some(headers) = msg.headers() else {
@@ -382,7 +334,7 @@ pub fn start(
         health,
         tasks: Mutex::new(Vec::new()),
     };
-    let mut cc = consumer_config(&cfg);
+    let mut cc = kafka::consumer_config(&cfg);
     // The end of each partition is reported (stream time follows the wall clock only at the
     // end), and the lag gauge comes from librdkafka's statistics, never a blocking call.
     cc.set("enable.partition.eof", "true");
