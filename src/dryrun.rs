@@ -23,9 +23,10 @@ use crate::clock::{Clock, MonoTime};
 use crate::config::Config;
 use crate::otlp::Encoding;
 use crate::otlp::{self, ScannedSpan};
-use crate::pipeline::core::{CoreSettings, Effect, PartitionCore, Record};
+use crate::pipeline::core::{CoreSettings, Effect, PartitionCore};
 use crate::pipeline::RunStats;
 use crate::sample::Sampler;
+use crate::source::record::Record;
 use crate::store::StoreLimits;
 
 /// How much to read.

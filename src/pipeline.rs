@@ -10,7 +10,7 @@ pub mod core;
 pub mod stream_time;
 pub mod task;
 
-pub use self::core::{Effect, Emit, PartitionCore, Record};
+pub use self::core::{Effect, Emit, PartitionCore};
 pub use self::task::PartitionTask;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,136 +18,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::FutureProducer;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::sample::Sampler;
+use crate::source::queue::{CommitBoard, Control, Inbox, Spawner};
 use crate::telemetry;
-
-/// A partition's input queue, bounded in records (the channel) and in bytes (a shared counter):
-/// the source sends with [`QueueTx::try_send`], the task receives from the [`Inbox`].
-pub fn partition_queue(records: usize, bytes: usize) -> (QueueTx, Inbox) {
-    let (tx, rx) = mpsc::channel(records.max(1));
-    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let at_end = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    (
-        QueueTx {
-            tx,
-            queued: Arc::clone(&queued),
-            max_bytes: bytes,
-            at_end: Arc::clone(&at_end),
-        },
-        Inbox { rx, queued, at_end },
-    )
-}
-
-/// The source's end of a partition queue.
-#[derive(Debug)]
-pub struct QueueTx {
-    tx: mpsc::Sender<Record>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-    max_bytes: usize,
-    /// Set when the consumer reached the partition's end after the last record handed over.
-    at_end: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// Why a record was not queued.
-#[derive(Debug, PartialEq, Eq)]
-pub enum QueueFull {
-    /// Over the record or byte limit: pause the partition.
-    Full,
-    /// The task is gone (revoked or stopped).
-    Closed,
-}
-
-impl QueueTx {
-    /// Queues a record unless the queue is over either limit. A record larger than the byte
-    /// limit is still queued when the queue is empty, so no record can block a partition forever.
-    pub fn try_send(&self, rec: Record) -> Result<(), QueueFull> {
-        let size = rec.size();
-        let held = self.queued.load(Ordering::Acquire);
-        if held > 0 && held + size > self.max_bytes {
-            return Err(QueueFull::Full);
-        }
-        self.queued.fetch_add(size, Ordering::AcqRel);
-        match self.tx.try_send(rec) {
-            Ok(()) => {
-                self.at_end.store(false, Ordering::Release);
-                Ok(())
-            }
-            Err(e) => {
-                self.queued.fetch_sub(size, Ordering::AcqRel);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(_) => QueueFull::Full,
-                    mpsc::error::TrySendError::Closed(_) => QueueFull::Closed,
-                })
-            }
-        }
-    }
-
-    /// The consumer reached the end of the partition: everything in the log was handed over.
-    pub fn reached_end(&self) {
-        self.at_end.store(true, Ordering::Release);
-    }
-
-    /// At most half full in records and in bytes: a paused partition may resume.
-    pub fn has_room(&self) -> bool {
-        self.tx.capacity() * 2 >= self.tx.max_capacity()
-            && self.queued.load(Ordering::Acquire) * 2 <= self.max_bytes
-    }
-}
-
-/// The task's end of a partition queue.
-#[derive(Debug)]
-pub struct Inbox {
-    rx: mpsc::Receiver<Record>,
-    queued: Arc<std::sync::atomic::AtomicUsize>,
-    at_end: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Inbox {
-    fn took(&self, rec: &Record) {
-        self.queued.fetch_sub(rec.size(), Ordering::AcqRel);
-    }
-
-    pub(crate) async fn recv(&mut self) -> Option<Record> {
-        let r = self.rx.recv().await;
-        if let Some(rec) = &r {
-            self.took(rec);
-        }
-        r
-    }
-
-    pub(crate) fn try_recv(&mut self) -> Option<Record> {
-        let r = self.rx.try_recv().ok();
-        if let Some(rec) = &r {
-            self.took(rec);
-        }
-        r
-    }
-
-    /// True when the partition is at the log end and nothing is queued: there is nothing more
-    /// to read, so stream time may follow the wall clock.
-    pub(crate) fn caught_up(&self) -> bool {
-        self.at_end.load(Ordering::Acquire) && self.rx.is_empty()
-    }
-
-    /// Records and bytes queued.
-    pub(crate) fn depth(&self) -> (usize, usize) {
-        (self.rx.len(), self.queued.load(Ordering::Acquire))
-    }
-}
-
-/// Instructions from the source to a partition task.
-#[derive(Debug)]
-pub enum Control {
-    /// Stop reading, finish pending writes, reply with the final commit point.
-    Drain {
-        /// Gets the offset to commit (`None` when nothing was read).
-        reply: oneshot::Sender<Option<i64>>,
-    },
-}
 
 /// Counters of a whole run, shared by every partition task (read by `demo` and `bench`).
 #[derive(Debug, Default)]
@@ -295,13 +172,20 @@ pub struct Shared {
     /// Run counters.
     pub stats: Arc<RunStats>,
     /// Commit points published by partition tasks, picked up by the source's poll loop.
-    pub commits: Arc<dashmap::DashMap<(Arc<str>, i32), i64>>,
+    pub commits: CommitBoard,
 }
 
-/// How long a revoke or shutdown waits for a partition to drain before giving up on it (its
-/// offsets then stay at the last periodic commit, which is always safe).
-pub fn drain_deadline(cfg: &Config) -> Duration {
-    cfg.shutdown_timeout
+impl Spawner for Shared {
+    fn spawn(
+        &self,
+        topic: Arc<str>,
+        partition: i32,
+        inbox: Inbox,
+        control: mpsc::Receiver<Control>,
+    ) -> tokio::task::JoinHandle<()> {
+        let task = PartitionTask::new(topic, partition, self.clone());
+        tokio::spawn(task.run(inbox, control))
+    }
 }
 
 /// Errors that stop a run before it starts.
@@ -411,7 +295,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         encode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
         clock,
         stats: Arc::clone(&stats),
-        commits: Arc::new(dashmap::DashMap::new()),
+        commits: CommitBoard::default(),
     };
     let server = if config.telemetry.listen.is_empty() {
         None
@@ -420,9 +304,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     };
     let rt = tokio::runtime::Handle::current();
     let h2 = health.clone();
-    let source = tokio::task::spawn_blocking(move || crate::source::start(shared, h2, rt))
-        .await
-        .map_err(|e| RunError::Start(e.to_string()))??;
+    let commits = Arc::clone(&shared.commits);
+    let spawner: Arc<dyn Spawner> = Arc::new(shared);
+    let cfg = Arc::clone(&config);
+    let source =
+        tokio::task::spawn_blocking(move || crate::source::start(cfg, spawner, commits, h2, rt))
+            .await
+            .map_err(|e| RunError::Start(e.to_string()))??;
     let rekey = crate::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
         RunError::Rekey {
             topic: config.kafka.rekey.topic.clone(),

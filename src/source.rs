@@ -21,6 +21,8 @@
 //! from the poll loop; on shutdown every partition is drained and committed synchronously.
 
 pub mod kafka;
+pub mod queue;
+pub mod record;
 pub mod watermark;
 
 use std::collections::HashMap;
@@ -36,9 +38,10 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
+use self::queue::{partition_queue, CommitBoard, Control, QueueFull, QueueTx, Spawner};
+use self::record::Record;
 use crate::config::Config;
 use crate::otlp::Encoding;
-use crate::pipeline::{Control, PartitionTask, QueueFull, QueueTx, Record, Shared};
 use crate::telemetry::{self, Health};
 
 /// Errors of the source stage.
@@ -68,7 +71,8 @@ type Key = (usize, i32);
 struct Ctx {
     topics: Vec<Arc<str>>,
     registry: DashMap<Key, PartitionHandle>,
-    shared: Shared,
+    spawner: Arc<dyn Spawner>,
+    commits: CommitBoard,
     rt: tokio::runtime::Handle,
     queue: usize,
     queue_bytes: usize,
@@ -85,10 +89,14 @@ impl Ctx {
 
     fn spawn(&self, idx: usize, partition: i32) {
         let topic = Arc::clone(&self.topics[idx]);
-        let (tx, rx) = crate::pipeline::partition_queue(self.queue, self.queue_bytes);
+        let (tx, rx) = partition_queue(self.queue, self.queue_bytes);
         let (ctx_tx, ctx_rx) = mpsc::channel(4);
-        let task = PartitionTask::new(Arc::clone(&topic), partition, self.shared.clone());
-        let join = self.rt.spawn(task.run(rx, ctx_rx));
+        let join = {
+            // Spawned tasks land on the runtime the source was given.
+            let _rt = self.rt.enter();
+            self.spawner
+                .spawn(Arc::clone(&topic), partition, rx, ctx_rx)
+        };
         let abort = join.abort_handle();
         if let Ok(mut t) = self.tasks.lock() {
             t.retain(|j| !j.is_finished());
@@ -150,7 +158,6 @@ impl Ctx {
         for (key, point) in self.drain_all(keys) {
             let topic = Arc::clone(&self.topics[key.0]);
             let published = self
-                .shared
                 .commits
                 .remove(&(Arc::clone(&topic), key.1))
                 .map(|(_, p)| p);
@@ -224,8 +231,7 @@ impl ConsumerContext for Ctx {
             if !self.registry.contains_key(&(i, el.partition())) {
                 continue;
             }
-            self.shared
-                .commits
+            self.commits
                 .entry((Arc::clone(&self.topics[i]), el.partition()))
                 .and_modify(|p| *p = (*p).max(o))
                 .or_insert(o);
@@ -310,12 +316,15 @@ impl Drop for SourceHandle {
 }
 
 /// Creates the consumer, checks the input topics, subscribes and starts the poll thread.
+/// Partitions are processed by what `spawner` starts, on `rt`; their commit points arrive on
+/// `commits`.
 pub fn start(
-    shared: Shared,
+    cfg: Arc<Config>,
+    spawner: Arc<dyn Spawner>,
+    commits: CommitBoard,
     health: Health,
     rt: tokio::runtime::Handle,
 ) -> Result<SourceHandle, SourceError> {
-    let cfg = Arc::clone(&shared.config);
     let topics: Vec<Arc<str>> = cfg
         .kafka
         .input_topics
@@ -325,12 +334,15 @@ pub fn start(
     let ctx = Ctx {
         topics: topics.clone(),
         registry: DashMap::new(),
-        shared,
+        spawner,
+        commits,
         rt,
         queue: cfg.kafka.partition_queue_records,
         queue_bytes: cfg.kafka.partition_queue_bytes.0 as usize,
         generation: AtomicU64::new(0),
-        drain_deadline: crate::pipeline::drain_deadline(&cfg),
+        // One deadline for all partitions drained together (revoke or shutdown); a partition
+        // that misses it keeps its last periodic commit, which is always safe.
+        drain_deadline: cfg.shutdown_timeout,
         health,
         tasks: Mutex::new(Vec::new()),
     };
@@ -567,13 +579,13 @@ fn hold_failpoint() -> Option<(i32, i64, u64)> {
 }
 
 fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {
-    if ctx.shared.commits.is_empty() {
+    if ctx.commits.is_empty() {
         return;
     }
     let mut tpl = TopicPartitionList::new();
-    let keys: Vec<(Arc<str>, i32)> = ctx.shared.commits.iter().map(|e| e.key().clone()).collect();
+    let keys: Vec<(Arc<str>, i32)> = ctx.commits.iter().map(|e| e.key().clone()).collect();
     for k in keys {
-        if let Some(((topic, partition), offset)) = ctx.shared.commits.remove(&k) {
+        if let Some(((topic, partition), offset)) = ctx.commits.remove(&k) {
             if let Some(i) = ctx.topic_index(&topic) {
                 if !ctx.registry.contains_key(&(i, partition)) {
                     continue;
@@ -593,8 +605,7 @@ fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {
             // Nothing was sent: hand the points back.
             for el in tpl.elements() {
                 if let Offset::Offset(o) = el.offset() {
-                    ctx.shared
-                        .commits
+                    ctx.commits
                         .entry((Arc::from(el.topic()), el.partition()))
                         .and_modify(|p| *p = (*p).max(o))
                         .or_insert(o);

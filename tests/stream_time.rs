@@ -5,8 +5,8 @@
 //!   ERROR traces and their error spans: every ERROR trace is kept whole;
 //! - the whole member frozen with SIGSTOP for 6 s, four times, while split ERROR traces flow:
 //!   every trace kept whole;
-//! - a backlog of 20,000 split traces read by a throttled member (stopped three quarters of the
-//!   time): every ERROR and slow trace kept whole, and the kept set equals that of a second,
+//! - a backlog of 20,000 split traces read by a throttled member (stopped 2.2 s of every
+//!   2.5 s): every ERROR and slow trace kept whole, and the kept set equals that of a second,
 //!   unthrottled run over the same topic with a new group (deterministic replay);
 //! - two producers whose timestamps differ from the true time by more than `decision_wait`
 //!   (one behind, one ahead): every ERROR trace kept whole, and every record resolved (so no
@@ -325,7 +325,8 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
     let store = "decision_wait: 3s, decision_wait_after_root: 2s, tick: 100ms";
     let dir = tempfile::tempdir().unwrap();
 
-    // Run 1: stopped three quarters of the time while it catches up.
+    // Run 1: stopped 2.2 s of every 2.5 s while it catches up. Each time it resumes, seconds
+    // of wall time have passed that it spent reading nothing.
     let slow = Member::start(
         dir.path(),
         "slow",
@@ -339,9 +340,9 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
         std::thread::spawn(move || {
             while !done.load(Ordering::Acquire) {
                 let _ = Command::new("kill").args(["-STOP", &pid]).status();
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(2_200));
                 let _ = Command::new("kill").args(["-CONT", &pid]).status();
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(300));
             }
         })
     };

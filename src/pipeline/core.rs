@@ -28,37 +28,15 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::clock::MonoTime;
-use crate::otlp::Encoding;
 use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
 use crate::sample::{Decision, PolicyId, Sampler};
+use crate::source::record::Record;
 use crate::source::watermark::Watermark;
 use crate::store::{Admit, DueTrace, StoreLimits, StoreStats, TraceMap, TraceStore};
 use crate::telemetry::{self, Outcome};
 
 use super::stream_time::StreamClock;
 use super::RunStats;
-
-/// One input record, as the source hands it over.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Offset in its partition.
-    pub offset: i64,
-    /// Key, if any.
-    pub key: Option<Bytes>,
-    /// Value; `None` for a tombstone.
-    pub payload: Option<Bytes>,
-    /// Encoding (from the `content-type` header, else the configured one).
-    pub encoding: Encoding,
-    /// The record's timestamp, Unix ms (`None` when the broker gave none).
-    pub timestamp_ms: Option<i64>,
-}
-
-impl Record {
-    /// Bytes this record holds in a queue.
-    pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len)
-    }
-}
 
 /// Kept spans to hand to every sink. Each offset holds one reference per sink.
 #[derive(Debug, Clone)]
@@ -580,6 +558,7 @@ mod tests {
 
     use super::*;
     use crate::config::OnOverflow;
+    use crate::otlp::Encoding;
 
     const ERRORS: &str =
         "[{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}]";

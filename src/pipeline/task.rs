@@ -18,11 +18,13 @@ use tokio::sync::mpsc;
 use crate::config::OnOverflow;
 use crate::sample::Sampler;
 use crate::sink::{self, Acks, DeadLetter, KeptTrace, Sink};
+use crate::source::record::Record;
 use crate::store::StoreLimits;
 use crate::telemetry::{self, PartitionGauges};
 
 use super::core::{CoreSettings, Effect, PartitionCore, Restored};
-use super::{Control, Inbox, Shared};
+use super::Shared;
+use crate::source::queue::{Control, Inbox};
 
 /// Pending writes per partition before input stops.
 const MAX_PENDING_WRITES: usize = 20_000;
@@ -163,7 +165,7 @@ impl PartitionTask {
     }
 
     /// Reads one record through the core and carries out its effects.
-    pub fn ingest(&mut self, rec: super::Record) {
+    pub fn ingest(&mut self, rec: Record) {
         let wall = self.wall_ms();
         let mut effects = std::mem::take(&mut self.effects);
         self.core.ingest(rec, wall, &mut effects);
