@@ -240,7 +240,7 @@ shutdown_timeout: 30s
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let topic = format!(
         "tracesift-bench-{}",
-        crate::clock::wall_now_nanos() % 1_000_000_007
+        crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()) % 1_000_000_007
     );
     crate::topics::create(
         &client(&opts.brokers),
@@ -253,7 +253,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         traces: opts.traces,
         split: opts.split,
         late_fraction: 0.0,
-        start_ns: crate::clock::wall_now_nanos(),
+        start_ns: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
         ..Default::default()
     };
     let (records, manifest) = gen::plan_records(&gen_opts);

@@ -526,7 +526,7 @@ async fn gen(
         traces,
         seed,
         split,
-        start_ns: crate::clock::wall_now_nanos(),
+        start_ns: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
         ..Default::default()
     };
     let (records, manifest) = crate::gen::plan_records(&opts);

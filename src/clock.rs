@@ -77,11 +77,6 @@ impl TokioClock {
             wall_origin_nanos,
         }
     }
-
-    /// The tokio instant that corresponds to `t` (to sleep until a deadline).
-    pub fn instant_of(&self, t: MonoTime) -> tokio::time::Instant {
-        self.origin + t.as_duration()
-    }
 }
 
 impl Default for TokioClock {
@@ -138,11 +133,6 @@ fn system_wall_nanos() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// Wall-clock nanoseconds since the Unix epoch, for CLI tools that stamp output (gen, demo).
-pub fn wall_now_nanos() -> u64 {
-    TokioClock::new().wall_origin_nanos
 }
 
 #[cfg(test)]

@@ -88,8 +88,8 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         split: true,
         late_fraction: 0.05,
         late_delay: Duration::from_secs(1),
-        start_ns: crate::clock::wall_now_nanos(),
-        seed: crate::clock::wall_now_nanos(),
+        start_ns: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
+        seed: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
         ..Default::default()
     };
     let (records, manifest) = gen::plan_records(&opts);

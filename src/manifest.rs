@@ -154,7 +154,8 @@ pub struct Lease {
 }
 
 fn wall_ms() -> u64 {
-    crate::clock::wall_now_nanos() / 1_000_000
+    use crate::clock::Clock;
+    crate::clock::SystemClock::new().wall_nanos() / 1_000_000
 }
 
 impl Lease {

@@ -305,12 +305,14 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let rt = tokio::runtime::Handle::current();
     let h2 = health.clone();
     let commits = Arc::clone(&shared.commits);
+    let source_clock = Arc::clone(&shared.clock);
     let spawner: Arc<dyn Spawner> = Arc::new(shared);
     let cfg = Arc::clone(&config);
-    let source =
-        tokio::task::spawn_blocking(move || crate::source::start(cfg, spawner, commits, h2, rt))
-            .await
-            .map_err(|e| RunError::Start(e.to_string()))??;
+    let source = tokio::task::spawn_blocking(move || {
+        crate::source::start(cfg, spawner, commits, h2, rt, source_clock)
+    })
+    .await
+    .map_err(|e| RunError::Start(e.to_string()))??;
     let rekey = crate::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
         RunError::Rekey {
             topic: config.kafka.rekey.topic.clone(),

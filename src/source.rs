@@ -28,7 +28,7 @@ pub mod watermark;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -40,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::queue::{partition_queue, CommitBoard, Control, QueueFull, QueueTx, Spawner};
 use self::record::Record;
+use crate::clock::{Clock, MonoTime};
 use crate::config::Config;
 use crate::otlp::Encoding;
 use crate::telemetry::{self, Health};
@@ -324,6 +325,7 @@ pub fn start(
     commits: CommitBoard,
     health: Health,
     rt: tokio::runtime::Handle,
+    clock: Arc<dyn Clock>,
 ) -> Result<SourceHandle, SourceError> {
     let topics: Vec<Arc<str>> = cfg
         .kafka
@@ -370,7 +372,7 @@ pub fn start(
     let stop2 = Arc::clone(&stop);
     let thread = std::thread::Builder::new()
         .name("tracesift-source".into())
-        .spawn(move || poll_loop(consumer, stop2, cfg))
+        .spawn(move || poll_loop(consumer, stop2, cfg, clock))
         .map_err(SourceError::Thread)?;
     Ok(SourceHandle {
         stop,
@@ -397,14 +399,19 @@ struct Flow {
     mode: Mode,
 }
 
-fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config>) {
+fn poll_loop(
+    consumer: BaseConsumer<Ctx>,
+    stop: Arc<AtomicBool>,
+    cfg: Arc<Config>,
+    clock: Arc<dyn Clock>,
+) {
     let ctx = consumer.context();
     let default_encoding = cfg.kafka.encoding;
     let mut flows: HashMap<Key, Flow> = HashMap::new();
     let mut poll_gap = telemetry::PollGap::default();
     let mut hold = hold_failpoint();
-    let mut held_until: Option<(Key, Instant)> = None;
-    let mut last_poll = Instant::now();
+    let mut held_until: Option<(Key, MonoTime)> = None;
+    let mut last_poll = clock.now();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
@@ -465,7 +472,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
                                 "failpoint: partition held"
                             );
                             flow.mode = Mode::Paused { resume_at: offset };
-                            held_until = Some((key, Instant::now() + Duration::from_millis(ms)));
+                            held_until = Some((key, clock.now() + Duration::from_millis(ms)));
                             continue;
                         }
                     }
@@ -525,7 +532,7 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
             if !h.tx.has_room() {
                 return true;
             }
-            if held_until.is_some_and(|(k, until)| k == *key && Instant::now() < until) {
+            if held_until.is_some_and(|(k, until)| k == *key && clock.now() < until) {
                 return true;
             }
             let topic = &ctx.topics[key.0];
@@ -550,8 +557,8 @@ fn poll_loop(consumer: BaseConsumer<Ctx>, stop: Arc<AtomicBool>, cfg: Arc<Config
             true
         });
         commit_published(&consumer, ctx);
-        let now = Instant::now();
-        poll_gap.observe(now.saturating_duration_since(last_poll));
+        let now = clock.now();
+        poll_gap.observe(now - last_poll);
         last_poll = now;
     }
     // Shutdown: drain and commit every partition, then leave the group.

@@ -247,12 +247,10 @@ async fn sigstop_freezes_do_not_decide_traces_early() {
     );
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
     // Split ERROR traces: the root, then the error span, then a third span, each its own
-    // record a few tens of ms apart, for about 32 s.
-    let traces = spread_trace_ids(1200);
-    let frozen = Arc::new(AtomicBool::new(false));
+    // record, 300 ms apart, for about 32 s.
+    let traces = spread_trace_ids(1224);
     let pid = m.child.id();
     let freezer = {
-        let frozen = Arc::clone(&frozen);
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(3));
             for _ in 0..4 {
@@ -263,18 +261,23 @@ async fn sigstop_freezes_do_not_decide_traces_early() {
                         .unwrap()
                 };
                 kill("-STOP");
-                frozen.store(true, Ordering::Release);
                 std::thread::sleep(Duration::from_secs(6));
                 kill("-CONT");
-                frozen.store(false, Ordering::Release);
                 std::thread::sleep(Duration::from_secs(2));
             }
         })
     };
+    // Pipelined: every 300 ms the roots of one chunk of 12 traces, the error spans of the
+    // chunk before and the third spans of the one before that, so at any moment (a freeze
+    // included) two dozen traces have some of their spans in the log and some still to come.
+    let chunks: Vec<&[[u8; 16]]> = traces.chunks(12).collect();
     let mut ends = BTreeMap::new();
-    for chunk in traces.chunks(12) {
-        for (n, error) in [(1u8, false), (2, true), (3, false)] {
-            for t in chunk {
+    for step in 0..chunks.len() + 2 {
+        for (lag, n, error) in [(0usize, 1u8, false), (1, 2, true), (2, 3, false)] {
+            let Some(chunk) = step.checked_sub(lag).and_then(|i| chunks.get(i)) else {
+                continue;
+            };
+            for t in chunk.iter() {
                 send(
                     &producer,
                     t,
@@ -284,9 +287,8 @@ async fn sigstop_freezes_do_not_decide_traces_early() {
                 )
                 .await;
             }
-            tokio::time::sleep(Duration::from_millis(30)).await;
         }
-        tokio::time::sleep(Duration::from_millis(220)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     freezer.join().unwrap();
     wait_committed(
