@@ -9,8 +9,8 @@
 //! - an [`Evaluator`] tree that reads the compact [`TraceSummary`] (root, error flag, min/max times,
 //!   span count, bytes, leaf bits) and returns a [`Verdict`].
 //!
-//! Adding a policy type is one [`PolicyKind`] variant, one file under `sample/`, and one match arm
-//! in `PolicyKind::parse`, `compile` and [`Evaluator::evaluate`].
+//! Adding a policy type is one file under `sample/` implementing [`Policy`] and one line in the
+//! `policy_types!` registry (its [`PolicyKind`] and [`Evaluator`] variant and its dispatch arm).
 //!
 //! Probabilities follow OpenTelemetry consistent probability sampling (OTEP 235): a 56-bit
 //! rejection threshold `T` is compared with the trace's 56-bit randomness `R` (the `rv` in its
@@ -98,75 +98,261 @@ pub struct PolicySpec {
     pub kind: PolicyKind,
 }
 
-/// The policy types, with the Collector's field names.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PolicyKind {
-    /// `always_sample`: keeps every trace.
-    AlwaysSample,
-    /// `latency`: trace duration (earliest start to latest end) above a threshold.
-    Latency(LatencyConfig),
-    /// `status_code`: any span with one of the listed status codes.
-    StatusCode(StatusCodeConfig),
-    /// `string_attribute`: a span or resource attribute equal to (or matching) a value.
-    StringAttribute(StringAttributeConfig),
-    /// `probabilistic`: consistent probability sampling on the trace's randomness.
-    Probabilistic(ProbabilisticConfig),
-    /// `and`: every sub-policy keeps the trace.
-    And(AndConfig),
-    /// `numeric_attribute`: an integer span or resource attribute within a range.
-    NumericAttribute(NumericAttributeConfig),
-    /// `boolean_attribute`: a boolean span or resource attribute with a value.
-    BooleanAttribute(BooleanAttributeConfig),
-    /// `span_count`: the trace's span count within a range.
-    SpanCount(SpanCountConfig),
-    /// `trace_state`: a W3C tracestate entry with one of the values.
-    TraceState(TraceStateConfig),
-    /// `trace_flags`: some span has the W3C sampled flag.
-    TraceFlags,
-    /// `rate_limiting`: a token bucket of spans per second.
-    RateLimiting(RateLimitingConfig),
-    /// `bytes_limiting`: a token bucket of bytes per second.
-    BytesLimiting(BytesLimitingConfig),
-    /// `not`: inverts its sub-policy.
-    Not(NotConfig),
-    /// `drop`: drops the trace when every sub-policy keeps it; beats every keep.
-    Drop(DropConfig),
-    /// `composite`: ordered sub-policies with per-policy span-rate budgets.
-    Composite(CompositeConfig),
-    /// `dynamic` (tracesift's own): per-key rates toward a goal, Refinery style.
-    Dynamic(DynamicConfig),
+/// One policy type: its `<type>:` block, how it compiles, and its verdict on a trace.
+///
+/// Adding a policy type is one file under `sample/` (the type, its config block, and its
+/// `impl Policy`, usually one [`policy_impl!`] line) and one line in [`policy_types!`] below,
+/// which is the type's enum variant and its match arm at once.
+pub trait Policy: Sized + std::fmt::Debug {
+    /// The `<type>:` block as configured, with the Collector's field names.
+    type Config: std::fmt::Debug + Clone + PartialEq + Serialize;
+    /// Parses the block found at `path` (`None` when absent); problems go to `errors`.
+    fn parse(
+        path: &str,
+        block: Option<&serde_yaml::Value>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Self::Config>;
+    /// Compiles a configured policy (errors reported under `path`, the block's path);
+    /// span-level predicates are registered in `leaves`.
+    fn build(
+        c: &Self::Config,
+        path: &str,
+        leaves: &mut LeafSet,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Self>;
+    /// The verdict on a trace.
+    fn evaluate(&self, t: &TraceView<'_>) -> Verdict;
 }
 
-/// Policy types this build implements (the Collector's set but `ottl_condition`).
-pub const POLICY_TYPES: &[&str] = &[
-    "always_sample",
-    "latency",
-    "numeric_attribute",
-    "probabilistic",
-    "status_code",
-    "string_attribute",
-    "boolean_attribute",
-    "span_count",
-    "trace_state",
-    "trace_flags",
-    "rate_limiting",
-    "bytes_limiting",
-    "and",
-    "not",
-    "drop",
-    "composite",
-];
+/// The settings of a policy type without a block (`always_sample`, `trace_flags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NoSettings;
+
+/// A block read with serde, errors reported with their paths.
+fn settings<T: serde::de::DeserializeOwned>(
+    path: &str,
+    block: Option<&serde_yaml::Value>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    typed_block(path, block, errors)
+}
+
+/// A build result with its problem reported under `path`.
+fn checked<P>(path: &str, errors: &mut Vec<ConfigError>, r: Result<P, String>) -> Option<P> {
+    r.map_err(|msg| errors.push(ConfigError::new(path, msg)))
+        .ok()
+}
+
+/// `impl Policy` for the usual shapes of a policy type, from its inherent `build` and
+/// `evaluate`:
+/// - `policy_impl!(T)`: no block; `T` is a unit struct;
+/// - `policy_impl!(T, Config)`: `T::build(&Config) -> Result<T, String>`;
+/// - `policy_impl!(T, Config, leaves)`: `T::build(&Config, &mut LeafSet) -> Result<T, String>`;
+/// - `policy_impl!(T, Config, tree)`: a policy of sub-policies: `Config::from_yaml` parses it,
+///   `T::build(&Config, path, leaves, errors) -> Option<T>` compiles it.
+macro_rules! policy_impl {
+    ($ty:ident) => {
+        impl $crate::sample::Policy for $ty {
+            type Config = $crate::sample::NoSettings;
+            fn parse(
+                _: &str,
+                _: Option<&serde_yaml::Value>,
+                _: &mut Vec<$crate::config::ConfigError>,
+            ) -> Option<Self::Config> {
+                Some($crate::sample::NoSettings)
+            }
+            fn build(
+                _: &Self::Config,
+                _: &str,
+                _: &mut $crate::sample::LeafSet,
+                _: &mut Vec<$crate::config::ConfigError>,
+            ) -> Option<Self> {
+                Some($ty)
+            }
+            fn evaluate(&self, t: &$crate::sample::TraceView<'_>) -> $crate::sample::Verdict {
+                $ty::evaluate(self, t)
+            }
+        }
+    };
+    ($ty:ident, $cfg:ty) => {
+        $crate::sample::policy_impl!(@settings $ty, $cfg, |c, _leaves| $ty::build(c));
+    };
+    ($ty:ident, $cfg:ty, leaves) => {
+        $crate::sample::policy_impl!(@settings $ty, $cfg, |c, leaves| $ty::build(c, leaves));
+    };
+    ($ty:ident, $cfg:ty, tree) => {
+        impl $crate::sample::Policy for $ty {
+            type Config = $cfg;
+            fn parse(
+                path: &str,
+                block: Option<&serde_yaml::Value>,
+                errors: &mut Vec<$crate::config::ConfigError>,
+            ) -> Option<Self::Config> {
+                <$cfg>::from_yaml(path, block, errors)
+            }
+            fn build(
+                c: &Self::Config,
+                path: &str,
+                leaves: &mut $crate::sample::LeafSet,
+                errors: &mut Vec<$crate::config::ConfigError>,
+            ) -> Option<Self> {
+                $ty::build(c, path, leaves, errors)
+            }
+            fn evaluate(&self, t: &$crate::sample::TraceView<'_>) -> $crate::sample::Verdict {
+                $ty::evaluate(self, t)
+            }
+        }
+    };
+    (@settings $ty:ident, $cfg:ty, |$c:ident, $leaves:ident| $build:expr) => {
+        impl $crate::sample::Policy for $ty {
+            type Config = $cfg;
+            fn parse(
+                path: &str,
+                block: Option<&serde_yaml::Value>,
+                errors: &mut Vec<$crate::config::ConfigError>,
+            ) -> Option<Self::Config> {
+                $crate::sample::settings(path, block, errors)
+            }
+            fn build(
+                $c: &Self::Config,
+                path: &str,
+                #[allow(unused_variables)] $leaves: &mut $crate::sample::LeafSet,
+                errors: &mut Vec<$crate::config::ConfigError>,
+            ) -> Option<Self> {
+                $crate::sample::checked(path, errors, $build)
+            }
+            fn evaluate(&self, t: &$crate::sample::TraceView<'_>) -> $crate::sample::Verdict {
+                $ty::evaluate(self, t)
+            }
+        }
+    };
+}
+pub(crate) use policy_impl;
+
+/// The registry of policy types: one line each, `"type" => Variant(module::Type)`. From it come
+/// [`PolicyKind`] (a configured policy), [`Evaluator`] (a compiled one), the `type:` names, and
+/// the parse, compile and evaluate dispatch.
+macro_rules! policy_types {
+    ($($name:literal => $variant:ident($($ty:ident)::+),)+) => {
+        /// The policy types, with the Collector's field names (see each type's module).
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum PolicyKind {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant(<$($ty)::+ as Policy>::Config),
+            )+
+        }
+
+        /// A compiled policy.
+        #[derive(Debug)]
+        pub enum Evaluator {
+            $(
+                #[doc = concat!("`", $name, "`")]
+                $variant($($ty)::+),
+            )+
+        }
+
+        /// Every policy type this build implements.
+        pub const ALL_POLICY_TYPES: &[&str] = &[$($name),+];
+
+        impl PolicyKind {
+            /// The `type:` string.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(PolicyKind::$variant(_) => $name,)+
+                }
+            }
+
+            /// Parses the `<type>:` block of a policy whose type is `ty`.
+            fn parse(
+                ty: &str,
+                path: &str,
+                block: Option<&serde_yaml::Value>,
+                errors: &mut Vec<ConfigError>,
+            ) -> Option<PolicyKind> {
+                let block_path = format!("{path}.{ty}");
+                match ty {
+                    $($name => <$($ty)::+ as Policy>::parse(&block_path, block, errors)
+                        .map(PolicyKind::$variant),)+
+                    _ => None,
+                }
+            }
+
+            fn block_value(&self) -> Option<serde_yaml::Value> {
+                let v = match self {
+                    $(PolicyKind::$variant(c) => serde_yaml::to_value(c),)+
+                };
+                v.ok().filter(|v| !v.is_null())
+            }
+        }
+
+        impl Evaluator {
+            /// The verdict of this policy on a trace.
+            #[inline]
+            pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
+                match self {
+                    $(Evaluator::$variant(p) => p.evaluate(t),)+
+                }
+            }
+        }
+
+        /// Compiles one policy; span-level predicates are registered in `leaves`.
+        fn compile(
+            spec: &PolicySpec,
+            path: &str,
+            leaves: &mut LeafSet,
+            errors: &mut Vec<ConfigError>,
+        ) -> Option<Evaluator> {
+            let block = format!("{path}.{}", spec.kind.type_name());
+            match &spec.kind {
+                $(PolicyKind::$variant(c) => {
+                    <$($ty)::+ as Policy>::build(c, &block, leaves, errors).map(Evaluator::$variant)
+                })+
+            }
+        }
+    };
+}
+
+policy_types! {
+    "always_sample" => AlwaysSample(always_sample::AlwaysSample),
+    "latency" => Latency(latency::Latency),
+    "numeric_attribute" => NumericAttribute(numeric_attribute::NumericAttribute),
+    "probabilistic" => Probabilistic(probabilistic::Probabilistic),
+    "status_code" => StatusCode(status_code::StatusCodePolicy),
+    "string_attribute" => StringAttribute(string_attribute::StringAttribute),
+    "boolean_attribute" => BooleanAttribute(boolean_attribute::BooleanAttribute),
+    "span_count" => SpanCount(span_count::SpanCount),
+    "trace_state" => TraceState(trace_state::TraceStatePolicy),
+    "trace_flags" => TraceFlags(trace_flags::TraceFlags),
+    "rate_limiting" => RateLimiting(rate_limiting::RateLimiting),
+    "bytes_limiting" => BytesLimiting(bytes_limiting::BytesLimiting),
+    "and" => And(and::And),
+    "not" => Not(not::Not),
+    "drop" => Drop(drop::Drop),
+    "composite" => Composite(composite::Composite),
+    "dynamic" => Dynamic(dynamic::Dynamic),
+}
+
+impl Evaluator {
+    /// True for `drop` policies, which are evaluated before all others.
+    pub fn is_drop(&self) -> bool {
+        matches!(self, Evaluator::Drop(_))
+    }
+}
+
+/// The Collector's policy types (every type but tracesift's own [`EXTRA_POLICY_TYPES`]).
+pub fn collector_policy_types() -> impl Iterator<Item = &'static str> {
+    ALL_POLICY_TYPES
+        .iter()
+        .copied()
+        .filter(|t| !EXTRA_POLICY_TYPES.contains(t))
+}
 
 /// Policy types of tracesift's own, beyond the Collector's.
 pub const EXTRA_POLICY_TYPES: &[&str] = &["dynamic"];
 
 fn valid_types() -> String {
-    POLICY_TYPES
-        .iter()
-        .chain(EXTRA_POLICY_TYPES)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ")
+    ALL_POLICY_TYPES.join(", ")
 }
 
 /// Checks that `block` is a mapping with only `allowed` keys; unknown keys are reported.
@@ -216,97 +402,6 @@ pub(crate) fn sub_policies(
         .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("{path}.{field}[{i}]"), v, errors))
         .collect();
     (errors.len() == before).then_some(subs)
-}
-
-impl PolicyKind {
-    /// The `type:` string.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            PolicyKind::AlwaysSample => "always_sample",
-            PolicyKind::Latency(_) => "latency",
-            PolicyKind::StatusCode(_) => "status_code",
-            PolicyKind::StringAttribute(_) => "string_attribute",
-            PolicyKind::Probabilistic(_) => "probabilistic",
-            PolicyKind::And(_) => "and",
-            PolicyKind::NumericAttribute(_) => "numeric_attribute",
-            PolicyKind::BooleanAttribute(_) => "boolean_attribute",
-            PolicyKind::SpanCount(_) => "span_count",
-            PolicyKind::TraceState(_) => "trace_state",
-            PolicyKind::TraceFlags => "trace_flags",
-            PolicyKind::RateLimiting(_) => "rate_limiting",
-            PolicyKind::BytesLimiting(_) => "bytes_limiting",
-            PolicyKind::Not(_) => "not",
-            PolicyKind::Drop(_) => "drop",
-            PolicyKind::Composite(_) => "composite",
-            PolicyKind::Dynamic(_) => "dynamic",
-        }
-    }
-
-    /// Parses the `<type>:` block of a policy whose type is `ty`.
-    fn parse(
-        ty: &str,
-        path: &str,
-        block: Option<&serde_yaml::Value>,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<PolicyKind> {
-        let block_path = format!("{path}.{ty}");
-        match ty {
-            "always_sample" => Some(PolicyKind::AlwaysSample),
-            "latency" => typed_block(&block_path, block, errors).map(PolicyKind::Latency),
-            "status_code" => typed_block(&block_path, block, errors).map(PolicyKind::StatusCode),
-            "string_attribute" => {
-                typed_block(&block_path, block, errors).map(PolicyKind::StringAttribute)
-            }
-            "probabilistic" => {
-                typed_block(&block_path, block, errors).map(PolicyKind::Probabilistic)
-            }
-            "and" => AndConfig::from_yaml(&block_path, block, errors).map(PolicyKind::And),
-            "numeric_attribute" => {
-                typed_block(&block_path, block, errors).map(PolicyKind::NumericAttribute)
-            }
-            "boolean_attribute" => {
-                typed_block(&block_path, block, errors).map(PolicyKind::BooleanAttribute)
-            }
-            "span_count" => typed_block(&block_path, block, errors).map(PolicyKind::SpanCount),
-            "trace_state" => typed_block(&block_path, block, errors).map(PolicyKind::TraceState),
-            "trace_flags" => Some(PolicyKind::TraceFlags),
-            "rate_limiting" => {
-                typed_block(&block_path, block, errors).map(PolicyKind::RateLimiting)
-            }
-            "bytes_limiting" => {
-                typed_block(&block_path, block, errors).map(PolicyKind::BytesLimiting)
-            }
-            "not" => NotConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Not),
-            "drop" => DropConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Drop),
-            "composite" => {
-                CompositeConfig::from_yaml(&block_path, block, errors).map(PolicyKind::Composite)
-            }
-            "dynamic" => typed_block(&block_path, block, errors).map(PolicyKind::Dynamic),
-            _ => None,
-        }
-    }
-
-    fn block_value(&self) -> Option<serde_yaml::Value> {
-        let v = match self {
-            PolicyKind::AlwaysSample | PolicyKind::TraceFlags => return None,
-            PolicyKind::Latency(c) => serde_yaml::to_value(c),
-            PolicyKind::NumericAttribute(c) => serde_yaml::to_value(c),
-            PolicyKind::BooleanAttribute(c) => serde_yaml::to_value(c),
-            PolicyKind::SpanCount(c) => serde_yaml::to_value(c),
-            PolicyKind::TraceState(c) => serde_yaml::to_value(c),
-            PolicyKind::RateLimiting(c) => serde_yaml::to_value(c),
-            PolicyKind::BytesLimiting(c) => serde_yaml::to_value(c),
-            PolicyKind::Not(c) => serde_yaml::to_value(c),
-            PolicyKind::Drop(c) => serde_yaml::to_value(c),
-            PolicyKind::Composite(c) => serde_yaml::to_value(c),
-            PolicyKind::Dynamic(c) => serde_yaml::to_value(c),
-            PolicyKind::StatusCode(c) => serde_yaml::to_value(c),
-            PolicyKind::StringAttribute(c) => serde_yaml::to_value(c),
-            PolicyKind::Probabilistic(c) => serde_yaml::to_value(c),
-            PolicyKind::And(c) => serde_yaml::to_value(c),
-        };
-        v.ok()
-    }
 }
 
 fn typed_block<T: serde::de::DeserializeOwned>(
@@ -362,7 +457,7 @@ impl PolicySpec {
             }
         };
         let ty = match map.get("type").and_then(|t| t.as_str()) {
-            Some(t) if POLICY_TYPES.contains(&t) || EXTRA_POLICY_TYPES.contains(&t) => Some(t),
+            Some(t) if ALL_POLICY_TYPES.contains(&t) => Some(t),
             Some("ottl_condition") => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),
@@ -685,137 +780,6 @@ impl Decision {
         policy: None,
         threshold: THRESHOLD_NEVER,
     };
-}
-
-/// A compiled policy.
-#[derive(Debug)]
-pub enum Evaluator {
-    /// `always_sample`.
-    Always(always_sample::AlwaysSample),
-    /// `latency`.
-    Latency(latency::Latency),
-    /// `status_code`.
-    StatusCode(status_code::StatusCodePolicy),
-    /// `string_attribute`.
-    StringAttribute(string_attribute::StringAttribute),
-    /// `probabilistic`.
-    Probabilistic(probabilistic::Probabilistic),
-    /// `and`.
-    And(and::And),
-    /// `numeric_attribute`.
-    NumericAttribute(numeric_attribute::NumericAttribute),
-    /// `boolean_attribute`.
-    BooleanAttribute(boolean_attribute::BooleanAttribute),
-    /// `span_count`.
-    SpanCount(span_count::SpanCount),
-    /// `trace_state`.
-    TraceState(trace_state::TraceStatePolicy),
-    /// `trace_flags`.
-    TraceFlags(trace_flags::TraceFlags),
-    /// `rate_limiting`.
-    RateLimiting(rate_limiting::RateLimiting),
-    /// `bytes_limiting`.
-    BytesLimiting(bytes_limiting::BytesLimiting),
-    /// `not`.
-    Not(not::Not),
-    /// `drop`.
-    Drop(drop::Drop),
-    /// `composite`.
-    Composite(composite::Composite),
-    /// `dynamic`.
-    Dynamic(dynamic::Dynamic),
-}
-
-impl Evaluator {
-    /// The verdict of this policy on a trace.
-    #[inline]
-    pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
-        match self {
-            Evaluator::Always(p) => p.evaluate(t),
-            Evaluator::Latency(p) => p.evaluate(t),
-            Evaluator::StatusCode(p) => p.evaluate(t),
-            Evaluator::StringAttribute(p) => p.evaluate(t),
-            Evaluator::Probabilistic(p) => p.evaluate(t),
-            Evaluator::And(p) => p.evaluate(t),
-            Evaluator::NumericAttribute(p) => p.evaluate(t),
-            Evaluator::BooleanAttribute(p) => p.evaluate(t),
-            Evaluator::SpanCount(p) => p.evaluate(t),
-            Evaluator::TraceState(p) => p.evaluate(t),
-            Evaluator::TraceFlags(p) => p.evaluate(t),
-            Evaluator::RateLimiting(p) => p.evaluate(t),
-            Evaluator::BytesLimiting(p) => p.evaluate(t),
-            Evaluator::Not(p) => p.evaluate(t),
-            Evaluator::Drop(p) => p.evaluate(t),
-            Evaluator::Composite(p) => p.evaluate(t),
-            Evaluator::Dynamic(p) => p.evaluate(t),
-        }
-    }
-
-    /// True for `drop` policies, which are evaluated before all others.
-    pub fn is_drop(&self) -> bool {
-        matches!(self, Evaluator::Drop(_))
-    }
-}
-
-/// Compiles one policy; span-level predicates are registered in `leaves`.
-fn compile(
-    spec: &PolicySpec,
-    path: &str,
-    leaves: &mut LeafSet,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Evaluator> {
-    let block = format!("{path}.{}", spec.kind.type_name());
-    let r = match &spec.kind {
-        PolicyKind::AlwaysSample => Ok(Evaluator::Always(always_sample::AlwaysSample)),
-        PolicyKind::Latency(c) => latency::Latency::build(c).map(Evaluator::Latency),
-        PolicyKind::StatusCode(c) => {
-            status_code::StatusCodePolicy::build(c).map(Evaluator::StatusCode)
-        }
-        PolicyKind::StringAttribute(c) => {
-            string_attribute::StringAttribute::build(c, leaves).map(Evaluator::StringAttribute)
-        }
-        PolicyKind::Probabilistic(c) => {
-            probabilistic::Probabilistic::build(c).map(Evaluator::Probabilistic)
-        }
-        PolicyKind::And(c) => {
-            return and::And::build(c, &block, leaves, errors).map(Evaluator::And);
-        }
-        PolicyKind::NumericAttribute(c) => {
-            numeric_attribute::NumericAttribute::build(c, leaves).map(Evaluator::NumericAttribute)
-        }
-        PolicyKind::BooleanAttribute(c) => {
-            boolean_attribute::BooleanAttribute::build(c, leaves).map(Evaluator::BooleanAttribute)
-        }
-        PolicyKind::SpanCount(c) => span_count::SpanCount::build(c).map(Evaluator::SpanCount),
-        PolicyKind::TraceState(c) => {
-            trace_state::TraceStatePolicy::build(c, leaves).map(Evaluator::TraceState)
-        }
-        PolicyKind::TraceFlags => Ok(Evaluator::TraceFlags(trace_flags::TraceFlags)),
-        PolicyKind::RateLimiting(c) => {
-            rate_limiting::RateLimiting::build(c).map(Evaluator::RateLimiting)
-        }
-        PolicyKind::BytesLimiting(c) => {
-            bytes_limiting::BytesLimiting::build(c).map(Evaluator::BytesLimiting)
-        }
-        PolicyKind::Not(c) => {
-            return not::Not::build(c, &block, leaves, errors).map(Evaluator::Not);
-        }
-        PolicyKind::Drop(c) => {
-            return drop::Drop::build(c, &block, leaves, errors).map(Evaluator::Drop);
-        }
-        PolicyKind::Composite(c) => {
-            return composite::Composite::build(c, &block, leaves, errors)
-                .map(Evaluator::Composite);
-        }
-        PolicyKind::Dynamic(c) => dynamic::Dynamic::build(c).map(Evaluator::Dynamic),
-    };
-    match r {
-        Ok(e) => Some(e),
-        Err(msg) => {
-            errors.push(ConfigError::new(block, msg));
-            None
-        }
-    }
 }
 
 /// The compiled policy set of a configuration.

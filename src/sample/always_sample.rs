@@ -14,3 +14,5 @@ impl AlwaysSample {
         }
     }
 }
+
+super::policy_impl!(AlwaysSample);

@@ -87,3 +87,5 @@ impl And {
         Verdict::Sampled { threshold }
     }
 }
+
+super::policy_impl!(And, AndConfig, tree);

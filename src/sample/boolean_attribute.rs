@@ -43,6 +43,8 @@ impl BooleanAttribute {
     }
 }
 
+super::policy_impl!(BooleanAttribute, BooleanAttributeConfig, leaves);
+
 #[cfg(test)]
 mod tests {
     use super::*;

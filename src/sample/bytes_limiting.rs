@@ -38,6 +38,8 @@ impl BytesLimiting {
     }
 }
 
+super::policy_impl!(BytesLimiting, BytesLimitingConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

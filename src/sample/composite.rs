@@ -280,3 +280,5 @@ impl Composite {
         }
     }
 }
+
+super::policy_impl!(Composite, CompositeConfig, tree);

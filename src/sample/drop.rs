@@ -72,3 +72,5 @@ impl Drop {
         }
     }
 }
+
+super::policy_impl!(Drop, DropConfig, tree);

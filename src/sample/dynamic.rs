@@ -262,6 +262,8 @@ fn rates_for(counts: &HashMap<u64, f64>, goal_count: f64) -> HashMap<u64, f64> {
     out
 }
 
+super::policy_impl!(Dynamic, DynamicConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,8 @@ impl Latency {
     }
 }
 
+super::policy_impl!(Latency, LatencyConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

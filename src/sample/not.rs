@@ -77,3 +77,5 @@ impl Not {
         }
     }
 }
+
+super::policy_impl!(Not, NotConfig, tree);

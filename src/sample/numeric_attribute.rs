@@ -56,6 +56,8 @@ impl NumericAttribute {
     }
 }
 
+super::policy_impl!(NumericAttribute, NumericAttributeConfig, leaves);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,3 +57,5 @@ impl Probabilistic {
         }
     }
 }
+
+super::policy_impl!(Probabilistic, ProbabilisticConfig);

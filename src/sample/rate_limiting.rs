@@ -99,6 +99,8 @@ impl RateLimiting {
     }
 }
 
+super::policy_impl!(RateLimiting, RateLimitingConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,6 +55,8 @@ impl SpanCount {
     }
 }
 
+super::policy_impl!(SpanCount, SpanCountConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

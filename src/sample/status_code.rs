@@ -42,6 +42,8 @@ impl StatusCodePolicy {
     }
 }
 
+super::policy_impl!(StatusCodePolicy, StatusCodeConfig);
+
 #[cfg(test)]
 mod tests {
     use super::*;

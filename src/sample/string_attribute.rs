@@ -71,6 +71,8 @@ impl StringAttribute {
     }
 }
 
+super::policy_impl!(StringAttribute, StringAttributeConfig, leaves);
+
 #[cfg(test)]
 mod tests {
     use super::*;

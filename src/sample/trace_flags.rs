@@ -19,6 +19,8 @@ impl TraceFlags {
     }
 }
 
+super::policy_impl!(TraceFlags);
+
 #[cfg(test)]
 mod tests {
     use super::*;

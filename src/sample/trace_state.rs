@@ -40,6 +40,8 @@ impl TraceStatePolicy {
     }
 }
 
+super::policy_impl!(TraceStatePolicy, TraceStateConfig, leaves);
+
 #[cfg(test)]
 mod tests {
     use super::*;
