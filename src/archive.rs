@@ -11,6 +11,8 @@
 //! shared records but were decided at different times) never overwrite each other. Every path
 //! component is built from numbers and validated topic names: span data never chooses a path.
 
+pub mod config;
+
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 

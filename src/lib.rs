@@ -29,6 +29,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod rekey;
 pub mod sample;
+pub mod settings;
 pub mod sink;
 pub mod source;
 pub mod store;

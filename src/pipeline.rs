@@ -271,7 +271,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let handle = crate::telemetry::install();
     let health = crate::telemetry::Health::default();
     let config = Arc::new(config);
-    let sampler = Sampler::from_config(&config)
+    let sampler = Sampler::from_config(config.as_ref())
         .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));

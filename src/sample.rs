@@ -40,8 +40,8 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::clock::MonoTime;
-use crate::config::ConfigError;
 use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, SpanRef, TraceId};
+use crate::settings::ConfigError;
 
 pub use and::AndConfig;
 pub use boolean_attribute::BooleanAttributeConfig;
@@ -96,6 +96,14 @@ pub struct PolicySpec {
     pub name: String,
     /// The policy type and its settings.
     pub kind: PolicyKind,
+}
+
+/// Where a configuration keeps its policy block (the `policies:` or the `tiers:` list).
+pub trait PolicyBlock {
+    /// The `policies:` list (Collector syntax).
+    fn policies(&self) -> &[PolicySpec];
+    /// The first-match `tiers:` list.
+    fn tiers(&self) -> &[TierSpec];
 }
 
 /// One policy type: its `<type>:` block, how it compiles, and its verdict on a trace.
@@ -157,7 +165,7 @@ macro_rules! policy_impl {
             fn parse(
                 _: &str,
                 _: Option<&serde_yaml::Value>,
-                _: &mut Vec<$crate::config::ConfigError>,
+                _: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self::Config> {
                 Some($crate::sample::NoSettings)
             }
@@ -165,7 +173,7 @@ macro_rules! policy_impl {
                 _: &Self::Config,
                 _: &str,
                 _: &mut $crate::sample::LeafSet,
-                _: &mut Vec<$crate::config::ConfigError>,
+                _: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self> {
                 Some($ty)
             }
@@ -186,7 +194,7 @@ macro_rules! policy_impl {
             fn parse(
                 path: &str,
                 block: Option<&serde_yaml::Value>,
-                errors: &mut Vec<$crate::config::ConfigError>,
+                errors: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self::Config> {
                 <$cfg>::from_yaml(path, block, errors)
             }
@@ -194,7 +202,7 @@ macro_rules! policy_impl {
                 c: &Self::Config,
                 path: &str,
                 leaves: &mut $crate::sample::LeafSet,
-                errors: &mut Vec<$crate::config::ConfigError>,
+                errors: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self> {
                 $ty::build(c, path, leaves, errors)
             }
@@ -209,7 +217,7 @@ macro_rules! policy_impl {
             fn parse(
                 path: &str,
                 block: Option<&serde_yaml::Value>,
-                errors: &mut Vec<$crate::config::ConfigError>,
+                errors: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self::Config> {
                 $crate::sample::settings(path, block, errors)
             }
@@ -217,7 +225,7 @@ macro_rules! policy_impl {
                 $c: &Self::Config,
                 path: &str,
                 #[allow(unused_variables)] $leaves: &mut $crate::sample::LeafSet,
-                errors: &mut Vec<$crate::config::ConfigError>,
+                errors: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self> {
                 $crate::sample::checked(path, errors, $build)
             }
@@ -868,11 +876,11 @@ impl Sampler {
     }
 
     /// The sampler a configuration describes (its tiers, else its policies).
-    pub fn from_config(cfg: &crate::config::Config) -> Result<Sampler, Vec<ConfigError>> {
-        if cfg.tiers.is_empty() {
-            Sampler::build(&cfg.policies)
+    pub fn from_config(cfg: &impl PolicyBlock) -> Result<Sampler, Vec<ConfigError>> {
+        if cfg.tiers().is_empty() {
+            Sampler::build(cfg.policies())
         } else {
-            Sampler::build_tiers(&cfg.tiers)
+            Sampler::build_tiers(cfg.tiers())
         }
     }
 

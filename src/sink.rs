@@ -8,6 +8,8 @@
 //! backoff until they succeed or the partition is revoked / shut down, in which case the offsets
 //! stay uncommitted and the records are replayed: at-least-once, never a silent loss.
 
+pub mod config;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

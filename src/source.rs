@@ -20,6 +20,7 @@
 //! over are dropped as duplicates. Nothing is lost or re-ordered. Commit points published by partition tasks are committed asynchronously
 //! from the poll loop; on shutdown every partition is drained and committed synchronously.
 
+pub mod config;
 pub mod kafka;
 pub mod queue;
 pub mod record;

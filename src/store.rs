@@ -14,13 +14,15 @@
 //! (every call takes `now`), no I/O. Budgets: `max_traces` and `max_bytes` bound what is buffered;
 //! the decision cache is bounded by count and TTL.
 
+pub mod config;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use self::config::{OnOverflow, StoreConfig};
 use crate::clock::MonoTime;
-use crate::config::{OnOverflow, StoreConfig};
 use crate::otlp::{SpanMeta, SpanRef, TraceId};
 use crate::sample::{Decision, TraceSummary};
 
@@ -524,9 +526,9 @@ impl TraceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ByteSize;
     use crate::otlp::threshold::THRESHOLD_NEVER;
     use crate::otlp::{ScopeCtx, SpanId, StatusCode};
+    use crate::settings::ByteSize;
     use std::sync::Arc;
 
     fn limits() -> StoreLimits {
@@ -538,7 +540,7 @@ mod tests {
             max_bytes: ByteSize(1 << 30),
             max_spans_per_trace: 100,
             max_trace_bytes: ByteSize(1 << 20),
-            decision_cache: crate::config::DecisionCacheConfig {
+            decision_cache: config::DecisionCacheConfig {
                 sampled_cache_size: 100,
                 sampled_ttl: Duration::from_secs(30),
                 non_sampled_cache_size: 50,

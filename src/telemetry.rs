@@ -586,6 +586,34 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// `telemetry:` — metrics and health.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint; empty = off.
+    pub listen: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Every problem of this section.
+    pub fn check(&self, e: &mut Vec<crate::settings::ConfigError>) {
+        if !self.listen.is_empty() && self.listen.parse::<std::net::SocketAddr>().is_err() {
+            e.push(crate::settings::ConfigError::new(
+                "telemetry.listen",
+                format!("`{}` is not an address such as 127.0.0.1:9464", self.listen),
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict, THRESHOLD_UNKNOWN};
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// One entry of `rate_allocation`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict};
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The Collector's `drop` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict, THRESHOLD_ALWAYS};
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The Collector's `not` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

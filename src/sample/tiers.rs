@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer};
 use super::{
     compile, threshold_for_probability, Evaluator, LeafSet, PolicySpec, TraceView, Verdict,
 };
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// One tier as configured.
 #[derive(Debug, Clone, PartialEq)]

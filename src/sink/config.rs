@@ -1,0 +1,60 @@
+//! `sinks:` — where kept traces go.
+
+use serde::{Deserialize, Serialize};
+
+use crate::settings::{ByteSize, ConfigError};
+
+/// `sinks.kafka:` — the sampled topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSinkConfig {
+    /// Write kept traces to `kafka.sampled_topic`.
+    pub enabled: bool,
+    /// Largest record written; bigger traces are split into several records.
+    pub max_record_bytes: ByteSize,
+}
+
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        KafkaSinkConfig {
+            enabled: true,
+            max_record_bytes: ByteSize(900 << 10),
+        }
+    }
+}
+
+/// `sinks.parquet:` — hot Parquet segments under `archive.hot.url`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParquetSinkConfig {
+    /// Write kept spans to hot Parquet segments.
+    pub enabled: bool,
+}
+
+impl Default for ParquetSinkConfig {
+    fn default() -> Self {
+        ParquetSinkConfig { enabled: true }
+    }
+}
+
+/// `sinks:` — where kept traces go. An offset is committed only after every enabled sink acked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksConfig {
+    /// The sampled Kafka topic.
+    pub kafka: KafkaSinkConfig,
+    /// Hot Parquet segments.
+    pub parquet: ParquetSinkConfig,
+}
+
+impl SinksConfig {
+    /// Every problem of this section.
+    pub fn check(&self, e: &mut Vec<ConfigError>) {
+        if self.kafka.max_record_bytes.0 < 1024 {
+            e.push(ConfigError::new(
+                "sinks.kafka.max_record_bytes",
+                "must be at least 1KiB",
+            ));
+        }
+    }
+}

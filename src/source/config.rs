@@ -1,0 +1,179 @@
+//! `kafka:` — the source's section: brokers, group, topics, queues, passthrough properties.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::otlp::Encoding;
+use crate::settings::{validate_topic_name, ByteSize, ConfigError};
+
+/// `kafka:` — where records come from and go to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group id; every instance of one pipeline uses the same.
+    pub group_id: String,
+    /// Topics with OTLP records, keyed by trace id.
+    pub input_topics: Vec<String>,
+    /// Encoding of input records; a `content-type` header on a record wins.
+    pub encoding: Encoding,
+    /// Topic that receives kept traces (OTLP protobuf, key = trace id hex).
+    pub sampled_topic: String,
+    /// Topic for the decision log: every decision, co-partitioned with the input, restored on
+    /// assignment so replayed and late spans follow decisions made before a crash or rebalance.
+    pub decisions_topic: String,
+    /// Write and restore the decision log (turn off only for benchmarks of the rest).
+    pub decision_log: bool,
+    /// Topic for records that could not be decoded (original bytes, reason in headers).
+    pub dead_letter_topic: String,
+    /// How often each partition commits its offset watermark.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Records buffered between the consumer and a partition's task before the partition is
+    /// paused. Large enough to absorb a few fetch responses: a pause costs a re-fetch.
+    pub partition_queue_records: usize,
+    /// Record bytes buffered between the consumer and a partition's task before the partition is
+    /// paused (whichever of the two limits is reached first).
+    pub partition_queue_bytes: ByteSize,
+    /// Rekey stage for inputs not keyed by trace id.
+    pub rekey: RekeyConfig,
+    /// librdkafka properties passed through to every client (consumer and producer).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `kafka.rekey:` — topics whose records are not keyed by trace id are split per trace and
+/// re-produced, keyed by trace id, to `topic`, which must be one of `kafka.input_topics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RekeyConfig {
+    /// Topics to rekey (empty = no rekey stage).
+    pub input_topics: Vec<String>,
+    /// The trace-keyed repartition topic (created with the first rekeyed topic's partition
+    /// count when missing).
+    pub topic: String,
+}
+
+impl Default for RekeyConfig {
+    fn default() -> Self {
+        RekeyConfig {
+            input_topics: Vec::new(),
+            topic: "otlp_spans_by_trace".into(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "tracesift".into(),
+            input_topics: vec!["otlp_spans".into()],
+            encoding: Encoding::OtlpProto,
+            sampled_topic: "otlp_spans_sampled".into(),
+            decisions_topic: "tracesift_decisions".into(),
+            decision_log: true,
+            dead_letter_topic: "otlp_spans_dlq".into(),
+            commit_interval: Duration::from_secs(1),
+            partition_queue_records: 4096,
+            partition_queue_bytes: ByteSize(32 << 20),
+            rekey: RekeyConfig::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Every problem of this section (`sampled_topic`: the Kafka sink is on, so its topic counts).
+    pub fn check(&self, sampled_topic: bool, e: &mut Vec<ConfigError>) {
+        let k = self;
+        if k.brokers.trim().is_empty() {
+            e.push(ConfigError::new(
+                "kafka.brokers",
+                "must name at least one broker",
+            ));
+        }
+        if k.group_id.trim().is_empty() {
+            e.push(ConfigError::new("kafka.group_id", "must not be empty"));
+        }
+        if k.input_topics.is_empty() {
+            e.push(ConfigError::new(
+                "kafka.input_topics",
+                "must name at least one topic",
+            ));
+        }
+        let mut names: Vec<(&str, String)> = k
+            .input_topics
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), format!("kafka.input_topics[{i}]")))
+            .collect();
+        names.push((&k.dead_letter_topic, "kafka.dead_letter_topic".into()));
+        if sampled_topic {
+            names.push((&k.sampled_topic, "kafka.sampled_topic".into()));
+        }
+        for (i, (t, path)) in names.iter().enumerate() {
+            if let Err(msg) = validate_topic_name(t) {
+                e.push(ConfigError::new(path.clone(), msg));
+            }
+            if names[..i].iter().any(|(o, _)| o == t) {
+                e.push(ConfigError::new(
+                    path.clone(),
+                    format!("topic `{t}` is used twice"),
+                ));
+            }
+        }
+        if k.commit_interval.is_zero() {
+            e.push(ConfigError::new(
+                "kafka.commit_interval",
+                "must be greater than 0",
+            ));
+        }
+        if !k.rekey.input_topics.is_empty() {
+            if !k.input_topics.contains(&k.rekey.topic) {
+                e.push(ConfigError::new(
+                    "kafka.rekey.topic",
+                    format!(
+                        "`{}` must also be in kafka.input_topics: the sampler consumes the rekeyed traces from it",
+                        k.rekey.topic
+                    ),
+                ));
+            }
+            for (i, t) in k.rekey.input_topics.iter().enumerate() {
+                if k.input_topics.contains(t) || *t == k.rekey.topic {
+                    e.push(ConfigError::new(
+                        format!("kafka.rekey.input_topics[{i}]"),
+                        format!("`{t}` is rekeyed, so the sampler must not read it directly"),
+                    ));
+                }
+            }
+        }
+        if k.partition_queue_records == 0 {
+            e.push(ConfigError::new(
+                "kafka.partition_queue_records",
+                "must be at least 1",
+            ));
+        }
+        if k.partition_queue_bytes.0 < 1 << 20 {
+            e.push(ConfigError::new(
+                "kafka.partition_queue_bytes",
+                "must be at least 1MiB (a record larger than the limit still passes alone)",
+            ));
+        }
+        for reserved in [
+            "group.id",
+            "bootstrap.servers",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+        ] {
+            if k.properties.contains_key(reserved) {
+                e.push(ConfigError::new(
+                    format!("kafka.properties.{reserved}"),
+                    "is set by tracesift itself (use kafka.brokers / kafka.group_id)",
+                ));
+            }
+        }
+    }
+}
