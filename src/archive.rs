@@ -11,7 +11,13 @@
 //! shared records but were decided at different times) never overwrite each other. Every path
 //! component is built from numbers and validated topic names: span data never chooses a path.
 
+pub mod compact;
 pub mod config;
+pub mod cost;
+pub mod lookup;
+pub mod manifest;
+pub mod merge;
+pub mod tiering;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

@@ -123,7 +123,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
     let mut cfg = crate::config::ArchiveConfig::default();
     cfg.hot.url = format!("file://{}", hot_dir.display());
     cfg.compaction.memory_budget = crate::config::ByteSize(opts.memory_budget);
-    let tiers = crate::tiering::open_tiers(&cfg)?;
+    let tiers = crate::archive::tiering::open_tiers(&cfg)?;
     let hot = tiers[0].store.clone();
     let mut report = ArchiveBenchReport::default();
     let chunk = 20_000usize;
@@ -209,7 +209,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
         .find_map(|l| l.strip_prefix("compact: peak RSS "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok());
-    let manifest = crate::manifest::load(&hot, "hot").await?;
+    let manifest = crate::archive::manifest::load(&hot, "hot").await?;
     let (bytes, rows) = manifest.totals();
     report.compacted_files = manifest.files.len() as u64;
     report.compacted_bytes = bytes;
@@ -217,7 +217,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
     let mut rows = 0usize;
     for (id, spans) in sample.iter().take(opts.lookups) {
         let t = Instant::now();
-        let found = crate::lookup::find_trace(&tiers, *id).await?;
+        let found = crate::archive::lookup::find_trace(&tiers, *id).await?;
         report.lookup_ms.push(t.elapsed().as_secs_f64() * 1e3);
         if found.spans.len() != *spans {
             return Err(ArchiveError::Verify(format!(

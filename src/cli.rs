@@ -234,8 +234,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let t0 = std::time::Instant::now();
             let found = runtime()?.block_on(async {
-                let tiers = crate::tiering::open_tiers(&cfg.archive)?;
-                crate::lookup::find_trace(&tiers, id).await
+                let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
+                crate::archive::lookup::find_trace(&tiers, id).await
             })?;
             let st = &found.stats;
             if found.spans.is_empty() {
@@ -249,13 +249,13 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 use std::io::{IsTerminal, Write};
                 let mut out = std::io::stdout().lock();
                 if json {
-                    let doc = crate::lookup::render_otlp_json(&found)?;
+                    let doc = crate::archive::lookup::render_otlp_json(&found)?;
                     serde_json::to_writer_pretty(&mut out, &doc)?;
                     out.write_all(b"\n")?;
                 } else {
                     let color = std::io::stdout().is_terminal();
                     out.write_all(
-                        crate::lookup::render_tree_styled(&found.spans, color).as_bytes(),
+                        crate::archive::lookup::render_tree_styled(&found.spans, color).as_bytes(),
                     )?;
                 }
                 out.flush()?;
@@ -284,8 +284,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let report = runtime()?.block_on(async {
-                let tiers = crate::tiering::open_tiers(&cfg.archive)?;
-                crate::cost::report(&tiers).await
+                let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
+                crate::archive::cost::report(&tiers).await
             })?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
@@ -314,7 +314,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{e}");
                 return Ok(ExitCode::from(2));
             }
-            let mut opts = crate::compact::CompactOptions::open(&cfg.archive)?;
+            let mut opts = crate::archive::compact::CompactOptions::open(&cfg.archive)?;
             opts.progress = true;
             if let Some(now) = now {
                 match chrono::DateTime::parse_from_rfc3339(&now) {
@@ -326,8 +326,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let r = runtime()?.block_on(async {
-                let tiers = crate::tiering::open_tiers(&cfg.archive)?;
-                crate::compact::pass(&tiers, &opts).await
+                let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
+                crate::archive::compact::pass(&tiers, &opts).await
             })?;
             println!("{r}");
             if let Some(peak) = crate::telemetry::peak_rss_bytes() {

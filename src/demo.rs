@@ -139,7 +139,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         }
     };
     let stats = running.stop().await;
-    let listed = crate::tiering::list_parquet(&crate::archive::open_store(&format!(
+    let listed = crate::archive::tiering::list_parquet(&crate::archive::open_store(&format!(
         "file://{}",
         hot.display()
     ))?)

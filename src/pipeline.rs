@@ -7,6 +7,7 @@
 //! out its effects.
 
 pub mod core;
+pub mod decision_log;
 pub mod stream_time;
 pub mod task;
 
@@ -233,9 +234,9 @@ pub struct Running {
     /// The policies in force ([`Policies::replace`] reloads them).
     pub policies: Arc<Policies>,
     source: Option<crate::source::SourceHandle>,
-    rekey: Option<crate::rekey::RekeyHandle>,
+    rekey: Option<crate::source::rekey::RekeyHandle>,
     producer: FutureProducer,
-    compactor: Option<crate::compact::Compactor>,
+    compactor: Option<crate::archive::compact::Compactor>,
     _server: Option<crate::telemetry::Server>,
     shutdown_timeout: Duration,
 }
@@ -313,14 +314,17 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     })
     .await
     .map_err(|e| RunError::Start(e.to_string()))??;
-    let rekey = crate::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
-        RunError::Rekey {
-            topic: config.kafka.rekey.topic.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    let rekey =
+        crate::source::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
+            RunError::Rekey {
+                topic: config.kafka.rekey.topic.clone(),
+                reason: e.to_string(),
+            }
+        })?;
     let compactor = if config.archive.compaction.in_run {
-        Some(crate::compact::Compactor::start(config.archive.clone())?)
+        Some(crate::archive::compact::Compactor::start(
+            config.archive.clone(),
+        )?)
     } else {
         None
     };

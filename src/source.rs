@@ -24,6 +24,7 @@ pub mod config;
 pub mod kafka;
 pub mod queue;
 pub mod record;
+pub mod rekey;
 pub mod watermark;
 
 use std::collections::HashMap;

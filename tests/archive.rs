@@ -158,8 +158,8 @@ fn write_config(dir: &Path, extra_tiers: &str, compaction: &str) -> PathBuf {
 const SMALL: &str = "    min_age: 30m\n    memory_budget: 24MiB\n    row_group_bytes: 128KiB\n    file_bytes: 384KiB\n    fan_in: 3\n";
 
 /// Reads a tier manifest from a local directory.
-fn manifest_of(dir: &Path) -> tracesift::manifest::Manifest {
-    let p = dir.join(tracesift::manifest::MANIFEST_PATH);
+fn manifest_of(dir: &Path) -> tracesift::archive::manifest::Manifest {
+    let p = dir.join(tracesift::archive::manifest::MANIFEST_PATH);
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b).unwrap(),
         Err(_) => Default::default(),
@@ -246,7 +246,7 @@ print(bad)
     // Lookups: exactly each trace's spans.
     let tiers = support::chaos::hot_only_tiers(&hot_dir);
     for t in h0.traces.iter().chain(&h1.traces).step_by(250) {
-        let found = tracesift::lookup::find_trace(&tiers, t.trace_id)
+        let found = tracesift::archive::lookup::find_trace(&tiers, t.trace_id)
             .await
             .unwrap();
         assert_eq!(found.spans.len(), t.spans, "{t:?}: {:?}", found.stats);
@@ -427,7 +427,7 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
     let out = compact_at(&cfg, &at(4, 30));
     assert!(out.contains("compacted 4 hours"), "{out}");
     let warm = manifest_of(&warm_dir);
-    let hours_in = |m: &tracesift::manifest::Manifest| -> HashSet<i64> {
+    let hours_in = |m: &tracesift::archive::manifest::Manifest| -> HashSet<i64> {
         m.files
             .values()
             .map(|e| (e.hour_start_ms / 1000 - DAY0_S as i64) / 3600)
@@ -498,10 +498,11 @@ for r in rows:
     // The next pass finishes the moves: each span exactly once.
     let out = compact_at(&cfg, &at(5, 15));
     assert_eq!(all(&garage), (total, total), "{out}");
-    let cold =
-        tracesift::tiering::open_tiers(&tracesift::config::Config::load(&cfg).unwrap().archive)
-            .unwrap();
-    let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
+    let cold = tracesift::archive::tiering::open_tiers(
+        &tracesift::config::Config::load(&cfg).unwrap().archive,
+    )
+    .unwrap();
+    let cold_manifest = tracesift::archive::manifest::load(&cold[2].store, "cold")
         .await
         .unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
@@ -519,7 +520,7 @@ for r in rows:
     lookups_exact(&cfg, &sample);
     let out = compact_at(&cfg, &at(5, 15));
     assert_eq!(all(&garage), (total, total), "{out}");
-    let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
+    let cold_manifest = tracesift::archive::manifest::load(&cold[2].store, "cold")
         .await
         .unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
@@ -567,7 +568,7 @@ for r in rows:
             .collect()
     };
     assert_eq!(line("total")[2], total.to_string(), "{cost}");
-    let cold_manifest = tracesift::manifest::load(&cold[2].store, "cold")
+    let cold_manifest = tracesift::archive::manifest::load(&cold[2].store, "cold")
         .await
         .unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0, 1]));
@@ -620,14 +621,14 @@ async fn the_lease_keeps_a_second_compactor_out() {
     }
     let cfg = write_config(dir.path(), "", SMALL);
     // Another compactor holds the lease: this one does nothing.
-    let other = tracesift::manifest::Lease::new(
+    let other = tracesift::archive::manifest::Lease::new(
         hot.clone(),
         "other-compactor".into(),
         std::time::Duration::from_secs(60),
     );
     assert_eq!(
         other.acquire().await.unwrap(),
-        tracesift::manifest::LeaseOutcome::Acquired
+        tracesift::archive::manifest::LeaseOutcome::Acquired
     );
     let files = parquet_files(&hot_dir);
     let out = compact_at(&cfg, &at(5, 0));
@@ -687,7 +688,7 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
     cfg.hot.url = format!("file://{}", hot_dir.display());
     cfg.compaction.in_run = true;
     cfg.compaction.interval = std::time::Duration::from_millis(300);
-    let compactor = tracesift::compact::Compactor::start(cfg).unwrap();
+    let compactor = tracesift::archive::compact::Compactor::start(cfg).unwrap();
     // The hour is years old: the first pass compacts it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while manifest_of(&hot_dir).files.is_empty() {
@@ -720,7 +721,7 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
     }
     compactor.stop(std::time::Duration::from_secs(30)).await;
     assert_eq!(count_rows(&[&hot_dir], None), (expected, expected));
-    let lease = hot_dir.join(tracesift::manifest::LEASE_PATH);
+    let lease = hot_dir.join(tracesift::archive::manifest::LEASE_PATH);
     assert!(!lease.exists(), "the lease is released between passes");
 }
 
@@ -742,10 +743,11 @@ async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes
         .unwrap();
     };
     write("");
-    let hot =
-        tracesift::tiering::open_tiers(&tracesift::config::Config::load(&cfg).unwrap().archive)
-            .unwrap();
-    let probe = tracesift::manifest::Lease::new(
+    let hot = tracesift::archive::tiering::open_tiers(
+        &tracesift::config::Config::load(&cfg).unwrap().archive,
+    )
+    .unwrap();
+    let probe = tracesift::archive::manifest::Lease::new(
         hot[0].store.clone(),
         "probe-1-00000000".into(),
         std::time::Duration::from_secs(60),
@@ -776,12 +778,12 @@ async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes
     ));
     let out = compact_at(&cfg, &at(3, 0));
     assert!(out.contains("compacted 1 hours"), "{out}");
-    let m = tracesift::manifest::load(&hot[0].store, "hot")
+    let m = tracesift::archive::manifest::load(&hot[0].store, "hot")
         .await
         .unwrap();
     assert_eq!(m.totals().1 as usize, h0.spans, "{out}");
     let t = &h0.traces[3];
-    let found = tracesift::lookup::find_trace(&hot, t.trace_id)
+    let found = tracesift::archive::lookup::find_trace(&hot, t.trace_id)
         .await
         .unwrap();
     assert_eq!(found.spans.len(), t.spans);

@@ -267,7 +267,7 @@ impl PartitionTask {
                         self.core.acked(&offsets);
                         continue;
                     };
-                    let logged = crate::decision_log::LoggedDecision {
+                    let logged = crate::pipeline::decision_log::LoggedDecision {
                         keep: decision.keep,
                         threshold: decision.threshold,
                         decided_at_ms,
@@ -277,7 +277,7 @@ impl PartitionTask {
                         self.shared.producer.clone(),
                         topic,
                         self.partition,
-                        crate::decision_log::key(&trace_id),
+                        crate::pipeline::decision_log::key(&trace_id),
                         logged.encode(),
                         offsets,
                     ));
@@ -299,7 +299,7 @@ impl PartitionTask {
         let now_ms = self.wall_ms();
         let started = self.shared.clock.now();
         let read = tokio::task::spawn_blocking(move || {
-            crate::decision_log::restore(&cfg, partition, now_ms, max_age)
+            crate::pipeline::decision_log::restore(&cfg, partition, now_ms, max_age)
         })
         .await;
         let decisions = match read {

@@ -249,7 +249,7 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
     let (rows_before, distinct_before, _) = archive_rows(&hot);
     let files_before = super::parquet_files(&hot).len();
     let tiers = hot_only_tiers(&hot);
-    let report = tracesift::compact::pass(&tiers, &small_compaction())
+    let report = tracesift::archive::compact::pass(&tiers, &small_compaction())
         .await
         .unwrap();
     assert_eq!(report.rows_in as u64, rows_before, "{report:?}");
@@ -276,7 +276,7 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
     );
     // Trace lookup over the multi-file archive returns exactly each trace's spans.
     for f in manifest.traces.iter().filter(|f| expected_keep(f)).take(20) {
-        let found = tracesift::lookup::find_trace(&tiers, f.trace_id)
+        let found = tracesift::archive::lookup::find_trace(&tiers, f.trace_id)
             .await
             .unwrap();
         assert_eq!(
@@ -285,11 +285,11 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
             "lookup of {f:?}: {:?}",
             found.stats
         );
-        let tree = tracesift::lookup::render_tree(&found.spans);
+        let tree = tracesift::archive::lookup::render_tree(&found.spans);
         assert_eq!(tree.lines().count(), f.spans, "{tree}");
     }
     let missing = manifest.traces.iter().find(|f| !expected_keep(f)).unwrap();
-    let none = tracesift::lookup::find_trace(&tiers, missing.trace_id)
+    let none = tracesift::archive::lookup::find_trace(&tiers, missing.trace_id)
         .await
         .unwrap();
     assert!(
@@ -307,16 +307,16 @@ pub async fn check_archive(dir: &Path, manifest: &Manifest) -> ArchiveOutcome {
 }
 
 /// The tiers of an archive with only a hot tier at `hot`.
-pub fn hot_only_tiers(hot: &Path) -> Vec<tracesift::tiering::Tier> {
+pub fn hot_only_tiers(hot: &Path) -> Vec<tracesift::archive::tiering::Tier> {
     let mut cfg = tracesift::config::ArchiveConfig::default();
     cfg.hot.url = format!("file://{}", hot.display());
-    tracesift::tiering::open_tiers(&cfg).unwrap()
+    tracesift::archive::tiering::open_tiers(&cfg).unwrap()
 }
 
 /// A compaction pass over every hour (no minimum age) with a small memory budget, so merges
 /// run in rounds and cut small row groups.
-pub fn small_compaction() -> tracesift::compact::CompactOptions {
-    let mut opts = tracesift::compact::CompactOptions::from_config(
+pub fn small_compaction() -> tracesift::archive::compact::CompactOptions {
+    let mut opts = tracesift::archive::compact::CompactOptions::from_config(
         &tracesift::config::ArchiveConfig::default(),
     );
     opts.limits.memory_budget = 24 << 20;

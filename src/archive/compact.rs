@@ -4,7 +4,7 @@
 //! **Compaction.** Per hour partition of the hot tier that ended at least `min_age` ago and
 //! holds any file not in the hot manifest (a segment, or the output of an interrupted pass),
 //! every file of the hour — segments and earlier compacted files — is merged by the streaming
-//! k-way merge of [`crate::merge`] into files sorted by trace id and start time, each (trace id,
+//! k-way merge of [`crate::archive::merge`] into files sorted by trace id and start time, each (trace id,
 //! span id, kind) once, cut at `row_group_bytes` / `file_bytes`. Outputs are named after their
 //! inputs (`c-<hash of input names>-NNNN.parquet`), uploaded, verified (size, CRC32C, footer
 //! rows), published in the hot manifest, and only then are the inputs deleted. A crash at any
@@ -12,7 +12,7 @@
 //! dedupe removes what was written twice.
 //!
 //! **Lease.** A pass runs only while it holds the lease in the hot tier
-//! ([`crate::manifest::Lease`]), renewed after every hour and every move; a compactor that
+//! ([`crate::archive::manifest::Lease`]), renewed after every hour and every move; a compactor that
 //! finds the lease held reports it and does nothing.
 
 use std::collections::BTreeMap;
@@ -22,11 +22,11 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
+use crate::archive::manifest::{self, Lease, LeaseOutcome, Manifest};
+use crate::archive::merge::{MergeLimits, MergeStats};
+use crate::archive::tiering::{self, LifecycleReport, Tier};
 use crate::archive::ArchiveError;
 use crate::config::ArchiveConfig;
-use crate::manifest::{self, Lease, LeaseOutcome, Manifest};
-use crate::merge::{MergeLimits, MergeStats};
-use crate::tiering::{self, LifecycleReport, Tier};
 
 /// What one compaction pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -397,7 +397,7 @@ async fn compact_hour_in(
     let out_dir = work.join("out");
     let tag_owned = tag.to_string();
     let progress = opts.progress;
-    let (outputs, stats): (Vec<crate::merge::MergedFile>, MergeStats) =
+    let (outputs, stats): (Vec<crate::archive::merge::MergedFile>, MergeStats) =
         tokio::task::spawn_blocking(move || {
             // Progress every million rows (by count: no clock read inside the merge).
             let mut next = 1_000_000u64;
@@ -407,7 +407,7 @@ async fn compact_hour_in(
                     eprintln!("compact:   {rows} rows merged");
                 }
             };
-            crate::merge::merge(&inputs, &out_dir, &tag_owned, &limits, &mut cb)
+            crate::archive::merge::merge(&inputs, &out_dir, &tag_owned, &limits, &mut cb)
         })
         .await
         .map_err(|e| ArchiveError::Verify(format!("merge task failed: {e}")))??;

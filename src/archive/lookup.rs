@@ -23,9 +23,9 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
 
+use crate::archive::tiering::{ObjectReader, Tier};
 use crate::archive::{as_array, column, field, id_at, ArchiveError};
 use crate::otlp::{SpanKind, StatusCode, TraceId};
-use crate::tiering::{ObjectReader, Tier};
 
 /// One span of a looked-up trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,10 +144,10 @@ async fn find_once(tiers: &[Tier], id: &TraceId) -> Result<Found, ArchiveError> 
     let mut seen: HashSet<([u8; 8], SpanKind)> = HashSet::new();
     for (ti, tier) in tiers.iter().enumerate() {
         found.stats.tiers += 1;
-        let manifest = crate::manifest::load(&tier.store, &tier.name).await?;
+        let manifest = crate::archive::manifest::load(&tier.store, &tier.name).await?;
         let mut candidates: Vec<(Path, u64)> = Vec::new();
         if ti == 0 {
-            for (path, size) in crate::tiering::list_parquet(&tier.store).await? {
+            for (path, size) in crate::archive::tiering::list_parquet(&tier.store).await? {
                 match manifest.files.get(path.as_ref()) {
                     Some(e) if !e.may_hold(&id.0) => found.stats.files_skipped_by_manifest += 1,
                     _ => candidates.push((path, size)),
@@ -254,7 +254,7 @@ fn collect(
     if b.num_rows() == 0 {
         return Ok(());
     }
-    let b = crate::merge::conform(b)?;
+    let b = crate::archive::merge::conform(b)?;
     let span = column::<FixedSizeBinaryArray>(&b, "span_id")?;
     let parent = column::<FixedSizeBinaryArray>(&b, "parent_span_id")?;
     let name = column::<StringArray>(&b, "name")?;

@@ -29,8 +29,8 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaData;
 
+use crate::archive::manifest::FileEntry;
 use crate::archive::{column, id_at, span_schema, ArchiveError};
-use crate::manifest::FileEntry;
 use crate::otlp::SpanKind;
 
 /// Size limits of a merge.

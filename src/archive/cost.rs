@@ -16,8 +16,8 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 
+use crate::archive::tiering::{ObjectReader, Tier};
 use crate::archive::ArchiveError;
-use crate::tiering::{ObjectReader, Tier};
 
 const GB: f64 = (1u64 << 30) as f64;
 
@@ -183,7 +183,7 @@ impl fmt::Display for CostReport {
 pub async fn report(tiers: &[Tier]) -> Result<CostReport, ArchiveError> {
     let mut out = CostReport::default();
     for (i, tier) in tiers.iter().enumerate() {
-        let manifest = crate::manifest::load(&tier.store, &tier.name).await?;
+        let manifest = crate::archive::manifest::load(&tier.store, &tier.name).await?;
         let mut t = TierCost {
             name: tier.name.clone(),
             cost_per_gb_month: tier.cost_per_gb_month,
@@ -200,7 +200,7 @@ pub async fn report(tiers: &[Tier]) -> Result<CostReport, ArchiveError> {
             }
         }
         if i == 0 {
-            for (path, size) in crate::tiering::list_parquet(&tier.store).await? {
+            for (path, size) in crate::archive::tiering::list_parquet(&tier.store).await? {
                 if manifest.files.contains_key(path.as_ref()) {
                     continue;
                 }
