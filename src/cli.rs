@@ -1,8 +1,18 @@
-//! The commands: `run`, `demo`, `check`, `dry-run`, `compact`, `gen`, `bench`.
+//! The commands, one file each under `cli/`: `run`, `demo`, `check`, `dry-run`, `compact`,
+//! `trace`, `cost`, `gen`, `bench`, `bench-archive`. `anyhow` is used here and nowhere else.
+
+pub mod bench;
+pub mod bench_archive;
+pub mod compact;
+pub mod cost;
+pub mod demo;
+pub mod dry_run;
+pub mod gen;
+pub mod run;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -171,6 +181,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Loads and validates a configuration file; prints every problem and returns `None` when it
+/// has any.
+fn load(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprint!("{e}");
+            None
+        }
+    }
+}
+
 fn init_logs(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACESIFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -182,28 +204,22 @@ fn init_logs(default: &str) {
 }
 
 /// Runs a command; the exit code reflects its outcome.
+/// Runs a command; the exit code reflects its outcome.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
+        Command::Check { config } => Ok(match load(&config) {
+            Some(c) => {
                 print!("{}", c.to_yaml());
-                Ok(ExitCode::SUCCESS)
+                ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprint!("{e}");
-                Ok(ExitCode::from(2))
-            }
-        },
+            None => ExitCode::from(2),
+        }),
         Command::Run { config } => {
             init_logs("info");
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
+            let Some(cfg) = load(&config) else {
+                return Ok(ExitCode::from(2));
             };
-            runtime()?.block_on(run(cfg, config))?;
+            runtime()?.block_on(run::run(cfg, config))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -212,7 +228,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             rate,
         } => {
             init_logs("warn,librdkafka=off");
-            runtime()?.block_on(crate::demo::run(duration, &dir, rate))?;
+            runtime()?.block_on(demo::run(duration, &dir, rate))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Trace {
@@ -221,74 +237,11 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             init_logs("warn");
-            let Some(id) = crate::otlp::TraceId::from_hex(&trace_id) else {
-                eprintln!("`{trace_id}` is not a trace id (32 hex digits)");
-                return Ok(ExitCode::from(2));
-            };
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let t0 = std::time::Instant::now();
-            let found = runtime()?.block_on(async {
-                let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
-                crate::archive::lookup::find_trace(&tiers, id).await
-            })?;
-            let st = &found.stats;
-            if found.spans.is_empty() {
-                eprintln!(
-                    "trace {trace_id} not found ({} tiers, {} files read, {} passed over by manifest)",
-                    st.tiers, st.files, st.files_skipped_by_manifest
-                );
-                return Ok(ExitCode::from(1));
-            }
-            {
-                use std::io::{IsTerminal, Write};
-                let mut out = std::io::stdout().lock();
-                if json {
-                    let doc = crate::archive::lookup::render_otlp_json(&found)?;
-                    serde_json::to_writer_pretty(&mut out, &doc)?;
-                    out.write_all(b"\n")?;
-                } else {
-                    let color = std::io::stdout().is_terminal();
-                    out.write_all(
-                        crate::archive::lookup::render_tree_styled(&found.spans, color).as_bytes(),
-                    )?;
-                }
-                out.flush()?;
-            }
-            eprintln!(
-                "{} spans; {} tiers, {} files read ({} passed over by manifest), {} row groups read, {} skipped by statistics, {} by bloom filter, {} rows decoded, {:.1} ms",
-                found.spans.len(),
-                st.tiers,
-                st.files,
-                st.files_skipped_by_manifest,
-                st.row_groups_read,
-                st.row_groups_skipped,
-                st.row_groups_skipped_by_bloom,
-                st.rows_read,
-                t0.elapsed().as_secs_f64() * 1e3
-            );
-            Ok(ExitCode::SUCCESS)
+            trace::main(&trace_id, &config, json)
         }
         Command::Cost { config } => {
             init_logs("warn");
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let report = runtime()?.block_on(async {
-                let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
-                crate::archive::cost::report(&tiers).await
-            })?;
-            println!("{report}");
-            Ok(ExitCode::SUCCESS)
+            cost::main(&config)
         }
         Command::Compact {
             config,
@@ -297,47 +250,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             now,
         } => {
             init_logs("warn");
-            let mut cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            if let Some(m) = memory_budget {
-                cfg.archive.compaction.memory_budget = crate::config::ByteSize(m);
-            }
-            if let Some(m) = min_age {
-                cfg.archive.compaction.min_age = m;
-            }
-            if let Err(e) = cfg.validate() {
-                eprint!("{e}");
-                return Ok(ExitCode::from(2));
-            }
-            let mut opts = crate::archive::compact::CompactOptions::open(&cfg.archive)?;
-            opts.progress = true;
-            if let Some(now) = now {
-                match chrono::DateTime::parse_from_rfc3339(&now) {
-                    Ok(t) => opts.now_ms = t.timestamp_millis().max(0) as u64,
-                    Err(e) => {
-                        eprintln!("--now `{now}`: {e}");
-                        return Ok(ExitCode::from(2));
-                    }
-                }
-            }
-            let r = runtime()?.block_on(async {
-                let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
-                crate::archive::compact::pass(&tiers, &opts).await
-            })?;
-            println!("{r}");
-            if let Some(peak) = crate::telemetry::peak_rss_bytes() {
-                eprintln!("compact: peak RSS {peak} bytes");
-            }
-            Ok(if r.failed_hours.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            compact::main(&config, memory_budget, min_age, now)
         }
         Command::DryRun {
             config,
@@ -346,21 +259,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             idle,
         } => {
             init_logs("warn,librdkafka=off");
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprint!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let opts = crate::dryrun::DryRunOptions {
-                max_records,
-                max_duration,
-                idle,
-            };
-            let report = crate::dryrun::run(&cfg, &opts, &crate::clock::SystemClock::new())?;
-            println!("{report}");
-            Ok(ExitCode::SUCCESS)
+            dry_run::main(&config, max_records, max_duration, idle)
         }
         Command::BenchArchive {
             dir,
@@ -374,13 +273,13 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 std::env::current_dir()?.join(dir)
             };
-            let opts = crate::archive_bench::ArchiveBenchOptions {
+            let opts = bench_archive::ArchiveBenchOptions {
                 dir,
                 traces,
                 lookups,
                 memory_budget,
             };
-            let report = runtime()?.block_on(crate::archive_bench::run(&opts))?;
+            let report = runtime()?.block_on(bench_archive::run(&opts))?;
             println!("{report}");
             if let Some(peak) = crate::telemetry::peak_rss_bytes() {
                 println!(
@@ -398,14 +297,14 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             no_parquet,
         } => {
             init_logs("warn,librdkafka=off");
-            let opts = crate::bench::BenchOptions {
+            let opts = bench::BenchOptions {
                 brokers,
                 traces,
                 partitions,
                 split,
                 parquet: !no_parquet,
             };
-            let report = runtime()?.block_on(crate::bench::run(&opts))?;
+            let report = runtime()?.block_on(bench::run(&opts))?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -419,126 +318,10 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             partitions,
         } => {
             init_logs("warn");
-            runtime()?.block_on(gen(brokers, topic, traces, rate, split, seed, partitions))?;
+            runtime()?.block_on(gen::run(
+                brokers, topic, traces, rate, split, seed, partitions,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Waits for SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
-    let timeout = cfg.shutdown_timeout;
-    let running_cfg = cfg.clone();
-    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
-    if let Some(addr) = running.telemetry_addr {
-        tracing::info!(%addr, "metrics on /metrics, health on /healthz and /readyz");
-    }
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = signal(SignalKind::hangup())?;
-        let stop = shutdown_signal();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => break,
-                _ = hup.recv() => {
-                    match crate::pipeline::reload_policies(&path, &running_cfg, &running.policies) {
-                        Ok(ignored) => {
-                            tracing::info!(file = %path.display(), "policies reloaded");
-                            if !ignored.is_empty() {
-                                tracing::warn!(sections = ?ignored, "changed sections other than the policies need a restart; not applied");
-                            }
-                        }
-                        Err(e) => tracing::error!(file = %path.display(), problems = %e, "reload rejected; the previous policies keep running"),
-                    }
-                }
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = &path;
-        shutdown_signal().await;
-    }
-    tracing::info!("shutting down: draining partitions");
-    match tokio::time::timeout(timeout + Duration::from_secs(5), running.stop()).await {
-        Ok(stats) => {
-            tracing::info!(
-                spans = stats.spans.load(std::sync::atomic::Ordering::Relaxed),
-                traces_decided = stats
-                    .traces_decided
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                "stopped"
-            );
-            Ok(())
-        }
-        Err(_) => anyhow::bail!(
-            "shutdown did not finish within {}",
-            humantime::format_duration(timeout)
-        ),
-    }
-}
-
-async fn gen(
-    brokers: String,
-    topic: String,
-    traces: usize,
-    rate: Option<f64>,
-    split: bool,
-    seed: u64,
-    partitions: Option<i32>,
-) -> anyhow::Result<()> {
-    use rdkafka::config::ClientConfig;
-    let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4");
-    if let Some(p) = partitions {
-        crate::topics::create(&cc, crate::topics::TopicSpec::new(&topic, p)).await?;
-    }
-    let producer: rdkafka::producer::FutureProducer = cc.create()?;
-    let opts = crate::gen::GenOptions {
-        traces,
-        seed,
-        split,
-        start_ns: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
-        ..Default::default()
-    };
-    let (records, manifest) = crate::gen::plan_records(&opts);
-    let t0 = std::time::Instant::now();
-    let produced = crate::gen::produce(&producer, &topic, &records, rate).await?;
-    let (n, bytes) = (produced.records, produced.bytes);
-    let secs = t0.elapsed().as_secs_f64();
-    let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
-    println!(
-        "produced {traces} traces, {spans} spans in {n} records ({:.1} MB) to {topic} in {secs:.1}s ({:.0} spans/s)",
-        bytes as f64 / 1e6,
-        spans as f64 / secs
-    );
-    Ok(())
 }

@@ -10,13 +10,9 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod archive;
-pub mod archive_bench;
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod demo;
-pub mod dryrun;
 pub mod gen;
 pub mod hash;
 pub mod otlp;

@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod decision_log;
+pub mod dry_run;
 pub mod stream_time;
 pub mod task;
 

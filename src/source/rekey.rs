@@ -96,7 +96,10 @@ pub fn split_per_trace(spans: &[ScannedSpan]) -> Vec<(TraceId, Vec<u8>)> {
 }
 
 /// Starts the stage when `kafka.rekey` names input topics.
-pub fn start(cfg: Arc<Config>, producer: FutureProducer) -> anyhow::Result<Option<RekeyHandle>> {
+pub fn start(
+    cfg: Arc<Config>,
+    producer: FutureProducer,
+) -> Result<Option<RekeyHandle>, rdkafka::error::KafkaError> {
     let rk = &cfg.kafka.rekey;
     if rk.input_topics.is_empty() {
         return Ok(None);

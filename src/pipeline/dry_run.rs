@@ -1,5 +1,6 @@
-//! `tracesift dry-run -c FILE`: the configured policies on a bounded sample of real traffic,
-//! writing nothing (no commits, no sampled topic, no Parquet).
+//! The dry-run engine: the configured policies on a sample of real traffic, through the
+//! service's own [`PartitionCore`] per partition, writing nothing (`tracesift dry-run` in
+//! `cli/dry_run.rs` reads the sample).
 //!
 //! Reads each input partition from its beginning (or the last `--records` per partition) with
 //! a consumer of its own that never commits, groups spans into traces with the same store and
@@ -13,13 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::clock::{Clock, MonoTime};
+use crate::clock::MonoTime;
 use crate::config::Config;
 use crate::otlp::Encoding;
 use crate::otlp::{self, ScannedSpan};
@@ -28,17 +25,6 @@ use crate::pipeline::RunStats;
 use crate::sample::Sampler;
 use crate::source::record::Record;
 use crate::store::StoreLimits;
-
-/// How much to read.
-#[derive(Debug, Clone)]
-pub struct DryRunOptions {
-    /// Records to read at most (over all partitions).
-    pub max_records: usize,
-    /// Read for at most this long.
-    pub max_duration: Duration,
-    /// Stop when no record arrived for this long (the sample reached the end).
-    pub idle: Duration,
-}
 
 /// Per-policy figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -165,9 +151,8 @@ pub struct DryRun {
 
 impl DryRun {
     /// A dry run of `cfg`'s policies.
-    pub fn new(cfg: &Config) -> anyhow::Result<DryRun> {
-        let sampler = Sampler::from_config(cfg)
-            .map_err(|e| anyhow::anyhow!("{}", crate::config::ConfigErrors(e)))?;
+    pub fn new(cfg: &Config) -> Result<DryRun, crate::config::ConfigErrors> {
+        let sampler = Sampler::from_config(cfg).map_err(crate::config::ConfigErrors)?;
         let names = cfg.policy_names();
         Ok(DryRun {
             sampler: Arc::new(sampler),
@@ -290,60 +275,4 @@ impl DryRun {
         }
         self.report
     }
-}
-
-/// Reads a bounded sample of the configured input topics and reports what the policies do.
-pub fn run(cfg: &Config, opts: &DryRunOptions, clock: &dyn Clock) -> anyhow::Result<Report> {
-    let mut cc = crate::source::kafka::consumer_config(cfg);
-    cc.set(
-        "group.id",
-        format!("{}-dry-run-{}", cfg.kafka.group_id, std::process::id()),
-    );
-    let consumer: BaseConsumer = cc.create().context("cannot create the consumer")?;
-    let mut tpl = TopicPartitionList::new();
-    for t in &cfg.kafka.input_topics {
-        let md = consumer
-            .fetch_metadata(Some(t), Duration::from_secs(10))
-            .with_context(|| format!("cannot read metadata of {t}"))?;
-        let parts = md
-            .topics()
-            .first()
-            .map(|m| m.partitions().len())
-            .unwrap_or(0);
-        anyhow::ensure!(parts > 0, "input topic `{t}` does not exist");
-        for p in 0..parts {
-            tpl.add_partition_offset(t, p as i32, Offset::Beginning)?;
-        }
-    }
-    consumer.assign(&tpl)?;
-    let mut dry = DryRun::new(cfg)?;
-    let start = clock.now();
-    let mut last = start;
-    let mut n = 0usize;
-    while n < opts.max_records
-        && clock.now() - start < opts.max_duration
-        && clock.now() - last < opts.idle
-    {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                last = clock.now();
-                n += 1;
-                let Some(payload) = m.payload() else { continue };
-                let ts = m.timestamp().to_millis().unwrap_or(0).max(0) as u64;
-                let enc = crate::source::record_encoding(&m, cfg.kafka.encoding);
-                dry.record(
-                    m.topic(),
-                    m.partition(),
-                    ts,
-                    clock.wall_nanos() / 1_000_000,
-                    &Bytes::copy_from_slice(payload),
-                    enc,
-                );
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-            None => {}
-        }
-    }
-    Ok(dry.finish())
 }

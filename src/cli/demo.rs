@@ -21,7 +21,7 @@ use crate::gen::{self, GenOptions};
 use crate::pipeline::RunStats;
 
 /// The embedded configuration (see `deploy/local/demo.yaml`).
-pub const DEMO_CONFIG: &str = include_str!("../deploy/local/demo.yaml");
+pub const DEMO_CONFIG: &str = include_str!("../../deploy/local/demo.yaml");
 
 fn progress(stats: &RunStats, names: &[String], elapsed: Duration) -> String {
     let kept: Vec<String> = names
@@ -117,7 +117,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
                 let _ = std::io::stdout().flush();
                 if gen_task.is_finished() { break false; }
             }
-            _ = crate::cli::shutdown_signal() => break true,
+            _ = crate::cli::run::shutdown_signal() => break true,
         }
     };
     if !interrupted {
