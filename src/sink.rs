@@ -95,8 +95,6 @@ pub struct KeptTrace<'a> {
 
 /// A hot sink.
 pub trait Sink: Send {
-    /// Metric label.
-    fn label(&self) -> SinkLabel;
     /// Takes a kept trace; pushes the futures that complete when it is durable.
     fn accept(&mut self, trace: &KeptTrace<'_>, acks: &mut Acks);
     /// Called on every tick (time-based flushing).
@@ -229,10 +227,6 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn label(&self) -> SinkLabel {
-        SinkLabel::Kafka
-    }
-
     fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
         let payloads: Vec<Vec<u8>> = chunk_spans(t.spans, self.max_record_bytes)
             .into_iter()
@@ -443,10 +437,6 @@ impl ParquetSink {
 }
 
 impl Sink for ParquetSink {
-    fn label(&self) -> SinkLabel {
-        SinkLabel::Parquet
-    }
-
     fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
         if self.opened_at.is_none() {
             self.opened_at = Some(self.now);

@@ -461,11 +461,6 @@ impl TraceStore {
         self.cache.expire(now);
     }
 
-    /// The earliest time a buffered trace may become due (for sleeping until then).
-    pub fn next_deadline(&self) -> Option<MonoTime> {
-        self.timers.peek().map(|Reverse((at, _, _))| *at)
-    }
-
     /// Rebuilds every buffered trace's summary from its spans with `meta` (after a policy
     /// reload, the new policies' leaves differ). A span `meta` cannot read keeps its old
     /// contribution out of the new summary, which is what its trace is then decided on.
@@ -491,6 +486,7 @@ impl TraceStore {
     }
 
     /// The decision remembered for a trace, if any.
+    #[cfg(test)]
     pub fn decision(&mut self, trace_id: &TraceId, now: MonoTime) -> Option<Decision> {
         self.cache.get(trace_id, now)
     }

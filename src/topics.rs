@@ -5,7 +5,7 @@
 //! load generator and the bench create their input topic ([`create`]); each goes through
 //! [`create_missing`], which creates what is missing in one admin request, leaves what exists
 //! alone and reports what it created. Created topics take the broker's default replication
-//! factor (`default.replication.factor`) unless a spec names one; `topology/topics.yaml` holds the
+//! factor (`default.replication.factor`); `topology/topics.yaml` holds the
 //! production settings with their reasons.
 
 use std::collections::BTreeMap;
@@ -23,24 +23,13 @@ use crate::config::Config;
 /// How long one metadata or admin request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Replication of a topic to create.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replication {
-    /// The broker's `default.replication.factor`.
-    BrokerDefault,
-    /// This many replicas.
-    Factor(i32),
-}
-
-/// A topic as tracesift wants it.
+/// A topic as tracesift wants it (created with the broker's default replication).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
     /// Name.
     pub name: String,
     /// Partitions.
     pub partitions: i32,
-    /// Replication.
-    pub replication: Replication,
     /// Topic configs (`cleanup.policy`, `retention.ms`, …).
     pub configs: BTreeMap<String, String>,
 }
@@ -51,7 +40,6 @@ impl TopicSpec {
         TopicSpec {
             name: name.into(),
             partitions,
-            replication: Replication::BrokerDefault,
             configs: BTreeMap::new(),
         }
     }
@@ -110,10 +98,8 @@ pub async fn create_missing(
     let new: Vec<NewTopic<'_>> = missing
         .iter()
         .map(|s| {
-            let replication = match s.replication {
-                Replication::BrokerDefault => TopicReplication::Fixed(-1),
-                Replication::Factor(n) => TopicReplication::Fixed(n),
-            };
+            // -1: the broker's default.replication.factor.
+            let replication = TopicReplication::Fixed(-1);
             s.configs.iter().fold(
                 NewTopic::new(&s.name, s.partitions, replication),
                 |t, (k, v)| t.set(k, v),

@@ -22,11 +22,6 @@ pub fn threshold_for_probability(p: f64) -> u64 {
     }
 }
 
-/// The adjusted count (1/p) a threshold stands for; `None` when the probability is unknown.
-pub fn known_adjusted_count(threshold: u64) -> Option<f64> {
-    (threshold != THRESHOLD_UNKNOWN).then(|| adjusted_count(threshold))
-}
-
 /// The adjusted count (1/p) a threshold stands for (0 for "never").
 pub fn adjusted_count(threshold: u64) -> f64 {
     if threshold >= THRESHOLD_NEVER {
