@@ -1,0 +1,69 @@
+//! The dead-letter topic: the original bytes of a record that could not be read, with the reason
+//! and where it came from in headers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+
+use super::kafka::{produce_until_acked, Outgoing};
+use super::AckFuture;
+use crate::telemetry::{self, SinkLabel};
+
+/// Where a dead-letter record came from.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Source topic.
+    pub topic: String,
+    /// Source partition.
+    pub partition: i32,
+    /// Source offset.
+    pub offset: i64,
+    /// Why it could not be read.
+    pub error: String,
+    /// The record's key, if any.
+    pub key: Option<Bytes>,
+}
+
+/// Writes the original bytes of an unreadable record to the dead-letter topic, with headers
+/// `tracesift.error`, `tracesift.source.topic`, `tracesift.source.partition`,
+/// `tracesift.source.offset`. Resolves to the record's offset once acknowledged.
+pub fn dead_letter(
+    producer: FutureProducer,
+    dlq_topic: Arc<str>,
+    payload: Bytes,
+    from: DeadLetter,
+) -> AckFuture {
+    Box::pin(async move {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "tracesift.error",
+                value: Some(from.error.as_bytes()),
+            })
+            .insert(Header {
+                key: "tracesift.source.topic",
+                value: Some(from.topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "tracesift.source.partition",
+                value: Some(from.partition.to_string().as_bytes()),
+            })
+            .insert(Header {
+                key: "tracesift.source.offset",
+                value: Some(from.offset.to_string().as_bytes()),
+            });
+        let key = from
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let out = Outgoing {
+            headers: Some(&headers),
+            ..Outgoing::new(&dlq_topic, &key, &payload)
+        };
+        produce_until_acked(&producer, out, SinkLabel::DeadLetter).await;
+        telemetry::dead_letter();
+        vec![from.offset]
+    })
+}

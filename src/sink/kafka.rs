@@ -1,0 +1,204 @@
+//! Writes to Kafka: the sampled topic ([`KafkaSink`]), the decision log ([`decision_record`]),
+//! and the one produce-until-acknowledged loop every Kafka write uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::{backoff, AckFuture, Acks, KeptTrace, Sink};
+use crate::otlp::{self, SpanRef};
+use crate::telemetry::{self, SinkLabel};
+
+/// One record to write: where it goes and what it carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key.
+    pub key: &'a str,
+    /// Value.
+    pub payload: &'a [u8],
+    /// Headers, if any.
+    pub headers: Option<&'a OwnedHeaders>,
+    /// An explicit partition (else the producer's partitioner, by key).
+    pub partition: Option<i32>,
+    /// An explicit timestamp, Unix ms (else the produce time).
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A keyed record with the producer's defaults.
+    pub fn new(topic: &'a str, key: &'a str, payload: &'a [u8]) -> Self {
+        Outgoing {
+            topic,
+            key,
+            payload,
+            headers: None,
+            partition: None,
+            timestamp: None,
+        }
+    }
+}
+
+/// Produces one record until it is acknowledged by the broker, retrying with capped backoff;
+/// failures are counted under `label`.
+pub async fn produce_until_acked(producer: &FutureProducer, out: Outgoing<'_>, label: SinkLabel) {
+    let topic = out.topic;
+    let mut attempt = 0u32;
+    loop {
+        let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
+        if let Some(h) = out.headers {
+            rec = rec.headers(h.clone());
+        }
+        if let Some(p) = out.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(ts) = out.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        match producer.send_result(rec) {
+            Ok(delivery) => match delivery.await {
+                Ok(Ok(_)) => return,
+                Ok(Err((e, _))) => {
+                    telemetry::sink_error(label);
+                    tracing::warn!(topic, error = %e, attempt, "delivery failed; retrying");
+                }
+                Err(_) => {
+                    telemetry::sink_error(label);
+                    tracing::warn!(topic, attempt, "delivery report lost; retrying");
+                }
+            },
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                // The producer's own bounded queue is full: wait for it to drain.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Err((e, _)) => {
+                telemetry::sink_error(label);
+                tracing::warn!(topic, error = %e, attempt, "produce failed; retrying");
+            }
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// Splits spans into runs whose encoded request stays under `max_bytes` (a single larger span
+/// still goes alone).
+pub fn chunk_spans(spans: &[SpanRef], max_bytes: usize) -> Vec<&[SpanRef]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, s) in spans.iter().enumerate() {
+        // Generous per-span framing estimate: resource and scope headers are counted per span.
+        let cost = s.bytes.len() + s.ctx.resource_field.len() + s.ctx.scope_field.len() + 16;
+        if i > start && size + cost > max_bytes {
+            out.push(&spans[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += cost;
+    }
+    if start < spans.len() {
+        out.push(&spans[start..]);
+    }
+    out
+}
+
+/// The sampled topic: OTLP protobuf, key = trace id hex, idempotent producer with acks=all.
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    max_record_bytes: usize,
+}
+
+impl KafkaSink {
+    /// A sink writing to `topic`.
+    pub fn new(producer: FutureProducer, topic: Arc<str>, max_record_bytes: usize) -> Self {
+        KafkaSink {
+            producer,
+            topic,
+            max_record_bytes,
+        }
+    }
+}
+
+impl Sink for KafkaSink {
+    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+        let payloads: Vec<Vec<u8>> = chunk_spans(t.spans, self.max_record_bytes)
+            .into_iter()
+            .map(|c| otlp::encode_request(c.iter()))
+            .collect();
+        let producer = self.producer.clone();
+        let topic = Arc::clone(&self.topic);
+        let key = t.trace_id.to_hex();
+        let offsets = t.offsets.to_vec();
+        let spans = t.spans.len();
+        acks.push(Box::pin(async move {
+            for p in &payloads {
+                produce_until_acked(&producer, Outgoing::new(&topic, &key, p), SinkLabel::Kafka)
+                    .await;
+            }
+            telemetry::spans_out(SinkLabel::Kafka, spans);
+            offsets
+        }));
+    }
+}
+
+/// Writes one decision to the decision log (partition `partition`, the input's own) until it is
+/// acknowledged; then releases one reference on each of `offsets`.
+pub fn decision_record(
+    producer: FutureProducer,
+    topic: Arc<str>,
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
+    offsets: Vec<i64>,
+) -> AckFuture {
+    Box::pin(async move {
+        let out = Outgoing {
+            partition: Some(partition),
+            ..Outgoing::new(&topic, &key, &value)
+        };
+        produce_until_acked(&producer, out, SinkLabel::DecisionLog).await;
+        telemetry::decisions_logged(1);
+        offsets
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::ScopeCtx;
+    use bytes::Bytes;
+
+    #[test]
+    fn chunks_respect_the_size_limit() {
+        let ctx = Arc::new(ScopeCtx::default());
+        let spans: Vec<SpanRef> = (0..10)
+            .map(|_| SpanRef {
+                ctx: Arc::clone(&ctx),
+                bytes: Bytes::from(vec![0u8; 84]),
+            })
+            .collect();
+        let chunks = chunk_spans(&spans, 300);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 10);
+        assert!(
+            chunks.iter().all(|c| c.len() == 3 || c.len() == 1),
+            "{:?}",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+        for c in &chunks {
+            assert!(otlp::encoded_request_len(c.iter()) <= 300);
+        }
+        // One oversized span still goes out, alone.
+        let big = vec![SpanRef {
+            ctx,
+            bytes: Bytes::from(vec![0u8; 1000]),
+        }];
+        assert_eq!(chunk_spans(&big, 300).len(), 1);
+    }
+}

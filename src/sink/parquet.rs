@@ -1,0 +1,160 @@
+//! Hot Parquet segments: a partition's kept spans, written as sorted segments by size or age.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+
+use super::{backoff, Acks, KeptTrace, Released, Sink};
+use crate::archive::{self, KeptSpan};
+use crate::clock::MonoTime;
+use crate::telemetry::{self, SinkLabel};
+
+/// Hot Parquet segments of one partition, flushed by size or age.
+pub struct ParquetSink {
+    store: Arc<dyn object_store::ObjectStore>,
+    topic: Arc<str>,
+    partition: i32,
+    flush_interval: Duration,
+    max_bytes: u64,
+    encode_slots: Arc<tokio::sync::Semaphore>,
+    rows: Vec<KeptSpan>,
+    offsets: Released,
+    bytes: u64,
+    first_offset: i64,
+    last_offset: i64,
+    opened_at: Option<MonoTime>,
+    now: MonoTime,
+}
+
+impl ParquetSink {
+    /// A segment writer for one partition. `encode_slots` bounds concurrent encodes process-wide.
+    pub fn new(
+        store: Arc<dyn object_store::ObjectStore>,
+        topic: Arc<str>,
+        partition: i32,
+        flush_interval: Duration,
+        max_bytes: u64,
+        encode_slots: Arc<tokio::sync::Semaphore>,
+    ) -> Self {
+        ParquetSink {
+            store,
+            topic,
+            partition,
+            flush_interval,
+            max_bytes,
+            encode_slots,
+            rows: Vec::new(),
+            offsets: Vec::new(),
+            bytes: 0,
+            first_offset: i64::MAX,
+            last_offset: i64::MIN,
+            opened_at: None,
+            now: MonoTime::ZERO,
+        }
+    }
+
+    fn write_out(&mut self, acks: &mut Acks) {
+        if self.rows.is_empty() && self.offsets.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let offsets = std::mem::take(&mut self.offsets);
+        let (first, last) = (self.first_offset, self.last_offset);
+        self.bytes = 0;
+        self.first_offset = i64::MAX;
+        self.last_offset = i64::MIN;
+        self.opened_at = None;
+        let store = Arc::clone(&self.store);
+        let topic = Arc::clone(&self.topic);
+        let partition = self.partition;
+        let slots = Arc::clone(&self.encode_slots);
+        acks.push(Box::pin(async move {
+            let n = rows.len();
+            let rows = Arc::new(rows);
+            let mut attempt = 0u32;
+            loop {
+                let encoded = {
+                    let _slot = slots.acquire().await;
+                    let rows = Arc::clone(&rows);
+                    tokio::task::spawn_blocking(move || archive::encode_segment(&rows, 1 << 20)).await
+                };
+                let files = match encoded {
+                    Ok(Ok(files)) => files,
+                    Ok(Err(e)) => {
+                        telemetry::sink_error(SinkLabel::Parquet);
+                        tracing::error!(partition, error = %e, "segment encoding failed; retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt = attempt.saturating_add(1);
+                        continue;
+                    }
+                    Err(e) => {
+                        telemetry::sink_error(SinkLabel::Parquet);
+                        tracing::error!(partition, error = %e, "segment encoder task failed; retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
+                        attempt = attempt.saturating_add(1);
+                        continue;
+                    }
+                };
+                let mut ok = true;
+                for f in &files {
+                    let path = archive::hot_segment_path(&topic, partition, first, last, f.hour, f.content);
+                    match store.put(&path, f.bytes.clone().into()).await {
+                        Ok(_) => telemetry::archive_file("hot", f.bytes.len()),
+                        Err(e) => {
+                            ok = false;
+                            telemetry::sink_error(SinkLabel::Parquet);
+                            tracing::warn!(%path, error = %e, "segment write failed; retrying");
+                            break;
+                        }
+                    }
+                }
+                if ok {
+                    telemetry::spans_out(SinkLabel::Parquet, n);
+                    return offsets;
+                }
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }));
+    }
+}
+
+impl Sink for ParquetSink {
+    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+        if self.opened_at.is_none() {
+            self.opened_at = Some(self.now);
+        }
+        for s in t.spans {
+            self.bytes += s.bytes.len() as u64;
+            self.rows.push(KeptSpan {
+                trace_id: t.trace_id,
+                span: s.clone(),
+                policy: Arc::clone(t.policy),
+                threshold: t.decision.threshold,
+            });
+        }
+        for &o in t.offsets {
+            self.first_offset = self.first_offset.min(o);
+            self.last_offset = self.last_offset.max(o);
+        }
+        self.offsets.extend_from_slice(t.offsets);
+        if self.bytes >= self.max_bytes {
+            self.write_out(acks);
+        }
+    }
+
+    fn tick(&mut self, now: MonoTime, acks: &mut Acks) {
+        self.now = now;
+        if self
+            .opened_at
+            .is_some_and(|t| now.saturating_since(t) >= self.flush_interval)
+        {
+            self.write_out(acks);
+        }
+    }
+
+    fn flush(&mut self, acks: &mut Acks) {
+        self.write_out(acks);
+    }
+}
