@@ -37,7 +37,7 @@ pub struct Config {
     pub policies: Vec<PolicySpec>,
     /// Ordered first-match tiers, instead of `policies`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tiers: Vec<crate::sample::TierSpec>,
+    pub tiers: Vec<crate::sample::FirstMatchSpec>,
     /// Sinks.
     pub sinks: SinksConfig,
     /// Archive.
@@ -91,7 +91,7 @@ impl crate::sample::PolicyBlock for Config {
         &self.policies
     }
 
-    fn tiers(&self) -> &[crate::sample::TierSpec] {
+    fn first_match(&self) -> &[crate::sample::FirstMatchSpec] {
         &self.tiers
     }
 }
@@ -193,12 +193,16 @@ impl Config {
             None | Some(serde_yaml::Value::Null) => Some(Vec::new()),
             Some(serde_yaml::Value::Sequence(items)) => {
                 let before = errors.len();
-                let parsed: Vec<(usize, crate::sample::TierSpec)> = items
+                let parsed: Vec<(usize, crate::sample::FirstMatchSpec)> = items
                     .iter()
                     .enumerate()
                     .filter_map(|(i, v)| {
-                        crate::sample::TierSpec::from_yaml(&format!("tiers[{i}]"), v, &mut errors)
-                            .map(|t| (i, t))
+                        crate::sample::FirstMatchSpec::from_yaml(
+                            &format!("tiers[{i}]"),
+                            v,
+                            &mut errors,
+                        )
+                        .map(|t| (i, t))
                     })
                     .collect();
                 if errors.len() == before {
@@ -206,7 +210,7 @@ impl Config {
                 } else {
                     // Compile the tiers that parsed, each under its own index.
                     for (i, t) in parsed {
-                        errors.extend(crate::sample::Sampler::check_tier(
+                        errors.extend(crate::sample::Sampler::check_first_match(
                             &t,
                             &format!("tiers[{i}]"),
                         ));

@@ -24,6 +24,7 @@ mod bytes_limiting;
 mod composite;
 mod drop;
 mod dynamic;
+mod first_match;
 mod latency;
 mod not;
 mod numeric_attribute;
@@ -32,7 +33,6 @@ mod rate_limiting;
 mod span_count;
 mod status_code;
 mod string_attribute;
-mod tiers;
 mod trace_flags;
 mod trace_state;
 
@@ -49,6 +49,7 @@ pub use bytes_limiting::BytesLimitingConfig;
 pub use composite::{CompositeConfig, RateAllocation};
 pub use drop::DropConfig;
 pub use dynamic::DynamicConfig;
+pub use first_match::FirstMatchSpec;
 pub use latency::LatencyConfig;
 pub use not::NotConfig;
 pub use numeric_attribute::NumericAttributeConfig;
@@ -57,7 +58,6 @@ pub use rate_limiting::RateLimitingConfig;
 pub use span_count::SpanCountConfig;
 pub use status_code::StatusCodeConfig;
 pub use string_attribute::StringAttributeConfig;
-pub use tiers::TierSpec;
 
 use crate::otlp::threshold::{
     threshold_for_probability, THRESHOLD_ALWAYS, THRESHOLD_NEVER, THRESHOLD_UNKNOWN,
@@ -102,8 +102,8 @@ pub struct PolicySpec {
 pub trait PolicyBlock {
     /// The `policies:` list (Collector syntax).
     fn policies(&self) -> &[PolicySpec];
-    /// The first-match `tiers:` list.
-    fn tiers(&self) -> &[TierSpec];
+    /// The first-match rules (the `tiers:` list).
+    fn first_match(&self) -> &[FirstMatchSpec];
 }
 
 /// One policy type: its `<type>:` block, how it compiles, and its verdict on a trace.
@@ -794,8 +794,8 @@ impl Decision {
 #[derive(Debug)]
 pub struct Sampler {
     policies: Vec<(String, Evaluator)>,
-    /// First-match tiers instead of OR-ed policies (then `policies` is empty).
-    tiers: Vec<(String, tiers::Tier)>,
+    /// First-match rules instead of OR-ed policies (then `policies` is empty).
+    first_match: Vec<(String, first_match::FirstMatchRule)>,
     /// Indexes of the `drop` policies, evaluated first.
     drops: Vec<PolicyId>,
     leaves: LeafSet,
@@ -824,7 +824,7 @@ impl Sampler {
         if errors.is_empty() {
             Ok(Sampler {
                 policies,
-                tiers: Vec::new(),
+                first_match: Vec::new(),
                 drops,
                 leaves,
             })
@@ -834,24 +834,27 @@ impl Sampler {
     }
 
     /// Compiles first-match tiers; every problem is reported.
-    pub fn build_tiers(specs: &[TierSpec]) -> Result<Sampler, Vec<ConfigError>> {
+    pub fn build_first_match(specs: &[FirstMatchSpec]) -> Result<Sampler, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut leaves = LeafSet::default();
         if specs.len() > usize::from(PolicyId::MAX) {
             errors.push(ConfigError::new("tiers", "too many tiers"));
         }
-        let mut tiers = Vec::with_capacity(specs.len());
+        let mut rules = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
-            if let Some(t) =
-                tiers::Tier::build(spec, &format!("tiers[{i}]"), &mut leaves, &mut errors)
-            {
-                tiers.push((spec.name.clone(), t));
+            if let Some(t) = first_match::FirstMatchRule::build(
+                spec,
+                &format!("tiers[{i}]"),
+                &mut leaves,
+                &mut errors,
+            ) {
+                rules.push((spec.name.clone(), t));
             }
         }
         if errors.is_empty() {
             Ok(Sampler {
                 policies: Vec::new(),
-                tiers,
+                first_match: rules,
                 drops: Vec::new(),
                 leaves,
             })
@@ -869,18 +872,18 @@ impl Sampler {
     }
 
     /// [`Sampler::check_policy`] for one tier.
-    pub fn check_tier(spec: &TierSpec, path: &str) -> Vec<ConfigError> {
+    pub fn check_first_match(spec: &FirstMatchSpec, path: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        tiers::Tier::build(spec, path, &mut LeafSet::default(), &mut errors);
+        first_match::FirstMatchRule::build(spec, path, &mut LeafSet::default(), &mut errors);
         errors
     }
 
     /// The sampler a configuration describes (its tiers, else its policies).
     pub fn from_config(cfg: &impl PolicyBlock) -> Result<Sampler, Vec<ConfigError>> {
-        if cfg.tiers().is_empty() {
+        if cfg.first_match().is_empty() {
             Sampler::build(cfg.policies())
         } else {
-            Sampler::build_tiers(cfg.tiers())
+            Sampler::build_first_match(cfg.first_match())
         }
     }
 
@@ -895,13 +898,13 @@ impl Sampler {
         self.policies
             .get(i)
             .map(|(n, _)| n.as_str())
-            .or_else(|| self.tiers.get(i).map(|(n, _)| n.as_str()))
+            .or_else(|| self.first_match.get(i).map(|(n, _)| n.as_str()))
             .unwrap_or("unknown")
     }
 
     /// Number of top-level policies (or tiers).
     pub fn len(&self) -> usize {
-        self.policies.len() + self.tiers.len()
+        self.policies.len() + self.first_match.len()
     }
 
     /// True when there are no policies.
@@ -958,8 +961,8 @@ impl Sampler {
     }
 
     fn decide_view(&self, view: &TraceView<'_>, matched: &mut [bool]) -> Decision {
-        if !self.tiers.is_empty() {
-            return self.decide_tiers(view, matched);
+        if !self.first_match.is_empty() {
+            return self.decide_first_match(view, matched);
         }
         let mut mark = |i: usize, v: Verdict| {
             if let Some(m) = matched.get_mut(i) {
@@ -1012,8 +1015,8 @@ impl Sampler {
     }
 
     /// First-match tiers: the first tier whose condition holds decides, at its probability.
-    fn decide_tiers(&self, view: &TraceView<'_>, matched: &mut [bool]) -> Decision {
-        for (i, (_, tier)) in self.tiers.iter().enumerate() {
+    fn decide_first_match(&self, view: &TraceView<'_>, matched: &mut [bool]) -> Decision {
+        for (i, (_, tier)) in self.first_match.iter().enumerate() {
             if let Some(threshold) = tier.matches(view) {
                 if let Some(m) = matched.get_mut(i) {
                     *m = true;

@@ -1,6 +1,7 @@
-//! Ordered first-match tiers, an alternative to the Collector's OR of policies: the first tier
+//! Ordered first-match rules (the `tiers:` block; named so in code to keep them apart from the
+//! archive's storage tiers), an alternative to the Collector's OR of policies: the first rule
 //! whose condition (`when`, any policy item; absent = every trace) holds decides the trace, at
-//! that tier's consistent probability. The seed's cost tiers read:
+//! that rule's consistent probability. The seed's cost tiers read:
 //!
 //! ```yaml
 //! tiers:
@@ -22,7 +23,7 @@ use crate::settings::ConfigError;
 
 /// One tier as configured.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TierSpec {
+pub struct FirstMatchSpec {
     /// Unique name; labels metrics and fills `sampling_policy`.
     pub name: String,
     /// The condition; `None` matches every trace.
@@ -31,7 +32,7 @@ pub struct TierSpec {
     pub sample_percentage: f64,
 }
 
-impl Serialize for TierSpec {
+impl Serialize for FirstMatchSpec {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("name", &self.name)?;
@@ -43,13 +44,13 @@ impl Serialize for TierSpec {
     }
 }
 
-impl TierSpec {
+impl FirstMatchSpec {
     /// Parses one tier; problems go to `errors` with paths under `path`.
     pub fn from_yaml(
         path: &str,
         v: &serde_yaml::Value,
         errors: &mut Vec<ConfigError>,
-    ) -> Option<TierSpec> {
+    ) -> Option<FirstMatchSpec> {
         let map = super::block_fields(
             path,
             Some(v),
@@ -99,7 +100,7 @@ impl TierSpec {
                 PolicySpec::from_yaml(&format!("{path}.when"), &w, errors)
             }
         };
-        (errors.len() == before).then_some(TierSpec {
+        (errors.len() == before).then_some(FirstMatchSpec {
             name,
             when,
             sample_percentage: pct,
@@ -109,19 +110,19 @@ impl TierSpec {
 
 /// A compiled tier.
 #[derive(Debug)]
-pub struct Tier {
+pub struct FirstMatchRule {
     when: Option<Evaluator>,
     threshold: u64,
 }
 
-impl Tier {
+impl FirstMatchRule {
     /// Compiles the condition.
     pub fn build(
-        spec: &TierSpec,
+        spec: &FirstMatchSpec,
         path: &str,
         leaves: &mut LeafSet,
         errors: &mut Vec<ConfigError>,
-    ) -> Option<Tier> {
+    ) -> Option<FirstMatchRule> {
         let when = match &spec.when {
             None => None,
             Some(w) if w.kind.type_name() == "drop" => {
@@ -133,7 +134,7 @@ impl Tier {
             }
             Some(w) => Some(compile(w, &format!("{path}.when"), leaves, errors)?),
         };
-        Some(Tier {
+        Some(FirstMatchRule {
             when,
             threshold: threshold_for_probability(spec.sample_percentage / 100.0),
         })
