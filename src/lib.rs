@@ -1,11 +1,12 @@
 //! tracesift: Kafka-native tail sampling and a tiered Parquet archive for OpenTelemetry traces.
 //!
-//! Data flow for one owned partition (see `README.md` for the codemap):
-//! [`source`] (consumer group, partition lifecycle, offset watermark) → [`otlp`] (lazy span index
-//! over the record bytes) → [`store`] (per-partition TTL trace store, budgets, decision cache) →
-//! [`sample`] (policy engine) → [`sink`] (sampled topic, hot Parquet via [`archive`]); wired by
-//! [`pipeline`]. [`config`] is the typed configuration, [`telemetry`] every metric, [`clock`] the
-//! only place time is read, [`gen`] the load generator, [`bench`] the end-to-end throughput run, [`cli`] the commands.
+//! Data flow for one owned partition (see `README.md` for the codemap): `source` (consumer
+//! group, partition lifecycle, hand-over queue, offset watermark) → [`pipeline`] (a
+//! [`pipeline::PartitionCore`] per partition: [`otlp`] lazy span index → [`store`] trace store
+//! → [`sample`] policy engine, waits in stream time) → `sink` (sampled topic, decision log, dead
+//! letters, hot Parquet via [`archive`]). [`config`] composes every stage's section,
+//! [`telemetry`] declares every metric, [`clock`] is the only place time is read, [`gen`] the
+//! load generator, [`cli`] the commands.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
