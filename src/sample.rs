@@ -109,7 +109,7 @@ pub trait PolicyBlock {
 /// One policy type: its `<type>:` block, how it compiles, and its verdict on a trace.
 ///
 /// Adding a policy type is one file under `sample/` (the type, its config block, and its
-/// `impl Policy`, usually one [`policy_impl!`] line) and one line in [`policy_types!`] below,
+/// `impl Policy`, usually one `policy_impl!` line) and one line in `policy_types!` below,
 /// which is the type's enum variant and its match arm at once.
 pub trait Policy: Sized + std::fmt::Debug {
     /// The `<type>:` block as configured, with the Collector's field names.

@@ -18,7 +18,7 @@
 //! - late spans of a kept trace take one reference on their record per sink;
 //! - an unreadable record holds one reference until its dead letter is written.
 //!
-//! The commit point ([`PartitionCore::take_commit`]) is the watermark's lowest unresolved
+//! The commit point ([`PartitionCore::periodic`], [`PartitionCore::commit_point`]) is the watermark's lowest unresolved
 //! offset, so it never passes an offset with an effect still unacknowledged.
 
 use std::sync::atomic::Ordering;

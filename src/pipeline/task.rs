@@ -2,11 +2,11 @@
 //!
 //! It takes records from the partition's bounded queue and ticks from a timer, passes them to
 //! the core with the time from the injected [`Clock`](crate::clock::Clock), turns the core's
-//! [`Effect`]s into writes (each sink's [`Sink::accept`], dead letters, decision-log records)
-//! pushed into the partition's bounded [`Acks`], and feeds every completed write back to the
+//! [`Effect`]s into writes (each sink's `Sink::accept`, dead letters, decision-log records)
+//! pushed into the partition's bounded `Acks`, and feeds every completed write back to the
 //! core. It publishes the core's commit point to the source's commit board.
 //!
-//! It stops on [`Control::Drain`] (revoke or shutdown): no more input, buffered segments
+//! It stops on `Control::Drain` (revoke or shutdown): no more input, buffered segments
 //! written, every pending write awaited, then the final commit point is returned. Undecided
 //! traces are not decided early: their offsets are not committed, and the next owner replays
 //! them.
