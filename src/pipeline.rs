@@ -277,7 +277,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
-    let producer: FutureProducer = crate::source::kafka::producer_config(&config).create()?;
+    let producer: FutureProducer = crate::source::kafka::producer_config(&config.kafka).create()?;
     crate::topics::ensure_run_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
         Some(crate::archive::open_store(&config.archive.hot.url)?)
@@ -309,18 +309,25 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let commits = Arc::clone(&shared.commits);
     let source_clock = Arc::clone(&shared.clock);
     let spawner: Arc<dyn Spawner> = Arc::new(shared);
-    let cfg = Arc::clone(&config);
+    let kafka = Arc::new(config.kafka.clone());
+    let drain_deadline = config.shutdown_timeout;
     let source = tokio::task::spawn_blocking(move || {
-        crate::source::start(cfg, spawner, commits, h2, rt, source_clock)
+        crate::source::start(
+            kafka,
+            drain_deadline,
+            spawner,
+            commits,
+            h2,
+            rt,
+            source_clock,
+        )
     })
     .await
     .map_err(|e| RunError::Start(e.to_string()))??;
-    let rekey =
-        crate::source::rekey::start(Arc::clone(&config), producer.clone()).map_err(|e| {
-            RunError::Rekey {
-                topic: config.kafka.rekey.topic.clone(),
-                reason: e.to_string(),
-            }
+    let rekey = crate::source::rekey::start(Arc::new(config.kafka.clone()), producer.clone())
+        .map_err(|e| RunError::Rekey {
+            topic: config.kafka.rekey.topic.clone(),
+            reason: e.to_string(),
         })?;
     let compactor = if config.archive.compaction.in_run {
         Some(crate::archive::compact::Compactor::start(

@@ -40,10 +40,10 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
+use self::config::KafkaConfig;
 use self::queue::{partition_queue, CommitBoard, Control, QueueFull, QueueTx, Spawner};
 use self::record::Record;
 use crate::clock::{Clock, MonoTime};
-use crate::config::Config;
 use crate::otlp::Encoding;
 use crate::telemetry::{self, Health};
 
@@ -322,7 +322,8 @@ impl Drop for SourceHandle {
 /// Partitions are processed by what `spawner` starts, on `rt`; their commit points arrive on
 /// `commits`.
 pub fn start(
-    cfg: Arc<Config>,
+    cfg: Arc<KafkaConfig>,
+    drain_deadline: Duration,
     spawner: Arc<dyn Spawner>,
     commits: CommitBoard,
     health: Health,
@@ -330,7 +331,6 @@ pub fn start(
     clock: Arc<dyn Clock>,
 ) -> Result<SourceHandle, SourceError> {
     let topics: Vec<Arc<str>> = cfg
-        .kafka
         .input_topics
         .iter()
         .map(|t| Arc::from(t.as_str()))
@@ -341,12 +341,12 @@ pub fn start(
         spawner,
         commits,
         rt,
-        queue: cfg.kafka.partition_queue_records,
-        queue_bytes: cfg.kafka.partition_queue_bytes.0 as usize,
+        queue: cfg.partition_queue_records,
+        queue_bytes: cfg.partition_queue_bytes.0 as usize,
         generation: AtomicU64::new(0),
         // One deadline for all partitions drained together (revoke or shutdown); a partition
         // that misses it keeps its last periodic commit, which is always safe.
-        drain_deadline: cfg.shutdown_timeout,
+        drain_deadline,
         health,
         tasks: Mutex::new(Vec::new()),
     };
@@ -354,7 +354,7 @@ pub fn start(
     // The end of each partition is reported (stream time follows the wall clock only at the
     // end), and the lag gauge comes from librdkafka's statistics, never a blocking call.
     cc.set("enable.partition.eof", "true");
-    if !cfg.kafka.properties.contains_key("statistics.interval.ms") {
+    if !cfg.properties.contains_key("statistics.interval.ms") {
         cc.set("statistics.interval.ms", "5000");
     }
     let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
@@ -404,11 +404,11 @@ struct Flow {
 fn poll_loop(
     consumer: BaseConsumer<Ctx>,
     stop: Arc<AtomicBool>,
-    cfg: Arc<Config>,
+    cfg: Arc<KafkaConfig>,
     clock: Arc<dyn Clock>,
 ) {
     let ctx = consumer.context();
-    let default_encoding = cfg.kafka.encoding;
+    let default_encoding = cfg.encoding;
     let mut flows: HashMap<Key, Flow> = HashMap::new();
     let mut poll_gap = telemetry::PollGap::default();
     let mut hold = hold_failpoint();

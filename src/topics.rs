@@ -168,7 +168,7 @@ pub fn run_topics(cfg: &Config, input_partitions: i32, rekey_partitions: i32) ->
 /// topics are created.
 pub async fn ensure_run_topics(cfg: &Config) -> Result<(), TopicError> {
     let admin: AdminClient<DefaultClientContext> =
-        crate::source::kafka::admin_config(cfg).create()?;
+        crate::source::kafka::admin_config(&cfg.kafka).create()?;
     let md = metadata(&admin)?;
     let input = cfg
         .kafka

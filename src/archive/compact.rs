@@ -22,11 +22,11 @@ use std::time::Duration;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
+use super::config::ArchiveConfig;
 use crate::archive::manifest::{self, Lease, LeaseOutcome, Manifest};
 use crate::archive::merge::{MergeLimits, MergeStats};
 use crate::archive::tiering::{self, LifecycleReport, Tier};
 use crate::archive::ArchiveError;
-use crate::config::ArchiveConfig;
 
 /// What one compaction pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -214,7 +214,7 @@ pub fn merge(
             return Err(ArchiveError::Verify(format!(
                 "{}: needs more than the memory budget to read ({} of read buffers); raise archive.compaction.memory_budget",
                 lone.path.display(),
-                crate::config::ByteSize(lone.buffers)
+                crate::settings::ByteSize(lone.buffers)
             )));
         }
         tracing::debug!(
@@ -229,8 +229,8 @@ pub fn merge(
         if groups.len() > 1 && groups.iter().all(|g| g.len() < 2) {
             return Err(ArchiveError::Verify(format!(
                 "the memory budget ({}) cannot hold two inputs at once (each needs {} of read buffers); raise archive.compaction.memory_budget",
-                crate::config::ByteSize(limits.memory_budget),
-                crate::config::ByteSize(infos.iter().map(|i| i.buffers).max().unwrap_or(0))
+                crate::settings::ByteSize(limits.memory_budget),
+                crate::settings::ByteSize(infos.iter().map(|i| i.buffers).max().unwrap_or(0))
             )));
         }
         // Merges one group of inputs into files in `work`.

@@ -24,9 +24,9 @@ use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
+use super::config::ArchiveConfig;
 use crate::archive::manifest::{self, FileEntry, Manifest};
 use crate::archive::{ArchiveError, OpenedStore};
-use crate::config::ArchiveConfig;
 
 /// One tier: `hot` first, then the configured ones.
 #[derive(Clone)]

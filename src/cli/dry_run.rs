@@ -32,7 +32,7 @@ pub fn sample_topics(
     opts: &DryRunOptions,
     clock: &dyn Clock,
 ) -> anyhow::Result<Report> {
-    let mut cc = crate::source::kafka::consumer_config(cfg);
+    let mut cc = crate::source::kafka::consumer_config(&cfg.kafka);
     cc.set(
         "group.id",
         format!("{}-dry-run-{}", cfg.kafka.group_id, std::process::id()),

@@ -97,7 +97,7 @@ pub fn restore(
     max_age: Duration,
 ) -> Result<HashMap<TraceId, LoggedDecision>, rdkafka::error::KafkaError> {
     let topic = &cfg.kafka.decisions_topic;
-    let mut cc = crate::source::kafka::consumer_config(cfg);
+    let mut cc = crate::source::kafka::consumer_config(&cfg.kafka);
     cc.set("group.id", format!("{}-restore", cfg.kafka.group_id))
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = cc.create()?;

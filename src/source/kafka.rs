@@ -6,13 +6,13 @@
 
 use rdkafka::config::ClientConfig;
 
-use crate::config::Config;
+use super::config::KafkaConfig;
 
 /// librdkafka settings tracesift owns for its consumer (user properties may add to them).
-pub fn consumer_config(cfg: &Config) -> ClientConfig {
+pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", &cfg.kafka.group_id)
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", &cfg.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -20,23 +20,23 @@ pub fn consumer_config(cfg: &Config) -> ClientConfig {
         .set("queued.max.messages.kbytes", "16384")
         // One fetch response is buffered whole: keep it well under the prefetch bound.
         .set("fetch.max.bytes", "16777216");
-    for (k, v) in &cfg.kafka.properties {
+    for (k, v) in &cfg.properties {
         c.set(k, v);
     }
     c
 }
 
 /// librdkafka settings for the producer of the sampled and dead-letter topics.
-pub fn producer_config(cfg: &Config) -> ClientConfig {
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers)
+    c.set("bootstrap.servers", &cfg.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         // Bounded: writes wait (and the partitions behind them pause) beyond 64 MiB queued.
         .set("queue.buffering.max.kbytes", "65536");
-    for (k, v) in &cfg.kafka.properties {
+    for (k, v) in &cfg.properties {
         if !is_consumer_only(k) {
             c.set(k, v);
         }
@@ -57,10 +57,10 @@ fn is_consumer_only(k: &str) -> bool {
 }
 
 /// librdkafka settings for an admin client (topic checks and creation).
-pub fn admin_config(cfg: &Config) -> ClientConfig {
+pub fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers);
-    for (k, v) in &cfg.kafka.properties {
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.properties {
         if !is_consumer_only(k) && !is_producer_only(k) {
             c.set(k, v);
         }

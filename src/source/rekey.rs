@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::config::Config;
+use super::config::KafkaConfig;
 use crate::otlp::{self, NoProbe, ScannedSpan, SpanRef, TraceId};
 use crate::sink::{self, DeadLetter};
 use crate::source::watermark::Watermark;
@@ -97,15 +97,15 @@ pub fn split_per_trace(spans: &[ScannedSpan]) -> Vec<(TraceId, Vec<u8>)> {
 
 /// Starts the stage when `kafka.rekey` names input topics.
 pub fn start(
-    cfg: Arc<Config>,
+    cfg: Arc<KafkaConfig>,
     producer: FutureProducer,
 ) -> Result<Option<RekeyHandle>, rdkafka::error::KafkaError> {
-    let rk = &cfg.kafka.rekey;
+    let rk = &cfg.rekey;
     if rk.input_topics.is_empty() {
         return Ok(None);
     }
     let mut cc = crate::source::kafka::consumer_config(&cfg);
-    cc.set("group.id", format!("{}-rekey", cfg.kafka.group_id));
+    cc.set("group.id", format!("{}-rekey", cfg.group_id));
     let consumer: StreamConsumer<RekeyCtx> = cc.create_with_context(RekeyCtx::default())?;
     let topics: Vec<&str> = rk.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
@@ -117,16 +117,16 @@ pub fn start(
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (Key, i64)> + Send>>;
 
 async fn run(
-    cfg: Arc<Config>,
+    cfg: Arc<KafkaConfig>,
     consumer: StreamConsumer<RekeyCtx>,
     producer: FutureProducer,
     stop: Arc<AtomicBool>,
 ) {
-    let target: Arc<str> = Arc::from(cfg.kafka.rekey.topic.as_str());
-    let dlq: Arc<str> = Arc::from(cfg.kafka.dead_letter_topic.as_str());
+    let target: Arc<str> = Arc::from(cfg.rekey.topic.as_str());
+    let dlq: Arc<str> = Arc::from(cfg.dead_letter_topic.as_str());
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
     let mut scratch: Vec<ScannedSpan> = Vec::new();
-    let mut commit = tokio::time::interval(cfg.kafka.commit_interval);
+    let mut commit = tokio::time::interval(cfg.commit_interval);
     loop {
         if stop.load(Ordering::Acquire) {
             break;
@@ -159,7 +159,7 @@ async fn run(
                     continue;
                 };
                 let ts = m.timestamp().to_millis();
-                let enc = crate::source::record_encoding(&m, cfg.kafka.encoding);
+                let enc = crate::source::record_encoding(&m, cfg.encoding);
                 let scanned = otlp::scan_record(&payload, enc, &NoProbe, &mut scratch);
                 let mut futs: Vec<Pending> = Vec::new();
                 match scanned {
