@@ -29,6 +29,7 @@ use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::clock::{Clock, MonoTime};
 use crate::otlp::TraceId;
 
 /// Routes the generator uses, with their relative weights.
@@ -692,10 +693,10 @@ pub async fn produce(
 ) -> Result<Produced, rdkafka::error::KafkaError> {
     use futures::StreamExt;
     use rdkafka::producer::FutureRecord;
-    let start = tokio::time::Instant::now();
+    let clock = crate::clock::TokioClock::new();
     let mut pending = futures::stream::FuturesUnordered::new();
     let mut out = Produced::default();
-    let mut late: Vec<(tokio::time::Instant, &PlannedRecord)> = Vec::new();
+    let mut late: Vec<(MonoTime, &PlannedRecord)> = Vec::new();
     let send = |r: &PlannedRecord| -> Result<rdkafka::producer::DeliveryFuture, rdkafka::error::KafkaError> {
         loop {
             match producer.send_result(FutureRecord::to(topic).key(&r.key).payload(&r.value)) {
@@ -721,18 +722,18 @@ pub async fn produce(
     let mut pushed = 0usize;
     for (i, r) in records.iter().enumerate() {
         if let Some(rate) = rate {
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
-            tokio::time::sleep_until(due).await;
+            let due = MonoTime::from_duration(Duration::from_secs_f64(i as f64 / rate));
+            tokio::time::sleep(due - clock.now()).await;
         }
         if r.delay > Duration::ZERO {
-            late.push((tokio::time::Instant::now() + r.delay, r));
+            late.push((clock.now() + r.delay, r));
         } else {
             let len = r.value.len();
             let f = send(r)?;
             pending.push(tracked(f, len));
             pushed += 1;
         }
-        let now = tokio::time::Instant::now();
+        let now = clock.now();
         while let Some(pos) = late.iter().position(|(t, _)| *t <= now) {
             let (_, r) = late.swap_remove(pos);
             let len = r.value.len();
@@ -748,7 +749,7 @@ pub async fn produce(
     }
     late.sort_by_key(|(t, _)| *t);
     for (t, r) in late {
-        tokio::time::sleep_until(t).await;
+        tokio::time::sleep(t - clock.now()).await;
         let len = r.value.len();
         let f = send(r)?;
         pending.push(tracked(f, len));

@@ -11,10 +11,11 @@
 //!
 //! The ratio of the two is the figure DESIGN §6 sets a target for (≥ 90%).
 
+use crate::clock::{Clock, MonoTime, SystemClock};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rdkafka::config::ClientConfig;
@@ -145,6 +146,7 @@ fn drain(
     topic: &str,
     ends: &BTreeMap<i32, i64>,
 ) -> anyhow::Result<(usize, f64)> {
+    let clock = SystemClock::new();
     let consumer: BaseConsumer = client.set("group.id", format!("{topic}-bare")).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in ends.keys() {
@@ -154,15 +156,15 @@ fn drain(
     let mut left: BTreeMap<i32, i64> = ends.clone();
     left.retain(|_, e| *e > 0);
     let mut bytes = 0usize;
-    let mut first: Option<Instant> = None;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<MonoTime> = None;
+    let deadline = clock.now() + Duration::from_secs(600);
     while !left.is_empty() {
-        if Instant::now() > deadline {
+        if clock.now() > deadline {
             bail!("bare drain did not reach the end within 600 s: {left:?} left");
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                first.get_or_insert_with(Instant::now);
+                first.get_or_insert_with(|| clock.now());
                 bytes += m.payload_len();
                 if let Some(end) = left.get(&m.partition()) {
                     if m.offset() + 1 >= *end {
@@ -174,7 +176,7 @@ fn drain(
             None => {}
         }
     }
-    let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let secs = first.map_or(0.0, |f| (clock.now() - f).as_secs_f64());
     Ok((bytes, secs))
 }
 
@@ -238,6 +240,7 @@ shutdown_timeout: 30s
 
 /// Loads a topic and measures the bare drain and the pipeline on it.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let clock = SystemClock::new();
     let topic = format!(
         "tracesift-bench-{}",
         crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()) % 1_000_000_007
@@ -287,25 +290,25 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let bare = phase(secs, spans, read);
 
     eprintln!("pipeline ...");
-    let t0 = Instant::now();
+    let t0 = clock.now();
     let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
     let stats = Arc::clone(&running.stats);
     let deadline = t0 + Duration::from_secs(900);
     // The clock starts at the first span in, so the group join (a few seconds of protocol that
     // the bare consumer, which assigns partitions itself, does not pay) is reported apart.
-    let mut first: Option<Instant> = None;
+    let mut first: Option<MonoTime> = None;
     while (stats.spans.load(Ordering::Relaxed) as usize) < spans {
-        if Instant::now() > deadline {
+        if clock.now() > deadline {
             bail!("pipeline did not ingest every span within 900 s");
         }
         if first.is_none() && stats.spans.load(Ordering::Relaxed) > 0 {
-            first = Some(Instant::now());
+            first = Some(clock.now());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let first = first.unwrap_or(t0);
-    let join_secs = first.duration_since(t0).as_secs_f64();
-    let ingest = phase(first.elapsed().as_secs_f64(), spans, produced.bytes);
+    let join_secs = (first - t0).as_secs_f64();
+    let ingest = phase((clock.now() - first).as_secs_f64(), spans, produced.bytes);
     let group = format!("{topic}-pipeline");
     loop {
         let (b, g, t, e) = (
@@ -317,12 +320,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         if tokio::task::spawn_blocking(move || committed(&b, &g, &t, &e)).await?? {
             break;
         }
-        if Instant::now() > deadline {
+        if clock.now() > deadline {
             bail!("committed offsets did not reach the end within 900 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let committed_secs = t0.elapsed().as_secs_f64();
+    let committed_secs = (clock.now() - t0).as_secs_f64();
     let stats = running.stop().await;
     let _ = std::fs::remove_dir_all(&hot);
     Ok(BenchReport {

@@ -6,9 +6,9 @@
 //! against hot-segment and compacted Parquet bytes per span, the compaction's time and peak RSS,
 //! and lookup latencies. Nothing talks to Kafka: this measures the archive alone.
 
+use crate::clock::{Clock, SystemClock};
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -118,6 +118,7 @@ impl fmt::Display for ArchiveBenchReport {
 
 /// Runs the benchmark.
 pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, ArchiveError> {
+    let clock = SystemClock::new();
     let hot_dir = opts.dir.join("hot");
     let _ = std::fs::remove_dir_all(&hot_dir);
     let mut cfg = crate::config::ArchiveConfig::default();
@@ -129,7 +130,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
     let chunk = 20_000usize;
     let sample_every = (opts.traces / opts.lookups.max(1)).max(1);
     let mut sample: Vec<(TraceId, usize)> = Vec::new();
-    let t0 = Instant::now();
+    let t0 = clock.now();
     let mut done = 0usize;
     let mut n = 0u64;
     // 2023-11-14 00:00 UTC, traces 1 ms apart.
@@ -172,7 +173,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
         n += 1;
         eprintln!("bench-archive: {done}/{} traces written", opts.traces);
     }
-    report.write_secs = t0.elapsed().as_secs_f64();
+    report.write_secs = (clock.now() - t0).as_secs_f64();
     // Compaction in a child process (`tracesift compact`), so its memory is its own.
     let cfg_path = opts.dir.join("bench-archive.yaml");
     std::fs::write(
@@ -185,7 +186,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
     .map_err(|e| ArchiveError::Verify(format!("{}: {e}", cfg_path.display())))?;
     let exe = std::env::current_exe()
         .map_err(|e| ArchiveError::Verify(format!("cannot find the tracesift binary: {e}")))?;
-    let t1 = Instant::now();
+    let t1 = clock.now();
     let child_cfg = cfg_path.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(exe)
@@ -196,7 +197,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
     .await
     .map_err(|e| ArchiveError::Verify(e.to_string()))?
     .map_err(|e| ArchiveError::Verify(format!("cannot run tracesift compact: {e}")))?;
-    report.compact_secs = t1.elapsed().as_secs_f64();
+    report.compact_secs = (clock.now() - t1).as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return Err(ArchiveError::Verify(format!(
@@ -216,9 +217,9 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
     report.compacted_rows = rows;
     let mut rows = 0usize;
     for (id, spans) in sample.iter().take(opts.lookups) {
-        let t = Instant::now();
+        let t = clock.now();
         let found = crate::archive::lookup::find_trace(&tiers, *id).await?;
-        report.lookup_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        report.lookup_ms.push((clock.now() - t).as_secs_f64() * 1e3);
         if found.spans.len() != *spans {
             return Err(ArchiveError::Verify(format!(
                 "lookup of {} returned {} spans, {spans} were written",

@@ -16,6 +16,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::gen::{self, GenOptions};
 use crate::pipeline::RunStats;
@@ -72,7 +73,8 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         hot.display()
     );
     println!("policies: errors 100%, slow >500ms 100%, /api/payment + /api/checkout 50%, rest 1%");
-    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+    let clock = Arc::new(crate::clock::TokioClock::new());
+    let running = crate::pipeline::start(cfg, clock.clone()).await?;
     if let Some(a) = running.telemetry_addr {
         println!("metrics: http://{a}/metrics");
     }
@@ -88,8 +90,8 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         split: true,
         late_fraction: 0.05,
         late_delay: Duration::from_secs(1),
-        start_ns: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
-        seed: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
+        start_ns: clock.wall_nanos(),
+        seed: clock.wall_nanos(),
         ..Default::default()
     };
     let (records, manifest) = gen::plan_records(&opts);
@@ -108,12 +110,12 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         r
     });
 
-    let start = tokio::time::Instant::now();
+    let start = clock.now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let interrupted = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                print!("\r{}", progress(&stats, &names, start.elapsed()));
+                print!("\r{}", progress(&stats, &names, clock.now() - start));
                 let _ = std::io::stdout().flush();
                 if gen_task.is_finished() { break false; }
             }
@@ -123,10 +125,10 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     if !interrupted {
         // Let the last traces reach their decision and the last segments their flush.
         let settle = decision_wait + flush + Duration::from_secs(2);
-        let until = tokio::time::Instant::now() + settle;
-        while tokio::time::Instant::now() < until {
+        let until = clock.now() + settle;
+        while clock.now() < until {
             ticker.tick().await;
-            print!("\r{}", progress(&stats, &names, start.elapsed()));
+            print!("\r{}", progress(&stats, &names, clock.now() - start));
             let _ = std::io::stdout().flush();
         }
     }

@@ -1,5 +1,7 @@
 //! `tracesift gen`: realistic OTLP traces into a topic (the load generator in `crate::gen`).
 
+use crate::clock::Clock;
+
 /// Produces `traces` generated traces to `topic`.
 pub async fn run(
     brokers: String,
@@ -29,10 +31,11 @@ pub async fn run(
         ..Default::default()
     };
     let (records, manifest) = crate::gen::plan_records(&opts);
-    let t0 = std::time::Instant::now();
+    let clock = crate::clock::SystemClock::new();
+    let t0 = clock.now();
     let produced = crate::gen::produce(&producer, &topic, &records, rate).await?;
     let (n, bytes) = (produced.records, produced.bytes);
-    let secs = t0.elapsed().as_secs_f64();
+    let secs = (clock.now() - t0).as_secs_f64();
     let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
     println!(
         "produced {traces} traces, {spans} spans in {n} records ({:.1} MB) to {topic} in {secs:.1}s ({:.0} spans/s)",

@@ -2,6 +2,8 @@
 //! tree (errors highlighted on a terminal) or as OTLP/JSON.
 
 use std::path::Path;
+
+use crate::clock::Clock;
 use std::process::ExitCode;
 
 /// Finds and prints the trace.
@@ -13,7 +15,8 @@ pub fn main(trace_id: &str, config: &Path, json: bool) -> anyhow::Result<ExitCod
     let Some(cfg) = super::load(config) else {
         return Ok(ExitCode::from(2));
     };
-    let t0 = std::time::Instant::now();
+    let clock = crate::clock::SystemClock::new();
+    let t0 = clock.now();
     let found = super::runtime()?.block_on(async {
         let tiers = crate::archive::tiering::open_tiers(&cfg.archive)?;
         crate::archive::lookup::find_trace(&tiers, id).await
@@ -51,7 +54,7 @@ pub fn main(trace_id: &str, config: &Path, json: bool) -> anyhow::Result<ExitCod
         st.row_groups_skipped,
         st.row_groups_skipped_by_bloom,
         st.rows_read,
-        t0.elapsed().as_secs_f64() * 1e3
+        (clock.now() - t0).as_secs_f64() * 1e3
     );
     Ok(ExitCode::SUCCESS)
 }
