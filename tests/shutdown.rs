@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
@@ -51,13 +51,10 @@ async fn sigterm_commits_the_partitions_that_drained_and_exits_within_the_deadli
     let hung: Vec<String> = (0..healthy).map(|p| p.to_string()).collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("tracesift.yaml");
     // Commits only at the end (the interval is longer than the test): whatever partition 5
     // has committed afterwards came from the final drain.
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
+    let config = format!(
+        r#"
 kafka: {{brokers: "{brokers}", group_id: shutdown, commit_interval: 1h}}
 store: {{decision_wait: 300ms, tick: 50ms}}
 sinks: {{parquet: {{enabled: false}}}}
@@ -66,22 +63,15 @@ shutdown_timeout: {SHUTDOWN}s
 policies:
   - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
 "#
-        ),
-    )
-    .unwrap();
+    );
+    let failpoint = format!("sink_hang@{}", hung.join(","));
+    let mut m = Member::start(
+        dir.path(),
+        "run",
+        &config,
+        &[("TRACESIFT_FAILPOINT", failpoint.as_str())],
+    );
     let log = dir.path().join("run.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tracesift"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("TRACESIFT_LOG", "info,librdkafka=warn")
-        .env(
-            "TRACESIFT_FAILPOINT",
-            format!("sink_hang@{}", hung.join(",")),
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Wait until every trace of the healthy partition is on the sampled topic.
@@ -110,16 +100,16 @@ policies:
 
     let stopped = Instant::now();
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &m.child.id().to_string()])
         .status()
         .unwrap();
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = m.child.try_wait().unwrap() {
             break s;
         }
         // A bound far above the deadline, only to end the test if the process never exits.
         if stopped.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
+            let _ = m.child.kill();
             panic!("tracesift did not exit after SIGTERM:\n{}", log_text());
         }
         std::thread::sleep(Duration::from_millis(50));

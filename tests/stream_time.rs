@@ -17,69 +17,14 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::*;
 use tracesift::gen::{self, GenOptions};
-
-/// One `tracesift run` child process.
-struct Member {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Member {
-    fn start(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Member {
-        let cfg = dir.join(format!("{name}.yaml"));
-        std::fs::write(&cfg, config).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracesift"));
-        cmd.args(["run", "-c"])
-            .arg(&cfg)
-            .env("TRACESIFT_LOG", "info,librdkafka=warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        Member {
-            child: cmd.spawn().unwrap(),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-    }
-
-    fn stop(mut self) {
-        self.signal("-CONT");
-        self.signal("-TERM");
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit {status:?}:\n{}", self.log());
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(brokers: &str, group: &str, sampled: &str, store: &str, policies: &str) -> String {
     format!(
@@ -96,25 +41,6 @@ shutdown_timeout: 10s
 
 const ERRORS_ONLY: &str =
     "policies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n";
-
-/// Span ids per trace id on a sampled topic.
-fn sampled(brokers: &str, topic: &str) -> HashMap<[u8; 16], HashSet<Vec<u8>>> {
-    let mut out: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
-    for r in read_all(brokers, topic) {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-        for s in req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            out.entry(s.trace_id.as_slice().try_into().unwrap())
-                .or_default()
-                .insert(s.span_id.clone());
-        }
-    }
-    out
-}
 
 /// Sends one record, optionally with an explicit timestamp; notes its partition's end.
 async fn send(
@@ -143,6 +69,27 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// Waits until `group` committed every record (`secs` at most), stops the member, returns its log.
+async fn settle(
+    m: Member,
+    brokers: &str,
+    group: &str,
+    ends: &BTreeMap<i32, i64>,
+    secs: u64,
+) -> String {
+    wait_committed(
+        brokers,
+        group,
+        "otlp_spans",
+        ends,
+        Duration::from_secs(secs),
+    )
+    .await;
+    let log = m.log();
+    m.stop();
+    log
 }
 
 /// Asserts that each trace has exactly spans 1..=n on the sampled topic.
@@ -212,19 +159,9 @@ async fn a_held_partition_decides_nothing_until_it_has_read_on() {
         ),
         &[("TRACESIFT_FAILPOINT", "hold@0:20:5000")],
     );
-    wait_committed(
-        &brokers,
-        "held",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(90),
-    )
-    .await;
-    let log = m.log();
+    let log = settle(m, &brokers, "held", &ends, 90).await;
     assert!(log.contains("failpoint: partition held"), "{log}");
-    m.stop();
-    let got = sampled(&brokers, "otlp_spans_sampled");
-    assert_whole(&got, &traces, 2, &log);
+    assert_whole(&sampled(&brokers, "otlp_spans_sampled"), &traces, 2, &log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,18 +228,8 @@ async fn sigstop_freezes_do_not_decide_traces_early() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     freezer.join().unwrap();
-    wait_committed(
-        &brokers,
-        "frozen",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(120),
-    )
-    .await;
-    let log = m.log();
-    m.stop();
-    let got = sampled(&brokers, "otlp_spans_sampled");
-    assert_whole(&got, &traces, 3, &log);
+    let log = settle(m, &brokers, "frozen", &ends, 120).await;
+    assert_whole(&sampled(&brokers, "otlp_spans_sampled"), &traces, 3, &log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,18 +400,8 @@ async fn producers_with_skewed_clocks_neither_decide_early_nor_hold_for_ever() {
     }
     // Every record resolved: no trace waits for ever (at most max_trace_age + one tick after
     // its first span while the partition is live).
-    wait_committed(
-        &brokers,
-        "skew",
-        "otlp_spans",
-        &ends,
-        Duration::from_secs(60),
-    )
-    .await;
-    let log = m.log();
-    m.stop();
-    let got = sampled(&brokers, "otlp_spans_sampled");
-    assert_whole(&got, &traces, 3, &log);
+    let log = settle(m, &brokers, "skew", &ends, 60).await;
+    assert_whole(&sampled(&brokers, "otlp_spans_sampled"), &traces, 3, &log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,6 +338,89 @@ pub fn run_python(script: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// One `tracesift run` child process.
+pub struct Member {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Member {
+    /// Starts `tracesift run` on `config` (written to `dir/name.yaml`), with `env` set; its
+    /// log goes to `dir/name.log`.
+    pub fn start(dir: &Path, name: &str, config: &str, env: &[(&str, &str)]) -> Member {
+        let cfg = dir.join(format!("{name}.yaml"));
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracesift"));
+        cmd.args(["run", "-c"])
+            .arg(&cfg)
+            .env("TRACESIFT_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Member {
+            child: cmd.spawn().unwrap(),
+            log,
+        }
+    }
+
+    /// The member's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`, `-TERM`, …).
+    pub fn signal(&self, sig: &str) {
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// SIGCONT then SIGTERM, and a clean exit.
+    pub fn stop(mut self) {
+        self.signal("-CONT");
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit {status:?}:\n{}", self.log());
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Span ids per trace id on a sampled topic.
+pub fn sampled(
+    brokers: &str,
+    topic: &str,
+) -> HashMap<[u8; 16], std::collections::HashSet<Vec<u8>>> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    use std::collections::HashSet;
+    let mut out: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
+    for r in read_all(brokers, topic) {
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+        {
+            out.entry(s.trace_id.as_slice().try_into().unwrap())
+                .or_default()
+                .insert(s.span_id.clone());
+        }
+    }
+    out
+}
+
 pub mod chaos;
 pub mod garage;
 /// The OTEP 235 rejection threshold of a 10% probabilistic policy.
