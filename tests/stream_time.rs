@@ -456,6 +456,7 @@ async fn the_poll_loop_never_waits_on_the_network() {
     let log = m.log();
     m.stop();
     assert_eq!(gap.len(), 1, "poll-gap gauge exported:\n{metrics}");
+    eprintln!("longest poll gap over the last window: {:.3} s", gap[0]);
     assert_eq!(lag.len(), 6, "a lag gauge per partition:\n{metrics}\n{log}");
     // The longest gap between polls over the last window. A blocking watermark query per
     // partition (500 ms timeout each, six partitions) made it seconds.
