@@ -17,6 +17,7 @@ pub mod cost;
 pub mod lookup;
 pub mod manifest;
 pub mod merge;
+pub mod plan;
 pub mod tiering;
 
 use std::collections::HashMap;

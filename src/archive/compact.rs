@@ -233,17 +233,8 @@ async fn pass_locked(
         .await?;
         hours = list_hot(hot).await?;
     }
-    let due: Vec<(String, Vec<(Path, u64)>)> = hours
-        .into_iter()
-        .filter(|(dir, files)| {
-            let old = tiering::hour_start_ms(dir)
-                .is_some_and(|h| h + 3_600_000 + opts.min_age.as_millis() as i64 <= now);
-            old && files
-                .iter()
-                .any(|(p, _)| !manifests[0].files.contains_key(p.as_ref()))
-        })
-        .collect();
-    for (n, (dir, files)) in due.iter().enumerate() {
+    let due = super::plan::due_hours(hours, &manifests, now, opts.min_age);
+    for (n, super::plan::HourPlan { dir, files, moved }) in due.iter().enumerate() {
         if opts.progress {
             let bytes: u64 = files.iter().map(|f| f.1).sum();
             eprintln!(
@@ -254,23 +245,7 @@ async fn pass_locked(
                 bytes as f64 / 1e6
             );
         }
-        // Files of this hour that already moved down (late data for an old hour): merged in
-        // too, so the hour stays deduplicated across tiers.
-        let moved: Vec<(usize, Path, u64)> = manifests
-            .iter()
-            .enumerate()
-            .skip(1)
-            .flat_map(|(ti, m)| {
-                m.files
-                    .iter()
-                    .filter(|(p, _)| {
-                        p.strip_prefix(dir.as_str())
-                            .is_some_and(|r| r.starts_with('/'))
-                    })
-                    .map(move |(p, e)| (ti, Path::from(p.as_str()), e.bytes))
-            })
-            .collect();
-        match compact_hour(tiers, &mut manifests, dir, files, &moved, opts, &mut report).await {
+        match compact_hour(tiers, &mut manifests, dir, files, moved, opts, &mut report).await {
             Ok(()) => report.hours += 1,
             Err(e) => {
                 tracing::warn!(hour = %dir, error = %e, "hour not compacted; its files are kept");

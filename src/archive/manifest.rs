@@ -32,7 +32,7 @@ pub const MANIFEST_PATH: &str = "_tracesift/manifest-v1.json";
 pub const LEASE_PATH: &str = "_tracesift/lease.json";
 
 /// One compacted file of a tier.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Start of the file's hour partition, Unix ms.
     pub hour_start_ms: i64,

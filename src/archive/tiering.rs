@@ -387,12 +387,7 @@ pub async fn move_due(
             manifest::save(&src.store, &manifests[i]).await?;
             report.finished += 1;
         }
-        let due: Vec<(String, FileEntry)> = manifests[i]
-            .files
-            .iter()
-            .filter(|(_, e)| e.hour_end_ms() + dst.after.as_millis() as i64 <= now_ms)
-            .map(|(p, e)| (p.clone(), e.clone()))
-            .collect();
+        let due = super::plan::due_moves(&manifests[i], dst.after, now_ms);
         let count = due.len();
         for (n, (p, entry)) in due.into_iter().enumerate() {
             if progress {
@@ -439,14 +434,9 @@ pub async fn expire(
     now_ms: i64,
     report: &mut LifecycleReport,
 ) -> Result<(), ArchiveError> {
-    let due = |hour_start: i64| hour_start + 3_600_000 + retention.as_millis() as i64 <= now_ms;
+    let due = |hour_start: i64| super::plan::expired(hour_start, retention, now_ms);
     for (t, m) in tiers.iter().zip(manifests.iter_mut()) {
-        let expired: Vec<(String, u64)> = m
-            .files
-            .iter()
-            .filter(|(_, e)| due(e.hour_start_ms))
-            .map(|(p, e)| (p.clone(), e.bytes))
-            .collect();
+        let expired = super::plan::expired_files(m, retention, now_ms);
         if expired.is_empty() {
             continue;
         }
