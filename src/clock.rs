@@ -6,6 +6,10 @@
 //! every timer in the pipeline deterministically; the pure cores (store, watermark, sampler) take
 //! plain `MonoTime` values and need no runtime at all.
 
+mod tokio_clock;
+
+pub use self::tokio_clock::TokioClock;
+
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
@@ -60,42 +64,6 @@ pub trait Clock: Send + Sync + 'static {
     fn wall_nanos(&self) -> u64;
 }
 
-/// The production clock: tokio's monotonic time (pausable in tests) plus the system wall clock
-/// offset taken once at construction, so wall time advances with tokio time too.
-#[derive(Debug, Clone)]
-pub struct TokioClock {
-    origin: tokio::time::Instant,
-    wall_origin_nanos: u64,
-}
-
-impl TokioClock {
-    /// A clock whose origin is now.
-    pub fn new() -> Self {
-        let wall_origin_nanos = system_wall_nanos();
-        TokioClock {
-            origin: tokio::time::Instant::now(),
-            wall_origin_nanos,
-        }
-    }
-}
-
-impl Default for TokioClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> MonoTime {
-        MonoTime(self.origin.elapsed())
-    }
-
-    fn wall_nanos(&self) -> u64 {
-        let since = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.wall_origin_nanos.saturating_add(since)
-    }
-}
-
 /// The clock of blocking command-line work (no tokio runtime): `std`'s monotonic clock and the
 /// system wall clock.
 #[derive(Debug, Clone)]
@@ -128,7 +96,7 @@ impl Clock for SystemClock {
     }
 }
 
-fn system_wall_nanos() -> u64 {
+pub(crate) fn system_wall_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -138,16 +106,6 @@ fn system_wall_nanos() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn tokio_clock_follows_paused_time() {
-        let clock = TokioClock::new();
-        let t0 = clock.now();
-        let w0 = clock.wall_nanos();
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(clock.now() - t0, Duration::from_secs(5));
-        assert_eq!(clock.wall_nanos() - w0, 5_000_000_000);
-    }
 
     #[test]
     fn arithmetic_saturates() {
