@@ -11,6 +11,7 @@
 //! shared records but were decided at different times) never overwrite each other. Every path
 //! component is built from numbers and validated topic names: span data never chooses a path.
 
+pub mod catalog;
 pub mod compact;
 pub mod config;
 pub mod cost;

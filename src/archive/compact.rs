@@ -233,8 +233,23 @@ async fn pass_locked(
         .await?;
         hours = list_hot(hot).await?;
     }
-    let due = super::plan::due_hours(hours, &manifests, now, opts.min_age);
+    let listing = hours
+        .into_iter()
+        .map(|(dir, files)| {
+            let files = files.into_iter().map(|(p, s)| (p.to_string(), s)).collect();
+            (dir, files)
+        })
+        .collect();
+    let due = super::plan::due_hours(listing, &manifests, now, opts.min_age);
     for (n, super::plan::HourPlan { dir, files, moved }) in due.iter().enumerate() {
+        let files: Vec<(Path, u64)> = files
+            .iter()
+            .map(|(p, s)| (Path::from(p.as_str()), *s))
+            .collect();
+        let moved: Vec<(usize, Path, u64)> = moved
+            .iter()
+            .map(|(t, p, s)| (*t, Path::from(p.as_str()), *s))
+            .collect();
         if opts.progress {
             let bytes: u64 = files.iter().map(|f| f.1).sum();
             eprintln!(
@@ -245,7 +260,17 @@ async fn pass_locked(
                 bytes as f64 / 1e6
             );
         }
-        match compact_hour(tiers, &mut manifests, dir, files, moved, opts, &mut report).await {
+        match compact_hour(
+            tiers,
+            &mut manifests,
+            dir,
+            &files,
+            &moved,
+            opts,
+            &mut report,
+        )
+        .await
+        {
             Ok(()) => report.hours += 1,
             Err(e) => {
                 tracing::warn!(hour = %dir, error = %e, "hour not compacted; its files are kept");

@@ -31,72 +31,7 @@ pub const MANIFEST_PATH: &str = "_tracesift/manifest-v1.json";
 /// Object path of the compactor lease (in the hot tier).
 pub const LEASE_PATH: &str = "_tracesift/lease.json";
 
-/// One compacted file of a tier.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Start of the file's hour partition, Unix ms.
-    pub hour_start_ms: i64,
-    /// Earliest span start in the file, Unix ns.
-    pub min_start_ns: i64,
-    /// Latest span start in the file, Unix ns.
-    pub max_start_ns: i64,
-    /// Smallest trace id, 32 hex digits.
-    pub min_trace_id: String,
-    /// Largest trace id, 32 hex digits.
-    pub max_trace_id: String,
-    /// Rows (spans).
-    pub rows: u64,
-    /// Object size.
-    pub bytes: u64,
-    /// CRC32C of the whole object.
-    pub crc32c: u32,
-    /// Spans per `sampling_policy`.
-    #[serde(default)]
-    pub policies: BTreeMap<String, u64>,
-    /// Sum of `sampling_adjusted_count` (the spans these rows stand for; null counts as 1).
-    #[serde(default)]
-    pub adjusted_spans: f64,
-    /// The same sum per `sampling_policy`.
-    #[serde(default)]
-    pub adjusted_by_policy: BTreeMap<String, f64>,
-    /// Files of other tiers this one was merged from, as (tier, path), still to be deleted
-    /// there (a crash between publishing this file and deleting them is finished next pass).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replaces: Vec<(String, String)>,
-}
-
-impl FileEntry {
-    /// End of the file's hour, Unix ms.
-    pub fn hour_end_ms(&self) -> i64 {
-        self.hour_start_ms + 3_600_000
-    }
-
-    /// Whether `id` (16 bytes) can be in this file by its trace-id range.
-    pub fn may_hold(&self, id: &[u8; 16]) -> bool {
-        let hex = hex::encode(id);
-        self.min_trace_id.as_str() <= hex.as_str() && hex.as_str() <= self.max_trace_id.as_str()
-    }
-}
-
-/// A tier's catalog: object path → entry.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Format version (1).
-    pub version: u32,
-    /// The tier it describes.
-    pub tier: String,
-    /// Files by object path (relative to the tier URL).
-    pub files: BTreeMap<String, FileEntry>,
-}
-
-impl Manifest {
-    /// Total bytes and rows.
-    pub fn totals(&self) -> (u64, u64) {
-        self.files
-            .values()
-            .fold((0, 0), |(b, r), f| (b + f.bytes, r + f.rows))
-    }
-}
+pub use super::catalog::{FileEntry, Manifest};
 
 /// Reads a tier's manifest (an absent manifest is an empty one).
 pub async fn load(store: &Arc<dyn ObjectStore>, tier: &str) -> Result<Manifest, ArchiveError> {

@@ -7,10 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use object_store::path::Path;
-
-use super::manifest::{FileEntry, Manifest};
-use super::tiering::hour_start_ms;
+use super::catalog::{hour_start_ms, FileEntry, Manifest};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -21,15 +18,15 @@ pub struct HourPlan {
     /// The hour directory.
     pub dir: String,
     /// Every hot file of the hour (path, size).
-    pub files: Vec<(Path, u64)>,
+    pub files: Vec<(String, u64)>,
     /// Files of the hour in later tiers (tier index, path, size).
-    pub moved: Vec<(usize, Path, u64)>,
+    pub moved: Vec<(usize, String, u64)>,
 }
 
 /// The hot hours that are due: the hour ended at least `min_age` before `now_ms`, and it holds a
 /// file the hot catalog does not list yet (a new segment, or late data).
 pub fn due_hours(
-    hours: BTreeMap<String, Vec<(Path, u64)>>,
+    hours: BTreeMap<String, Vec<(String, u64)>>,
     manifests: &[Manifest],
     now_ms: i64,
     min_age: Duration,
@@ -42,9 +39,7 @@ pub fn due_hours(
         .filter(|(dir, files)| {
             let old = hour_start_ms(dir)
                 .is_some_and(|h| h + HOUR_MS + min_age.as_millis() as i64 <= now_ms);
-            old && files
-                .iter()
-                .any(|(p, _)| !hot.files.contains_key(p.as_ref()))
+            old && files.iter().any(|(p, _)| !hot.files.contains_key(p))
         })
         .map(|(dir, files)| {
             let moved = manifests
@@ -55,7 +50,7 @@ pub fn due_hours(
                     m.files
                         .iter()
                         .filter(|(p, _)| in_hour(p, &dir))
-                        .map(move |(p, e)| (ti, Path::from(p.as_str()), e.bytes))
+                        .map(move |(p, e)| (ti, p.clone(), e.bytes))
                 })
                 .collect();
             HourPlan { dir, files, moved }
@@ -121,8 +116,8 @@ mod tests {
 
     #[test]
     fn an_hour_is_due_once_it_ended_min_age_ago_and_holds_something_new() {
-        let seg = |h: u32, n: u32| (Path::from(format!("{}/seg-{n}.parquet", dir(h))), 10u64);
-        let hours: BTreeMap<String, Vec<(Path, u64)>> = [
+        let seg = |h: u32, n: u32| (format!("{}/seg-{n}.parquet", dir(h)), 10u64);
+        let hours: BTreeMap<String, Vec<(String, u64)>> = [
             (dir(0), vec![seg(0, 1)]),
             (dir(1), vec![seg(1, 1)]),
             (dir(2), vec![seg(2, 1)]),
@@ -138,18 +133,19 @@ mod tests {
         assert_eq!(plan[0].dir, dir(0));
         assert_eq!(
             plan[0].moved,
-            vec![(1, Path::from(format!("{}/old.parquet", dir(0))), 100)],
+            vec![(1, format!("{}/old.parquet", dir(0)), 100)],
             "the hour's file in the warm tier is merged back in"
         );
         // At min_age 0 hour 2 (ended at T0+3h) is due as well.
-        let hours: BTreeMap<String, Vec<(Path, u64)>> =
+        let hours: BTreeMap<String, Vec<(String, u64)>> =
             [(dir(2), vec![seg(2, 1)])].into_iter().collect();
         let plan = due_hours(hours, &[Manifest::default()], now, Duration::ZERO);
         assert_eq!(plan.len(), 1);
         // A directory that is not an hour is never due.
-        let odd: BTreeMap<String, Vec<(Path, u64)>> = [("spans/v1/x".to_string(), vec![seg(0, 9)])]
-            .into_iter()
-            .collect();
+        let odd: BTreeMap<String, Vec<(String, u64)>> =
+            [("spans/v1/x".to_string(), vec![seg(0, 9)])]
+                .into_iter()
+                .collect();
         assert!(due_hours(odd, &[Manifest::default()], now, Duration::ZERO).is_empty());
     }
 

@@ -112,20 +112,7 @@ pub async fn list_parquet(store: &Arc<dyn ObjectStore>) -> Result<Vec<(Path, u64
         .collect())
 }
 
-/// Start of the hour of `…/date=YYYY-MM-DD/hour=HH[/…]`, Unix ms.
-pub fn hour_start_ms(path: &str) -> Option<i64> {
-    let mut date = None;
-    let mut hour = None;
-    for part in path.split('/') {
-        if let Some(d) = part.strip_prefix("date=") {
-            date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
-        } else if let Some(h) = part.strip_prefix("hour=") {
-            hour = h.parse::<u32>().ok().filter(|h| *h < 24);
-        }
-    }
-    let start = date?.and_hms_opt(hour?, 0, 0)?;
-    Some(start.and_utc().timestamp_millis())
-}
+pub use super::catalog::hour_start_ms;
 
 /// Streams `local` into `store` at `path` (multipart, 8 MiB parts).
 pub async fn upload(

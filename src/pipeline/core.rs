@@ -35,8 +35,8 @@ use crate::source::watermark::Watermark;
 use crate::store::{Admit, DueTrace, StoreLimits, StoreStats, TraceMap, TraceStore};
 use crate::telemetry::{self, Outcome};
 
+use super::stats::RunStats;
 use super::stream_time::StreamClock;
-use super::RunStats;
 
 /// Kept spans to hand to every sink. Each offset holds one reference per sink.
 #[derive(Debug, Clone)]
