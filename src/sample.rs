@@ -4,7 +4,7 @@
 //! (`{name, type, <type>: {…}}`), OR-ed at the top level with `drop` winning. They are compiled once
 //! at config load into:
 //! - a [`LeafSet`], the span-level predicates (attribute and tracestate matches). It is the
-//!   [`SpanProbe`] handed to the OTLP scanner, so each span sets bits in its trace's summary as it
+//!   `SpanProbe` handed to the OTLP scanner, so each span sets bits in its trace's summary as it
 //!   arrives and nothing is re-read at decision time;
 //! - an [`Evaluator`] tree that reads the compact [`TraceSummary`] (root, error flag, min/max times,
 //!   span count, bytes, leaf bits) and returns a [`Verdict`].
@@ -16,6 +16,11 @@
 //! rejection threshold `T` is compared with the trace's 56-bit randomness `R` (the `rv` in its
 //! tracestate, else the low 56 bits of the trace id); keep iff `R >= T`. A decision is therefore a
 //! pure function of the trace, and a replay repeats it.
+//!
+//! Files: `grammar.rs` (a policy item as configured, parsed with every problem), `leaves.rs`
+//! (span-level predicates, the trace summary and view), `verdict.rs` (verdicts and decisions),
+//! one file per policy type, `first_match.rs` (the `tiers:` rules); this file holds the
+//! `Policy` trait, the registry and the [`Sampler`].
 
 mod always_sample;
 mod and;
@@ -25,7 +30,9 @@ mod composite;
 mod drop;
 mod dynamic;
 mod first_match;
+mod grammar;
 mod latency;
+mod leaves;
 mod not;
 mod numeric_attribute;
 mod probabilistic;
@@ -35,12 +42,12 @@ mod status_code;
 mod string_attribute;
 mod trace_flags;
 mod trace_state;
+mod verdict;
 
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::clock::MonoTime;
-use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, SpanRef, TraceId};
+use crate::otlp::{SpanRef, TraceId};
 use crate::settings::ConfigError;
 
 pub use and::AndConfig;
@@ -63,6 +70,12 @@ use crate::otlp::threshold::{
     threshold_for_probability, THRESHOLD_ALWAYS, THRESHOLD_NEVER, THRESHOLD_UNKNOWN,
 };
 pub use trace_state::TraceStateConfig;
+
+pub(crate) use self::grammar::{block_fields, sub_policies, typed_block};
+pub use self::grammar::{PolicySpec, EXTRA_POLICY_TYPES};
+pub(crate) use self::leaves::{leaf_verdict, LeafMatch};
+pub use self::leaves::{LeafSet, TraceSummary, TraceView, MAX_LEAVES};
+pub use self::verdict::{Decision, PolicyId, Verdict};
 
 /// The seed's cost tiers (errors 100%, slow > 500 ms 100%, /api/payment and /api/checkout 50%,
 /// the rest 1%) as a `policies:` block in the Collector's syntax: the documented example, also
@@ -88,15 +101,6 @@ pub const SEED_TIERS: &str = r#"tiers:
     sample_percentage: 50
   - {name: rest, sample_percentage: 1}
 "#;
-
-/// One policy as configured: a name and a typed body.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PolicySpec {
-    /// Unique name; it labels metrics and fills the `sampling_policy` column.
-    pub name: String,
-    /// The policy type and its settings.
-    pub kind: PolicyKind,
-}
 
 /// Where a configuration keeps its policy block (the `policies:` or the `tiers:` list).
 pub trait PolicyBlock {
@@ -356,440 +360,6 @@ pub fn collector_policy_types() -> impl Iterator<Item = &'static str> {
         .filter(|t| !EXTRA_POLICY_TYPES.contains(t))
 }
 
-/// Policy types of tracesift's own, beyond the Collector's.
-pub const EXTRA_POLICY_TYPES: &[&str] = &["dynamic"];
-
-fn valid_types() -> String {
-    ALL_POLICY_TYPES.join(", ")
-}
-
-/// Checks that `block` is a mapping with only `allowed` keys; unknown keys are reported.
-pub(crate) fn block_fields<'a>(
-    path: &str,
-    block: Option<&'a serde_yaml::Value>,
-    allowed: &[&str],
-    errors: &mut Vec<ConfigError>,
-) -> Option<&'a serde_yaml::Mapping> {
-    let Some(map) = block.and_then(|b| b.as_mapping()) else {
-        errors.push(ConfigError::new(
-            path,
-            format!("expected a mapping with {}", allowed.join(", ")),
-        ));
-        return None;
-    };
-    for k in map.keys() {
-        let k = k.as_str().unwrap_or("?");
-        if !allowed.contains(&k) {
-            errors.push(ConfigError::new(
-                format!("{path}.{k}"),
-                format!("unknown field; valid fields: {}", allowed.join(", ")),
-            ));
-        }
-    }
-    Some(map)
-}
-
-/// Parses the list of sub-policies under `field`, each reported with its own path.
-pub(crate) fn sub_policies(
-    path: &str,
-    map: &serde_yaml::Mapping,
-    field: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Option<Vec<PolicySpec>> {
-    let Some(items) = map.get(field).and_then(|v| v.as_sequence()) else {
-        errors.push(ConfigError::new(
-            format!("{path}.{field}"),
-            "expected a list of policies",
-        ));
-        return None;
-    };
-    let before = errors.len();
-    let subs: Vec<PolicySpec> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| PolicySpec::from_yaml(&format!("{path}.{field}[{i}]"), v, errors))
-        .collect();
-    (errors.len() == before).then_some(subs)
-}
-
-fn typed_block<T: serde::de::DeserializeOwned>(
-    path: &str,
-    block: Option<&serde_yaml::Value>,
-    errors: &mut Vec<ConfigError>,
-) -> Option<T> {
-    let Some(block) = block else {
-        errors.push(ConfigError::new(
-            path,
-            "this policy type needs its settings block",
-        ));
-        return None;
-    };
-    match serde_path_to_error::deserialize::<_, T>(block.clone()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let p = if inner == "." {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push(ConfigError::new(p, e.into_inner().to_string()));
-            None
-        }
-    }
-}
-
-impl PolicySpec {
-    /// Parses one policy item; problems go to `errors` with paths under `path`.
-    pub fn from_yaml(
-        path: &str,
-        v: &serde_yaml::Value,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<PolicySpec> {
-        let Some(map) = v.as_mapping() else {
-            errors.push(ConfigError::new(
-                path,
-                "a policy is a mapping with `name` and `type`",
-            ));
-            return None;
-        };
-        let before = errors.len();
-        let name = match map.get("name").and_then(|n| n.as_str()) {
-            Some(n) if !n.trim().is_empty() => Some(n.to_string()),
-            _ => {
-                errors.push(ConfigError::new(
-                    format!("{path}.name"),
-                    "a non-empty name is required",
-                ));
-                None
-            }
-        };
-        let ty = match map.get("type").and_then(|t| t.as_str()) {
-            Some(t) if ALL_POLICY_TYPES.contains(&t) => Some(t),
-            Some("ottl_condition") => {
-                errors.push(ConfigError::new(
-                    format!("{path}.type"),
-                    "`ottl_condition` is not supported by tracesift; express the condition with \
-                     string_attribute / status_code / latency / and policies",
-                ));
-                None
-            }
-            Some(t) => {
-                errors.push(ConfigError::new(
-                    format!("{path}.type"),
-                    format!("unknown policy type `{t}`; valid types: {}", valid_types()),
-                ));
-                None
-            }
-            None => {
-                errors.push(ConfigError::new(
-                    format!("{path}.type"),
-                    format!("`type` is required; valid types: {}", valid_types()),
-                ));
-                None
-            }
-        };
-        if let Some(ty) = ty {
-            for key in map.keys() {
-                let k = key.as_str().unwrap_or("");
-                if k != "name" && k != "type" && k != ty {
-                    errors.push(ConfigError::new(
-                        format!("{path}.{k}"),
-                        format!("unknown field for a `{ty}` policy; expected name, type, {ty}"),
-                    ));
-                }
-            }
-        }
-        let kind = ty.and_then(|ty| PolicyKind::parse(ty, path, map.get(ty), errors));
-        match (name, kind) {
-            (Some(name), Some(kind)) if errors.len() == before => Some(PolicySpec { name, kind }),
-            _ => None,
-        }
-    }
-}
-
-impl Serialize for PolicySpec {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let block = self.kind.block_value();
-        let mut m = s.serialize_map(Some(2 + usize::from(block.is_some())))?;
-        m.serialize_entry("name", &self.name)?;
-        m.serialize_entry("type", self.kind.type_name())?;
-        if let Some(b) = block {
-            m.serialize_entry(self.kind.type_name(), &b)?;
-        }
-        m.end()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Span-level predicates ("leaves") evaluated during the scan
-// ---------------------------------------------------------------------------------------------
-
-/// Most span-level predicates one configuration may have (one bit each in [`TraceSummary`]).
-pub const MAX_LEAVES: usize = 128;
-
-/// How a leaf matches an attribute value.
-#[derive(Debug)]
-enum LeafMatch {
-    /// Exact string match against any of these values.
-    Exact(Vec<String>),
-    /// Any of these regexes matches.
-    Regex(regex::RegexSet),
-    /// An integer within `[min, max]`.
-    IntRange {
-        /// Smallest value that matches.
-        min: i64,
-        /// Largest value that matches.
-        max: i64,
-    },
-    /// A boolean equal to this.
-    Bool(bool),
-}
-
-#[derive(Debug)]
-struct Leaf {
-    bit: u128,
-    matcher: LeafMatch,
-}
-
-/// The span-level predicates of a configuration, grouped by attribute key.
-///
-/// Keys are few (one per attribute a policy names), so they are found by a linear scan that
-/// compares lengths first: cheaper than hashing every attribute key of every span.
-#[derive(Debug, Default)]
-pub struct LeafSet {
-    by_key: Vec<(Box<[u8]>, Vec<Leaf>)>,
-    /// Tracestate predicates: (key, values, bit).
-    trace_state: Vec<(String, Vec<String>, u128)>,
-    count: usize,
-}
-
-impl LeafSet {
-    fn next_bit(&mut self) -> Result<u8, String> {
-        if self.count >= MAX_LEAVES {
-            return Err(format!(
-                "too many attribute conditions (at most {MAX_LEAVES} per configuration)"
-            ));
-        }
-        let idx = self.count as u8;
-        self.count += 1;
-        Ok(idx)
-    }
-
-    /// Adds a tracestate predicate: entry `key` has one of `values`; returns its bit index.
-    fn add_trace_state(&mut self, key: &str, values: &[String]) -> Result<u8, String> {
-        let idx = self.next_bit()?;
-        self.trace_state
-            .push((key.to_string(), values.to_vec(), 1u128 << idx));
-        Ok(idx)
-    }
-
-    /// Adds an attribute predicate on `key`; returns its bit index.
-    fn add(&mut self, key: &str, matcher: LeafMatch) -> Result<u8, String> {
-        let idx = self.next_bit()?;
-        let leaf = Leaf {
-            bit: 1u128 << idx,
-            matcher,
-        };
-        match self.by_key.iter_mut().find(|(k, _)| **k == *key.as_bytes()) {
-            Some((_, leaves)) => leaves.push(leaf),
-            None => self.by_key.push((key.as_bytes().into(), vec![leaf])),
-        }
-        Ok(idx)
-    }
-
-    #[inline]
-    fn attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
-        let Some((_, leaves)) = self
-            .by_key
-            .iter()
-            .find(|(k, _)| k.len() == key.len() && **k == *key)
-        else {
-            return 0;
-        };
-        let value = value.get();
-        let mut bits = 0;
-        for leaf in leaves {
-            let hit = match (&leaf.matcher, value) {
-                (LeafMatch::Exact(values), AnyValueRef::Str(s)) => values.iter().any(|v| v == s),
-                (LeafMatch::Regex(set), AnyValueRef::Str(s)) => set.is_match(s),
-                (LeafMatch::IntRange { min, max }, AnyValueRef::Int(i)) => {
-                    (*min..=*max).contains(&i)
-                }
-                (LeafMatch::Bool(want), AnyValueRef::Bool(b)) => *want == b,
-                _ => false,
-            };
-            if hit {
-                bits |= leaf.bit;
-            }
-        }
-        bits
-    }
-}
-
-impl SpanProbe for LeafSet {
-    fn wants_attributes(&self) -> bool {
-        self.count > 0
-    }
-    fn resource_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
-        self.attribute(key, value)
-    }
-    fn span_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
-        self.attribute(key, value)
-    }
-    fn trace_state(&self, trace_state: &str) -> u128 {
-        let mut bits = 0;
-        // W3C tracestate: comma-separated `key=value` list members, optional whitespace.
-        for member in trace_state.split(',') {
-            let Some((k, v)) = member.trim().split_once('=') else {
-                continue;
-            };
-            for (key, values, bit) in &self.trace_state {
-                if key == k && values.iter().any(|x| x == v) {
-                    bits |= bit;
-                }
-            }
-        }
-        bits
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Trace summary and verdicts
-// ---------------------------------------------------------------------------------------------
-
-/// What policies read of a trace, folded from its spans as they arrive.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TraceSummary {
-    /// Spans seen.
-    pub span_count: u32,
-    /// Encoded span bytes seen.
-    pub bytes: u64,
-    /// Earliest span start (Unix ns); `u64::MAX` before the first span.
-    pub min_start_ns: u64,
-    /// Latest span end (Unix ns).
-    pub max_end_ns: u64,
-    /// Status codes seen, one bit each ([`crate::otlp::StatusCode::bit`]).
-    pub status_mask: u8,
-    /// A root span (no parent) was seen.
-    pub has_root: bool,
-    /// Some span had the W3C sampled flag.
-    pub any_sampled_flag: bool,
-    /// Leaves matched by some span or its resource.
-    pub leaf_bits: u128,
-    /// OTEP 235 randomness from the first span that carried one.
-    pub rv: Option<u64>,
-    /// The largest incoming OTEP 235 threshold seen.
-    pub th: Option<u64>,
-}
-
-impl TraceSummary {
-    /// An empty summary.
-    pub fn new() -> Self {
-        TraceSummary {
-            min_start_ns: u64::MAX,
-            ..Default::default()
-        }
-    }
-
-    /// Folds one span in.
-    #[inline]
-    pub fn add(&mut self, m: &SpanMeta) {
-        self.span_count = self.span_count.saturating_add(1);
-        self.bytes += u64::from(m.size);
-        self.min_start_ns = self.min_start_ns.min(m.start_ns);
-        self.max_end_ns = self.max_end_ns.max(m.end_ns);
-        self.status_mask |= m.status.bit();
-        self.has_root |= m.is_root;
-        self.any_sampled_flag |= m.flags & 1 == 1;
-        self.leaf_bits |= m.leaf_bits;
-        if self.rv.is_none() {
-            self.rv = m.rv;
-        }
-        if let Some(th) = m.th {
-            self.th = Some(self.th.map_or(th, |t| t.max(th)));
-        }
-    }
-
-    /// Earliest start to latest end, in nanoseconds.
-    pub fn duration_ns(&self) -> u64 {
-        self.max_end_ns.saturating_sub(self.min_start_ns)
-    }
-}
-
-/// The trace as a policy sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct TraceView<'a> {
-    /// Trace id.
-    pub trace_id: TraceId,
-    /// Its summary.
-    pub summary: &'a TraceSummary,
-    /// When the decision is made (rate limiters read it).
-    pub now: MonoTime,
-    /// The trace's spans, for the rare policy that reads more than the summary (the dynamic
-    /// sampler's key); may be empty.
-    pub spans: &'a [SpanRef],
-}
-
-impl TraceView<'_> {
-    /// OTEP 235 randomness: the explicit `rv`, else the trace id's low 56 bits.
-    pub fn randomness(&self) -> u64 {
-        self.summary
-            .rv
-            .unwrap_or_else(|| self.trace_id.randomness())
-    }
-}
-
-/// The verdict of a leaf-backed policy: sampled when the leaf matched some span or resource (or,
-/// inverted, when none did); rule keeps have threshold 0.
-pub(crate) fn leaf_verdict(t: &TraceView<'_>, bit: u128, invert: bool) -> Verdict {
-    if (t.summary.leaf_bits & bit != 0) != invert {
-        Verdict::Sampled {
-            threshold: THRESHOLD_ALWAYS,
-        }
-    } else {
-        Verdict::NotSampled
-    }
-}
-
-/// What one policy says about a trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Keep, at this threshold (0 for rule-based keeps).
-    Sampled {
-        /// The policy's effective rejection threshold.
-        threshold: u64,
-    },
-    /// This policy does not keep the trace.
-    NotSampled,
-    /// Drop the trace whatever the other policies say.
-    Dropped,
-}
-
-/// Index of a top-level policy in the configuration.
-pub type PolicyId = u16;
-
-/// The outcome for a trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Keep or drop.
-    pub keep: bool,
-    /// The deciding policy (for a keep, the one with the smallest threshold; for a drop by a
-    /// drop policy, that policy); `None` when no policy matched.
-    pub policy: Option<PolicyId>,
-    /// This stage's rejection threshold (0 for rule keeps).
-    pub threshold: u64,
-}
-
-impl Decision {
-    /// The drop that follows when no policy keeps the trace.
-    pub const NOT_SAMPLED: Decision = Decision {
-        keep: false,
-        policy: None,
-        threshold: THRESHOLD_NEVER,
-    };
-}
-
 /// The compiled policy set of a configuration.
 #[derive(Debug)]
 pub struct Sampler {
@@ -1038,6 +608,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::otlp::threshold::{adjusted_count, threshold_hex};
     use crate::otlp::StatusCode;
+    use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe};
 
     pub(crate) fn policies(yaml: &str) -> Vec<PolicySpec> {
         let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
