@@ -24,7 +24,7 @@ use crate::sample::Decision;
 
 pub use self::acks::{AckFuture, Acks, Released};
 pub use self::dead_letter::{dead_letter, DeadLetter};
-pub use self::kafka::{decision_record, produce_until_acked, KafkaSink, Outgoing};
+pub use self::kafka::{produce_until_acked, KafkaSink, Outgoing};
 pub use self::parquet::ParquetSink;
 
 /// A kept trace (or the late spans of one) handed to the sinks.

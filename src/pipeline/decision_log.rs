@@ -14,16 +14,23 @@
 //! | 8 | threshold, u64 little-endian (OTEP 235, 56 bits; `u64::MAX` = unknown probability) |
 //! | 8 | decided at, Unix milliseconds, u64 little-endian |
 //! | rest | deciding policy name, UTF-8 (empty when no policy matched) |
+//!
+//! The format ([`LoggedDecision`]), the writer ([`write()`]) and the restore ([`restore`]) live here
+//! together; "decided at" is the deciding partition's stream time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
 use crate::otlp::TraceId;
+use crate::sink::{produce_until_acked, AckFuture, Outgoing};
+use crate::telemetry::{self, SinkLabel};
 
 /// One logged decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +173,27 @@ pub fn restore(
         }
     }
     Ok(out)
+}
+
+/// Writes one decision to the decision log (partition `partition`, the input's own) until it is
+/// acknowledged; then releases one reference on each of `offsets`.
+pub fn write(
+    producer: FutureProducer,
+    topic: Arc<str>,
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
+    offsets: Vec<i64>,
+) -> AckFuture {
+    Box::pin(async move {
+        let out = Outgoing {
+            partition: Some(partition),
+            ..Outgoing::new(&topic, &key, &value)
+        };
+        produce_until_acked(&producer, out, SinkLabel::DecisionLog).await;
+        telemetry::decisions_logged(1);
+        offsets
+    })
 }
 
 #[cfg(test)]

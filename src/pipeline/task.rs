@@ -273,7 +273,7 @@ impl PartitionTask {
                         decided_at_ms,
                         policy: policy.to_string(),
                     };
-                    self.acks.push(sink::decision_record(
+                    self.acks.push(crate::pipeline::decision_log::write(
                         self.shared.producer.clone(),
                         topic,
                         self.partition,

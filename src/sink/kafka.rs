@@ -1,4 +1,4 @@
-//! Writes to Kafka: the sampled topic ([`KafkaSink`]), the decision log ([`decision_record`]),
+//! Writes to Kafka: the sampled topic ([`KafkaSink`]),
 //! and the one produce-until-acknowledged loop every Kafka write uses.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{backoff, AckFuture, Acks, KeptTrace, Sink};
+use super::{backoff, Acks, KeptTrace, Sink};
 use crate::otlp::{self, SpanRef};
 use crate::telemetry::{self, SinkLabel};
 
@@ -146,27 +146,6 @@ impl Sink for KafkaSink {
             offsets
         }));
     }
-}
-
-/// Writes one decision to the decision log (partition `partition`, the input's own) until it is
-/// acknowledged; then releases one reference on each of `offsets`.
-pub fn decision_record(
-    producer: FutureProducer,
-    topic: Arc<str>,
-    partition: i32,
-    key: String,
-    value: Vec<u8>,
-    offsets: Vec<i64>,
-) -> AckFuture {
-    Box::pin(async move {
-        let out = Outgoing {
-            partition: Some(partition),
-            ..Outgoing::new(&topic, &key, &value)
-        };
-        produce_until_acked(&producer, out, SinkLabel::DecisionLog).await;
-        telemetry::decisions_logged(1);
-        offsets
-    })
 }
 
 #[cfg(test)]
