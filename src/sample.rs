@@ -503,7 +503,7 @@ impl Sampler {
             now,
             spans,
         };
-        self.decide_view(&view, &mut [])
+        self.decide_view::<false>(&view, &mut [])
     }
 
     /// [`Sampler::decide_trace`] that also reports, per top-level policy (or tier), whether it
@@ -527,14 +527,23 @@ impl Sampler {
             now,
             spans,
         };
-        self.decide_view(&view, matched)
+        self.decide_view::<true>(&view, matched)
     }
 
-    fn decide_view(&self, view: &TraceView<'_>, matched: &mut [bool]) -> Decision {
+    /// The decision; with `RECORD`, which policies matched goes to `matched` (compiled out of
+    /// the service's path).
+    fn decide_view<const RECORD: bool>(
+        &self,
+        view: &TraceView<'_>,
+        matched: &mut [bool],
+    ) -> Decision {
         if !self.first_match.is_empty() {
             return self.decide_first_match(view, matched);
         }
         let mut mark = |i: usize, v: Verdict| {
+            if !RECORD {
+                return;
+            }
             if let Some(m) = matched.get_mut(i) {
                 *m = v != Verdict::NotSampled;
             }
