@@ -827,13 +827,7 @@ mod tests {
         // TTL 60 s; the decision was made 50 s before the first record (stream time T0).
         let ttl = Duration::from_secs(60);
         let mut core = core_ttl(1, false, 100, ttl);
-        core.restore([Restored {
-            trace_id: TraceId([2; 16]),
-            keep: true,
-            threshold: 0,
-            policy: "errors".into(),
-            decided_at_ms: T0 - 50_000,
-        }]);
+        core.restore([kept_by_errors(TraceId([2; 16]), T0 - 50_000)]);
         let mut fx = Vec::new();
         core.feed(record(0, vec![span(2, 1, false)]), at(9_000), &mut fx);
         assert_eq!(emits(&fx).len(), 1, "9 s later it still holds");
@@ -847,13 +841,7 @@ mod tests {
         assert_eq!(core.buffered(), 1);
         // A decision older than its TTL is not restored at all.
         let mut core = core_ttl(1, false, 100, ttl);
-        core.restore([Restored {
-            trace_id: TraceId([2; 16]),
-            keep: true,
-            threshold: 0,
-            policy: "errors".into(),
-            decided_at_ms: T0 - 61_000,
-        }]);
+        core.restore([kept_by_errors(TraceId([2; 16]), T0 - 61_000)]);
         core.feed(record(0, vec![span(2, 1, false)]), at(0), &mut fx);
         assert!(fx.is_empty());
     }
@@ -865,13 +853,7 @@ mod tests {
         let wall_ms = || clock.wall_nanos() / 1_000_000;
         // Decided 55 s before a new process (and its new clock) restores it.
         let mut core = core_ttl(1, false, 100, Duration::from_secs(60));
-        core.restore([Restored {
-            trace_id: TraceId([2; 16]),
-            keep: true,
-            threshold: 0,
-            policy: "errors".into(),
-            decided_at_ms: wall_ms() - 55_000,
-        }]);
+        core.restore([kept_by_errors(TraceId([2; 16]), wall_ms() - 55_000)]);
         let stamped = |offset, sid| {
             let mut r = record(offset, vec![span(2, sid, false)]);
             r.timestamp_ms = Some(wall_ms() as i64);
@@ -885,6 +867,17 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         core.ingest(stamped(1, 2), wall_ms(), &mut fx);
         assert!(fx.is_empty(), "60 s after the decision it is forgotten");
+    }
+
+    /// A keep by `errors` read back from the decision log, made at `decided_at_ms`.
+    fn kept_by_errors(trace_id: TraceId, decided_at_ms: u64) -> Restored {
+        Restored {
+            trace_id,
+            keep: true,
+            threshold: 0,
+            policy: "errors".into(),
+            decided_at_ms,
+        }
     }
 
     /// One step of a random schedule.
