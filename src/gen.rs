@@ -784,6 +784,7 @@ pub fn kept_spans(
         crate::otlp::scan_request_into(
             &bytes::Bytes::from(r.value.clone()),
             &crate::otlp::NoProbe,
+            0,
             &mut scanned,
         )?;
         for s in scanned.drain(..) {
@@ -847,7 +848,7 @@ mod tests {
         // Every record scans, and every span of a record belongs to its keyed trace.
         let mut out = Vec::new();
         for r in &records {
-            scan_request_into(&bytes::Bytes::from(r.value.clone()), &NoProbe, &mut out).unwrap();
+            scan_request_into(&bytes::Bytes::from(r.value.clone()), &NoProbe, 0, &mut out).unwrap();
             assert!(out.iter().all(|s| s.trace_id.to_hex() == r.key));
             assert_eq!(out.iter().filter(|s| s.meta.is_root).count(), 1);
         }
@@ -872,7 +873,7 @@ mod tests {
         let mut total = 0;
         let mut out = Vec::new();
         for r in &records {
-            scan_request_into(&bytes::Bytes::from(r.value.clone()), &NoProbe, &mut out).unwrap();
+            scan_request_into(&bytes::Bytes::from(r.value.clone()), &NoProbe, 0, &mut out).unwrap();
             total += out.len();
         }
         assert_eq!(

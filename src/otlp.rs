@@ -15,6 +15,7 @@
 //!
 //! OTLP/JSON input is converted once to protobuf ([`json_to_proto`]) and then takes the same path.
 
+pub mod strict;
 pub mod threshold;
 
 use std::fmt;
@@ -22,7 +23,6 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -271,6 +271,67 @@ pub enum DecodeError {
         /// Which field.
         field: &'static str,
     },
+    /// A known field with another wire type than the OTLP schema declares.
+    #[error(
+        "{message} field {field} has wire type other than {expected} (not OTLP traces, or corrupt)"
+    )]
+    WireType {
+        /// The message holding it.
+        message: &'static str,
+        /// Field number.
+        field: u32,
+        /// The wire type the schema declares.
+        expected: u8,
+    },
+    /// Messages nested deeper than [`strict::MAX_DEPTH`].
+    #[error("messages nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: u32,
+    },
+    /// A record with no span in it: empty, a tombstone, or a request without spans.
+    #[error("record holds no spans (empty, a tombstone, or not an ExportTraceServiceRequest)")]
+    NoSpans,
+    /// OTLP of another signal.
+    #[error("record is OTLP {0}, not traces")]
+    OtherSignal(&'static str),
+    /// A record over the configured size limit.
+    #[error("record of {len} bytes is over the {limit}-byte limit (source.max_record_bytes)")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Writing the record's traces apart would repeat its resources past the amplification bound.
+    #[error("record of {len} bytes would be written as {fanout} bytes once split per trace (resource repeated per trace; limit {AMPLIFICATION}x)")]
+    Amplification {
+        /// Its size.
+        len: usize,
+        /// Bytes its traces take once written apart.
+        fanout: usize,
+    },
+}
+
+/// How many times its own size a record may take once its traces are written apart (each with
+/// the resource and scope it came with): the bound on what the rekey split, the sampled topic
+/// and the OTLP exporters write for one input record.
+pub const AMPLIFICATION: usize = 16;
+
+/// Span times further than this before their record's arrival do not count (ns): 7 days.
+pub const TIME_PAST_NS: u64 = 7 * 86_400 * 1_000_000_000;
+/// Span times further than this after their record's arrival do not count (ns): 1 hour.
+pub const TIME_FUTURE_NS: u64 = 3_600 * 1_000_000_000;
+
+/// Whether a span's times are usable for latency: a start, an end not before it, and both
+/// within [arrival − 7 d, arrival + 1 h] when the arrival (`arrival_ns`, 0 = unknown) is known.
+pub fn plausible_times(start_ns: u64, end_ns: u64, arrival_ns: u64) -> bool {
+    if start_ns == 0 || end_ns < start_ns {
+        return false;
+    }
+    arrival_ns == 0
+        || (start_ns >= arrival_ns.saturating_sub(TIME_PAST_NS)
+            && end_ns <= arrival_ns.saturating_add(TIME_FUTURE_NS))
 }
 
 /// The resource and scope a span was sent with, as encoded fields of the original record.
@@ -286,6 +347,20 @@ pub struct ScopeCtx {
     pub scope_field: Bytes,
     /// `ScopeSpans.schema_url` field (tag, length and body), or empty.
     pub scope_schema_field: Bytes,
+    /// The Kafka timestamp of the record it arrived in, Unix ms (0 when unknown).
+    pub arrival_ms: u64,
+}
+
+impl ScopeCtx {
+    /// Bytes this context adds to each request it is written into (resource, scope, schema
+    /// URLs and the two message headers).
+    pub fn framing_len(&self) -> usize {
+        self.resource_field.len()
+            + self.resource_schema_field.len()
+            + self.scope_field.len()
+            + self.scope_schema_field.len()
+            + 12
+    }
 }
 
 /// A buffered span: its encoded `Span` message (body only) and the context it came with.
@@ -755,12 +830,15 @@ fn put_double_attribute(out: &mut Vec<u8>, key: &str, value: f64) {
     out.extend_from_slice(&value.to_le_bytes());
 }
 
-/// Scans one `Span` body into its meta; returns the trace id too.
+/// Scans one `Span` body into its meta, checking it strictly; returns the trace id too.
+/// `arrival_ns` (0 = unknown) is when its record arrived: times not plausible against it are
+/// left out of the meta (both 0), so they cannot make a trace slow.
 fn scan_span(
     buf: &[u8],
     r: Range<usize>,
     probe: &impl SpanProbe,
     wants_attrs: bool,
+    arrival_ns: u64,
 ) -> Result<(TraceId, SpanMeta), DecodeError> {
     let mut rd = Reader::new(buf, r.clone());
     let mut meta = SpanMeta {
@@ -771,6 +849,7 @@ fn scan_span(
     let mut trace_id: Option<TraceId> = None;
     let mut have_span_id = false;
     while let Some((n, _, w)) = rd.field()? {
+        strict::check_field(buf, strict::Msg::Span, n, &w, SPAN_DEPTH)?;
         match (n, w) {
             (1, Wire::Len(s)) => {
                 let b = &buf[s];
@@ -802,8 +881,12 @@ fn scan_span(
                     meta.leaf_bits |= probe.trace_state(ts);
                 }
             }
-            (4, Wire::Len(s)) => meta.is_root = s.is_empty(),
-            (5, Wire::Len(_)) => {}
+            (4, Wire::Len(s)) => {
+                if !s.is_empty() && s.len() != 8 {
+                    return Err(DecodeError::BadSpanId { len: s.len() });
+                }
+                meta.is_root = s.is_empty() || buf[s] == [0; 8];
+            }
             (6, Wire::Varint(v)) => meta.kind = SpanKind::from_i32(v as i32),
             (7, Wire::I64(v)) => meta.start_ns = v,
             (8, Wire::I64(v)) => meta.end_ns = v,
@@ -827,24 +910,44 @@ fn scan_span(
     if !have_span_id {
         return Err(DecodeError::BadSpanId { len: 0 });
     }
+    if !plausible_times(meta.start_ns, meta.end_ns, arrival_ns) {
+        meta.start_ns = 0;
+        meta.end_ns = 0;
+    }
     Ok((trace_id, meta))
 }
 
+/// Depth of a `Span` below the request (request, `ResourceSpans`, `ScopeSpans`, `Span`).
+const SPAN_DEPTH: u32 = 3;
+
 /// Walks a whole `ExportTraceServiceRequest` and calls `sink(trace_id, meta, span)` per span.
+/// `arrival_ms` is the record's Kafka timestamp (0 when unknown).
 ///
-/// The record is validated as it goes; on the first error nothing more is reported and the caller
-/// should treat the whole record as malformed (spans already passed to `sink` must be discarded —
-/// [`scan_request_into`] does that bookkeeping).
+/// The record is validated as it goes, strictly (see [`strict`]); on the first error nothing
+/// more is reported and the caller should treat the whole record as malformed (spans already
+/// passed to `sink` must be discarded — [`scan_request_into`] does that bookkeeping).
 pub fn scan_request(
     record: &Bytes,
     probe: &impl SpanProbe,
+    arrival_ms: u64,
     mut sink: impl FnMut(TraceId, SpanMeta, SpanRef),
 ) -> Result<(), DecodeError> {
     let buf: &[u8] = record;
     let wants_attrs = probe.wants_attributes();
+    let arrival_ns = arrival_ms.saturating_mul(1_000_000);
     let mut top = Reader::new(buf, 0..buf.len());
     while let Some((n, _, w)) = top.field()? {
-        let (1, Wire::Len(rs)) = (n, w) else { continue };
+        let rs = match (n, w) {
+            (1, Wire::Len(rs)) => rs,
+            (1, _) => {
+                return Err(DecodeError::WireType {
+                    message: "ExportTraceServiceRequest",
+                    field: 1,
+                    expected: WT_LEN,
+                })
+            }
+            _ => continue,
+        };
         // First pass over ResourceSpans: find resource and schema_url; keep scope_spans ranges.
         let mut resource_field = 0..0;
         let mut resource_body = 0..0;
@@ -853,10 +956,22 @@ pub fn scan_request(
         while let Some((fnum, tag_start, fw)) = rd.field()? {
             match (fnum, fw) {
                 (1, Wire::Len(body)) => {
+                    strict::check_message(buf, body.clone(), strict::Msg::Resource, 2)?;
                     resource_field = tag_start..body.end;
                     resource_body = body;
                 }
-                (3, Wire::Len(body)) => schema_field = tag_start..body.end,
+                (2, Wire::Len(_)) => {}
+                (3, Wire::Len(body)) => {
+                    utf8(buf, body.clone(), "ResourceSpans.schema_url")?;
+                    schema_field = tag_start..body.end;
+                }
+                (1..=3, _) => {
+                    return Err(DecodeError::WireType {
+                        message: "ResourceSpans",
+                        field: fnum,
+                        expected: WT_LEN,
+                    })
+                }
                 _ => {}
             }
         }
@@ -876,8 +991,22 @@ pub fn scan_request(
             let mut srd = Reader::new(buf, ss.clone());
             while let Some((sn, tag_start, sw)) = srd.field()? {
                 match (sn, sw) {
-                    (1, Wire::Len(body)) => scope_field = tag_start..body.end,
-                    (3, Wire::Len(body)) => scope_schema = tag_start..body.end,
+                    (1, Wire::Len(body)) => {
+                        strict::check_message(buf, body.clone(), strict::Msg::Scope, 3)?;
+                        scope_field = tag_start..body.end;
+                    }
+                    (2, Wire::Len(_)) => {}
+                    (3, Wire::Len(body)) => {
+                        utf8(buf, body.clone(), "ScopeSpans.schema_url")?;
+                        scope_schema = tag_start..body.end;
+                    }
+                    (1..=3, _) => {
+                        return Err(DecodeError::WireType {
+                            message: "ScopeSpans",
+                            field: sn,
+                            expected: WT_LEN,
+                        })
+                    }
                     _ => {}
                 }
             }
@@ -886,13 +1015,15 @@ pub fn scan_request(
                 resource_schema_field: record.slice(schema_field.clone()),
                 scope_field: record.slice(scope_field),
                 scope_schema_field: record.slice(scope_schema),
+                arrival_ms,
             });
             let mut srd = Reader::new(buf, ss);
             while let Some((sn, _, sw)) = srd.field()? {
                 let (2, Wire::Len(sp)) = (sn, sw) else {
                     continue;
                 };
-                let (trace_id, mut meta) = scan_span(buf, sp.clone(), probe, wants_attrs)?;
+                let (trace_id, mut meta) =
+                    scan_span(buf, sp.clone(), probe, wants_attrs, arrival_ns)?;
                 meta.leaf_bits |= res_bits;
                 sink(
                     trace_id,
@@ -920,23 +1051,74 @@ pub struct ScannedSpan {
 }
 
 /// [`scan_request`] into a reusable vector; on error the vector is left empty.
+///
+/// Beyond the scan, a record is refused when it holds no span, or when writing its traces
+/// apart would take more than [`AMPLIFICATION`] times its size. Each span's `meta.size` is
+/// what it keeps alive: its own bytes plus its share of the rest of the record (so the spans
+/// of a record are charged the record's size together).
 pub fn scan_request_into(
     record: &Bytes,
     probe: &impl SpanProbe,
+    arrival_ms: u64,
     out: &mut Vec<ScannedSpan>,
 ) -> Result<(), DecodeError> {
     out.clear();
-    let r = scan_request(record, probe, |trace_id, meta, span| {
+    let r = scan_request(record, probe, arrival_ms, |trace_id, meta, span| {
         out.push(ScannedSpan {
             trace_id,
             meta,
             span,
         })
-    });
+    })
+    .and_then(|()| admit(record.len(), out));
     if r.is_err() {
         out.clear();
     }
     r
+}
+
+/// The record-level rules of [`scan_request_into`] over its scanned spans.
+fn admit(len: usize, spans: &mut [ScannedSpan]) -> Result<(), DecodeError> {
+    if spans.is_empty() {
+        return Err(DecodeError::NoSpans);
+    }
+    let limit = len.saturating_mul(AMPLIFICATION).max(64 << 10);
+    // What writing each trace apart costs: its spans, plus each context once per trace (a
+    // trace's spans of one context are adjacent in its output). Counting a context at every
+    // change of (trace, context) along the record bounds that from above; the exact count is
+    // taken only when the bound is over the limit.
+    let mut bound = 0usize;
+    let mut prev: Option<(TraceId, *const ScopeCtx)> = None;
+    for s in spans.iter() {
+        bound += len_field_size(s.span.bytes.len());
+        let key = (s.trace_id, Arc::as_ptr(&s.span.ctx));
+        if prev != Some(key) {
+            bound += s.span.ctx.framing_len();
+            prev = Some(key);
+        }
+    }
+    if bound > limit {
+        let mut seen: std::collections::HashSet<(TraceId, *const ScopeCtx)> = Default::default();
+        let mut exact = 0usize;
+        for s in spans.iter() {
+            exact += len_field_size(s.span.bytes.len());
+            if seen.insert((s.trace_id, Arc::as_ptr(&s.span.ctx))) {
+                exact += s.span.ctx.framing_len();
+            }
+        }
+        if exact > limit {
+            return Err(DecodeError::Amplification { len, fanout: exact });
+        }
+    }
+    let bodies: usize = spans.iter().map(|s| s.span.bytes.len()).sum();
+    let n = spans.len();
+    let rest = len.saturating_sub(bodies);
+    for (i, s) in spans.iter_mut().enumerate() {
+        // The remainder goes to the first spans, so the shares add up to the record exactly.
+        let share = rest / n + usize::from(i < rest % n);
+        s.meta.size = u32::try_from(s.span.bytes.len() + share).unwrap_or(u32::MAX);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1035,24 +1217,190 @@ fn for_each_group<'a>(
 // ---------------------------------------------------------------------------------------------
 
 /// Scans one input record in its encoding (OTLP/JSON is converted to protobuf first) into
-/// `out`; the one entry point for the sampler, the rekey stage and dry runs.
+/// `out`; the one entry point for the sampler, the rekey stage and dry runs. `arrival_ms` is
+/// the record's Kafka timestamp (0 when unknown).
 pub fn scan_record(
     payload: &Bytes,
     encoding: Encoding,
     probe: &impl SpanProbe,
+    arrival_ms: u64,
     out: &mut Vec<ScannedSpan>,
 ) -> Result<(), DecodeError> {
+    out.clear();
+    if payload.is_empty() {
+        return Err(DecodeError::NoSpans);
+    }
     match encoding {
-        Encoding::OtlpProto => scan_request_into(payload, probe, out),
-        Encoding::OtlpJson => scan_request_into(&json_to_proto(payload)?, probe, out),
+        Encoding::OtlpProto => scan_request_into(payload, probe, arrival_ms, out),
+        Encoding::OtlpJson => scan_request_into(&json_to_proto(payload)?, probe, arrival_ms, out),
     }
 }
 
 /// Converts an OTLP/JSON `ExportTraceServiceRequest` into its protobuf encoding.
+///
+/// Spans are converted one at a time as the JSON is read, so what this holds beyond the input is
+/// the protobuf output (about the size of the input or less) and one span: never the whole
+/// request as objects. Payloads of other signals (`resourceLogs`, `resourceMetrics`,
+/// `resourceProfiles`) are named as such.
 pub fn json_to_proto(json: &[u8]) -> Result<Bytes, DecodeError> {
-    let req: ExportTraceServiceRequest =
+    let req: json::Request =
         serde_json::from_slice(json).map_err(|e| DecodeError::Json(e.to_string()))?;
-    Ok(Bytes::from(req.encode_to_vec()))
+    if req.resource_spans.is_empty() {
+        if let Some(signal) = req.other_signal() {
+            return Err(DecodeError::OtherSignal(signal));
+        }
+    }
+    Ok(Bytes::from(req.encode()))
+}
+
+mod json {
+    //! The envelope of an OTLP/JSON trace request, with spans encoded as they are read.
+
+    use std::fmt;
+
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    use serde::de::{IgnoredAny, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::{len_field_size, put_len_header};
+
+    #[derive(Deserialize)]
+    pub(super) struct Request {
+        #[serde(default, rename = "resourceSpans", alias = "resource_spans")]
+        pub resource_spans: Vec<ResourceSpans>,
+        #[serde(default, rename = "resourceLogs", alias = "resource_logs")]
+        logs: Option<IgnoredAny>,
+        #[serde(default, rename = "resourceMetrics", alias = "resource_metrics")]
+        metrics: Option<IgnoredAny>,
+        #[serde(default, rename = "resourceProfiles", alias = "resource_profiles")]
+        profiles: Option<IgnoredAny>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct ResourceSpans {
+        #[serde(default)]
+        resource: Option<Resource>,
+        #[serde(default, rename = "scopeSpans", alias = "scope_spans")]
+        scope_spans: Vec<ScopeSpans>,
+        #[serde(default, rename = "schemaUrl", alias = "schema_url")]
+        schema_url: String,
+    }
+
+    #[derive(Deserialize)]
+    struct ScopeSpans {
+        #[serde(default)]
+        scope: Option<InstrumentationScope>,
+        /// The `spans` as encoded `ScopeSpans.spans` fields, in order.
+        #[serde(default, deserialize_with = "encoded_spans")]
+        spans: Vec<u8>,
+        #[serde(default, rename = "schemaUrl", alias = "schema_url")]
+        schema_url: String,
+    }
+
+    fn encoded_spans<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Spans;
+        impl<'de> Visitor<'de> for Spans {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of spans")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(span) = seq.next_element::<Span>()? {
+                    put_len_header(&mut out, 2, span.encoded_len());
+                    span.encode_raw(&mut out);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(Spans)
+    }
+
+    fn message_field(out: &mut Vec<u8>, field: u32, m: &impl Message) {
+        put_len_header(out, field, m.encoded_len());
+        m.encode_raw(out);
+    }
+
+    fn string_field(out: &mut Vec<u8>, field: u32, s: &str) {
+        if !s.is_empty() {
+            put_len_header(out, field, s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+
+    fn string_len(s: &str) -> usize {
+        if s.is_empty() {
+            0
+        } else {
+            len_field_size(s.len())
+        }
+    }
+
+    impl ScopeSpans {
+        fn len(&self) -> usize {
+            self.scope
+                .as_ref()
+                .map_or(0, |m| len_field_size(m.encoded_len()))
+                + self.spans.len()
+                + string_len(&self.schema_url)
+        }
+    }
+
+    impl ResourceSpans {
+        fn len(&self) -> usize {
+            self.resource
+                .as_ref()
+                .map_or(0, |m| len_field_size(m.encoded_len()))
+                + self
+                    .scope_spans
+                    .iter()
+                    .map(|s| len_field_size(s.len()))
+                    .sum::<usize>()
+                + string_len(&self.schema_url)
+        }
+    }
+
+    impl Request {
+        pub(super) fn other_signal(&self) -> Option<&'static str> {
+            if self.logs.is_some() {
+                Some("logs")
+            } else if self.metrics.is_some() {
+                Some("metrics")
+            } else if self.profiles.is_some() {
+                Some("profiles")
+            } else {
+                None
+            }
+        }
+
+        pub(super) fn encode(&self) -> Vec<u8> {
+            let total: usize = self
+                .resource_spans
+                .iter()
+                .map(|r| len_field_size(r.len()))
+                .sum();
+            let mut out = Vec::with_capacity(total);
+            for rs in &self.resource_spans {
+                put_len_header(&mut out, 1, rs.len());
+                if let Some(r) = &rs.resource {
+                    message_field(&mut out, 1, r);
+                }
+                for ss in &rs.scope_spans {
+                    put_len_header(&mut out, 2, ss.len());
+                    if let Some(s) = &ss.scope {
+                        message_field(&mut out, 1, s);
+                    }
+                    out.extend_from_slice(&ss.spans);
+                    string_field(&mut out, 3, &ss.schema_url);
+                }
+                string_field(&mut out, 3, &rs.schema_url);
+            }
+            out
+        }
+    }
 }
 
 /// Fully decodes a buffered span (only kept spans bound for Parquet take this path).
@@ -1079,7 +1427,14 @@ pub fn decode_scope(ctx: &ScopeCtx) -> Result<InstrumentationScope, prost::Decod
 /// new probe's leaf bits, its resource's attributes included.
 pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, DecodeError> {
     let wants_attrs = probe.wants_attributes();
-    let (_, mut meta) = scan_span(&span.bytes, 0..span.bytes.len(), probe, wants_attrs)?;
+    let arrival_ns = span.ctx.arrival_ms.saturating_mul(1_000_000);
+    let (_, mut meta) = scan_span(
+        &span.bytes,
+        0..span.bytes.len(),
+        probe,
+        wants_attrs,
+        arrival_ns,
+    )?;
     if wants_attrs {
         if let Some(body) = field_body(&span.ctx.resource_field) {
             meta.leaf_bits |= resource_bits(&body, 0..body.len(), probe)?;
@@ -1102,6 +1457,7 @@ fn field_body(field: &Bytes) -> Option<Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
     use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Status};
 
@@ -1176,7 +1532,7 @@ mod tests {
         let req = request(vec![span(1, 1, None, false), span(1, 2, Some(1), true)]);
         let bytes = Bytes::from(req.encode_to_vec());
         let mut out = Vec::new();
-        scan_request_into(&bytes, &RouteProbe, &mut out).unwrap();
+        scan_request_into(&bytes, &RouteProbe, 0, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].trace_id, TraceId([1; 16]));
         assert!(out[0].meta.is_root);
@@ -1200,7 +1556,7 @@ mod tests {
         ]);
         let bytes = Bytes::from(req.encode_to_vec());
         let mut out = Vec::new();
-        scan_request_into(&bytes, &NoProbe, &mut out).unwrap();
+        scan_request_into(&bytes, &NoProbe, 0, &mut out).unwrap();
         // Keep trace 1 only.
         let kept: Vec<&SpanRef> = out
             .iter()
@@ -1326,13 +1682,13 @@ mod tests {
             let b = Bytes::copy_from_slice(&good[..cut]);
             let mut out = Vec::new();
             // Any prefix either fails cleanly or (if it ends on a field boundary) yields no span.
-            if scan_request_into(&b, &RouteProbe, &mut out).is_ok() {
+            if scan_request_into(&b, &RouteProbe, 0, &mut out).is_ok() {
                 assert!(out.is_empty(), "prefix {cut} produced spans");
             }
         }
         let mut out = Vec::new();
         assert!(
-            scan_request_into(&Bytes::from_static(b"\xff\xff\xff"), &NoProbe, &mut out).is_err()
+            scan_request_into(&Bytes::from_static(b"\xff\xff\xff"), &NoProbe, 0, &mut out).is_err()
         );
         assert!(json_to_proto(b"{not json").is_err());
     }
@@ -1344,13 +1700,13 @@ mod tests {
         let b = Bytes::from(request(vec![s]).encode_to_vec());
         let mut out = Vec::new();
         assert_eq!(
-            scan_request_into(&b, &NoProbe, &mut out),
+            scan_request_into(&b, &NoProbe, 0, &mut out),
             Err(DecodeError::BadTraceId { len: 5 })
         );
         let mut s = span(1, 1, None, false);
         s.span_id = vec![0; 8];
         let b = Bytes::from(request(vec![s]).encode_to_vec());
-        assert!(scan_request_into(&b, &NoProbe, &mut out).is_err());
+        assert!(scan_request_into(&b, &NoProbe, 0, &mut out).is_err());
     }
 
     #[test]

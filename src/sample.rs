@@ -685,8 +685,9 @@ pub(crate) mod tests {
     pub(crate) fn meta(start_ms: u64, end_ms: u64, status: StatusCode, root: bool) -> SpanMeta {
         SpanMeta {
             is_root: root,
-            start_ns: start_ms * 1_000_000,
-            end_ns: end_ms * 1_000_000,
+            // Times are offset from the epoch: a start of 0 means "no usable times".
+            start_ns: (start_ms + 1_000) * 1_000_000,
+            end_ns: (end_ms + 1_000) * 1_000_000,
             status,
             size: 100,
             ..Default::default()

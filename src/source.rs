@@ -485,6 +485,7 @@ fn poll_loop(
                     payload: msg.payload().map(Bytes::copy_from_slice),
                     encoding: record_encoding(&msg, default_encoding),
                     timestamp_ms: msg.timestamp().to_millis(),
+                    headers: record::headers_of(&msg),
                 };
                 match h.tx.try_send(rec) {
                     Ok(()) => flow.next = Some(offset + 1),

@@ -108,7 +108,7 @@ fn record_of(id: TraceId, spans: &[Sp]) -> Bytes {
 fn summarize(sampler: &Sampler, id: TraceId, spans: &[Sp]) -> TraceSummary {
     let rec = record_of(id, spans);
     let mut out = Vec::new();
-    scan_request_into(&rec, sampler.probe(), &mut out).unwrap();
+    scan_request_into(&rec, sampler.probe(), 0, &mut out).unwrap();
     let mut sum = TraceSummary::new();
     for x in &out {
         sum.add(&x.meta);
@@ -571,7 +571,7 @@ fn buffered_traces_are_summarized_again_after_a_reload() {
     let mut store = TraceStore::new(StoreLimits::from(&StoreConfig::default()));
     let bytes = record_of(id, &spans);
     let mut out = Vec::new();
-    scan_request_into(&bytes, old.probe(), &mut out).unwrap();
+    scan_request_into(&bytes, old.probe(), 0, &mut out).unwrap();
     for x in out {
         store.add(x.trace_id, &x.meta, x.span, 0, MonoTime::ZERO);
     }
@@ -611,7 +611,7 @@ fn keyed_trace(sampler: &Sampler, service: &str) -> (TraceSummary, Vec<tracesift
         .encode_to_vec(),
     );
     let mut out = Vec::new();
-    scan_request_into(&rec, sampler.probe(), &mut out).unwrap();
+    scan_request_into(&rec, sampler.probe(), 0, &mut out).unwrap();
     let mut sum = TraceSummary::new();
     for x in &out {
         sum.add(&x.meta);

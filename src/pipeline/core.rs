@@ -30,7 +30,7 @@ use bytes::Bytes;
 use crate::clock::MonoTime;
 use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
 use crate::sample::{Decision, PolicyId, Sampler};
-use crate::source::record::Record;
+use crate::source::record::{Headers, Record};
 use crate::source::watermark::Watermark;
 use crate::store::{Admit, DueTrace, StoreLimits, StoreStats, TraceMap, TraceStore};
 use crate::telemetry::{self, Outcome};
@@ -65,6 +65,8 @@ pub enum Effect {
         offset: i64,
         /// Its key.
         key: Option<Bytes>,
+        /// Its headers.
+        headers: Headers,
         /// Its original bytes.
         payload: Bytes,
         /// Why it could not be read.
@@ -126,6 +128,8 @@ pub struct CoreSettings {
     pub tick: Duration,
     /// Keep per-policy tallies ([`PartitionCore::tallies`]; dry-run's report).
     pub tally: bool,
+    /// Records larger than this go to the dead-letter topic unread.
+    pub max_record_bytes: usize,
 }
 
 /// What one top-level policy (or tier) did on a partition.
@@ -236,18 +240,27 @@ impl PartitionCore {
         }
         self.clock.on_record(rec.timestamp_ms, wall_ms);
         let now = self.clock.now().unwrap_or(MonoTime::ZERO);
-        let Some(payload) = rec.payload else { return };
+        let arrival_ms = rec.arrival_ms();
+        let payload = rec.payload.unwrap_or_default();
         let stats = &self.stats;
         stats.records.fetch_add(1, Ordering::Relaxed);
         stats
             .bytes
             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-        let scanned = otlp::scan_record(
-            &payload,
-            rec.encoding,
-            self.sampler.probe(),
-            &mut self.scratch,
-        );
+        let scanned = if payload.len() > self.settings.max_record_bytes {
+            Err(otlp::DecodeError::TooLarge {
+                len: payload.len(),
+                limit: self.settings.max_record_bytes,
+            })
+        } else {
+            otlp::scan_record(
+                &payload,
+                rec.encoding,
+                self.sampler.probe(),
+                arrival_ms,
+                &mut self.scratch,
+            )
+        };
         if let Err(e) = scanned {
             telemetry::record_in(false, 0, payload.len());
             stats.dead_letters.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +269,7 @@ impl PartitionCore {
             out.push(Effect::DeadLetter {
                 offset: rec.offset,
                 key: rec.key,
+                headers: rec.headers,
                 payload,
                 error: e.to_string(),
             });
@@ -599,6 +613,7 @@ mod tests {
                 // One caught-up tick may move stream time any distance (see `idle_until`).
                 tick: Duration::from_secs(1 << 30),
                 tally: false,
+                max_record_bytes: 1 << 20,
             },
             Arc::new(sampler),
             Arc::from(vec![Arc::<str>::from("errors")]),
@@ -646,6 +661,7 @@ mod tests {
             payload: Some(Bytes::from(req.encode_to_vec())),
             encoding: Encoding::OtlpProto,
             timestamp_ms: None,
+            headers: Vec::new(),
         }
     }
 
@@ -656,6 +672,7 @@ mod tests {
             payload: Some(Bytes::from_static(&[0xff, 0xff, 0xff, 0x01])),
             encoding: Encoding::OtlpProto,
             timestamp_ms: None,
+            headers: Vec::new(),
         }
     }
 

@@ -188,7 +188,7 @@ pub fn write(
     Box::pin(async move {
         let out = Outgoing {
             partition: Some(partition),
-            ..Outgoing::new(&topic, &key, &value)
+            ..Outgoing::new(&topic, key.as_ref(), &value)
         };
         produce_until_acked(&producer, out, SinkLabel::DecisionLog).await;
         telemetry::decisions_logged(1);

@@ -164,6 +164,7 @@ impl DryRun {
                 commit_interval: Duration::MAX,
                 tick: cfg.store.tick,
                 tally: true,
+                max_record_bytes: cfg.kafka.max_record_bytes.0 as usize,
             },
             cores: BTreeMap::new(),
             stats: Arc::new(RunStats::new(names.len())),
@@ -197,9 +198,12 @@ impl DryRun {
         // Span bytes and the sample's time window, from the spans themselves (the core reads
         // them again).
         let mut scratch = std::mem::take(&mut self.scratch);
-        if otlp::scan_record(payload, enc, self.sampler.probe(), &mut scratch).is_ok() {
+        if otlp::scan_record(payload, enc, self.sampler.probe(), ts_ms, &mut scratch).is_ok() {
             for s in scratch.drain(..) {
                 self.report.bytes += u64::from(s.meta.size);
+                if s.meta.start_ns == 0 {
+                    continue;
+                }
                 self.min_start = self.min_start.min(s.meta.start_ns);
                 self.max_end = self.max_end.max(s.meta.end_ns);
             }
@@ -226,6 +230,7 @@ impl DryRun {
             payload: Some(payload.clone()),
             encoding: enc,
             timestamp_ms: i64::try_from(ts_ms).ok(),
+            headers: Vec::new(),
         };
         *next_offset += 1;
         core.ingest(rec, wall_ms, &mut self.effects);

@@ -88,6 +88,7 @@ impl PartitionTask {
             commit_interval: cfg.kafka.commit_interval,
             tick: cfg.store.tick,
             tally: false,
+            max_record_bytes: cfg.kafka.max_record_bytes.0 as usize,
         };
         let core = PartitionCore::new(
             Arc::clone(&topic),
@@ -241,6 +242,7 @@ impl PartitionTask {
                 Effect::DeadLetter {
                     offset,
                     key,
+                    headers,
                     payload,
                     error,
                 } => self.acks.push(sink::dead_letter(
@@ -253,6 +255,7 @@ impl PartitionTask {
                         offset,
                         error,
                         key,
+                        headers,
                     },
                 )),
                 Effect::LogDecision {

@@ -178,8 +178,11 @@ impl TraceSummary {
     pub fn add(&mut self, m: &SpanMeta) {
         self.span_count = self.span_count.saturating_add(1);
         self.bytes += u64::from(m.size);
-        self.min_start_ns = self.min_start_ns.min(m.start_ns);
-        self.max_end_ns = self.max_end_ns.max(m.end_ns);
+        // A span without plausible times has both at 0 (see `otlp::plausible_times`).
+        if m.start_ns != 0 {
+            self.min_start_ns = self.min_start_ns.min(m.start_ns);
+            self.max_end_ns = self.max_end_ns.max(m.end_ns);
+        }
         self.status_mask |= m.status.bit();
         self.has_root |= m.is_root;
         self.any_sampled_flag |= m.flags & 1 == 1;

@@ -9,6 +9,7 @@ use rdkafka::producer::FutureProducer;
 
 use super::kafka::{produce_until_acked, Outgoing};
 use super::AckFuture;
+use crate::source::record::Headers;
 use crate::telemetry::{self, SinkLabel};
 
 /// Where a dead-letter record came from.
@@ -24,10 +25,12 @@ pub struct DeadLetter {
     pub error: String,
     /// The record's key, if any.
     pub key: Option<Bytes>,
+    /// The record's headers, kept ahead of tracesift's own.
+    pub headers: Headers,
 }
 
-/// Writes the original bytes of an unreadable record to the dead-letter topic, with headers
-/// `tracesift.error`, `tracesift.source.topic`, `tracesift.source.partition`,
+/// Writes the original bytes, key and headers of an unreadable record to the dead-letter topic,
+/// adding headers `tracesift.error`, `tracesift.source.topic`, `tracesift.source.partition`,
 /// `tracesift.source.offset`. Resolves to the record's offset once acknowledged.
 pub fn dead_letter(
     producer: FutureProducer,
@@ -36,7 +39,14 @@ pub fn dead_letter(
     from: DeadLetter,
 ) -> AckFuture {
     Box::pin(async move {
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new_with_capacity(from.headers.len() + 4);
+        for (key, value) in &from.headers {
+            headers = headers.insert(Header {
+                key: key.as_str(),
+                value: value.as_deref(),
+            });
+        }
+        let headers = headers
             .insert(Header {
                 key: "tracesift.error",
                 value: Some(from.error.as_bytes()),
@@ -53,11 +63,7 @@ pub fn dead_letter(
                 key: "tracesift.source.offset",
                 value: Some(from.offset.to_string().as_bytes()),
             });
-        let key = from
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default();
+        let key = from.key.clone().unwrap_or_default();
         let out = Outgoing {
             headers: Some(&headers),
             ..Outgoing::new(&dlq_topic, &key, &payload)

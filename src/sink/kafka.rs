@@ -18,7 +18,7 @@ pub struct Outgoing<'a> {
     /// Topic.
     pub topic: &'a str,
     /// Key.
-    pub key: &'a str,
+    pub key: &'a [u8],
     /// Value.
     pub payload: &'a [u8],
     /// Headers, if any.
@@ -31,7 +31,7 @@ pub struct Outgoing<'a> {
 
 impl<'a> Outgoing<'a> {
     /// A keyed record with the producer's defaults.
-    pub fn new(topic: &'a str, key: &'a str, payload: &'a [u8]) -> Self {
+    pub fn new(topic: &'a str, key: &'a [u8], payload: &'a [u8]) -> Self {
         Outgoing {
             topic,
             key,
@@ -139,8 +139,12 @@ impl Sink for KafkaSink {
         let spans = t.spans.len();
         acks.push(Box::pin(async move {
             for p in &payloads {
-                produce_until_acked(&producer, Outgoing::new(&topic, &key, p), SinkLabel::Kafka)
-                    .await;
+                produce_until_acked(
+                    &producer,
+                    Outgoing::new(&topic, key.as_bytes(), p),
+                    SinkLabel::Kafka,
+                )
+                .await;
             }
             telemetry::spans_out(SinkLabel::Kafka, spans);
             offsets

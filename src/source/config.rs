@@ -38,6 +38,9 @@ pub struct KafkaConfig {
     /// Record bytes buffered between the consumer and a partition's task before the partition is
     /// paused (whichever of the two limits is reached first).
     pub partition_queue_bytes: ByteSize,
+    /// Input records larger than this go to the dead-letter topic unread (they would take a
+    /// multiple of their size to decode and write).
+    pub max_record_bytes: ByteSize,
     /// Rekey stage for inputs not keyed by trace id.
     pub rekey: RekeyConfig,
     /// librdkafka properties passed through to every client (consumer and producer).
@@ -79,6 +82,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             partition_queue_records: 4096,
             partition_queue_bytes: ByteSize(32 << 20),
+            max_record_bytes: ByteSize(16 << 20),
             rekey: RekeyConfig::default(),
             properties: BTreeMap::new(),
         }
@@ -160,6 +164,12 @@ impl KafkaConfig {
             e.push(ConfigError::new(
                 "kafka.partition_queue_bytes",
                 "must be at least 1MiB (a record larger than the limit still passes alone)",
+            ));
+        }
+        if k.max_record_bytes.0 < 1024 {
+            e.push(ConfigError::new(
+                "kafka.max_record_bytes",
+                "must be at least 1KiB",
             ));
         }
         for reserved in [

@@ -18,9 +18,33 @@ pub struct Record {
     pub encoding: Encoding,
     /// The record's timestamp, Unix ms (`None` when the broker gave none).
     pub timestamp_ms: Option<i64>,
+    /// Its headers (kept for a dead letter; empty for most records, so no allocation).
+    pub headers: Headers,
+}
+
+/// A record's headers, in order: name and value (`None` for a null value).
+pub type Headers = Vec<(String, Option<Bytes>)>;
+
+/// Copies the headers of a consumed message.
+pub fn headers_of<M: rdkafka::Message>(msg: &M) -> Headers {
+    use rdkafka::message::Headers as _;
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Record {
+    /// The record's Kafka timestamp as Unix ms, 0 when it has none.
+    pub fn arrival_ms(&self) -> u64 {
+        self.timestamp_ms
+            .and_then(|t| u64::try_from(t).ok())
+            .unwrap_or(0)
+    }
+
     /// Bytes this record holds in a queue.
     pub fn size(&self) -> usize {
         self.key.as_ref().map_or(0, Bytes::len) + self.payload.as_ref().map_or(0, Bytes::len)

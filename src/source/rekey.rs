@@ -155,12 +155,18 @@ async fn run(
                         continue;
                     }
                 }
-                let Some(payload) = m.payload().map(Bytes::copy_from_slice) else {
-                    continue;
-                };
+                let payload = m.payload().map(Bytes::copy_from_slice).unwrap_or_default();
                 let ts = m.timestamp().to_millis();
                 let enc = crate::source::record_encoding(&m, cfg.encoding);
-                let scanned = otlp::scan_record(&payload, enc, &NoProbe, &mut scratch);
+                let arrival = ts.map_or(0, |t| u64::try_from(t).unwrap_or(0));
+                let scanned = if payload.len() > cfg.max_record_bytes.0 as usize {
+                    Err(otlp::DecodeError::TooLarge {
+                        len: payload.len(),
+                        limit: cfg.max_record_bytes.0 as usize,
+                    })
+                } else {
+                    otlp::scan_record(&payload, enc, &NoProbe, arrival, &mut scratch)
+                };
                 let mut futs: Vec<Pending> = Vec::new();
                 match scanned {
                     Err(e) => {
@@ -176,6 +182,7 @@ async fn run(
                                 offset,
                                 error: e.to_string(),
                                 key: m.key().map(Bytes::copy_from_slice),
+                                headers: crate::source::record::headers_of(&m),
                             },
                         );
                         futs.push(Box::pin(async move {
@@ -190,7 +197,7 @@ async fn run(
                                 let key = hex::encode(trace.0);
                                 let out = sink::Outgoing {
                                     timestamp: ts,
-                                    ..sink::Outgoing::new(&t, &key, &value)
+                                    ..sink::Outgoing::new(&t, key.as_bytes(), &value)
                                 };
                                 sink::produce_until_acked(&p, out, SinkLabel::Rekey).await;
                                 (k, offset)

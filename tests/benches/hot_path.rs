@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             for r in &recs {
-                otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+                otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
                 n += out.len();
             }
             n
@@ -127,7 +127,7 @@ fn bench(c: &mut Criterion) {
                 let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
                 let now = MonoTime::ZERO;
                 for (offset, r) in recs.iter().enumerate() {
-                    otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+                    otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
                     for s in out.drain(..) {
                         let a = store.add(s.trace_id, &s.meta, s.span, offset as i64, now);
                         debug_assert!(matches!(a, Admit::Buffered { .. }));
@@ -163,7 +163,7 @@ fn bench(c: &mut Criterion) {
         let mut store = TraceStore::new(StoreLimits::from(&StoreConfig::default()));
         let mut out: Vec<ScannedSpan> = Vec::new();
         for (offset, r) in recs.iter().enumerate() {
-            otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+            otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
             for s in out.drain(..) {
                 store.add(s.trace_id, &s.meta, s.span, offset as i64, MonoTime::ZERO);
             }
@@ -189,7 +189,7 @@ fn bench(c: &mut Criterion) {
     let mut all = Vec::new();
     let mut out = Vec::new();
     for r in &recs {
-        otlp::scan_request_into(r, sampler.probe(), &mut out).unwrap();
+        otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
         all.append(&mut out);
     }
     let mut g = c.benchmark_group("emit");

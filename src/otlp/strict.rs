@@ -1,0 +1,225 @@
+//! What a strict OTLP decoder would reject, checked on the way in without building messages.
+//!
+//! The scanner reads few fields of a span, but everything it accepts is later re-emitted byte for
+//! byte (sampled topic, OTLP exporters) or fully decoded (Parquet). So every message the record
+//! hands on — resource, scope, span and everything nested in them — is walked once here with the
+//! OTLP schema: a known field must have its declared wire type, every `string` must be UTF-8,
+//! nesting stays well inside `prost`'s recursion limit. Unknown fields are skipped, as `prost`
+//! does. The rule, proven by a property test against `prost`: a record this accepts decodes with
+//! the strict `opentelemetry-proto` types.
+
+use std::ops::Range;
+
+use super::{DecodeError, Reader, Wire, WT_I32, WT_I64, WT_LEN, WT_VARINT};
+
+/// Nesting depth (counted from the request) past which a record is rejected. `prost` stops at
+/// 100; the margin leaves room for readers that wrap the request in an envelope.
+pub const MAX_DEPTH: u32 = 64;
+
+/// The OTLP messages a span carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Msg {
+    Span,
+    Resource,
+    Scope,
+    KeyValue,
+    AnyValue,
+    ArrayValue,
+    KeyValueList,
+    EntityRef,
+    Event,
+    Link,
+    Status,
+}
+
+/// A field's declared type.
+#[derive(Debug, Clone, Copy)]
+enum Ty {
+    Str(&'static str),
+    Bytes,
+    Varint,
+    Fixed64,
+    Fixed32,
+    Nested(Msg),
+}
+
+fn field_type(m: Msg, n: u32) -> Option<Ty> {
+    use Msg::*;
+    use Ty::*;
+    Some(match (m, n) {
+        (Span, 1 | 2 | 4) => Bytes,
+        (Span, 3) => Str("Span.trace_state"),
+        (Span, 5) => Str("Span.name"),
+        (Span, 6 | 10 | 12 | 14) => Varint,
+        (Span, 7 | 8) => Fixed64,
+        (Span, 9) => Nested(KeyValue),
+        (Span, 11) => Nested(Event),
+        (Span, 13) => Nested(Link),
+        (Span, 15) => Nested(Status),
+        (Span, 16) => Fixed32,
+        (Resource, 1) => Nested(KeyValue),
+        (Resource, 2) => Varint,
+        (Resource, 3) => Nested(EntityRef),
+        (Scope, 1) => Str("InstrumentationScope.name"),
+        (Scope, 2) => Str("InstrumentationScope.version"),
+        (Scope, 3) => Nested(KeyValue),
+        (Scope, 4) => Varint,
+        (KeyValue, 1) => Str("KeyValue.key"),
+        (KeyValue, 2) => Nested(AnyValue),
+        (AnyValue, 1) => Str("AnyValue.string_value"),
+        (AnyValue, 2 | 3) => Varint,
+        (AnyValue, 4) => Fixed64,
+        (AnyValue, 5) => Nested(ArrayValue),
+        (AnyValue, 6) => Nested(KeyValueList),
+        (AnyValue, 7) => Bytes,
+        (ArrayValue, 1) => Nested(AnyValue),
+        (KeyValueList, 1) => Nested(KeyValue),
+        (EntityRef, 1) => Str("EntityRef.schema_url"),
+        (EntityRef, 2) => Str("EntityRef.type"),
+        (EntityRef, 3) => Str("EntityRef.id_keys"),
+        (EntityRef, 4) => Str("EntityRef.description_keys"),
+        (Event, 1) => Fixed64,
+        (Event, 2) => Str("Span.Event.name"),
+        (Event, 3) => Nested(KeyValue),
+        (Event, 4) => Varint,
+        (Link, 1 | 2) => Bytes,
+        (Link, 3) => Str("Span.Link.trace_state"),
+        (Link, 4) => Nested(KeyValue),
+        (Link, 5) => Varint,
+        (Link, 6) => Fixed32,
+        (Status, 2) => Str("Status.message"),
+        (Status, 3) => Varint,
+        _ => return None,
+    })
+}
+
+fn msg_name(m: Msg) -> &'static str {
+    match m {
+        Msg::Span => "Span",
+        Msg::Resource => "Resource",
+        Msg::Scope => "InstrumentationScope",
+        Msg::KeyValue => "KeyValue",
+        Msg::AnyValue => "AnyValue",
+        Msg::ArrayValue => "ArrayValue",
+        Msg::KeyValueList => "KeyValueList",
+        Msg::EntityRef => "EntityRef",
+        Msg::Event => "Span.Event",
+        Msg::Link => "Span.Link",
+        Msg::Status => "Status",
+    }
+}
+
+/// Checks one field of message `m` (`depth` is the message's own depth from the request).
+#[inline]
+pub(super) fn check_field(
+    buf: &[u8],
+    m: Msg,
+    n: u32,
+    w: &Wire,
+    depth: u32,
+) -> Result<(), DecodeError> {
+    let Some(ty) = field_type(m, n) else {
+        return Ok(());
+    };
+    let wire_ok = matches!(
+        (ty, w),
+        (Ty::Str(_) | Ty::Bytes | Ty::Nested(_), Wire::Len(_))
+            | (Ty::Varint, Wire::Varint(_))
+            | (Ty::Fixed64, Wire::I64(_))
+            | (Ty::Fixed32, Wire::I32(_))
+    );
+    if !wire_ok {
+        return Err(DecodeError::WireType {
+            message: msg_name(m),
+            field: n,
+            expected: match ty {
+                Ty::Str(_) | Ty::Bytes | Ty::Nested(_) => WT_LEN,
+                Ty::Varint => WT_VARINT,
+                Ty::Fixed64 => WT_I64,
+                Ty::Fixed32 => WT_I32,
+            },
+        });
+    }
+    match (ty, w) {
+        (Ty::Str(field), Wire::Len(r)) => {
+            if std::str::from_utf8(&buf[r.clone()]).is_err() {
+                return Err(DecodeError::Utf8 { field });
+            }
+        }
+        (Ty::Nested(inner), Wire::Len(r)) => check_message(buf, r.clone(), inner, depth + 1)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks a whole message body of type `m` at `depth`.
+pub(super) fn check_message(
+    buf: &[u8],
+    r: Range<usize>,
+    m: Msg,
+    depth: u32,
+) -> Result<(), DecodeError> {
+    if depth > MAX_DEPTH {
+        return Err(DecodeError::TooDeep { limit: MAX_DEPTH });
+    }
+    let mut rd = Reader::new(buf, r);
+    while let Some((n, _, w)) = rd.field()? {
+        check_field(buf, m, n, &w, depth)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::put_varint;
+
+    fn len_field(out: &mut Vec<u8>, n: u64, body: &[u8]) {
+        put_varint(out, (n << 3) | 2);
+        put_varint(out, body.len() as u64);
+        out.extend_from_slice(body);
+    }
+
+    #[test]
+    fn strings_must_be_utf8_and_types_must_match() {
+        let mut span = Vec::new();
+        len_field(&mut span, 5, b"ok");
+        assert!(check_message(&span, 0..span.len(), Msg::Span, 3).is_ok());
+        let mut bad = Vec::new();
+        len_field(&mut bad, 5, &[0xff, 0xfe]);
+        assert_eq!(
+            check_message(&bad, 0..bad.len(), Msg::Span, 3),
+            Err(DecodeError::Utf8 { field: "Span.name" })
+        );
+        // start_time_unix_nano (fixed64) sent as a varint.
+        let mut mistyped = Vec::new();
+        put_varint(&mut mistyped, 7 << 3);
+        put_varint(&mut mistyped, 5);
+        assert!(matches!(
+            check_message(&mistyped, 0..mistyped.len(), Msg::Span, 3),
+            Err(DecodeError::WireType { field: 7, .. })
+        ));
+        // Unknown fields pass, as in prost.
+        let mut unknown = Vec::new();
+        put_varint(&mut unknown, 99 << 3);
+        put_varint(&mut unknown, 1);
+        assert!(check_message(&unknown, 0..unknown.len(), Msg::Span, 3).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // AnyValue{array{AnyValue{array{...}}}} 200 levels deep.
+        let mut v: Vec<u8> = Vec::new();
+        for _ in 0..100 {
+            let mut arr = Vec::new();
+            len_field(&mut arr, 1, &v);
+            let mut any = Vec::new();
+            len_field(&mut any, 5, &arr);
+            v = any;
+        }
+        assert_eq!(
+            check_message(&v, 0..v.len(), Msg::AnyValue, 5),
+            Err(DecodeError::TooDeep { limit: MAX_DEPTH })
+        );
+    }
+}
