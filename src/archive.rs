@@ -39,9 +39,12 @@ pub const SCHEMA_VERSION: &str = "v1";
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// A buffered span did not decode (it was validated on the way in, so this is a bug or
-    /// corruption; the segment is not written and its offsets stay uncommitted).
+    /// corruption).
     #[error("kept span does not decode: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// A kept span the strict encoder refused (see `encode_segment_skipping`).
+    #[error("kept span does not decode: {0}")]
+    Rejected(String),
     /// Arrow or Parquet encoding failed.
     #[error("parquet encoding failed: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
@@ -62,7 +65,9 @@ pub enum ArchiveError {
 pub use self::columns::{as_array, column, field, id_at};
 pub use self::layout::{hot_segment_path, HourPartition};
 pub use self::schema::{span_schema, writer_properties};
-pub use self::segment::{encode_segment, EncodedFile, KeptSpan};
+pub use self::segment::{
+    encode_segment, encode_segment_skipping, filing_hour, EncodedFile, KeptSpan, Rejected,
+};
 pub use self::store_url::{
     check_store, open_store, open_store_with, parse_store_url, OpenedStore, StoreUrl,
 };

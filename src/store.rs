@@ -373,6 +373,13 @@ impl TraceStore {
         {
             self.force(trace_id, Trigger::TraceLimit, now);
         }
+        // Existing traces grow too: the byte budget holds after every span, not only when a
+        // trace is opened (the oldest go first, possibly this one).
+        if self.limits.on_overflow == OnOverflow::DecideOldest {
+            while self.bytes > self.limits.max_bytes && !self.traces.is_empty() {
+                self.force_oldest(now);
+            }
+        }
         Admit::Buffered { new_ref }
     }
 

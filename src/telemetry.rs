@@ -58,6 +58,8 @@ pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
 pub const SPANS_OUT: &str = "tracesift_spans_out_total";
 /// Sink write failures (retried), by sink.
 pub const SINK_ERRORS: &str = "tracesift_sink_errors_total";
+/// Kept spans a sink could not write for a reason retrying does not fix, by sink.
+pub const SPANS_REJECTED: &str = "tracesift_sink_rejected_spans_total";
 /// Parquet files written, by tier.
 pub const ARCHIVE_FILES: &str = "tracesift_archive_files_total";
 /// Parquet bytes written, by tier.
@@ -170,6 +172,11 @@ fn describe() {
         SINK_ERRORS,
         Unit::Count,
         "Sink write failures (retried), by sink."
+    );
+    describe_counter!(
+        SPANS_REJECTED,
+        Unit::Count,
+        "Kept spans a sink left out for a reason retrying does not fix (logged with the reason), by sink."
     );
     describe_counter!(
         ARCHIVE_FILES,
@@ -313,6 +320,11 @@ pub fn spans_out(sink: SinkLabel, n: usize) {
 /// A sink write failed (and will be retried).
 pub fn sink_error(sink: SinkLabel) {
     counter!(SINK_ERRORS, "sink" => sink.as_str()).increment(1);
+}
+
+/// Kept spans a sink left out for good (the reason is logged).
+pub fn spans_rejected(sink: SinkLabel, n: usize) {
+    counter!(SPANS_REJECTED, "sink" => sink.as_str()).increment(n as u64);
 }
 
 /// A Parquet file was written to a tier.

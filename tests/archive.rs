@@ -587,8 +587,9 @@ for r in rows:
     assert_eq!(line("errors")[3], errors.to_string(), "{cost}");
     assert!(cost.contains("storage tiering: everything hot"), "{cost}");
 
-    // Retention (7h): at 08:30 hour 0 (ended 01:00) is due, hour 1 (ended 02:00) is not.
-    let out = compact_at(&cfg, &at(8, 30));
+    // Retention (7h, plus the hour of filing grace): at 09:30 hour 0 (ended 01:00) is due,
+    // hour 1 (ended 02:00) is not.
+    let out = compact_at(&cfg, &at(9, 30));
     let left = total - inputs[0].spans as u64;
     assert_eq!(
         all(&garage),

@@ -73,9 +73,12 @@ pub fn due_moves(source: &Manifest, after: Duration, now_ms: i64) -> Vec<(String
         .collect()
 }
 
-/// Whether an hour that started at `hour_start_ms` is past `retention` at `now_ms`.
+/// Whether an hour that started at `hour_start_ms` is past `retention` at `now_ms`: the hour
+/// ended, plus one hour of grace, `retention` ago. The grace covers spans filed under their
+/// start hour up to an hour before they arrived (`segment::filing_hour`), so nothing is deleted
+/// before `retention` has passed since it arrived.
 pub fn expired(hour_start_ms: i64, retention: Duration, now_ms: i64) -> bool {
-    hour_start_ms + HOUR_MS + retention.as_millis() as i64 <= now_ms
+    hour_start_ms + 2 * HOUR_MS + retention.as_millis() as i64 <= now_ms
 }
 
 /// Catalogued files of one tier past `retention` (path, size).
@@ -162,9 +165,9 @@ mod tests {
         assert_eq!(due.len(), 1);
         assert!(due[0].0.ends_with("a.parquet"));
         let retention = Duration::from_secs(24 * 3600);
-        assert!(!expired(T0, retention, T0 + 25 * HOUR_MS - 1));
-        assert!(expired(T0, retention, T0 + 25 * HOUR_MS));
-        assert_eq!(expired_files(&m, retention, T0 + 25 * HOUR_MS).len(), 1);
-        assert_eq!(expired_files(&m, retention, T0 + 30 * HOUR_MS).len(), 2);
+        assert!(!expired(T0, retention, T0 + 26 * HOUR_MS - 1));
+        assert!(expired(T0, retention, T0 + 26 * HOUR_MS));
+        assert_eq!(expired_files(&m, retention, T0 + 26 * HOUR_MS).len(), 1);
+        assert_eq!(expired_files(&m, retention, T0 + 31 * HOUR_MS).len(), 2);
     }
 }

@@ -291,35 +291,91 @@ pub(crate) fn content_hash<'a>(keys: impl Iterator<Item = (&'a TraceId, &'a [u8]
 
 /// Fully decodes kept spans and encodes them as Parquet, one file per hour partition, rows sorted
 /// by (trace id, start time). CPU-bound: run it on a blocking thread.
+///
+/// Strict: a span that does not decode fails the segment. The hot sink uses
+/// [`encode_segment_skipping`].
 pub fn encode_segment(
     spans: &[KeptSpan],
     max_row_group_rows: usize,
 ) -> Result<Vec<EncodedFile>, ArchiveError> {
-    let mut resources: HashMap<*const ScopeCtx, Arc<ResourceInfo>> = HashMap::new();
+    let mut rejected = Vec::new();
+    let files = encode_segment_skipping(spans, max_row_group_rows, &mut rejected)?;
+    match rejected.into_iter().next() {
+        Some(r) => Err(ArchiveError::Rejected(format!(
+            "span of trace {}: {}",
+            r.trace_id, r.reason
+        ))),
+        None => Ok(files),
+    }
+}
+
+/// A kept span the encoder could not read, left out of its segment.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// Its trace.
+    pub trace_id: TraceId,
+    /// Why.
+    pub reason: String,
+}
+
+/// Decoded bytes per record batch: Arrow's 32-bit offsets of one string column must stay
+/// far below 2 GiB however large the resources repeated on each row are.
+const BATCH_BYTES: usize = 128 << 20;
+
+/// The hour a span is filed under: its start hour when the start lies within an hour of its
+/// record's arrival (the Kafka timestamp), else the arrival hour, so a zero, far-past or
+/// far-future start cannot put a span where retention deletes it early or never. Spans
+/// without a known arrival go by their start.
+pub fn filing_hour(start_ns: u64, arrival_ms: u64) -> HourPartition {
+    const HOUR_NS: u64 = 3_600 * 1_000_000_000;
+    if arrival_ms == 0 {
+        return HourPartition::of_nanos(start_ns);
+    }
+    let arrival_ns = arrival_ms.saturating_mul(1_000_000);
+    if start_ns >= arrival_ns.saturating_sub(HOUR_NS) && start_ns <= arrival_ns + HOUR_NS {
+        HourPartition::of_nanos(start_ns)
+    } else {
+        HourPartition::of_nanos(arrival_ns)
+    }
+}
+
+/// [`encode_segment`], leaving out the spans that do not decode (listed in `rejected`) instead
+/// of failing: one bad span must not hold back its segment. Files are written in record
+/// batches of bounded decoded size, so no column reaches Arrow's offset limits.
+pub fn encode_segment_skipping(
+    spans: &[KeptSpan],
+    max_row_group_rows: usize,
+    rejected: &mut Vec<Rejected>,
+) -> Result<Vec<EncodedFile>, ArchiveError> {
+    let mut resources: HashMap<*const ScopeCtx, Option<Arc<ResourceInfo>>> = HashMap::new();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(spans.len());
     for k in spans {
         let key = Arc::as_ptr(&k.span.ctx);
-        let res = match resources.get(&key) {
-            Some(r) => Arc::clone(r),
-            None => {
-                let resource = otlp::decode_resource(&k.span.ctx)?;
-                let scope = otlp::decode_scope(&k.span.ctx)?;
-                let info = Arc::new(ResourceInfo {
-                    service_name: find_str(&resource.attributes, &["service.name"])
-                        .unwrap_or_default(),
-                    attrs: resource.attributes,
-                    scope_name: scope.name,
-                    scope_version: scope.version,
-                });
-                resources.insert(key, Arc::clone(&info));
-                info
-            }
-        };
-        rows.push(Row {
-            kept: k,
-            span: otlp::decode_span(&k.span)?,
-            res,
+        let res = resources.entry(key).or_insert_with(|| {
+            let resource = otlp::decode_resource(&k.span.ctx).ok()?;
+            let scope = otlp::decode_scope(&k.span.ctx).ok()?;
+            Some(Arc::new(ResourceInfo {
+                service_name: find_str(&resource.attributes, &["service.name"])
+                    .unwrap_or_default(),
+                attrs: resource.attributes,
+                scope_name: scope.name,
+                scope_version: scope.version,
+            }))
         });
+        let Some(res) = res.clone() else {
+            rejected.push(Rejected {
+                trace_id: k.trace_id,
+                reason: "its resource or scope does not decode".into(),
+            });
+            continue;
+        };
+        match otlp::decode_span(&k.span) {
+            Ok(span) => rows.push(Row { kept: k, span, res }),
+            Err(e) => rejected.push(Rejected {
+                trace_id: k.trace_id,
+                reason: e.to_string(),
+            }),
+        }
     }
     rows.sort_by(|a, b| {
         (
@@ -336,7 +392,10 @@ pub fn encode_segment(
     let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<Row<'_>>> = Default::default();
     for r in rows {
         by_hour
-            .entry(HourPartition::of_nanos(r.span.start_time_unix_nano))
+            .entry(filing_hour(
+                r.span.start_time_unix_nano,
+                r.kept.span.ctx.arrival_ms,
+            ))
             .or_default()
             .push(r);
     }
@@ -346,7 +405,6 @@ pub fn encode_segment(
             rows.iter()
                 .map(|r| (&r.kept.trace_id, r.span.span_id.as_slice())),
         );
-        let batch = build_batch(&rows)?;
         let traces = 1 + rows
             .windows(2)
             .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)
@@ -354,7 +412,19 @@ pub fn encode_segment(
         let props = writer_properties(max_row_group_rows, traces.min(max_row_group_rows as u64));
         let mut buf = Vec::with_capacity(64 << 10);
         let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props.clone()))?;
-        w.write(&batch)?;
+        let mut from = 0;
+        let mut size = 0usize;
+        for (i, r) in rows.iter().enumerate() {
+            let ctx = &r.kept.span.ctx;
+            let row_bytes = r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len();
+            if i > from && size + row_bytes > BATCH_BYTES {
+                w.write(&build_batch(&rows[from..i])?)?;
+                from = i;
+                size = 0;
+            }
+            size += row_bytes;
+        }
+        w.write(&build_batch(&rows[from..])?)?;
         w.close()?;
         out.push(EncodedFile {
             hour,

@@ -87,18 +87,22 @@ pub async fn produce_until_acked(producer: &FutureProducer, out: Outgoing<'_>, l
 }
 
 /// Splits spans into runs whose encoded request stays under `max_bytes` (a single larger span
-/// still goes alone).
+/// still goes alone). A context (resource and scope) is counted once per run of spans that
+/// share it, as [`otlp::encode_request`] writes it, so the output stays within the input's size
+/// plus one context per chunk.
 pub fn chunk_spans(spans: &[SpanRef], max_bytes: usize) -> Vec<&[SpanRef]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut size = 0;
     for (i, s) in spans.iter().enumerate() {
-        // Generous per-span framing estimate: resource and scope headers are counted per span.
-        let cost = s.bytes.len() + s.ctx.resource_field.len() + s.ctx.scope_field.len() + 16;
+        let opens_group = i == start || !Arc::ptr_eq(&spans[i - 1].ctx, &s.ctx);
+        let framing = if opens_group { s.ctx.framing_len() } else { 0 };
+        let cost = s.bytes.len() + 6 + framing;
         if i > start && size + cost > max_bytes {
             out.push(&spans[start..i]);
             start = i;
-            size = 0;
+            size = s.bytes.len() + 6 + s.ctx.framing_len();
+            continue;
         }
         size += cost;
     }

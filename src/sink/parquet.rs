@@ -10,6 +10,9 @@ use crate::archive::{self, KeptSpan};
 use crate::clock::MonoTime;
 use crate::telemetry::{self, SinkLabel};
 
+/// Encoding attempts before a segment that keeps failing to encode is given up.
+const MAX_ENCODE_ATTEMPTS: u32 = 3;
+
 /// Hot Parquet segments of one partition, flushed by size or age.
 pub struct ParquetSink {
     store: Arc<dyn object_store::ObjectStore>,
@@ -73,16 +76,38 @@ impl ParquetSink {
             let n = rows.len();
             let rows = Arc::new(rows);
             let mut attempt = 0u32;
+            let mut encode_failures = 0u32;
             loop {
                 let encoded = {
                     let _slot = slots.acquire().await;
                     let rows = Arc::clone(&rows);
-                    tokio::task::spawn_blocking(move || archive::encode_segment(&rows, 1 << 20)).await
+                    tokio::task::spawn_blocking(move || {
+                        let mut rejected = Vec::new();
+                        archive::encode_segment_skipping(&rows, 1 << 20, &mut rejected)
+                            .map(|files| (files, rejected))
+                    })
+                    .await
                 };
                 let files = match encoded {
-                    Ok(Ok(files)) => files,
+                    Ok(Ok((files, rejected))) => {
+                        if let Some(r) = rejected.first() {
+                            // Validated on the way in, so this is corruption or a bug: the
+                            // rest of the segment goes on, the spans are counted and named.
+                            telemetry::spans_rejected(SinkLabel::Parquet, rejected.len());
+                            tracing::error!(partition, spans = rejected.len(), trace_id = %r.trace_id, reason = %r.reason, "kept spans left out of their segment");
+                        }
+                        files
+                    }
                     Ok(Err(e)) => {
+                        // Encoding is a pure function of the rows: after a few tries the same
+                        // input fails the same way, so the segment is given up, loudly.
                         telemetry::sink_error(SinkLabel::Parquet);
+                        encode_failures += 1;
+                        if encode_failures >= MAX_ENCODE_ATTEMPTS {
+                            telemetry::spans_rejected(SinkLabel::Parquet, n);
+                            tracing::error!(partition, spans = n, first, last, error = %e, "segment cannot be encoded; its spans are left out of the archive");
+                            return offsets;
+                        }
                         tracing::error!(partition, error = %e, "segment encoding failed; retrying");
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt = attempt.saturating_add(1);
@@ -90,6 +115,12 @@ impl ParquetSink {
                     }
                     Err(e) => {
                         telemetry::sink_error(SinkLabel::Parquet);
+                        encode_failures += 1;
+                        if encode_failures >= MAX_ENCODE_ATTEMPTS {
+                            telemetry::spans_rejected(SinkLabel::Parquet, n);
+                            tracing::error!(partition, spans = n, first, last, error = %e, "segment encoder keeps failing; its spans are left out of the archive");
+                            return offsets;
+                        }
                         tracing::error!(partition, error = %e, "segment encoder task failed; retrying");
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt = attempt.saturating_add(1);
@@ -126,7 +157,8 @@ impl Sink for ParquetSink {
             self.opened_at = Some(self.now);
         }
         for s in t.spans {
-            self.bytes += s.bytes.len() as u64;
+            // What the span takes once decoded: its resource and scope repeat on every row.
+            self.bytes += (s.bytes.len() + s.ctx.resource_field.len() + s.ctx.scope_field.len()) as u64;
             self.rows.push(KeptSpan {
                 trace_id: t.trace_id,
                 span: s.clone(),
