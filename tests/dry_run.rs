@@ -39,7 +39,7 @@ async fn dry_run_reports_what_the_policies_do_and_writes_nothing() {
         seed: 5,
         split: true,
         late_fraction: 0.0,
-        start_ns: 1_760_000_000_000_000_000,
+        start_ns: support::recent_ns(),
         ..Default::default()
     });
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
@@ -130,7 +130,7 @@ async fn dry_run_figures_for_a_rate_limiter_equal_what_run_keeps() {
     let brokers = broker.brokers.clone();
     create_topic(&brokers, "otlp_spans", 1).await;
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
-    let t0: i64 = 1_760_000_000_000;
+    let t0 = (support::recent_ns() / 1_000_000) as i64;
     let traces = spread_trace_ids(301);
     let mut ends = std::collections::BTreeMap::new();
     for (i, t) in traces.iter().enumerate() {

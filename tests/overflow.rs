@@ -32,8 +32,8 @@ fn span(trace: [u8; 16], n: u32, error: bool) -> Span {
         // Never a root, so only the budget (or max age) decides these traces.
         parent_span_id: vec![0xee; 8],
         name: "flood".into(),
-        start_time_unix_nano: 1_760_000_000_000_000_000,
-        end_time_unix_nano: 1_760_000_000_001_000_000,
+        start_time_unix_nano: support::recent_ns(),
+        end_time_unix_nano: support::recent_ns() + 1_000_000,
         attributes: vec![KeyValue {
             key: "pad".into(),
             value: Some(AnyValue {

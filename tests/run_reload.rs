@@ -47,7 +47,7 @@ async fn paced_batch(
         traces,
         seed,
         late_fraction: 0.0,
-        start_ns: 1_760_000_000_000_000_000,
+        start_ns: support::recent_ns(),
         ..Default::default()
     });
     let p = gen::produce(producer, "otlp_spans", &records, rate)

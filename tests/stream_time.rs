@@ -242,7 +242,7 @@ async fn a_throttled_catch_up_keeps_what_an_unthrottled_replay_keeps() {
         seed: 16,
         split: true,
         late_fraction: 0.0,
-        start_ns: 1_760_000_000_000_000_000,
+        start_ns: support::recent_ns(),
         ..Default::default()
     });
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();

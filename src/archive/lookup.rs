@@ -296,46 +296,73 @@ pub fn render_tree(spans: &[SpanRow]) -> String {
     render_tree_styled(spans, false)
 }
 
+/// Indentation for a depth; past 32 levels the depth is written out instead.
+fn indent(depth: usize) -> String {
+    if depth <= 32 {
+        "  ".repeat(depth)
+    } else {
+        format!("{}[{depth}] ", "  ".repeat(32))
+    }
+}
+
 /// [`render_tree`], with error spans in bold red when `color` (a terminal).
+///
+/// Span data cannot make this loop or overflow the stack: the walk is iterative, each span is
+/// printed once, and spans only reachable through a cycle of parents (a span that is its own
+/// parent, under another kind or not) are printed at the top level after the rest.
 pub fn render_tree_styled(spans: &[SpanRow], color: bool) -> String {
     let ids: std::collections::HashSet<[u8; 8]> = spans.iter().map(|s| s.span_id).collect();
-    let mut children: HashMap<Option<[u8; 8]>, Vec<&SpanRow>> = HashMap::new();
-    for s in spans {
+    let mut children: HashMap<Option<[u8; 8]>, Vec<usize>> = HashMap::new();
+    for (i, s) in spans.iter().enumerate() {
         let parent = s.parent.filter(|p| ids.contains(p));
-        children.entry(parent).or_default().push(s);
+        children.entry(parent).or_default().push(i);
     }
     let mut out = String::new();
-    fn walk(
-        out: &mut String,
-        children: &HashMap<Option<[u8; 8]>, Vec<&SpanRow>>,
-        at: Option<[u8; 8]>,
-        depth: usize,
-        color: bool,
-    ) {
-        let Some(list) = children.get(&at) else {
-            return;
+    let mut printed = vec![false; spans.len()];
+    let line = |out: &mut String, s: &SpanRow, depth: usize| {
+        let err = s.status == "error";
+        let (on, off) = if err && color {
+            ("\x1b[1;31m", "\x1b[0m")
+        } else {
+            ("", "")
         };
-        for s in list {
-            let err = s.status == "error";
-            let (on, off) = if err && color {
-                ("\x1b[1;31m", "\x1b[0m")
-            } else {
-                ("", "")
-            };
-            let _ = writeln!(
-                out,
-                "{on}{}{}: {} ({}) {:.1} ms{}{off}",
-                "  ".repeat(depth),
-                s.service,
-                s.name,
-                s.kind,
-                s.duration_ns as f64 / 1e6,
-                if err { "  [ERROR]" } else { "" }
-            );
-            walk(out, children, Some(s.span_id), depth + 1, color);
+        let _ = writeln!(
+            out,
+            "{on}{}{}: {} ({}) {:.1} ms{}{off}",
+            indent(depth),
+            s.service,
+            s.name,
+            s.kind,
+            s.duration_ns as f64 / 1e6,
+            if err { "  [ERROR]" } else { "" }
+        );
+    };
+    let walk = |out: &mut String, top: Vec<usize>, printed: &mut Vec<bool>| {
+        // (span, depth), children pushed in reverse so they print in order.
+        let mut stack: Vec<(usize, usize)> = top.into_iter().rev().map(|i| (i, 0)).collect();
+        while let Some((i, depth)) = stack.pop() {
+            if printed[i] {
+                continue;
+            }
+            printed[i] = true;
+            line(out, &spans[i], depth);
+            if let Some(kids) = children.get(&Some(spans[i].span_id)) {
+                stack.extend(
+                    kids.iter()
+                        .rev()
+                        .filter(|&&k| !printed[k])
+                        .map(|&k| (k, depth + 1)),
+                );
+            }
+        }
+    };
+    let roots = children.get(&None).cloned().unwrap_or_default();
+    walk(&mut out, roots, &mut printed);
+    for i in 0..spans.len() {
+        if !printed[i] {
+            walk(&mut out, vec![i], &mut printed);
         }
     }
-    walk(&mut out, &children, None, 0, color);
     out
 }
 
@@ -493,4 +520,52 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
         })
         .collect();
     Ok(json!({ "resourceSpans": resource_spans }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: u8, parent: Option<u8>, kind: &str) -> SpanRow {
+        SpanRow {
+            span_id: [id; 8],
+            parent: parent.map(|p| [p; 8]),
+            name: format!("op{id}"),
+            service: "svc".into(),
+            start_ns: i64::from(id),
+            duration_ns: 1_000_000,
+            status: "unset".into(),
+            kind: kind.into(),
+            tier: "hot".into(),
+            at: (0, 0),
+        }
+    }
+
+    #[test]
+    fn cycles_and_self_parents_render_once_each() {
+        // 1 is the root; 2 is its own parent under another kind of the same id; 3 and 4 are
+        // each other's parent (unreachable from a root).
+        let spans = vec![
+            row(1, None, "server"),
+            row(2, Some(1), "client"),
+            row(2, Some(2), "server"),
+            row(3, Some(4), "internal"),
+            row(4, Some(3), "internal"),
+        ];
+        let out = render_tree(&spans);
+        assert_eq!(out.lines().count(), spans.len(), "{out}");
+        for id in 1..=4 {
+            assert!(out.contains(&format!("op{id} ")), "{out}");
+        }
+        // A long chain does not recurse.
+        let chain: Vec<SpanRow> = (0..200_000u32)
+            .map(|i| {
+                let mut r = row(0, None, "internal");
+                r.span_id = u64::from(i + 1).to_be_bytes();
+                r.parent = (i > 0).then(|| u64::from(i).to_be_bytes());
+                r
+            })
+            .collect();
+        assert_eq!(render_tree(&chain).lines().count(), chain.len());
+    }
 }

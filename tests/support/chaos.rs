@@ -112,7 +112,7 @@ pub fn traffic(
         split: true,
         late_fraction: 0.1,
         late_delay: Duration::from_millis(1500),
-        start_ns: 1_760_000_000_000_000_000,
+        start_ns: super::recent_ns(),
         ..Default::default()
     });
     let producer: FutureProducer = client(brokers)

@@ -453,8 +453,8 @@ pub fn test_span(
         span_id: vec![n; 8],
         parent_span_id: if n == 1 { vec![] } else { vec![1; 8] },
         name: format!("op{n}"),
-        start_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000,
-        end_time_unix_nano: 1_760_000_000_000_000_000 + u64::from(n) * 1_000_000 + 5_000_000,
+        start_time_unix_nano: recent_ns() + u64::from(n) * 1_000_000,
+        end_time_unix_nano: recent_ns() + u64::from(n) * 1_000_000 + 5_000_000,
         status: Some(Status {
             code: if error {
                 status::StatusCode::Error as i32
@@ -558,3 +558,18 @@ pub fn sampled_by_trace(brokers: &str) -> HashMap<[u8; 16], Vec<SampledSpan>> {
 }
 
 pub mod spine;
+
+/// A span start time a minute before this test process started (Unix ns, whole ms), the same
+/// for the whole process. Span times count only when plausible against their record's Kafka
+/// timestamp (at most 7 days before it, 1 hour after), and the producers here stamp records
+/// with the time they send them.
+pub fn recent_ns() -> u64 {
+    static T: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *T.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_millis() as u64;
+        (now - 60_000) * 1_000_000
+    })
+}

@@ -177,7 +177,7 @@ pub async fn scenario(split: bool) {
         split,
         late_fraction: 0.1,
         late_delay: Duration::from_millis(1500),
-        start_ns: 1_760_000_000_000_000_000,
+        start_ns: super::recent_ns(),
         ..Default::default()
     };
     let (records, manifest) = gen::plan_records(&opts);
