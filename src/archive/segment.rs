@@ -355,8 +355,7 @@ pub fn encode_segment_skipping(
             let resource = otlp::decode_resource(&k.span.ctx).ok()?;
             let scope = otlp::decode_scope(&k.span.ctx).ok()?;
             Some(Arc::new(ResourceInfo {
-                service_name: find_str(&resource.attributes, &["service.name"])
-                    .unwrap_or_default(),
+                service_name: find_str(&resource.attributes, &["service.name"]).unwrap_or_default(),
                 attrs: resource.attributes,
                 scope_name: scope.name,
                 scope_version: scope.version,
@@ -416,7 +415,8 @@ pub fn encode_segment_skipping(
         let mut size = 0usize;
         for (i, r) in rows.iter().enumerate() {
             let ctx = &r.kept.span.ctx;
-            let row_bytes = r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len();
+            let row_bytes =
+                r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len();
             if i > from && size + row_bytes > BATCH_BYTES {
                 w.write(&build_batch(&rows[from..i])?)?;
                 from = i;

@@ -190,7 +190,9 @@ pub fn write(
             partition: Some(partition),
             ..Outgoing::new(&topic, key.as_ref(), &value)
         };
-        produce_until_acked(&producer, out, SinkLabel::DecisionLog).await;
+        if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DecisionLog).await {
+            tracing::error!(error = %e, "decision refused by the decision log for good");
+        }
         telemetry::decisions_logged(1);
         offsets
     })

@@ -68,7 +68,21 @@ pub fn dead_letter(
             headers: Some(&headers),
             ..Outgoing::new(&dlq_topic, &key, &payload)
         };
-        produce_until_acked(&producer, out, SinkLabel::DeadLetter).await;
+        if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DeadLetter).await {
+            // Too large for the dead-letter topic: the reason and the coordinates still go
+            // there (the original stays addressable in its topic until retention).
+            let headers = headers.insert(Header {
+                key: "tracesift.payload_omitted",
+                value: Some(e.to_string().as_bytes()),
+            });
+            let out = Outgoing {
+                headers: Some(&headers),
+                ..Outgoing::new(&dlq_topic, &key, &[])
+            };
+            if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DeadLetter).await {
+                tracing::error!(error = %e, "dead letter refused even without its payload");
+            }
+        }
         telemetry::dead_letter();
         vec![from.offset]
     })

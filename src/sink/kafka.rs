@@ -43,9 +43,24 @@ impl<'a> Outgoing<'a> {
     }
 }
 
+/// A write the broker or the producer refuses for good: retrying the same record cannot help.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+/// Whether an error refuses this record for good (today: its size).
+fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(code, RDKafkaErrorCode::MessageSizeTooLarge)
+}
+
 /// Produces one record until it is acknowledged by the broker, retrying with capped backoff;
-/// failures are counted under `label`.
-pub async fn produce_until_acked(producer: &FutureProducer, out: Outgoing<'_>, label: SinkLabel) {
+/// failures are counted under `label`. A record refused for good (larger than the producer or
+/// the topic accepts) is not retried: the caller gets [`Refused`] and decides.
+pub async fn produce_until_acked(
+    producer: &FutureProducer,
+    out: Outgoing<'_>,
+    label: SinkLabel,
+) -> Result<(), Refused> {
     let topic = out.topic;
     let mut attempt = 0u32;
     loop {
@@ -61,7 +76,11 @@ pub async fn produce_until_acked(producer: &FutureProducer, out: Outgoing<'_>, l
         }
         match producer.send_result(rec) {
             Ok(delivery) => match delivery.await {
-                Ok(Ok(_)) => return,
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err((e, _))) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
+                    telemetry::sink_error(label);
+                    return Err(Refused(format!("{topic}: {e}")));
+                }
                 Ok(Err((e, _))) => {
                     telemetry::sink_error(label);
                     tracing::warn!(topic, error = %e, attempt, "delivery failed; retrying");
@@ -75,6 +94,10 @@ pub async fn produce_until_acked(producer: &FutureProducer, out: Outgoing<'_>, l
                 // The producer's own bounded queue is full: wait for it to drain.
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
+            }
+            Err((e, _)) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
+                telemetry::sink_error(label);
+                return Err(Refused(format!("{topic}: {e}")));
             }
             Err((e, _)) => {
                 telemetry::sink_error(label);
@@ -143,12 +166,11 @@ impl Sink for KafkaSink {
         let spans = t.spans.len();
         acks.push(Box::pin(async move {
             for p in &payloads {
-                produce_until_acked(
-                    &producer,
-                    Outgoing::new(&topic, key.as_bytes(), p),
-                    SinkLabel::Kafka,
-                )
-                .await;
+                let out = Outgoing::new(&topic, key.as_bytes(), p);
+                if let Err(e) = produce_until_acked(&producer, out, SinkLabel::Kafka).await {
+                    telemetry::spans_rejected(SinkLabel::Kafka, 1);
+                    tracing::error!(trace_id = %key, bytes = p.len(), error = %e, "kept spans refused by the sampled topic for good; left out");
+                }
             }
             telemetry::spans_out(SinkLabel::Kafka, spans);
             offsets

@@ -158,7 +158,8 @@ impl Sink for ParquetSink {
         }
         for s in t.spans {
             // What the span takes once decoded: its resource and scope repeat on every row.
-            self.bytes += (s.bytes.len() + s.ctx.resource_field.len() + s.ctx.scope_field.len()) as u64;
+            self.bytes +=
+                (s.bytes.len() + s.ctx.resource_field.len() + s.ctx.scope_field.len()) as u64;
             self.rows.push(KeptSpan {
                 trace_id: t.trace_id,
                 span: s.clone(),

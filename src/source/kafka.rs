@@ -8,6 +8,12 @@ use rdkafka::config::ClientConfig;
 
 use super::config::KafkaConfig;
 
+/// Bytes one record may take on the wire: the largest accepted value plus room for its key,
+/// headers and batch framing.
+fn record_room(cfg: &KafkaConfig) -> u64 {
+    (cfg.max_record_bytes.0 + (1 << 20)).max(1_000_000)
+}
+
 /// librdkafka settings tracesift owns for its consumer (user properties may add to them).
 pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -18,8 +24,15 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("queued.max.messages.kbytes", "16384")
-        // One fetch response is buffered whole: keep it well under the prefetch bound.
-        .set("fetch.max.bytes", "16777216");
+        // One fetch response is buffered whole: keep it well under the prefetch bound, but
+        // large enough for the largest record accepted (`kafka.max_record_bytes`): a broker
+        // that holds to the per-partition limit would otherwise never hand such a record over
+        // and the partition would stop there.
+        .set("max.partition.fetch.bytes", record_room(cfg).to_string())
+        .set(
+            "fetch.max.bytes",
+            record_room(cfg).max(16 << 20).to_string(),
+        );
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -35,7 +48,9 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
         // Bounded: writes wait (and the partitions behind them pause) beyond 64 MiB queued.
-        .set("queue.buffering.max.kbytes", "65536");
+        .set("queue.buffering.max.kbytes", "65536")
+        // A dead letter is as large as the largest input record accepted, plus headers.
+        .set("message.max.bytes", record_room(cfg).to_string());
     for (k, v) in &cfg.properties {
         if !is_consumer_only(k) {
             c.set(k, v);

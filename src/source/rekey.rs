@@ -199,7 +199,10 @@ async fn run(
                                     timestamp: ts,
                                     ..sink::Outgoing::new(&t, key.as_bytes(), &value)
                                 };
-                                sink::produce_until_acked(&p, out, SinkLabel::Rekey).await;
+                                if let Err(e) = sink::produce_until_acked(&p, out, SinkLabel::Rekey).await {
+                                    crate::telemetry::spans_rejected(SinkLabel::Rekey, 1);
+                                    tracing::error!(trace_id = %key, error = %e, "rekeyed trace refused for good; left out");
+                                }
                                 (k, offset)
                             }));
                         }
