@@ -1157,6 +1157,32 @@ pub fn encoded_request_len<'a>(spans: impl IntoIterator<Item = &'a SpanRef>) -> 
     total
 }
 
+/// Splits spans into runs whose encoded request stays under `max_bytes` (a single larger span
+/// still goes alone). A context (resource and scope) is counted once per run of spans that
+/// share it, as [`otlp::encode_request`] writes it, so the output stays within the input's size
+/// plus one context per chunk.
+pub fn chunk_spans(spans: &[SpanRef], max_bytes: usize) -> Vec<&[SpanRef]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0;
+    for (i, s) in spans.iter().enumerate() {
+        let opens_group = i == start || !Arc::ptr_eq(&spans[i - 1].ctx, &s.ctx);
+        let framing = if opens_group { s.ctx.framing_len() } else { 0 };
+        let cost = s.bytes.len() + 6 + framing;
+        if i > start && size + cost > max_bytes {
+            out.push(&spans[start..i]);
+            start = i;
+            size = s.bytes.len() + 6 + s.ctx.framing_len();
+            continue;
+        }
+        size += cost;
+    }
+    if start < spans.len() {
+        out.push(&spans[start..]);
+    }
+    out
+}
+
 /// Splices spans into one `ExportTraceServiceRequest`. Consecutive spans with the same context
 /// share one `ResourceSpans`/`ScopeSpans`; the output decodes to exactly those spans.
 pub fn encode_request<'a>(spans: impl IntoIterator<Item = &'a SpanRef> + Clone) -> Vec<u8> {
@@ -1726,5 +1752,32 @@ mod tests {
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
         }
+    }
+
+    #[test]
+    fn chunks_respect_the_size_limit() {
+        let ctx = Arc::new(ScopeCtx::default());
+        let spans: Vec<SpanRef> = (0..10)
+            .map(|_| SpanRef {
+                ctx: Arc::clone(&ctx),
+                bytes: Bytes::from(vec![0u8; 84]),
+            })
+            .collect();
+        let chunks = chunk_spans(&spans, 300);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 10);
+        assert!(
+            chunks.iter().all(|c| c.len() == 3 || c.len() == 1),
+            "{:?}",
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
+        );
+        for c in &chunks {
+            assert!(encoded_request_len(c.iter()) <= 300);
+        }
+        // One oversized span still goes out, alone.
+        let big = vec![SpanRef {
+            ctx,
+            bytes: Bytes::from(vec![0u8; 1000]),
+        }];
+        assert_eq!(chunk_spans(&big, 300).len(), 1);
     }
 }

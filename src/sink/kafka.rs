@@ -9,7 +9,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{backoff, Acks, KeptTrace, Sink};
-use crate::otlp::{self, SpanRef};
+use crate::otlp;
 use crate::telemetry::{self, SinkLabel};
 
 /// One record to write: where it goes and what it carries.
@@ -109,32 +109,6 @@ pub async fn produce_until_acked(
     }
 }
 
-/// Splits spans into runs whose encoded request stays under `max_bytes` (a single larger span
-/// still goes alone). A context (resource and scope) is counted once per run of spans that
-/// share it, as [`otlp::encode_request`] writes it, so the output stays within the input's size
-/// plus one context per chunk.
-pub fn chunk_spans(spans: &[SpanRef], max_bytes: usize) -> Vec<&[SpanRef]> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut size = 0;
-    for (i, s) in spans.iter().enumerate() {
-        let opens_group = i == start || !Arc::ptr_eq(&spans[i - 1].ctx, &s.ctx);
-        let framing = if opens_group { s.ctx.framing_len() } else { 0 };
-        let cost = s.bytes.len() + 6 + framing;
-        if i > start && size + cost > max_bytes {
-            out.push(&spans[start..i]);
-            start = i;
-            size = s.bytes.len() + 6 + s.ctx.framing_len();
-            continue;
-        }
-        size += cost;
-    }
-    if start < spans.len() {
-        out.push(&spans[start..]);
-    }
-    out
-}
-
 /// The sampled topic: OTLP protobuf, key = trace id hex, idempotent producer with acks=all.
 pub struct KafkaSink {
     producer: FutureProducer,
@@ -155,7 +129,7 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
-        let payloads: Vec<Vec<u8>> = chunk_spans(t.spans, self.max_record_bytes)
+        let payloads: Vec<Vec<u8>> = otlp::chunk_spans(t.spans, self.max_record_bytes)
             .into_iter()
             .map(|c| otlp::encode_request(c.iter()))
             .collect();
@@ -175,39 +149,5 @@ impl Sink for KafkaSink {
             telemetry::spans_out(SinkLabel::Kafka, spans);
             offsets
         }));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::otlp::ScopeCtx;
-    use bytes::Bytes;
-
-    #[test]
-    fn chunks_respect_the_size_limit() {
-        let ctx = Arc::new(ScopeCtx::default());
-        let spans: Vec<SpanRef> = (0..10)
-            .map(|_| SpanRef {
-                ctx: Arc::clone(&ctx),
-                bytes: Bytes::from(vec![0u8; 84]),
-            })
-            .collect();
-        let chunks = chunk_spans(&spans, 300);
-        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 10);
-        assert!(
-            chunks.iter().all(|c| c.len() == 3 || c.len() == 1),
-            "{:?}",
-            chunks.iter().map(|c| c.len()).collect::<Vec<_>>()
-        );
-        for c in &chunks {
-            assert!(otlp::encoded_request_len(c.iter()) <= 300);
-        }
-        // One oversized span still goes out, alone.
-        let big = vec![SpanRef {
-            ctx,
-            bytes: Bytes::from(vec![0u8; 1000]),
-        }];
-        assert_eq!(chunk_spans(&big, 300).len(), 1);
     }
 }
