@@ -15,19 +15,12 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use proptest::prelude::*;
 use prost::Message;
-use tracesift::archive::{self, KeptSpan};
 use tracesift::gen::{self, GenOptions};
-use tracesift::otlp::{
-    self, Encoding, NoProbe, RawValue, SamplingMark, ScannedSpan, SpanProbe, SpanRef, TraceId,
-};
+use tracesift::otlp::{self, Encoding, NoProbe, RawValue, SpanProbe};
 
 /// A probe that reads every attribute value and tracestate, so those paths run too.
 struct ReadAll;
@@ -153,57 +146,6 @@ fn apply(mut v: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
     v
 }
 
-/// Everything downstream of an accepted scan, asserted strict.
-fn check_accepted(record: &Bytes, scanned: &[ScannedSpan]) {
-    let whole = ExportTraceServiceRequest::decode(record.as_ref());
-    assert!(
-        whole.is_ok(),
-        "scanner accepted what prost rejects: {whole:?}"
-    );
-    let mut by_trace: HashMap<TraceId, Vec<SpanRef>> = HashMap::new();
-    let mark = SamplingMark::new(1 << 55, "p");
-    for s in scanned {
-        otlp::decode_span(&s.span).unwrap();
-        otlp::decode_resource(&s.span.ctx).unwrap();
-        otlp::decode_scope(&s.span.ctx).unwrap();
-        let marked = otlp::mark_span(&s.span.bytes, &mark).unwrap();
-        Span::decode(marked.as_slice()).unwrap();
-        by_trace.entry(s.trace_id).or_default().push(s.span.clone());
-    }
-    let mut written = 0usize;
-    for spans in by_trace.values() {
-        let out = otlp::encode_request(spans.iter());
-        written += out.len();
-        let req = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
-        let n: usize = req
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .map(|s| s.spans.len())
-            .sum();
-        assert_eq!(n, spans.len());
-        for chunk in otlp::chunk_spans(spans, 1024) {
-            let out = otlp::encode_request(chunk.iter());
-            ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
-        }
-    }
-    assert!(
-        written <= (record.len() * otlp::AMPLIFICATION).max(64 << 10),
-        "{written} bytes written for a record of {}",
-        record.len()
-    );
-    let kept: Vec<KeptSpan> = scanned
-        .iter()
-        .map(|s| KeptSpan {
-            trace_id: s.trace_id,
-            span: s.span.clone(),
-            policy: Arc::from("p"),
-            threshold: 0,
-        })
-        .collect();
-    archive::encode_segment(&kept, 1000).unwrap();
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
 
@@ -227,7 +169,7 @@ proptest! {
                 Encoding::OtlpProto => record.clone(),
                 Encoding::OtlpJson => otlp::json_to_proto(&record).unwrap(),
             };
-            check_accepted(&proto, &out);
+            support::strict::check_accepted(&proto, &out);
         }
     }
 }
@@ -259,7 +201,7 @@ fn corpus_files_are_refused_or_accepted_as_named() {
             assert!(!e.to_string().is_empty(), "{name}");
         } else if name.starts_with("accepted-") {
             r.unwrap_or_else(|e| panic!("{name}: {e}"));
-            check_accepted(&record, &out);
+            support::strict::check_accepted(&record, &out);
         } else {
             panic!("corpus file {name} must start with refused- or accepted-");
         }

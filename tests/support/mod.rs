@@ -424,6 +424,7 @@ pub fn sampled(
 pub mod chaos;
 pub mod garage;
 pub mod hostile;
+pub mod strict;
 /// The OTEP 235 rejection threshold of a 10% probabilistic policy.
 pub const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
 
