@@ -1780,4 +1780,83 @@ mod tests {
         }];
         assert_eq!(chunk_spans(&big, 300).len(), 1);
     }
+
+    #[test]
+    fn spans_are_charged_their_share_of_the_record() {
+        let spans: Vec<Span> = (1..=3u8)
+            .map(|i| Span {
+                trace_id: vec![i; 16],
+                span_id: vec![i; 8],
+                name: "x".repeat(usize::from(i) * 10),
+                ..Default::default()
+            })
+            .collect();
+        let bytes = Bytes::from(request(spans).encode_to_vec());
+        let mut out = Vec::new();
+        scan_request_into(&bytes, &NoProbe, 0, &mut out).unwrap();
+        let charged: usize = out.iter().map(|s| s.meta.size as usize).sum();
+        assert_eq!(charged, bytes.len(), "the spans of a record pay for all of it");
+        for s in &out {
+            assert!(s.meta.size as usize >= s.span.bytes.len());
+        }
+    }
+
+    #[test]
+    fn a_big_resource_over_many_traces_is_refused_a_shared_one_is_not() {
+        let big = Resource {
+            attributes: vec![kv("blob", &"r".repeat(100_000))],
+            ..Default::default()
+        };
+        let spans = |traces: u32| -> Vec<Span> {
+            (0..40u32)
+                .map(|i| Span {
+                    trace_id: {
+                        let mut t = [7u8; 16];
+                        t[..4].copy_from_slice(&(i % traces + 1).to_be_bytes());
+                        t.to_vec()
+                    },
+                    span_id: (u64::from(i) + 1).to_be_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let record = |traces: u32| {
+            let mut r = request(spans(traces));
+            r.resource_spans[0].resource = Some(big.clone());
+            Bytes::from(r.encode_to_vec())
+        };
+        let mut out = Vec::new();
+        // 40 spans of 2 traces: the resource is written twice.
+        scan_request_into(&record(2), &NoProbe, 0, &mut out).unwrap();
+        // 40 one-span traces: 40 copies of 100 KB from a 100 KB record.
+        let e = scan_request_into(&record(40), &NoProbe, 0, &mut out).unwrap_err();
+        assert!(matches!(e, DecodeError::Amplification { .. }), "{e}");
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn implausible_times_do_not_count() {
+        let arrival_ms = 1_760_000_000_000u64;
+        let at = arrival_ms * 1_000_000;
+        let span = |start: u64, end: u64| Span {
+            trace_id: vec![1; 16],
+            span_id: vec![1; 8],
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            ..Default::default()
+        };
+        let times = |s: Span| {
+            let bytes = Bytes::from(request(vec![s]).encode_to_vec());
+            let mut out = Vec::new();
+            scan_request_into(&bytes, &NoProbe, arrival_ms, &mut out).unwrap();
+            (out[0].meta.start_ns, out[0].meta.end_ns)
+        };
+        let ms = 1_000_000;
+        assert_eq!(times(span(at - 500 * ms, at)), (at - 500 * ms, at));
+        assert_eq!(times(span(0, at)), (0, 0), "zero start");
+        assert_eq!(times(span(at - 8 * 86_400_000 * ms, at)), (0, 0), "far past");
+        assert_eq!(times(span(at, at + 2 * 3_600_000 * ms)), (0, 0), "far future");
+        assert_eq!(times(span(at, at - ms)), (0, 0), "end before start");
+    }
+
 }

@@ -777,6 +777,23 @@ mod tests {
     }
 
     #[test]
+    fn byte_budget_holds_while_existing_traces_grow() {
+        // Spans are 100 bytes; two traces open, then only they grow: the oldest is decided as
+        // soon as the total passes the budget, not when a new trace arrives.
+        let mut l = limits();
+        l.max_bytes = 450;
+        let mut s = TraceStore::new(l);
+        add(&mut s, 1, false, 0, 0);
+        add(&mut s, 2, false, 0, 0);
+        for i in 1..=10 {
+            add(&mut s, 2, false, i, 0);
+            add(&mut s, 1, false, i, 0);
+            assert!(s.stats().bytes <= 450, "{} bytes buffered", s.stats().bytes);
+        }
+        assert!(s.take_forced().all(|d| d.trigger == Trigger::Overflow));
+    }
+
+    #[test]
     fn giant_trace_is_decided_at_its_limit() {
         let mut l = limits();
         l.max_spans_per_trace = 5;
