@@ -15,6 +15,7 @@
 //!
 //! OTLP/JSON input is converted once to protobuf ([`json_to_proto`]) and then takes the same path.
 
+mod json;
 pub mod strict;
 pub mod threshold;
 
@@ -1279,156 +1280,6 @@ pub fn json_to_proto(json: &[u8]) -> Result<Bytes, DecodeError> {
     Ok(Bytes::from(req.encode()))
 }
 
-mod json {
-    //! The envelope of an OTLP/JSON trace request, with spans encoded as they are read.
-
-    use std::fmt;
-
-    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::Span;
-    use prost::Message;
-    use serde::de::{IgnoredAny, SeqAccess, Visitor};
-    use serde::{Deserialize, Deserializer};
-
-    use super::{len_field_size, put_len_header};
-
-    #[derive(Deserialize)]
-    pub(super) struct Request {
-        #[serde(default, rename = "resourceSpans", alias = "resource_spans")]
-        pub resource_spans: Vec<ResourceSpans>,
-        #[serde(default, rename = "resourceLogs", alias = "resource_logs")]
-        logs: Option<IgnoredAny>,
-        #[serde(default, rename = "resourceMetrics", alias = "resource_metrics")]
-        metrics: Option<IgnoredAny>,
-        #[serde(default, rename = "resourceProfiles", alias = "resource_profiles")]
-        profiles: Option<IgnoredAny>,
-    }
-
-    #[derive(Deserialize)]
-    pub(super) struct ResourceSpans {
-        #[serde(default)]
-        resource: Option<Resource>,
-        #[serde(default, rename = "scopeSpans", alias = "scope_spans")]
-        scope_spans: Vec<ScopeSpans>,
-        #[serde(default, rename = "schemaUrl", alias = "schema_url")]
-        schema_url: String,
-    }
-
-    #[derive(Deserialize)]
-    struct ScopeSpans {
-        #[serde(default)]
-        scope: Option<InstrumentationScope>,
-        /// The `spans` as encoded `ScopeSpans.spans` fields, in order.
-        #[serde(default, deserialize_with = "encoded_spans")]
-        spans: Vec<u8>,
-        #[serde(default, rename = "schemaUrl", alias = "schema_url")]
-        schema_url: String,
-    }
-
-    fn encoded_spans<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        struct Spans;
-        impl<'de> Visitor<'de> for Spans {
-            type Value = Vec<u8>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of spans")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(span) = seq.next_element::<Span>()? {
-                    put_len_header(&mut out, 2, span.encoded_len());
-                    span.encode_raw(&mut out);
-                }
-                Ok(out)
-            }
-        }
-        d.deserialize_seq(Spans)
-    }
-
-    fn message_field(out: &mut Vec<u8>, field: u32, m: &impl Message) {
-        put_len_header(out, field, m.encoded_len());
-        m.encode_raw(out);
-    }
-
-    fn string_field(out: &mut Vec<u8>, field: u32, s: &str) {
-        if !s.is_empty() {
-            put_len_header(out, field, s.len());
-            out.extend_from_slice(s.as_bytes());
-        }
-    }
-
-    fn string_len(s: &str) -> usize {
-        if s.is_empty() {
-            0
-        } else {
-            len_field_size(s.len())
-        }
-    }
-
-    impl ScopeSpans {
-        fn len(&self) -> usize {
-            self.scope
-                .as_ref()
-                .map_or(0, |m| len_field_size(m.encoded_len()))
-                + self.spans.len()
-                + string_len(&self.schema_url)
-        }
-    }
-
-    impl ResourceSpans {
-        fn len(&self) -> usize {
-            self.resource
-                .as_ref()
-                .map_or(0, |m| len_field_size(m.encoded_len()))
-                + self
-                    .scope_spans
-                    .iter()
-                    .map(|s| len_field_size(s.len()))
-                    .sum::<usize>()
-                + string_len(&self.schema_url)
-        }
-    }
-
-    impl Request {
-        pub(super) fn other_signal(&self) -> Option<&'static str> {
-            if self.logs.is_some() {
-                Some("logs")
-            } else if self.metrics.is_some() {
-                Some("metrics")
-            } else if self.profiles.is_some() {
-                Some("profiles")
-            } else {
-                None
-            }
-        }
-
-        pub(super) fn encode(&self) -> Vec<u8> {
-            let total: usize = self
-                .resource_spans
-                .iter()
-                .map(|r| len_field_size(r.len()))
-                .sum();
-            let mut out = Vec::with_capacity(total);
-            for rs in &self.resource_spans {
-                put_len_header(&mut out, 1, rs.len());
-                if let Some(r) = &rs.resource {
-                    message_field(&mut out, 1, r);
-                }
-                for ss in &rs.scope_spans {
-                    put_len_header(&mut out, 2, ss.len());
-                    if let Some(s) = &ss.scope {
-                        message_field(&mut out, 1, s);
-                    }
-                    out.extend_from_slice(&ss.spans);
-                    string_field(&mut out, 3, &ss.schema_url);
-                }
-                string_field(&mut out, 3, &rs.schema_url);
-            }
-            out
-        }
-    }
-}
-
 /// Fully decodes a buffered span (only kept spans bound for Parquet take this path).
 pub fn decode_span(span: &SpanRef) -> Result<Span, prost::DecodeError> {
     Span::decode(span.bytes.clone())
@@ -1795,7 +1646,11 @@ mod tests {
         let mut out = Vec::new();
         scan_request_into(&bytes, &NoProbe, 0, &mut out).unwrap();
         let charged: usize = out.iter().map(|s| s.meta.size as usize).sum();
-        assert_eq!(charged, bytes.len(), "the spans of a record pay for all of it");
+        assert_eq!(
+            charged,
+            bytes.len(),
+            "the spans of a record pay for all of it"
+        );
         for s in &out {
             assert!(s.meta.size as usize >= s.span.bytes.len());
         }
@@ -1854,9 +1709,16 @@ mod tests {
         let ms = 1_000_000;
         assert_eq!(times(span(at - 500 * ms, at)), (at - 500 * ms, at));
         assert_eq!(times(span(0, at)), (0, 0), "zero start");
-        assert_eq!(times(span(at - 8 * 86_400_000 * ms, at)), (0, 0), "far past");
-        assert_eq!(times(span(at, at + 2 * 3_600_000 * ms)), (0, 0), "far future");
+        assert_eq!(
+            times(span(at - 8 * 86_400_000 * ms, at)),
+            (0, 0),
+            "far past"
+        );
+        assert_eq!(
+            times(span(at, at + 2 * 3_600_000 * ms)),
+            (0, 0),
+            "far future"
+        );
         assert_eq!(times(span(at, at - ms)), (0, 0), "end before start");
     }
-
 }

@@ -485,7 +485,7 @@ fn poll_loop(
                     payload: msg.payload().map(Bytes::copy_from_slice),
                     encoding: record_encoding(&msg, default_encoding),
                     timestamp_ms: msg.timestamp().to_millis(),
-                    headers: record::headers_of(&msg),
+                    headers: headers_of(&msg),
                 };
                 match h.tx.try_send(rec) {
                     Ok(()) => flow.next = Some(offset + 1),
@@ -623,4 +623,16 @@ fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {
             }
         }
     }
+}
+
+/// Copies the headers of a consumed message.
+pub fn headers_of<M: rdkafka::Message>(msg: &M) -> record::Headers {
+    use rdkafka::message::Headers as _;
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
+                .collect()
+        })
+        .unwrap_or_default()
 }

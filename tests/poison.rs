@@ -72,7 +72,7 @@ policies:
     let mut errors: Vec<[u8; 16]> = Vec::new();
     let send_normal = |i: u32| {
         let t = trace_id(0x10, i);
-        let error = i % 2 == 0;
+        let error = i.is_multiple_of(2);
         (
             t,
             error,

@@ -141,10 +141,8 @@ pub(super) fn check_field(
         });
     }
     match (ty, w) {
-        (Ty::Str(field), Wire::Len(r)) => {
-            if std::str::from_utf8(&buf[r.clone()]).is_err() {
-                return Err(DecodeError::Utf8 { field });
-            }
+        (Ty::Str(field), Wire::Len(r)) if std::str::from_utf8(&buf[r.clone()]).is_err() => {
+            return Err(DecodeError::Utf8 { field });
         }
         (Ty::Nested(inner), Wire::Len(r)) => check_message(buf, r.clone(), inner, depth + 1)?,
         _ => {}

@@ -25,18 +25,6 @@ pub struct Record {
 /// A record's headers, in order: name and value (`None` for a null value).
 pub type Headers = Vec<(String, Option<Bytes>)>;
 
-/// Copies the headers of a consumed message.
-pub fn headers_of<M: rdkafka::Message>(msg: &M) -> Headers {
-    use rdkafka::message::Headers as _;
-    msg.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_string(), h.value.map(Bytes::copy_from_slice)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Record {
     /// The record's Kafka timestamp as Unix ms, 0 when it has none.
     pub fn arrival_ms(&self) -> u64 {

@@ -182,7 +182,7 @@ async fn run(
                                 offset,
                                 error: e.to_string(),
                                 key: m.key().map(Bytes::copy_from_slice),
-                                headers: crate::source::record::headers_of(&m),
+                                headers: crate::source::headers_of(&m),
                             },
                         );
                         futs.push(Box::pin(async move {
