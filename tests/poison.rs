@@ -20,8 +20,6 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::hostile::{hostile, trace_id};
@@ -203,21 +201,11 @@ policies:
     );
 
     // Sampled: strict decode of every record; every ERROR trace whole.
-    let mut kept: HashMap<[u8; 16], HashSet<(Vec<u8>, i32)>> = HashMap::new();
-    for r in read_all(&brokers, "otlp_spans_sampled") {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice())
-            .unwrap_or_else(|e| panic!("sampled record does not decode strictly: {e}"));
-        for s in req
-            .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
-        {
-            kept.entry(s.trace_id.as_slice().try_into().unwrap())
-                .or_default()
-                .insert((s.span_id.clone(), s.kind));
-        }
-    }
+    let kept: HashMap<[u8; 16], HashSet<(Vec<u8>, i32)>> =
+        sampled_spans(&brokers, "otlp_spans_sampled")
+            .into_iter()
+            .map(|(t, spans)| (t, spans.into_iter().map(|s| (s.span_id, s.kind)).collect()))
+            .collect();
     for t in &errors {
         assert_eq!(
             kept.get(t).map(HashSet::len),

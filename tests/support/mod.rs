@@ -401,21 +401,37 @@ pub fn sampled(
     brokers: &str,
     topic: &str,
 ) -> HashMap<[u8; 16], std::collections::HashSet<Vec<u8>>> {
+    sampled_spans(brokers, topic)
+        .into_iter()
+        .map(|(t, spans)| (t, spans.into_iter().map(|s| s.span_id).collect()))
+        .collect()
+}
+
+/// Every span of a sampled topic by trace id, each record decoded with the strict `prost`
+/// types (a record that does not decode fails the test).
+pub fn sampled_spans(
+    brokers: &str,
+    topic: &str,
+) -> HashMap<[u8; 16], Vec<opentelemetry_proto::tonic::trace::v1::Span>> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message;
-    use std::collections::HashSet;
-    let mut out: HashMap<[u8; 16], HashSet<Vec<u8>>> = HashMap::new();
+    let mut out: HashMap<[u8; 16], Vec<_>> = HashMap::new();
     for r in read_all(brokers, topic) {
-        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap_or_else(|e| {
+            panic!(
+                "record {}@{} of {topic} does not decode strictly: {e}",
+                r.offset, r.partition
+            )
+        });
         for s in req
             .resource_spans
-            .iter()
-            .flat_map(|rs| &rs.scope_spans)
-            .flat_map(|ss| &ss.spans)
+            .into_iter()
+            .flat_map(|rs| rs.scope_spans)
+            .flat_map(|ss| ss.spans)
         {
             out.entry(s.trace_id.as_slice().try_into().unwrap())
                 .or_default()
-                .insert(s.span_id.clone());
+                .push(s);
         }
     }
     out
