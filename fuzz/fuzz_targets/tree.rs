@@ -16,7 +16,11 @@ fuzz_target!(|data: &[u8]| {
             service: "svc".into(),
             start_ns: i64::from(c[0]),
             duration_ns: 1,
-            status: if c[1] & 1 == 1 { "error".into() } else { "unset".into() },
+            status: if c[1] & 1 == 1 {
+                "error".into()
+            } else {
+                "unset".into()
+            },
             kind: "internal".into(),
             tier: "hot".into(),
             at: (0, 0),
