@@ -572,7 +572,11 @@ impl<'a> Reader<'a> {
         }
         let tag_start = self.pos;
         let tag = self.varint()?;
-        let number = u32::try_from(tag >> 3).map_err(|_| self.err("field number too large"))?;
+        // A key is a uint32 on the wire (field numbers up to 2^29 - 1): prost refuses more.
+        if tag > u64::from(u32::MAX) {
+            return Err(self.err("field number too large"));
+        }
+        let number = (tag >> 3) as u32;
         if number == 0 {
             return Err(self.err("field number 0"));
         }

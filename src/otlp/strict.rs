@@ -66,12 +66,14 @@ fn field_type(m: Msg, n: u32) -> Option<Ty> {
         (Scope, 4) => Varint,
         (KeyValue, 1) => Str("KeyValue.key"),
         (KeyValue, 2) => Nested(AnyValue),
+        (KeyValue, 3) => Varint, // key_strindex (profiles)
         (AnyValue, 1) => Str("AnyValue.string_value"),
         (AnyValue, 2 | 3) => Varint,
         (AnyValue, 4) => Fixed64,
         (AnyValue, 5) => Nested(ArrayValue),
         (AnyValue, 6) => Nested(KeyValueList),
         (AnyValue, 7) => Bytes,
+        (AnyValue, 8) => Varint, // string_value_strindex (profiles)
         (ArrayValue, 1) => Nested(AnyValue),
         (KeyValueList, 1) => Nested(KeyValue),
         (EntityRef, 1) => Str("EntityRef.schema_url"),
