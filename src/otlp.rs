@@ -922,6 +922,55 @@ fn scan_span(
     Ok((trace_id, meta))
 }
 
+/// The fields of a `ResourceSpans` or `ScopeSpans` besides its list, as whole encoded fields:
+/// the context message at field 1 (resource or scope) and the schema URL at field 3.
+struct Envelope {
+    ctx_field: Range<usize>,
+    ctx_body: Range<usize>,
+    schema_field: Range<usize>,
+}
+
+/// Reads and checks the envelope of a `ResourceSpans` / `ScopeSpans` body at `depth`: the
+/// context must be a valid `ctx` message, the schema URL UTF-8, the list length-delimited.
+fn envelope(
+    buf: &[u8],
+    r: Range<usize>,
+    message: &'static str,
+    schema_url: &'static str,
+    ctx: strict::Msg,
+    depth: u32,
+) -> Result<Envelope, DecodeError> {
+    let mut env = Envelope {
+        ctx_field: 0..0,
+        ctx_body: 0..0,
+        schema_field: 0..0,
+    };
+    let mut rd = Reader::new(buf, r);
+    while let Some((n, tag_start, w)) = rd.field()? {
+        match (n, w) {
+            (1, Wire::Len(body)) => {
+                strict::check_message(buf, body.clone(), ctx, depth + 1)?;
+                env.ctx_field = tag_start..body.end;
+                env.ctx_body = body;
+            }
+            (2, Wire::Len(_)) => {}
+            (3, Wire::Len(body)) => {
+                utf8(buf, body.clone(), schema_url)?;
+                env.schema_field = tag_start..body.end;
+            }
+            (1..=3, _) => {
+                return Err(DecodeError::WireType {
+                    message,
+                    field: n,
+                    expected: WT_LEN,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(env)
+}
+
 /// Depth of a `Span` below the request (request, `ResourceSpans`, `ScopeSpans`, `Span`).
 const SPAN_DEPTH: u32 = 3;
 
@@ -953,33 +1002,17 @@ pub fn scan_request(
             }
             _ => continue,
         };
-        // First pass over ResourceSpans: find resource and schema_url; keep scope_spans ranges.
-        let mut resource_field = 0..0;
-        let mut resource_body = 0..0;
-        let mut schema_field = 0..0;
-        let mut rd = Reader::new(buf, rs.clone());
-        while let Some((fnum, tag_start, fw)) = rd.field()? {
-            match (fnum, fw) {
-                (1, Wire::Len(body)) => {
-                    strict::check_message(buf, body.clone(), strict::Msg::Resource, 2)?;
-                    resource_field = tag_start..body.end;
-                    resource_body = body;
-                }
-                (2, Wire::Len(_)) => {}
-                (3, Wire::Len(body)) => {
-                    utf8(buf, body.clone(), "ResourceSpans.schema_url")?;
-                    schema_field = tag_start..body.end;
-                }
-                (1..=3, _) => {
-                    return Err(DecodeError::WireType {
-                        message: "ResourceSpans",
-                        field: fnum,
-                        expected: WT_LEN,
-                    })
-                }
-                _ => {}
-            }
-        }
+        // First pass over ResourceSpans: its resource and schema_url.
+        let rs_env = envelope(
+            buf,
+            rs.clone(),
+            "ResourceSpans",
+            "ResourceSpans.schema_url",
+            strict::Msg::Resource,
+            1,
+        )?;
+        let (resource_field, resource_body, schema_field) =
+            (rs_env.ctx_field, rs_env.ctx_body, rs_env.schema_field);
         let res_bits = if wants_attrs && !resource_body.is_empty() {
             resource_bits(buf, resource_body, probe)?
         } else {
@@ -991,30 +1024,15 @@ pub fn scan_request(
             let (2, Wire::Len(ss)) = (fnum, fw) else {
                 continue;
             };
-            let mut scope_field = 0..0;
-            let mut scope_schema = 0..0;
-            let mut srd = Reader::new(buf, ss.clone());
-            while let Some((sn, tag_start, sw)) = srd.field()? {
-                match (sn, sw) {
-                    (1, Wire::Len(body)) => {
-                        strict::check_message(buf, body.clone(), strict::Msg::Scope, 3)?;
-                        scope_field = tag_start..body.end;
-                    }
-                    (2, Wire::Len(_)) => {}
-                    (3, Wire::Len(body)) => {
-                        utf8(buf, body.clone(), "ScopeSpans.schema_url")?;
-                        scope_schema = tag_start..body.end;
-                    }
-                    (1..=3, _) => {
-                        return Err(DecodeError::WireType {
-                            message: "ScopeSpans",
-                            field: sn,
-                            expected: WT_LEN,
-                        })
-                    }
-                    _ => {}
-                }
-            }
+            let ss_env = envelope(
+                buf,
+                ss.clone(),
+                "ScopeSpans",
+                "ScopeSpans.schema_url",
+                strict::Msg::Scope,
+                2,
+            )?;
+            let (scope_field, scope_schema) = (ss_env.ctx_field, ss_env.schema_field);
             let ctx = Arc::new(ScopeCtx {
                 resource_field: record.slice(resource_field.clone()),
                 resource_schema_field: record.slice(schema_field.clone()),

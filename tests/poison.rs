@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use support::hostile::{hostile, trace_id};
 use support::*;
 
@@ -98,19 +98,7 @@ policies:
                         value: Some(*ct),
                     });
                 }
-                let d = producer
-                    .send(
-                        FutureRecord::to("otlp_spans")
-                            .key(&key)
-                            .payload(value)
-                            .headers(headers),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map_err(|(e, _)| e)
-                    .unwrap();
-                let e = ends.entry(d.partition).or_insert(0);
-                *e = (*e).max(d.offset + 1);
+                send_record(&producer, &key, value, Some(headers), &mut ends).await;
                 sent_bad.insert(key, (reason, value.clone()));
             }
         }

@@ -511,14 +511,25 @@ pub async fn send_trace_record(
     value: &[u8],
     ends: &mut BTreeMap<i32, i64>,
 ) {
-    let key = hex::encode(trace);
+    send_record(p, &hex::encode(trace), value, None, ends).await;
+}
+
+/// Sends one record with `key` (and `headers`) to `otlp_spans`; notes its partition's end.
+pub async fn send_record(
+    p: &rdkafka::producer::FutureProducer,
+    key: &str,
+    value: &[u8],
+    headers: Option<rdkafka::message::OwnedHeaders>,
+    ends: &mut BTreeMap<i32, i64>,
+) {
+    let mut rec = rdkafka::producer::FutureRecord::to("otlp_spans")
+        .key(key)
+        .payload(value);
+    if let Some(h) = headers {
+        rec = rec.headers(h);
+    }
     let d = p
-        .send(
-            rdkafka::producer::FutureRecord::to("otlp_spans")
-                .key(&key)
-                .payload(value),
-            Duration::from_secs(10),
-        )
+        .send(rec, Duration::from_secs(30))
         .await
         .map_err(|(e, _)| e)
         .unwrap();
