@@ -854,6 +854,19 @@ fn scan_span(
     let mut trace_id: Option<TraceId> = None;
     let mut have_span_id = false;
     while let Some((n, _, w)) = rd.field()? {
+        if let (9, Wire::Len(kv)) = (n, &w) {
+            // Attributes: checked and read in one walk.
+            let (k, v) = strict::key_value(buf, kv.clone(), SPAN_DEPTH + 1)?;
+            if wants_attrs {
+                let value = RawValue {
+                    buf,
+                    start: v.start,
+                    end: v.end,
+                };
+                meta.leaf_bits |= probe.span_attribute(&buf[k], value);
+            }
+            continue;
+        }
         strict::check_field(buf, strict::Msg::Span, n, &w, SPAN_DEPTH)?;
         match (n, w) {
             (1, Wire::Len(s)) => {
@@ -895,10 +908,6 @@ fn scan_span(
             (6, Wire::Varint(v)) => meta.kind = SpanKind::from_i32(v as i32),
             (7, Wire::I64(v)) => meta.start_ns = v,
             (8, Wire::I64(v)) => meta.end_ns = v,
-            (9, Wire::Len(kv)) if wants_attrs => {
-                let (k, v) = key_value(buf, kv)?;
-                meta.leaf_bits |= probe.span_attribute(k, v);
-            }
             (15, Wire::Len(st)) => {
                 let mut srd = Reader::new(buf, st);
                 while let Some((sn, _, sw)) = srd.field()? {

@@ -43,6 +43,7 @@ enum Ty {
     Nested(Msg),
 }
 
+#[inline(always)]
 fn field_type(m: Msg, n: u32) -> Option<Ty> {
     use Msg::*;
     use Ty::*;
@@ -111,8 +112,70 @@ fn msg_name(m: Msg) -> &'static str {
     }
 }
 
-/// Checks one field of message `m` (`depth` is the message's own depth from the request).
+/// UTF-8 check with the all-ASCII case (nearly every OTLP string) inline.
+#[inline(always)]
+fn is_utf8(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
+/// Checks one `KeyValue` body at `depth` and returns the ranges of its key and value bodies
+/// (empty when absent): the strict check and the attribute read in one walk.
 #[inline]
+pub(super) fn key_value(
+    buf: &[u8],
+    r: Range<usize>,
+    depth: u32,
+) -> Result<(Range<usize>, Range<usize>), DecodeError> {
+    let mut rd = Reader::new(buf, r);
+    let (mut key, mut value) = (0..0, 0..0);
+    while let Some((n, _, w)) = rd.field()? {
+        match (n, w) {
+            (1, Wire::Len(k)) => {
+                if !is_utf8(&buf[k.clone()]) {
+                    return Err(DecodeError::Utf8 {
+                        field: "KeyValue.key",
+                    });
+                }
+                key = k;
+            }
+            (2, Wire::Len(v)) => {
+                any_value(buf, v.clone(), depth + 1)?;
+                value = v;
+            }
+            (n, w) => check_field(buf, Msg::KeyValue, n, &w, depth)?,
+        }
+    }
+    Ok((key, value))
+}
+
+/// Checks an `AnyValue` body: a scalar (nearly every attribute) inline, arrays and lists
+/// through the general walk.
+#[inline(always)]
+fn any_value(buf: &[u8], r: Range<usize>, depth: u32) -> Result<(), DecodeError> {
+    let mut rd = Reader::new(buf, r.clone());
+    let Some((n, _, w)) = rd.field()? else {
+        return Ok(());
+    };
+    if rd.pos == rd.end {
+        match (n, &w) {
+            (1, Wire::Len(s)) => {
+                return if is_utf8(&buf[s.clone()]) {
+                    Ok(())
+                } else {
+                    Err(DecodeError::Utf8 {
+                        field: "AnyValue.string_value",
+                    })
+                };
+            }
+            (2 | 3, Wire::Varint(_)) | (4, Wire::I64(_)) => return Ok(()),
+            _ => {}
+        }
+    }
+    check_message(buf, r, Msg::AnyValue, depth)
+}
+
+/// Checks one field of message `m` (`depth` is the message's own depth from the request).
+#[inline(always)]
 pub(super) fn check_field(
     buf: &[u8],
     m: Msg,
@@ -143,7 +206,7 @@ pub(super) fn check_field(
         });
     }
     match (ty, w) {
-        (Ty::Str(field), Wire::Len(r)) if std::str::from_utf8(&buf[r.clone()]).is_err() => {
+        (Ty::Str(field), Wire::Len(r)) if !is_utf8(&buf[r.clone()]) => {
             return Err(DecodeError::Utf8 { field });
         }
         (Ty::Nested(inner), Wire::Len(r)) => check_message(buf, r.clone(), inner, depth + 1)?,
