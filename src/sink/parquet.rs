@@ -87,9 +87,11 @@ impl ParquetSink {
                             .map(|files| (files, rejected))
                     })
                     .await
+                    .map_err(|e| format!("encoder task: {e}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
                 };
                 let files = match encoded {
-                    Ok(Ok((files, rejected))) => {
+                    Ok((files, rejected)) => {
                         if let Some(r) = rejected.first() {
                             // Validated on the way in, so this is corruption or a bug: the
                             // rest of the segment goes on, the spans are counted and named.
@@ -98,9 +100,10 @@ impl ParquetSink {
                         }
                         files
                     }
-                    Ok(Err(e)) => {
-                        // Encoding is a pure function of the rows: after a few tries the same
-                        // input fails the same way, so the segment is given up, loudly.
+                    Err(e) => {
+                        // Encoding is a pure function of the rows (and a panicking encoder task
+                        // panics again): after a few tries the same input fails the same way, so
+                        // the segment is given up, loudly.
                         telemetry::sink_error(SinkLabel::Parquet);
                         encode_failures += 1;
                         if encode_failures >= MAX_ENCODE_ATTEMPTS {
@@ -109,19 +112,6 @@ impl ParquetSink {
                             return offsets;
                         }
                         tracing::error!(partition, error = %e, "segment encoding failed; retrying");
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt = attempt.saturating_add(1);
-                        continue;
-                    }
-                    Err(e) => {
-                        telemetry::sink_error(SinkLabel::Parquet);
-                        encode_failures += 1;
-                        if encode_failures >= MAX_ENCODE_ATTEMPTS {
-                            telemetry::spans_rejected(SinkLabel::Parquet, n);
-                            tracing::error!(partition, spans = n, first, last, error = %e, "segment encoder keeps failing; its spans are left out of the archive");
-                            return offsets;
-                        }
-                        tracing::error!(partition, error = %e, "segment encoder task failed; retrying");
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt = attempt.saturating_add(1);
                         continue;
