@@ -429,6 +429,15 @@ impl<'a> RawValue<'a> {
         any_value(self.buf, self.start..self.end).unwrap_or(AnyValueRef::Other)
     }
 
+    /// The value whose `AnyValue` body is `buf[r]`.
+    fn at(buf: &'a [u8], r: Range<usize>) -> RawValue<'a> {
+        RawValue {
+            buf,
+            start: r.start,
+            end: r.end,
+        }
+    }
+
     /// A value from an already-parsed scalar (for tests and tools).
     pub fn encode(v: AnyValueRef<'_>, scratch: &'a mut Vec<u8>) -> RawValue<'a> {
         scratch.clear();
@@ -636,41 +645,26 @@ fn any_value(buf: &[u8], r: Range<usize>) -> Result<AnyValueRef<'_>, DecodeError
     Ok(out)
 }
 
-/// Splits a `KeyValue` body into its key and its (unparsed) value.
-#[inline]
-fn key_value(buf: &[u8], r: Range<usize>) -> Result<(&[u8], RawValue<'_>), DecodeError> {
-    let mut rd = Reader::new(buf, r);
-    let mut key: &[u8] = &[];
-    let mut value = RawValue {
-        buf,
-        start: 0,
-        end: 0,
-    };
-    while let Some((n, _, w)) = rd.field()? {
-        match (n, w) {
-            (1, Wire::Len(s)) => key = &buf[s],
-            (2, Wire::Len(s)) => {
-                value = RawValue {
-                    buf,
-                    start: s.start,
-                    end: s.end,
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok((key, value))
-}
-
-/// Leaves matched by a `Resource` body's attributes.
-fn resource_bits(buf: &[u8], r: Range<usize>, probe: &impl SpanProbe) -> Result<u128, DecodeError> {
+/// Checks a `Resource` body at `depth` (strictly, as every accepted resource is) and, when
+/// `wants_attrs`, returns the leaves its attributes match: one walk for both.
+fn resource_bits(
+    buf: &[u8],
+    r: Range<usize>,
+    probe: &impl SpanProbe,
+    wants_attrs: bool,
+    depth: u32,
+) -> Result<u128, DecodeError> {
     let mut rd = Reader::new(buf, r);
     let mut bits = 0u128;
     while let Some((n, _, w)) = rd.field()? {
-        if let (1, Wire::Len(kv)) = (n, w) {
-            let (k, v) = key_value(buf, kv)?;
-            bits |= probe.resource_attribute(k, v);
+        if let (1, Wire::Len(kv)) = (n, &w) {
+            let (k, v) = strict::key_value(buf, kv.clone(), depth + 1)?;
+            if wants_attrs {
+                bits |= probe.resource_attribute(&buf[k], RawValue::at(buf, v));
+            }
+            continue;
         }
+        strict::check_field(buf, strict::Msg::Resource, n, &w, depth)?;
     }
     Ok(bits)
 }
@@ -785,7 +779,8 @@ pub fn mark_span(span: &[u8], mark: &SamplingMark<'_>) -> Result<Vec<u8>, Decode
                 continue;
             }
             (9, Wire::Len(r)) => {
-                let (k, _) = key_value(span, r.clone())?;
+                let (k, _) = strict::key_value(span, r.clone(), SPAN_DEPTH + 1)?;
+                let k = &span[k];
                 if k == ATTR_POLICY.as_bytes() || k == ATTR_ADJUSTED_COUNT.as_bytes() {
                     continue;
                 }
@@ -858,12 +853,7 @@ fn scan_span(
             // Attributes: checked and read in one walk.
             let (k, v) = strict::key_value(buf, kv.clone(), SPAN_DEPTH + 1)?;
             if wants_attrs {
-                let value = RawValue {
-                    buf,
-                    start: v.start,
-                    end: v.end,
-                };
-                meta.leaf_bits |= probe.span_attribute(&buf[k], value);
+                meta.leaf_bits |= probe.span_attribute(&buf[k], RawValue::at(buf, v));
             }
             continue;
         }
@@ -932,22 +922,21 @@ fn scan_span(
 }
 
 /// The fields of a `ResourceSpans` or `ScopeSpans` besides its list, as whole encoded fields:
-/// the context message at field 1 (resource or scope) and the schema URL at field 3.
+/// the context message at field 1 (resource or scope; the caller checks it) and the schema URL
+/// at field 3.
 struct Envelope {
     ctx_field: Range<usize>,
     ctx_body: Range<usize>,
     schema_field: Range<usize>,
 }
 
-/// Reads and checks the envelope of a `ResourceSpans` / `ScopeSpans` body at `depth`: the
-/// context must be a valid `ctx` message, the schema URL UTF-8, the list length-delimited.
+/// Reads the envelope of a `ResourceSpans` / `ScopeSpans` body: the schema URL must be UTF-8,
+/// the three fields length-delimited.
 fn envelope(
     buf: &[u8],
     r: Range<usize>,
     message: &'static str,
     schema_url: &'static str,
-    ctx: strict::Msg,
-    depth: u32,
 ) -> Result<Envelope, DecodeError> {
     let mut env = Envelope {
         ctx_field: 0..0,
@@ -958,7 +947,6 @@ fn envelope(
     while let Some((n, tag_start, w)) = rd.field()? {
         match (n, w) {
             (1, Wire::Len(body)) => {
-                strict::check_message(buf, body.clone(), ctx, depth + 1)?;
                 env.ctx_field = tag_start..body.end;
                 env.ctx_body = body;
             }
@@ -1012,35 +1000,18 @@ pub fn scan_request(
             _ => continue,
         };
         // First pass over ResourceSpans: its resource and schema_url.
-        let rs_env = envelope(
-            buf,
-            rs.clone(),
-            "ResourceSpans",
-            "ResourceSpans.schema_url",
-            strict::Msg::Resource,
-            1,
-        )?;
+        let rs_env = envelope(buf, rs.clone(), "ResourceSpans", "ResourceSpans.schema_url")?;
         let (resource_field, resource_body, schema_field) =
             (rs_env.ctx_field, rs_env.ctx_body, rs_env.schema_field);
-        let res_bits = if wants_attrs && !resource_body.is_empty() {
-            resource_bits(buf, resource_body, probe)?
-        } else {
-            0
-        };
+        let res_bits = resource_bits(buf, resource_body, probe, wants_attrs, 2)?;
         // Second pass: each ScopeSpans.
         let mut rd = Reader::new(buf, rs);
         while let Some((fnum, _, fw)) = rd.field()? {
             let (2, Wire::Len(ss)) = (fnum, fw) else {
                 continue;
             };
-            let ss_env = envelope(
-                buf,
-                ss.clone(),
-                "ScopeSpans",
-                "ScopeSpans.schema_url",
-                strict::Msg::Scope,
-                2,
-            )?;
+            let ss_env = envelope(buf, ss.clone(), "ScopeSpans", "ScopeSpans.schema_url")?;
+            strict::check_message(buf, ss_env.ctx_body.clone(), strict::Msg::Scope, 3)?;
             let (scope_field, scope_schema) = (ss_env.ctx_field, ss_env.schema_field);
             let ctx = Arc::new(ScopeCtx {
                 resource_field: record.slice(resource_field.clone()),
@@ -1197,17 +1168,19 @@ pub fn chunk_spans(spans: &[SpanRef], max_bytes: usize) -> Vec<&[SpanRef]> {
     let mut out = Vec::new();
     let mut start = 0;
     let mut size = 0;
+    // A span costs its field; the first span of a chunk, and one whose context differs from
+    // the previous span's, also opens a group.
+    let cost = |s: &SpanRef, opens_group: bool| {
+        s.bytes.len() + 6 + if opens_group { s.ctx.framing_len() } else { 0 }
+    };
     for (i, s) in spans.iter().enumerate() {
         let opens_group = i == start || !Arc::ptr_eq(&spans[i - 1].ctx, &s.ctx);
-        let framing = if opens_group { s.ctx.framing_len() } else { 0 };
-        let cost = s.bytes.len() + 6 + framing;
-        if i > start && size + cost > max_bytes {
+        if i > start && size + cost(s, opens_group) > max_bytes {
             out.push(&spans[start..i]);
             start = i;
-            size = s.bytes.len() + 6 + s.ctx.framing_len();
-            continue;
+            size = 0;
         }
-        size += cost;
+        size += cost(s, i == start || opens_group);
     }
     if start < spans.len() {
         out.push(&spans[start..]);
@@ -1345,7 +1318,7 @@ pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, D
     )?;
     if wants_attrs {
         if let Some(body) = field_body(&span.ctx.resource_field) {
-            meta.leaf_bits |= resource_bits(&body, 0..body.len(), probe)?;
+            meta.leaf_bits |= resource_bits(&body, 0..body.len(), probe, true, 2)?;
         }
     }
     Ok(meta)
