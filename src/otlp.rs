@@ -1080,6 +1080,23 @@ pub fn scan_request_into(
     r
 }
 
+/// Bytes the spans take written apart, counting a context wherever `opens` says a (trace,
+/// context) pair opens a group; and the span bodies' bytes.
+fn fanout(
+    spans: &[ScannedSpan],
+    mut opens: impl FnMut((TraceId, *const ScopeCtx)) -> bool,
+) -> (usize, usize) {
+    let (mut out, mut bodies) = (0, 0);
+    for s in spans {
+        bodies += s.span.bytes.len();
+        out += len_field_size(s.span.bytes.len());
+        if opens((s.trace_id, Arc::as_ptr(&s.span.ctx))) {
+            out += s.span.ctx.framing_len();
+        }
+    }
+    (out, bodies)
+}
+
 /// The record-level rules of [`scan_request_into`] over its scanned spans.
 fn admit(len: usize, spans: &mut [ScannedSpan]) -> Result<(), DecodeError> {
     if spans.is_empty() {
@@ -1090,30 +1107,15 @@ fn admit(len: usize, spans: &mut [ScannedSpan]) -> Result<(), DecodeError> {
     // trace's spans of one context are adjacent in its output). Counting a context at every
     // change of (trace, context) along the record bounds that from above; the exact count is
     // taken only when the bound is over the limit.
-    let mut bound = 0usize;
-    let mut prev: Option<(TraceId, *const ScopeCtx)> = None;
-    for s in spans.iter() {
-        bound += len_field_size(s.span.bytes.len());
-        let key = (s.trace_id, Arc::as_ptr(&s.span.ctx));
-        if prev != Some(key) {
-            bound += s.span.ctx.framing_len();
-            prev = Some(key);
-        }
-    }
+    let mut prev = None;
+    let (bound, bodies) = fanout(spans, |key| prev.replace(key) != Some(key));
     if bound > limit {
-        let mut seen: std::collections::HashSet<(TraceId, *const ScopeCtx)> = Default::default();
-        let mut exact = 0usize;
-        for s in spans.iter() {
-            exact += len_field_size(s.span.bytes.len());
-            if seen.insert((s.trace_id, Arc::as_ptr(&s.span.ctx))) {
-                exact += s.span.ctx.framing_len();
-            }
-        }
+        let mut seen = std::collections::HashSet::new();
+        let (exact, _) = fanout(spans, |key| seen.insert(key));
         if exact > limit {
             return Err(DecodeError::Amplification { len, fanout: exact });
         }
     }
-    let bodies: usize = spans.iter().map(|s| s.span.bytes.len()).sum();
     let n = spans.len();
     let rest = len.saturating_sub(bodies);
     for (i, s) in spans.iter_mut().enumerate() {
