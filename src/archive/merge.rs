@@ -160,7 +160,8 @@ fn trace_ids_per_row_group(group: &[&InputInfo], limits: &MergeLimits) -> u64 {
         return 64;
     }
     let per_row = (stored / rows).max(8);
-    (limits.row_group_bytes / per_row / 4).clamp(64, rows)
+    // At least 64, but never more than the rows (a group of fewer than 64 rows is valid).
+    (limits.row_group_bytes / per_row / 4).max(64).min(rows)
 }
 
 /// Merges sorted `inputs` into sorted, deduplicated files in `work`, named
@@ -648,6 +649,30 @@ fn merge_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trace_ids_per_row_group_handles_small_groups() {
+        let info = |rows, stored| InputInfo {
+            path: PathBuf::new(),
+            rows,
+            stored,
+            buffers: 0,
+            row_bytes: 0,
+        };
+        let limits = MergeLimits {
+            memory_budget: 1 << 30,
+            row_group_bytes: 1 << 20,
+            file_bytes: 1 << 30,
+            fan_in: 8,
+        };
+        let (small, big) = (info(36, 36 * 100), info(1_000_000, 100_000_000));
+        assert_eq!(trace_ids_per_row_group(&[&small], &limits), 36);
+        assert_eq!(trace_ids_per_row_group(&[&big], &limits), 2621);
+        assert_eq!(
+            trace_ids_per_row_group(&[&info(100, 100 * 1_000_000)], &limits),
+            64
+        );
+    }
 
     #[test]
     fn batch_rows_fit_the_share_or_refuse() {
