@@ -1,5 +1,5 @@
 //! The commands, one file each under `cli/`: `run`, `demo`, `check`, `dry-run`, `compact`,
-//! `trace`, `cost`, `gen`, `bench`, `bench-archive`. `anyhow` is used here and nowhere else.
+//! `trace`, `cost`, `gen`, `bench`, `bench-archive`, `topology`. `anyhow` is used here and nowhere else.
 
 pub mod bench;
 pub mod bench_archive;
@@ -9,6 +9,7 @@ pub mod demo;
 pub mod dry_run;
 pub mod gen;
 pub mod run;
+pub mod topology;
 pub mod trace;
 
 use std::path::PathBuf;
@@ -144,6 +145,24 @@ pub enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Topics as code: `check` the topics file against the configuration (offline), `plan`
+    /// what reconciling the cluster with it would change, `apply` it. Unsafe states are refused
+    /// with their reason.
+    Topology {
+        /// check | plan | apply.
+        #[arg(value_enum)]
+        verb: topology::Verb,
+        /// Configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Topics file (default: `kafka.topics_file` of the configuration).
+        #[arg(long)]
+        topics: Option<PathBuf>,
+        /// Allow adding partitions to topics keyed by trace id (moves traces between owners:
+        /// drain the pipeline first).
+        #[arg(long)]
+        allow_repartition: bool,
+    },
     /// Produce realistic OTLP traces into a topic.
     Gen {
         /// Bootstrap servers.
@@ -214,6 +233,23 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             None => ExitCode::from(2),
         }),
+        Command::Topology {
+            verb,
+            config,
+            topics,
+            allow_repartition,
+        } => {
+            init_logs("warn,librdkafka=error");
+            let Some(cfg) = load(&config) else {
+                return Ok(ExitCode::from(2));
+            };
+            runtime()?.block_on(topology::main(
+                verb,
+                &cfg,
+                topics.as_deref(),
+                allow_repartition,
+            ))
+        }
         Command::Run { config } => {
             init_logs("info");
             let Some(cfg) = load(&config) else {

@@ -109,13 +109,39 @@ impl Config {
     }
 
     /// Parses and validates YAML text; reports every problem found.
+    ///
+    /// `${env:NAME}` and `${file:/path}` references are resolved from the process environment
+    /// and the file system first (see [`crate::settings::secrets`]).
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
-        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        Config::parse_with(text, &crate::settings::secrets::System)
+    }
+
+    /// [`Config::parse`] with references resolved through `lookup`.
+    pub fn parse_with(
+        text: &str,
+        lookup: &dyn crate::settings::secrets::Lookup,
+    ) -> Result<Config, ConfigErrors> {
+        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
             ConfigErrors(vec![ConfigError::new("", format!("not valid YAML: {e}"))])
         })?;
         let mut errors = Vec::new();
+        let substituted = crate::settings::secrets::expand(&mut value, lookup, &mut errors);
+        Config::from_value(&value, errors).map_err(|ConfigErrors(errors)| {
+            ConfigErrors(
+                errors
+                    .into_iter()
+                    .map(|e| ConfigError::new(e.path, substituted.scrub(&e.message)))
+                    .collect(),
+            )
+        })
+    }
+
+    fn from_value(
+        value: &serde_yaml::Value,
+        mut errors: Vec<ConfigError>,
+    ) -> Result<Config, ConfigErrors> {
         let empty = serde_yaml::Mapping::new();
-        let map = match &value {
+        let map = match value {
             serde_yaml::Value::Mapping(m) => m,
             serde_yaml::Value::Null => &empty,
             _ => {

@@ -24,4 +24,4 @@ pub(crate) mod sink;
 pub(crate) mod source;
 pub mod store;
 pub mod telemetry;
-pub(crate) mod topics;
+pub mod topics;

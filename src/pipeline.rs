@@ -246,7 +246,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
-    let producer: FutureProducer = crate::source::kafka::producer_config(&config.kafka).create()?;
+    let producer: FutureProducer =
+        crate::source::kafka::create(&crate::source::kafka::producer_config(&config.kafka))?;
     crate::topics::ensure_run_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
         Some(crate::archive::open_store(&config.archive.hot.url)?)

@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+pub mod secrets;
+pub use secrets::{is_secret_key, Properties};
+
 use serde::{Deserialize, Serialize};
 
 /// One configuration problem, with where it is.

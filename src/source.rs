@@ -354,10 +354,13 @@ pub fn start(
     // The end of each partition is reported (stream time follows the wall clock only at the
     // end), and the lag gauge comes from librdkafka's statistics, never a blocking call.
     cc.set("enable.partition.eof", "true");
+    if let Some(id) = &cfg.group_instance_id {
+        cc.set("group.instance.id", id);
+    }
     if !cfg.properties.contains_key("statistics.interval.ms") {
         cc.set("statistics.interval.ms", "5000");
     }
-    let consumer: BaseConsumer<Ctx> = cc.create_with_context(ctx)?;
+    let consumer: BaseConsumer<Ctx> = kafka::create_with_context(&cc, ctx)?;
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
     for t in &topics {
         let found = md

@@ -1,17 +1,22 @@
-//! Topics as code: the one place tracesift creates or inspects Kafka topics.
+//! Topics as code: the one place tracesift creates, inspects or changes Kafka topics.
 //!
-//! A [`TopicSpec`] is a topic's name, partition count, replication and topic configs. The
-//! pipeline creates the topics it writes to when they are missing ([`ensure_run_topics`]), the
-//! load generator and the bench create their input topic ([`create`]); each goes through
-//! [`create_missing`], which creates what is missing in one admin request, leaves what exists
-//! alone and reports what it created. Created topics take the broker's default replication
-//! factor (`default.replication.factor`); `topology/topics.yaml` holds the
-//! production settings with their reasons.
+//! - `topics/file.rs`: the topics file (`kafka.topics_file`, `topology/topics.yaml`), each
+//!   topic with its role; pure parsing and the tie to the configuration.
+//! - `topics/plan.rs`: the pure plan (file × cluster → create / alter / add partitions) and the
+//!   safety rules, the same for `tracesift topology` and for `run` at start.
+//! - here: the admin-API side: [`describe`] the cluster, [`apply`] a plan, and
+//!   [`ensure_run_topics`], which `run` calls: it refuses to start on an unsafe topology and
+//!   creates missing topics only with `kafka.create_topics` (broker-default replication).
+//!
+//! [`create`] is the load generator's and the bench's way to make their input topic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, OwnedResourceSpecifier,
+    ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -19,6 +24,12 @@ use rdkafka::metadata::Metadata;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
+
+pub mod file;
+pub mod plan;
+
+pub use file::{roles_of, Role, TopicsFile, Wanted};
+pub use plan::{plan, unsafe_states, Action, Actual, Plan, Refusal, Rules};
 
 /// How long one metadata or admin request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +74,20 @@ pub enum TopicError {
         /// Topic.
         topic: String,
         /// What is wrong.
+        reason: String,
+    },
+    /// The topology is unsafe to run on; every reason.
+    #[error("unsafe topology, not starting:\n{}", .0.iter().map(|r| format!("  - {r}\n")).collect::<String>())]
+    Unsafe(Vec<Refusal>),
+    /// Topics the pipeline needs are missing and `kafka.create_topics` is off.
+    #[error("missing topic(s) {}: create them with `tracesift topology apply -c FILE` (topology/topics.yaml), or set kafka.create_topics: true", .0.join(", "))]
+    Missing(Vec<String>),
+    /// A change of the plan failed.
+    #[error("{action}: {reason}")]
+    Apply {
+        /// The step.
+        action: String,
+        /// Why.
         reason: String,
     },
 }
@@ -130,7 +155,7 @@ pub async fn create_missing(
 
 /// Creates `spec` unless it exists (the load generator's and the bench's input topic).
 pub async fn create(client: &ClientConfig, spec: TopicSpec) -> Result<bool, TopicError> {
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let admin: AdminClient<DefaultClientContext> = crate::source::kafka::create(client)?;
     let md = metadata(&admin)?;
     Ok(!create_missing(&admin, &md, &[spec]).await?.is_empty())
 }
@@ -163,47 +188,197 @@ pub fn run_topics(cfg: &Config, input_partitions: i32, rekey_partitions: i32) ->
     specs
 }
 
-/// Checks and creates what `tracesift run` needs: the rekeyed input must exist, the decision
-/// log must have at least as many partitions as the input (co-partitioning), and missing output
-/// topics are created.
-pub async fn ensure_run_topics(cfg: &Config) -> Result<(), TopicError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::source::kafka::admin_config(&cfg.kafka).create()?;
-    let md = metadata(&admin)?;
-    let input = cfg
-        .kafka
-        .input_topics
-        .first()
-        .map(|t| partitions(&md, t))
-        .filter(|n| *n > 0)
-        .unwrap_or(1);
-    let rekey = match cfg.kafka.rekey.input_topics.first() {
-        None => 0,
-        Some(first) => match partitions(&md, first) {
-            0 if partitions(&md, &cfg.kafka.rekey.topic) == 0 => {
-                return Err(TopicError::Topic {
-                    topic: first.clone(),
-                    reason: "the rekeyed input topic does not exist".into(),
-                })
+/// The state of `names` in the cluster: partitions and replication from the metadata, topic
+/// configs from DescribeConfigs (`None` where the broker does not answer it; the in-process
+/// mock cluster does not). Topics that do not exist are absent from the map.
+pub async fn describe(
+    admin: &AdminClient<DefaultClientContext>,
+    names: &[&str],
+) -> Result<BTreeMap<String, Actual>, TopicError> {
+    let md = metadata(admin)?;
+    let mut out = BTreeMap::new();
+    for t in md.topics() {
+        if !names.contains(&t.name()) || t.partitions().is_empty() {
+            continue;
+        }
+        let replication = t
+            .partitions()
+            .first()
+            .map_or(0, |p| p.replicas().len() as i32);
+        out.insert(
+            t.name().to_string(),
+            Actual {
+                partitions: t.partitions().len() as i32,
+                replication,
+                configs: None,
+            },
+        );
+    }
+    let existing: Vec<String> = out.keys().cloned().collect();
+    let specs: Vec<ResourceSpecifier<'_>> = existing
+        .iter()
+        .map(|n| ResourceSpecifier::Topic(n.as_str()))
+        .collect();
+    if specs.is_empty() {
+        return Ok(out);
+    }
+    let opts = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+    match admin.describe_configs(&specs, &opts).await {
+        Ok(results) => {
+            for r in results.into_iter().flatten() {
+                let OwnedResourceSpecifier::Topic(name) = &r.specifier else {
+                    continue;
+                };
+                if r.entries.is_empty() {
+                    continue;
+                }
+                let configs: BTreeMap<String, String> = r
+                    .entries
+                    .iter()
+                    .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+                    .collect();
+                if let Some(a) = out.get_mut(name) {
+                    a.configs = Some(configs);
+                }
             }
-            n => n,
-        },
-    };
-    if cfg.kafka.decision_log {
-        let log = &cfg.kafka.decisions_topic;
-        let n = partitions(&md, log);
-        if n > 0 && n < input {
-            return Err(TopicError::Topic {
-                topic: log.clone(),
-                reason: format!(
-                    "the decision log has {n} partitions but the input has {input}; \
-                     it must be co-partitioned (at least as many partitions)"
-                ),
-            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the broker does not describe topic configs; only partitions are checked")
         }
     }
-    for t in create_missing(&admin, &md, &run_topics(cfg, input, rekey)).await? {
-        tracing::warn!(topic = %t, "created a missing topic with the broker's default replication; manage production topics explicitly (topology/topics.yaml)");
+    Ok(out)
+}
+
+/// Makes the plan's changes, in order; stops at the first that fails. A plan with refusals is
+/// not applied. Configs are altered with Kafka's AlterConfigs, which sets a topic's whole set of
+/// overrides: configs the file does not list return to the broker's defaults.
+pub async fn apply(
+    admin: &AdminClient<DefaultClientContext>,
+    plan: &Plan,
+) -> Result<usize, TopicError> {
+    if !plan.refused.is_empty() {
+        return Err(TopicError::Unsafe(plan.refused.clone()));
     }
-    Ok(())
+    let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+    let failed = |action: String, reason: String| TopicError::Apply { action, reason };
+    for a in &plan.actions {
+        match a {
+            Action::Create(w) => {
+                let t = w.configs.iter().fold(
+                    NewTopic::new(
+                        &w.name,
+                        w.partitions,
+                        TopicReplication::Fixed(w.replication),
+                    ),
+                    |t, (k, v)| t.set(k, v),
+                );
+                for r in admin.create_topics([&t], &opts).await? {
+                    if let Err((topic, e)) = r {
+                        return Err(failed(format!("create {topic}"), e.to_string()));
+                    }
+                }
+            }
+            Action::AlterConfigs { topic, all, .. } => {
+                let c = all.iter().fold(
+                    AlterConfig::new(ResourceSpecifier::Topic(topic)),
+                    |c, (k, v)| c.set(k, v),
+                );
+                let results = admin
+                    .alter_configs([&c], &opts)
+                    .await
+                    .map_err(|e| failed(format!("alter {topic}"), unsupported(e)))?;
+                for r in results {
+                    if let Err((_, e)) = r {
+                        return Err(failed(format!("alter {topic}"), e.to_string()));
+                    }
+                }
+            }
+            Action::AddPartitions { topic, to, .. } => {
+                let np = NewPartitions::new(topic, *to as usize);
+                let results = admin
+                    .create_partitions([&np], &opts)
+                    .await
+                    .map_err(|e| failed(format!("add partitions to {topic}"), unsupported(e)))?;
+                for r in results {
+                    if let Err((_, e)) = r {
+                        return Err(failed(format!("add partitions to {topic}"), e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    Ok(plan.actions.len())
+}
+
+fn unsupported(e: KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature) => {
+            format!("the broker does not implement this admin request; make the change with the cluster's own tools ({e})")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Checks what `tracesift run` needs before it starts: every topic it uses exists (or is
+/// created, with `kafka.create_topics`), and the topology is safe ([`unsafe_states`]: retention
+/// of the replayed topics, no compaction of span topics, a compacted and co-partitioned decision
+/// log, `min.insync.replicas` within the replication factor). Every problem is reported at once.
+pub async fn ensure_run_topics(cfg: &Config) -> Result<(), TopicError> {
+    let admin: AdminClient<DefaultClientContext> =
+        crate::source::kafka::create(&crate::source::kafka::admin_config(&cfg.kafka))?;
+    let roles = roles_of(cfg);
+    let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
+    let mut state = describe(&admin, &names).await?;
+    let sources_missing: Vec<String> = roles
+        .iter()
+        .filter(|(n, r)| matches!(r, Role::Input | Role::RekeyInput) && !state.contains_key(n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !sources_missing.is_empty() {
+        // The inputs are the Collectors' topics: never created here.
+        return Err(TopicError::Missing(sources_missing));
+    }
+    let missing: Vec<String> = roles
+        .iter()
+        .filter(|(n, _)| !state.contains_key(n))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !missing.is_empty() {
+        if !cfg.kafka.create_topics {
+            return Err(TopicError::Missing(missing));
+        }
+        let md = metadata(&admin)?;
+        let input = cfg
+            .kafka
+            .input_topics
+            .iter()
+            .map(|t| partitions(&md, t))
+            .max()
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
+        let rekey = cfg
+            .kafka
+            .rekey
+            .input_topics
+            .first()
+            .map_or(0, |t| partitions(&md, t));
+        for t in create_missing(&admin, &md, &run_topics(cfg, input, rekey)).await? {
+            tracing::info!(topic = %t, "created a missing topic (kafka.create_topics; broker-default replication)");
+        }
+        state = describe(&admin, &names).await?;
+    }
+    let topics: Vec<(Role, String, Actual)> = roles
+        .into_iter()
+        .filter_map(|(n, r)| state.remove(&n).map(|a| (r, n, a)))
+        .collect();
+    let rules = Rules {
+        max_trace_age: cfg.store.max_trace_age,
+        replay_window: cfg.kafka.replay_window,
+        allow_repartition: false,
+    };
+    let refused = unsafe_states(&topics, rules);
+    match refused.is_empty() {
+        true => Ok(()),
+        false => Err(TopicError::Unsafe(refused)),
+    }
 }

@@ -55,7 +55,7 @@ async fn kill_9_then_late_spans_follow_the_logged_decisions() {
         &cfg,
         format!(
             r#"
-kafka: {{brokers: "{brokers}", group_id: crash, commit_interval: 200ms, properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "1000"}}}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: crash, commit_interval: 200ms, properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "1000"}}}}
 store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
 policies:
   - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}

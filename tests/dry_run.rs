@@ -53,7 +53,7 @@ async fn dry_run_reports_what_the_policies_do_and_writes_nothing() {
     std::fs::write(
         &cfg,
         format!(
-            "kafka: {{brokers: \"{brokers}\", group_id: dry}}\nstore: {{decision_wait: 3s}}\n{}",
+            "kafka: {{brokers: \"{brokers}\", create_topics: true, group_id: dry}}\nstore: {{decision_wait: 3s}}\n{}",
             support::spine::POLICIES
         ),
     )
@@ -160,7 +160,7 @@ async fn dry_run_figures_for_a_rate_limiter_equal_what_run_keeps() {
         &cfg,
         format!(
             r#"
-kafka: {{brokers: "{brokers}", group_id: limited, commit_interval: 200ms}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: limited, commit_interval: 200ms}}
 store: {{decision_wait: 500ms, decision_wait_after_root: 0s, tick: 50ms}}
 sinks: {{parquet: {{enabled: false}}}}
 telemetry: {{listen: ""}}

@@ -172,7 +172,7 @@ async fn no_commit_past_unresolved_work_under_faults() {
         .unwrap();
     let cfg = Config::parse(&format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: {GROUP}, commit_interval: 100ms}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: {GROUP}, commit_interval: 100ms}}
 store: {{decision_wait: 300ms, decision_wait_after_root: 300ms, tick: 20ms}}
 policies: [{{name: all, type: always_sample}}]
 sinks: {{parquet: {{enabled: false}}}}

@@ -22,7 +22,7 @@ async fn late_spans_follow_the_earlier_decision() {
     let hot = tempfile::tempdir().unwrap();
     let cfg = Config::parse(&format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: late, commit_interval: 200ms}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: late, commit_interval: 200ms}}
 store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
 policies:
   - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}

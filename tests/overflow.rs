@@ -93,6 +93,7 @@ async fn flood_stays_in_budget_and_giant_trace_does_not_stall() {
             r#"
 kafka:
   brokers: "{brokers}"
+  create_topics: true
   group_id: flood
 
   commit_interval: 200ms
@@ -323,7 +324,7 @@ async fn pause_mode_pauses_and_resumes_without_loss() {
     create_topic(&brokers, "otlp_spans", 1).await;
     let cfg = Config::parse(&format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: paused, commit_interval: 200ms, partition_queue_records: 64}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: paused, commit_interval: 200ms, partition_queue_records: 64}}
 store:
   decision_wait: 500ms
   decision_wait_after_root: 500ms

@@ -50,7 +50,7 @@ async fn no_record_wedges_a_partition() {
     let hot = dir.path().join("hot");
     let config = format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: poison, commit_interval: 200ms, partition_queue_bytes: {QUEUE_MIB}MiB}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: poison, commit_interval: 200ms, partition_queue_bytes: {QUEUE_MIB}MiB}}
 store: {{decision_wait: 2s, decision_wait_after_root: 1s, max_bytes: {STORE_MAX_MIB}MiB, max_trace_bytes: 4MiB}}
 archive: {{hot: {{url: "file://{}", flush_interval: 1s}}}}
 telemetry: {{listen: ""}}

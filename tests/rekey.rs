@@ -31,6 +31,7 @@ async fn unkeyed_input_is_rekeyed_and_sampled_whole() {
         r#"
 kafka:
   brokers: "{brokers}"
+  create_topics: true
   group_id: rekeyed
   input_topics: [otlp_spans_by_trace]
   commit_interval: 200ms

@@ -20,7 +20,7 @@ fn write_config(path: &Path, brokers: &str, policies: &str) {
         path,
         format!(
             r#"
-kafka: {{brokers: "{brokers}", group_id: reload, commit_interval: 200ms}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: reload, commit_interval: 200ms}}
 store: {{decision_wait: 1s, decision_wait_after_root: 500ms, tick: 50ms}}
 sinks: {{parquet: {{enabled: false}}}}
 telemetry: {{listen: ""}}

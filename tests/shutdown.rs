@@ -55,7 +55,7 @@ async fn sigterm_commits_the_partitions_that_drained_and_exits_within_the_deadli
     // has committed afterwards came from the final drain.
     let config = format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: shutdown, commit_interval: 1h}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: shutdown, commit_interval: 1h}}
 store: {{decision_wait: 300ms, tick: 50ms}}
 sinks: {{parquet: {{enabled: false}}}}
 telemetry: {{listen: ""}}

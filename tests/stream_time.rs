@@ -29,7 +29,7 @@ use tracesift::gen::{self, GenOptions};
 fn config(brokers: &str, group: &str, sampled: &str, store: &str, policies: &str) -> String {
     format!(
         r#"
-kafka: {{brokers: "{brokers}", group_id: {group}, sampled_topic: {sampled}, commit_interval: 200ms}}
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: {group}, sampled_topic: {sampled}, commit_interval: 200ms}}
 store: {{{store}}}
 sinks: {{parquet: {{enabled: false}}}}
 telemetry: {{listen: ""}}

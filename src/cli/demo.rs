@@ -60,6 +60,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     }
     let mut cfg_yaml: serde_yaml::Value = serde_yaml::from_str(DEMO_CONFIG)?;
     cfg_yaml["kafka"]["brokers"] = brokers.clone().into();
+    cfg_yaml["kafka"]["create_topics"] = true.into();
     cfg_yaml["archive"]["hot"]["url"] = format!("file://{}", hot.display()).into();
     cfg_yaml["telemetry"] = serde_yaml::from_str("{listen: '127.0.0.1:0'}")?;
     let cfg =

@@ -37,7 +37,8 @@ pub fn sample_topics(
         "group.id",
         format!("{}-dry-run-{}", cfg.kafka.group_id, std::process::id()),
     );
-    let consumer: BaseConsumer = cc.create().context("cannot create the consumer")?;
+    let consumer: BaseConsumer =
+        crate::source::kafka::create(&cc).context("cannot create the consumer")?;
     let mut tpl = TopicPartitionList::new();
     for t in &cfg.kafka.input_topics {
         let md = consumer

@@ -107,7 +107,7 @@ pub fn restore(
     let mut cc = crate::source::kafka::consumer_config(&cfg.kafka);
     cc.set("group.id", format!("{}-restore", cfg.kafka.group_id))
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = cc.create()?;
+    let consumer: BaseConsumer = crate::source::kafka::create(&cc)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let mut out = HashMap::new();
     if high <= low {

@@ -1,12 +1,11 @@
 //! `kafka:` — the source's section: brokers, group, topics, queues, passthrough properties.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::otlp::Encoding;
-use crate::settings::{validate_topic_name, ByteSize, ConfigError};
+use crate::settings::{validate_topic_name, ByteSize, ConfigError, Properties};
 
 /// `kafka:` — where records come from and go to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,9 +42,112 @@ pub struct KafkaConfig {
     pub max_record_bytes: ByteSize,
     /// Rekey stage for inputs not keyed by trace id.
     pub rekey: RekeyConfig,
-    /// librdkafka properties passed through to every client (consumer and producer).
-    pub properties: BTreeMap<String, String>,
+    /// Static membership: this member's `group.instance.id`, stable across restarts (a pod
+    /// name: `${env:POD_NAME}`). A restarted member with the same id takes its partitions back
+    /// at once, without a rebalance; a member that dies is noticed only after
+    /// `session.timeout.ms`, so keep that short (it is the longest its partitions stand still).
+    /// Unset: dynamic membership.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_instance_id: Option<String>,
+    /// Compression of the records tracesift writes (sampled, dead-letter, decision-log topics):
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`. Input batches may use any of them.
+    pub compression: Compression,
+    /// Create missing topics at start, with the partition count of the input and the broker's
+    /// default replication (on in the demo). Off: a missing topic stops the start with a
+    /// pointer to `tracesift topology apply`.
+    pub create_topics: bool,
+    /// The topics as code (`tracesift topology plan|apply|check`).
+    pub topics_file: String,
+    /// How far back a restarted pipeline must be able to replay beyond `store.max_trace_age`:
+    /// the input's (and rekey topic's) retention must cover both, or spans are deleted before
+    /// they are read again after an outage. Checked by `run` and `topology`.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// librdkafka properties passed through to every client (consumer and producer): TLS,
+    /// SASL, timeouts, tuning. Values may be `${env:NAME}` / `${file:/path}` references;
+    /// secret ones are never printed. The settings the guarantees rely on are refused here.
+    pub properties: Properties,
 }
+
+/// Compression codec of the records tracesift writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// `kafka.properties` keys tracesift sets itself because a guarantee depends on them, each with
+/// what to use instead.
+pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "use kafka.brokers"),
+    ("metadata.broker.list", "use kafka.brokers"),
+    ("group.id", "use kafka.group_id"),
+    ("group.instance.id", "use kafka.group_instance_id"),
+    ("compression.type", "use kafka.compression"),
+    ("compression.codec", "use kafka.compression"),
+    (
+        "enable.auto.commit",
+        "offsets are committed only once every sink has acknowledged",
+    ),
+    (
+        "enable.auto.offset.store",
+        "offsets are stored only once every sink has acknowledged",
+    ),
+    (
+        "auto.offset.reset",
+        "a new group must start from the earliest record, or spans are skipped",
+    ),
+    (
+        "enable.idempotence",
+        "the idempotent producer keeps kept traces and decisions free of duplicates and reordering",
+    ),
+    (
+        "acks",
+        "every write waits for all in-sync replicas (acks=all)",
+    ),
+    (
+        "request.required.acks",
+        "every write waits for all in-sync replicas (acks=all)",
+    ),
+    (
+        "isolation.level",
+        "the decision log and the input are read committed",
+    ),
+    (
+        "enable.partition.eof",
+        "the end of a partition drives stream time",
+    ),
+    (
+        "partition.assignment.strategy",
+        "revocation is incremental (cooperative-sticky)",
+    ),
+    (
+        "transactional.id",
+        "tracesift does not use transactions (DESIGN §4)",
+    ),
+];
 
 /// `kafka.rekey:` — topics whose records are not keyed by trace id are split per trace and
 /// re-produced, keyed by trace id, to `topic`, which must be one of `kafka.input_topics`.
@@ -84,7 +186,12 @@ impl Default for KafkaConfig {
             partition_queue_bytes: ByteSize(32 << 20),
             max_record_bytes: ByteSize(16 << 20),
             rekey: RekeyConfig::default(),
-            properties: BTreeMap::new(),
+            group_instance_id: None,
+            compression: Compression::Lz4,
+            create_topics: false,
+            topics_file: "topology/topics.yaml".into(),
+            replay_window: Duration::from_secs(3600),
+            properties: Properties::default(),
         }
     }
 }
@@ -172,18 +279,24 @@ impl KafkaConfig {
                 "must be at least 1KiB",
             ));
         }
-        for reserved in [
-            "group.id",
-            "bootstrap.servers",
-            "enable.auto.commit",
-            "enable.auto.offset.store",
-        ] {
-            if k.properties.contains_key(reserved) {
+        for (key, instead) in RESERVED_PROPERTIES {
+            if k.properties.contains_key(*key) {
                 e.push(ConfigError::new(
-                    format!("kafka.properties.{reserved}"),
-                    "is set by tracesift itself (use kafka.brokers / kafka.group_id)",
+                    format!("kafka.properties.{key}"),
+                    format!("is set by tracesift itself: {instead}"),
                 ));
             }
+        }
+        if let Some(id) = &k.group_instance_id {
+            if id.trim().is_empty() || id.len() > 249 {
+                e.push(ConfigError::new(
+                    "kafka.group_instance_id",
+                    "must be 1 to 249 characters (unset it for dynamic membership)",
+                ));
+            }
+        }
+        if k.topics_file.trim().is_empty() {
+            e.push(ConfigError::new("kafka.topics_file", "must not be empty"));
         }
     }
 }

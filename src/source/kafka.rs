@@ -4,7 +4,8 @@
 //! once; `kafka.properties` from the configuration is passed through to every client (consumer-
 //! only keys not to the producer and admin), so TLS, SASL and tuning are configured in one place.
 
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, FromClientConfig, FromClientConfigAndContext};
+use rdkafka::error::KafkaError;
 
 use super::config::KafkaConfig;
 
@@ -22,6 +23,7 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("queued.max.messages.kbytes", "16384")
         // One fetch response is buffered whole: keep it well under the prefetch bound, but
@@ -46,7 +48,7 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
-        .set("compression.type", "lz4")
+        .set("compression.type", cfg.compression.as_str())
         // Bounded: writes wait (and the partitions behind them pause) beyond 64 MiB queued.
         .set("queue.buffering.max.kbytes", "65536")
         // A dead letter is as large as the largest input record accepted, plus headers.
@@ -90,4 +92,34 @@ fn is_producer_only(k: &str) -> bool {
         || k.starts_with("compression.")
         || k == "acks"
         || k == "enable.idempotence"
+}
+
+/// Creates a client from `c`; a refused setting is reported without its value when the key is
+/// a secret (librdkafka's message would otherwise quote it).
+pub fn create<T: FromClientConfig>(c: &ClientConfig) -> Result<T, KafkaError> {
+    c.create().map_err(redact)
+}
+
+/// [`create`] with a client context.
+pub fn create_with_context<C: rdkafka::ClientContext, T: FromClientConfigAndContext<C>>(
+    c: &ClientConfig,
+    context: C,
+) -> Result<T, KafkaError> {
+    c.create_with_context(context).map_err(redact)
+}
+
+/// `e` without a secret value in it.
+pub fn redact(e: KafkaError) -> KafkaError {
+    match e {
+        KafkaError::ClientConfig(code, desc, key, value)
+            if crate::settings::is_secret_key(&key) =>
+        {
+            let desc = match value.is_empty() {
+                true => desc,
+                false => desc.replace(&value, crate::settings::secrets::REDACTED),
+            };
+            KafkaError::ClientConfig(code, desc, key, crate::settings::secrets::REDACTED.into())
+        }
+        other => other,
+    }
 }

@@ -106,7 +106,11 @@ pub fn start(
     }
     let mut cc = crate::source::kafka::consumer_config(&cfg);
     cc.set("group.id", format!("{}-rekey", cfg.group_id));
-    let consumer: StreamConsumer<RekeyCtx> = cc.create_with_context(RekeyCtx::default())?;
+    if let Some(id) = &cfg.group_instance_id {
+        cc.set("group.instance.id", format!("{id}-rekey"));
+    }
+    let consumer: StreamConsumer<RekeyCtx> =
+        crate::source::kafka::create_with_context(&cc, RekeyCtx::default())?;
     let topics: Vec<&str> = rk.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let stop = Arc::new(AtomicBool::new(false));

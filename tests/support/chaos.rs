@@ -85,6 +85,7 @@ pub fn write_config(dir: &Path, brokers: &str) {
             r#"
 kafka:
   brokers: "{brokers}"
+  create_topics: true
   group_id: chaos
   commit_interval: 200ms
   properties: {{session.timeout.ms: "6000", heartbeat.interval.ms: "1000"}}

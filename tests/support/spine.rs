@@ -75,6 +75,7 @@ pub fn config(brokers: &str, group: &str, hot: &std::path::Path, tiers: bool) ->
         r#"
 kafka:
   brokers: "{brokers}"
+  create_topics: true
   group_id: {group}
   input_topics: [otlp_spans]
   commit_interval: 300ms

@@ -1,0 +1,498 @@
+//! Values from outside the file, and secrets kept out of every output.
+//!
+//! **References.** Any string in the configuration may name a value kept elsewhere, with the
+//! OpenTelemetry Collector's syntax: `${env:NAME}` (an environment variable), `${file:/path}`
+//! (a file's contents, one trailing newline removed, as Kubernetes mounts a Secret) and the
+//! short `${NAME}` (= `${env:NAME}`); `$$` is a literal `$`. A string that is one reference as a
+//! whole takes the type the value reads as in YAML (`${env:MAX_TRACES}` can fill a number), as
+//! in the Collector. [`expand`] runs before the sections are deserialized; every reference that
+//! cannot be resolved is a configuration error, all of them reported at once.
+//!
+//! **Secrets.** [`is_secret_key`] names the keys whose values are secrets (librdkafka's
+//! `*.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`, `sasl.jaas.config`, object
+//! store `secret_access_key`, `session_token`, …). [`Properties`], the string map used for
+//! `kafka.properties` and the object store options, prints such values as [`REDACTED`] in
+//! `tracesift check`, in `Debug` and therefore in every log line, while still showing that the
+//! key is set. [`Substituted`] keeps what was substituted so that a configuration error never
+//! quotes a value that came from the environment or a file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+use std::path::Path;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// What a secret's value is printed as.
+pub const REDACTED: &str = "<redacted: set>";
+
+/// Whether the value of configuration key `key` is a secret (case-insensitive; the last path
+/// segment of a dotted key counts, so `kafka.properties.sasl.password` is one).
+pub fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password")
+        || k.contains("secret")
+        || k.contains("token")
+        || k.contains("credential")
+        || k.contains("private")
+        || k.contains("jaas")
+        || k == "sasl.oauthbearer.config"
+        || (k.contains("key") && k.ends_with(".pem"))
+}
+
+/// Where references are looked up: the process environment and the file system, or a fixed
+/// table in tests.
+pub trait Lookup {
+    /// An environment variable.
+    fn env(&self, name: &str) -> Option<String>;
+    /// A file's contents.
+    fn file(&self, path: &Path) -> Result<String, String>;
+}
+
+/// The process environment and the file system.
+pub struct System;
+
+impl Lookup for System {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn file(&self, path: &Path) -> Result<String, String> {
+        std::fs::read_to_string(path).map_err(|e| e.to_string())
+    }
+}
+
+/// The values [`expand`] put into the configuration, each with the reference it came from, so
+/// that messages can name the reference instead of quoting the value.
+#[derive(Debug, Default)]
+pub struct Substituted(Vec<(String, String)>);
+
+impl Substituted {
+    /// `message` with every substituted value (of 3 bytes or more) replaced by its reference.
+    pub fn scrub(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        for (reference, value) in &self.0 {
+            if value.len() >= 3 && out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), reference);
+            }
+        }
+        out
+    }
+}
+
+/// Resolves every reference in the strings of `value` (keys are left alone), recording problems
+/// under their YAML paths.
+pub fn expand(
+    value: &mut serde_yaml::Value,
+    lookup: &dyn Lookup,
+    errors: &mut Vec<ConfigError>,
+) -> Substituted {
+    let mut done = Substituted::default();
+    walk(value, "", lookup, errors, &mut done);
+    done
+}
+
+fn walk(
+    value: &mut serde_yaml::Value,
+    path: &str,
+    lookup: &dyn Lookup,
+    errors: &mut Vec<ConfigError>,
+    done: &mut Substituted,
+) {
+    match value {
+        serde_yaml::Value::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let key = match k {
+                    serde_yaml::Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
+                };
+                let p = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
+                walk(v, &p, lookup, errors, done);
+            }
+        }
+        serde_yaml::Value::Sequence(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                walk(v, &format!("{path}[{i}]"), lookup, errors, done);
+            }
+        }
+        serde_yaml::Value::Tagged(t) => walk(&mut t.value, path, lookup, errors, done),
+        serde_yaml::Value::String(s) if s.contains('$') => match resolve(s, lookup) {
+            Ok(Resolved { text, whole, refs }) => {
+                for (reference, v) in refs {
+                    done.0.push((reference, v));
+                }
+                *value = match whole {
+                    true => typed(text),
+                    false => serde_yaml::Value::String(text),
+                };
+            }
+            Err(msg) => errors.push(ConfigError::new(path, msg)),
+        },
+        _ => {}
+    }
+}
+
+/// A value that was one reference as a whole reads as YAML would read it, but only as a
+/// scalar: a number, a boolean, or else the string itself.
+fn typed(text: String) -> serde_yaml::Value {
+    match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        Ok(v @ (serde_yaml::Value::Number(_) | serde_yaml::Value::Bool(_))) => v,
+        _ => serde_yaml::Value::String(text),
+    }
+}
+
+struct Resolved {
+    text: String,
+    /// The string was exactly one reference.
+    whole: bool,
+    /// (reference, value) for each reference resolved.
+    refs: Vec<(String, String)>,
+}
+
+fn resolve(s: &str, lookup: &dyn Lookup) -> Result<Resolved, String> {
+    let mut text = String::with_capacity(s.len());
+    let mut refs = Vec::new();
+    let mut rest = s;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$$") {
+            text.push('$');
+            rest = after;
+        } else if let Some(body) = tail.strip_prefix("${") {
+            let end = body
+                .find('}')
+                .ok_or_else(|| format!("`{}` has no closing `}}`", short(tail)))?;
+            let inner = &body[..end];
+            let reference = format!("${{{inner}}}");
+            let value = lookup_one(inner, lookup)?;
+            text.push_str(&value);
+            refs.push((reference, value));
+            rest = &body[end + 1..];
+        } else {
+            text.push('$');
+            rest = &tail[1..];
+        }
+    }
+    text.push_str(rest);
+    let whole =
+        refs.len() == 1 && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+    Ok(Resolved { text, whole, refs })
+}
+
+fn lookup_one(inner: &str, lookup: &dyn Lookup) -> Result<String, String> {
+    let (scheme, name) = inner.split_once(':').unwrap_or(("env", inner));
+    match scheme {
+        "env" => {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!(
+                    "`${{{inner}}}`: `{name}` is not an environment variable name"
+                ));
+            }
+            lookup.env(name).ok_or_else(|| {
+                format!("`${{{inner}}}`: the environment variable {name} is not set")
+            })
+        }
+        "file" => {
+            let mut v = lookup
+                .file(Path::new(name))
+                .map_err(|e| format!("`${{{inner}}}`: cannot read the file: {e}"))?;
+            if v.ends_with('\n') {
+                v.pop();
+                if v.ends_with('\r') {
+                    v.pop();
+                }
+            }
+            Ok(v)
+        }
+        other => Err(format!(
+            "`${{{inner}}}`: unknown source `{other}` (use ${{env:NAME}} or ${{file:/path}})"
+        )),
+    }
+}
+
+fn short(s: &str) -> &str {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// A string map (`kafka.properties`, object store options) whose secret values never print.
+/// Values may be written as strings, numbers or booleans (`session.timeout.ms: 6000`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Properties(BTreeMap<String, String>);
+
+impl Properties {
+    /// A map of these pairs.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Properties(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// Sets `key` (for code that builds a configuration).
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.0.insert(key.into(), value.into());
+    }
+
+    /// The values as they will be printed: secrets replaced by [`REDACTED`].
+    pub fn redacted(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| {
+            let shown = if is_secret_key(k) {
+                REDACTED
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), shown)
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a Properties {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Properties {
+    /// No entries (for `skip_serializing_if`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Deref for Properties {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Properties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.redacted()).finish()
+    }
+}
+
+impl Serialize for Properties {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.redacted() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Properties {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(PropertiesVisitor)
+    }
+}
+
+struct PropertiesVisitor;
+
+impl<'de> Visitor<'de> for PropertiesVisitor {
+    type Value = Properties;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of keys to strings, numbers or booleans")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Properties, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v: Scalar = map.next_value()?;
+            out.insert(k, v.0);
+        }
+        Ok(Properties(out))
+    }
+}
+
+/// A YAML scalar as a string (never quoted in an error: it may be a secret).
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Table;
+
+    impl Lookup for Table {
+        fn env(&self, name: &str) -> Option<String> {
+            match name {
+                "SASL_PASSWORD" => Some("hunter2-secret".into()),
+                "MAX" => Some("5000".into()),
+                "POD" => Some("tracesift-1".into()),
+                _ => None,
+            }
+        }
+        fn file(&self, path: &Path) -> Result<String, String> {
+            match path.to_str() {
+                Some("/run/secrets/s3") => Ok("s3-secret-value\n".into()),
+                _ => Err("No such file or directory (os error 2)".into()),
+            }
+        }
+    }
+
+    fn expand_str(yaml: &str) -> (serde_yaml::Value, Vec<ConfigError>, Substituted) {
+        let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        let mut errors = Vec::new();
+        let s = expand(&mut v, &Table, &mut errors);
+        (v, errors, s)
+    }
+
+    #[test]
+    fn references_resolve_from_env_and_files() {
+        let (v, errors, _) = expand_str(
+            "a: ${env:SASL_PASSWORD}\nb: ${file:/run/secrets/s3}\nc: ${POD}-x\nd: ${env:MAX}\ne: cost $$5 or $3\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(v["a"].as_str(), Some("hunter2-secret"));
+        assert_eq!(
+            v["b"].as_str(),
+            Some("s3-secret-value"),
+            "one trailing newline removed"
+        );
+        assert_eq!(v["c"].as_str(), Some("tracesift-1-x"));
+        assert_eq!(
+            v["d"].as_u64(),
+            Some(5000),
+            "a whole reference reads as YAML"
+        );
+        assert_eq!(v["e"].as_str(), Some("cost $5 or $3"));
+    }
+
+    #[test]
+    fn every_unresolved_reference_is_reported_with_its_path() {
+        let (_, errors, _) = expand_str(
+            "kafka:\n  properties:\n    sasl.password: ${env:NOPE}\narchive:\n  tiers:\n    - {url: '${file:/missing}'}\nx: ${vault:y}\ny: ${env:BAD NAME}\nz: ${env:OPEN\n",
+        );
+        let got: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(got.len(), 5, "{got:#?}");
+        assert!(got[0].starts_with("kafka.properties.sasl.password: `${env:NOPE}`: the environment variable NOPE is not set"), "{got:#?}");
+        assert!(
+            got[1].starts_with("archive.tiers[0].url: `${file:/missing}`: cannot read the file"),
+            "{got:#?}"
+        );
+        assert!(got[2].contains("unknown source `vault`"), "{got:#?}");
+        assert!(
+            got[3].contains("not an environment variable name"),
+            "{got:#?}"
+        );
+        assert!(got[4].contains("no closing"), "{got:#?}");
+    }
+
+    #[test]
+    fn secrets_print_redacted_but_set() {
+        let p = Properties::from_pairs([
+            ("sasl.password", "hunter2"),
+            ("sasl.username", "alice"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            ("ssl.key.password", "keypass-xyz"),
+            ("sasl.oauthbearer.client.secret", "clientsecret-xyz"),
+            ("sasl.oauthbearer.client.id", "cid"),
+            ("secret_access_key", "sak-xyz"),
+            ("session_token", "tok-xyz"),
+            ("access_key_id", "AKIA"),
+        ]);
+        let yaml = serde_yaml::to_string(&p).unwrap();
+        let debug = format!("{p:?}");
+        for secret in [
+            "hunter2",
+            "BEGIN PRIVATE",
+            "keypass-xyz",
+            "clientsecret-xyz",
+            "sak-xyz",
+            "tok-xyz",
+        ] {
+            assert!(!yaml.contains(secret), "{secret} in {yaml}");
+        }
+        for shown in ["alice", "cid", "AKIA"] {
+            assert!(
+                yaml.contains(shown) && debug.contains(shown),
+                "{shown} hidden in {yaml}"
+            );
+        }
+        assert_eq!(yaml.matches(REDACTED).count(), 6, "{yaml}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains(REDACTED),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn properties_take_numbers_and_booleans() {
+        let p: Properties = serde_yaml::from_str(
+            "session.timeout.ms: 6000\nenable.ssl.certificate.verification: false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.get("session.timeout.ms").map(String::as_str),
+            Some("6000")
+        );
+        assert_eq!(
+            p.get("enable.ssl.certificate.verification")
+                .map(String::as_str),
+            Some("false")
+        );
+    }
+
+    #[test]
+    fn scrub_names_the_reference_instead_of_the_value() {
+        let (_, _, s) = expand_str("a: ${env:SASL_PASSWORD}\n");
+        assert_eq!(
+            s.scrub("invalid type: string \"hunter2-secret\", expected u64"),
+            "invalid type: string \"${env:SASL_PASSWORD}\", expected u64"
+        );
+    }
+}
