@@ -265,6 +265,11 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 telemetry::partitions_assigned(self.registry.len());
+                tracing::info!(
+                    assigned = tpl.count(),
+                    owned = self.registry.len(),
+                    "joined the group"
+                );
                 self.health.set_ready(true);
             }
             Rebalance::Revoke(_) => {}
@@ -385,6 +390,65 @@ pub fn start(
     })
 }
 
+/// Whether a consumer error means a batch that cannot be decompressed, and why.
+fn undecodable(code: rdkafka::types::RDKafkaErrorCode) -> Option<&'static str> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match code {
+        C::NotImplemented => Some("codec_not_built"),
+        C::BadCompression => Some("corrupt"),
+        _ => None,
+    }
+}
+
+/// What the poll thread says about the group: that it is joining, and, while it owns nothing,
+/// every so often how long it has waited and why that can be (so an idle member explains
+/// itself); it also lets a fault on readiness expire.
+struct Membership {
+    session_ms: String,
+    poll_ms: String,
+    next_report: Duration,
+    last_expiry: Duration,
+}
+
+impl Membership {
+    fn new(cfg: &KafkaConfig) -> Self {
+        let get = |k: &str, d: &str| cfg.properties.get(k).cloned().unwrap_or_else(|| d.into());
+        let m = Membership {
+            session_ms: get("session.timeout.ms", "45000"),
+            poll_ms: get("max.poll.interval.ms", "300000"),
+            next_report: Duration::from_secs(5),
+            last_expiry: Duration::ZERO,
+        };
+        tracing::info!(
+            group = %cfg.group_id,
+            instance = cfg.group_instance_id.as_deref().unwrap_or("(dynamic membership)"),
+            session_timeout_ms = %m.session_ms,
+            "joining the group"
+        );
+        m
+    }
+
+    fn check(&mut self, ctx: &Ctx, since_start: Duration) {
+        if since_start >= self.last_expiry + Duration::from_secs(1) {
+            self.last_expiry = since_start;
+            ctx.health.expire_fault(since_start.as_millis() as u64);
+        }
+        if !ctx.registry.is_empty() {
+            self.next_report = since_start + Duration::from_secs(5);
+            return;
+        }
+        if since_start >= self.next_report {
+            self.next_report = since_start + Duration::from_secs(5);
+            tracing::info!(
+                waited_s = since_start.as_secs(),
+                "no partition assigned yet: the coordinator waits for every member it knows to rejoin before it assigns; a member that died without leaving is dropped after session.timeout.ms={} (a rebalance waits up to max.poll.interval.ms={}); more members than partitions also leaves some idle",
+                self.session_ms,
+                self.poll_ms
+            );
+        }
+    }
+}
+
 /// Per-partition delivery state of the poll thread.
 enum Mode {
     /// Records go straight to the task.
@@ -417,7 +481,10 @@ fn poll_loop(
     let mut hold = hold_failpoint();
     let mut held_until: Option<(Key, MonoTime)> = None;
     let mut last_poll = clock.now();
+    let started = clock.now();
+    let mut membership = Membership::new(&cfg);
     while !stop.load(Ordering::Acquire) {
+        membership.check(ctx, clock.now().saturating_since(started));
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
             Some(Ok(msg)) => {
@@ -521,6 +588,22 @@ fn poll_loop(
                         h.tx.reached_end();
                     }
                 }
+            }
+            Some(Err(KafkaError::MessageConsumption(code))) if undecodable(code).is_some() => {
+                let reason = undecodable(code).unwrap_or("corrupt");
+                telemetry::undecodable_batch(reason);
+                let at = clock.now().saturating_since(started).as_millis() as u64;
+                let why = format!(
+                    "an input record batch cannot be decompressed ({reason}: {code}); its partition cannot advance past it"
+                );
+                if ctx.health.fault().is_none() {
+                    tracing::error!(
+                        %code,
+                        reason,
+                        "an input record batch cannot be decompressed: gzip, snappy, lz4 and zstd are built in, so the batch uses another codec or is corrupt; the partition stays at it (librdkafka's log names the codec and offset)"
+                    );
+                }
+                ctx.health.fault_seen(at, why);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
         }

@@ -76,6 +76,9 @@ pub const COMPACTION_ROWS: &str = "tracesift_compaction_rows_total";
 pub const LIFECYCLE_FILES: &str = "tracesift_lifecycle_files_total";
 /// Partitions this instance owns.
 pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
+/// Input record batches the client could not decompress (`reason`: `codec_not_built`,
+/// `corrupt`); the partition cannot advance past such a batch.
+pub const UNDECODABLE_BATCHES: &str = "tracesift_source_undecodable_batches_total";
 /// Times a partition was paused for backpressure.
 pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
 
@@ -217,6 +220,11 @@ fn describe() {
         PARTITIONS_ASSIGNED,
         Unit::Count,
         "Partitions owned by this instance."
+    );
+    describe_counter!(
+        UNDECODABLE_BATCHES,
+        Unit::Count,
+        "Input record batches that could not be decompressed, by reason (the partition is stuck there)."
     );
     describe_counter!(
         PARTITION_PAUSES,
@@ -444,6 +452,11 @@ pub fn policy_reload(applied: bool) {
         .increment(1);
 }
 
+/// Counts one input batch that could not be decompressed.
+pub fn undecodable_batch(reason: &'static str) {
+    counter!(UNDECODABLE_BATCHES, "reason" => reason).increment(1);
+}
+
 /// Partitions owned now.
 pub fn partitions_assigned(n: usize) {
     gauge!(PARTITIONS_ASSIGNED).set(n as f64);
@@ -455,7 +468,12 @@ pub struct Health {
     ready: Arc<AtomicBool>,
     /// Partitions whose decision cache is being restored from the decision log.
     restoring: Arc<std::sync::atomic::AtomicUsize>,
+    /// A fault that holds readiness down, with when it was last seen (monotonic ms) and why.
+    fault: Arc<std::sync::Mutex<Option<(u64, String)>>>,
 }
+
+/// A fault holds readiness down until it has not been seen for this long.
+pub const FAULT_HOLD_MS: u64 = 60_000;
 
 impl Health {
     /// Marks ready or not.
@@ -463,9 +481,38 @@ impl Health {
         self.ready.store(ready, Ordering::Release);
     }
 
-    /// True when ready: partitions assigned and no decision cache being restored.
+    /// True when ready: partitions assigned, no decision cache being restored, no fault.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire) && self.restoring.load(Ordering::Acquire) == 0
+        self.ready.load(Ordering::Acquire)
+            && self.restoring.load(Ordering::Acquire) == 0
+            && self.fault().is_none()
+    }
+
+    /// Records a fault seen at `now_ms` (monotonic): readiness stays down until it has not been
+    /// seen for [`FAULT_HOLD_MS`].
+    pub fn fault_seen(&self, now_ms: u64, why: impl Into<String>) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = Some((now_ms, why.into()));
+        }
+    }
+
+    /// Clears a fault last seen [`FAULT_HOLD_MS`] or more before `now_ms`.
+    pub fn expire_fault(&self, now_ms: u64) {
+        if let Ok(mut f) = self.fault.lock() {
+            if f.as_ref()
+                .is_some_and(|(at, _)| now_ms.saturating_sub(*at) >= FAULT_HOLD_MS)
+            {
+                *f = None;
+            }
+        }
+    }
+
+    /// The fault holding readiness down, if any.
+    pub fn fault(&self) -> Option<String> {
+        self.fault
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().map(|(_, why)| why.clone()))
     }
 
     /// Marks one partition's restore as running until the guard is dropped.

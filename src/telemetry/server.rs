@@ -82,7 +82,10 @@ pub async fn serve(
                 "/metrics" => ("200 OK", handle.render()),
                 "/healthz" => ("200 OK", "ok\n".to_string()),
                 "/readyz" if health.is_ready() => ("200 OK", "ready\n".to_string()),
-                "/readyz" => ("503 Service Unavailable", "not ready\n".to_string()),
+                "/readyz" => match health.fault() {
+                    Some(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
+                    None => ("503 Service Unavailable", "not ready\n".to_string()),
+                },
                 _ => ("404 Not Found", "not found\n".to_string()),
             };
             let resp = format!(

@@ -78,6 +78,10 @@ pub struct Broker {
     dir: tempfile::TempDir,
     storage: String,
     port: u16,
+    /// The port clients are told to connect to (a TLS terminator's, when one is in front).
+    advertised: u16,
+    /// Clients must authenticate (SASL SCRAM).
+    authentication: bool,
 }
 
 impl Broker {
@@ -92,27 +96,63 @@ impl Broker {
 
     /// Starts a broker with the given storage engine URL (run in the broker's own directory).
     pub fn start_with(storage: &str) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let child = Self::spawn(dir.path(), port, storage);
+        Self::start_advertising(storage, port, port)
+    }
+
+    /// Starts a broker on `port` that tells clients to connect to `advertised` (where a TLS
+    /// terminator forwards to `port`).
+    pub fn start_advertising(storage: &str, port: u16, advertised: u16) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let child = Self::spawn(dir.path(), port, advertised, storage, false);
         let b = Broker {
             brokers: format!("127.0.0.1:{port}"),
             child,
             dir,
             storage: storage.into(),
             port,
+            advertised,
+            authentication: false,
         };
         b.wait_ready();
         b
     }
 
-    fn spawn(dir: &Path, port: u16, storage: &str) -> Child {
+    /// Creates a SCRAM user (`scram256` or `scram512`) with tansu's own tool; call before
+    /// [`Broker::require_authentication`] (tansu asks its clients to authenticate for this too).
+    pub fn create_user(&self, name: &str, password: &str, mechanism: &str) {
+        let out = Command::new(tansu_bin())
+            .current_dir(self.dir.path())
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://{}", self.brokers),
+            ])
+            .args([name, password, "--mechanism", mechanism])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tansu user create {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Restarts the broker (same storage) with SASL authentication required.
+    pub fn require_authentication(&mut self) {
+        self.authentication = true;
+        self.restart();
+    }
+
+    fn spawn(dir: &Path, port: u16, advertised: u16, storage: &str, auth: bool) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("tansu.log"))
             .unwrap();
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised = format!("tcp://127.0.0.1:{advertised}");
         Command::new(tansu_bin())
             .current_dir(dir)
             .args([
@@ -120,10 +160,11 @@ impl Broker {
                 "--listener-url",
                 &url,
                 "--advertised-listener-url",
-                &url,
+                &advertised,
                 "--storage-engine",
                 storage,
             ])
+            .args(auth.then_some("--authentication"))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -154,7 +195,13 @@ impl Broker {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.dir.path(), self.port, &self.storage);
+        self.child = Self::spawn(
+            self.dir.path(),
+            self.port,
+            self.advertised,
+            &self.storage,
+            self.authentication,
+        );
         self.wait_ready();
     }
 }
@@ -210,7 +257,13 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
 
 /// [`read_all`] with an explicit idle time.
 pub fn read_until_idle(brokers: &str, topic: &str, idle: Duration) -> Vec<Read> {
-    let c: BaseConsumer = client(brokers)
+    read_with(client(brokers), topic, idle)
+}
+
+/// Reads every record of `topic` through a client made from `base` (TLS, SASL, ...) until
+/// nothing new arrives for `idle`.
+pub fn read_with(mut base: ClientConfig, topic: &str, idle: Duration) -> Vec<Read> {
+    let c: BaseConsumer = base
         .set("group.id", "tracesift-test-reader")
         .set("enable.auto.commit", "false")
         .create()
@@ -413,10 +466,18 @@ pub fn sampled_spans(
     brokers: &str,
     topic: &str,
 ) -> HashMap<[u8; 16], Vec<opentelemetry_proto::tonic::trace::v1::Span>> {
+    spans_of(read_all(brokers, topic), topic)
+}
+
+/// Every span of `records` (read from `topic`) by trace id, decoded strictly.
+pub fn spans_of(
+    records: Vec<Read>,
+    topic: &str,
+) -> HashMap<[u8; 16], Vec<opentelemetry_proto::tonic::trace::v1::Span>> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message;
     let mut out: HashMap<[u8; 16], Vec<_>> = HashMap::new();
-    for r in read_all(brokers, topic) {
+    for r in records {
         let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap_or_else(|e| {
             panic!(
                 "record {}@{} of {topic} does not decode strictly: {e}",
@@ -441,6 +502,7 @@ pub mod chaos;
 pub mod garage;
 pub mod hostile;
 pub mod strict;
+pub mod tls;
 /// The OTEP 235 rejection threshold of a 10% probabilistic policy.
 pub const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
 
