@@ -34,6 +34,9 @@ pub use plan::{plan, unsafe_states, Action, Actual, Plan, Refusal, Rules};
 /// How long one metadata or admin request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a DescribeConfigs request may take before the configs count as not described.
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A topic as tracesift wants it (created with the broker's default replication).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSpec {
@@ -222,7 +225,9 @@ pub async fn describe(
     if specs.is_empty() {
         return Ok(out);
     }
-    let opts = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+    // Short: a broker answers in milliseconds, and one that does not implement the request
+    // (librdkafka's mock cluster) should not hold the start up for long.
+    let opts = AdminOptions::new().request_timeout(Some(DESCRIBE_TIMEOUT));
     match admin.describe_configs(&specs, &opts).await {
         Ok(results) => {
             for r in results.into_iter().flatten() {

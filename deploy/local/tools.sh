@@ -3,7 +3,10 @@
 #
 #   tansu 0.6.0 (Kafka-protocol broker, built from crates.io with its storage engines; 8-20 min once)
 #   garage 2.5.0 (S3-compatible object store for the tier tests, built from crates.io; ~7 min once)
-#   a Python venv with duckdb and pyarrow (the analytics engines that read our Parquet)
+#   a Python venv with duckdb and pyarrow (the analytics engines that read our Parquet) and
+#     confluent-kafka (a second Kafka client: producers with every codec)
+#   Debian packages: libssl-dev and pkg-config (rdkafka is built with TLS), openssl (test
+#     certificates) and stunnel4 (a TLS terminator in front of the test broker)
 
 CACHE="${TRACESIFT_CACHE:-$HOME/.cache/tracesift}"
 TANSU_VERSION=0.6.0
@@ -11,6 +14,18 @@ TANSU_ROOT="$CACHE/tools/tansu-$TANSU_VERSION"
 TANSU_BIN="$TANSU_ROOT/bin/tansu"
 VENV="$CACHE/venv"
 mkdir -p "$CACHE/tools"
+
+need_apt=()
+pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need_apt+=(stunnel4)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  printf '\n==> Debian packages: %s\n' "${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -31,12 +46,12 @@ else
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow' 2>/dev/null; then
-  step "python venv with duckdb + pyarrow: cached at $VENV"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, confluent_kafka' 2>/dev/null; then
+  step "python venv with duckdb, pyarrow, confluent-kafka: cached at $VENV"
 else
-  step "python venv with duckdb + pyarrow: installing from PyPI"
+  step "python venv with duckdb, pyarrow, confluent-kafka: installing from PyPI"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow confluent-kafka
 fi
 
 export TRACESIFT_TANSU="$TANSU_BIN"
