@@ -32,6 +32,104 @@ fn check_prints_the_effective_config() {
     assert!(stdout.contains("name: errors"), "{stdout}");
 }
 
+/// Secrets given literally, from the environment and from a file: `check` shows that each is
+/// set and none of their values; reserved client settings are refused, every one listed.
+#[test]
+fn check_never_prints_a_secret_and_refuses_reserved_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("s3-secret");
+    std::fs::write(&secret_file, "S3-SECRET-FROM-FILE\n").unwrap();
+    let f = dir.path().join("secrets.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            r#"
+kafka:
+  brokers: "${{env:TS_BROKERS}}"
+  group_instance_id: ${{env:TS_POD}}
+  properties:
+    security.protocol: sasl_ssl
+    sasl.mechanisms: SCRAM-SHA-512
+    sasl.username: alice
+    sasl.password: ${{env:TS_KAFKA_PASSWORD}}
+    ssl.key.password: LITERAL-KEY-PASSWORD
+    ssl.key.pem: "-----BEGIN PRIVATE KEY-----LITERAL-PEM"
+    sasl.oauthbearer.client.secret: LITERAL-CLIENT-SECRET
+    session.timeout.ms: 6000
+archive:
+  tiers:
+    - name: cold
+      url: s3://bucket/traces
+      after: 30d
+      options: {{endpoint: "http://127.0.0.1:3900", region: garage, access_key_id: GKvisible, secret_access_key: "${{file:{}}}", session_token: LITERAL-SESSION-TOKEN}}
+policies: [{{name: all, type: always_sample}}]
+"#,
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let out = tracesift()
+        .args(["check", "-c"])
+        .arg(&f)
+        .env("TS_BROKERS", "b1:9093,b2:9093")
+        .env("TS_POD", "tracesift-2")
+        .env("TS_KAFKA_PASSWORD", "ENV-KAFKA-PASSWORD")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    for secret in [
+        "ENV-KAFKA-PASSWORD",
+        "LITERAL-KEY-PASSWORD",
+        "LITERAL-PEM",
+        "LITERAL-CLIENT-SECRET",
+        "S3-SECRET-FROM-FILE",
+        "LITERAL-SESSION-TOKEN",
+    ] {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    assert_eq!(all.matches("<redacted: set>").count(), 6, "{all}");
+    for shown in [
+        "brokers: b1:9093,b2:9093",
+        "group_instance_id: tracesift-2",
+        "sasl.username: alice",
+        "GKvisible",
+        "session.timeout.ms: '6000'",
+    ] {
+        assert!(all.contains(shown), "{shown} missing:\n{all}");
+    }
+
+    // An unset variable and reserved settings: every problem, no value.
+    std::fs::write(
+        &f,
+        "kafka:\n  properties: {enable.idempotence: false, acks: '1', isolation.level: read_uncommitted, auto.offset.reset: latest, enable.auto.commit: true, sasl.password: '${env:TS_UNSET_VAR}'}\npolicies: [{name: all, type: always_sample}]\n",
+    )
+    .unwrap();
+    let out = tracesift().args(["check", "-c"]).arg(&f).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("6 problem(s)"), "{err}");
+    for key in [
+        "enable.idempotence",
+        "acks",
+        "isolation.level",
+        "auto.offset.reset",
+        "enable.auto.commit",
+    ] {
+        assert!(
+            err.contains(&format!(
+                "kafka.properties.{key}: is set by tracesift itself"
+            )),
+            "{key}: {err}"
+        );
+    }
+    assert!(err.contains("TS_UNSET_VAR is not set"), "{err}");
+}
+
 #[test]
 fn check_lists_every_problem_and_fails() {
     let dir = tempfile::tempdir().unwrap();

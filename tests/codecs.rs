@@ -4,6 +4,8 @@
 //! cluster (tansu 0.6.0 cannot serve snappy batches). Every ERROR trace of every topic is kept
 //! whole; the pipeline writes its own topics with zstd (`kafka.compression`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -9,6 +9,8 @@
 //! certificate and a wrong password each stop `tracesift run` at start with a clear message and
 //! no password in it; SCRAM-SHA-256 connects too.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;

@@ -3,6 +3,8 @@
 //! timeout, also in a crash loop, and with static membership (`kafka.group_instance_id`) at
 //! once. Each incarnation's log says when it joined and what it was assigned.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;
