@@ -722,3 +722,19 @@ pub fn headers_of<M: rdkafka::Message>(msg: &M) -> record::Headers {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn a_batch_that_cannot_be_decompressed_is_told_apart() {
+        assert_eq!(
+            super::undecodable(C::NotImplemented),
+            Some("codec_not_built")
+        );
+        assert_eq!(super::undecodable(C::BadCompression), Some("corrupt"));
+        assert_eq!(super::undecodable(C::BrokerTransportFailure), None);
+        assert_eq!(super::undecodable(C::UnknownTopicOrPartition), None);
+    }
+}

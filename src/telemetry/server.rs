@@ -137,5 +137,19 @@ mod tests {
         health.set_ready(true);
         assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 200);
         assert_eq!(http_get(server.addr, "/nope").await.unwrap().0, 404);
+        // A fault (an input batch that cannot be decompressed) holds readiness down and says
+        // why, until it has not been seen for FAULT_HOLD_MS; liveness stays up.
+        health.fault_seen(
+            1_000,
+            "an input record batch cannot be decompressed (codec_not_built)",
+        );
+        let (code, body) = http_get(server.addr, "/readyz").await.unwrap();
+        assert_eq!(code, 503);
+        assert!(body.contains("cannot be decompressed"), "{body}");
+        assert_eq!(http_get(server.addr, "/healthz").await.unwrap().0, 200);
+        health.expire_fault(1_000 + crate::telemetry::FAULT_HOLD_MS - 1);
+        assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 503);
+        health.expire_fault(1_000 + crate::telemetry::FAULT_HOLD_MS);
+        assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 200);
     }
 }

@@ -251,12 +251,17 @@ mod tests {
         let f = TopicsFile::parse(text).unwrap();
         let cfg = Config::parse("policies: [{name: all, type: always_sample}]").unwrap();
         let problems = f.check_against(&cfg);
-        // The shipped file also lists the rekey topic, which the default config does not use.
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].message.contains("otlp_spans_by_trace"),
-            "{problems:?}"
+        assert!(problems.is_empty(), "{problems:?}");
+        let alone = crate::topics::plan(
+            &f.wanted(),
+            &BTreeMap::new(),
+            crate::topics::Rules {
+                max_trace_age: cfg.store.max_trace_age,
+                replay_window: cfg.kafka.replay_window,
+                allow_repartition: false,
+            },
         );
+        assert!(alone.refused.is_empty(), "{alone}");
         let w = f.wanted();
         assert!(w.iter().all(|t| t.replication == 3 && t.partitions == 24));
     }
