@@ -50,7 +50,8 @@ pub struct KafkaConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_instance_id: Option<String>,
     /// Compression of the records tracesift writes (sampled, dead-letter, decision-log topics):
-    /// `none`, `gzip`, `snappy`, `lz4` or `zstd`. Input batches may use any of them.
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd` (default: 8.4× on kept traces against lz4's
+    /// 6.1×, for 0.4 ms more CPU per MB; README → Performance). Input batches may use any.
     pub compression: Compression,
     /// Create missing topics at start, with the partition count of the input and the broker's
     /// default replication (on in the demo). Off: a missing topic stops the start with a
@@ -187,7 +188,7 @@ impl Default for KafkaConfig {
             max_record_bytes: ByteSize(16 << 20),
             rekey: RekeyConfig::default(),
             group_instance_id: None,
-            compression: Compression::Lz4,
+            compression: Compression::Zstd,
             create_topics: false,
             topics_file: "topology/topics.yaml".into(),
             replay_window: Duration::from_secs(3600),
