@@ -81,7 +81,11 @@ fn produce_raw(brokers: &str, topic: &str, partition: i32, batch: &[u8]) -> i16 
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let code = out
@@ -137,7 +141,11 @@ policies: [{{name: all, type: always_sample}}]
     }
     let log = member.log();
     assert_eq!(readyz.0, 503, "readiness down:\n{}\n{log}", readyz.1);
-    assert!(readyz.1.contains("cannot be decompressed (corrupt"), "{}", readyz.1);
+    assert!(
+        readyz.1.contains("cannot be decompressed (corrupt"),
+        "{}",
+        readyz.1
+    );
     assert!(
         metrics.contains("tracesift_source_undecodable_batches_total{reason=\"corrupt\"}"),
         "{metrics}"
