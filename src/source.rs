@@ -414,7 +414,13 @@ impl Membership {
     fn new(cfg: &KafkaConfig) -> Self {
         let get = |k: &str, d: &str| cfg.properties.get(k).cloned().unwrap_or_else(|| d.into());
         let m = Membership {
-            session_ms: get("session.timeout.ms", "45000"),
+            session_ms: get(
+                "session.timeout.ms",
+                match cfg.group_instance_id {
+                    Some(_) => "45000",
+                    None => "10000",
+                },
+            ),
             poll_ms: get("max.poll.interval.ms", "300000"),
             next_report: Duration::from_secs(5),
             last_expiry: Duration::ZERO,

@@ -24,6 +24,18 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // A member that dies holds its partitions until its session times out. Heartbeats
+        // come from librdkafka's own thread, so a busy pipeline does not miss them: 10 s is
+        // safe with dynamic membership (librdkafka's default is 45 s). A static member is
+        // expected back under the same id, so it keeps the long default.
+        .set(
+            "session.timeout.ms",
+            match cfg.group_instance_id {
+                Some(_) => "45000",
+                None => "10000",
+            },
+        )
+        .set("heartbeat.interval.ms", "3000")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("queued.max.messages.kbytes", "16384")
         // One fetch response is buffered whole: keep it well under the prefetch bound, but
