@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use support::{create_topic, otlp_record, spread_trace_ids, test_span, Broker, Member};
@@ -135,17 +134,8 @@ policies: [{{name: errors, type: status_code, status_code: {{status_codes: [ERRO
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snappy_batches_are_read_on_the_mock_cluster() {
-    let cluster = MockCluster::new(1).unwrap();
+    let cluster = support::mock_cluster(1, 2);
     let brokers = cluster.bootstrap_servers();
-    // The mock cluster answers no CreateTopics: everything the pipeline uses exists up front.
-    for t in [
-        "otlp_spans",
-        "otlp_spans_sampled",
-        "otlp_spans_dlq",
-        "tracesift_decisions",
-    ] {
-        cluster.create_topic(t, 2, 1).unwrap();
-    }
     let cfg = tracesift::config::Config::parse(&format!(
         r#"
 kafka: {{brokers: "{brokers}", create_topics: true, group_id: snappy, commit_interval: 100ms}}

@@ -5,6 +5,8 @@
 //! resolved work ends — and once the faults clear everything is written and committed to the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,7 +18,7 @@ use prost::Message;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
-use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::mocking::MockCoordinator;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use rdkafka::{Offset, TopicPartitionList};
@@ -146,16 +148,8 @@ fn sampled_traces(brokers: &str) -> HashSet<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_commit_past_unresolved_work_under_faults() {
-    let cluster = MockCluster::new(3).unwrap();
+    let cluster = support::mock_cluster(3, 2);
     let brokers = cluster.bootstrap_servers();
-    for t in [
-        "otlp_spans",
-        "otlp_spans_sampled",
-        "otlp_spans_dlq",
-        "tracesift_decisions",
-    ] {
-        cluster.create_topic(t, 2, 1).unwrap();
-    }
     // Input led by broker 1; everything tracesift writes led by broker 3; coordinator on 2.
     for p in 0..2 {
         cluster.partition_leader("otlp_spans", p, Some(1)).unwrap();

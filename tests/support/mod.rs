@@ -498,6 +498,25 @@ pub fn spans_of(
     out
 }
 
+/// librdkafka's in-process mock cluster of `brokers` brokers with the topics a pipeline uses
+/// (input, sampled, dead-letter, decision log), `partitions` each: the mock answers no
+/// CreateTopics, so they are made up front.
+pub fn mock_cluster(
+    brokers: i32,
+    partitions: i32,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let cluster = rdkafka::mocking::MockCluster::new(brokers).unwrap();
+    for t in [
+        "otlp_spans",
+        "otlp_spans_sampled",
+        "otlp_spans_dlq",
+        "tracesift_decisions",
+    ] {
+        cluster.create_topic(t, partitions, 1).unwrap();
+    }
+    cluster
+}
+
 pub mod chaos;
 pub mod garage;
 pub mod hostile;
