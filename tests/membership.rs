@@ -16,6 +16,8 @@ const SESSION_MS: u64 = 6_000;
 
 fn config(brokers: &str, group: &str, instance: Option<&str>, session_ms: u64) -> String {
     let instance = instance.map_or(String::new(), |i| format!("\n  group_instance_id: {i}"));
+    // librdkafka requires max.poll.interval.ms >= session.timeout.ms.
+    let poll_ms = session_ms.max(15_000);
     format!(
         r#"
 kafka:
@@ -23,7 +25,7 @@ kafka:
   create_topics: true
   group_id: {group}{instance}
   commit_interval: 300ms
-  properties: {{session.timeout.ms: {session_ms}, heartbeat.interval.ms: 1000, max.poll.interval.ms: 15000}}
+  properties: {{session.timeout.ms: {session_ms}, heartbeat.interval.ms: 1000, max.poll.interval.ms: {poll_ms}}}
 store: {{decision_wait: 2s, decision_wait_after_root: 2s, max_trace_age: 1m, tick: 50ms}}
 archive: {{hot: {{url: "file:///tmp/tracesift-membership-unused", flush_interval: 1s}}}}
 sinks: {{parquet: {{enabled: false}}}}
@@ -145,8 +147,5 @@ fn a_static_member_restarted_after_kill_takes_its_partitions_back_at_once() {
         waited < Duration::from_millis(STATIC_SESSION_MS / 2),
         "waited {waited:?}, not well under the {STATIC_SESSION_MS} ms session timeout:\n{log}"
     );
-    assert!(
-        log.contains("instance=\"tracesift-0\"") || log.contains("instance=tracesift-0"),
-        "{log}"
-    );
+    assert!(log.contains("instance=\"tracesift-0\""), "{log}");
 }
