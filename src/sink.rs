@@ -55,10 +55,23 @@ pub trait Sink: Send {
 const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-pub(crate) fn backoff(attempt: u32) -> Duration {
+/// The ceiling of the `attempt`-th retry's wait: 50 ms doubling to 5 s.
+pub(crate) fn backoff_cap(attempt: u32) -> Duration {
     BACKOFF_START
         .saturating_mul(1u32 << attempt.min(10))
         .min(BACKOFF_MAX)
+}
+
+/// The wait before the `attempt`-th retry: "full jitter", uniform in [0, cap], so that writers
+/// that failed together (every partition behind one broker) do not retry together.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    jitter(backoff_cap(attempt))
+}
+
+/// Uniform in [0, `cap`].
+pub(crate) fn jitter(cap: Duration) -> Duration {
+    let ms = cap.as_millis() as u64;
+    Duration::from_millis(rand::random_range(0..=ms))
 }
 
 #[cfg(test)]
@@ -66,9 +79,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_capped() {
-        assert_eq!(backoff(0), Duration::from_millis(50));
-        assert_eq!(backoff(3), Duration::from_millis(400));
-        assert_eq!(backoff(30), BACKOFF_MAX);
+    fn backoff_is_capped_and_jittered() {
+        assert_eq!(backoff_cap(0), Duration::from_millis(50));
+        assert_eq!(backoff_cap(3), Duration::from_millis(400));
+        assert_eq!(backoff_cap(30), BACKOFF_MAX);
+        let waits: Vec<Duration> = (0..200).map(|_| backoff(6)).collect();
+        assert!(waits.iter().all(|w| *w <= backoff_cap(6)));
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(
+            distinct.len() > 20,
+            "spread out: {} distinct of 200",
+            distinct.len()
+        );
     }
 }

@@ -68,6 +68,7 @@ impl PartitionTask {
             sinks.push(Box::new(sink::KafkaSink::new(
                 shared.producer.clone(),
                 Arc::from(cfg.kafka.sampled_topic.as_str()),
+                Arc::from(cfg.kafka.dead_letter_topic.as_str()),
                 usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
             )));
         }

@@ -64,26 +64,37 @@ pub fn dead_letter(
                 value: Some(from.offset.to_string().as_bytes()),
             });
         let key = from.key.clone().unwrap_or_default();
-        let out = Outgoing {
-            headers: Some(&headers),
-            ..Outgoing::new(&dlq_topic, &key, &payload)
-        };
-        if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DeadLetter).await {
-            // Too large for the dead-letter topic: the reason and the coordinates still go
-            // there (the original stays addressable in its topic until retention).
-            let headers = headers.insert(Header {
-                key: "tracesift.payload_omitted",
-                value: Some(e.to_string().as_bytes()),
-            });
-            let out = Outgoing {
-                headers: Some(&headers),
-                ..Outgoing::new(&dlq_topic, &key, &[])
-            };
-            if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DeadLetter).await {
-                tracing::error!(error = %e, "dead letter refused even without its payload");
-            }
-        }
+        write(&producer, &dlq_topic, &key, &payload, headers).await;
         telemetry::dead_letter();
         vec![from.offset]
     })
+}
+
+/// Writes one dead letter until acknowledged. One too large for the dead-letter topic goes
+/// without its payload, with `tracesift.payload_omitted` saying why (the reason and the
+/// coordinates still arrive; the original stays addressable where it came from).
+pub async fn write(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: OwnedHeaders,
+) {
+    let out = Outgoing {
+        headers: Some(&headers),
+        ..Outgoing::new(dlq_topic, key, payload)
+    };
+    if let Err(e) = produce_until_acked(producer, out, SinkLabel::DeadLetter).await {
+        let headers = headers.insert(Header {
+            key: "tracesift.payload_omitted",
+            value: Some(e.to_string().as_bytes()),
+        });
+        let out = Outgoing {
+            headers: Some(&headers),
+            ..Outgoing::new(dlq_topic, key, &[])
+        };
+        if let Err(e) = produce_until_acked(producer, out, SinkLabel::DeadLetter).await {
+            tracing::error!(error = %e, "dead letter refused even without its payload");
+        }
+    }
 }

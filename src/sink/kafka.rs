@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{backoff, Acks, KeptTrace, Sink};
@@ -48,14 +48,34 @@ impl<'a> Outgoing<'a> {
 #[error("{0}")]
 pub struct Refused(pub String);
 
-/// Whether an error refuses this record for good (today: its size).
-fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
-    matches!(code, RDKafkaErrorCode::MessageSizeTooLarge)
+/// Whether an error refuses this record for good. Permanent: the record is too large
+/// (locally or for the topic), the topic does not exist or is invalid (librdkafka retries
+/// leader changes itself and reports an unknown topic or partition only when the cluster's
+/// metadata lacks it), the client is not authorized to write it, the broker
+/// calls the record invalid. Everything else is transient and retried: timeouts, a broker down,
+/// a CRC mismatch (corruption on the way, as Kafka's own clients treat it),
+/// leader elections, a full queue, and also a fatal producer error (idempotence broken), which
+/// no single record can be blamed for and which would otherwise turn every kept trace into a
+/// dead letter.
+pub fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::UnknownTopic
+            | C::UnknownTopicOrPartition
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::MessageBatchTooLarge
+            | C::InvalidRecord
+            | C::InvalidMessageSize
+    )
 }
 
-/// Produces one record until it is acknowledged by the broker, retrying with capped backoff;
-/// failures are counted under `label`. A record refused for good (larger than the producer or
-/// the topic accepts) is not retried: the caller gets [`Refused`] and decides.
+/// Produces one record until it is acknowledged by the broker, retrying transient failures
+/// with capped, jittered backoff; failures are counted under `label`. A record refused for good
+/// ([`refuses_for_good`]) is not retried: the caller gets [`Refused`] and decides.
 pub async fn produce_until_acked(
     producer: &FutureProducer,
     out: Outgoing<'_>,
@@ -63,6 +83,7 @@ pub async fn produce_until_acked(
 ) -> Result<(), Refused> {
     let topic = out.topic;
     let mut attempt = 0u32;
+    let mut queue_full = 0u32;
     loop {
         let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
         if let Some(h) = out.headers {
@@ -91,8 +112,13 @@ pub async fn produce_until_acked(
                 }
             },
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // The producer's own bounded queue is full: wait for it to drain.
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                // The producer's own bounded queue is full: wait for it to drain, backing off
+                // (5 ms doubling to 1 s, jittered) so thousands of waiting writes do not spin.
+                let cap = Duration::from_millis(5)
+                    .saturating_mul(1u32 << queue_full.min(8))
+                    .min(Duration::from_secs(1));
+                queue_full = queue_full.saturating_add(1);
+                tokio::time::sleep(super::jitter(cap)).await;
                 continue;
             }
             Err((e, _)) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
@@ -109,19 +135,29 @@ pub async fn produce_until_acked(
     }
 }
 
-/// The sampled topic: OTLP protobuf, key = trace id hex, idempotent producer with acks=all.
+/// The sampled topic: OTLP protobuf, key = trace id hex, idempotent producer with acks=all. A
+/// chunk the topic refuses for good goes to the dead-letter topic with the reason (headers
+/// `tracesift.error`, `tracesift.sink: kafka`), so it never blocks the partition and is never
+/// silently lost.
 pub struct KafkaSink {
     producer: FutureProducer,
     topic: Arc<str>,
+    dead_letter_topic: Arc<str>,
     max_record_bytes: usize,
 }
 
 impl KafkaSink {
-    /// A sink writing to `topic`.
-    pub fn new(producer: FutureProducer, topic: Arc<str>, max_record_bytes: usize) -> Self {
+    /// A sink writing to `topic`, refused chunks to `dead_letter_topic`.
+    pub fn new(
+        producer: FutureProducer,
+        topic: Arc<str>,
+        dead_letter_topic: Arc<str>,
+        max_record_bytes: usize,
+    ) -> Self {
         KafkaSink {
             producer,
             topic,
+            dead_letter_topic,
             max_record_bytes,
         }
     }
@@ -129,25 +165,61 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
-        let payloads: Vec<Vec<u8>> = otlp::chunk_spans(t.spans, self.max_record_bytes)
+        let chunks: Vec<(usize, Vec<u8>)> = otlp::chunk_spans(t.spans, self.max_record_bytes)
             .into_iter()
-            .map(|c| otlp::encode_request(c.iter()))
+            .map(|c| (c.len(), otlp::encode_request(c.iter())))
             .collect();
         let producer = self.producer.clone();
         let topic = Arc::clone(&self.topic);
+        let dlq = Arc::clone(&self.dead_letter_topic);
         let key = t.trace_id.to_hex();
         let offsets = t.offsets.to_vec();
-        let spans = t.spans.len();
         acks.push(Box::pin(async move {
-            for p in &payloads {
+            for (spans, p) in &chunks {
                 let out = Outgoing::new(&topic, key.as_bytes(), p);
-                if let Err(e) = produce_until_acked(&producer, out, SinkLabel::Kafka).await {
-                    telemetry::spans_rejected(SinkLabel::Kafka, 1);
-                    tracing::error!(trace_id = %key, bytes = p.len(), error = %e, "kept spans refused by the sampled topic for good; left out");
+                match produce_until_acked(&producer, out, SinkLabel::Kafka).await {
+                    Ok(()) => telemetry::spans_out(SinkLabel::Kafka, *spans),
+                    Err(e) => {
+                        telemetry::spans_rejected(SinkLabel::Kafka, *spans);
+                        tracing::error!(trace_id = %key, bytes = p.len(), error = %e, "kept spans refused by the sampled topic for good; written to the dead-letter topic");
+                        let headers = OwnedHeaders::new_with_capacity(3)
+                            .insert(Header { key: "tracesift.error", value: Some(e.0.as_bytes()) })
+                            .insert(Header { key: "tracesift.sink", value: Some(b"kafka".as_slice()) })
+                            .insert(Header { key: "tracesift.trace_id", value: Some(key.as_bytes()) });
+                        super::dead_letter::write(&producer, &dlq, key.as_bytes(), p, headers).await;
+                    }
                 }
             }
-            telemetry::spans_out(SinkLabel::Kafka, spans);
             offsets
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classed_permanent_or_transient() {
+        use RDKafkaErrorCode as C;
+        for permanent in [
+            C::MessageSizeTooLarge,
+            C::UnknownTopic,
+            C::UnknownTopicOrPartition,
+            C::TopicAuthorizationFailed,
+            C::InvalidRecord,
+        ] {
+            assert!(refuses_for_good(permanent), "{permanent:?}");
+        }
+        for transient in [
+            C::QueueFull,
+            C::MessageTimedOut,
+            C::BrokerTransportFailure,
+            C::NotLeaderForPartition,
+            C::NotEnoughReplicas,
+            C::Fatal,
+        ] {
+            assert!(!refuses_for_good(transient), "{transient:?}");
+        }
     }
 }
