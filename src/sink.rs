@@ -40,6 +40,8 @@ pub struct KeptTrace<'a> {
     pub policy: &'a Arc<str>,
     /// Record offsets the spans came from; each holds one reference for this sink.
     pub offsets: &'a [i64],
+    /// When its first span came in (Unix ms, stream time), for the end-to-end histogram.
+    pub first_in_ms: u64,
 }
 
 /// A hot sink.

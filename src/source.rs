@@ -562,6 +562,7 @@ fn poll_loop(
                     encoding: record_encoding(&msg, default_encoding),
                     timestamp_ms: msg.timestamp().to_millis(),
                     headers: headers_of(&msg),
+                    fetched: clock.now(),
                 };
                 match h.tx.try_send(rec) {
                     Ok(()) => flow.next = Some(offset + 1),

@@ -10,8 +10,10 @@ pub mod server;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use metrics::{counter, describe_counter, describe_gauge, gauge, Unit};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use self::server::{http_get, serve, Server, TelemetryError};
 
@@ -82,7 +84,59 @@ pub const UNDECODABLE_BATCHES: &str = "tracesift_source_undecodable_batches_tota
 /// Times a partition was paused for backpressure.
 pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
 
+/// Latency breakdown (histograms, seconds): a record's wait in its partition's queue (fetched →
+/// taken by its task).
+pub const QUEUE_WAIT: &str = "tracesift_queue_wait_seconds";
+/// Reading one record into the store: scan (strict decode) and buffering.
+pub const DECODE: &str = "tracesift_decode_seconds";
+/// A trace's first span → its decision, in stream time (how long it waited to be complete).
+pub const DECISION_DELAY: &str = "tracesift_decision_delay_seconds";
+/// One write, handed to the sink → acknowledged durable, by `sink`.
+pub const SINK_WRITE: &str = "tracesift_sink_write_seconds";
+/// Spans per write, by `sink` (histogram).
+pub const SINK_BATCH_SPANS: &str = "tracesift_sink_batch_spans";
+/// A kept trace's first span in (its record's Kafka timestamp) → the trace acknowledged by
+/// `sink`: the end-to-end figure operators compare with their latency goal.
+pub const END_TO_END: &str = "tracesift_end_to_end_seconds";
+
+/// Buckets of the latency histograms: 1 ms to 10 min.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0, 600.0,
+];
+
+/// Buckets of the spans-per-write histogram.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0,
+];
+
 fn describe() {
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "Record fetched → taken by its partition's task."
+    );
+    describe_histogram!(DECODE, Unit::Seconds, "Scan and buffer of one record.");
+    describe_histogram!(
+        DECISION_DELAY,
+        Unit::Seconds,
+        "A trace's first span → its decision (stream time)."
+    );
+    describe_histogram!(
+        SINK_WRITE,
+        Unit::Seconds,
+        "One write handed to a sink → acknowledged, by sink."
+    );
+    describe_histogram!(
+        SINK_BATCH_SPANS,
+        Unit::Count,
+        "Spans per sink write, by sink."
+    );
+    describe_histogram!(
+        END_TO_END,
+        Unit::Seconds,
+        "A kept trace's first span in (Kafka timestamp) → acknowledged by the sink, by sink."
+    );
     describe_counter!(
         RECORDS_IN,
         Unit::Count,
@@ -238,7 +292,22 @@ pub fn install() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let mut builder = PrometheusBuilder::new();
+            for (m, buckets) in [
+                (QUEUE_WAIT, LATENCY_BUCKETS),
+                (DECODE, LATENCY_BUCKETS),
+                (DECISION_DELAY, LATENCY_BUCKETS),
+                (SINK_WRITE, LATENCY_BUCKETS),
+                (END_TO_END, LATENCY_BUCKETS),
+                (SINK_BATCH_SPANS, BATCH_BUCKETS),
+            ] {
+                builder = match builder.set_buckets_for_metric(Matcher::Full(m.into()), buckets) {
+                    Ok(b) => b,
+                    // Only an empty bucket list is refused; ours are not empty.
+                    Err(_) => PrometheusBuilder::new(),
+                };
+            }
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (a host program); ours still renders.
             let _ = metrics::set_global_recorder(recorder);
@@ -291,6 +360,35 @@ impl SinkLabel {
             SinkLabel::DecisionLog => "decision_log",
             SinkLabel::Rekey => "rekey",
         }
+    }
+}
+
+/// A record waited `d` in its partition's queue.
+pub fn queue_wait(d: std::time::Duration) {
+    histogram!(QUEUE_WAIT).record(d.as_secs_f64());
+}
+
+/// A record took `d` to scan and buffer.
+pub fn decoded(d: std::time::Duration) {
+    histogram!(DECODE).record(d.as_secs_f64());
+}
+
+/// A trace was decided `d` (stream time) after its first span.
+pub fn decision_delay(d: std::time::Duration) {
+    histogram!(DECISION_DELAY).record(d.as_secs_f64());
+}
+
+/// A write of `spans` spans to `sink` was acknowledged `d` after it was handed over.
+pub fn sink_write(sink: SinkLabel, d: std::time::Duration, spans: usize) {
+    histogram!(SINK_WRITE, "sink" => sink.as_str()).record(d.as_secs_f64());
+    histogram!(SINK_BATCH_SPANS, "sink" => sink.as_str()).record(spans as f64);
+}
+
+/// A kept trace whose first span came in at `first_in_ms` (Unix ms) was acknowledged by `sink`
+/// at `now_ms`.
+pub fn end_to_end(sink: SinkLabel, first_in_ms: u64, now_ms: u64) {
+    if first_in_ms > 0 && now_ms >= first_in_ms {
+        histogram!(END_TO_END, "sink" => sink.as_str()).record((now_ms - first_in_ms) as f64 / 1e3);
     }
 }
 

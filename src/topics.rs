@@ -353,20 +353,29 @@ pub async fn ensure_run_topics(cfg: &Config) -> Result<(), TopicError> {
             return Err(TopicError::Missing(missing));
         }
         let md = metadata(&admin)?;
-        let input = cfg
-            .kafka
-            .input_topics
-            .iter()
-            .map(|t| partitions(&md, t))
-            .max()
-            .filter(|n| *n > 0)
-            .unwrap_or(1);
         let rekey = cfg
             .kafka
             .rekey
             .input_topics
             .first()
             .map_or(0, |t| partitions(&md, t));
+        // The rekey topic is an input too, created here with the rekeyed topic's partition
+        // count: the decision log must cover it as well.
+        let rekey_input = match partitions(&md, &cfg.kafka.rekey.topic) {
+            0 => rekey,
+            n => n,
+        };
+        let input = cfg
+            .kafka
+            .input_topics
+            .iter()
+            .map(|t| match t == &cfg.kafka.rekey.topic {
+                true => rekey_input,
+                false => partitions(&md, t),
+            })
+            .max()
+            .filter(|n| *n > 0)
+            .unwrap_or(1);
         for t in create_missing(&admin, &md, &run_topics(cfg, input, rekey)).await? {
             tracing::info!(topic = %t, "created a missing topic (kafka.create_topics; broker-default replication)");
         }

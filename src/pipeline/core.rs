@@ -51,6 +51,9 @@ pub struct Emit {
     pub policy: Arc<str>,
     /// Record offsets the spans came from.
     pub offsets: Vec<i64>,
+    /// When its first span came in: stream time (the Kafka timestamp of its first record) as
+    /// Unix ms; for late spans, their record's. For the end-to-end histogram.
+    pub first_in_ms: u64,
 }
 
 /// Something the shell must do; each effect holds watermark references that its
@@ -317,7 +320,7 @@ impl PartitionCore {
                     t.kept_bytes += spans.iter().map(|s| s.bytes.len() as u64).sum::<u64>();
                 }
                 self.acquire(rec.offset, 1);
-                self.emit(*trace_id, spans, *d, vec![rec.offset], out);
+                self.emit(*trace_id, spans, *d, vec![rec.offset], arrival_ms, out);
             } else {
                 telemetry::late_spans(Outcome::Drop, spans.len());
             }
@@ -438,6 +441,7 @@ impl PartitionCore {
     /// and its time depend only on the records read.
     fn decide(&mut self, t: DueTrace, out: &mut Vec<Effect>) {
         let now = t.due_at;
+        telemetry::decision_delay(now.saturating_since(t.first_seen));
         let d = if self.settings.tally {
             let mut matched = std::mem::take(&mut self.matched);
             matched.resize(self.policy_names.len(), false);
@@ -482,7 +486,8 @@ impl PartitionCore {
             {
                 c.fetch_add(1, Ordering::Relaxed);
             }
-            self.emit(t.trace_id, &t.spans, d, t.offsets.clone(), out);
+            let first_in_ms = t.first_seen.as_duration().as_millis() as u64;
+            self.emit(t.trace_id, &t.spans, d, t.offsets.clone(), first_in_ms, out);
         }
         // The decision log holds one reference per offset, so the records are resolved only
         // once the decision is durable and a crash never replays them without it. A drop hands
@@ -515,6 +520,7 @@ impl PartitionCore {
         spans: &[SpanRef],
         d: Decision,
         offsets: Vec<i64>,
+        first_in_ms: u64,
         out: &mut Vec<Effect>,
     ) {
         self.stats
@@ -551,6 +557,7 @@ impl PartitionCore {
             decision: d,
             policy,
             offsets,
+            first_in_ms,
         }));
     }
 }
@@ -662,6 +669,7 @@ mod tests {
             encoding: Encoding::OtlpProto,
             timestamp_ms: None,
             headers: Vec::new(),
+            fetched: MonoTime::ZERO,
         }
     }
 
@@ -673,6 +681,7 @@ mod tests {
             encoding: Encoding::OtlpProto,
             timestamp_ms: None,
             headers: Vec::new(),
+            fetched: MonoTime::ZERO,
         }
     }
 

@@ -231,6 +231,7 @@ impl DryRun {
             encoding: enc,
             timestamp_ms: i64::try_from(ts_ms).ok(),
             headers: Vec::new(),
+            fetched: MonoTime::ZERO,
         };
         *next_offset += 1;
         core.ingest(rec, wall_ms, &mut self.effects);

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::clock::MonoTime;
 use crate::config::OnOverflow;
 use crate::sample::Sampler;
 use crate::sink::{self, Acks, DeadLetter, KeptTrace, Sink};
@@ -70,6 +71,7 @@ impl PartitionTask {
                 Arc::from(cfg.kafka.sampled_topic.as_str()),
                 Arc::from(cfg.kafka.dead_letter_topic.as_str()),
                 usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
+                Arc::clone(&shared.clock),
             )));
         }
         if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
@@ -80,6 +82,7 @@ impl PartitionTask {
                 cfg.archive.hot.flush_interval,
                 cfg.archive.hot.max_segment_bytes.0,
                 Arc::clone(&shared.encode_slots),
+                Arc::clone(&shared.clock),
             )));
         }
         let settings = CoreSettings {
@@ -169,8 +172,13 @@ impl PartitionTask {
     /// Reads one record through the core and carries out its effects.
     pub fn ingest(&mut self, rec: Record) {
         let wall = self.wall_ms();
+        let taken = self.shared.clock.now();
+        if rec.fetched != MonoTime::ZERO {
+            telemetry::queue_wait(taken.saturating_since(rec.fetched));
+        }
         let mut effects = std::mem::take(&mut self.effects);
         self.core.ingest(rec, wall, &mut effects);
+        telemetry::decoded(self.shared.clock.now().saturating_since(taken));
         self.apply(&mut effects);
         self.effects = effects;
     }
@@ -235,6 +243,7 @@ impl PartitionTask {
                         decision: e.decision,
                         policy: &e.policy,
                         offsets: &e.offsets,
+                        first_in_ms: e.first_in_ms,
                     };
                     for s in &mut self.sinks {
                         s.accept(&kept, &mut self.acks);

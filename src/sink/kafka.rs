@@ -9,6 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::{backoff, Acks, KeptTrace, Sink};
+use crate::clock::Clock;
 use crate::otlp;
 use crate::telemetry::{self, SinkLabel};
 
@@ -144,6 +145,7 @@ pub struct KafkaSink {
     topic: Arc<str>,
     dead_letter_topic: Arc<str>,
     max_record_bytes: usize,
+    clock: Arc<dyn Clock>,
 }
 
 impl KafkaSink {
@@ -153,12 +155,14 @@ impl KafkaSink {
         topic: Arc<str>,
         dead_letter_topic: Arc<str>,
         max_record_bytes: usize,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         KafkaSink {
             producer,
             topic,
             dead_letter_topic,
             max_record_bytes,
+            clock,
         }
     }
 }
@@ -174,6 +178,9 @@ impl Sink for KafkaSink {
         let dlq = Arc::clone(&self.dead_letter_topic);
         let key = t.trace_id.to_hex();
         let offsets = t.offsets.to_vec();
+        let clock = Arc::clone(&self.clock);
+        let handed_over = clock.now();
+        let (spans, first_in_ms) = (t.spans.len(), t.first_in_ms);
         acks.push(Box::pin(async move {
             for (spans, p) in &chunks {
                 let out = Outgoing::new(&topic, key.as_bytes(), p);
@@ -190,6 +197,8 @@ impl Sink for KafkaSink {
                     }
                 }
             }
+            telemetry::sink_write(SinkLabel::Kafka, clock.now().saturating_since(handed_over), spans);
+            telemetry::end_to_end(SinkLabel::Kafka, first_in_ms, clock.wall_nanos() / 1_000_000);
             offsets
         }));
     }

@@ -7,7 +7,7 @@ use object_store::ObjectStoreExt;
 
 use super::{backoff, Acks, KeptTrace, Released, Sink};
 use crate::archive::{self, KeptSpan};
-use crate::clock::MonoTime;
+use crate::clock::{Clock, MonoTime};
 use crate::telemetry::{self, SinkLabel};
 
 /// Encoding attempts before a segment that keeps failing to encode is given up.
@@ -28,6 +28,9 @@ pub struct ParquetSink {
     last_offset: i64,
     opened_at: Option<MonoTime>,
     now: MonoTime,
+    /// When each trace of the open segment came in (Unix ms), for the end-to-end histogram.
+    first_in: Vec<u64>,
+    clock: Arc<dyn Clock>,
 }
 
 impl ParquetSink {
@@ -39,6 +42,7 @@ impl ParquetSink {
         flush_interval: Duration,
         max_bytes: u64,
         encode_slots: Arc<tokio::sync::Semaphore>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         ParquetSink {
             store,
@@ -54,6 +58,8 @@ impl ParquetSink {
             last_offset: i64::MIN,
             opened_at: None,
             now: MonoTime::ZERO,
+            first_in: Vec::new(),
+            clock,
         }
     }
 
@@ -63,6 +69,9 @@ impl ParquetSink {
         }
         let rows = std::mem::take(&mut self.rows);
         let offsets = std::mem::take(&mut self.offsets);
+        let first_in = std::mem::take(&mut self.first_in);
+        let clock = Arc::clone(&self.clock);
+        let handed_over = clock.now();
         let (first, last) = (self.first_offset, self.last_offset);
         self.bytes = 0;
         self.first_offset = i64::MAX;
@@ -132,6 +141,11 @@ impl ParquetSink {
                 }
                 if ok {
                     telemetry::spans_out(SinkLabel::Parquet, n);
+                    telemetry::sink_write(SinkLabel::Parquet, clock.now().saturating_since(handed_over), n);
+                    let now_ms = clock.wall_nanos() / 1_000_000;
+                    for t in &first_in {
+                        telemetry::end_to_end(SinkLabel::Parquet, *t, now_ms);
+                    }
                     return offsets;
                 }
                 tokio::time::sleep(backoff(attempt)).await;
@@ -162,6 +176,7 @@ impl Sink for ParquetSink {
             self.last_offset = self.last_offset.max(o);
         }
         self.offsets.extend_from_slice(t.offsets);
+        self.first_in.push(t.first_in_ms);
         if self.bytes >= self.max_bytes {
             self.write_out(acks);
         }

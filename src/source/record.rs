@@ -20,6 +20,8 @@ pub struct Record {
     pub timestamp_ms: Option<i64>,
     /// Its headers (kept for a dead letter; empty for most records, so no allocation).
     pub headers: Headers,
+    /// When the source fetched it (for the queue-wait histogram; zero when not fetched).
+    pub fetched: crate::clock::MonoTime,
 }
 
 /// A record's headers, in order: name and value (`None` for a null value).
