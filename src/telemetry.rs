@@ -392,6 +392,63 @@ pub fn end_to_end(sink: SinkLabel, first_in_ms: u64, now_ms: u64) {
     }
 }
 
+/// Quantiles `qs` (0..1) of histogram `metric` with label set `labels` (e.g. `sink="kafka"`)
+/// read from a Prometheus text rendering, by linear interpolation inside the bucket that holds
+/// each rank (as PromQL's `histogram_quantile`). `None` when it has no samples.
+pub fn histogram_quantiles(
+    rendered: &str,
+    metric: &str,
+    labels: &str,
+    qs: &[f64],
+) -> Option<Vec<f64>> {
+    let prefix = match labels.is_empty() {
+        true => format!("{metric}_bucket{{le=\""),
+        false => format!("{metric}_bucket{{{labels},le=\""),
+    };
+    let mut buckets: Vec<(f64, f64)> = rendered
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    Some(
+        qs.iter()
+            .map(|q| {
+                let rank = q * total;
+                let mut lower = (0.0, 0.0);
+                for &(le, count) in &buckets {
+                    if count >= rank {
+                        if le.is_infinite() {
+                            return lower.0;
+                        }
+                        let width = count - lower.1;
+                        let frac = if width > 0.0 {
+                            (rank - lower.1) / width
+                        } else {
+                            1.0
+                        };
+                        return lower.0 + (le - lower.0) * frac;
+                    }
+                    lower = (le, count);
+                }
+                lower.0
+            })
+            .collect(),
+    )
+}
+
 /// A record was read.
 pub fn record_in(ok: bool, spans: usize, bytes: usize) {
     counter!(RECORDS_IN, "outcome" => if ok { "ok" } else { "malformed" }).increment(1);
@@ -663,5 +720,21 @@ impl TelemetryConfig {
                 format!("`{}` is not an address such as 127.0.0.1:9464", self.listen),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let text = "x_bucket{sink=\"kafka\",le=\"0.1\"} 0\nx_bucket{sink=\"kafka\",le=\"1\"} 50\nx_bucket{sink=\"kafka\",le=\"2\"} 99\nx_bucket{sink=\"kafka\",le=\"+Inf\"} 100\nx_bucket{sink=\"parquet\",le=\"1\"} 7\n";
+        let q = super::histogram_quantiles(text, "x", "sink=\"kafka\"", &[0.5, 0.99, 1.0]).unwrap();
+        assert!((q[0] - 1.0).abs() < 1e-9, "{q:?}");
+        assert!((q[1] - 2.0).abs() < 1e-9, "{q:?}");
+        assert!(
+            (q[2] - 2.0).abs() < 1e-9,
+            "past the last finite bucket: {q:?}"
+        );
+        assert!(super::histogram_quantiles(text, "x", "sink=\"none\"", &[0.5]).is_none());
     }
 }

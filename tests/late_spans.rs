@@ -129,4 +129,48 @@ telemetry: {{listen: "127.0.0.1:0"}}
         hits as usize, 400,
         "every late span answered from the cache"
     );
+
+    // The latency breakdown has samples for each stage and each sink, as histograms (with
+    // buckets Prometheus can aggregate across members, not summaries).
+    let count = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{series} ")))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series}:\n{metrics}"))
+    };
+    assert_eq!(
+        count("tracesift_queue_wait_seconds_count"),
+        400.0,
+        "one per record"
+    );
+    assert_eq!(count("tracesift_decode_seconds_count"), 400.0);
+    assert!(
+        count("tracesift_decision_delay_seconds_count") >= 200.0,
+        "one per decided trace"
+    );
+    for sink in ["kafka", "parquet"] {
+        assert!(
+            count(&format!(
+                "tracesift_sink_write_seconds_count{{sink=\"{sink}\"}}"
+            )) > 0.0
+        );
+        assert!(
+            count(&format!(
+                "tracesift_sink_batch_spans_count{{sink=\"{sink}\"}}"
+            )) > 0.0
+        );
+        let e2e = count(&format!(
+            "tracesift_end_to_end_seconds_count{{sink=\"{sink}\"}}"
+        ));
+        assert!(
+            e2e >= kept as f64,
+            "{sink}: one per kept trace at least ({e2e} < {kept})"
+        );
+    }
+    assert!(
+        metrics.contains("tracesift_end_to_end_seconds_bucket{sink=\"kafka\",le=\"0.5\"}"),
+        "histogram buckets:\n{metrics}"
+    );
 }

@@ -74,6 +74,8 @@ pub struct BenchReport {
     pub traces_kept: u64,
     /// Traces decided.
     pub traces_decided: u64,
+    /// Span in → kept trace acknowledged, p50 and p99 seconds, per sink.
+    pub end_to_end: Vec<(&'static str, f64, f64)>,
 }
 
 impl BenchReport {
@@ -116,6 +118,12 @@ impl std::fmt::Display for BenchReport {
             "pipeline committed    {:>7.2} s  (includes the last traces' decision wait)",
             self.committed_secs
         )?;
+        for (sink, p50, p99) in &self.end_to_end {
+            writeln!(
+                f,
+                "span in → kept trace acknowledged by {sink:<7}  p50 {p50:>6.2} s  p99 {p99:>6.2} s  (includes the decision wait)"
+            )?;
+        }
         write!(
             f,
             "traces decided {}, kept {}",
@@ -206,6 +214,7 @@ fn pipeline_config(brokers: &str, topic: &str, hot: &std::path::Path, parquet: b
 kafka:
   brokers: "{brokers}"
   group_id: {topic}-pipeline
+  create_topics: true
   input_topics: [{topic}]
   sampled_topic: {topic}-sampled
   dead_letter_topic: {topic}-dlq
@@ -326,6 +335,20 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let committed_secs = (clock.now() - t0).as_secs_f64();
+    let rendered = crate::telemetry::install().render();
+    let end_to_end = ["kafka", "parquet"]
+        .into_iter()
+        .filter_map(|sink| {
+            let labels = format!("sink=\"{sink}\"");
+            crate::telemetry::histogram_quantiles(
+                &rendered,
+                crate::telemetry::END_TO_END,
+                &labels,
+                &[0.5, 0.99],
+            )
+            .map(|q| (sink, q[0], q[1]))
+        })
+        .collect();
     let stats = running.stop().await;
     let _ = std::fs::remove_dir_all(&hot);
     Ok(BenchReport {
@@ -338,5 +361,6 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         committed_secs,
         traces_kept: stats.traces_kept.load(Ordering::Relaxed),
         traces_decided: stats.traces_decided.load(Ordering::Relaxed),
+        end_to_end,
     })
 }
