@@ -40,8 +40,9 @@ pub struct KeptTrace<'a> {
     pub policy: &'a Arc<str>,
     /// Record offsets the spans came from; each holds one reference for this sink.
     pub offsets: &'a [i64],
-    /// When its first span came in (Unix ms, stream time), for the end-to-end histogram.
-    pub first_in_ms: u64,
+    /// When its first span came in (fetched; process monotonic time, zero when not known), for
+    /// the end-to-end histogram.
+    pub first_in: MonoTime,
 }
 
 /// A hot sink.

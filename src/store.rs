@@ -142,8 +142,11 @@ pub struct DueTrace {
     pub offsets: Vec<i64>,
     /// Why it is due.
     pub trigger: Trigger,
-    /// When its first span arrived.
+    /// When its first span arrived (stream time).
     pub first_seen: MonoTime,
+    /// When the record with its first span was fetched (process monotonic time; zero when not
+    /// known).
+    pub first_fetched: MonoTime,
     /// When it became due: its deadline for a timer, the moment of the force for a limit. The
     /// trace is decided at this time, so decisions do not depend on when the store was polled.
     pub due_at: MonoTime,
@@ -152,6 +155,7 @@ pub struct DueTrace {
 struct Entry {
     seq: u64,
     first_seen: MonoTime,
+    fetched: MonoTime,
     last_seen: MonoTime,
     root_seen: Option<MonoTime>,
     summary: TraceSummary,
@@ -285,6 +289,9 @@ pub struct TraceStore {
     seq: u64,
     bytes: u64,
     cache: Decisions,
+    /// When the record now being added was fetched (process monotonic time): a trace opened by
+    /// it came in then (the end-to-end histogram's start).
+    fetched: MonoTime,
 }
 
 impl TraceStore {
@@ -305,7 +312,13 @@ impl TraceStore {
             seq: 0,
             bytes: 0,
             cache,
+            fetched: MonoTime::ZERO,
         }
+    }
+
+    /// Notes when the record whose spans are added next was fetched (process monotonic time).
+    pub fn set_fetched(&mut self, fetched: MonoTime) {
+        self.fetched = fetched;
     }
 
     /// Buffers one span that arrived in the record at `offset`, or answers it from the decision
@@ -340,6 +353,7 @@ impl TraceStore {
                 Entry {
                     seq,
                     first_seen: now,
+                    fetched: self.fetched,
                     last_seen: now,
                     root_seen: None,
                     summary: TraceSummary::new(),
@@ -415,6 +429,7 @@ impl TraceStore {
             offsets: e.offsets,
             trigger,
             first_seen: e.first_seen,
+            first_fetched: e.fetched,
             due_at,
         })
     }

@@ -51,9 +51,9 @@ pub struct Emit {
     pub policy: Arc<str>,
     /// Record offsets the spans came from.
     pub offsets: Vec<i64>,
-    /// When its first span came in: stream time (the Kafka timestamp of its first record) as
-    /// Unix ms; for late spans, their record's. For the end-to-end histogram.
-    pub first_in_ms: u64,
+    /// When its first span came in: the fetch of its first record (process monotonic time; for
+    /// late spans, their record's). For the end-to-end histogram; zero when not known.
+    pub first_in: MonoTime,
 }
 
 /// Something the shell must do; each effect holds watermark references that its
@@ -244,6 +244,8 @@ impl PartitionCore {
         self.clock.on_record(rec.timestamp_ms, wall_ms);
         let now = self.clock.now().unwrap_or(MonoTime::ZERO);
         let arrival_ms = rec.arrival_ms();
+        let fetched = rec.fetched;
+        self.store.set_fetched(fetched);
         let payload = rec.payload.unwrap_or_default();
         let stats = &self.stats;
         stats.records.fetch_add(1, Ordering::Relaxed);
@@ -320,7 +322,7 @@ impl PartitionCore {
                     t.kept_bytes += spans.iter().map(|s| s.bytes.len() as u64).sum::<u64>();
                 }
                 self.acquire(rec.offset, 1);
-                self.emit(*trace_id, spans, *d, vec![rec.offset], arrival_ms, out);
+                self.emit(*trace_id, spans, *d, vec![rec.offset], fetched, out);
             } else {
                 telemetry::late_spans(Outcome::Drop, spans.len());
             }
@@ -486,8 +488,14 @@ impl PartitionCore {
             {
                 c.fetch_add(1, Ordering::Relaxed);
             }
-            let first_in_ms = t.first_seen.as_duration().as_millis() as u64;
-            self.emit(t.trace_id, &t.spans, d, t.offsets.clone(), first_in_ms, out);
+            self.emit(
+                t.trace_id,
+                &t.spans,
+                d,
+                t.offsets.clone(),
+                t.first_fetched,
+                out,
+            );
         }
         // The decision log holds one reference per offset, so the records are resolved only
         // once the decision is durable and a crash never replays them without it. A drop hands
@@ -520,7 +528,7 @@ impl PartitionCore {
         spans: &[SpanRef],
         d: Decision,
         offsets: Vec<i64>,
-        first_in_ms: u64,
+        first_in: MonoTime,
         out: &mut Vec<Effect>,
     ) {
         self.stats
@@ -557,7 +565,7 @@ impl PartitionCore {
             decision: d,
             policy,
             offsets,
-            first_in_ms,
+            first_in,
         }));
     }
 }

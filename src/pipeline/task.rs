@@ -243,7 +243,7 @@ impl PartitionTask {
                         decision: e.decision,
                         policy: &e.policy,
                         offsets: &e.offsets,
-                        first_in_ms: e.first_in_ms,
+                        first_in: e.first_in,
                     };
                     for s in &mut self.sinks {
                         s.accept(&kept, &mut self.acks);

@@ -180,7 +180,7 @@ impl Sink for KafkaSink {
         let offsets = t.offsets.to_vec();
         let clock = Arc::clone(&self.clock);
         let handed_over = clock.now();
-        let (spans, first_in_ms) = (t.spans.len(), t.first_in_ms);
+        let (spans, first_in) = (t.spans.len(), t.first_in);
         acks.push(Box::pin(async move {
             for (spans, p) in &chunks {
                 let out = Outgoing::new(&topic, key.as_bytes(), p);
@@ -197,8 +197,9 @@ impl Sink for KafkaSink {
                     }
                 }
             }
-            telemetry::sink_write(SinkLabel::Kafka, clock.now().saturating_since(handed_over), spans);
-            telemetry::end_to_end(SinkLabel::Kafka, first_in_ms, clock.wall_nanos() / 1_000_000);
+            let now = clock.now();
+            telemetry::sink_write(SinkLabel::Kafka, now.saturating_since(handed_over), spans);
+            telemetry::end_to_end(SinkLabel::Kafka, first_in, now);
             offsets
         }));
     }

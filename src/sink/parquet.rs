@@ -28,8 +28,8 @@ pub struct ParquetSink {
     last_offset: i64,
     opened_at: Option<MonoTime>,
     now: MonoTime,
-    /// When each trace of the open segment came in (Unix ms), for the end-to-end histogram.
-    first_in: Vec<u64>,
+    /// When each trace of the open segment came in, for the end-to-end histogram.
+    first_in: Vec<MonoTime>,
     clock: Arc<dyn Clock>,
 }
 
@@ -141,10 +141,10 @@ impl ParquetSink {
                 }
                 if ok {
                     telemetry::spans_out(SinkLabel::Parquet, n);
-                    telemetry::sink_write(SinkLabel::Parquet, clock.now().saturating_since(handed_over), n);
-                    let now_ms = clock.wall_nanos() / 1_000_000;
+                    let now = clock.now();
+                    telemetry::sink_write(SinkLabel::Parquet, now.saturating_since(handed_over), n);
                     for t in &first_in {
-                        telemetry::end_to_end(SinkLabel::Parquet, *t, now_ms);
+                        telemetry::end_to_end(SinkLabel::Parquet, *t, now);
                     }
                     return offsets;
                 }
@@ -176,7 +176,7 @@ impl Sink for ParquetSink {
             self.last_offset = self.last_offset.max(o);
         }
         self.offsets.extend_from_slice(t.offsets);
-        self.first_in.push(t.first_in_ms);
+        self.first_in.push(t.first_in);
         if self.bytes >= self.max_bytes {
             self.write_out(acks);
         }
