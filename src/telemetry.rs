@@ -56,6 +56,8 @@ pub const DECISION_CACHE_LOOKUPS: &str = "tracesift_decision_cache_lookups_total
 pub const PARTITION_QUEUE_BYTES: &str = "tracesift_partition_queue_bytes";
 /// Sink writes not yet acknowledged, per partition.
 pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
+/// Bytes the pending writes of a partition hold (against `sinks.max_pending_bytes`).
+pub const PENDING_BYTES: &str = "tracesift_sink_pending_bytes";
 /// Spans written, by sink.
 pub const SPANS_OUT: &str = "tracesift_spans_out_total";
 /// Sink write failures (retried), by sink.
@@ -224,6 +226,11 @@ fn describe() {
         PENDING_ACKS,
         Unit::Count,
         "Sink writes awaiting acknowledgement, per partition."
+    );
+    describe_gauge!(
+        PENDING_BYTES,
+        Unit::Bytes,
+        "Bytes held by sink writes awaiting acknowledgement, per partition."
     );
     describe_counter!(SPANS_OUT, Unit::Count, "Spans written, by sink.");
     describe_counter!(
@@ -556,6 +563,8 @@ pub struct PartitionGauges {
     pub queued_bytes: usize,
     /// Pending sink acks.
     pub pending_acks: usize,
+    /// Bytes those writes hold.
+    pub pending_bytes: u64,
     /// Kept decisions remembered.
     pub cached_kept: usize,
     /// Dropped decisions remembered.
@@ -577,6 +586,7 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     gauge!(PARTITION_QUEUE, &labels).set(g.queued as f64);
     gauge!(PARTITION_QUEUE_BYTES, &labels).set(g.queued_bytes as f64);
     gauge!(PENDING_ACKS, &labels).set(g.pending_acks as f64);
+    gauge!(PENDING_BYTES, &labels).set(g.pending_bytes as f64);
     for (kind, n) in [
         ("sampled", g.cached_kept),
         ("non_sampled", g.cached_dropped),

@@ -115,7 +115,7 @@ impl PartitionTask {
             partition,
             core,
             sinks,
-            acks: Acks::new(MAX_PENDING_WRITES),
+            acks: Acks::new(MAX_PENDING_WRITES, cfg.sinks.max_pending_bytes.0),
             effects: Vec::new(),
             shared,
         }
@@ -218,6 +218,7 @@ impl PartitionTask {
                 queued,
                 queued_bytes,
                 pending_acks: self.acks.len(),
+                pending_bytes: self.acks.bytes(),
                 cached_kept: st.cached_kept,
                 cached_dropped: st.cached_dropped,
                 new_hits: st.cache_hits - self.published_lookups.0,
@@ -255,19 +256,25 @@ impl PartitionTask {
                     headers,
                     payload,
                     error,
-                } => self.acks.push(sink::dead_letter(
-                    self.shared.producer.clone(),
-                    Arc::clone(&self.dlq_topic),
-                    payload,
-                    DeadLetter {
-                        topic: self.topic.to_string(),
-                        partition: self.partition,
-                        offset,
-                        error,
-                        key,
-                        headers,
-                    },
-                )),
+                } => {
+                    let held = payload.len() as u64;
+                    self.acks.push_sized(
+                        sink::dead_letter(
+                            self.shared.producer.clone(),
+                            Arc::clone(&self.dlq_topic),
+                            payload,
+                            DeadLetter {
+                                topic: self.topic.to_string(),
+                                partition: self.partition,
+                                offset,
+                                error,
+                                key,
+                                headers,
+                            },
+                        ),
+                        held,
+                    )
+                }
                 Effect::LogDecision {
                     trace_id,
                     decision,

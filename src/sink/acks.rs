@@ -1,5 +1,11 @@
 //! The pending writes of one partition: a bounded set of futures, each resolving to the record
 //! offsets whose references it releases once its write is durable.
+//!
+//! Bounded twice: by count and by bytes (what the writes hold in memory: encoded chunks,
+//! segment rows, dead-letter payloads). At either limit the partition stops reading its input,
+//! its queue fills and the source pauses the partition, so a sink outage of any length holds at
+//! most the byte budget (plus what the trace store may still decide meanwhile, itself bounded
+//! by `store.max_bytes`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,24 +18,36 @@ pub type Released = Vec<i64>;
 /// A pending durable write.
 pub type AckFuture = Pin<Box<dyn Future<Output = Released> + Send>>;
 
-/// The pending writes of one partition, bounded.
+type Sized = Pin<Box<dyn Future<Output = (Released, u64)> + Send>>;
+
+/// The pending writes of one partition, bounded by count and bytes.
 pub struct Acks {
-    futs: FuturesUnordered<AckFuture>,
+    futs: FuturesUnordered<Sized>,
     limit: usize,
+    bytes: u64,
+    byte_limit: u64,
 }
 
 impl Acks {
-    /// An empty set that reports full at `limit` pending writes.
-    pub fn new(limit: usize) -> Self {
+    /// An empty set that reports full at `limit` pending writes or `byte_limit` pending bytes.
+    pub fn new(limit: usize, byte_limit: u64) -> Self {
         Acks {
             futs: FuturesUnordered::new(),
             limit,
+            bytes: 0,
+            byte_limit,
         }
     }
 
-    /// Adds a pending write.
+    /// Adds a pending write holding no bytes worth counting.
     pub fn push(&mut self, f: AckFuture) {
-        self.futs.push(f);
+        self.push_sized(f, 0);
+    }
+
+    /// Adds a pending write that holds `bytes` until it completes.
+    pub fn push_sized(&mut self, f: AckFuture, bytes: u64) {
+        self.bytes += bytes;
+        self.futs.push(Box::pin(async move { (f.await, bytes) }));
     }
 
     /// Pending writes.
@@ -37,21 +55,60 @@ impl Acks {
         self.futs.len()
     }
 
+    /// Bytes the pending writes hold.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.futs.is_empty()
     }
 
-    /// True at the limit: the partition stops reading input until writes complete.
+    /// True at either limit: the partition stops reading input until writes complete.
     pub fn is_full(&self) -> bool {
-        self.futs.len() >= self.limit
+        self.futs.len() >= self.limit || self.bytes >= self.byte_limit
     }
 
     /// The next completed write (pending forever when there is none).
     pub async fn next(&mut self) -> Released {
         match self.futs.next().await {
-            Some(r) => r,
+            Some((r, bytes)) => {
+                self.bytes -= bytes;
+                r
+            }
             None => std::future::pending().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn full_by_bytes_until_the_writes_complete() {
+        let mut acks = Acks::new(100, 1000);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        acks.push_sized(
+            Box::pin(async move {
+                let _ = rx.await;
+                vec![1, 2]
+            }),
+            600,
+        );
+        assert!(!acks.is_full());
+        acks.push_sized(Box::pin(async { vec![3] }), 500);
+        assert!(acks.is_full(), "1100 bytes pending against 1000");
+        assert_eq!(acks.next().await, vec![3]);
+        assert_eq!(acks.bytes(), 600);
+        assert!(!acks.is_full());
+        let _ = tx.send(());
+        assert_eq!(acks.next().await, vec![1, 2]);
+        assert_eq!((acks.bytes(), acks.len()), (0, 0));
+        let mut by_count = Acks::new(2, u64::MAX);
+        by_count.push(Box::pin(std::future::pending()));
+        by_count.push(Box::pin(std::future::pending()));
+        assert!(by_count.is_full());
     }
 }

@@ -38,18 +38,38 @@ impl Default for ParquetSinkConfig {
 }
 
 /// `sinks:` — where kept traces go. An offset is committed only after every enabled sink acked.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinksConfig {
     /// The sampled Kafka topic.
     pub kafka: KafkaSinkConfig,
     /// Hot Parquet segments.
     pub parquet: ParquetSinkConfig,
+    /// Bytes the pending writes of one partition may hold (encoded chunks, segment rows, dead
+    /// letters) before the partition stops reading: while a downstream is slow or down, memory
+    /// stops here instead of growing with the outage.
+    pub max_pending_bytes: ByteSize,
+}
+
+impl Default for SinksConfig {
+    fn default() -> Self {
+        SinksConfig {
+            kafka: KafkaSinkConfig::default(),
+            parquet: ParquetSinkConfig::default(),
+            max_pending_bytes: ByteSize(64 << 20),
+        }
+    }
 }
 
 impl SinksConfig {
     /// Every problem of this section.
     pub fn check(&self, e: &mut Vec<ConfigError>) {
+        if self.max_pending_bytes.0 < 1 << 20 {
+            e.push(ConfigError::new(
+                "sinks.max_pending_bytes",
+                "must be at least 1MiB (a single write larger than the budget still goes alone)",
+            ));
+        }
         if self.kafka.max_record_bytes.0 < 1024 {
             e.push(ConfigError::new(
                 "sinks.kafka.max_record_bytes",

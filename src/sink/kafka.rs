@@ -181,7 +181,8 @@ impl Sink for KafkaSink {
         let clock = Arc::clone(&self.clock);
         let handed_over = clock.now();
         let (spans, first_in) = (t.spans.len(), t.first_in);
-        acks.push(Box::pin(async move {
+        let bytes: u64 = chunks.iter().map(|(_, p)| p.len() as u64).sum();
+        acks.push_sized(Box::pin(async move {
             for (spans, p) in &chunks {
                 let out = Outgoing::new(&topic, key.as_bytes(), p);
                 match produce_until_acked(&producer, out, SinkLabel::Kafka).await {
@@ -201,7 +202,7 @@ impl Sink for KafkaSink {
             telemetry::sink_write(SinkLabel::Kafka, now.saturating_since(handed_over), spans);
             telemetry::end_to_end(SinkLabel::Kafka, first_in, now);
             offsets
-        }));
+        }), bytes);
     }
 }
 

@@ -73,6 +73,7 @@ impl ParquetSink {
         let clock = Arc::clone(&self.clock);
         let handed_over = clock.now();
         let (first, last) = (self.first_offset, self.last_offset);
+        let held = self.bytes;
         self.bytes = 0;
         self.first_offset = i64::MAX;
         self.last_offset = i64::MIN;
@@ -81,7 +82,7 @@ impl ParquetSink {
         let topic = Arc::clone(&self.topic);
         let partition = self.partition;
         let slots = Arc::clone(&self.encode_slots);
-        acks.push(Box::pin(async move {
+        acks.push_sized(Box::pin(async move {
             let n = rows.len();
             let rows = Arc::new(rows);
             let mut attempt = 0u32;
@@ -151,7 +152,7 @@ impl ParquetSink {
                 tokio::time::sleep(backoff(attempt)).await;
                 attempt = attempt.saturating_add(1);
             }
-        }));
+        }), held);
     }
 }
 
