@@ -354,6 +354,17 @@ impl Config {
         }
         self.archive.check(self.sinks.parquet.enabled, &mut e);
         self.sinks.check(&mut e);
+        if self.sinks.parquet.enabled
+            && self.sinks.max_pending_bytes.0 < 2 * self.archive.hot.max_segment_bytes.0
+        {
+            e.push(ConfigError::new(
+                "sinks.max_pending_bytes",
+                format!(
+                    "must be at least twice archive.hot.max_segment_bytes ({} B): one segment in flight would otherwise hold most of the budget and stop reading during every segment write",
+                    self.archive.hot.max_segment_bytes.0
+                ),
+            ));
+        }
         self.telemetry.check(&mut e);
         if self.shutdown_timeout.is_zero() {
             e.push(ConfigError::new(

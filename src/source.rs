@@ -407,11 +407,12 @@ struct Membership {
     session_ms: String,
     poll_ms: String,
     next_report: Duration,
-    last_expiry: Duration,
+    last_expiry: MonoTime,
+    started: MonoTime,
 }
 
 impl Membership {
-    fn new(cfg: &KafkaConfig) -> Self {
+    fn new(cfg: &KafkaConfig, started: MonoTime) -> Self {
         let get = |k: &str, d: &str| cfg.properties.get(k).cloned().unwrap_or_else(|| d.into());
         let m = Membership {
             session_ms: get(
@@ -423,7 +424,8 @@ impl Membership {
             ),
             poll_ms: get("max.poll.interval.ms", "300000"),
             next_report: Duration::from_secs(5),
-            last_expiry: Duration::ZERO,
+            last_expiry: started,
+            started,
         };
         tracing::info!(
             group = %cfg.group_id,
@@ -434,11 +436,13 @@ impl Membership {
         m
     }
 
-    fn check(&mut self, ctx: &Ctx, since_start: Duration) {
-        if since_start >= self.last_expiry + Duration::from_secs(1) {
-            self.last_expiry = since_start;
-            ctx.health.expire_fault(since_start.as_millis() as u64);
+    fn check(&mut self, ctx: &Ctx, now: MonoTime) {
+        if now.saturating_since(self.last_expiry) >= Duration::from_secs(1) {
+            self.last_expiry = now;
+            ctx.health
+                .expire_fault(now.as_duration().as_millis() as u64);
         }
+        let since_start = now.saturating_since(self.started);
         if !ctx.registry.is_empty() {
             self.next_report = since_start + Duration::from_secs(5);
             return;
@@ -488,9 +492,9 @@ fn poll_loop(
     let mut held_until: Option<(Key, MonoTime)> = None;
     let mut last_poll = clock.now();
     let started = clock.now();
-    let mut membership = Membership::new(&cfg);
+    let mut membership = Membership::new(&cfg, started);
     while !stop.load(Ordering::Acquire) {
-        membership.check(ctx, clock.now().saturating_since(started));
+        membership.check(ctx, clock.now());
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
             Some(Ok(msg)) => {
@@ -599,7 +603,7 @@ fn poll_loop(
             Some(Err(KafkaError::MessageConsumption(code))) if undecodable(code).is_some() => {
                 let reason = undecodable(code).unwrap_or("corrupt");
                 telemetry::undecodable_batch(reason);
-                let at = clock.now().saturating_since(started).as_millis() as u64;
+                let at = clock.now().as_duration().as_millis() as u64;
                 let why = format!(
                     "an input record batch cannot be decompressed ({reason}: {code}); its partition cannot advance past it"
                 );

@@ -2,8 +2,9 @@
 //! cluster for the fault (in addition to the real-broker tests): the broker leading the sampled
 //! topic and the decision log goes down under a steady backlog. The partitions stop reading once
 //! their pending writes hold the budget — the pipeline reads a bounded part of the backlog, the
-//! pending-bytes gauge stays at the budget plus one write, nothing is committed past unwritten
-//! work — and when the broker comes back every trace is written and committed to the end.
+//! pending-bytes gauge stays at the budget plus one write, `/readyz` goes down naming the stuck
+//! writes after 30 s (liveness stays up) — and when the broker comes back every trace is written
+//! and committed to the end.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -53,7 +54,7 @@ kafka: {{brokers: "{brokers}", create_topics: true, group_id: budget, commit_int
 store: {{decision_wait: 200ms, decision_wait_after_root: 200ms, tick: 20ms, max_bytes: {STORE}, max_trace_bytes: 64KiB}}
 policies: [{{name: all, type: always_sample}}]
 sinks: {{parquet: {{enabled: false}}, max_pending_bytes: {BUDGET}}}
-telemetry: {{listen: ""}}
+telemetry: {{listen: "127.0.0.1:0"}}
 "#
     ))
     .unwrap();
@@ -103,9 +104,11 @@ telemetry: {{listen: ""}}
         *e = (*e).max(d.offset + 1);
     }
 
-    // During the outage: reading stops at the budget.
+    // During the outage: reading stops at the budget; after 30 s of it, readiness goes down
+    // and names the stuck writes, while liveness stays up.
+    let addr = running.telemetry_addr.unwrap();
     let mut peak_pending = 0.0f64;
-    let until = Instant::now() + Duration::from_secs(6);
+    let until = Instant::now() + Duration::from_secs(34);
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for v in gauges(&handle.render(), "tracesift_sink_pending_bytes") {
@@ -123,6 +126,18 @@ telemetry: {{listen: ""}}
         "{read} of {TRACES} records ({record_bytes} B each) read while nothing could be written: more than 2 partitions × (pending budget {BUDGET} + store {STORE} + slack) = {bound} B"
     );
     assert!(read > 0, "the backlog was read up to the budget");
+    let (code, body) = tracesift::telemetry::http_get(addr, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("sink writes stuck: otlp_spans/"), "{body}");
+    assert_eq!(
+        tracesift::telemetry::http_get(addr, "/healthz")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
     assert!(
         peak_pending <= (BUDGET + 2 * STORE + (64 << 10)) as f64,
         "pending bytes {peak_pending} past the budget {BUDGET} plus what the store held"

@@ -30,6 +30,9 @@ use crate::source::queue::{Control, Inbox};
 /// Pending writes per partition before input stops.
 const MAX_PENDING_WRITES: usize = 20_000;
 
+/// How long a partition may hold its pending-write budget before readiness goes down.
+const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The owner of one partition's state and writes.
 pub struct PartitionTask {
     topic: Arc<str>,
@@ -38,6 +41,8 @@ pub struct PartitionTask {
     core: PartitionCore,
     sinks: Vec<Box<dyn Sink>>,
     acks: Acks,
+    /// Since when the pending writes have been at their budget.
+    full_since: Option<MonoTime>,
     effects: Vec<Effect>,
     dlq_topic: Arc<str>,
     decisions_topic: Option<Arc<str>>,
@@ -116,6 +121,7 @@ impl PartitionTask {
             core,
             sinks,
             acks: Acks::new(MAX_PENDING_WRITES, cfg.sinks.max_pending_bytes.0),
+            full_since: None,
             effects: Vec::new(),
             shared,
         }
@@ -196,6 +202,7 @@ impl PartitionTask {
         for s in &mut self.sinks {
             s.tick(now, &mut self.acks);
         }
+        self.watch_pending(now);
         let Some(periodic) = self.core.periodic(now) else {
             return;
         };
@@ -205,6 +212,30 @@ impl PartitionTask {
                 .insert((Arc::clone(&self.topic), self.partition), point);
         }
         self.publish_gauges(queued, queued_bytes);
+    }
+
+    /// Readiness follows the sinks: a partition that has held its pending-write budget (or
+    /// count) for [`STUCK_AFTER`] is not reading because a downstream does not keep up, and
+    /// `/readyz` says so (liveness stays up: a restart would not help).
+    fn watch_pending(&mut self, now: MonoTime) {
+        if !self.acks.is_full() {
+            self.full_since = None;
+            return;
+        }
+        let since = *self.full_since.get_or_insert(now);
+        if now.saturating_since(since) >= STUCK_AFTER {
+            self.shared.health.fault_seen(
+                now.as_duration().as_millis() as u64,
+                format!(
+                    "sink writes stuck: {}/{} has held its pending-write budget for {} s ({} writes, {} bytes pending); a downstream is down or too slow",
+                    self.topic,
+                    self.partition,
+                    now.saturating_since(since).as_secs(),
+                    self.acks.len(),
+                    self.acks.bytes()
+                ),
+            );
+        }
     }
 
     fn publish_gauges(&mut self, queued: usize, queued_bytes: usize) {

@@ -47,7 +47,8 @@ pub struct SinksConfig {
     pub parquet: ParquetSinkConfig,
     /// Bytes the pending writes of one partition may hold (encoded chunks, segment rows, dead
     /// letters) before the partition stops reading: while a downstream is slow or down, memory
-    /// stops here instead of growing with the outage.
+    /// stops here instead of growing with the outage. At least twice
+    /// `archive.hot.max_segment_bytes` with the Parquet sink on.
     pub max_pending_bytes: ByteSize,
 }
 
@@ -56,7 +57,7 @@ impl Default for SinksConfig {
         SinksConfig {
             kafka: KafkaSinkConfig::default(),
             parquet: ParquetSinkConfig::default(),
-            max_pending_bytes: ByteSize(64 << 20),
+            max_pending_bytes: ByteSize(128 << 20),
         }
     }
 }
