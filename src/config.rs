@@ -442,6 +442,20 @@ telemetry:
     }
 
     #[test]
+    fn the_pending_write_budget_must_hold_two_segments() {
+        let e = Config::parse(
+            "sinks: {max_pending_bytes: 64MiB}\narchive: {hot: {max_segment_bytes: 64MiB}}\npolicies: [{name: all, type: always_sample}]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].path, "sinks.max_pending_bytes");
+        Config::parse(
+            "sinks: {max_pending_bytes: 64MiB, parquet: {enabled: false}}\npolicies: [{name: all, type: always_sample}]\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_path() {
         let bad = r#"
 kafka:
