@@ -9,6 +9,7 @@
 //! stay uncommitted and the records are replayed: at-least-once, never a silent loss.
 
 pub mod acks;
+pub mod breaker;
 pub mod config;
 pub mod dead_letter;
 pub mod kafka;

@@ -56,6 +56,8 @@ pub const DECISION_CACHE_LOOKUPS: &str = "tracesift_decision_cache_lookups_total
 pub const PARTITION_QUEUE_BYTES: &str = "tracesift_partition_queue_bytes";
 /// Sink writes not yet acknowledged, per partition.
 pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
+/// A sink's circuit breaker: 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "tracesift_sink_breaker_state";
 /// Bytes the pending writes of a partition hold (against `sinks.max_pending_bytes`).
 pub const PENDING_BYTES: &str = "tracesift_sink_pending_bytes";
 /// Spans written, by sink.
@@ -228,6 +230,11 @@ fn describe() {
         "Sink writes awaiting acknowledgement, per partition."
     );
     describe_gauge!(
+        BREAKER_STATE,
+        Unit::Count,
+        "Circuit breaker of a sink: 0 closed, 1 half-open, 2 open."
+    );
+    describe_gauge!(
         PENDING_BYTES,
         Unit::Bytes,
         "Bytes held by sink writes awaiting acknowledgement, per partition."
@@ -359,6 +366,15 @@ pub enum SinkLabel {
 }
 
 impl SinkLabel {
+    /// Every sink.
+    pub const ALL: [SinkLabel; 5] = [
+        SinkLabel::Kafka,
+        SinkLabel::Parquet,
+        SinkLabel::DeadLetter,
+        SinkLabel::DecisionLog,
+        SinkLabel::Rekey,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -369,6 +385,11 @@ impl SinkLabel {
             SinkLabel::Rekey => "rekey",
         }
     }
+}
+
+/// A sink's breaker is now in state `value` (0 closed, 1 half-open, 2 open).
+pub fn breaker_state(sink: SinkLabel, value: f64) {
+    gauge!(BREAKER_STATE, "sink" => sink.as_str()).set(value);
 }
 
 /// A record waited `d` in its partition's queue.

@@ -218,6 +218,31 @@ impl PartitionTask {
     /// count) for [`STUCK_AFTER`] is not reading because a downstream does not keep up, and
     /// `/readyz` says so (liveness stays up: a restart would not help).
     fn watch_pending(&mut self, now: MonoTime) {
+        for (on, label) in [
+            (
+                self.shared.config.sinks.kafka.enabled,
+                telemetry::SinkLabel::Kafka,
+            ),
+            (
+                self.shared.config.sinks.parquet.enabled,
+                telemetry::SinkLabel::Parquet,
+            ),
+        ] {
+            if on
+                && matches!(
+                    sink::breaker::breaker(label).state(),
+                    sink::breaker::State::Open(_)
+                )
+            {
+                self.shared.health.fault_seen(
+                    now.as_duration().as_millis() as u64,
+                    format!(
+                        "sink {}: circuit open (writes keep failing; probing)",
+                        label.as_str()
+                    ),
+                );
+            }
+        }
         if !self.acks.is_full() {
             self.full_since = None;
             return;

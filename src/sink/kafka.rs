@@ -85,7 +85,9 @@ pub async fn produce_until_acked(
     let topic = out.topic;
     let mut attempt = 0u32;
     let mut queue_full = 0u32;
+    let breaker = super::breaker::breaker(label);
     loop {
+        breaker.permit().await;
         let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
         if let Some(h) = out.headers {
             rec = rec.headers(h.clone());
@@ -98,16 +100,23 @@ pub async fn produce_until_acked(
         }
         match producer.send_result(rec) {
             Ok(delivery) => match delivery.await {
-                Ok(Ok(_)) => return Ok(()),
+                Ok(Ok(_)) => {
+                    breaker.finished(true);
+                    return Ok(());
+                }
                 Ok(Err((e, _))) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
+                    // The sink answered: the record is at fault, not the sink.
+                    breaker.finished(true);
                     telemetry::sink_error(label);
                     return Err(Refused(format!("{topic}: {e}")));
                 }
                 Ok(Err((e, _))) => {
+                    breaker.finished(false);
                     telemetry::sink_error(label);
                     tracing::warn!(topic, error = %e, attempt, "delivery failed; retrying");
                 }
                 Err(_) => {
+                    breaker.finished(false);
                     telemetry::sink_error(label);
                     tracing::warn!(topic, attempt, "delivery report lost; retrying");
                 }
@@ -127,6 +136,7 @@ pub async fn produce_until_acked(
                 return Err(Refused(format!("{topic}: {e}")));
             }
             Err((e, _)) => {
+                breaker.finished(false);
                 telemetry::sink_error(label);
                 tracing::warn!(topic, error = %e, attempt, "produce failed; retrying");
             }

@@ -127,6 +127,8 @@ impl ParquetSink {
                         continue;
                     }
                 };
+                let breaker = super::breaker::breaker(SinkLabel::Parquet);
+                breaker.permit().await;
                 let mut ok = true;
                 for f in &files {
                     let path = archive::hot_segment_path(&topic, partition, first, last, f.hour, f.content);
@@ -140,6 +142,7 @@ impl ParquetSink {
                         }
                     }
                 }
+                breaker.finished(ok);
                 if ok {
                     telemetry::spans_out(SinkLabel::Parquet, n);
                     let now = clock.now();

@@ -1,0 +1,246 @@
+//! A circuit breaker per sink: after `FAILURES` consecutive failed writes the sink is *open* and
+//! no writer tries it until `OPEN_FOR` has passed; then one write probes (*half-open*): its
+//! success closes the breaker, its failure opens it again. Writers that find it open wait
+//! instead of retrying on their own, so a downstream that is down sees one probe every few
+//! seconds, not thousands of retries (the seed's avalanche case). Nothing is dropped: the writes
+//! wait, their partitions stop reading at the pending-write budget, and they all go out once the
+//! probe succeeds. Each transition is logged and the state is a metric
+//! (`tracesift_sink_breaker_state{sink}`: 0 closed, 1 half-open, 2 open).
+//!
+//! [`BreakerCore`] is the state machine (plain values, tested without time); [`Breaker`] wraps
+//! it with a clock and the waiting.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::clock::{Clock, MonoTime, SystemClock};
+use crate::telemetry::{self, SinkLabel};
+
+/// Consecutive failures that open a breaker.
+pub const FAILURES: u32 = 5;
+/// How long a breaker stays open before a probe.
+pub const OPEN_FOR: Duration = Duration::from_secs(5);
+/// How often writers waiting on a half-open breaker look again.
+const PROBE_POLL: Duration = Duration::from_millis(100);
+
+/// The state of a breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Writes go through.
+    Closed,
+    /// One probe write is out.
+    HalfOpen,
+    /// No writes until the time given.
+    Open(MonoTime),
+}
+
+impl State {
+    /// The metric's value.
+    pub fn gauge(self) -> f64 {
+        match self {
+            State::Closed => 0.0,
+            State::HalfOpen => 1.0,
+            State::Open(_) => 2.0,
+        }
+    }
+}
+
+/// What a writer may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Write (as the probe, when the breaker was open).
+    Go,
+    /// Wait until then and ask again.
+    WaitUntil(MonoTime),
+}
+
+/// The breaker's state machine.
+#[derive(Debug, Clone)]
+pub struct BreakerCore {
+    state: State,
+    failures: u32,
+}
+
+impl Default for BreakerCore {
+    fn default() -> Self {
+        BreakerCore {
+            state: State::Closed,
+            failures: 0,
+        }
+    }
+}
+
+impl BreakerCore {
+    /// The state now.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// May a write start at `now`? An open breaker past its time turns half-open and this
+    /// caller is its probe.
+    pub fn admit(&mut self, now: MonoTime) -> (Admit, Option<State>) {
+        match self.state {
+            State::Closed => (Admit::Go, None),
+            State::Open(until) if now >= until => {
+                self.state = State::HalfOpen;
+                (Admit::Go, Some(State::HalfOpen))
+            }
+            State::Open(until) => (Admit::WaitUntil(until), None),
+            State::HalfOpen => (Admit::WaitUntil(now + PROBE_POLL), None),
+        }
+    }
+
+    /// A write finished at `now`; returns the new state when it changed.
+    pub fn finished(&mut self, ok: bool, now: MonoTime) -> Option<State> {
+        let before = self.state;
+        if ok {
+            self.failures = 0;
+            self.state = State::Closed;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            if self.state == State::HalfOpen || self.failures >= FAILURES {
+                self.state = State::Open(now + OPEN_FOR);
+            }
+        }
+        let changed = match (before, self.state) {
+            (State::Open(_), State::Open(_)) => false,
+            (a, b) => a != b,
+        };
+        changed.then_some(self.state)
+    }
+}
+
+/// A sink's breaker, shared by every writer of that sink in the process.
+pub struct Breaker {
+    label: SinkLabel,
+    core: Mutex<BreakerCore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Breaker {
+    /// A closed breaker for `label`.
+    pub fn new(label: SinkLabel, clock: Arc<dyn Clock>) -> Self {
+        telemetry::breaker_state(label, State::Closed.gauge());
+        Breaker {
+            label,
+            core: Mutex::new(BreakerCore::default()),
+            clock,
+        }
+    }
+
+    /// The state now.
+    pub fn state(&self) -> State {
+        self.core.lock().map_or(State::Closed, |c| c.state())
+    }
+
+    /// Waits until a write may start.
+    pub async fn permit(&self) {
+        loop {
+            let now = self.clock.now();
+            let (admit, changed) = match self.core.lock() {
+                Ok(mut c) => c.admit(now),
+                Err(_) => return,
+            };
+            if let Some(s) = changed {
+                self.transition(s);
+            }
+            match admit {
+                Admit::Go => return,
+                Admit::WaitUntil(t) => tokio::time::sleep(t.saturating_since(now)).await,
+            }
+        }
+    }
+
+    /// A write finished (a refusal for good is the record's fault, not the sink's: not counted).
+    pub fn finished(&self, ok: bool) {
+        let now = self.clock.now();
+        let changed = match self.core.lock() {
+            Ok(mut c) => c.finished(ok, now),
+            Err(_) => None,
+        };
+        if let Some(s) = changed {
+            self.transition(s);
+        }
+    }
+
+    fn transition(&self, s: State) {
+        telemetry::breaker_state(self.label, s.gauge());
+        let sink = self.label.as_str();
+        match s {
+            State::Closed => tracing::info!(sink, "circuit closed: the sink accepts writes again"),
+            State::HalfOpen => {
+                tracing::info!(sink, "circuit half-open: probing the sink with one write")
+            }
+            State::Open(_) => tracing::warn!(
+                sink,
+                failures = FAILURES,
+                open_for_s = OPEN_FOR.as_secs(),
+                "circuit open: the sink keeps failing; writes wait for a probe instead of retrying"
+            ),
+        }
+    }
+}
+
+/// The process's breaker for `label` (one per sink: every partition's writes share it).
+pub fn breaker(label: SinkLabel) -> &'static Breaker {
+    static ALL: OnceLock<Vec<Breaker>> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
+        SinkLabel::ALL
+            .iter()
+            .map(|l| Breaker::new(*l, Arc::clone(&clock)))
+            .collect()
+    });
+    let i = SinkLabel::ALL.iter().position(|l| *l == label).unwrap_or(0);
+    &all[i]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> MonoTime {
+        MonoTime::from_millis(ms)
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_probes_and_closes() {
+        let mut b = BreakerCore::default();
+        for i in 0..FAILURES - 1 {
+            assert_eq!(b.finished(false, at(i as u64)), None);
+            assert_eq!(b.admit(at(i as u64)).0, Admit::Go);
+        }
+        // A success in between resets the count.
+        assert_eq!(b.finished(true, at(10)), None);
+        for _ in 0..FAILURES - 1 {
+            b.finished(false, at(20));
+        }
+        let opened = b.finished(false, at(20));
+        let until = at(20) + OPEN_FOR;
+        assert_eq!(opened, Some(State::Open(until)));
+        assert_eq!(b.admit(at(21)), (Admit::WaitUntil(until), None));
+        // Past the open time: one probe goes, the others wait for it.
+        assert_eq!(b.admit(until), (Admit::Go, Some(State::HalfOpen)));
+        assert!(matches!(b.admit(until).0, Admit::WaitUntil(_)));
+        // The probe fails: open again at once (not after FAILURES more).
+        let again = b.finished(false, until);
+        assert_eq!(again, Some(State::Open(until + OPEN_FOR)));
+        assert_eq!(
+            b.admit(until + OPEN_FOR),
+            (Admit::Go, Some(State::HalfOpen))
+        );
+        assert_eq!(b.finished(true, until + OPEN_FOR), Some(State::Closed));
+        assert_eq!(b.admit(until + OPEN_FOR).0, Admit::Go);
+    }
+
+    #[test]
+    fn late_failures_keep_it_open_without_a_new_transition() {
+        let mut b = BreakerCore::default();
+        for _ in 0..FAILURES {
+            b.finished(false, at(0));
+        }
+        // Failures of writes that were in flight when it opened: still open, nothing logged.
+        assert_eq!(b.finished(false, at(100)), None);
+        assert!(matches!(b.state(), State::Open(_)));
+    }
+}
