@@ -151,16 +151,7 @@ async fn no_commit_past_unresolved_work_under_faults() {
     let cluster = support::mock_cluster(3, 2);
     let brokers = cluster.bootstrap_servers();
     // Input led by broker 1; everything tracesift writes led by broker 3; coordinator on 2.
-    for p in 0..2 {
-        cluster.partition_leader("otlp_spans", p, Some(1)).unwrap();
-        for t in [
-            "otlp_spans_sampled",
-            "otlp_spans_dlq",
-            "tracesift_decisions",
-        ] {
-            cluster.partition_leader(t, p, Some(3)).unwrap();
-        }
-    }
+    support::split_leaders(&cluster, 2, 1, 3);
     cluster
         .coordinator(MockCoordinator::Group(GROUP.into()), 2)
         .unwrap();

@@ -14,11 +14,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use support::{otlp_record, spread_trace_ids, test_span};
+use support::{otlp_record, spread_trace_ids};
 
 const TRACES: usize = 4000;
 /// The trace store's byte budget: what a partition may still decide (and so write) after its
@@ -38,16 +37,7 @@ fn gauges(rendered: &str, name: &str) -> Vec<f64> {
 async fn an_outage_holds_at_most_the_pending_byte_budget_and_loses_nothing() {
     let cluster = support::mock_cluster(3, 2);
     let brokers = cluster.bootstrap_servers();
-    for p in 0..2 {
-        cluster.partition_leader("otlp_spans", p, Some(1)).unwrap();
-        for t in [
-            "otlp_spans_sampled",
-            "otlp_spans_dlq",
-            "tracesift_decisions",
-        ] {
-            cluster.partition_leader(t, p, Some(3)).unwrap();
-        }
-    }
+    support::split_leaders(&cluster, 2, 1, 3);
     let cfg = tracesift::config::Config::parse(&format!(
         r#"
 kafka: {{brokers: "{brokers}", create_topics: true, group_id: budget, commit_interval: 100ms}}
@@ -76,17 +66,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
     let mut record_bytes = 0u64;
     for t in &traces {
         let spans = (1..=3u8)
-            .map(|n| {
-                let mut s = test_span(t, n, false);
-                s.attributes.push(KeyValue {
-                    key: "pad".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("p".repeat(600))),
-                    }),
-                    ..Default::default()
-                });
-                s
-            })
+            .map(|n| support::padded_span(t, n, false, 600))
             .collect();
         let key = hex::encode(t);
         let value = otlp_record(spans);

@@ -15,7 +15,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use rdkafka::producer::FutureProducer;
 
 use support::{
@@ -71,17 +70,7 @@ policies: [{{name: errors, type: status_code, status_code: {{status_codes: [ERRO
     let mut ends = BTreeMap::new();
     rt.block_on(async {
         let fat: Vec<_> = (1..=20u8)
-            .map(|n| {
-                let mut s = test_span(big, n, n == 1);
-                s.attributes.push(KeyValue {
-                    key: "payload".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("x".repeat(100_000))),
-                    }),
-                    ..Default::default()
-                });
-                s
-            })
+            .map(|n| support::padded_span(big, n, n == 1, 100_000))
             .collect();
         support::send_trace_record(&producer, big, &otlp_record(fat), &mut ends).await;
         for t in normal {

@@ -517,6 +517,48 @@ pub fn mock_cluster(
     cluster
 }
 
+/// On a mock cluster from [`mock_cluster`]: the input led by broker `input`, everything
+/// tracesift writes (sampled, dead-letter, decision log) by broker `writes`, so a fault on one
+/// side leaves the other alone.
+pub fn split_leaders(
+    cluster: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    partitions: i32,
+    input: i32,
+    writes: i32,
+) {
+    for p in 0..partitions {
+        cluster
+            .partition_leader("otlp_spans", p, Some(input))
+            .unwrap();
+        for t in [
+            "otlp_spans_sampled",
+            "otlp_spans_dlq",
+            "tracesift_decisions",
+        ] {
+            cluster.partition_leader(t, p, Some(writes)).unwrap();
+        }
+    }
+}
+
+/// [`test_span`] with a string attribute `pad` of `pad_bytes` bytes (to make records of a size).
+pub fn padded_span(
+    trace: &[u8; 16],
+    n: u8,
+    error: bool,
+    pad_bytes: usize,
+) -> opentelemetry_proto::tonic::trace::v1::Span {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    let mut s = test_span(trace, n, error);
+    s.attributes.push(KeyValue {
+        key: "pad".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("p".repeat(pad_bytes))),
+        }),
+        ..Default::default()
+    });
+    s
+}
+
 pub mod chaos;
 pub mod garage;
 pub mod hostile;
