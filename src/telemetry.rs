@@ -56,6 +56,8 @@ pub const DECISION_CACHE_LOOKUPS: &str = "tracesift_decision_cache_lookups_total
 pub const PARTITION_QUEUE_BYTES: &str = "tracesift_partition_queue_bytes";
 /// Sink writes not yet acknowledged, per partition.
 pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
+/// Kept spans a best-effort sink dropped (retry budget spent, or its pending budget full).
+pub const SPANS_DROPPED: &str = "tracesift_sink_dropped_spans_total";
 /// A sink's circuit breaker: 0 closed, 1 half-open, 2 open.
 pub const BREAKER_STATE: &str = "tracesift_sink_breaker_state";
 /// Bytes the pending writes of a partition hold (against `sinks.max_pending_bytes`).
@@ -228,6 +230,11 @@ fn describe() {
         PENDING_ACKS,
         Unit::Count,
         "Sink writes awaiting acknowledgement, per partition."
+    );
+    describe_counter!(
+        SPANS_DROPPED,
+        Unit::Count,
+        "Kept spans a best-effort sink dropped, by sink."
     );
     describe_gauge!(
         BREAKER_STATE,
@@ -513,6 +520,11 @@ pub fn spans_out(sink: SinkLabel, n: usize) {
 /// A sink write failed (and will be retried).
 pub fn sink_error(sink: SinkLabel) {
     counter!(SINK_ERRORS, "sink" => sink.as_str()).increment(1);
+}
+
+/// Kept spans a best-effort sink dropped.
+pub fn spans_dropped(sink: SinkLabel, n: usize) {
+    counter!(SPANS_DROPPED, "sink" => sink.as_str()).increment(n as u64);
 }
 
 /// Kept spans a sink left out for good (the reason is logged).

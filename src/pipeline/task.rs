@@ -71,13 +71,20 @@ impl PartitionTask {
         let cfg = &shared.config;
         let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
         if cfg.sinks.kafka.enabled {
-            sinks.push(Box::new(sink::KafkaSink::new(
+            let kafka = sink::KafkaSink::new(
                 shared.producer.clone(),
                 Arc::from(cfg.kafka.sampled_topic.as_str()),
                 Arc::from(cfg.kafka.dead_letter_topic.as_str()),
                 usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
                 Arc::clone(&shared.clock),
-            )));
+            );
+            sinks.push(Box::new(match cfg.sinks.kafka.delivery {
+                sink::config::Delivery::Required => kafka,
+                sink::config::Delivery::BestEffort => kafka.best_effort(
+                    cfg.sinks.kafka.best_effort_attempts,
+                    cfg.sinks.max_pending_bytes.0,
+                ),
+            }));
         }
         if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
             sinks.push(Box::new(sink::ParquetSink::new(

@@ -22,14 +22,17 @@ pub const FAILURES: u32 = 5;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
 /// How often writers waiting on a half-open breaker look again.
 const PROBE_POLL: Duration = Duration::from_millis(100);
+/// A probe that has not finished by then (its writer was cancelled, or the write hangs) no
+/// longer holds the others back: the next writer probes too.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The state of a breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Writes go through.
     Closed,
-    /// One probe write is out.
-    HalfOpen,
+    /// One probe write is out, since then.
+    HalfOpen(MonoTime),
     /// No writes until the time given.
     Open(MonoTime),
 }
@@ -39,7 +42,7 @@ impl State {
     pub fn gauge(self) -> f64 {
         match self {
             State::Closed => 0.0,
-            State::HalfOpen => 1.0,
+            State::HalfOpen(_) => 1.0,
             State::Open(_) => 2.0,
         }
     }
@@ -82,11 +85,15 @@ impl BreakerCore {
         match self.state {
             State::Closed => (Admit::Go, None),
             State::Open(until) if now >= until => {
-                self.state = State::HalfOpen;
-                (Admit::Go, Some(State::HalfOpen))
+                self.state = State::HalfOpen(now);
+                (Admit::Go, Some(self.state))
             }
             State::Open(until) => (Admit::WaitUntil(until), None),
-            State::HalfOpen => (Admit::WaitUntil(now + PROBE_POLL), None),
+            State::HalfOpen(since) if now.saturating_since(since) >= PROBE_TIMEOUT => {
+                self.state = State::HalfOpen(now);
+                (Admit::Go, None)
+            }
+            State::HalfOpen(_) => (Admit::WaitUntil(now + PROBE_POLL), None),
         }
     }
 
@@ -98,12 +105,12 @@ impl BreakerCore {
             self.state = State::Closed;
         } else {
             self.failures = self.failures.saturating_add(1);
-            if self.state == State::HalfOpen || self.failures >= FAILURES {
+            if matches!(self.state, State::HalfOpen(_)) || self.failures >= FAILURES {
                 self.state = State::Open(now + OPEN_FOR);
             }
         }
         let changed = match (before, self.state) {
-            (State::Open(_), State::Open(_)) => false,
+            (State::Open(_), State::Open(_)) | (State::HalfOpen(_), State::HalfOpen(_)) => false,
             (a, b) => a != b,
         };
         changed.then_some(self.state)
@@ -131,6 +138,17 @@ impl Breaker {
     /// The state now.
     pub fn state(&self) -> State {
         self.core.lock().map_or(State::Closed, |c| c.state())
+    }
+
+    /// True when a write would have to wait (open, or half-open with its probe out): a
+    /// best-effort writer gives up instead.
+    pub fn would_wait(&self) -> bool {
+        let now = self.clock.now();
+        match self.state() {
+            State::Closed => false,
+            State::Open(until) => now < until,
+            State::HalfOpen(since) => now.saturating_since(since) < PROBE_TIMEOUT,
+        }
     }
 
     /// Waits until a write may start.
@@ -168,7 +186,7 @@ impl Breaker {
         let sink = self.label.as_str();
         match s {
             State::Closed => tracing::info!(sink, "circuit closed: the sink accepts writes again"),
-            State::HalfOpen => {
+            State::HalfOpen(_) => {
                 tracing::info!(sink, "circuit half-open: probing the sink with one write")
             }
             State::Open(_) => tracing::warn!(
@@ -220,17 +238,20 @@ mod tests {
         assert_eq!(opened, Some(State::Open(until)));
         assert_eq!(b.admit(at(21)), (Admit::WaitUntil(until), None));
         // Past the open time: one probe goes, the others wait for it.
-        assert_eq!(b.admit(until), (Admit::Go, Some(State::HalfOpen)));
+        assert_eq!(b.admit(until), (Admit::Go, Some(State::HalfOpen(until))));
         assert!(matches!(b.admit(until).0, Admit::WaitUntil(_)));
+        // A probe that never reports (its writer was cancelled) stops holding the others back.
+        assert_eq!(b.admit(until + PROBE_TIMEOUT).0, Admit::Go);
         // The probe fails: open again at once (not after FAILURES more).
-        let again = b.finished(false, until);
-        assert_eq!(again, Some(State::Open(until + OPEN_FOR)));
+        let t = until + PROBE_TIMEOUT;
+        let again = b.finished(false, t);
+        assert_eq!(again, Some(State::Open(t + OPEN_FOR)));
         assert_eq!(
-            b.admit(until + OPEN_FOR),
-            (Admit::Go, Some(State::HalfOpen))
+            b.admit(t + OPEN_FOR),
+            (Admit::Go, Some(State::HalfOpen(t + OPEN_FOR)))
         );
-        assert_eq!(b.finished(true, until + OPEN_FOR), Some(State::Closed));
-        assert_eq!(b.admit(until + OPEN_FOR).0, Admit::Go);
+        assert_eq!(b.finished(true, t + OPEN_FOR), Some(State::Closed));
+        assert_eq!(b.admit(t + OPEN_FOR).0, Admit::Go);
     }
 
     #[test]

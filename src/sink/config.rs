@@ -12,6 +12,14 @@ pub struct KafkaSinkConfig {
     pub enabled: bool,
     /// Largest record written; bigger traces are split into several records.
     pub max_record_bytes: ByteSize,
+    /// `required`: a record is committed only once this sink has its kept spans (at-least-once).
+    /// `best_effort`: commits do not wait for this sink; a write is tried
+    /// `best_effort_attempts` times, then dropped and counted
+    /// (`tracesift_sink_dropped_spans_total`), and dropped at once while this sink's
+    /// writes already hold the partition's `sinks.max_pending_bytes`.
+    pub delivery: Delivery,
+    /// Attempts of a best-effort write before it is dropped.
+    pub best_effort_attempts: u32,
 }
 
 impl Default for KafkaSinkConfig {
@@ -19,8 +27,20 @@ impl Default for KafkaSinkConfig {
         KafkaSinkConfig {
             enabled: true,
             max_record_bytes: ByteSize(900 << 10),
+            delivery: Delivery::Required,
+            best_effort_attempts: 5,
         }
     }
+}
+
+/// Whether a sink's acknowledgement holds the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// The commit waits for this sink: nothing kept is lost.
+    Required,
+    /// The commit does not wait; after its retry budget a write is dropped and counted.
+    BestEffort,
 }
 
 /// `sinks.parquet:` — hot Parquet segments under `archive.hot.url`.
@@ -65,6 +85,12 @@ impl Default for SinksConfig {
 impl SinksConfig {
     /// Every problem of this section.
     pub fn check(&self, e: &mut Vec<ConfigError>) {
+        if self.kafka.best_effort_attempts == 0 {
+            e.push(ConfigError::new(
+                "sinks.kafka.best_effort_attempts",
+                "must be at least 1",
+            ));
+        }
         if self.max_pending_bytes.0 < 1 << 20 {
             e.push(ConfigError::new(
                 "sinks.max_pending_bytes",

@@ -82,23 +82,70 @@ pub async fn produce_until_acked(
     out: Outgoing<'_>,
     label: SinkLabel,
 ) -> Result<(), Refused> {
+    match produce(producer, out, label, u32::MAX).await {
+        Ok(()) => Ok(()),
+        Err(Failed::Refused(r)) => Err(r),
+        // Not reached: an unlimited budget is never spent (attempts saturate).
+        Err(Failed::GaveUp(why)) => Err(Refused(why)),
+    }
+}
+
+/// Why a write with an attempt budget did not happen.
+#[derive(Debug, Clone)]
+pub enum Failed {
+    /// Refused for good.
+    Refused(Refused),
+    /// Its attempts were spent on transient failures (the last one given).
+    GaveUp(String),
+}
+
+/// [`produce_until_acked`] with at most `attempts` tries of transient failures (a full
+/// producer queue does not count as a try). `u32::MAX` = until it succeeds.
+pub async fn produce(
+    producer: &FutureProducer,
+    out: Outgoing<'_>,
+    label: SinkLabel,
+    attempts: u32,
+) -> Result<(), Failed> {
     let topic = out.topic;
+    let mut last: String;
     let mut attempt = 0u32;
     let mut queue_full = 0u32;
     let breaker = super::breaker::breaker(label);
     loop {
+        if attempts != u32::MAX && breaker.would_wait() {
+            // A budgeted (best-effort) write does not queue behind an open breaker: shed.
+            return Err(Failed::GaveUp(format!("{topic}: circuit open")));
+        }
         breaker.permit().await;
-        let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
-        if let Some(h) = out.headers {
-            rec = rec.headers(h.clone());
-        }
-        if let Some(p) = out.partition {
-            rec = rec.partition(p);
-        }
-        if let Some(ts) = out.timestamp {
-            rec = rec.timestamp(ts);
-        }
-        match producer.send_result(rec) {
+        // Hand the record to librdkafka. Its own bounded queue being full is local
+        // backpressure, neither a success nor a failure of the sink: wait for room without
+        // giving the permit back (this write may be the breaker's probe).
+        let sent = loop {
+            let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
+            if let Some(h) = out.headers {
+                rec = rec.headers(h.clone());
+            }
+            if let Some(p) = out.partition {
+                rec = rec.partition(p);
+            }
+            if let Some(ts) = out.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            match producer.send_result(rec) {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Backing off (5 ms doubling to 1 s, jittered) so thousands of waiting
+                    // writes do not spin.
+                    let cap = Duration::from_millis(5)
+                        .saturating_mul(1u32 << queue_full.min(8))
+                        .min(Duration::from_secs(1));
+                    queue_full = queue_full.saturating_add(1);
+                    tokio::time::sleep(super::jitter(cap)).await;
+                }
+                other => break other,
+            }
+        };
+        match sent {
             Ok(delivery) => match delivery.await {
                 Ok(Ok(_)) => {
                     breaker.finished(true);
@@ -108,41 +155,41 @@ pub async fn produce_until_acked(
                     // The sink answered: the record is at fault, not the sink.
                     breaker.finished(true);
                     telemetry::sink_error(label);
-                    return Err(Refused(format!("{topic}: {e}")));
+                    return Err(Failed::Refused(Refused(format!("{topic}: {e}"))));
                 }
                 Ok(Err((e, _))) => {
                     breaker.finished(false);
                     telemetry::sink_error(label);
                     tracing::warn!(topic, error = %e, attempt, "delivery failed; retrying");
+                    last = e.to_string();
                 }
                 Err(_) => {
                     breaker.finished(false);
                     telemetry::sink_error(label);
                     tracing::warn!(topic, attempt, "delivery report lost; retrying");
+                    last = "delivery report lost".into();
                 }
             },
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                // The producer's own bounded queue is full: wait for it to drain, backing off
-                // (5 ms doubling to 1 s, jittered) so thousands of waiting writes do not spin.
-                let cap = Duration::from_millis(5)
-                    .saturating_mul(1u32 << queue_full.min(8))
-                    .min(Duration::from_secs(1));
-                queue_full = queue_full.saturating_add(1);
-                tokio::time::sleep(super::jitter(cap)).await;
-                continue;
-            }
             Err((e, _)) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
+                // Refused locally (too large for the producer): the sink is not at fault.
+                breaker.finished(true);
                 telemetry::sink_error(label);
-                return Err(Refused(format!("{topic}: {e}")));
+                return Err(Failed::Refused(Refused(format!("{topic}: {e}"))));
             }
             Err((e, _)) => {
                 breaker.finished(false);
                 telemetry::sink_error(label);
                 tracing::warn!(topic, error = %e, attempt, "produce failed; retrying");
+                last = e.to_string();
             }
         }
-        tokio::time::sleep(backoff(attempt)).await;
         attempt = attempt.saturating_add(1);
+        if attempt >= attempts {
+            return Err(Failed::GaveUp(format!(
+                "{topic}: {attempt} attempts, last: {last}"
+            )));
+        }
+        tokio::time::sleep(backoff(attempt - 1)).await;
     }
 }
 
@@ -156,6 +203,9 @@ pub struct KafkaSink {
     dead_letter_topic: Arc<str>,
     max_record_bytes: usize,
     clock: Arc<dyn Clock>,
+    /// With best-effort delivery: the attempts per write, and the KiB its detached writes may
+    /// hold (one permit per KiB).
+    best_effort: Option<(u32, Arc<tokio::sync::Semaphore>)>,
 }
 
 impl KafkaSink {
@@ -173,7 +223,69 @@ impl KafkaSink {
             dead_letter_topic,
             max_record_bytes,
             clock,
+            best_effort: None,
         }
+    }
+
+    /// Best-effort delivery: commits do not wait for this sink; each write gets `attempts`
+    /// tries and is then dropped and counted; while its writes hold `budget_bytes` already, new
+    /// ones are dropped at once (shed, never queued without bound).
+    pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
+        let kib = usize::try_from(budget_bytes >> 10)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        self.best_effort = Some((attempts, Arc::new(tokio::sync::Semaphore::new(kib))));
+        self
+    }
+
+    /// Writes one kept trace detached from the commit: offsets are released at once.
+    fn accept_best_effort(
+        &self,
+        t: &KeptTrace<'_>,
+        chunks: Vec<(usize, Vec<u8>)>,
+        attempts: u32,
+        budget: &Arc<tokio::sync::Semaphore>,
+        acks: &mut Acks,
+    ) {
+        let offsets = t.offsets.to_vec();
+        acks.push(Box::pin(async move { offsets }));
+        let spans = t.spans.len();
+        let kib: usize = chunks.iter().map(|(_, p)| p.len().div_ceil(1024)).sum();
+        let permit = u32::try_from(kib)
+            .ok()
+            .and_then(|n| Arc::clone(budget).try_acquire_many_owned(n.max(1)).ok());
+        let Some(permit) = permit else {
+            telemetry::spans_dropped(SinkLabel::Kafka, spans);
+            return;
+        };
+        let producer = self.producer.clone();
+        let topic = Arc::clone(&self.topic);
+        let key = t.trace_id.to_hex();
+        let clock = Arc::clone(&self.clock);
+        let handed_over = clock.now();
+        let first_in = t.first_in;
+        // Detached on purpose: nothing waits for it. It ends after its attempts, and dies with
+        // the runtime at shutdown (best effort).
+        tokio::spawn(async move {
+            let _permit = permit;
+            for (n, p) in &chunks {
+                let out = Outgoing::new(&topic, key.as_bytes(), p);
+                match produce(&producer, out, SinkLabel::Kafka, attempts).await {
+                    Ok(()) => telemetry::spans_out(SinkLabel::Kafka, *n),
+                    Err(Failed::Refused(e)) => {
+                        telemetry::spans_rejected(SinkLabel::Kafka, *n);
+                        tracing::warn!(trace_id = %key, error = %e, "best-effort sink refused kept spans; dropped");
+                    }
+                    Err(Failed::GaveUp(why)) => {
+                        telemetry::spans_dropped(SinkLabel::Kafka, *n);
+                        tracing::warn!(trace_id = %key, error = %why, "best-effort sink gave up on kept spans; dropped");
+                    }
+                }
+            }
+            let now = clock.now();
+            telemetry::sink_write(SinkLabel::Kafka, now.saturating_since(handed_over), spans);
+            telemetry::end_to_end(SinkLabel::Kafka, first_in, now);
+        });
     }
 }
 
@@ -183,6 +295,11 @@ impl Sink for KafkaSink {
             .into_iter()
             .map(|c| (c.len(), otlp::encode_request(c.iter())))
             .collect();
+        if let Some((attempts, budget)) = &self.best_effort {
+            let budget = Arc::clone(budget);
+            self.accept_best_effort(t, chunks, *attempts, &budget, acks);
+            return;
+        }
         let producer = self.producer.clone();
         let topic = Arc::clone(&self.topic);
         let dlq = Arc::clone(&self.dead_letter_topic);
