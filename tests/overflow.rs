@@ -86,6 +86,7 @@ async fn flood_stays_in_budget_and_giant_trace_does_not_stall() {
     let max_bytes = 16 * MIB;
     let queue_bytes = 4 * MIB;
     let prefetch = 4 * MIB;
+    let pending_budget = 16 * MIB;
     let cfg = dir.path().join("tracesift.yaml");
     std::fs::write(
         &cfg,
@@ -95,7 +96,6 @@ kafka:
   brokers: "{brokers}"
   create_topics: true
   group_id: flood
-
   commit_interval: 200ms
   partition_queue_records: 512
   partition_queue_bytes: {queue_bytes}
@@ -111,7 +111,7 @@ store:
   decision_cache: {{sampled_cache_size: 10000, non_sampled_cache_size: 10000}}
 policies:
   - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
-sinks: {{parquet: {{enabled: false}}}}
+sinks: {{parquet: {{enabled: false}}, max_pending_bytes: {pending_budget}}}
 telemetry: {{listen: "127.0.0.1:{port}"}}
 shutdown_timeout: 20s
 "#,
@@ -262,9 +262,15 @@ shutdown_timeout: 20s
     let forced = metric(&metrics, "tracesift_forced_decisions_total");
     // The stated model (README, Guarantees): a fixed 160 MiB for the process, per partition
     // 2 × store.max_bytes + the input queue + librdkafka's prefetch + ~150 B per decision-cache
-    // entry, and the producer's queue (at most 64 MiB).
+    // entry + the pending-write budget, and the producer's queue (at most 64 MiB).
     let cache_entries = 20_000;
-    let bound = 160 * MIB + 2 * max_bytes + queue_bytes + prefetch + 150 * cache_entries + 64 * MIB;
+    let bound = 160 * MIB
+        + 2 * max_bytes
+        + queue_bytes
+        + prefetch
+        + 150 * cache_entries
+        + pending_budget
+        + 64 * MIB;
     eprintln!(
         "flood: {:.0} MB in {} spans; max RSS {:.0} MiB (25-50% {:.0}, 50-100% {:.0}; bound {:.0} MiB); forced decisions {forced}",
         produced_bytes as f64 / 1e6,
