@@ -437,11 +437,14 @@ impl Membership {
     }
 
     fn check(&mut self, ctx: &Ctx, now: MonoTime) {
-        if now.saturating_since(self.last_expiry) >= Duration::from_secs(1) {
-            self.last_expiry = now;
-            ctx.health
-                .expire_fault(now.as_duration().as_millis() as u64);
+        // Called on every poll, so once a second at most: the registry's emptiness check
+        // visits every shard.
+        if now.saturating_since(self.last_expiry) < Duration::from_secs(1) {
+            return;
         }
+        self.last_expiry = now;
+        ctx.health
+            .expire_fault(now.as_duration().as_millis() as u64);
         let since_start = now.saturating_since(self.started);
         if !ctx.registry.is_empty() {
             self.next_report = since_start + Duration::from_secs(5);
@@ -600,22 +603,24 @@ fn poll_loop(
                     }
                 }
             }
-            Some(Err(KafkaError::MessageConsumption(code))) if undecodable(code).is_some() => {
-                let reason = undecodable(code).unwrap_or("corrupt");
-                telemetry::undecodable_batch(reason);
-                let at = clock.now().as_duration().as_millis() as u64;
-                let why = format!(
-                    "an input record batch cannot be decompressed ({reason}: {code}); its partition cannot advance past it"
-                );
-                if ctx.health.fault().is_none() {
-                    tracing::error!(
-                        %code,
-                        reason,
-                        "an input record batch cannot be decompressed: gzip, snappy, lz4 and zstd are built in, so the batch uses another codec or is corrupt; the partition stays at it (librdkafka's log names the codec and offset)"
+            Some(Err(KafkaError::MessageConsumption(code))) => match undecodable(code) {
+                Some(reason) => {
+                    telemetry::undecodable_batch(reason);
+                    let at = clock.now().as_duration().as_millis() as u64;
+                    let why = format!(
+                        "an input record batch cannot be decompressed ({reason}: {code}); its partition cannot advance past it"
                     );
+                    if ctx.health.fault().is_none() {
+                        tracing::error!(
+                            %code,
+                            reason,
+                            "an input record batch cannot be decompressed: gzip, snappy, lz4 and zstd are built in, so the batch uses another codec or is corrupt; the partition stays at it (librdkafka's log names the codec and offset)"
+                        );
+                    }
+                    ctx.health.fault_seen(at, why);
                 }
-                ctx.health.fault_seen(at, why);
-            }
+                None => tracing::warn!(%code, "consumer error"),
+            },
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
         }
         // Resume paused partitions whose task has room again; forget revoked ones.
