@@ -265,9 +265,9 @@ pub async fn apply(
         return Err(TopicError::Unsafe(plan.refused.clone()));
     }
     let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-    let failed = |action: String, reason: String| TopicError::Apply { action, reason };
     for a in &plan.actions {
-        match a {
+        // One request per step; the step fails on the request's error or its result's.
+        let (step, results) = match a {
             Action::Create(w) => {
                 let t = w.configs.iter().fold(
                     NewTopic::new(
@@ -277,39 +277,41 @@ pub async fn apply(
                     ),
                     |t, (k, v)| t.set(k, v),
                 );
-                for r in admin.create_topics([&t], &opts).await? {
-                    if let Err((topic, e)) = r {
-                        return Err(failed(format!("create {topic}"), e.to_string()));
-                    }
-                }
+                let step = format!("create {}", w.name);
+                let r = admin.create_topics([&t], &opts).await;
+                (
+                    step,
+                    r.map(|rs| rs.into_iter().map(|r| r.map(drop)).collect::<Vec<_>>()),
+                )
             }
             Action::AlterConfigs { topic, all, .. } => {
                 let c = all.iter().fold(
                     AlterConfig::new(ResourceSpecifier::Topic(topic)),
                     |c, (k, v)| c.set(k, v),
                 );
-                let results = admin
-                    .alter_configs([&c], &opts)
-                    .await
-                    .map_err(|e| failed(format!("alter {topic}"), unsupported(e)))?;
-                for r in results {
-                    if let Err((_, e)) = r {
-                        return Err(failed(format!("alter {topic}"), e.to_string()));
-                    }
-                }
+                let r = admin.alter_configs([&c], &opts).await;
+                let r = r.map(|rs| {
+                    rs.into_iter()
+                        .map(|r| r.map(drop).map_err(|(_, e)| (String::new(), e)))
+                        .collect::<Vec<_>>()
+                });
+                (format!("alter {topic}"), r)
             }
             Action::AddPartitions { topic, to, .. } => {
                 let np = NewPartitions::new(topic, *to as usize);
-                let results = admin
-                    .create_partitions([&np], &opts)
-                    .await
-                    .map_err(|e| failed(format!("add partitions to {topic}"), unsupported(e)))?;
-                for r in results {
-                    if let Err((_, e)) = r {
-                        return Err(failed(format!("add partitions to {topic}"), e.to_string()));
-                    }
-                }
+                let r = admin.create_partitions([&np], &opts).await;
+                (
+                    format!("add partitions to {topic}"),
+                    r.map(|rs| rs.into_iter().map(|r| r.map(drop)).collect::<Vec<_>>()),
+                )
             }
+        };
+        let failed = |reason: String| TopicError::Apply {
+            action: step.clone(),
+            reason,
+        };
+        for r in results.map_err(|e| failed(unsupported(e)))? {
+            r.map_err(|(_, e)| failed(e.to_string()))?;
         }
     }
     Ok(plan.actions.len())
