@@ -13,46 +13,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use support::{otlp_record, spread_trace_ids, test_span};
 
 async fn send(producer: &FutureProducer, traces: &[[u8; 16]], ends: &mut BTreeMap<i32, i64>) {
     for t in traces {
         let spans = (1..=3u8).map(|n| test_span(t, n, false)).collect();
-        let d = producer
-            .send(
-                FutureRecord::to("otlp_spans")
-                    .key(&hex::encode(t))
-                    .payload(&otlp_record(spans)),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-        let e = ends.entry(d.partition).or_insert(0);
-        *e = (*e).max(d.offset + 1);
+        support::send_trace_record(producer, t, &otlp_record(spans), ends).await;
     }
 }
 
-async fn wait_committed(brokers: &str, ends: &BTreeMap<i32, i64>, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let b = brokers.to_string();
-        let c = tokio::task::spawn_blocking(move || {
-            support::committed(&b, "besteffort", "otlp_spans", &[0, 1])
-        })
-        .await
-        .unwrap();
-        if ends.iter().all(|(p, e)| c.get(p) == Some(e)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: committed {c:?}, end {ends:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+async fn wait_committed(brokers: &str, ends: &BTreeMap<i32, i64>) {
+    support::wait_committed(
+        brokers,
+        "besteffort",
+        "otlp_spans",
+        ends,
+        Duration::from_secs(60),
+    )
+    .await;
 }
 
 fn dropped(rendered: &str) -> f64 {
@@ -99,7 +79,7 @@ telemetry: {{listen: ""}}
     // The sampled topic's broker is down: commits go on, the writes are dropped and counted.
     cluster.broker_down(3).unwrap();
     send(&producer, &traces[..100], &mut ends).await;
-    wait_committed(&brokers, &ends, "during the outage").await;
+    wait_committed(&brokers, &ends).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while dropped(&handle.render()) < 300.0 {
         assert!(
@@ -141,7 +121,7 @@ telemetry: {{listen: ""}}
             "no wave of kept traces written whole after the outage (last: {whole} of 10)"
         );
     }
-    wait_committed(&brokers, &ends, "after the outage").await;
+    wait_committed(&brokers, &ends).await;
     running.stop().await;
     drop(producer);
     drop(cluster);
