@@ -138,6 +138,8 @@ pub struct Shared {
     pub hot_store: Option<Arc<dyn object_store::ObjectStore>>,
     /// Bounds concurrent Parquet encodes.
     pub encode_slots: Arc<tokio::sync::Semaphore>,
+    /// The configured OTLP exporters.
+    pub otlp: Vec<Arc<crate::sink::OtlpExporter>>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Run counters.
@@ -183,6 +185,9 @@ pub enum RunError {
     /// The consumer thread could not be started.
     #[error("cannot start the source: {0}")]
     Start(String),
+    /// An OTLP sink could not be set up (its TLS files, its endpoint).
+    #[error("sink {0}")]
+    Sink(String),
     /// The rekey stage could not be started.
     #[error("cannot start the rekey stage on `{topic}`: {reason}")]
     Rekey {
@@ -258,6 +263,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map(|n| n.get())
         .unwrap_or(2);
     let stats = Arc::new(RunStats::new(names.len()));
+    for label in [crate::telemetry::SinkLabel::Kafka, crate::telemetry::SinkLabel::Parquet] {
+        // The gauges of the breakers read closed from the start.
+        let _ = crate::sink::breaker::breaker(label);
+    }
+    let otlp = config
+        .sinks
+        .otlp()
+        .map(|(c, grpc)| {
+            crate::sink::OtlpExporter::new(
+                c,
+                grpc,
+                producer.clone(),
+                Arc::from(config.kafka.dead_letter_topic.as_str()),
+                config.sinks.max_pending_bytes.0,
+                Arc::clone(&clock),
+            )
+            .map(Arc::new)
+            .map_err(RunError::Sink)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let shared = Shared {
         config: Arc::clone(&config),
         policies: Arc::clone(&policies),
@@ -265,6 +290,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         producer: producer.clone(),
         hot_store,
         encode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
+        otlp,
         clock,
         stats: Arc::clone(&stats),
         commits: CommitBoard::default(),

@@ -1,5 +1,5 @@
-//! Hot sinks behind one trait: the sampled Kafka topic and hot Parquet segments (plus the
-//! dead-letter writer, which uses the same producer and ack path).
+//! Hot sinks behind one trait: the sampled Kafka topic, hot Parquet segments and OTLP exporters
+//! (plus the dead-letter writer, which uses the same producer and ack path).
 //!
 //! A sink never owns a channel or a task of its own: it is given each kept trace and pushes one
 //! future per durable write into the partition's [`Acks`]. A future resolves to the record offsets
@@ -9,10 +9,12 @@
 //! stay uncommitted and the records are replayed: at-least-once, never a silent loss.
 
 pub mod acks;
+pub mod batch;
 pub mod breaker;
 pub mod config;
 pub mod dead_letter;
 pub mod kafka;
+pub mod otlp;
 pub mod parquet;
 
 use std::time::Duration;
@@ -26,6 +28,7 @@ use crate::sample::Decision;
 pub use self::acks::{AckFuture, Acks, Released};
 pub use self::dead_letter::{dead_letter, DeadLetter};
 pub use self::kafka::{produce_until_acked, KafkaSink, Outgoing};
+pub use self::otlp::{OtlpExporter, OtlpSink};
 pub use self::parquet::ParquetSink;
 
 /// A kept trace (or the late spans of one) handed to the sinks.
@@ -54,6 +57,10 @@ pub trait Sink: Send {
     fn tick(&mut self, _now: MonoTime, _acks: &mut Acks) {}
     /// Writes out anything buffered (before revoke or shutdown).
     fn flush(&mut self, _acks: &mut Acks) {}
+    /// The sink's metric label (and breaker).
+    fn label(&self) -> crate::telemetry::SinkLabel;
+    /// Whether the commit waits for this sink (`required` delivery).
+    fn required(&self) -> bool;
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(50);

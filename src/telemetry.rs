@@ -101,6 +101,12 @@ pub const DECISION_DELAY: &str = "tracesift_decision_delay_seconds";
 pub const SINK_WRITE: &str = "tracesift_sink_write_seconds";
 /// Spans per write, by `sink` (histogram).
 pub const SINK_BATCH_SPANS: &str = "tracesift_sink_batch_spans";
+/// One request to a batching sink (OTLP), sent → answered, by `sink`.
+pub const SINK_REQUEST: &str = "tracesift_sink_request_seconds";
+/// The adaptive batch target of a batching sink, in spans, by `sink`.
+pub const SINK_BATCH_TARGET: &str = "tracesift_sink_batch_target_spans";
+/// Spans cut into batches that wait for a request slot of a batching sink, by `sink`.
+pub const SINK_BACKLOG: &str = "tracesift_sink_backlog_spans";
 /// A kept trace's first span in (its record fetched) → the trace acknowledged by `sink`: the
 /// figure operators compare with their latency goal (time spent in Kafka before the fetch is
 /// the consumer lag, measured apart).
@@ -133,6 +139,21 @@ fn describe() {
         SINK_WRITE,
         Unit::Seconds,
         "One write handed to a sink → acknowledged, by sink."
+    );
+    describe_histogram!(
+        SINK_REQUEST,
+        Unit::Seconds,
+        "One request to a batching sink (OTLP), sent → answered, by sink."
+    );
+    describe_gauge!(
+        SINK_BATCH_TARGET,
+        Unit::Count,
+        "Adaptive batch target of a batching sink (spans), by sink."
+    );
+    describe_gauge!(
+        SINK_BACKLOG,
+        Unit::Count,
+        "Spans in cut batches waiting for a request slot, by sink."
     );
     describe_histogram!(
         SINK_BATCH_SPANS,
@@ -320,6 +341,7 @@ pub fn install() -> PrometheusHandle {
                 (DECODE, LATENCY_BUCKETS),
                 (DECISION_DELAY, LATENCY_BUCKETS),
                 (SINK_WRITE, LATENCY_BUCKETS),
+                (SINK_REQUEST, LATENCY_BUCKETS),
                 (END_TO_END, LATENCY_BUCKETS),
                 (SINK_BATCH_SPANS, BATCH_BUCKETS),
             ] {
@@ -370,17 +392,24 @@ pub enum SinkLabel {
     DecisionLog,
     /// The rekey stage's repartition topic.
     Rekey,
+    /// A configured OTLP exporter: `otlp_http/NAME` or `otlp_grpc/NAME`.
+    Otlp(&'static str),
 }
 
 impl SinkLabel {
-    /// Every sink.
-    pub const ALL: [SinkLabel; 5] = [
-        SinkLabel::Kafka,
-        SinkLabel::Parquet,
-        SinkLabel::DeadLetter,
-        SinkLabel::DecisionLog,
-        SinkLabel::Rekey,
-    ];
+    /// The label of a configured OTLP sink (interned: the same name gives the same label).
+    pub fn otlp(grpc: bool, name: &str) -> SinkLabel {
+        static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+        let full = format!("{}/{name}", if grpc { "otlp_grpc" } else { "otlp_http" });
+        let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = names.iter().find(|n| **n == full) {
+            return SinkLabel::Otlp(n);
+        }
+        // Leaked once per configured sink name: a handful of bytes for the process's life.
+        let n: &'static str = Box::leak(full.into_boxed_str());
+        names.push(n);
+        SinkLabel::Otlp(n)
+    }
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -390,6 +419,7 @@ impl SinkLabel {
             SinkLabel::DeadLetter => "dead_letter",
             SinkLabel::DecisionLog => "decision_log",
             SinkLabel::Rekey => "rekey",
+            SinkLabel::Otlp(name) => name,
         }
     }
 }
@@ -418,6 +448,17 @@ pub fn decision_delay(d: std::time::Duration) {
 pub fn sink_write(sink: SinkLabel, d: std::time::Duration, spans: usize) {
     histogram!(SINK_WRITE, "sink" => sink.as_str()).record(d.as_secs_f64());
     histogram!(SINK_BATCH_SPANS, "sink" => sink.as_str()).record(spans as f64);
+}
+
+/// One request to `sink` was answered `d` after it was sent.
+pub fn sink_request(sink: SinkLabel, d: std::time::Duration) {
+    histogram!(SINK_REQUEST, "sink" => sink.as_str()).record(d.as_secs_f64());
+}
+
+/// A batching sink's adaptive target and backlog (spans).
+pub fn sink_batching(sink: SinkLabel, target: usize, backlog: u64) {
+    gauge!(SINK_BATCH_TARGET, "sink" => sink.as_str()).set(target as f64);
+    gauge!(SINK_BACKLOG, "sink" => sink.as_str()).set(backlog as f64);
 }
 
 /// A kept trace whose first span came in (was fetched) at `first_in` was acknowledged by

@@ -43,6 +43,8 @@ pub struct PartitionTask {
     acks: Acks,
     /// Since when the pending writes have been at their budget.
     full_since: Option<MonoTime>,
+    /// A required sink's circuit is open: the partition reads nothing until it closes.
+    sink_open: bool,
     effects: Vec<Effect>,
     dlq_topic: Arc<str>,
     decisions_topic: Option<Arc<str>>,
@@ -97,6 +99,9 @@ impl PartitionTask {
                 Arc::clone(&shared.clock),
             )));
         }
+        for ex in &shared.otlp {
+            sinks.push(Box::new(sink::OtlpSink::new(Arc::clone(ex))));
+        }
         let settings = CoreSettings {
             limits: StoreLimits::from(&cfg.store),
             sinks: sinks.len() as u32,
@@ -129,6 +134,7 @@ impl PartitionTask {
             sinks,
             acks: Acks::new(MAX_PENDING_WRITES, cfg.sinks.max_pending_bytes.0),
             full_since: None,
+            sink_open: false,
             effects: Vec::new(),
             shared,
         }
@@ -144,7 +150,8 @@ impl PartitionTask {
         loop {
             let pause_for_budget = self.shared.config.store.on_overflow == OnOverflow::Pause
                 && self.core.over_budget();
-            let can_read = input_open && !pause_for_budget && !self.acks.is_full();
+            let can_read =
+                input_open && !pause_for_budget && !self.sink_open && !self.acks.is_full();
             tokio::select! {
                 biased;
                 cmd = control.recv() => {
@@ -225,22 +232,16 @@ impl PartitionTask {
     /// count) for [`STUCK_AFTER`] is not reading because a downstream does not keep up, and
     /// `/readyz` says so (liveness stays up: a restart would not help).
     fn watch_pending(&mut self, now: MonoTime) {
-        for (on, label) in [
-            (
-                self.shared.config.sinks.kafka.enabled,
-                telemetry::SinkLabel::Kafka,
-            ),
-            (
-                self.shared.config.sinks.parquet.enabled,
-                telemetry::SinkLabel::Parquet,
-            ),
-        ] {
-            if on
-                && matches!(
-                    sink::breaker::breaker(label).state(),
-                    sink::breaker::State::Open(_)
-                )
-            {
+        // A required sink whose circuit is open holds the partition: nothing more is read
+        // (its pending writes wait for the probe), and readiness says which sink.
+        self.sink_open = false;
+        for s in &self.sinks {
+            let label = s.label();
+            if matches!(
+                sink::breaker::breaker(label).state(),
+                sink::breaker::State::Open(_)
+            ) {
+                self.sink_open |= s.required();
                 self.shared.health.fault_seen(
                     now.as_duration().as_millis() as u64,
                     format!(

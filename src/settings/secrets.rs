@@ -41,6 +41,13 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.contains("private")
         || k.contains("jaas")
         || k == "sasl.oauthbearer.config"
+        // HTTP headers of the OTLP sinks.
+        || k.contains("authorization")
+        || k.contains("api-key")
+        || k.contains("apikey")
+        || k.contains("api_key")
+        || k.contains("cookie")
+        || k.ends_with("-team")
         || (k.contains("key") && k.ends_with(".pem"))
 }
 

@@ -201,16 +201,17 @@ impl Breaker {
 
 /// The process's breaker for `label` (one per sink: every partition's writes share it).
 pub fn breaker(label: SinkLabel) -> &'static Breaker {
-    static ALL: OnceLock<Vec<Breaker>> = OnceLock::new();
-    let all = ALL.get_or_init(|| {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock::new());
-        SinkLabel::ALL
-            .iter()
-            .map(|l| Breaker::new(*l, Arc::clone(&clock)))
-            .collect()
-    });
-    let i = SinkLabel::ALL.iter().position(|l| *l == label).unwrap_or(0);
-    &all[i]
+    static ALL: Mutex<Vec<&'static Breaker>> = Mutex::new(Vec::new());
+    let mut all = ALL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(b) = all.iter().find(|b| b.label == label) {
+        return b;
+    }
+    static CLOCK: OnceLock<Arc<dyn Clock>> = OnceLock::new();
+    let clock = CLOCK.get_or_init(|| Arc::new(SystemClock::new()));
+    // One per sink for the process's life (a fixed, small set).
+    let b: &'static Breaker = Box::leak(Box::new(Breaker::new(label, Arc::clone(clock))));
+    all.push(b);
+    b
 }
 
 #[cfg(test)]

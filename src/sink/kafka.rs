@@ -331,6 +331,14 @@ impl Sink for KafkaSink {
             offsets
         }), bytes);
     }
+
+    fn label(&self) -> SinkLabel {
+        SinkLabel::Kafka
+    }
+
+    fn required(&self) -> bool {
+        self.best_effort.is_none()
+    }
 }
 
 #[cfg(test)]

@@ -199,4 +199,12 @@ impl Sink for ParquetSink {
     fn flush(&mut self, acks: &mut Acks) {
         self.write_out(acks);
     }
+
+    fn label(&self) -> SinkLabel {
+        SinkLabel::Parquet
+    }
+
+    fn required(&self) -> bool {
+        true
+    }
 }

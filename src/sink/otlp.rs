@@ -1,0 +1,427 @@
+//! OTLP exporters as hot sinks (`sinks.otlp_http[]`, `sinks.otlp_grpc[]`): kept traces go to a
+//! tracing backend (Tempo, Jaeger, an OTLP vendor, a Collector) as `ExportTraceServiceRequest`s
+//! spliced from the spans' original bytes, sampling marks included.
+//!
+//! Each configured exporter is one [`OtlpExporter`] for the process (its client, breaker,
+//! request slots and adaptive batch size); each partition has an [`OtlpSink`] that gathers its
+//! kept traces into batches of whole traces, cut at the adaptive target (spans), at
+//! `batch.max_bytes`, or `batch.linger` after the batch opened.
+//!
+//! Answers are classed as the OTLP specification says ([`transport::Outcome`]): transient
+//! failures are retried with exponential backoff and full jitter, waiting at least what the
+//! server asked for (`Retry-After`, gRPC RetryInfo); permanent ones send the batch's traces to
+//! the dead-letter topic, one record per trace, with the reason (`required`), or drop and count
+//! them (`best_effort`). A partial success counts the rejected spans and is not retried.
+
+pub mod transport;
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::Semaphore;
+
+use self::transport::{Outcome, Transport};
+use super::batch::{AdaptiveBatch, Backlog};
+use super::breaker::{self, Breaker};
+use super::config::{Delivery, OtlpSinkConfig, RetryOnFailure};
+use super::{jitter, Acks, KeptTrace, Sink};
+use crate::clock::{Clock, MonoTime};
+use crate::otlp::{self, SpanRef, TraceId};
+use crate::telemetry::{self, SinkLabel};
+
+/// One configured OTLP exporter, shared by every partition.
+pub struct OtlpExporter {
+    label: SinkLabel,
+    transport: Transport,
+    slots: Semaphore,
+    batch: AdaptiveBatch,
+    backlog: Backlog,
+    delivery: Delivery,
+    retry: RetryOnFailure,
+    max_bytes: usize,
+    linger: Duration,
+    producer: FutureProducer,
+    dead_letter_topic: Arc<str>,
+    /// Best-effort: KiB its detached writes may hold (one permit per KiB).
+    best_effort_budget: Semaphore,
+    clock: Arc<dyn Clock>,
+}
+
+impl OtlpExporter {
+    /// The exporter of `cfg`; refused chunks go to `dead_letter_topic` through `producer`;
+    /// a best-effort exporter's detached writes hold at most `budget_bytes`.
+    pub fn new(
+        cfg: &OtlpSinkConfig,
+        grpc: bool,
+        producer: FutureProducer,
+        dead_letter_topic: Arc<str>,
+        budget_bytes: u64,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, String> {
+        let label = SinkLabel::otlp(grpc, &cfg.name);
+        let transport = Transport::new(cfg, grpc).map_err(|e| format!("{}: {e}", label.as_str()))?;
+        tracing::info!(sink = label.as_str(), target = %transport.target(), delivery = ?cfg.delivery, "OTLP sink ready");
+        // Registers the breaker (its gauge reads closed from the start).
+        let _ = breaker::breaker(label);
+        let kib = usize::try_from(budget_bytes >> 10)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        Ok(OtlpExporter {
+            label,
+            transport,
+            slots: Semaphore::new(cfg.sending_queue.num_consumers),
+            batch: AdaptiveBatch::new(cfg.batch.min_spans, cfg.batch.max_spans, cfg.batch.adaptive),
+            backlog: Backlog::default(),
+            delivery: cfg.delivery,
+            retry: cfg.retry_on_failure.clone(),
+            max_bytes: usize::try_from(cfg.batch.max_bytes.0).unwrap_or(usize::MAX),
+            linger: cfg.batch.linger,
+            producer,
+            dead_letter_topic,
+            best_effort_budget: Semaphore::new(kib),
+            clock,
+        })
+    }
+
+    /// The metric label (`otlp_http/NAME`).
+    pub fn label(&self) -> SinkLabel {
+        self.label
+    }
+
+    fn breaker(&self) -> &'static Breaker {
+        breaker::breaker(self.label)
+    }
+
+    /// The wait before retry `attempt` (0-based): full jitter under a ceiling doubling from
+    /// `initial_interval` to `max_interval`, and never less than the server asked for.
+    fn retry_wait(&self, attempt: u32, asked: Option<Duration>) -> Duration {
+        let cap = self
+            .retry
+            .initial_interval
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.retry.max_interval);
+        jitter(cap).max(asked.unwrap_or(Duration::ZERO))
+    }
+
+    /// Sends one request until it is delivered, refused for good, or (with a deadline) given up.
+    async fn send(&self, req: &Request, deadline: Option<MonoTime>) -> Sent {
+        let breaker = self.breaker();
+        let mut waiting = true;
+        let mut attempt = 0u32;
+        let sent = loop {
+            if deadline.is_some() && breaker.would_wait() {
+                break Sent::GaveUp("circuit open".into());
+            }
+            breaker.permit().await;
+            let outcome = {
+                let Ok(_slot) = self.slots.acquire().await else {
+                    break Sent::GaveUp("exporter closed".into());
+                };
+                if std::mem::take(&mut waiting) {
+                    self.backlog.remove(req.spans);
+                }
+                let started = self.clock.now();
+                let o = self.transport.export(&req.body).await;
+                telemetry::sink_request(self.label, self.clock.now().saturating_since(started));
+                o
+            };
+            match outcome {
+                Outcome::Delivered { rejected, why } => {
+                    breaker.finished(true);
+                    if rejected > 0 {
+                        telemetry::spans_rejected(self.label, rejected as usize);
+                        tracing::warn!(sink = self.label.as_str(), rejected, reason = %why, "the backend rejected part of a batch (partial success; not retried)");
+                    }
+                    break Sent::Delivered(rejected);
+                }
+                Outcome::Permanent(why) => {
+                    // The backend answered: the batch is at fault, not the sink.
+                    breaker.finished(true);
+                    telemetry::sink_error(self.label);
+                    break Sent::Refused(why);
+                }
+                Outcome::Transient { why, retry_after } => {
+                    breaker.finished(false);
+                    telemetry::sink_error(self.label);
+                    let wait = self.retry_wait(attempt, retry_after);
+                    tracing::warn!(sink = self.label.as_str(), error = %why, attempt, retry_in_ms = wait.as_millis() as u64, "export failed; retrying");
+                    if let Some(d) = deadline {
+                        if self.clock.now() + wait >= d {
+                            break Sent::GaveUp(why);
+                        }
+                    }
+                    tokio::time::sleep(wait).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        };
+        if waiting {
+            self.backlog.remove(req.spans);
+        }
+        sent
+    }
+
+    /// Writes the traces of a refused request to the dead-letter topic, one record each.
+    async fn dead_letter(&self, req: &Request, spans: &[SpanRef], why: &str) {
+        for (trace_id, range) in &req.traces {
+            let key = trace_id.to_hex();
+            let payload = otlp::encode_request(spans[range.clone()].iter());
+            let headers = OwnedHeaders::new_with_capacity(3)
+                .insert(Header {
+                    key: "tracesift.error",
+                    value: Some(why.as_bytes()),
+                })
+                .insert(Header {
+                    key: "tracesift.sink",
+                    value: Some(self.label.as_str().as_bytes()),
+                })
+                .insert(Header {
+                    key: "tracesift.trace_id",
+                    value: Some(key.as_bytes()),
+                });
+            super::dead_letter::write(&self.producer, &self.dead_letter_topic, key.as_bytes(), &payload, headers).await;
+        }
+    }
+}
+
+/// What became of one request.
+enum Sent {
+    /// Delivered; that many spans rejected by the backend.
+    Delivered(u64),
+    /// Refused for good.
+    Refused(String),
+    /// Best effort: out of time.
+    GaveUp(String),
+}
+
+/// One request of a batch: its body and the traces (ranges of the batch's spans) it carries.
+struct Request {
+    body: Vec<u8>,
+    spans: usize,
+    traces: Vec<(TraceId, Range<usize>)>,
+}
+
+/// A cut batch on its way.
+struct Batch {
+    spans: Vec<SpanRef>,
+    requests: Vec<Request>,
+    first_in: Vec<MonoTime>,
+    cut_at: MonoTime,
+}
+
+/// The OTLP sink of one partition: a batch being filled.
+pub struct OtlpSink {
+    exporter: Arc<OtlpExporter>,
+    spans: Vec<SpanRef>,
+    traces: Vec<(TraceId, Range<usize>)>,
+    offsets: Vec<i64>,
+    first_in: Vec<MonoTime>,
+    bytes: usize,
+    opened_at: Option<MonoTime>,
+    now: MonoTime,
+}
+
+impl OtlpSink {
+    /// A partition's batcher in front of `exporter`.
+    pub fn new(exporter: Arc<OtlpExporter>) -> Self {
+        OtlpSink {
+            exporter,
+            spans: Vec::new(),
+            traces: Vec::new(),
+            offsets: Vec::new(),
+            first_in: Vec::new(),
+            bytes: 0,
+            opened_at: None,
+            now: MonoTime::ZERO,
+        }
+    }
+
+    /// Splits the batch into requests of whole traces under `max_bytes` (a larger trace alone
+    /// goes in several).
+    fn requests(&self, spans: &[SpanRef], traces: &[(TraceId, Range<usize>)]) -> Vec<Request> {
+        let max = self.exporter.max_bytes;
+        let mut out = Vec::new();
+        let mut open: Option<(Range<usize>, Vec<(TraceId, Range<usize>)>, usize)> = None;
+        let finish = |r: Range<usize>, t: Vec<(TraceId, Range<usize>)>, out: &mut Vec<Request>| {
+            out.push(Request {
+                body: otlp::encode_request(spans[r.clone()].iter()),
+                spans: r.len(),
+                traces: t,
+            });
+        };
+        for (id, range) in traces {
+            let size = otlp::encoded_request_len(spans[range.clone()].iter());
+            if size > max {
+                if let Some((r, t, _)) = open.take() {
+                    finish(r, t, &mut out);
+                }
+                let mut at = range.start;
+                for chunk in otlp::chunk_spans(&spans[range.clone()], max) {
+                    let r = at..at + chunk.len();
+                    at = r.end;
+                    finish(r.clone(), vec![(*id, r)], &mut out);
+                }
+                continue;
+            }
+            match &mut open {
+                Some((r, t, total)) if *total + size <= max => {
+                    r.end = range.end;
+                    t.push((*id, range.clone()));
+                    *total += size;
+                }
+                _ => {
+                    if let Some((r, t, _)) = open.take() {
+                        finish(r, t, &mut out);
+                    }
+                    open = Some((range.clone(), vec![(*id, range.clone())], size));
+                }
+            }
+        }
+        if let Some((r, t, _)) = open {
+            finish(r, t, &mut out);
+        }
+        out
+    }
+
+    fn cut(&mut self, acks: &mut Acks) {
+        if self.spans.is_empty() && self.offsets.is_empty() {
+            return;
+        }
+        let spans = std::mem::take(&mut self.spans);
+        let traces = std::mem::take(&mut self.traces);
+        let offsets = std::mem::take(&mut self.offsets);
+        let first_in = std::mem::take(&mut self.first_in);
+        self.bytes = 0;
+        self.opened_at = None;
+        let requests = self.requests(&spans, &traces);
+        let ex = Arc::clone(&self.exporter);
+        let n = spans.len();
+        ex.backlog.add(n);
+        let target = ex.batch.adjust(ex.backlog.get());
+        telemetry::sink_batching(ex.label, target, ex.backlog.get());
+        let held: u64 = requests.iter().map(|r| r.body.len() as u64).sum::<u64>()
+            + spans.iter().map(|s| s.bytes.len() as u64).sum::<u64>();
+        let batch = Batch {
+            spans,
+            requests,
+            first_in,
+            cut_at: ex.clock.now(),
+        };
+        match ex.delivery {
+            Delivery::Required => acks.push_sized(
+                Box::pin(async move {
+                    deliver(&ex, batch, None).await;
+                    offsets
+                }),
+                held,
+            ),
+            Delivery::BestEffort => {
+                acks.push(Box::pin(async move { offsets }));
+                let kib = usize::try_from(held.div_ceil(1024)).unwrap_or(usize::MAX);
+                let permit = u32::try_from(kib.max(1))
+                    .ok()
+                    .and_then(|k| ex.best_effort_budget.try_acquire_many(k).ok())
+                    .map(|p| p.num_permits());
+                let Some(permits) = permit else {
+                    ex.backlog.remove(n);
+                    telemetry::spans_dropped(ex.label, n);
+                    return;
+                };
+                // The permits are given back by hand when the detached write ends (the
+                // semaphore lives in the exporter, which the task holds).
+                tokio::spawn(async move {
+                    let deadline = ex.clock.now() + ex.retry.max_elapsed_time;
+                    deliver(&ex, batch, Some(deadline)).await;
+                    ex.best_effort_budget.add_permits(permits);
+                });
+            }
+        }
+    }
+}
+
+/// Sends every request of a batch; records what happened.
+async fn deliver(ex: &OtlpExporter, batch: Batch, deadline: Option<MonoTime>) {
+    let label = ex.label;
+    let mut delivered = 0usize;
+    for req in &batch.requests {
+        match ex.send(req, deadline).await {
+            Sent::Delivered(rejected) => {
+                delivered += req.spans;
+                telemetry::spans_out(label, req.spans.saturating_sub(rejected as usize));
+            }
+            Sent::Refused(why) => {
+                telemetry::spans_rejected(label, req.spans);
+                if deadline.is_some() {
+                    tracing::warn!(sink = label.as_str(), spans = req.spans, error = %why, "best-effort sink refused kept spans; dropped");
+                } else {
+                    tracing::error!(sink = label.as_str(), spans = req.spans, traces = req.traces.len(), error = %why, "kept traces refused by the backend for good; written to the dead-letter topic");
+                    ex.dead_letter(req, &batch.spans, &why).await;
+                }
+            }
+            Sent::GaveUp(why) => {
+                telemetry::spans_dropped(label, req.spans);
+                tracing::warn!(sink = label.as_str(), spans = req.spans, error = %why, "best-effort sink gave up on kept spans; dropped");
+            }
+        }
+    }
+    let now = ex.clock.now();
+    telemetry::sink_write(label, now.saturating_since(batch.cut_at), batch.spans.len());
+    if delivered > 0 {
+        for t in &batch.first_in {
+            telemetry::end_to_end(label, *t, now);
+        }
+    }
+}
+
+impl Sink for OtlpSink {
+    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+        let size: usize = t
+            .spans
+            .iter()
+            .map(|s| s.bytes.len() + 8)
+            .sum::<usize>()
+            + t.spans.first().map_or(0, |s| {
+                s.ctx.resource_field.len() + s.ctx.scope_field.len()
+            });
+        if !self.spans.is_empty() && self.bytes + size > self.exporter.max_bytes {
+            self.cut(acks);
+        }
+        if self.opened_at.is_none() {
+            self.opened_at = Some(self.now);
+        }
+        let start = self.spans.len();
+        self.spans.extend(t.spans.iter().cloned());
+        self.traces.push((t.trace_id, start..self.spans.len()));
+        self.offsets.extend_from_slice(t.offsets);
+        self.first_in.push(t.first_in);
+        self.bytes += size;
+        if self.spans.len() >= self.exporter.batch.target() || self.bytes >= self.exporter.max_bytes {
+            self.cut(acks);
+        }
+    }
+
+    fn tick(&mut self, now: MonoTime, acks: &mut Acks) {
+        self.now = now;
+        if self
+            .opened_at
+            .is_some_and(|t| now.saturating_since(t) >= self.exporter.linger)
+        {
+            self.cut(acks);
+        }
+    }
+
+    fn flush(&mut self, acks: &mut Acks) {
+        self.cut(acks);
+    }
+
+    fn label(&self) -> SinkLabel {
+        self.exporter.label
+    }
+
+    fn required(&self) -> bool {
+        self.exporter.delivery == Delivery::Required
+    }
+}

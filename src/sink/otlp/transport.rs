@@ -1,0 +1,619 @@
+//! One OTLP export request over HTTP/1.1 or HTTP/2 (OTLP/HTTP protobuf) or gRPC, and what its
+//! answer means: delivered (perhaps partly rejected), refused for good, or worth retrying (with
+//! the server's requested delay).
+//!
+//! gRPC is spoken directly on reqwest's HTTP/2 client: one unary call is a POST to
+//! `/opentelemetry.proto.collector.trace.v1.TraceService/Export` with a length-prefixed message,
+//! and its status comes in the response headers (trailers-only) or trailers. That is the whole
+//! of what the exporter needs from gRPC, without a second HTTP stack in the binary.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use prost::Message as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::sink::config::{OtlpCompression, OtlpSinkConfig};
+
+/// The gRPC method of a trace export.
+const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// The longest server-requested delay honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// What one export request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted; `rejected` spans were refused by the server (partial success), for `why`.
+    Delivered {
+        /// Spans the server says it rejected (not retried, as OTLP requires).
+        rejected: u64,
+        /// The server's message about them.
+        why: String,
+    },
+    /// Refused for good (bad request, auth, not found, too large): retrying cannot help.
+    Permanent(String),
+    /// Failed for now (unavailable, throttled, timed out, connection refused).
+    Transient {
+        /// What happened.
+        why: String,
+        /// The server's requested wait (`Retry-After`, gRPC RetryInfo).
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A configured exporter's connection: client, URL, headers.
+pub struct Transport {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    grpc: bool,
+    gzip: bool,
+    timeout: Duration,
+}
+
+impl Transport {
+    /// The client for `cfg`; `grpc` selects the protocol. Errors name the problem, never a
+    /// header value.
+    pub fn new(cfg: &OtlpSinkConfig, grpc: bool) -> Result<Self, String> {
+        let url = url_of(cfg, grpc)?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("header `{k}`: not a valid name"))?;
+            let mut value = HeaderValue::from_str(v)
+                .map_err(|_| format!("header `{k}`: the value is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("tracesift/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
+            .timeout(cfg.timeout)
+            .pool_idle_timeout(Duration::from_secs(60));
+        if grpc {
+            b = b.http2_prior_knowledge();
+        }
+        if let Some(ca) = &cfg.tls.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            b = b.tls_certs_only(certs);
+        }
+        if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
+            let mut pem =
+                std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?,
+            );
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|_| "tls.cert_file / tls.key_file: not a PEM certificate and key".to_string())?;
+            b = b.identity(id);
+        }
+        if cfg.tls.insecure_skip_verify {
+            b = b.tls_danger_accept_invalid_certs(true);
+        }
+        let client = b.build().map_err(|e| format!("client: {e}"))?;
+        Ok(Transport {
+            client,
+            url,
+            headers,
+            grpc,
+            gzip: cfg.compression == OtlpCompression::Gzip,
+            timeout: cfg.timeout,
+        })
+    }
+
+    /// Where requests go (for logs: scheme, host, port and path only).
+    pub fn target(&self) -> String {
+        let u = &self.url;
+        format!(
+            "{}://{}:{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or(""),
+            u.port_or_known_default().unwrap_or(0),
+            u.path()
+        )
+    }
+
+    /// Sends one `ExportTraceServiceRequest` (encoded).
+    pub async fn export(&self, request: &[u8]) -> Outcome {
+        let body = if self.gzip {
+            match gzip(request) {
+                Ok(b) => b,
+                Err(e) => return Outcome::Permanent(format!("gzip: {e}")),
+            }
+        } else {
+            request.to_vec()
+        };
+        if self.grpc {
+            self.export_grpc(body).await
+        } else {
+            self.export_http(body).await
+        }
+    }
+
+    async fn export_http(&self, body: Vec<u8>) -> Outcome {
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header("content-type", "application/x-protobuf");
+        if self.gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        let resp = match req.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => return transport_error(e),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if (200..300).contains(&status) => {
+                // The server took the request; its answer broke off. Counting it delivered
+                // risks nothing worse than the retry would (a duplicate).
+                tracing::debug!(error = %e.without_url(), "OTLP response body lost after a 2xx");
+                Bytes::new()
+            }
+            Err(e) => return transport_error(e),
+        };
+        http_outcome(status, retry_after, &content_type, &bytes)
+    }
+
+    async fn export_grpc(&self, body: Vec<u8>) -> Outcome {
+        let mut framed = Vec::with_capacity(body.len() + 5);
+        framed.push(u8::from(self.gzip));
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&body);
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header("content-type", "application/grpc+proto")
+            .header("te", "trailers")
+            .header("grpc-timeout", format!("{}m", self.timeout.as_millis().max(1)))
+            .header("grpc-accept-encoding", "gzip,identity");
+        if self.gzip {
+            req = req.header("grpc-encoding", "gzip");
+        }
+        let resp = match req.body(framed).send().await {
+            Ok(r) => r,
+            Err(e) => return transport_error(e),
+        };
+        let resp: http::Response<reqwest::Body> = resp.into();
+        let (parts, body) = resp.into_parts();
+        if parts.status != http::StatusCode::OK {
+            // Not a gRPC answer (a proxy's): map the HTTP status as the gRPC spec does.
+            let code = match parts.status.as_u16() {
+                400 => 13,
+                401 => 16,
+                403 => 7,
+                404 => 12,
+                429 | 502 | 503 | 504 => 14,
+                _ => 2,
+            };
+            return grpc_outcome(code, &format!("HTTP {}", parts.status), None, &[]);
+        }
+        let collected = match body.collect().await {
+            Ok(c) => c,
+            Err(e) => {
+                return Outcome::Transient {
+                    why: format!("response: {e}"),
+                    retry_after: None,
+                }
+            }
+        };
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let data = collected.to_bytes();
+        // Trailers-only answers carry the status in the headers.
+        let get = |name: &str| {
+            trailers
+                .get(name)
+                .or_else(|| parts.headers.get(name))
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let Some(code) = get("grpc-status").and_then(|c| c.trim().parse::<u32>().ok()) else {
+            return Outcome::Transient {
+                why: "gRPC answer without grpc-status".into(),
+                retry_after: None,
+            };
+        };
+        let message = get("grpc-message").map(|m| percent_decode(&m)).unwrap_or_default();
+        let details = get("grpc-status-details-bin").and_then(|d| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(d.trim_end_matches('='))
+                .ok()
+        });
+        let compressed = parts
+            .headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() == b"gzip");
+        let message_bytes = unframe(&data, compressed);
+        grpc_outcome(code, &message, details.as_deref(), &message_bytes)
+    }
+}
+
+/// The URL requests go to.
+fn url_of(cfg: &OtlpSinkConfig, grpc: bool) -> Result<reqwest::Url, String> {
+    let raw = if grpc {
+        let base = if cfg.endpoint.contains("://") {
+            cfg.endpoint.clone()
+        } else if cfg.tls.insecure {
+            format!("http://{}", cfg.endpoint)
+        } else {
+            format!("https://{}", cfg.endpoint)
+        };
+        format!("{}{GRPC_PATH}", base.trim_end_matches('/'))
+    } else {
+        match &cfg.traces_endpoint {
+            Some(t) => t.clone(),
+            None => format!("{}/v1/traces", cfg.endpoint.trim_end_matches('/')),
+        }
+    };
+    let url = reqwest::Url::parse(&raw).map_err(|e| format!("endpoint: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("endpoint: the scheme must be http or https".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("endpoint: put credentials in `headers`, not in the URL".into());
+    }
+    Ok(url)
+}
+
+fn gzip(b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(b.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(b)?;
+    enc.finish()
+}
+
+/// A request that got no answer: transient (connection refused, reset, timed out). The URL is
+/// left out of the message.
+fn transport_error(e: reqwest::Error) -> Outcome {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut causes = String::new();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        causes.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Outcome::Transient {
+        why: format!("{kind}: {}{causes}", e.without_url()),
+        retry_after: None,
+    }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// What an OTLP/HTTP status means (the OTLP specification's retry rules: 429, 502, 503, 504
+/// are retried, honouring `Retry-After`; every other error status is final).
+pub fn http_outcome(
+    status: u16,
+    retry_after: Option<Duration>,
+    content_type: &str,
+    body: &[u8],
+) -> Outcome {
+    match status {
+        200..=299 => partial_success(body),
+        429 | 502 | 503 | 504 => Outcome::Transient {
+            why: format!("HTTP {status}{}", status_message(content_type, body)),
+            retry_after,
+        },
+        _ => Outcome::Permanent(format!("HTTP {status}{}", status_message(content_type, body))),
+    }
+}
+
+/// The partial-success part of an `ExportTraceServiceResponse`.
+fn partial_success(body: &[u8]) -> Outcome {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    match ExportTraceServiceResponse::decode(body) {
+        Ok(r) => match r.partial_success {
+            Some(p) if p.rejected_spans > 0 => Outcome::Delivered {
+                rejected: p.rejected_spans as u64,
+                why: p.error_message,
+            },
+            _ => Outcome::Delivered {
+                rejected: 0,
+                why: String::new(),
+            },
+        },
+        // A 2xx whose body is not a response message (empty, JSON from a proxy): delivered.
+        Err(_) => Outcome::Delivered {
+            rejected: 0,
+            why: String::new(),
+        },
+    }
+}
+
+/// `: message` from an error body: a `google.rpc.Status` (protobuf) or short text.
+fn status_message(content_type: &str, body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    if content_type.contains("protobuf") {
+        if let Ok(s) = RpcStatus::decode(body) {
+            if !s.message.is_empty() {
+                return format!(": {}", clip(&s.message));
+            }
+        }
+    }
+    match std::str::from_utf8(body) {
+        Ok(t) if !t.trim().is_empty() => format!(": {}", clip(t.trim())),
+        _ => String::new(),
+    }
+}
+
+fn clip(s: &str) -> String {
+    const MAX: usize = 300;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// What a gRPC status means. Retried: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+/// ABORTED, OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS (with the delay of a `RetryInfo` detail);
+/// everything else (INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED,
+/// UNIMPLEMENTED, INTERNAL, …) is final.
+pub fn grpc_outcome(code: u32, message: &str, details: Option<&[u8]>, response: &[u8]) -> Outcome {
+    let name = grpc_code_name(code);
+    let why = if message.is_empty() {
+        format!("gRPC {name}")
+    } else {
+        format!("gRPC {name}: {}", clip(message))
+    };
+    match code {
+        0 => partial_success(response),
+        1 | 4 | 8 | 10 | 11 | 14 | 15 => Outcome::Transient {
+            why,
+            retry_after: details.and_then(retry_info),
+        },
+        _ => Outcome::Permanent(why),
+    }
+}
+
+fn grpc_code_name(code: u32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "unknown code",
+    }
+}
+
+/// `google.rpc.Status`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+/// The delay of a `RetryInfo` among a status's details.
+fn retry_info(details: &[u8]) -> Option<Duration> {
+    let status = RpcStatus::decode(details).ok()?;
+    let any = status
+        .details
+        .iter()
+        .find(|d| d.type_url.ends_with("google.rpc.RetryInfo"))?;
+    let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
+    let wait = Duration::from_secs(d.seconds.max(0) as u64)
+        + Duration::from_nanos(d.nanos.max(0) as u64);
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The message of a gRPC response body (length-prefixed, maybe gzip).
+fn unframe(data: &[u8], compressed: bool) -> Vec<u8> {
+    if data.len() < 5 {
+        return Vec::new();
+    }
+    let flag = data[0];
+    let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
+    let Some(msg) = data.get(5..5 + len) else {
+        return Vec::new();
+    };
+    if flag == 1 && compressed {
+        let mut out = Vec::new();
+        let mut dec = flate2::read::GzDecoder::new(msg);
+        if std::io::Read::read_to_end(&mut dec, &mut out).is_err() {
+            return Vec::new();
+        }
+        return out;
+    }
+    msg.to_vec()
+}
+
+/// `grpc-message` is percent-encoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_statuses_are_classed_as_otlp_says() {
+        for s in [400, 401, 403, 404, 413, 500] {
+            assert!(matches!(http_outcome(s, None, "", b""), Outcome::Permanent(_)), "{s}");
+        }
+        for s in [429, 502, 503, 504] {
+            assert!(matches!(http_outcome(s, None, "", b""), Outcome::Transient { .. }), "{s}");
+        }
+        assert_eq!(
+            http_outcome(429, Some(Duration::from_secs(7)), "", b""),
+            Outcome::Transient {
+                why: "HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert_eq!(
+            http_outcome(200, None, "application/x-protobuf", b""),
+            Outcome::Delivered {
+                rejected: 0,
+                why: String::new()
+            }
+        );
+        let text = http_outcome(400, None, "text/plain", b"bad span");
+        assert_eq!(text, Outcome::Permanent("HTTP 400: bad span".into()));
+    }
+
+    #[test]
+    fn partial_success_is_delivered_with_its_rejections() {
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTracePartialSuccess, ExportTraceServiceResponse,
+        };
+        let body = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 3,
+                error_message: "too old".into(),
+            }),
+        }
+        .encode_to_vec();
+        assert_eq!(
+            http_outcome(200, None, "application/x-protobuf", &body),
+            Outcome::Delivered {
+                rejected: 3,
+                why: "too old".into()
+            }
+        );
+    }
+
+    #[test]
+    fn grpc_codes_and_retry_info() {
+        for c in [3, 5, 7, 12, 13, 16] {
+            assert!(matches!(grpc_outcome(c, "", None, &[]), Outcome::Permanent(_)), "{c}");
+        }
+        for c in [1, 4, 8, 10, 14] {
+            assert!(matches!(grpc_outcome(c, "", None, &[]), Outcome::Transient { .. }), "{c}");
+        }
+        let info = RetryInfo {
+            retry_delay: Some(ProtoDuration {
+                seconds: 2,
+                nanos: 500_000_000,
+            }),
+        };
+        let status = RpcStatus {
+            code: 8,
+            message: "slow down".into(),
+            details: vec![ProtoAny {
+                type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                value: info.encode_to_vec(),
+            }],
+        }
+        .encode_to_vec();
+        assert_eq!(
+            grpc_outcome(8, "slow down", Some(&status), &[]),
+            Outcome::Transient {
+                why: "gRPC RESOURCE_EXHAUSTED: slow down".into(),
+                retry_after: Some(Duration::from_millis(2500))
+            }
+        );
+    }
+
+    #[test]
+    fn retry_after_and_percent_decoding() {
+        assert_eq!(parse_retry_after("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(percent_decode("a%20b%"), "a b%");
+        assert_eq!(percent_decode("100%25"), "100%");
+    }
+}
