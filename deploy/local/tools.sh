@@ -46,14 +46,14 @@ else
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, confluent_kafka, grpc, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null; then
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, confluent_kafka, grpc, google.rpc.error_details_pb2, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null; then
   step "python venv with duckdb, pyarrow, confluent-kafka, grpcio, opentelemetry-proto: cached at $VENV"
 else
   step "python venv with duckdb, pyarrow, confluent-kafka, grpcio, opentelemetry-proto: installing from PyPI"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   # opentelemetry-proto: the official OTLP types, for the tests' OTLP receiver (an independent
   # decoder); grpcio serves its gRPC side.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow confluent-kafka grpcio opentelemetry-proto
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow confluent-kafka grpcio grpcio-status opentelemetry-proto
 fi
 
 export TRACESIFT_TANSU="$TANSU_BIN"

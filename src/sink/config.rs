@@ -118,10 +118,10 @@ impl SinksConfig {
         for (kind, list) in [("otlp_http", &self.otlp_http), ("otlp_grpc", &self.otlp_grpc)] {
             for (i, o) in list.iter().enumerate() {
                 let at = format!("sinks.{kind}[{i}]");
-                if !names.insert(o.name.as_str()) {
+                if !names.insert((kind, o.name.as_str())) {
                     e.push(ConfigError::new(
                         format!("{at}.name"),
-                        format!("`{}` is used by another OTLP sink; names label metrics and dead letters and must be unique", o.name),
+                        format!("`{}` is used by another {kind} sink; names label metrics and dead letters (`{kind}/NAME`) and must be unique", o.name),
                     ));
                 }
                 o.check(&at, kind == "otlp_grpc", e);

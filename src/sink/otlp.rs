@@ -47,6 +47,9 @@ pub struct OtlpExporter {
     dead_letter_topic: Arc<str>,
     /// Best-effort: KiB its detached writes may hold (one permit per KiB).
     best_effort_budget: Semaphore,
+    /// No request starts before this: the backend asked every client to wait (`Retry-After`,
+    /// RetryInfo), not just the request it answered.
+    not_before: std::sync::Mutex<MonoTime>,
     clock: Arc<dyn Clock>,
 }
 
@@ -82,6 +85,7 @@ impl OtlpExporter {
             producer,
             dead_letter_topic,
             best_effort_budget: Semaphore::new(kib),
+            not_before: std::sync::Mutex::new(MonoTime::ZERO),
             clock,
         })
     }
@@ -106,6 +110,15 @@ impl OtlpExporter {
         jitter(cap).max(asked.unwrap_or(Duration::ZERO))
     }
 
+    fn not_before(&self) -> MonoTime {
+        *self.not_before.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn hold_until(&self, t: MonoTime) {
+        let mut nb = self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+        *nb = (*nb).max(t);
+    }
+
     /// Sends one request until it is delivered, refused for good, or (with a deadline) given up.
     async fn send(&self, req: &Request, deadline: Option<MonoTime>) -> Sent {
         let breaker = self.breaker();
@@ -120,6 +133,13 @@ impl OtlpExporter {
                 let Ok(_slot) = self.slots.acquire().await else {
                     break Sent::GaveUp("exporter closed".into());
                 };
+                loop {
+                    let wait = self.not_before().saturating_since(self.clock.now());
+                    if wait.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
                 if std::mem::take(&mut waiting) {
                     self.backlog.remove(req.spans);
                 }
@@ -143,10 +163,18 @@ impl OtlpExporter {
                     telemetry::sink_error(self.label);
                     break Sent::Refused(why);
                 }
-                Outcome::Transient { why, retry_after } => {
-                    breaker.finished(false);
+                Outcome::Transient {
+                    why,
+                    throttled,
+                    retry_after,
+                } => {
+                    // Throttling is an answer from a live backend, paced by its own delay.
+                    breaker.finished(throttled);
                     telemetry::sink_error(self.label);
                     let wait = self.retry_wait(attempt, retry_after);
+                    if let Some(asked) = retry_after {
+                        self.hold_until(self.clock.now() + asked);
+                    }
                     tracing::warn!(sink = self.label.as_str(), error = %why, attempt, retry_in_ms = wait.as_millis() as u64, "export failed; retrying");
                     if let Some(d) = deadline {
                         if self.clock.now() + wait >= d {

@@ -39,6 +39,9 @@ pub enum Outcome {
     Transient {
         /// What happened.
         why: String,
+        /// The backend answered that it is throttling (429, RESOURCE_EXHAUSTED): it is up, and
+        /// says when to come back; not a failure for the circuit breaker.
+        throttled: bool,
         /// The server's requested wait (`Retry-After`, gRPC RetryInfo).
         retry_after: Option<Duration>,
     },
@@ -213,6 +216,7 @@ impl Transport {
             Err(e) => {
                 return Outcome::Transient {
                     why: format!("response: {e}"),
+                    throttled: false,
                     retry_after: None,
                 }
             }
@@ -230,6 +234,7 @@ impl Transport {
         let Some(code) = get("grpc-status").and_then(|c| c.trim().parse::<u32>().ok()) else {
             return Outcome::Transient {
                 why: "gRPC answer without grpc-status".into(),
+                throttled: false,
                 retry_after: None,
             };
         };
@@ -302,6 +307,7 @@ fn transport_error(e: reqwest::Error) -> Outcome {
     }
     Outcome::Transient {
         why: format!("{kind}: {}{causes}", e.without_url()),
+        throttled: false,
         retry_after: None,
     }
 }
@@ -329,6 +335,7 @@ pub fn http_outcome(
         200..=299 => partial_success(body),
         429 | 502 | 503 | 504 => Outcome::Transient {
             why: format!("HTTP {status}{}", status_message(content_type, body)),
+            throttled: status == 429,
             retry_after,
         },
         _ => Outcome::Permanent(format!("HTTP {status}{}", status_message(content_type, body))),
@@ -402,6 +409,7 @@ pub fn grpc_outcome(code: u32, message: &str, details: Option<&[u8]>, response: 
         0 => partial_success(response),
         1 | 4 | 8 | 10 | 11 | 14 | 15 => Outcome::Transient {
             why,
+            throttled: code == 8,
             retry_after: details.and_then(retry_info),
         },
         _ => Outcome::Permanent(why),
@@ -537,6 +545,7 @@ mod tests {
             http_outcome(429, Some(Duration::from_secs(7)), "", b""),
             Outcome::Transient {
                 why: "HTTP 429".into(),
+                throttled: true,
                 retry_after: Some(Duration::from_secs(7))
             }
         );
@@ -599,6 +608,7 @@ mod tests {
             grpc_outcome(8, "slow down", Some(&status), &[]),
             Outcome::Transient {
                 why: "gRPC RESOURCE_EXHAUSTED: slow down".into(),
+                throttled: true,
                 retry_after: Some(Duration::from_millis(2500))
             }
         );
