@@ -255,7 +255,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         crate::source::kafka::create(&crate::source::kafka::producer_config(&config.kafka))?;
     crate::topics::ensure_run_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
-        Some(crate::archive::open_store(&config.archive.hot.url)?)
+        Some(crate::archive::open_sink_store(
+            &config.archive.hot.url,
+            &config.archive.hot.options,
+        )?)
     } else {
         None
     };

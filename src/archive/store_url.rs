@@ -109,6 +109,30 @@ pub fn open_store_with(
     url: &str,
     options: &std::collections::BTreeMap<String, String>,
 ) -> Result<OpenedStore, ArchiveError> {
+    open(url, options, None)
+}
+
+/// [`open_store_with`] for the hot sink: the S3 client gives up on a request after 2 retries
+/// within 10 s (instead of 10 within 3 min), so an object store that is down reaches the sink's
+/// own retries and circuit breaker in seconds (which then pause the partitions and show on
+/// `/readyz`) rather than hiding behind minutes of silent client retries.
+pub fn open_sink_store(
+    url: &str,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Arc<dyn object_store::ObjectStore>, ArchiveError> {
+    let retry = object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    Ok(open(url, options, Some(retry))?.store)
+}
+
+fn open(
+    url: &str,
+    options: &std::collections::BTreeMap<String, String>,
+    retry: Option<object_store::RetryConfig>,
+) -> Result<OpenedStore, ArchiveError> {
     check_store(url, options).map_err(ArchiveError::Url)?;
     match parse_store_url(url).map_err(ArchiveError::Url)? {
         StoreUrl::File(dir) => {
@@ -127,6 +151,9 @@ pub fn open_store_with(
                     .parse::<object_store::aws::AmazonS3ConfigKey>()
                     .map_err(|e| ArchiveError::Url(format!("{k}: {e}")))?;
                 b = b.with_config(key, v);
+            }
+            if let Some(r) = retry {
+                b = b.with_retry(r);
             }
             let s3: Arc<dyn object_store::ObjectStore> = Arc::new(b.build()?);
             let store: Arc<dyn object_store::ObjectStore> = if prefix.is_empty() {

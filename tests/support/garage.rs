@@ -21,6 +21,23 @@ pub struct Garage {
     _dir: tempfile::TempDir,
 }
 
+/// Starts the server on `config`, its output appended to `dir/server.log`.
+fn spawn_server(config: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    Command::new(garage_bin())
+        .arg("-c")
+        .arg(config)
+        .arg("server")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("cannot start garage")
+}
+
 /// Runs a garage admin command; retried for up to 15 s, since a fresh node answers some
 /// commands with transient errors while its layout settles.
 fn admin(config: &Path, args: &[&str]) -> String {
@@ -84,15 +101,7 @@ api_bind_addr = "127.0.0.1:{adm}"
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let child = Command::new(garage_bin())
-            .arg("-c")
-            .arg(&config)
-            .arg("server")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("cannot start garage");
+        let child = spawn_server(&config, dir.path());
         // Wait for the node to answer.
         let deadline = Instant::now() + Duration::from_secs(30);
         let node = loop {
@@ -144,6 +153,23 @@ api_bind_addr = "127.0.0.1:{adm}"
     }
 
     /// The `options:` block of a tier in this Garage.
+    /// Stops the server (SIGKILL): the S3 port refuses connections until [`Garage::restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same data, and waits until its S3 port answers.
+    pub fn restart(&mut self) {
+        self.child = spawn_server(&self.config, self._dir.path());
+        let addr = self.endpoint.trim_start_matches("http://").to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(Instant::now() < deadline, "garage did not come back");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn tier_options_yaml(&self, indent: &str) -> String {
         format!(
             "{indent}options:\n{indent}  endpoint: {}\n{indent}  region: garage\n{indent}  access_key_id: {}\n{indent}  secret_access_key: {}\n{indent}  allow_http: \"true\"\n",

@@ -564,6 +564,7 @@ pub mod garage;
 pub mod hostile;
 pub mod strict;
 pub mod tls;
+pub mod outage;
 pub mod receiver;
 /// The OTEP 235 rejection threshold of a 10% probabilistic policy.
 pub const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;

@@ -64,8 +64,21 @@ def decode(body):
     return spans
 
 
+CONNECTIONS = set()
+
+
 class Http(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def setup(self):
+        super().setup()
+        with LOCK:
+            CONNECTIONS.add(self.connection)
+
+    def finish(self):
+        with LOCK:
+            CONNECTIONS.discard(self.connection)
+        super().finish()
 
     def log_message(self, *args):
         pass
@@ -159,6 +172,13 @@ class Servers:
     def stop_http(self):
         self.http.shutdown()
         self.http.server_close()
+        # Kept-alive connections too: "down" means nothing answers.
+        with LOCK:
+            for c in list(CONNECTIONS):
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         self.http = None
 
     def start_grpc(self):
