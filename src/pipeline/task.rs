@@ -232,14 +232,15 @@ impl PartitionTask {
     /// count) for [`STUCK_AFTER`] is not reading because a downstream does not keep up, and
     /// `/readyz` says so (liveness stays up: a restart would not help).
     fn watch_pending(&mut self, now: MonoTime) {
-        // A required sink whose circuit is open holds the partition: nothing more is read
-        // (its pending writes wait for the probe), and readiness says which sink.
+        // A required sink whose circuit is not closed (open, or half-open with its probe out)
+        // holds the partition: nothing more is read until it has recovered (its pending writes
+        // wait for the probe), and readiness says which sink.
         self.sink_open = false;
         for s in &self.sinks {
             let label = s.label();
-            if matches!(
+            if !matches!(
                 sink::breaker::breaker(label).state(),
-                sink::breaker::State::Open(_)
+                sink::breaker::State::Closed
             ) {
                 self.sink_open |= s.required();
                 self.shared.health.fault_seen(
