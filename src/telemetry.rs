@@ -101,6 +101,8 @@ pub const DECISION_DELAY: &str = "tracesift_decision_delay_seconds";
 pub const SINK_WRITE: &str = "tracesift_sink_write_seconds";
 /// Spans per write, by `sink` (histogram).
 pub const SINK_BATCH_SPANS: &str = "tracesift_sink_batch_spans";
+/// A record fetched → its offset committed (sampled: one record per 100 ms per partition).
+pub const COMMIT_LAG: &str = "tracesift_commit_lag_seconds";
 /// One request to a batching sink (OTLP), sent → answered, by `sink`.
 pub const SINK_REQUEST: &str = "tracesift_sink_request_seconds";
 /// The adaptive batch target of a batching sink, in spans, by `sink`.
@@ -139,6 +141,11 @@ fn describe() {
         SINK_WRITE,
         Unit::Seconds,
         "One write handed to a sink → acknowledged, by sink."
+    );
+    describe_histogram!(
+        COMMIT_LAG,
+        Unit::Seconds,
+        "A record fetched → its offset committed (sampled every 100 ms per partition)."
     );
     describe_histogram!(
         SINK_REQUEST,
@@ -342,6 +349,7 @@ pub fn install() -> PrometheusHandle {
                 (DECISION_DELAY, LATENCY_BUCKETS),
                 (SINK_WRITE, LATENCY_BUCKETS),
                 (SINK_REQUEST, LATENCY_BUCKETS),
+                (COMMIT_LAG, LATENCY_BUCKETS),
                 (END_TO_END, LATENCY_BUCKETS),
                 (SINK_BATCH_SPANS, BATCH_BUCKETS),
             ] {
@@ -448,6 +456,11 @@ pub fn decision_delay(d: std::time::Duration) {
 pub fn sink_write(sink: SinkLabel, d: std::time::Duration, spans: usize) {
     histogram!(SINK_WRITE, "sink" => sink.as_str()).record(d.as_secs_f64());
     histogram!(SINK_BATCH_SPANS, "sink" => sink.as_str()).record(spans as f64);
+}
+
+/// A record's offset was committed `d` after it was fetched.
+pub fn commit_lag(d: std::time::Duration) {
+    histogram!(COMMIT_LAG).record(d.as_secs_f64());
 }
 
 /// One request to `sink` was answered `d` after it was sent.

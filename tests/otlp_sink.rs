@@ -141,6 +141,14 @@ telemetry: {{listen: "127.0.0.1:0"}}
             "{sink}: spans out"
         );
     }
+    for h in [
+        "tracesift_commit_lag_seconds_count",
+        "tracesift_queue_wait_seconds_count",
+        "tracesift_decision_delay_seconds_count",
+    ] {
+        assert!(metric(&m, h) > 0.0, "{h}: no samples");
+    }
+    assert!(metric(&m, "tracesift_sink_batch_target_spans{sink=\"otlp_http/backend\"}") >= 16.0);
     assert!(!m.contains("s3cr3t"), "no secret in the metrics");
 }
 

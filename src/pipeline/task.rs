@@ -45,6 +45,9 @@ pub struct PartitionTask {
     full_since: Option<MonoTime>,
     /// A required sink's circuit is open: the partition reads nothing until it closes.
     sink_open: bool,
+    /// (offset, fetched) of records sampled every [`LAG_SAMPLE_EVERY`], for the commit-lag
+    /// histogram; at most [`LAG_SAMPLES`].
+    lag_samples: std::collections::VecDeque<(i64, MonoTime)>,
     effects: Vec<Effect>,
     dlq_topic: Arc<str>,
     decisions_topic: Option<Arc<str>>,
@@ -54,6 +57,12 @@ pub struct PartitionTask {
     /// Fault injection for the shutdown tests: this partition's sink writes never complete.
     writes_hang: bool,
 }
+
+/// How often a record's fetch time is kept for the commit-lag histogram.
+const LAG_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// Most fetch times kept (about 7 minutes of uncommitted records at one per 100 ms; beyond
+/// that, until commits catch up, records are not sampled).
+const LAG_SAMPLES: usize = 4096;
 
 /// `TRACESIFT_FAILPOINT=sink_hang@P[,P...]`: kept spans of those partitions are handed to a
 /// sink that never acknowledges (the shutdown and revoke tests' stuck downstream).
@@ -135,6 +144,7 @@ impl PartitionTask {
             acks: Acks::new(MAX_PENDING_WRITES, cfg.sinks.max_pending_bytes.0),
             full_since: None,
             sink_open: false,
+            lag_samples: std::collections::VecDeque::new(),
             effects: Vec::new(),
             shared,
         }
@@ -195,6 +205,13 @@ impl PartitionTask {
         let taken = self.shared.clock.now();
         if rec.fetched != MonoTime::ZERO {
             telemetry::queue_wait(taken.saturating_since(rec.fetched));
+            let due = self
+                .lag_samples
+                .back()
+                .is_none_or(|(_, t)| rec.fetched.saturating_since(*t) >= LAG_SAMPLE_EVERY);
+            if due && self.lag_samples.len() < LAG_SAMPLES {
+                self.lag_samples.push_back((rec.offset, rec.fetched));
+            }
         }
         let mut effects = std::mem::take(&mut self.effects);
         self.core.ingest(rec, wall, &mut effects);
@@ -221,6 +238,13 @@ impl PartitionTask {
             return;
         };
         if let Some(point) = periodic.commit {
+            while let Some(&(offset, fetched)) = self.lag_samples.front() {
+                if offset >= point {
+                    break;
+                }
+                telemetry::commit_lag(now.saturating_since(fetched));
+                self.lag_samples.pop_front();
+            }
             self.shared
                 .commits
                 .insert((Arc::clone(&self.topic), self.partition), point);
