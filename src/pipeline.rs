@@ -279,7 +279,6 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
                 grpc,
                 producer.clone(),
                 Arc::from(config.kafka.dead_letter_topic.as_str()),
-                config.sinks.max_pending_bytes.0,
                 Arc::clone(&clock),
             )
             .map(Arc::new)

@@ -126,3 +126,64 @@ telemetry: {{listen: ""}}
     drop(producer);
     drop(cluster);
 }
+
+/// A best-effort hot tier (`sinks.parquet.delivery: best_effort`) that cannot be written (its
+/// `spans` directory is a regular file) never holds the commit: the offsets reach the end, the
+/// segments are dropped after their attempts and counted; once it is writable again new kept
+/// traces are archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_best_effort_hot_tier_never_holds_the_commit() {
+    let broker = support::Broker::start();
+    let brokers = broker.brokers.clone();
+    support::create_topic(&brokers, "otlp_spans", 2).await;
+    let hot = tempfile::tempdir().unwrap();
+    let blocker = hot.path().join("spans");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let cfg = tracesift::config::Config::parse(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: besteffort-hot, commit_interval: 200ms}}
+store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{kafka: {{enabled: false}}, parquet: {{delivery: best_effort, best_effort_attempts: 2}}}}
+archive: {{hot: {{url: "file://{}", flush_interval: 500ms}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#,
+        hot.path().display()
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap();
+    let addr = running.telemetry_addr.unwrap();
+    let producer: FutureProducer = support::client(&brokers).set("linger.ms", "5").create().unwrap();
+    let mut ends = BTreeMap::new();
+    let traces = spread_trace_ids(60);
+    send(&producer, &traces[..40], &mut ends).await;
+    support::wait_committed(&brokers, "besteffort-hot", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    let metric = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| l.starts_with("tracesift_sink_dropped_spans_total{sink=\"parquet\"}"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, m) = tracesift::telemetry::http_get(addr, "/metrics").await.unwrap();
+        if metric(&m) == 120.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dropped {} of 120 spans", metric(&m));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Writable again: after the breaker lets a write through, segments are archived.
+    std::fs::remove_file(&blocker).unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    send(&producer, &traces[40..], &mut ends).await;
+    support::wait_committed(&brokers, "besteffort-hot", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while support::parquet_files(hot.path()).is_empty() {
+        assert!(Instant::now() < deadline, "nothing archived after the store came back");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    running.stop().await;
+}

@@ -98,7 +98,7 @@ impl PartitionTask {
             }));
         }
         if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
-            sinks.push(Box::new(sink::ParquetSink::new(
+            let parquet = sink::ParquetSink::new(
                 Arc::clone(store),
                 Arc::clone(&topic),
                 partition,
@@ -106,10 +106,20 @@ impl PartitionTask {
                 cfg.archive.hot.max_segment_bytes.0,
                 Arc::clone(&shared.encode_slots),
                 Arc::clone(&shared.clock),
-            )));
+            );
+            sinks.push(Box::new(match cfg.sinks.parquet.delivery {
+                sink::config::Delivery::Required => parquet,
+                sink::config::Delivery::BestEffort => parquet.best_effort(
+                    cfg.sinks.parquet.best_effort_attempts,
+                    cfg.sinks.max_pending_bytes.0,
+                ),
+            }));
         }
         for ex in &shared.otlp {
-            sinks.push(Box::new(sink::OtlpSink::new(Arc::clone(ex))));
+            sinks.push(Box::new(sink::OtlpSink::new(
+                Arc::clone(ex),
+                cfg.sinks.max_pending_bytes.0,
+            )));
         }
         let settings = CoreSettings {
             limits: StoreLimits::from(&cfg.store),

@@ -52,11 +52,21 @@ pub enum Delivery {
 pub struct ParquetSinkConfig {
     /// Write kept spans to hot Parquet segments.
     pub enabled: bool,
+    /// `required` (default): a record is committed only once its kept spans are in a written
+    /// segment. `best_effort`: commits do not wait; a segment's put is tried
+    /// `best_effort_attempts` times, then its spans are dropped and counted.
+    pub delivery: Delivery,
+    /// Put attempts of a best-effort segment before it is dropped.
+    pub best_effort_attempts: u32,
 }
 
 impl Default for ParquetSinkConfig {
     fn default() -> Self {
-        ParquetSinkConfig { enabled: true }
+        ParquetSinkConfig {
+            enabled: true,
+            delivery: Delivery::Required,
+            best_effort_attempts: 5,
+        }
     }
 }
 
@@ -99,6 +109,12 @@ impl SinksConfig {
         if self.kafka.best_effort_attempts == 0 {
             e.push(ConfigError::new(
                 "sinks.kafka.best_effort_attempts",
+                "must be at least 1",
+            ));
+        }
+        if self.parquet.best_effort_attempts == 0 {
+            e.push(ConfigError::new(
+                "sinks.parquet.best_effort_attempts",
                 "must be at least 1",
             ));
         }

@@ -45,8 +45,6 @@ pub struct OtlpExporter {
     linger: Duration,
     producer: FutureProducer,
     dead_letter_topic: Arc<str>,
-    /// Best-effort: KiB its detached writes may hold (one permit per KiB).
-    best_effort_budget: Semaphore,
     /// No request starts before this: the backend asked every client to wait (`Retry-After`,
     /// RetryInfo), not just the request it answered.
     not_before: std::sync::Mutex<MonoTime>,
@@ -54,14 +52,12 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// The exporter of `cfg`; refused chunks go to `dead_letter_topic` through `producer`;
-    /// a best-effort exporter's detached writes hold at most `budget_bytes`.
+    /// The exporter of `cfg`; refused chunks go to `dead_letter_topic` through `producer`.
     pub fn new(
         cfg: &OtlpSinkConfig,
         grpc: bool,
         producer: FutureProducer,
         dead_letter_topic: Arc<str>,
-        budget_bytes: u64,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
         let label = SinkLabel::otlp(grpc, &cfg.name);
@@ -69,9 +65,6 @@ impl OtlpExporter {
         tracing::info!(sink = label.as_str(), target = %transport.target(), delivery = ?cfg.delivery, "OTLP sink ready");
         // Registers the breaker (its gauge reads closed from the start).
         let _ = breaker::breaker(label);
-        let kib = usize::try_from(budget_bytes >> 10)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
         Ok(OtlpExporter {
             label,
             transport,
@@ -84,7 +77,6 @@ impl OtlpExporter {
             linger: cfg.batch.linger,
             producer,
             dead_letter_topic,
-            best_effort_budget: Semaphore::new(kib),
             not_before: std::sync::Mutex::new(MonoTime::ZERO),
             clock,
         })
@@ -243,6 +235,8 @@ struct Batch {
 /// The OTLP sink of one partition: a batch being filled.
 pub struct OtlpSink {
     exporter: Arc<OtlpExporter>,
+    /// Best effort: the KiB this partition's detached writes may hold (one permit per KiB).
+    best_effort_budget: Arc<Semaphore>,
     spans: Vec<SpanRef>,
     traces: Vec<(TraceId, Range<usize>)>,
     offsets: Vec<i64>,
@@ -253,10 +247,15 @@ pub struct OtlpSink {
 }
 
 impl OtlpSink {
-    /// A partition's batcher in front of `exporter`.
-    pub fn new(exporter: Arc<OtlpExporter>) -> Self {
+    /// A partition's batcher in front of `exporter`; best-effort writes detached from the
+    /// commit hold at most `budget_bytes`.
+    pub fn new(exporter: Arc<OtlpExporter>, budget_bytes: u64) -> Self {
+        let kib = usize::try_from(budget_bytes >> 10)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
         OtlpSink {
             exporter,
+            best_effort_budget: Arc::new(Semaphore::new(kib)),
             spans: Vec::new(),
             traces: Vec::new(),
             offsets: Vec::new(),
@@ -348,22 +347,18 @@ impl OtlpSink {
             ),
             Delivery::BestEffort => {
                 acks.push(Box::pin(async move { offsets }));
-                let kib = usize::try_from(held.div_ceil(1024)).unwrap_or(usize::MAX);
-                let permit = u32::try_from(kib.max(1))
-                    .ok()
-                    .and_then(|k| ex.best_effort_budget.try_acquire_many(k).ok())
-                    .map(|p| p.num_permits());
-                let Some(permits) = permit else {
+                let kib = u32::try_from(held.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+                let Ok(permit) = Arc::clone(&self.best_effort_budget).try_acquire_many_owned(kib)
+                else {
                     ex.backlog.remove(n);
                     telemetry::spans_dropped(ex.label, n);
                     return;
                 };
-                // The permits are given back by hand when the detached write ends (the
-                // semaphore lives in the exporter, which the task holds).
+                // Detached: nothing waits for it; it ends by its deadline.
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let deadline = ex.clock.now() + ex.retry.max_elapsed_time;
                     deliver(&ex, batch, Some(deadline)).await;
-                    ex.best_effort_budget.add_permits(permits);
                 });
             }
         }

@@ -31,6 +31,8 @@ pub struct ParquetSink {
     /// When each trace of the open segment came in, for the end-to-end histogram.
     first_in: Vec<MonoTime>,
     clock: Arc<dyn Clock>,
+    /// Best effort: attempts per segment and the KiB detached writes may hold.
+    best_effort: Option<(u32, Arc<tokio::sync::Semaphore>)>,
 }
 
 impl ParquetSink {
@@ -60,102 +62,171 @@ impl ParquetSink {
             now: MonoTime::ZERO,
             first_in: Vec::new(),
             clock,
+            best_effort: None,
         }
+    }
+
+    /// Best-effort delivery: the commit does not wait for the segment; a write gets `attempts`
+    /// tries, then its spans are dropped and counted; while detached writes hold `budget_bytes`,
+    /// new segments are dropped at once.
+    pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
+        let kib = usize::try_from(budget_bytes >> 10)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        self.best_effort = Some((attempts, Arc::new(tokio::sync::Semaphore::new(kib))));
+        self
     }
 
     fn write_out(&mut self, acks: &mut Acks) {
         if self.rows.is_empty() && self.offsets.is_empty() {
             return;
         }
-        let rows = std::mem::take(&mut self.rows);
+        let segment = Segment {
+            rows: std::mem::take(&mut self.rows),
+            first_in: std::mem::take(&mut self.first_in),
+            first: self.first_offset,
+            last: self.last_offset,
+            store: Arc::clone(&self.store),
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            slots: Arc::clone(&self.encode_slots),
+            clock: Arc::clone(&self.clock),
+        };
         let offsets = std::mem::take(&mut self.offsets);
-        let first_in = std::mem::take(&mut self.first_in);
-        let clock = Arc::clone(&self.clock);
-        let handed_over = clock.now();
-        let (first, last) = (self.first_offset, self.last_offset);
         let held = self.bytes;
         self.bytes = 0;
         self.first_offset = i64::MAX;
         self.last_offset = i64::MIN;
         self.opened_at = None;
-        let store = Arc::clone(&self.store);
-        let topic = Arc::clone(&self.topic);
-        let partition = self.partition;
-        let slots = Arc::clone(&self.encode_slots);
-        acks.push_sized(Box::pin(async move {
-            let n = rows.len();
-            let rows = Arc::new(rows);
-            let mut attempt = 0u32;
-            let mut encode_failures = 0u32;
-            loop {
-                let encoded = {
-                    let _slot = slots.acquire().await;
-                    let rows = Arc::clone(&rows);
-                    tokio::task::spawn_blocking(move || {
-                        let mut rejected = Vec::new();
-                        archive::encode_segment_skipping(&rows, 1 << 20, &mut rejected)
-                            .map(|files| (files, rejected))
-                    })
-                    .await
-                    .map_err(|e| format!("encoder task: {e}"))
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-                };
-                let files = match encoded {
-                    Ok((files, rejected)) => {
-                        if let Some(r) = rejected.first() {
-                            // Validated on the way in, so this is corruption or a bug: the
-                            // rest of the segment goes on, the spans are counted and named.
-                            telemetry::spans_rejected(SinkLabel::Parquet, rejected.len());
-                            tracing::error!(partition, spans = rejected.len(), trace_id = %r.trace_id, reason = %r.reason, "kept spans left out of their segment");
-                        }
-                        files
+        let Some((attempts, budget)) = &self.best_effort else {
+            acks.push_sized(
+                Box::pin(async move {
+                    segment.write(u32::MAX).await;
+                    offsets
+                }),
+                held,
+            );
+            return;
+        };
+        acks.push(Box::pin(async move { offsets }));
+        let kib = u32::try_from(held.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let Ok(permit) = Arc::clone(budget).try_acquire_many_owned(kib) else {
+            telemetry::spans_dropped(SinkLabel::Parquet, segment.rows.len());
+            return;
+        };
+        let attempts = *attempts;
+        // Detached: nothing waits for it; it ends after its attempts.
+        tokio::spawn(async move {
+            let _permit = permit;
+            segment.write(attempts).await;
+        });
+    }
+}
+
+/// One segment on its way to the store.
+struct Segment {
+    rows: Vec<KeptSpan>,
+    first_in: Vec<MonoTime>,
+    first: i64,
+    last: i64,
+    store: Arc<dyn object_store::ObjectStore>,
+    topic: Arc<str>,
+    partition: i32,
+    slots: Arc<tokio::sync::Semaphore>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Segment {
+    /// Encodes and puts the segment, retrying failed puts with backoff behind the breaker;
+    /// `attempts` puts at most (`u32::MAX`: until it succeeds). A best-effort write sheds while
+    /// the breaker is open. Everything is counted: out, rejected, dropped.
+    async fn write(self, attempts: u32) {
+        let (partition, first, last) = (self.partition, self.first, self.last);
+        let handed_over = self.clock.now();
+        let n = self.rows.len();
+        let rows = Arc::new(self.rows);
+        let mut attempt = 0u32;
+        let mut encode_failures = 0u32;
+        let files = loop {
+            let encoded = {
+                let _slot = self.slots.acquire().await;
+                let rows = Arc::clone(&rows);
+                tokio::task::spawn_blocking(move || {
+                    let mut rejected = Vec::new();
+                    archive::encode_segment_skipping(&rows, 1 << 20, &mut rejected)
+                        .map(|files| (files, rejected))
+                })
+                .await
+                .map_err(|e| format!("encoder task: {e}"))
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            };
+            match encoded {
+                Ok((files, rejected)) => {
+                    if let Some(r) = rejected.first() {
+                        // Validated on the way in, so this is corruption or a bug: the
+                        // rest of the segment goes on, the spans are counted and named.
+                        telemetry::spans_rejected(SinkLabel::Parquet, rejected.len());
+                        tracing::error!(partition, spans = rejected.len(), trace_id = %r.trace_id, reason = %r.reason, "kept spans left out of their segment");
                     }
-                    Err(e) => {
-                        // Encoding is a pure function of the rows (and a panicking encoder task
-                        // panics again): after a few tries the same input fails the same way, so
-                        // the segment is given up, loudly.
-                        telemetry::sink_error(SinkLabel::Parquet);
-                        encode_failures += 1;
-                        if encode_failures >= MAX_ENCODE_ATTEMPTS {
-                            telemetry::spans_rejected(SinkLabel::Parquet, n);
-                            tracing::error!(partition, spans = n, first, last, error = %e, "segment cannot be encoded; its spans are left out of the archive");
-                            return offsets;
-                        }
-                        tracing::error!(partition, error = %e, "segment encoding failed; retrying");
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt = attempt.saturating_add(1);
-                        continue;
-                    }
-                };
-                let breaker = super::breaker::breaker(SinkLabel::Parquet);
-                breaker.permit().await;
-                let mut ok = true;
-                for f in &files {
-                    let path = archive::hot_segment_path(&topic, partition, first, last, f.hour, f.content);
-                    match store.put(&path, f.bytes.clone().into()).await {
-                        Ok(_) => telemetry::archive_file("hot", f.bytes.len()),
-                        Err(e) => {
-                            ok = false;
-                            telemetry::sink_error(SinkLabel::Parquet);
-                            tracing::warn!(%path, error = %e, "segment write failed; retrying");
-                            break;
-                        }
-                    }
+                    break files;
                 }
-                breaker.finished(ok);
-                if ok {
-                    telemetry::spans_out(SinkLabel::Parquet, n);
-                    let now = clock.now();
-                    telemetry::sink_write(SinkLabel::Parquet, now.saturating_since(handed_over), n);
-                    for t in &first_in {
-                        telemetry::end_to_end(SinkLabel::Parquet, *t, now);
+                Err(e) => {
+                    // Encoding is a pure function of the rows (and a panicking encoder task
+                    // panics again): after a few tries the same input fails the same way, so
+                    // the segment is given up, loudly.
+                    telemetry::sink_error(SinkLabel::Parquet);
+                    encode_failures += 1;
+                    if encode_failures >= MAX_ENCODE_ATTEMPTS {
+                        telemetry::spans_rejected(SinkLabel::Parquet, n);
+                        tracing::error!(partition, spans = n, first, last, error = %e, "segment cannot be encoded; its spans are left out of the archive");
+                        return;
                     }
-                    return offsets;
+                    tracing::error!(partition, error = %e, "segment encoding failed; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt = attempt.saturating_add(1);
                 }
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt = attempt.saturating_add(1);
             }
-        }), held);
+        };
+        let breaker = super::breaker::breaker(SinkLabel::Parquet);
+        let mut attempt = 0u32;
+        loop {
+            if attempts != u32::MAX && breaker.would_wait() {
+                telemetry::spans_dropped(SinkLabel::Parquet, n);
+                tracing::warn!(partition, spans = n, "best-effort hot segment shed: circuit open");
+                return;
+            }
+            breaker.permit().await;
+            let mut failed = None;
+            for f in &files {
+                let path = archive::hot_segment_path(&self.topic, partition, first, last, f.hour, f.content);
+                match self.store.put(&path, f.bytes.clone().into()).await {
+                    Ok(_) => telemetry::archive_file("hot", f.bytes.len()),
+                    Err(e) => {
+                        telemetry::sink_error(SinkLabel::Parquet);
+                        tracing::warn!(%path, error = %e, "segment write failed; retrying");
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            breaker.finished(failed.is_none());
+            let Some(why) = failed else {
+                telemetry::spans_out(SinkLabel::Parquet, n);
+                let now = self.clock.now();
+                telemetry::sink_write(SinkLabel::Parquet, now.saturating_since(handed_over), n);
+                for t in &self.first_in {
+                    telemetry::end_to_end(SinkLabel::Parquet, *t, now);
+                }
+                return;
+            };
+            attempt = attempt.saturating_add(1);
+            if attempt >= attempts {
+                telemetry::spans_dropped(SinkLabel::Parquet, n);
+                tracing::warn!(partition, spans = n, attempts, error = %why, "best-effort hot segment given up; dropped");
+                return;
+            }
+            tokio::time::sleep(backoff(attempt - 1)).await;
+        }
     }
 }
 
@@ -205,6 +276,6 @@ impl Sink for ParquetSink {
     }
 
     fn required(&self) -> bool {
-        true
+        self.best_effort.is_none()
     }
 }
