@@ -287,3 +287,70 @@ sinks:
         assert_eq!(traces.len(), ids.len(), "{proto}: all delivered after the throttling");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_with_a_private_ca_over_http_and_grpc() {
+    use support::tls::{Pki, Terminator};
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans", 1).await;
+    let rx = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::generate(dir.path());
+    // A real TLS terminator (stunnel) requiring client certificates, in front of each port.
+    let https = Terminator::start(&pki, Terminator::free(), rx.http_port, true);
+    let grpcs = Terminator::start(&pki, Terminator::free(), rx.grpc_port, true);
+    let tls = format!(
+        "{{ca_file: {}, cert_file: {}, key_file: {}}}",
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key")
+    );
+    let running = start(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: otlp-tls, commit_interval: 200ms}}
+store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks:
+  kafka: {{enabled: false}}
+  parquet: {{enabled: false}}
+  otlp_http:
+    - {{name: tls, endpoint: "https://127.0.0.1:{}", tls: {tls}, batch: {{linger: 100ms}}}}
+    # No client certificate: the terminator refuses the handshake; best effort, so it drops.
+    - name: nocert
+      endpoint: "https://127.0.0.1:{}"
+      tls: {{ca_file: {}}}
+      delivery: best_effort
+      retry_on_failure: {{initial_interval: 100ms, max_interval: 200ms, max_elapsed_time: 1s}}
+      batch: {{linger: 100ms}}
+  otlp_grpc:
+    - {{name: tls, endpoint: "127.0.0.1:{}", tls: {tls}, batch: {{linger: 100ms}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#,
+        https.port,
+        https.port,
+        pki.path("ca.pem"),
+        grpcs.port
+    ))
+    .await;
+    let addr = running.telemetry_addr.unwrap();
+    let (ids, ends) = send_traces(&brokers, &spread_trace_ids(20)).await;
+    wait_committed(&brokers, "otlp-tls", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = metrics(addr).await;
+        let dropped = metric(&m, "tracesift_sink_dropped_spans_total{sink=\"otlp_http/nocert\"}");
+        if dropped == 60.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nocert dropped {dropped} of 60");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    running.stop().await;
+    for proto in ["http", "grpc"] {
+        let traces = rx.traces(proto);
+        assert_eq!(traces.len(), ids.len(), "{proto} over mutual TLS");
+        // Only the sink with the client certificate got through (each trace once).
+        assert!(traces.values().all(|(spans, _)| spans.len() == 3), "{proto}");
+    }
+}
