@@ -69,6 +69,12 @@ pub enum Command {
         /// Skip the hot Parquet sink (sampled topic only).
         #[arg(long)]
         no_parquet: bool,
+        /// Also export kept traces over OTLP/HTTP to this base URL (`http://127.0.0.1:4318`).
+        #[arg(long)]
+        otlp_http: Option<String>,
+        /// Also export kept traces over OTLP/gRPC to this `host:port` (plaintext).
+        #[arg(long)]
+        otlp_grpc: Option<String>,
     },
     /// Measure the archive on generated traffic: OTLP vs Parquet bytes per span (hot segments
     /// and compacted), the compaction pass, and trace-lookup latency. No broker needed.
@@ -334,6 +340,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             partitions,
             split,
             no_parquet,
+            otlp_http,
+            otlp_grpc,
         } => {
             init_logs("warn,librdkafka=off");
             let opts = bench::BenchOptions {
@@ -342,6 +350,8 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 partitions,
                 split,
                 parquet: !no_parquet,
+                otlp_http,
+                otlp_grpc,
             };
             let report = runtime()?.block_on(bench::run(&opts))?;
             println!("{report}");

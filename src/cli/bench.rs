@@ -40,6 +40,10 @@ pub struct BenchOptions {
     pub split: bool,
     /// Write hot Parquet too.
     pub parquet: bool,
+    /// Export over OTLP/HTTP to this base URL too.
+    pub otlp_http: Option<String>,
+    /// Export over OTLP/gRPC to this `host:port` too.
+    pub otlp_grpc: Option<String>,
 }
 
 /// One measured phase.
@@ -121,7 +125,7 @@ impl std::fmt::Display for BenchReport {
         for (sink, p50, p99) in &self.end_to_end {
             writeln!(
                 f,
-                "span in → kept trace acknowledged by {sink:<7}  p50 {p50:>6.2} s  p99 {p99:>6.2} s  (includes the decision wait)"
+                "span in → kept trace acknowledged by {sink:<16}  p50 {p50:>6.2} s  p99 {p99:>6.2} s  (includes the decision wait)"
             )?;
         }
         write!(
@@ -208,7 +212,17 @@ fn committed(
     }))
 }
 
-fn pipeline_config(brokers: &str, topic: &str, hot: &std::path::Path, parquet: bool) -> String {
+fn pipeline_config(brokers: &str, topic: &str, hot: &std::path::Path, opts: &BenchOptions) -> String {
+    let parquet = opts.parquet;
+    let mut otlp = String::new();
+    if let Some(url) = &opts.otlp_http {
+        otlp.push_str(&format!("  otlp_http: [{{name: bench, endpoint: \"{url}\"}}]\n"));
+    }
+    if let Some(ep) = &opts.otlp_grpc {
+        otlp.push_str(&format!(
+            "  otlp_grpc: [{{name: bench, endpoint: \"{ep}\", tls: {{insecure: true}}}}]\n"
+        ));
+    }
     format!(
         r#"
 kafka:
@@ -237,7 +251,7 @@ policies:
   - {{name: default, type: probabilistic, probabilistic: {{sampling_percentage: 1}}}}
 sinks:
   parquet: {{enabled: {parquet}}}
-archive:
+{otlp}archive:
   hot: {{url: "file://{}", flush_interval: 5s}}
 telemetry:
   listen: ""
@@ -286,7 +300,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     let ends = produced.ends.clone();
 
     let hot = std::env::temp_dir().join(format!("{topic}-hot"));
-    let cfg = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, opts.parquet))
+    let cfg = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, opts))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     eprintln!("bare consumer drain ...");
@@ -336,7 +350,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     }
     let committed_secs = (clock.now() - t0).as_secs_f64();
     let rendered = crate::telemetry::install().render();
-    let end_to_end = ["kafka", "parquet"]
+    let end_to_end = ["kafka", "parquet", "otlp_http/bench", "otlp_grpc/bench"]
         .into_iter()
         .filter_map(|sink| {
             let labels = format!("sink=\"{sink}\"");
