@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::FutureProducer;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
@@ -133,7 +132,7 @@ pub struct Shared {
     /// Readiness (held down while partitions restore their decisions).
     pub health: crate::telemetry::Health,
     /// The producer for the sampled and dead-letter topics.
-    pub producer: FutureProducer,
+    pub producer: crate::sink::Producer,
     /// Hot tier store (when the Parquet sink is on).
     pub hot_store: Option<Arc<dyn object_store::ObjectStore>>,
     /// Bounds concurrent Parquet encodes.
@@ -210,7 +209,7 @@ pub struct Running {
     pub policies: Arc<Policies>,
     source: Option<crate::source::SourceHandle>,
     rekey: Option<crate::source::rekey::RekeyHandle>,
-    producer: FutureProducer,
+    producer: crate::sink::Producer,
     compactor: Option<crate::archive::compact::Compactor>,
     _server: Option<crate::telemetry::Server>,
     shutdown_timeout: Duration,
@@ -234,7 +233,6 @@ impl Running {
         let producer = self.producer.clone();
         let timeout = self.shutdown_timeout;
         let _ = tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
             producer.flush(timeout)
         })
         .await;
@@ -251,8 +249,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
-    let producer: FutureProducer =
-        crate::source::kafka::create(&crate::source::kafka::producer_config(&config.kafka))?;
+    let producer =
+        crate::sink::Producer::new(crate::source::kafka::producer_config(&config.kafka))?;
     crate::topics::ensure_run_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
         Some(crate::archive::open_sink_store(

@@ -16,6 +16,7 @@ pub mod dead_letter;
 pub mod kafka;
 pub mod otlp;
 pub mod parquet;
+pub mod producer;
 
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub use self::dead_letter::{dead_letter, DeadLetter};
 pub use self::kafka::{produce_until_acked, KafkaSink, Outgoing};
 pub use self::otlp::{OtlpExporter, OtlpSink};
 pub use self::parquet::ParquetSink;
+pub use self::producer::Producer;
 
 /// A kept trace (or the late spans of one) handed to the sinks.
 #[derive(Debug)]

@@ -101,6 +101,8 @@ pub const DECISION_DELAY: &str = "tracesift_decision_delay_seconds";
 pub const SINK_WRITE: &str = "tracesift_sink_write_seconds";
 /// Spans per write, by `sink` (histogram).
 pub const SINK_BATCH_SPANS: &str = "tracesift_sink_batch_spans";
+/// Times the Kafka producer was replaced after a fatal error.
+pub const PRODUCER_REPLACED: &str = "tracesift_producer_replaced_total";
 /// A record fetched → its offset committed (sampled: one record per 100 ms per partition).
 pub const COMMIT_LAG: &str = "tracesift_commit_lag_seconds";
 /// One request to a batching sink (OTLP), sent → answered, by `sink`.
@@ -141,6 +143,11 @@ fn describe() {
         SINK_WRITE,
         Unit::Seconds,
         "One write handed to a sink → acknowledged, by sink."
+    );
+    describe_counter!(
+        PRODUCER_REPLACED,
+        Unit::Count,
+        "Times the Kafka producer was replaced after a fatal error (idempotence state lost)."
     );
     describe_histogram!(
         COMMIT_LAG,
@@ -456,6 +463,11 @@ pub fn decision_delay(d: std::time::Duration) {
 pub fn sink_write(sink: SinkLabel, d: std::time::Duration, spans: usize) {
     histogram!(SINK_WRITE, "sink" => sink.as_str()).record(d.as_secs_f64());
     histogram!(SINK_BATCH_SPANS, "sink" => sink.as_str()).record(spans as f64);
+}
+
+/// The Kafka producer was replaced after a fatal error.
+pub fn producer_replaced() {
+    counter!(PRODUCER_REPLACED).increment(1);
 }
 
 /// A record's offset was committed `d` after it was fetched.

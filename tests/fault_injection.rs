@@ -241,3 +241,63 @@ telemetry: {{listen: ""}}
     drop(producer);
     drop(cluster);
 }
+
+/// A fatal producer error (the idempotent producer's sequence desynchronized: the mock broker
+/// answers a Produce with OUT_OF_ORDER_SEQUENCE_NUMBER on the head-of-line request) makes
+/// librdkafka fail everything on that producer instance for good. tracesift replaces the
+/// instance (counted in `tracesift_producer_replaced_total`) and every kept trace still reaches
+/// the sampled topic, with the offsets committed to the end; without the replacement every
+/// partition would retry on the dead instance for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_producer_error_replaces_the_producer_and_loses_nothing() {
+    let cluster = support::mock_cluster(1, 2);
+    let brokers = cluster.bootstrap_servers();
+    let cfg = Config::parse(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: {GROUP}, commit_interval: 100ms}}
+store: {{decision_wait: 300ms, decision_wait_after_root: 300ms, tick: 20ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
+        .await
+        .unwrap();
+    let addr = running.telemetry_addr.unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    wave(&producer, 0, 100, &mut ends).await;
+    wait_committed(&brokers, &ends, "before the fault").await;
+    // The input of the next wave is in; the next Produce request is tracesift's.
+    wave(&producer, 100, 100, &mut ends).await;
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
+    );
+    wait_committed(&brokers, &ends, "after a fatal producer error").await;
+    let (_, m) = tracesift::telemetry::http_get(addr, "/metrics").await.unwrap();
+    let replaced: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("tracesift_producer_replaced_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum();
+    assert!(replaced >= 1.0, "the producer was replaced: {replaced}");
+    running.stop().await;
+    let b = brokers.clone();
+    let got = tokio::task::spawn_blocking(move || sampled_traces(&b))
+        .await
+        .unwrap();
+    for i in 0..200u32 {
+        let mut t = vec![0u8; 16];
+        t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+        assert!(got.contains(&t), "trace {i} never reached the sampled topic");
+    }
+    drop(producer);
+    drop(cluster);
+}

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Config;
@@ -178,7 +177,7 @@ pub fn restore(
 /// Writes one decision to the decision log (partition `partition`, the input's own) until it is
 /// acknowledged; then releases one reference on each of `offsets`.
 pub fn write(
-    producer: FutureProducer,
+    producer: crate::sink::Producer,
     topic: Arc<str>,
     partition: i32,
     key: String,

@@ -5,10 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 
 use super::kafka::{produce_until_acked, Outgoing};
-use super::AckFuture;
+use super::{AckFuture, Producer};
 use crate::source::record::Headers;
 use crate::telemetry::{self, SinkLabel};
 
@@ -33,7 +32,7 @@ pub struct DeadLetter {
 /// adding headers `tracesift.error`, `tracesift.source.topic`, `tracesift.source.partition`,
 /// `tracesift.source.offset`. Resolves to the record's offset once acknowledged.
 pub fn dead_letter(
-    producer: FutureProducer,
+    producer: Producer,
     dlq_topic: Arc<str>,
     payload: Bytes,
     from: DeadLetter,
@@ -74,7 +73,7 @@ pub fn dead_letter(
 /// without its payload, with `tracesift.payload_omitted` saying why (the reason and the
 /// coordinates still arrive; the original stays addressable where it came from).
 pub async fn write(
-    producer: &FutureProducer,
+    producer: &Producer,
     dlq_topic: &str,
     key: &[u8],
     payload: &[u8],

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
-use super::{backoff, Acks, KeptTrace, Sink};
+use super::{backoff, Acks, KeptTrace, Producer, Sink};
 use crate::clock::Clock;
 use crate::otlp;
 use crate::telemetry::{self, SinkLabel};
@@ -78,7 +78,7 @@ pub fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
 /// with capped, jittered backoff; failures are counted under `label`. A record refused for good
 /// ([`refuses_for_good`]) is not retried: the caller gets [`Refused`] and decides.
 pub async fn produce_until_acked(
-    producer: &FutureProducer,
+    producer: &Producer,
     out: Outgoing<'_>,
     label: SinkLabel,
 ) -> Result<(), Refused> {
@@ -102,7 +102,7 @@ pub enum Failed {
 /// [`produce_until_acked`] with at most `attempts` tries of transient failures (a full
 /// producer queue does not count as a try). `u32::MAX` = until it succeeds.
 pub async fn produce(
-    producer: &FutureProducer,
+    producer: &Producer,
     out: Outgoing<'_>,
     label: SinkLabel,
     attempts: u32,
@@ -118,6 +118,7 @@ pub async fn produce(
             return Err(Failed::GaveUp(format!("{topic}: circuit open")));
         }
         breaker.permit().await;
+        let (generation, instance) = producer.current();
         // Hand the record to librdkafka. Its own bounded queue being full is local
         // backpressure, neither a success nor a failure of the sink: wait for room without
         // giving the permit back (this write may be the breaker's probe).
@@ -132,7 +133,7 @@ pub async fn produce(
             if let Some(ts) = out.timestamp {
                 rec = rec.timestamp(ts);
             }
-            match producer.send_result(rec) {
+            match instance.send_result(rec) {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // Backing off (5 ms doubling to 1 s, jittered) so thousands of waiting
                     // writes do not spin.
@@ -160,6 +161,7 @@ pub async fn produce(
                 Ok(Err((e, _))) => {
                     breaker.finished(false);
                     telemetry::sink_error(label);
+                    producer.recover(generation, &instance);
                     tracing::warn!(topic, error = %e, attempt, "delivery failed; retrying");
                     last = e.to_string();
                 }
@@ -179,6 +181,7 @@ pub async fn produce(
             Err((e, _)) => {
                 breaker.finished(false);
                 telemetry::sink_error(label);
+                producer.recover(generation, &instance);
                 tracing::warn!(topic, error = %e, attempt, "produce failed; retrying");
                 last = e.to_string();
             }
@@ -198,7 +201,7 @@ pub async fn produce(
 /// `tracesift.error`, `tracesift.sink: kafka`), so it never blocks the partition and is never
 /// silently lost.
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: Producer,
     topic: Arc<str>,
     dead_letter_topic: Arc<str>,
     max_record_bytes: usize,
@@ -211,7 +214,7 @@ pub struct KafkaSink {
 impl KafkaSink {
     /// A sink writing to `topic`, refused chunks to `dead_letter_topic`.
     pub fn new(
-        producer: FutureProducer,
+        producer: Producer,
         topic: Arc<str>,
         dead_letter_topic: Arc<str>,
         max_record_bytes: usize,

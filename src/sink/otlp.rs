@@ -20,14 +20,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureProducer;
 use tokio::sync::Semaphore;
 
 use self::transport::{Outcome, Transport};
 use super::batch::{AdaptiveBatch, Backlog};
 use super::breaker::{self, Breaker};
 use super::config::{Delivery, OtlpSinkConfig, RetryOnFailure};
-use super::{jitter, Acks, KeptTrace, Sink};
+use super::{jitter, Acks, KeptTrace, Producer, Sink};
 use crate::clock::{Clock, MonoTime};
 use crate::otlp::{self, SpanRef, TraceId};
 use crate::telemetry::{self, SinkLabel};
@@ -43,7 +42,7 @@ pub struct OtlpExporter {
     retry: RetryOnFailure,
     max_bytes: usize,
     linger: Duration,
-    producer: FutureProducer,
+    producer: Producer,
     dead_letter_topic: Arc<str>,
     /// No request starts before this: the backend asked every client to wait (`Retry-After`,
     /// RetryInfo), not just the request it answered.
@@ -56,7 +55,7 @@ impl OtlpExporter {
     pub fn new(
         cfg: &OtlpSinkConfig,
         grpc: bool,
-        producer: FutureProducer,
+        producer: Producer,
         dead_letter_topic: Arc<str>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {

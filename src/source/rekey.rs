@@ -19,7 +19,6 @@ use dashmap::DashMap;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::config::KafkaConfig;
@@ -98,7 +97,7 @@ pub fn split_per_trace(spans: &[ScannedSpan]) -> Vec<(TraceId, Vec<u8>)> {
 /// Starts the stage when `kafka.rekey` names input topics.
 pub fn start(
     cfg: Arc<KafkaConfig>,
-    producer: FutureProducer,
+    producer: crate::sink::Producer,
 ) -> Result<Option<RekeyHandle>, rdkafka::error::KafkaError> {
     let rk = &cfg.rekey;
     if rk.input_topics.is_empty() {
@@ -123,7 +122,7 @@ type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (Key, i64)> + 
 async fn run(
     cfg: Arc<KafkaConfig>,
     consumer: StreamConsumer<RekeyCtx>,
-    producer: FutureProducer,
+    producer: crate::sink::Producer,
     stop: Arc<AtomicBool>,
 ) {
     let target: Arc<str> = Arc::from(cfg.rekey.topic.as_str());
