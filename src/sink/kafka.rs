@@ -56,8 +56,8 @@ pub struct Refused(pub String);
 /// calls the record invalid. Everything else is transient and retried: timeouts, a broker down,
 /// a CRC mismatch (corruption on the way, as Kafka's own clients treat it),
 /// leader elections, a full queue, and also a fatal producer error (idempotence broken), which
-/// no single record can be blamed for and which would otherwise turn every kept trace into a
-/// dead letter.
+/// no single record can be blamed for: the write retries on a new producer instance
+/// ([`Producer::recover`]).
 pub fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode as C;
     matches!(
