@@ -69,7 +69,8 @@ pub use self::segment::{
     encode_segment, encode_segment_skipping, filing_hour, EncodedFile, KeptSpan, Rejected,
 };
 pub use self::store_url::{
-    check_store, open_sink_store, open_store, open_store_with, parse_store_url, OpenedStore, StoreUrl,
+    check_store, open_sink_store, open_store, open_store_with, parse_store_url, OpenedStore,
+    StoreUrl,
 };
 
 #[cfg(test)]

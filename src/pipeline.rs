@@ -232,10 +232,7 @@ impl Running {
         }
         let producer = self.producer.clone();
         let timeout = self.shutdown_timeout;
-        let _ = tokio::task::spawn_blocking(move || {
-            producer.flush(timeout)
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         Arc::clone(&self.stats)
     }
 }
@@ -264,7 +261,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map(|n| n.get())
         .unwrap_or(2);
     let stats = Arc::new(RunStats::new(names.len()));
-    for label in [crate::telemetry::SinkLabel::Kafka, crate::telemetry::SinkLabel::Parquet] {
+    for label in [
+        crate::telemetry::SinkLabel::Kafka,
+        crate::telemetry::SinkLabel::Parquet,
+    ] {
         // The gauges of the breakers read closed from the start.
         let _ = crate::sink::breaker::breaker(label);
     }

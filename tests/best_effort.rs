@@ -155,11 +155,21 @@ telemetry: {{listen: "127.0.0.1:0"}}
         .await
         .unwrap();
     let addr = running.telemetry_addr.unwrap();
-    let producer: FutureProducer = support::client(&brokers).set("linger.ms", "5").create().unwrap();
+    let producer: FutureProducer = support::client(&brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
     let mut ends = BTreeMap::new();
     let traces = spread_trace_ids(60);
     send(&producer, &traces[..40], &mut ends).await;
-    support::wait_committed(&brokers, "besteffort-hot", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    support::wait_committed(
+        &brokers,
+        "besteffort-hot",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     let metric = |m: &str| -> f64 {
         m.lines()
             .filter(|l| l.starts_with("tracesift_sink_dropped_spans_total{sink=\"parquet\"}"))
@@ -168,21 +178,37 @@ telemetry: {{listen: "127.0.0.1:0"}}
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, m) = tracesift::telemetry::http_get(addr, "/metrics").await.unwrap();
+        let (_, m) = tracesift::telemetry::http_get(addr, "/metrics")
+            .await
+            .unwrap();
         if metric(&m) == 120.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "dropped {} of 120 spans", metric(&m));
+        assert!(
+            Instant::now() < deadline,
+            "dropped {} of 120 spans",
+            metric(&m)
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     // Writable again: after the breaker lets a write through, segments are archived.
     std::fs::remove_file(&blocker).unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
     send(&producer, &traces[40..], &mut ends).await;
-    support::wait_committed(&brokers, "besteffort-hot", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    support::wait_committed(
+        &brokers,
+        "besteffort-hot",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while support::parquet_files(hot.path()).is_empty() {
-        assert!(Instant::now() < deadline, "nothing archived after the store came back");
+        assert!(
+            Instant::now() < deadline,
+            "nothing archived after the store came back"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     running.stop().await;

@@ -281,7 +281,9 @@ telemetry: {{listen: "127.0.0.1:0"}}
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
     );
     wait_committed(&brokers, &ends, "after a fatal producer error").await;
-    let (_, m) = tracesift::telemetry::http_get(addr, "/metrics").await.unwrap();
+    let (_, m) = tracesift::telemetry::http_get(addr, "/metrics")
+        .await
+        .unwrap();
     let replaced: f64 = m
         .lines()
         .filter(|l| l.starts_with("tracesift_producer_replaced_total"))
@@ -296,7 +298,10 @@ telemetry: {{listen: "127.0.0.1:0"}}
     for i in 0..200u32 {
         let mut t = vec![0u8; 16];
         t[..4].copy_from_slice(&(i + 1).to_be_bytes());
-        assert!(got.contains(&t), "trace {i} never reached the sampled topic");
+        assert!(
+            got.contains(&t),
+            "trace {i} never reached the sampled topic"
+        );
     }
     drop(producer);
     drop(cluster);

@@ -70,7 +70,10 @@ shutdown_timeout: 20s
     }
     let traffic = Traffic::start(&brokers);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(!rx.traces("http").is_empty(), "delivering before the outage");
+    assert!(
+        !rx.traces("http").is_empty(),
+        "delivering before the outage"
+    );
 
     // The outage.
     rx.command("stop http");
@@ -82,7 +85,10 @@ shutdown_timeout: 20s
     while t0.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let m = get(port, "/metrics").await.1;
-        opened |= metric(&m, "tracesift_sink_breaker_state{sink=\"otlp_http/backend\"}") == 2.0;
+        opened |= metric(
+            &m,
+            "tracesift_sink_breaker_state{sink=\"otlp_http/backend\"}",
+        ) == 2.0;
         let r = get(port, "/readyz").await;
         if r.0 == 503 {
             readyz = r;
@@ -90,9 +96,11 @@ shutdown_timeout: 20s
         if committed_at_10s.is_none() && t0.elapsed() >= Duration::from_secs(10) {
             let b = brokers.clone();
             committed_at_10s = Some(
-                tokio::task::spawn_blocking(move || committed(&b, "otlp-outage", "otlp_spans", &[0, 1]))
-                    .await
-                    .unwrap(),
+                tokio::task::spawn_blocking(move || {
+                    committed(&b, "otlp-outage", "otlp_spans", &[0, 1])
+                })
+                .await
+                .unwrap(),
             );
         }
     }
@@ -121,17 +129,30 @@ shutdown_timeout: 20s
         "the partitions were paused"
     );
     let cpu = cpu1 - cpu0;
-    assert!(cpu < window / 4, "{cpu:?} CPU over a {window:?} outage: something spins");
+    assert!(
+        cpu < window / 4,
+        "{cpu:?} CPU over a {window:?} outage: something spins"
+    );
     eprintln!("outage: {cpu:?} CPU over {window:?}, {sent_in_outage} traces sent so far");
 
     // Back: everything goes out, the breaker closes, the offsets reach the end.
     rx.command("start http");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (ids, ends) = traffic.stop().await;
-    wait_committed(&brokers, "otlp-outage", "otlp_spans", &ends, Duration::from_secs(120)).await;
+    wait_committed(
+        &brokers,
+        "otlp-outage",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(120),
+    )
+    .await;
     let m = get(port, "/metrics").await.1;
     assert_eq!(
-        metric(&m, "tracesift_sink_breaker_state{sink=\"otlp_http/backend\"}"),
+        metric(
+            &m,
+            "tracesift_sink_breaker_state{sink=\"otlp_http/backend\"}"
+        ),
         0.0,
         "closed again"
     );
@@ -145,7 +166,12 @@ shutdown_timeout: 20s
     let traces = rx.traces("http");
     let want: HashSet<&String> = ids.iter().collect();
     let got: HashSet<&String> = traces.keys().collect();
-    assert_eq!(got.len(), want.len(), "every kept trace delivered ({} sent)", ids.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "every kept trace delivered ({} sent)",
+        ids.len()
+    );
     assert_eq!(got, want);
     for (t, (spans, _)) in &traces {
         let distinct: HashSet<&String> = spans.iter().collect();
@@ -211,11 +237,21 @@ telemetry: {{listen: "127.0.0.1:{port}"}}
     let traffic = Traffic::start(&brokers);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (ids, ends) = traffic.stop().await;
-    wait_committed(&brokers, "otlp-be", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    wait_committed(
+        &brokers,
+        "otlp-be",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = get(port, "/metrics").await.1;
-        let dropped = metric(&m, "tracesift_sink_dropped_spans_total{sink=\"otlp_grpc/optional\"}");
+        let dropped = metric(
+            &m,
+            "tracesift_sink_dropped_spans_total{sink=\"otlp_grpc/optional\"}",
+        );
         if dropped == (3 * ids.len()) as f64 {
             break;
         }
@@ -234,7 +270,11 @@ telemetry: {{listen: "127.0.0.1:{port}"}}
     let _ = traffic.stop().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while rx.traces("grpc").is_empty() {
-        assert!(Instant::now() < deadline, "nothing delivered after the outage:\n{}", member.log());
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered after the outage:\n{}",
+            member.log()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     member.stop();

@@ -25,10 +25,7 @@ async fn start(cfg: &str) -> tracesift::pipeline::Running {
 }
 
 /// Sends `n` traces of 3 spans each; returns their ids (hex) and the partitions' ends.
-async fn send_traces(
-    brokers: &str,
-    ids: &[[u8; 16]],
-) -> (Vec<String>, BTreeMap<i32, i64>) {
+async fn send_traces(brokers: &str, ids: &[[u8; 16]]) -> (Vec<String>, BTreeMap<i32, i64>) {
     let producer: FutureProducer = client(brokers).set("linger.ms", "5").create().unwrap();
     let mut ends = BTreeMap::new();
     for t in ids {
@@ -90,12 +87,22 @@ telemetry: {{listen: "127.0.0.1:0"}}
     .await;
     let addr = running.telemetry_addr.unwrap();
     let (ids, ends) = send_traces(&brokers, &spread_trace_ids(200)).await;
-    wait_committed(&brokers, "otlp-ok", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    wait_committed(
+        &brokers,
+        "otlp-ok",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     let m = metrics(addr).await;
     running.stop().await;
 
     let seen = rx.seen();
-    assert!(seen.iter().all(|s| s.bad.is_none()), "strict decode: {seen:?}");
+    assert!(
+        seen.iter().all(|s| s.bad.is_none()),
+        "strict decode: {seen:?}"
+    );
     assert!(seen.iter().all(|s| s.status == 0 || s.status == 200));
     assert!(
         seen.iter()
@@ -126,7 +133,11 @@ telemetry: {{listen: "127.0.0.1:0"}}
         }
     }
     // The latency breakdown has samples for both sinks.
-    for sink in ["otlp_http/backend", "otlp_grpc/collector", "otlp_grpc/plain"] {
+    for sink in [
+        "otlp_http/backend",
+        "otlp_grpc/collector",
+        "otlp_grpc/plain",
+    ] {
         for h in [
             "tracesift_sink_request_seconds_count",
             "tracesift_sink_write_seconds_count",
@@ -148,7 +159,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
     ] {
         assert!(metric(&m, h) > 0.0, "{h}: no samples");
     }
-    assert!(metric(&m, "tracesift_sink_batch_target_spans{sink=\"otlp_http/backend\"}") >= 16.0);
+    assert!(
+        metric(
+            &m,
+            "tracesift_sink_batch_target_spans{sink=\"otlp_http/backend\"}"
+        ) >= 16.0
+    );
     assert!(!m.contains("s3cr3t"), "no secret in the metrics");
 }
 
@@ -178,7 +194,14 @@ sinks:
     ))
     .await;
     let (ids, ends) = send_traces(&brokers, &spread_trace_ids(20)).await;
-    wait_committed(&brokers, "otlp-400", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    wait_committed(
+        &brokers,
+        "otlp-400",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     running.stop().await;
     let dlq = read_all(&brokers, "otlp_spans_dlq");
     for (sink, reason) in [
@@ -219,9 +242,16 @@ sinks:
     }
     // A refusal is not retried: one request per batch.
     let refused = rx.seen().len();
-    assert!(refused <= 2 * ids.len(), "{refused} requests for {} traces", ids.len());
+    assert!(
+        refused <= 2 * ids.len(),
+        "{refused} requests for {} traces",
+        ids.len()
+    );
     assert_eq!(
-        rx.seen().iter().filter(|s| s.proto == "grpc_identity").count(),
+        rx.seen()
+            .iter()
+            .filter(|s| s.proto == "grpc_identity")
+            .count(),
         0,
         "the gzip requests never reached the handler"
     );
@@ -266,9 +296,20 @@ sinks:
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(9)).await;
     let window = t0.elapsed();
+    // Then unavailable for a while (503 / UNAVAILABLE, no delay asked): retried with backoff.
+    rx.command("http 503");
+    rx.command("grpc 14");
+    tokio::time::sleep(Duration::from_secs(3)).await;
     rx.command("http 200");
     rx.command("grpc 0");
-    wait_committed(&brokers, "otlp-429", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    wait_committed(
+        &brokers,
+        "otlp-429",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     running.stop().await;
     let seen = rx.seen();
     for (proto, code) in [("http", 429), ("grpc", 8)] {
@@ -283,8 +324,18 @@ sinks:
             (1..=most).contains(&throttled),
             "{proto}: {throttled} throttled requests in {window:?} (at most {most})"
         );
+        let unavailable = if proto == "http" { 503 } else { 14 };
+        assert!(
+            seen.iter()
+                .any(|s| s.proto == proto && s.status == unavailable),
+            "{proto}: retried through the unavailable phase"
+        );
         let traces = rx.traces(proto);
-        assert_eq!(traces.len(), ids.len(), "{proto}: all delivered after the throttling");
+        assert_eq!(
+            traces.len(),
+            ids.len(),
+            "{proto}: all delivered after the throttling"
+        );
     }
 }
 
@@ -335,11 +386,21 @@ telemetry: {{listen: "127.0.0.1:0"}}
     .await;
     let addr = running.telemetry_addr.unwrap();
     let (ids, ends) = send_traces(&brokers, &spread_trace_ids(20)).await;
-    wait_committed(&brokers, "otlp-tls", "otlp_spans", &ends, Duration::from_secs(60)).await;
+    wait_committed(
+        &brokers,
+        "otlp-tls",
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = metrics(addr).await;
-        let dropped = metric(&m, "tracesift_sink_dropped_spans_total{sink=\"otlp_http/nocert\"}");
+        let dropped = metric(
+            &m,
+            "tracesift_sink_dropped_spans_total{sink=\"otlp_http/nocert\"}",
+        );
         if dropped == 60.0 {
             break;
         }
@@ -351,6 +412,9 @@ telemetry: {{listen: "127.0.0.1:0"}}
         let traces = rx.traces(proto);
         assert_eq!(traces.len(), ids.len(), "{proto} over mutual TLS");
         // Only the sink with the client certificate got through (each trace once).
-        assert!(traces.values().all(|(spans, _)| spans.len() == 3), "{proto}");
+        assert!(
+            traces.values().all(|(spans, _)| spans.len() == 3),
+            "{proto}"
+        );
     }
 }

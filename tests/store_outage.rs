@@ -38,7 +38,8 @@ async fn outage_contract(
     create_topic(&brokers, "otlp_spans", 2).await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (store, queue, prefetch, pending, segment) = (16 * MIB, 4 * MIB, 4 * MIB, 16 * MIB, 2 * MIB);
+    let (store, queue, prefetch, pending, segment) =
+        (16 * MIB, 4 * MIB, 4 * MIB, 16 * MIB, 2 * MIB);
     let group = format!("store-outage-{name}");
     let member = Member::start(
         dir.path(),
@@ -103,15 +104,20 @@ shutdown_timeout: 20s
     let (cpu1, _) = proc_usage(pid);
     let m = get(port, "/metrics").await.1;
     let (b, g) = (brokers.clone(), group.clone());
-    let committed_late = tokio::task::spawn_blocking(move || committed(&b, &g, "otlp_spans", &[0, 1]))
-        .await
-        .unwrap();
+    let committed_late =
+        tokio::task::spawn_blocking(move || committed(&b, &g, "otlp_spans", &[0, 1]))
+            .await
+            .unwrap();
     assert!(opened, "{name}: the breaker opened:\n{}", member.log());
     assert!(
         readyz.1.contains("sink parquet: circuit open"),
         "{name}: readyz {readyz:?}"
     );
-    assert_eq!(get(port, "/healthz").await.0, 200, "{name}: liveness stays up");
+    assert_eq!(
+        get(port, "/healthz").await.0,
+        200,
+        "{name}: liveness stays up"
+    );
     assert_eq!(
         committed_early.as_ref(),
         Some(&committed_late),
@@ -122,12 +128,22 @@ shutdown_timeout: 20s
         "{name}: the partitions were paused"
     );
     let cpu = cpu1 - cpu0;
-    assert!(cpu < window / 4, "{name}: {cpu:?} CPU over a {window:?} outage: something spins");
+    assert!(
+        cpu < window / 4,
+        "{name}: {cpu:?} CPU over a {window:?} outage: something spins"
+    );
 
     outage.end();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (ids, ends) = traffic.stop().await;
-    wait_committed(&brokers, &group, "otlp_spans", &ends, Duration::from_secs(120)).await;
+    wait_committed(
+        &brokers,
+        &group,
+        "otlp_spans",
+        &ends,
+        Duration::from_secs(120),
+    )
+    .await;
     let m = get(port, "/metrics").await.1;
     assert_eq!(
         metric(&m, "tracesift_sink_breaker_state{sink=\"parquet\"}"),

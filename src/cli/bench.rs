@@ -212,11 +212,18 @@ fn committed(
     }))
 }
 
-fn pipeline_config(brokers: &str, topic: &str, hot: &std::path::Path, opts: &BenchOptions) -> String {
+fn pipeline_config(
+    brokers: &str,
+    topic: &str,
+    hot: &std::path::Path,
+    opts: &BenchOptions,
+) -> String {
     let parquet = opts.parquet;
     let mut otlp = String::new();
     if let Some(url) = &opts.otlp_http {
-        otlp.push_str(&format!("  otlp_http: [{{name: bench, endpoint: \"{url}\"}}]\n"));
+        otlp.push_str(&format!(
+            "  otlp_http: [{{name: bench, endpoint: \"{url}\"}}]\n"
+        ));
     }
     if let Some(ep) = &opts.otlp_grpc {
         otlp.push_str(&format!(

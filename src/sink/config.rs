@@ -131,7 +131,10 @@ impl SinksConfig {
             ));
         }
         let mut names = std::collections::HashSet::new();
-        for (kind, list) in [("otlp_http", &self.otlp_http), ("otlp_grpc", &self.otlp_grpc)] {
+        for (kind, list) in [
+            ("otlp_http", &self.otlp_http),
+            ("otlp_grpc", &self.otlp_grpc),
+        ] {
             for (i, o) in list.iter().enumerate() {
                 let at = format!("sinks.{kind}[{i}]");
                 if !names.insert((kind, o.name.as_str())) {
@@ -305,7 +308,8 @@ impl Default for BatchConfig {
 
 impl OtlpSinkConfig {
     fn check(&self, at: &str, grpc: bool, e: &mut Vec<ConfigError>) {
-        let mut err = |field: &str, why: String| e.push(ConfigError::new(format!("{at}.{field}"), why));
+        let mut err =
+            |field: &str, why: String| e.push(ConfigError::new(format!("{at}.{field}"), why));
         if self.name.is_empty()
             || !self
                 .name
@@ -319,7 +323,10 @@ impl OtlpSinkConfig {
                 err("traces_endpoint", "is for otlp_http only".into());
             }
         } else if !(self.endpoint.starts_with("http://") || self.endpoint.starts_with("https://")) {
-            err("endpoint", "must be a URL starting with http:// or https://".into());
+            err(
+                "endpoint",
+                "must be a URL starting with http:// or https://".into(),
+            );
         }
         if self.endpoint.is_empty() {
             err("endpoint", "must be set".into());
@@ -327,7 +334,10 @@ impl OtlpSinkConfig {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             err("tls", "cert_file and key_file go together".into());
         }
-        for f in [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file].into_iter().flatten() {
+        for f in [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file]
+            .into_iter()
+            .flatten()
+        {
             if let Err(x) = std::fs::metadata(f) {
                 err("tls", format!("{}: {x}", f.display()));
             }
@@ -351,12 +361,19 @@ impl OtlpSinkConfig {
                 "initial_interval must be more than 0 and at most max_interval".into(),
             );
         }
-        if self.delivery == Delivery::BestEffort && self.retry_on_failure.max_elapsed_time.is_zero() {
-            err("retry_on_failure.max_elapsed_time", "must be more than 0 for a best_effort sink".into());
+        if self.delivery == Delivery::BestEffort && self.retry_on_failure.max_elapsed_time.is_zero()
+        {
+            err(
+                "retry_on_failure.max_elapsed_time",
+                "must be more than 0 for a best_effort sink".into(),
+            );
         }
         let b = &self.batch;
         if b.min_spans == 0 || b.max_spans < b.min_spans {
-            err("batch", "min_spans must be at least 1 and at most max_spans".into());
+            err(
+                "batch",
+                "min_spans must be at least 1 and at most max_spans".into(),
+            );
         }
         if b.max_bytes.0 < 1024 {
             err("batch.max_bytes", "must be at least 1KiB".into());

@@ -60,7 +60,8 @@ impl OtlpExporter {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, String> {
         let label = SinkLabel::otlp(grpc, &cfg.name);
-        let transport = Transport::new(cfg, grpc).map_err(|e| format!("{}: {e}", label.as_str()))?;
+        let transport =
+            Transport::new(cfg, grpc).map_err(|e| format!("{}: {e}", label.as_str()))?;
         tracing::info!(sink = label.as_str(), target = %transport.target(), delivery = ?cfg.delivery, "OTLP sink ready");
         // Registers the breaker (its gauge reads closed from the start).
         let _ = breaker::breaker(label);
@@ -201,7 +202,14 @@ impl OtlpExporter {
                     key: "tracesift.trace_id",
                     value: Some(key.as_bytes()),
                 });
-            super::dead_letter::write(&self.producer, &self.dead_letter_topic, key.as_bytes(), &payload, headers).await;
+            super::dead_letter::write(
+                &self.producer,
+                &self.dead_letter_topic,
+                key.as_bytes(),
+                &payload,
+                headers,
+            )
+            .await;
         }
     }
 }
@@ -270,7 +278,9 @@ impl OtlpSink {
     fn requests(&self, spans: &[SpanRef], traces: &[(TraceId, Range<usize>)]) -> Vec<Request> {
         let max = self.exporter.max_bytes;
         let mut out = Vec::new();
-        let mut open: Option<(Range<usize>, Vec<(TraceId, Range<usize>)>, usize)> = None;
+        // The request being filled: its span range, its traces, its encoded size.
+        type Open = (Range<usize>, Vec<(TraceId, Range<usize>)>, usize);
+        let mut open: Option<Open> = None;
         let finish = |r: Range<usize>, t: Vec<(TraceId, Range<usize>)>, out: &mut Vec<Request>| {
             out.push(Request {
                 body: otlp::encode_request(spans[r.clone()].iter()),
@@ -400,14 +410,10 @@ async fn deliver(ex: &OtlpExporter, batch: Batch, deadline: Option<MonoTime>) {
 
 impl Sink for OtlpSink {
     fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
-        let size: usize = t
-            .spans
-            .iter()
-            .map(|s| s.bytes.len() + 8)
-            .sum::<usize>()
-            + t.spans.first().map_or(0, |s| {
-                s.ctx.resource_field.len() + s.ctx.scope_field.len()
-            });
+        let size: usize = t.spans.iter().map(|s| s.bytes.len() + 8).sum::<usize>()
+            + t.spans
+                .first()
+                .map_or(0, |s| s.ctx.resource_field.len() + s.ctx.scope_field.len());
         if !self.spans.is_empty() && self.bytes + size > self.exporter.max_bytes {
             self.cut(acks);
         }
@@ -420,7 +426,8 @@ impl Sink for OtlpSink {
         self.offsets.extend_from_slice(t.offsets);
         self.first_in.push(t.first_in);
         self.bytes += size;
-        if self.spans.len() >= self.exporter.batch.target() || self.bytes >= self.exporter.max_bytes {
+        if self.spans.len() >= self.exporter.batch.target() || self.bytes >= self.exporter.max_bytes
+        {
             self.cut(acks);
         }
     }

@@ -192,13 +192,24 @@ impl Segment {
         loop {
             if attempts != u32::MAX && breaker.would_wait() {
                 telemetry::spans_dropped(SinkLabel::Parquet, n);
-                tracing::warn!(partition, spans = n, "best-effort hot segment shed: circuit open");
+                tracing::warn!(
+                    partition,
+                    spans = n,
+                    "best-effort hot segment shed: circuit open"
+                );
                 return;
             }
             breaker.permit().await;
             let mut failed = None;
             for f in &files {
-                let path = archive::hot_segment_path(&self.topic, partition, first, last, f.hour, f.content);
+                let path = archive::hot_segment_path(
+                    &self.topic,
+                    partition,
+                    first,
+                    last,
+                    f.hour,
+                    f.content,
+                );
                 match self.store.put(&path, f.bytes.clone().into()).await {
                     Ok(_) => telemetry::archive_file("hot", f.bytes.len()),
                     Err(e) => {

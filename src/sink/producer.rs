@@ -38,11 +38,7 @@ impl Producer {
 
     /// The instance to write with, and its generation (for [`Producer::recover`]).
     pub fn current(&self) -> (u64, FutureProducer) {
-        let g = self
-            .inner
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let g = self.inner.current.read().unwrap_or_else(|p| p.into_inner());
         (g.0, g.1.clone())
     }
 

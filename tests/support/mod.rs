@@ -562,10 +562,10 @@ pub fn padded_span(
 pub mod chaos;
 pub mod garage;
 pub mod hostile;
-pub mod strict;
-pub mod tls;
 pub mod outage;
 pub mod receiver;
+pub mod strict;
+pub mod tls;
 /// The OTEP 235 rejection threshold of a 10% probabilistic policy.
 pub const T10: u64 = ((1.0 - 0.10) * (1u64 << 56) as f64) as u64;
 

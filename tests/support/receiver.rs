@@ -38,7 +38,10 @@ impl Receiver {
     pub fn start() -> Receiver {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests.jsonl");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/otlp_receiver.py");
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/otlp_receiver.py"
+        );
         let mut child = Command::new(super::python())
             .arg(script)
             .arg(&log)

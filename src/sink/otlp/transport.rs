@@ -80,20 +80,22 @@ impl Transport {
             b = b.http2_prior_knowledge();
         }
         if let Some(ca) = &cfg.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
             b = b.tls_certs_only(certs);
         }
         if let (Some(cert), Some(key)) = (&cfg.tls.cert_file, &cfg.tls.key_file) {
-            let mut pem =
-                std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
             pem.push(b'\n');
             pem.extend(
                 std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?,
             );
-            let id = reqwest::Identity::from_pem(&pem)
-                .map_err(|_| "tls.cert_file / tls.key_file: not a PEM certificate and key".to_string())?;
+            let id = reqwest::Identity::from_pem(&pem).map_err(|_| {
+                "tls.cert_file / tls.key_file: not a PEM certificate and key".to_string()
+            })?;
             b = b.identity(id);
         }
         if cfg.tls.insecure_skip_verify {
@@ -188,7 +190,10 @@ impl Transport {
             .headers(self.headers.clone())
             .header("content-type", "application/grpc+proto")
             .header("te", "trailers")
-            .header("grpc-timeout", format!("{}m", self.timeout.as_millis().max(1)))
+            .header(
+                "grpc-timeout",
+                format!("{}m", self.timeout.as_millis().max(1)),
+            )
             .header("grpc-accept-encoding", "gzip,identity");
         if self.gzip {
             req = req.header("grpc-encoding", "gzip");
@@ -238,7 +243,9 @@ impl Transport {
                 retry_after: None,
             };
         };
-        let message = get("grpc-message").map(|m| percent_decode(&m)).unwrap_or_default();
+        let message = get("grpc-message")
+            .map(|m| percent_decode(&m))
+            .unwrap_or_default();
         let details = get("grpc-status-details-bin").and_then(|d| {
             base64::engine::general_purpose::STANDARD_NO_PAD
                 .decode(d.trim_end_matches('='))
@@ -319,7 +326,10 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
         return Some(Duration::from_secs(s).min(MAX_RETRY_AFTER));
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let wait = at.signed_duration_since(chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+    let wait = at
+        .signed_duration_since(chrono::Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO);
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
@@ -338,7 +348,10 @@ pub fn http_outcome(
             throttled: status == 429,
             retry_after,
         },
-        _ => Outcome::Permanent(format!("HTTP {status}{}", status_message(content_type, body))),
+        _ => Outcome::Permanent(format!(
+            "HTTP {status}{}",
+            status_message(content_type, body)
+        )),
     }
 }
 
@@ -483,8 +496,8 @@ fn retry_info(details: &[u8]) -> Option<Duration> {
         .iter()
         .find(|d| d.type_url.ends_with("google.rpc.RetryInfo"))?;
     let d = RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay?;
-    let wait = Duration::from_secs(d.seconds.max(0) as u64)
-        + Duration::from_nanos(d.nanos.max(0) as u64);
+    let wait =
+        Duration::from_secs(d.seconds.max(0) as u64) + Duration::from_nanos(d.nanos.max(0) as u64);
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
@@ -536,10 +549,16 @@ mod tests {
     #[test]
     fn http_statuses_are_classed_as_otlp_says() {
         for s in [400, 401, 403, 404, 413, 500] {
-            assert!(matches!(http_outcome(s, None, "", b""), Outcome::Permanent(_)), "{s}");
+            assert!(
+                matches!(http_outcome(s, None, "", b""), Outcome::Permanent(_)),
+                "{s}"
+            );
         }
         for s in [429, 502, 503, 504] {
-            assert!(matches!(http_outcome(s, None, "", b""), Outcome::Transient { .. }), "{s}");
+            assert!(
+                matches!(http_outcome(s, None, "", b""), Outcome::Transient { .. }),
+                "{s}"
+            );
         }
         assert_eq!(
             http_outcome(429, Some(Duration::from_secs(7)), "", b""),
@@ -584,10 +603,16 @@ mod tests {
     #[test]
     fn grpc_codes_and_retry_info() {
         for c in [3, 5, 7, 12, 13, 16] {
-            assert!(matches!(grpc_outcome(c, "", None, &[]), Outcome::Permanent(_)), "{c}");
+            assert!(
+                matches!(grpc_outcome(c, "", None, &[]), Outcome::Permanent(_)),
+                "{c}"
+            );
         }
         for c in [1, 4, 8, 10, 14] {
-            assert!(matches!(grpc_outcome(c, "", None, &[]), Outcome::Transient { .. }), "{c}");
+            assert!(
+                matches!(grpc_outcome(c, "", None, &[]), Outcome::Transient { .. }),
+                "{c}"
+            );
         }
         let info = RetryInfo {
             retry_delay: Some(ProtoDuration {
