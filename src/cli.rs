@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_archive;
+pub mod bench_cost;
 pub mod compact;
 pub mod cost;
 pub mod demo;
@@ -75,6 +76,20 @@ pub enum Command {
         /// Also export kept traces over OTLP/gRPC to this `host:port` (plaintext).
         #[arg(long)]
         otlp_grpc: Option<String>,
+    },
+    /// Measure what a span costs: process CPU per million spans for the bare consumer and the
+    /// pipeline in each configuration (everything written, no decision log, hot Parquet only,
+    /// nothing written) on one loaded topic, an idle member's CPU, and RSS per buffered span.
+    BenchCost {
+        /// Bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Traces to load.
+        #[arg(long, default_value_t = 30_000)]
+        traces: usize,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 4)]
+        partitions: i32,
     },
     /// Measure the archive on generated traffic: OTLP vs Parquet bytes per span (hot segments
     /// and compacted), the compaction pass, and trace-lookup latency. No broker needed.
@@ -332,6 +347,21 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     peak as f64 / (1 << 20) as f64
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchCost {
+            brokers,
+            traces,
+            partitions,
+        } => {
+            init_logs("warn,librdkafka=off");
+            let opts = bench_cost::CostOptions {
+                brokers,
+                traces,
+                partitions,
+            };
+            let report = runtime()?.block_on(bench_cost::run(&opts))?;
+            println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

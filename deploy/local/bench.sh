@@ -6,6 +6,8 @@
 #                                                 # Parquet + OTLP/HTTP + OTLP/gRPC
 #   ./deploy/local/bench.sh --traces 20000 --split
 #   BENCH_OTLP=0 ./deploy/local/bench.sh          # without the OTLP sinks
+#   ./deploy/local/bench.sh cost                  # what a span costs: core-seconds per 1M spans
+#                                                 # per configuration, idle CPU, RSS per span
 #
 # The OTLP sinks export to the tests' receiver (tests/support/otlp_receiver.py: the official
 # proto types and grpcio) on loopback. Arguments are passed to `tracesift bench`. The hot-path
@@ -24,7 +26,7 @@ TANSU_PID=$!
 RX_PID=""
 trap 'kill $TANSU_PID $RX_PID 2>/dev/null; wait $TANSU_PID 2>/dev/null; rm -rf "$DATA"' EXIT
 OTLP_ARGS=()
-if [ "${BENCH_OTLP:-1}" = 1 ]; then
+if [ "${BENCH_OTLP:-1}" = 1 ] && [ "${1:-}" != cost ]; then
   mkfifo "$DATA/rx.in"
   "$TRACESIFT_PYTHON" tests/support/otlp_receiver.py "$DATA/otlp.jsonl" --quiet <"$DATA/rx.in" >"$DATA/rx.out" &
   RX_PID=$!
@@ -38,5 +40,11 @@ for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
   sleep 0.1
 done
+if [ "${1:-}" = cost ]; then
+  shift
+  step "tracesift bench-cost against tansu at 127.0.0.1:$PORT"
+  ./target/release/tracesift bench-cost --brokers "127.0.0.1:$PORT" "$@"
+  exit 0
+fi
 step "tracesift bench against tansu at 127.0.0.1:$PORT"
 ./target/release/tracesift bench --brokers "127.0.0.1:$PORT" "${OTLP_ARGS[@]}" "$@"

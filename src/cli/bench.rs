@@ -136,7 +136,7 @@ impl std::fmt::Display for BenchReport {
     }
 }
 
-fn phase(secs: f64, spans: usize, bytes: usize) -> Phase {
+pub(crate) fn phase(secs: f64, spans: usize, bytes: usize) -> Phase {
     Phase {
         secs,
         spans_per_sec: spans as f64 / secs,
@@ -144,7 +144,7 @@ fn phase(secs: f64, spans: usize, bytes: usize) -> Phase {
     }
 }
 
-fn client(brokers: &str) -> ClientConfig {
+pub(crate) fn client(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers);
     c
@@ -153,7 +153,7 @@ fn client(brokers: &str) -> ClientConfig {
 /// Reads every record of `topic` up to `ends` with a bare consumer, configured as the
 /// pipeline's own consumer; returns the value bytes read and the seconds from the first record
 /// to the last (connection setup is not counted, as for the pipeline).
-fn drain(
+pub(crate) fn drain(
     mut client: ClientConfig,
     topic: &str,
     ends: &BTreeMap<i32, i64>,
@@ -192,7 +192,7 @@ fn drain(
     Ok((bytes, secs))
 }
 
-fn committed(
+pub(crate) fn committed(
     brokers: &str,
     group: &str,
     topic: &str,
@@ -212,7 +212,7 @@ fn committed(
     }))
 }
 
-fn pipeline_config(
+pub(crate) fn pipeline_config(
     brokers: &str,
     topic: &str,
     hot: &std::path::Path,

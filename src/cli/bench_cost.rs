@@ -1,0 +1,308 @@
+//! `tracesift bench-cost`: what a span costs in CPU and memory. One topic is loaded once; the
+//! bare consumer and then the pipeline in each configuration (everything written, no decision
+//! log, hot Parquet only, nothing written) read all of it, each as its own consumer group, and
+//! each run's process CPU time (user + system, every thread) from its start until its committed
+//! offsets reach the end gives core-seconds per million spans. Then an idle member's CPU at the
+//! log end, and the resident memory per buffered span (everything held under a long decision
+//! wait) against the spans' wire bytes.
+//!
+//! Figures are for this process on this machine; the broker runs elsewhere (its CPU is not
+//! counted), which is what "broker-independent" means here.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::bench::{client, drain, pipeline_config, BenchOptions};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::gen::{self, GenOptions};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct CostOptions {
+    /// Bootstrap servers of a running broker.
+    pub brokers: String,
+    /// Traces to load.
+    pub traces: usize,
+    /// Partitions of the topic.
+    pub partitions: i32,
+}
+
+/// One measured configuration.
+#[derive(Debug, Clone)]
+pub struct CostRow {
+    /// What ran.
+    pub name: &'static str,
+    /// Process CPU seconds (all threads).
+    pub cpu_secs: f64,
+    /// Wall seconds, start to the committed end.
+    pub wall_secs: f64,
+    /// Core-seconds per million spans read.
+    pub core_s_per_m: f64,
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone)]
+pub struct CostReport {
+    /// Spans in the topic.
+    pub spans: usize,
+    /// Value bytes in the topic.
+    pub bytes: usize,
+    /// One row per configuration, the bare consumer first.
+    pub rows: Vec<CostRow>,
+    /// An idle member at the log end: share of one core.
+    pub idle_core_share: f64,
+    /// Resident bytes per buffered span, and per wire byte.
+    pub rss_per_span: f64,
+    /// Resident bytes over wire bytes of the buffered spans.
+    pub rss_over_wire: f64,
+}
+
+impl std::fmt::Display for CostReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "topic: {} spans, {:.1} MB ({:.0} B/span)",
+            self.spans,
+            self.bytes as f64 / 1e6,
+            self.bytes as f64 / self.spans.max(1) as f64
+        )?;
+        writeln!(
+            f,
+            "{:<44} {:>9} {:>9} {:>16} {:>16}",
+            "configuration", "cpu s", "wall s", "core-s / 1M spans", "spans/s per core"
+        )?;
+        for r in &self.rows {
+            writeln!(
+                f,
+                "{:<44} {:>9.2} {:>9.2} {:>16.2} {:>16.0}",
+                r.name,
+                r.cpu_secs,
+                r.wall_secs,
+                r.core_s_per_m,
+                1e6 / r.core_s_per_m.max(1e-9)
+            )?;
+        }
+        let by = |n: &str| self.rows.iter().find(|r| r.name == n).map(|r| r.core_s_per_m);
+        if let (Some(all), Some(pq)) = (by(EVERYTHING), by(PARQUET_ONLY)) {
+            writeln!(
+                f,
+                "Kafka writes (everything - hot Parquet only): {:.2} core-s / 1M input spans",
+                all - pq
+            )?;
+        }
+        writeln!(
+            f,
+            "idle member at the log end: {:.2}% of a core",
+            self.idle_core_share * 100.0
+        )?;
+        writeln!(
+            f,
+            "buffered: {:.0} B of RSS per span ({:.2}x the wire bytes)",
+            self.rss_per_span, self.rss_over_wire
+        )
+    }
+}
+
+const BARE: &str = "bare consumer (librdkafka only)";
+const NOTHING: &str = "pipeline, nothing written";
+const PARQUET_ONLY: &str = "pipeline, hot Parquet only";
+const NO_DECISION_LOG: &str = "pipeline, sampled topic + Parquet, no log";
+const EVERYTHING: &str = "pipeline, everything (sampled, Parquet, log)";
+
+/// (user + system CPU seconds, resident bytes) of this process.
+pub fn process_usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let cpu = stat.rfind(')').map_or(0.0, |i| {
+        let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+        let ticks = |k: usize| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime, in clock ticks (100 per second on Linux).
+        (ticks(11) + ticks(12)) as f64 / 100.0
+    });
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    (cpu, rss)
+}
+
+/// Loads a topic and measures every configuration on it.
+pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
+    let clock = SystemClock::new();
+    let topic = format!("tracesift-cost-{}", clock.wall_nanos() % 1_000_000_007);
+    crate::topics::create(
+        &client(&opts.brokers),
+        crate::topics::TopicSpec::new(&topic, opts.partitions),
+    )
+    .await
+    .context("is a broker running at --brokers?")?;
+    let gen_opts = GenOptions {
+        traces: opts.traces,
+        late_fraction: 0.0,
+        start_ns: clock.wall_nanos(),
+        ..Default::default()
+    };
+    let (records, manifest) = gen::plan_records(&gen_opts);
+    let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
+    let producer: FutureProducer = client(&opts.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .create()?;
+    eprintln!("loading {topic}: {} traces, {spans} spans", opts.traces);
+    let produced = gen::produce(&producer, &topic, &records, None).await?;
+    drop(producer);
+    let ends = produced.ends.clone();
+    let hot = std::env::temp_dir().join(format!("{topic}-hot"));
+    let bench_opts = BenchOptions {
+        brokers: opts.brokers.clone(),
+        traces: opts.traces,
+        partitions: opts.partitions,
+        split: false,
+        parquet: true,
+        otlp_http: None,
+        otlp_grpc: None,
+    };
+    let base = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, &bench_opts))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let per_m = |cpu: f64| cpu / spans as f64 * 1e6;
+    let mut rows = Vec::new();
+
+    eprintln!("{BARE} ...");
+    let (c, t, e) = (
+        crate::source::kafka::consumer_config(&base.kafka),
+        topic.clone(),
+        ends.clone(),
+    );
+    let (cpu0, _) = process_usage();
+    let t0 = clock.now();
+    tokio::task::spawn_blocking(move || drain(c, &t, &e)).await??;
+    let cpu = process_usage().0 - cpu0;
+    rows.push(CostRow {
+        name: BARE,
+        cpu_secs: cpu,
+        wall_secs: (clock.now() - t0).as_secs_f64(),
+        core_s_per_m: per_m(cpu),
+    });
+
+    let mut idle_core_share = 0.0;
+    for (i, name) in [NOTHING, PARQUET_ONLY, NO_DECISION_LOG, EVERYTHING]
+        .into_iter()
+        .enumerate()
+    {
+        eprintln!("{name} ...");
+        let mut cfg = base.clone();
+        cfg.kafka.group_id = format!("{topic}-cost-{i}");
+        cfg.kafka.decision_log = name == EVERYTHING;
+        cfg.sinks.kafka.enabled = name == NO_DECISION_LOG || name == EVERYTHING;
+        cfg.sinks.parquet.enabled = name != NOTHING;
+        let group = cfg.kafka.group_id.clone();
+        let (cpu0, _) = process_usage();
+        let t0 = clock.now();
+        let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+        wait_committed(&opts.brokers, &group, &topic, &ends).await?;
+        let cpu = process_usage().0 - cpu0;
+        rows.push(CostRow {
+            name,
+            cpu_secs: cpu,
+            wall_secs: (clock.now() - t0).as_secs_f64(),
+            core_s_per_m: per_m(cpu),
+        });
+        if name == EVERYTHING {
+            let idle = Duration::from_secs(10);
+            let (c0, _) = process_usage();
+            tokio::time::sleep(idle).await;
+            idle_core_share = (process_usage().0 - c0) / idle.as_secs_f64();
+        }
+        running.stop().await;
+    }
+
+    eprintln!("buffered memory ...");
+    let mut cfg = base.clone();
+    cfg.kafka.group_id = format!("{topic}-cost-hold");
+    cfg.kafka.decision_log = false;
+    cfg.sinks.kafka.enabled = false;
+    cfg.sinks.parquet.enabled = false;
+    cfg.store.decision_wait = Duration::from_secs(3600);
+    cfg.store.decision_wait_after_root = Duration::from_secs(3600);
+    cfg.store.max_trace_age = Duration::from_secs(7200);
+    let (_, rss0) = process_usage();
+    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+    let stats = Arc::clone(&running.stats);
+    let deadline = clock.now() + Duration::from_secs(900);
+    while (stats.spans.load(Ordering::Relaxed) as usize) < spans {
+        if clock.now() > deadline {
+            bail!("the pipeline did not read every span within 900 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, rss1) = process_usage();
+    running.stop().await;
+    let _ = std::fs::remove_dir_all(&hot);
+    let grown = rss1.saturating_sub(rss0) as f64;
+    Ok(CostReport {
+        spans,
+        bytes: produced.bytes,
+        rows,
+        idle_core_share,
+        rss_per_span: grown / spans as f64,
+        rss_over_wire: grown / produced.bytes.max(1) as f64,
+    })
+}
+
+/// Waits until `group`'s committed offsets reach `ends`, asking through one client every
+/// 250 ms (its own CPU is small and counted, as it would be for any monitor).
+async fn wait_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+) -> anyhow::Result<()> {
+    let (b, g, t, e) = (
+        brokers.to_string(),
+        group.to_string(),
+        topic.to_string(),
+        ends.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let clock = SystemClock::new();
+        let deadline = clock.now() + Duration::from_secs(900);
+        let consumer: BaseConsumer = client(&b)
+            .set("group.id", &g)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        loop {
+            let mut tpl = TopicPartitionList::new();
+            for p in e.keys() {
+                tpl.add_partition(&t, *p);
+            }
+            if let Ok(c) = consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+                let done = e.iter().all(|(p, end)| {
+                    matches!(c.find_partition(&t, *p).map(|x| x.offset()), Some(Offset::Offset(o)) if o >= *end)
+                });
+                if done {
+                    return Ok(());
+                }
+            }
+            if clock.now() > deadline {
+                bail!("committed offsets did not reach the end within 900 s");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    })
+    .await?
+}
