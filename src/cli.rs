@@ -90,6 +90,10 @@ pub enum Command {
         /// Partitions of the topic.
         #[arg(long, default_value_t = 4)]
         partitions: i32,
+        /// A `kafka.properties` entry for the pipeline runs, `KEY=VALUE` (repeatable), to
+        /// compare client settings.
+        #[arg(long = "property", value_name = "KEY=VALUE")]
+        properties: Vec<String>,
     },
     /// Measure the archive on generated traffic: OTLP vs Parquet bytes per span (hot segments
     /// and compacted), the compaction pass, and trace-lookup latency. No broker needed.
@@ -353,12 +357,22 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             brokers,
             traces,
             partitions,
+            properties,
         } => {
             init_logs("warn,librdkafka=off");
+            let mut props = Vec::new();
+            for p in properties {
+                let Some((k, v)) = p.split_once('=') else {
+                    eprintln!("--property {p}: expected KEY=VALUE");
+                    return Ok(ExitCode::from(2));
+                };
+                props.push((k.to_string(), v.to_string()));
+            }
             let opts = bench_cost::CostOptions {
                 brokers,
                 traces,
                 partitions,
+                properties: props,
             };
             let report = runtime()?.block_on(bench_cost::run(&opts))?;
             println!("{report}");

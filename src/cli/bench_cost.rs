@@ -33,6 +33,8 @@ pub struct CostOptions {
     pub traces: usize,
     /// Partitions of the topic.
     pub partitions: i32,
+    /// `kafka.properties` for every pipeline run (`linger.ms=50`), to compare settings.
+    pub properties: Vec<(String, String)>,
 }
 
 /// One measured configuration.
@@ -176,8 +178,11 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         otlp_http: None,
         otlp_grpc: None,
     };
-    let base = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, &bench_opts))
+    let mut base = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, &bench_opts))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (k, v) in &opts.properties {
+        base.kafka.properties.insert(k.clone(), v.clone());
+    }
     let per_m = |cpu: f64| cpu / spans as f64 * 1e6;
     let mut rows = Vec::new();
 
