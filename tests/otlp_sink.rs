@@ -189,6 +189,7 @@ sinks:
     # gzip (the default) to a server that takes no compression: refused, which proves the
     # requests are gzip on the wire.
     - {{name: gzip, endpoint: "http://127.0.0.1:{}", batch: {{linger: 100ms}}}}
+telemetry: {{listen: ""}}
 "#,
         rx.http_port, rx.grpc_port, rx.grpc_identity_port
     ))
@@ -288,6 +289,7 @@ sinks:
       sending_queue: {{num_consumers: 1}}
       retry_on_failure: {{initial_interval: 10ms, max_interval: 100ms}}
       batch: {{linger: 100ms}}
+telemetry: {{listen: ""}}
 "#,
         rx.http_port, rx.grpc_port
     ))
