@@ -10,7 +10,6 @@
 //! counted), which is what "broker-independent" means here.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,7 +91,12 @@ impl std::fmt::Display for CostReport {
                 1e6 / r.core_s_per_m.max(1e-9)
             )?;
         }
-        let by = |n: &str| self.rows.iter().find(|r| r.name == n).map(|r| r.core_s_per_m);
+        let by = |n: &str| {
+            self.rows
+                .iter()
+                .find(|r| r.name == n)
+                .map(|r| r.core_s_per_m)
+        };
         if let (Some(all), Some(pq)) = (by(EVERYTHING), by(PARQUET_ONLY)) {
             writeln!(
                 f,
@@ -217,7 +221,8 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         let group = cfg.kafka.group_id.clone();
         let (cpu0, _) = process_usage();
         let t0 = clock.now();
-        let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+        let running =
+            crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
         wait_committed(&opts.brokers, &group, &topic, &ends).await?;
         let cpu = process_usage().0 - cpu0;
         rows.push(CostRow {
@@ -236,29 +241,30 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
     }
 
     eprintln!("buffered memory ...");
+    // In a `tracesift run` of its own (this process's allocator keeps what the runs above
+    // freed, which would hide growth): an idle member on an empty topic, then one holding the
+    // whole topic under a decision wait of an hour; the difference is the buffered spans.
+    let empty = format!("{topic}-empty");
+    crate::topics::create(
+        &client(&opts.brokers),
+        crate::topics::TopicSpec::new(&empty, opts.partitions),
+    )
+    .await?;
     let mut cfg = base.clone();
-    cfg.kafka.group_id = format!("{topic}-cost-hold");
     cfg.kafka.decision_log = false;
     cfg.sinks.kafka.enabled = false;
     cfg.sinks.parquet.enabled = false;
     cfg.store.decision_wait = Duration::from_secs(3600);
     cfg.store.decision_wait_after_root = Duration::from_secs(3600);
     cfg.store.max_trace_age = Duration::from_secs(7200);
-    let (_, rss0) = process_usage();
-    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
-    let stats = Arc::clone(&running.stats);
-    let deadline = clock.now() + Duration::from_secs(900);
-    while (stats.spans.load(Ordering::Relaxed) as usize) < spans {
-        if clock.now() > deadline {
-            bail!("the pipeline did not read every span within 900 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (_, rss1) = process_usage();
-    running.stop().await;
+    let mut idle_cfg = cfg.clone();
+    idle_cfg.kafka.group_id = format!("{topic}-cost-idle");
+    idle_cfg.kafka.input_topics = vec![empty];
+    let idle_rss = member_rss(&idle_cfg, 0).await?;
+    cfg.kafka.group_id = format!("{topic}-cost-hold");
+    let hold_rss = member_rss(&cfg, spans).await?;
     let _ = std::fs::remove_dir_all(&hot);
-    let grown = rss1.saturating_sub(rss0) as f64;
+    let grown = hold_rss.saturating_sub(idle_rss) as f64;
     Ok(CostReport {
         spans,
         bytes: produced.bytes,
@@ -267,6 +273,63 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         rss_per_span: grown / spans as f64,
         rss_over_wire: grown / produced.bytes.max(1) as f64,
     })
+}
+
+/// Runs `tracesift run` on `cfg` as a child process until it has read `spans` spans (and 3 s
+/// more, for allocations to settle); its resident bytes then.
+async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<u64> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cfg = cfg.clone();
+    cfg.telemetry.listen = format!("127.0.0.1:{port}");
+    let yaml = serde_yaml::to_string(&cfg)?;
+    Config::parse(&yaml).map_err(|e| anyhow::anyhow!("bench config round trip: {e}"))?;
+    let file = std::env::temp_dir().join(format!("{}.yaml", cfg.kafka.group_id));
+    std::fs::write(&file, yaml)?;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["run", "-c"])
+        .arg(&file)
+        .env("TRACESIFT_LOG", "error,librdkafka=off")
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let clock = SystemClock::new();
+    let deadline = clock.now() + Duration::from_secs(900);
+    let result = async {
+        loop {
+            if clock.now() > deadline {
+                bail!("the member did not read {spans} spans within 900 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Ok((200, m)) = crate::telemetry::http_get(addr, "/metrics").await else {
+                continue;
+            };
+            let read: f64 = m
+                .lines()
+                .filter(|l| l.starts_with(crate::telemetry::SPANS_IN))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .sum();
+            if read as usize >= spans && m.contains(crate::telemetry::PARTITIONS_ASSIGNED) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kb = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(kb * 1024)
+    }
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&file);
+    result
 }
 
 /// Waits until `group`'s committed offsets reach `ends`, asking through one client every
