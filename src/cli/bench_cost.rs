@@ -257,6 +257,8 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
     cfg.store.decision_wait = Duration::from_secs(3600);
     cfg.store.decision_wait_after_root = Duration::from_secs(3600);
     cfg.store.max_trace_age = Duration::from_secs(7200);
+    cfg.store.decision_cache.sampled_ttl = Duration::from_secs(7200);
+    cfg.store.decision_cache.non_sampled_ttl = Duration::from_secs(7200);
     let mut idle_cfg = cfg.clone();
     idle_cfg.kafka.group_id = format!("{topic}-cost-idle");
     idle_cfg.kafka.input_topics = vec![empty];
