@@ -94,6 +94,9 @@ pub enum Command {
         /// compare client settings.
         #[arg(long = "property", value_name = "KEY=VALUE")]
         properties: Vec<String>,
+        /// Rounds over the configurations (each figure is the median of its rounds).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Measure the archive on generated traffic: OTLP vs Parquet bytes per span (hot segments
     /// and compacted), the compaction pass, and trace-lookup latency. No broker needed.
@@ -358,6 +361,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             traces,
             partitions,
             properties,
+            runs,
         } => {
             init_logs("warn,librdkafka=off");
             let mut props = Vec::new();
@@ -373,6 +377,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 traces,
                 partitions,
                 properties: props,
+                runs,
             };
             let report = runtime()?.block_on(bench_cost::run(&opts))?;
             println!("{report}");

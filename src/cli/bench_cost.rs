@@ -34,6 +34,8 @@ pub struct CostOptions {
     pub partitions: i32,
     /// `kafka.properties` for every pipeline run (`linger.ms=50`), to compare settings.
     pub properties: Vec<(String, String)>,
+    /// Rounds over the configurations; each figure is the median.
+    pub runs: usize,
 }
 
 /// One measured configuration.
@@ -47,6 +49,8 @@ pub struct CostRow {
     pub wall_secs: f64,
     /// Core-seconds per million spans read.
     pub core_s_per_m: f64,
+    /// Every round's CPU seconds, in round order.
+    pub rounds: Vec<f64>,
 }
 
 /// The figures of one run.
@@ -77,18 +81,20 @@ impl std::fmt::Display for CostReport {
         )?;
         writeln!(
             f,
-            "{:<44} {:>9} {:>9} {:>16} {:>16}",
+            "{:<44} {:>9} {:>9} {:>16} {:>16}  rounds (cpu s)",
             "configuration", "cpu s", "wall s", "core-s / 1M spans", "spans/s per core"
         )?;
         for r in &self.rows {
+            let rounds: Vec<String> = r.rounds.iter().map(|c| format!("{c:.2}")).collect();
             writeln!(
                 f,
-                "{:<44} {:>9.2} {:>9.2} {:>16.2} {:>16.0}",
+                "{:<44} {:>9.2} {:>9.2} {:>16.2} {:>16.0}  {}",
                 r.name,
                 r.cpu_secs,
                 r.wall_secs,
                 r.core_s_per_m,
-                1e6 / r.core_s_per_m.max(1e-9)
+                1e6 / r.core_s_per_m.max(1e-9),
+                rounds.join(" ")
             )?;
         }
         let by = |n: &str| {
@@ -182,8 +188,10 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         otlp_http: None,
         otlp_grpc: None,
     };
-    let mut base = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, &bench_opts))
+    let plain = Config::parse(&pipeline_config(&opts.brokers, &topic, &hot, &bench_opts))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut base = plain.clone();
+    // (Not checked: `--property` may also override reserved settings, for comparison.)
     for (k, v) in &opts.properties {
         base.kafka.properties.insert(k.clone(), v.clone());
     }
@@ -205,39 +213,50 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         cpu_secs: cpu,
         wall_secs: (clock.now() - t0).as_secs_f64(),
         core_s_per_m: per_m(cpu),
+        rounds: vec![cpu],
     });
 
+    // Rounds over the configurations, interleaved so a busy moment of a shared machine does
+    // not land on one configuration; each figure is the median of its rounds.
+    let names = [NOTHING, PARQUET_ONLY, NO_DECISION_LOG, EVERYTHING];
+    let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); names.len()];
     let mut idle_core_share = 0.0;
-    for (i, name) in [NOTHING, PARQUET_ONLY, NO_DECISION_LOG, EVERYTHING]
-        .into_iter()
-        .enumerate()
-    {
-        eprintln!("{name} ...");
-        let mut cfg = base.clone();
-        cfg.kafka.group_id = format!("{topic}-cost-{i}");
-        cfg.kafka.decision_log = name == EVERYTHING;
-        cfg.sinks.kafka.enabled = name == NO_DECISION_LOG || name == EVERYTHING;
-        cfg.sinks.parquet.enabled = name != NOTHING;
-        let group = cfg.kafka.group_id.clone();
-        let (cpu0, _) = process_usage();
-        let t0 = clock.now();
-        let running =
-            crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
-        wait_committed(&opts.brokers, &group, &topic, &ends).await?;
-        let cpu = process_usage().0 - cpu0;
+    for round in 0..opts.runs.max(1) {
+        for (i, name) in names.into_iter().enumerate() {
+            eprintln!("{name} (round {}) ...", round + 1);
+            let mut cfg = base.clone();
+            cfg.kafka.group_id = format!("{topic}-cost-{i}-{round}");
+            cfg.kafka.decision_log = name == EVERYTHING;
+            cfg.sinks.kafka.enabled = name == NO_DECISION_LOG || name == EVERYTHING;
+            cfg.sinks.parquet.enabled = name != NOTHING;
+            let group = cfg.kafka.group_id.clone();
+            let (cpu0, _) = process_usage();
+            let t0 = clock.now();
+            let running =
+                crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+            wait_committed(&opts.brokers, &group, &topic, &ends).await?;
+            samples[i].push((process_usage().0 - cpu0, (clock.now() - t0).as_secs_f64()));
+            if name == EVERYTHING && round + 1 == opts.runs.max(1) {
+                let idle = Duration::from_secs(10);
+                let (c0, _) = process_usage();
+                tokio::time::sleep(idle).await;
+                idle_core_share = (process_usage().0 - c0) / idle.as_secs_f64();
+            }
+            running.stop().await;
+        }
+    }
+    for (name, s) in names.into_iter().zip(samples) {
+        let rounds: Vec<f64> = s.iter().map(|x| x.0).collect();
+        let mut sorted = s;
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (cpu, wall) = sorted[sorted.len() / 2];
         rows.push(CostRow {
             name,
             cpu_secs: cpu,
-            wall_secs: (clock.now() - t0).as_secs_f64(),
+            wall_secs: wall,
             core_s_per_m: per_m(cpu),
+            rounds,
         });
-        if name == EVERYTHING {
-            let idle = Duration::from_secs(10);
-            let (c0, _) = process_usage();
-            tokio::time::sleep(idle).await;
-            idle_core_share = (process_usage().0 - c0) / idle.as_secs_f64();
-        }
-        running.stop().await;
     }
 
     eprintln!("buffered memory ...");
@@ -250,7 +269,7 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         crate::topics::TopicSpec::new(&empty, opts.partitions),
     )
     .await?;
-    let mut cfg = base.clone();
+    let mut cfg = plain;
     cfg.kafka.decision_log = false;
     cfg.sinks.kafka.enabled = false;
     cfg.sinks.parquet.enabled = false;
