@@ -1,4 +1,5 @@
-//! A circuit breaker per sink: after `FAILURES` consecutive failed writes the sink is *open* and
+//! A circuit breaker per sink: after `FAILURES` consecutive failed writes, or half or more of the
+//! writes of the last `RATE_WINDOW` failed (at least `RATE_MIN_WRITES` of them), the sink is *open* and
 //! no writer tries it until `OPEN_FOR` has passed; then one write probes (*half-open*): its
 //! success closes the breaker, its failure opens it again. Writers that find it open wait
 //! instead of retrying on their own, so a downstream that is down sees one probe every few
@@ -22,6 +23,16 @@ pub const FAILURES: u32 = 5;
 pub const OPEN_FOR: Duration = Duration::from_secs(5);
 /// How often writers waiting on a half-open breaker look again.
 const PROBE_POLL: Duration = Duration::from_millis(100);
+/// The error-rate rule: over the writes finished in the last `RATE_WINDOW` (at least
+/// `RATE_MIN_WRITES` of them), a failed share of `RATE_OPEN` or more opens the breaker even
+/// without `FAILURES` in a row (a downstream failing every other write).
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Writes the error-rate rule needs in its window before it judges.
+pub const RATE_MIN_WRITES: usize = 20;
+/// The failed share that opens the breaker.
+pub const RATE_OPEN: f64 = 0.5;
+/// Outcomes kept for the rule (the oldest go first beyond this).
+const RATE_KEEP: usize = 256;
 /// A probe that has not finished by then (its writer was cancelled, or the write hangs) no
 /// longer holds the others back: the next writer probes too.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -62,6 +73,8 @@ pub enum Admit {
 pub struct BreakerCore {
     state: State,
     failures: u32,
+    /// (finished at, ok) of recent writes, for the error-rate rule.
+    recent: std::collections::VecDeque<(MonoTime, bool)>,
 }
 
 impl Default for BreakerCore {
@@ -69,6 +82,7 @@ impl Default for BreakerCore {
         BreakerCore {
             state: State::Closed,
             failures: 0,
+            recent: std::collections::VecDeque::new(),
         }
     }
 }
@@ -100,12 +114,33 @@ impl BreakerCore {
     /// A write finished at `now`; returns the new state when it changed.
     pub fn finished(&mut self, ok: bool, now: MonoTime) -> Option<State> {
         let before = self.state;
+        if self.recent.len() >= RATE_KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, ok));
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_since(*t) > RATE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
         if ok {
             self.failures = 0;
+            if matches!(self.state, State::HalfOpen(_)) {
+                // Recovered: judge the rate afresh.
+                self.recent.clear();
+            }
             self.state = State::Closed;
         } else {
             self.failures = self.failures.saturating_add(1);
-            if matches!(self.state, State::HalfOpen(_)) || self.failures >= FAILURES {
+            if matches!(self.state, State::HalfOpen(_))
+                || self.failures >= FAILURES
+                || self.rate_exceeded()
+            {
+                if !matches!(self.state, State::Open(_)) {
+                    self.recent.clear();
+                }
                 self.state = State::Open(now + OPEN_FOR);
             }
         }
@@ -114,6 +149,14 @@ impl BreakerCore {
             (a, b) => a != b,
         };
         changed.then_some(self.state)
+    }
+}
+
+impl BreakerCore {
+    fn rate_exceeded(&self) -> bool {
+        let n = self.recent.len();
+        let failed = self.recent.iter().filter(|(_, ok)| !ok).count();
+        n >= RATE_MIN_WRITES && failed as f64 >= RATE_OPEN * n as f64
     }
 }
 
@@ -253,6 +296,38 @@ mod tests {
         );
         assert_eq!(b.finished(true, t + OPEN_FOR), Some(State::Closed));
         assert_eq!(b.admit(t + OPEN_FOR).0, Admit::Go);
+    }
+
+    #[test]
+    fn a_high_error_rate_opens_it_without_consecutive_failures() {
+        let mut b = BreakerCore::default();
+        // Every other write fails: never FAILURES in a row.
+        let mut opened = None;
+        for i in 0..RATE_MIN_WRITES as u64 {
+            let t = at(i * 100);
+            if let Some(s) = b.finished(i % 2 == 0, t) {
+                opened = Some((i, s));
+                break;
+            }
+        }
+        let (i, s) = opened.expect("opened by the error rate");
+        assert_eq!(
+            i,
+            RATE_MIN_WRITES as u64 - 1,
+            "judged once the window has enough writes"
+        );
+        assert!(matches!(s, State::Open(_)));
+        // A healthy mix (1 in 5 failing) does not open it.
+        let mut b = BreakerCore::default();
+        for i in 0..200u64 {
+            assert_eq!(b.finished(i % 5 != 0, at(i * 100)), None, "write {i}");
+        }
+        // Old outcomes leave the window: failures spread thinly over time do not add up.
+        let mut b = BreakerCore::default();
+        for i in 0..100u64 {
+            let t = at(i * 2_000);
+            assert_eq!(b.finished(i % 2 == 0, t), None, "write {i}");
+        }
     }
 
     #[test]
