@@ -51,6 +51,27 @@ pub struct KeptTrace<'a> {
     pub first_in: MonoTime,
 }
 
+/// The bytes the detached writes of one best-effort sink may hold for one partition: a write
+/// that does not fit is shed (dropped and counted), never queued without bound.
+#[derive(Clone)]
+pub struct DetachedBudget(Arc<tokio::sync::Semaphore>);
+
+impl DetachedBudget {
+    /// A budget of `bytes` (counted in KiB).
+    pub fn new(bytes: u64) -> Self {
+        let kib = usize::try_from(bytes >> 10)
+            .unwrap_or(usize::MAX)
+            .min(tokio::sync::Semaphore::MAX_PERMITS);
+        DetachedBudget(Arc::new(tokio::sync::Semaphore::new(kib)))
+    }
+
+    /// Holds `bytes` until the permit is dropped; `None` when the budget is spent.
+    pub fn try_hold(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        Arc::clone(&self.0).try_acquire_many_owned(kib).ok()
+    }
+}
+
 /// A hot sink.
 pub trait Sink: Send {
     /// Takes a kept trace; pushes the futures that complete when it is durable.

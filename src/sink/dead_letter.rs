@@ -69,6 +69,33 @@ pub fn dead_letter(
     })
 }
 
+/// Writes kept spans a sink refused for good (`payload`, an `ExportTraceServiceRequest` of one
+/// trace's spans) to the dead-letter topic, keyed by the trace id (hex), with headers
+/// `tracesift.error` (`reason`), `tracesift.sink` and `tracesift.trace_id`.
+pub async fn refused_kept(
+    producer: &Producer,
+    dlq_topic: &str,
+    trace_hex: &str,
+    payload: &[u8],
+    reason: &str,
+    sink: SinkLabel,
+) {
+    let headers = OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "tracesift.error",
+            value: Some(reason.as_bytes()),
+        })
+        .insert(Header {
+            key: "tracesift.sink",
+            value: Some(sink.as_str().as_bytes()),
+        })
+        .insert(Header {
+            key: "tracesift.trace_id",
+            value: Some(trace_hex.as_bytes()),
+        });
+    write(producer, dlq_topic, trace_hex.as_bytes(), payload, headers).await;
+}
+
 /// Writes one dead letter until acknowledged. One too large for the dead-letter topic goes
 /// without its payload, with `tracesift.payload_omitted` saying why (the reason and the
 /// coordinates still arrive; the original stays addressable where it came from).

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 
-use super::{backoff, Acks, KeptTrace, Producer, Sink};
+use super::{backoff, Acks, DetachedBudget, KeptTrace, Producer, Sink};
 use crate::clock::Clock;
 use crate::otlp;
 use crate::telemetry::{self, SinkLabel};
@@ -208,7 +208,7 @@ pub struct KafkaSink {
     clock: Arc<dyn Clock>,
     /// With best-effort delivery: the attempts per write, and the KiB its detached writes may
     /// hold (one permit per KiB).
-    best_effort: Option<(u32, Arc<tokio::sync::Semaphore>)>,
+    best_effort: Option<(u32, DetachedBudget)>,
 }
 
 impl KafkaSink {
@@ -234,10 +234,7 @@ impl KafkaSink {
     /// tries and is then dropped and counted; while its writes hold `budget_bytes` already, new
     /// ones are dropped at once (shed, never queued without bound).
     pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
-        let kib = usize::try_from(budget_bytes >> 10)
-            .unwrap_or(usize::MAX)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        self.best_effort = Some((attempts, Arc::new(tokio::sync::Semaphore::new(kib))));
+        self.best_effort = Some((attempts, DetachedBudget::new(budget_bytes)));
         self
     }
 
@@ -247,17 +244,14 @@ impl KafkaSink {
         t: &KeptTrace<'_>,
         chunks: Vec<(usize, Vec<u8>)>,
         attempts: u32,
-        budget: &Arc<tokio::sync::Semaphore>,
+        budget: &DetachedBudget,
         acks: &mut Acks,
     ) {
         let offsets = t.offsets.to_vec();
         acks.push(Box::pin(async move { offsets }));
         let spans = t.spans.len();
-        let kib: usize = chunks.iter().map(|(_, p)| p.len().div_ceil(1024)).sum();
-        let permit = u32::try_from(kib)
-            .ok()
-            .and_then(|n| Arc::clone(budget).try_acquire_many_owned(n.max(1)).ok());
-        let Some(permit) = permit else {
+        let bytes: u64 = chunks.iter().map(|(_, p)| p.len() as u64).sum();
+        let Some(permit) = budget.try_hold(bytes) else {
             telemetry::spans_dropped(SinkLabel::Kafka, spans);
             return;
         };
@@ -299,7 +293,7 @@ impl Sink for KafkaSink {
             .map(|c| (c.len(), otlp::encode_request(c.iter())))
             .collect();
         if let Some((attempts, budget)) = &self.best_effort {
-            let budget = Arc::clone(budget);
+            let budget = budget.clone();
             self.accept_best_effort(t, chunks, *attempts, &budget, acks);
             return;
         }
@@ -320,11 +314,7 @@ impl Sink for KafkaSink {
                     Err(e) => {
                         telemetry::spans_rejected(SinkLabel::Kafka, *spans);
                         tracing::error!(trace_id = %key, bytes = p.len(), error = %e, "kept spans refused by the sampled topic for good; written to the dead-letter topic");
-                        let headers = OwnedHeaders::new_with_capacity(3)
-                            .insert(Header { key: "tracesift.error", value: Some(e.0.as_bytes()) })
-                            .insert(Header { key: "tracesift.sink", value: Some(b"kafka".as_slice()) })
-                            .insert(Header { key: "tracesift.trace_id", value: Some(key.as_bytes()) });
-                        super::dead_letter::write(&producer, &dlq, key.as_bytes(), p, headers).await;
+                        super::dead_letter::refused_kept(&producer, &dlq, &key, p, &e.0, SinkLabel::Kafka).await;
                     }
                 }
             }

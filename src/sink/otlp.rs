@@ -19,14 +19,13 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::message::{Header, OwnedHeaders};
 use tokio::sync::Semaphore;
 
 use self::transport::{Outcome, Transport};
 use super::batch::{AdaptiveBatch, Backlog};
 use super::breaker::{self, Breaker};
 use super::config::{Delivery, OtlpSinkConfig, RetryOnFailure};
-use super::{jitter, Acks, KeptTrace, Producer, Sink};
+use super::{jitter, Acks, DetachedBudget, KeptTrace, Producer, Sink};
 use crate::clock::{Clock, MonoTime};
 use crate::otlp::{self, SpanRef, TraceId};
 use crate::telemetry::{self, SinkLabel};
@@ -114,6 +113,13 @@ impl OtlpExporter {
     /// Sends one request until it is delivered, refused for good, or (with a deadline) given up.
     async fn send(&self, req: &Request, deadline: Option<MonoTime>) -> Sent {
         let breaker = self.breaker();
+        let body = match self.transport.wire_body(&req.body) {
+            Ok(b) => b,
+            Err(e) => {
+                self.backlog.remove(req.spans);
+                return Sent::Refused(format!("compressing the request: {e}"));
+            }
+        };
         let mut waiting = true;
         let mut attempt = 0u32;
         let sent = loop {
@@ -136,7 +142,7 @@ impl OtlpExporter {
                     self.backlog.remove(req.spans);
                 }
                 let started = self.clock.now();
-                let o = self.transport.export(&req.body).await;
+                let o = self.transport.export(body.clone()).await;
                 telemetry::sink_request(self.label, self.clock.now().saturating_since(started));
                 o
             };
@@ -189,25 +195,13 @@ impl OtlpExporter {
         for (trace_id, range) in &req.traces {
             let key = trace_id.to_hex();
             let payload = otlp::encode_request(spans[range.clone()].iter());
-            let headers = OwnedHeaders::new_with_capacity(3)
-                .insert(Header {
-                    key: "tracesift.error",
-                    value: Some(why.as_bytes()),
-                })
-                .insert(Header {
-                    key: "tracesift.sink",
-                    value: Some(self.label.as_str().as_bytes()),
-                })
-                .insert(Header {
-                    key: "tracesift.trace_id",
-                    value: Some(key.as_bytes()),
-                });
-            super::dead_letter::write(
+            super::dead_letter::refused_kept(
                 &self.producer,
                 &self.dead_letter_topic,
-                key.as_bytes(),
+                &key,
                 &payload,
-                headers,
+                why,
+                self.label,
             )
             .await;
         }
@@ -243,7 +237,7 @@ struct Batch {
 pub struct OtlpSink {
     exporter: Arc<OtlpExporter>,
     /// Best effort: the KiB this partition's detached writes may hold (one permit per KiB).
-    best_effort_budget: Arc<Semaphore>,
+    best_effort_budget: DetachedBudget,
     spans: Vec<SpanRef>,
     traces: Vec<(TraceId, Range<usize>)>,
     offsets: Vec<i64>,
@@ -257,12 +251,9 @@ impl OtlpSink {
     /// A partition's batcher in front of `exporter`; best-effort writes detached from the
     /// commit hold at most `budget_bytes`.
     pub fn new(exporter: Arc<OtlpExporter>, budget_bytes: u64) -> Self {
-        let kib = usize::try_from(budget_bytes >> 10)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
         OtlpSink {
             exporter,
-            best_effort_budget: Arc::new(Semaphore::new(kib)),
+            best_effort_budget: DetachedBudget::new(budget_bytes),
             spans: Vec::new(),
             traces: Vec::new(),
             offsets: Vec::new(),
@@ -356,9 +347,7 @@ impl OtlpSink {
             ),
             Delivery::BestEffort => {
                 acks.push(Box::pin(async move { offsets }));
-                let kib = u32::try_from(held.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-                let Ok(permit) = Arc::clone(&self.best_effort_budget).try_acquire_many_owned(kib)
-                else {
+                let Some(permit) = self.best_effort_budget.try_hold(held) else {
                     ex.backlog.remove(n);
                     telemetry::spans_dropped(ex.label, n);
                     return;

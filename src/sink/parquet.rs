@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use object_store::ObjectStoreExt;
 
-use super::{backoff, Acks, KeptTrace, Released, Sink};
+use super::{backoff, Acks, DetachedBudget, KeptTrace, Released, Sink};
 use crate::archive::{self, KeptSpan};
 use crate::clock::{Clock, MonoTime};
 use crate::telemetry::{self, SinkLabel};
@@ -32,7 +32,7 @@ pub struct ParquetSink {
     first_in: Vec<MonoTime>,
     clock: Arc<dyn Clock>,
     /// Best effort: attempts per segment and the KiB detached writes may hold.
-    best_effort: Option<(u32, Arc<tokio::sync::Semaphore>)>,
+    best_effort: Option<(u32, DetachedBudget)>,
 }
 
 impl ParquetSink {
@@ -70,10 +70,7 @@ impl ParquetSink {
     /// tries, then its spans are dropped and counted; while detached writes hold `budget_bytes`,
     /// new segments are dropped at once.
     pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
-        let kib = usize::try_from(budget_bytes >> 10)
-            .unwrap_or(usize::MAX)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        self.best_effort = Some((attempts, Arc::new(tokio::sync::Semaphore::new(kib))));
+        self.best_effort = Some((attempts, DetachedBudget::new(budget_bytes)));
         self
     }
 
@@ -109,8 +106,7 @@ impl ParquetSink {
             return;
         };
         acks.push(Box::pin(async move { offsets }));
-        let kib = u32::try_from(held.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let Ok(permit) = Arc::clone(budget).try_acquire_many_owned(kib) else {
+        let Some(permit) = budget.try_hold(held) else {
             telemetry::spans_dropped(SinkLabel::Parquet, segment.rows.len());
             return;
         };

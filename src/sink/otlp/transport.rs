@@ -124,16 +124,27 @@ impl Transport {
         )
     }
 
-    /// Sends one `ExportTraceServiceRequest` (encoded).
-    pub async fn export(&self, request: &[u8]) -> Outcome {
+    /// The request body on the wire for one `ExportTraceServiceRequest` (encoded): compressed
+    /// as configured and, for gRPC, length-prefixed. Built once per request; every attempt
+    /// sends the same bytes.
+    pub fn wire_body(&self, request: &[u8]) -> std::io::Result<Bytes> {
         let body = if self.gzip {
-            match gzip(request) {
-                Ok(b) => b,
-                Err(e) => return Outcome::Permanent(format!("gzip: {e}")),
-            }
+            gzip(request)?
         } else {
             request.to_vec()
         };
+        if !self.grpc {
+            return Ok(Bytes::from(body));
+        }
+        let mut framed = Vec::with_capacity(body.len() + 5);
+        framed.push(u8::from(self.gzip));
+        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&body);
+        Ok(Bytes::from(framed))
+    }
+
+    /// Sends one request whose body is [`Transport::wire_body`]'s.
+    pub async fn export(&self, body: Bytes) -> Outcome {
         if self.grpc {
             self.export_grpc(body).await
         } else {
@@ -141,7 +152,7 @@ impl Transport {
         }
     }
 
-    async fn export_http(&self, body: Vec<u8>) -> Outcome {
+    async fn export_http(&self, body: Bytes) -> Outcome {
         let mut req = self
             .client
             .post(self.url.clone())
@@ -179,11 +190,7 @@ impl Transport {
         http_outcome(status, retry_after, &content_type, &bytes)
     }
 
-    async fn export_grpc(&self, body: Vec<u8>) -> Outcome {
-        let mut framed = Vec::with_capacity(body.len() + 5);
-        framed.push(u8::from(self.gzip));
-        framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        framed.extend_from_slice(&body);
+    async fn export_grpc(&self, framed: Bytes) -> Outcome {
         let mut req = self
             .client
             .post(self.url.clone())
