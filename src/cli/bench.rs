@@ -268,42 +268,78 @@ shutdown_timeout: 30s
     )
 }
 
-/// Loads a topic and measures the bare drain and the pipeline on it.
-pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+/// A freshly loaded bench topic.
+pub(crate) struct Loaded {
+    /// Its name.
+    pub topic: String,
+    /// Spans in it.
+    pub spans: usize,
+    /// What was written.
+    pub produced: gen::Produced,
+}
+
+/// Creates `tracesift-<prefix>-<n>` with `partitions` and loads `traces` generated traces
+/// (one keyed record per trace, or split over several records).
+pub(crate) async fn load_topic(
+    brokers: &str,
+    prefix: &str,
+    traces: usize,
+    partitions: i32,
+    split: bool,
+) -> anyhow::Result<Loaded> {
     let clock = SystemClock::new();
     let topic = format!(
-        "tracesift-bench-{}",
-        crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()) % 1_000_000_007
+        "tracesift-{prefix}-{}",
+        crate::clock::Clock::wall_nanos(&clock) % 1_000_000_007
     );
     crate::topics::create(
-        &client(&opts.brokers),
-        crate::topics::TopicSpec::new(&topic, opts.partitions),
+        &client(brokers),
+        crate::topics::TopicSpec::new(&topic, partitions),
     )
     .await
     .context("is a broker running at --brokers?")?;
-
     let gen_opts = GenOptions {
-        traces: opts.traces,
-        split: opts.split,
+        traces,
+        split,
         late_fraction: 0.0,
-        start_ns: crate::clock::Clock::wall_nanos(&crate::clock::SystemClock::new()),
+        start_ns: crate::clock::Clock::wall_nanos(&clock),
         ..Default::default()
     };
     let (records, manifest) = gen::plan_records(&gen_opts);
     let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
-    let producer: FutureProducer = client(&opts.brokers)
+    let producer: FutureProducer = client(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .create()?;
     eprintln!(
-        "loading {topic}: {} traces, {spans} spans in {} records",
-        opts.traces,
+        "loading {topic}: {traces} traces, {spans} spans in {} records",
         records.len()
     );
     let produced = gen::produce(&producer, &topic, &records, None).await?;
-    drop(producer);
+    Ok(Loaded {
+        topic,
+        spans,
+        produced,
+    })
+}
+
+/// Loads a topic and measures the bare drain and the pipeline on it.
+pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
+    let clock = SystemClock::new();
+    let Loaded {
+        topic,
+        spans,
+        produced,
+    } = load_topic(
+        &opts.brokers,
+        "bench",
+        opts.traces,
+        opts.partitions,
+        opts.split,
+    )
+    .await?;
     let ends = produced.ends.clone();
 
     let hot = std::env::temp_dir().join(format!("{topic}-hot"));

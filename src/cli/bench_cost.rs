@@ -13,15 +13,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::bench::{client, drain, pipeline_config, BenchOptions};
+use super::bench::{client, drain, load_topic, pipeline_config, BenchOptions, Loaded};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::gen::{self, GenOptions};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -131,14 +129,19 @@ const EVERYTHING: &str = "pipeline, everything (sampled, Parquet, log)";
 
 /// (user + system CPU seconds, resident bytes) of this process.
 pub fn process_usage() -> (f64, u64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    process_usage_of("self")
+}
+
+/// [`process_usage`] of `pid` (`self` for this process).
+fn process_usage_of(pid: &str) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let cpu = stat.rfind(')').map_or(0.0, |i| {
         let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
         let ticks = |k: usize| f.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         // utime and stime, in clock ticks (100 per second on Linux).
         (ticks(11) + ticks(12)) as f64 / 100.0
     });
-    let rss = std::fs::read_to_string("/proc/self/status")
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -153,30 +156,11 @@ pub fn process_usage() -> (f64, u64) {
 /// Loads a topic and measures every configuration on it.
 pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
     let clock = SystemClock::new();
-    let topic = format!("tracesift-cost-{}", clock.wall_nanos() % 1_000_000_007);
-    crate::topics::create(
-        &client(&opts.brokers),
-        crate::topics::TopicSpec::new(&topic, opts.partitions),
-    )
-    .await
-    .context("is a broker running at --brokers?")?;
-    let gen_opts = GenOptions {
-        traces: opts.traces,
-        late_fraction: 0.0,
-        start_ns: clock.wall_nanos(),
-        ..Default::default()
-    };
-    let (records, manifest) = gen::plan_records(&gen_opts);
-    let spans: usize = manifest.traces.iter().map(|t| t.spans).sum();
-    let producer: FutureProducer = client(&opts.brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .create()?;
-    eprintln!("loading {topic}: {} traces, {spans} spans", opts.traces);
-    let produced = gen::produce(&producer, &topic, &records, None).await?;
-    drop(producer);
+    let Loaded {
+        topic,
+        spans,
+        produced,
+    } = load_topic(&opts.brokers, "cost", opts.traces, opts.partitions, false).await?;
     let ends = produced.ends.clone();
     let hot = std::env::temp_dir().join(format!("{topic}-hot"));
     let bench_opts = BenchOptions {
@@ -337,14 +321,7 @@ async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<u64> {
             }
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
-        Ok(kb * 1024)
+        Ok(process_usage_of(&pid.to_string()).1)
     }
     .await;
     let _ = child.kill();
