@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::producer::FutureProducer;
+use support::outage::metric;
 use support::receiver::Receiver;
 use support::*;
 use tracesift::config::Config;
@@ -40,13 +41,6 @@ async fn metrics(addr: std::net::SocketAddr) -> String {
         .await
         .unwrap()
         .1
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
