@@ -1,10 +1,11 @@
-//! Parquet: the span schema (v1), the segment encoder, object-store URLs and the object layout.
+//! Parquet: the span schema (v2; v1 is still read), the segment encoder, object-store URLs and
+//! the object layout.
 //!
 //! One row per span, flat and analytics-friendly (DESIGN §3.2; column names are a contract: add,
 //! never rename). Files are zstd, sorted by trace id then start time, with page-level statistics,
 //! the page index and a bloom filter on `trace_id`, so a lookup by trace id reads a few pages.
 //!
-//! Layout under a tier's URL: `spans/v1/date=YYYY-MM-DD/hour=HH/<file>.parquet`, partitioned by
+//! Layout under a tier's URL: `spans/v2/date=YYYY-MM-DD/hour=HH/<file>.parquet`, partitioned by
 //! the span's start time (UTC). Hot file names are deterministic from (topic, partition, first
 //! offset, last offset, a hash of the rows' (trace id, span id) set), so a replay of the same
 //! records rewrites the same file, and two different segments over one offset range (traces that
@@ -12,7 +13,7 @@
 //! component is built from numbers and validated topic names: span data never chooses a path.
 //!
 //! Files: `schema.rs` (the span schema, writer properties), `segment.rs` (the encoder),
-//! `columns.rs` (typed column access), `store_url.rs` (tier URLs), `layout.rs` (paths),
+//! `columns.rs` (typed column access), `upgrade.rs` (v1 read as v2), `store_url.rs` (tier URLs), `layout.rs` (paths),
 //! `catalog.rs` + `manifest.rs` (what a tier holds, the lease), `plan.rs` (the pure lifecycle
 //! plan), `compact.rs`, `merge.rs`, `tiering.rs` (carrying it out), `lookup.rs`, `cost.rs`,
 //! `config.rs` (`archive:`).
@@ -31,9 +32,10 @@ pub mod schema;
 pub mod segment;
 pub mod store_url;
 pub mod tiering;
+pub mod upgrade;
 
 /// Version of the span schema; part of every object path.
-pub const SCHEMA_VERSION: &str = "v1";
+pub const SCHEMA_VERSION: &str = "v2";
 
 /// Errors of the archive stage.
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +66,7 @@ pub enum ArchiveError {
 
 pub use self::columns::{as_array, column, field, id_at};
 pub use self::layout::{hot_segment_path, HourPartition};
-pub use self::schema::{span_schema, writer_properties};
+pub use self::schema::{span_schema, span_schema_v1, writer_properties};
 pub use self::segment::{
     encode_segment, encode_segment_skipping, filing_hour, EncodedFile, KeptSpan, Rejected,
 };
@@ -89,7 +91,7 @@ mod tests {
         let p = hot_segment_path("otlp_spans", 3, 10, 42, h, 0xabc);
         assert_eq!(
             p.as_ref(),
-            "spans/v1/date=2024-03-05/hour=07/otlp_spans-p00003-00000000000000000010-00000000000000000042-0000000000000abc.parquet"
+            "spans/v2/date=2024-03-05/hour=07/otlp_spans-p00003-00000000000000000010-00000000000000000042-0000000000000abc.parquet"
         );
         // A hostile topic name cannot escape the directory.
         let p = hot_segment_path("../../etc/x", 0, 0, 0, h, 0);

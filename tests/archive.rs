@@ -117,17 +117,17 @@ fn count_rows(local: &[&Path], s3: Option<(&support::garage::Garage, &str)>) -> 
             continue;
         }
         script.push_str(&format!(
-            "tables.append(ds.dataset('{}/spans/v1', format='parquet', partitioning='hive').to_table(columns=['trace_id','span_id','kind']))\n",
+            "tables.append(ds.dataset('{}/spans/v2', format='parquet', partitioning='hive').to_table(columns=['trace_id','span_id','kind']))\n",
             d.display()
         ));
         script.push_str(&format!(
-            "con = duckdb.connect()\nn = con.execute(\"SELECT count(*) FROM read_parquet('{}/spans/v1/**/*.parquet', hive_partitioning = true)\").fetchone()[0]\nassert n == tables[-1].num_rows, (n, tables[-1].num_rows)\n",
+            "con = duckdb.connect()\nn = con.execute(\"SELECT count(*) FROM read_parquet('{}/spans/v2/**/*.parquet', hive_partitioning = true)\").fetchone()[0]\nassert n == tables[-1].num_rows, (n, tables[-1].num_rows)\n",
             d.display()
         ));
     }
     if let Some((g, prefix)) = s3 {
         script.push_str(&format!(
-            "fs = {}\nsel = pyarrow.fs.FileSelector('{}/{}/spans/v1', recursive=True, allow_not_found=True)\nfiles = [f.path for f in fs.get_file_info(sel) if f.path.endswith('.parquet')]\nif files:\n    tables.append(ds.dataset(files, format='parquet', filesystem=fs).to_table(columns=['trace_id','span_id','kind']))\n",
+            "fs = {}\nsel = pyarrow.fs.FileSelector('{}/{}/spans/v2', recursive=True, allow_not_found=True)\nfiles = [f.path for f in fs.get_file_info(sel) if f.path.endswith('.parquet')]\nif files:\n    tables.append(ds.dataset(files, format='parquet', filesystem=fs).to_table(columns=['trace_id','span_id','kind']))\n",
             g.pyarrow_fs(),
             g.bucket,
             prefix
@@ -229,9 +229,9 @@ async fn compaction_merges_overlapping_segments_into_sorted_deduplicated_files()
         r#"
 import pyarrow.parquet as pq, glob
 bad = 0
-for f in sorted(glob.glob('{}/spans/v1/**/*.parquet', recursive=True)):
-    t = pq.read_table(f, columns=['trace_id', 'start_time'])
-    keys = list(zip(t.column('trace_id').to_pylist(), t.column('start_time').cast('int64').to_pylist()))
+for f in sorted(glob.glob('{}/spans/v2/**/*.parquet', recursive=True)):
+    t = pq.read_table(f, columns=['trace_id', 'start_time_unix_nano'])
+    keys = list(zip(t.column('trace_id').to_pylist(), t.column('start_time_unix_nano').to_pylist()))
     bad += sum(1 for a, b in zip(keys, keys[1:]) if a > b)
 print(bad)
 "#,
@@ -444,7 +444,7 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
         r#"
 import duckdb
 con = duckdb.connect()
-con.execute("CREATE VIEW spans AS SELECT * FROM read_parquet(['{hot}/spans/v1/**/*.parquet', '{warm}/spans/v1/**/*.parquet'], hive_partitioning = true)")
+con.execute("CREATE VIEW spans AS SELECT * FROM read_parquet(['{hot}/spans/v2/**/*.parquet', '{warm}/spans/v2/**/*.parquet'], hive_partitioning = true)")
 rows = con.execute("""
   WITH t AS (
     SELECT trace_id, max(CASE WHEN parent_span_id IS NULL THEN http_route END) AS route,
@@ -797,7 +797,7 @@ async fn a_corrupt_file_stops_its_hour_with_its_name_and_loses_nothing() {
     let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
     let input = write_hour(&hot, 0, 300, 2, 901).await;
     let other = write_hour(&hot, 1, 300, 2, 902).await;
-    let bad = "spans/v1/date=2023-11-14/hour=00/torn.parquet";
+    let bad = "spans/v2/date=2023-11-14/hour=00/torn.parquet";
     hot.put(
         &object_store::path::Path::from(bad),
         PutPayload::from_static(b"PAR1 not really"),
@@ -815,7 +815,7 @@ async fn a_corrupt_file_stops_its_hour_with_its_name_and_loses_nothing() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(
-        stdout.contains("not compacted: spans/v1/date=2023-11-14/hour=00")
+        stdout.contains("not compacted: spans/v2/date=2023-11-14/hour=00")
             && stdout.contains("torn.parquet"),
         "{stdout}"
     );

@@ -212,7 +212,7 @@ fn demo_runs_end_to_end_and_its_query_works() {
         r#"
 import duckdb
 rows = duckdb.sql("""SELECT sampling_policy, count(DISTINCT trace_id) AS traces, count(*) AS spans
-  FROM read_parquet('{}/spans/v1/**/*.parquet', hive_partitioning = true) GROUP BY 1""").fetchall()
+  FROM read_parquet('{}/spans/v2/**/*.parquet', hive_partitioning = true) GROUP BY 1""").fetchall()
 print(sum(r[1] for r in rows))
 "#,
         hot.display()
@@ -225,7 +225,7 @@ print(sum(r[1] for r in rows))
         r#"
 import duckdb
 con = duckdb.connect()
-t, n = con.execute("""SELECT lower(hex(trace_id)), count(*) FROM read_parquet('{}/spans/v1/**/*.parquet')
+t, n = con.execute("""SELECT lower(hex(trace_id)), count(*) FROM read_parquet('{}/spans/v2/**/*.parquet')
   GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 1""").fetchone()
 print(t, n)
 "#,

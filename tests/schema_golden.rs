@@ -1,11 +1,12 @@
-//! The Parquet schema is a contract: this pins `span_schema()` to `schemas/spans-v1.arrow.txt`
+//! The Parquet schema is a contract: this pins `span_schema()` (v2, written) to
+//! `schemas/spans-v2.arrow.txt` and `span_schema_v1()` (read) to `schemas/spans-v1.arrow.txt`
 //! (one line per field: name, Arrow type, nullability), and checks that every column is
-//! documented in `schemas/spans-v1.md`. A deliberate change updates both files (adding columns
+//! documented in `schemas/spans-v2.md` / `spans-v1.md`. A deliberate change updates both files (adding columns
 //! only; a rename or retype is a new schema version).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-fn rendered() -> String {
-    tracesift::archive::span_schema()
+fn rendered(schema: &arrow_schema::Schema) -> String {
+    schema
         .fields()
         .iter()
         .map(|f| {
@@ -19,26 +20,63 @@ fn rendered() -> String {
         .collect()
 }
 
-#[test]
-fn schema_v1_is_pinned_and_documented() {
-    let golden_path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/spans-v1.arrow.txt");
-    let now = rendered();
+fn pinned_and_documented(schema: &arrow_schema::Schema, golden: &str, doc: &str, version: &str) {
+    let golden_path = format!("{}/schemas/{golden}", env!("CARGO_MANIFEST_DIR"));
+    let now = rendered(schema);
     if std::env::var_os("TRACESIFT_BLESS").is_some() {
-        std::fs::write(golden_path, &now).unwrap();
+        std::fs::write(&golden_path, &now).unwrap();
     }
-    let golden = std::fs::read_to_string(golden_path).unwrap_or_default();
+    let golden = std::fs::read_to_string(&golden_path).unwrap_or_default();
     assert_eq!(
         now, golden,
-        "span_schema() differs from {golden_path}: columns may be added, never renamed or \
-         retyped; update the golden file (TRACESIFT_BLESS=1) and schemas/spans-v1.md"
+        "the {version} schema differs from {golden_path}: columns may be added, never renamed or \
+         retyped; update the golden file (TRACESIFT_BLESS=1) and its .md"
     );
-    let doc = include_str!("../schemas/spans-v1.md");
-    for f in tracesift::archive::span_schema().fields() {
+    for f in schema.fields() {
         assert!(
             doc.contains(&format!("| `{}` |", f.name())),
-            "column {} is not documented in schemas/spans-v1.md",
+            "column {} is not documented in the {version} schema doc",
             f.name()
         );
+    }
+}
+
+#[test]
+fn schema_v2_is_pinned_and_documented() {
+    pinned_and_documented(
+        &tracesift::archive::span_schema(),
+        "spans-v2.arrow.txt",
+        include_str!("../schemas/spans-v2.md"),
+        "v2",
+    );
+}
+
+/// v1 is no longer written, but it is still read (and upgraded by compaction): its description
+/// must not drift either.
+#[test]
+fn schema_v1_is_pinned_and_documented() {
+    pinned_and_documented(
+        &tracesift::archive::span_schema_v1(),
+        "spans-v1.arrow.txt",
+        include_str!("../schemas/spans-v1.md"),
+        "v1",
+    );
+}
+
+/// Every v1 column has a home in v2: the same name, or (for the nanosecond timestamps) the
+/// exact `*_unix_nano` column beside a microsecond timestamp of the same name.
+#[test]
+fn every_v1_column_has_a_v2_home() {
+    let v2 = tracesift::archive::span_schema();
+    for f in tracesift::archive::span_schema_v1().fields() {
+        assert!(
+            v2.field_with_name(f.name()).is_ok(),
+            "v1 column {} is missing from v2",
+            f.name()
+        );
+    }
+    for t in ["start_time", "end_time"] {
+        assert!(v2.field_with_name(&format!("{t}_unix_nano")).is_ok());
     }
 }
 
@@ -58,7 +96,7 @@ fn object_paths_never_come_from_span_data() {
     ] {
         let p = hot_segment_path(topic, 3, 10, 20, hour, 0xabc).to_string();
         let file = p.rsplit('/').next().unwrap();
-        assert!(p.starts_with("spans/v1/date=2025-10-09/hour=08/"), "{p}");
+        assert!(p.starts_with("spans/v2/date=2025-10-09/hour=08/"), "{p}");
         assert_eq!(p.matches('/').count(), 4, "no extra path segment: {p}");
         assert!(!p.contains(".."), "{p}");
         assert!(

@@ -3,8 +3,10 @@
 #
 #   tansu 0.6.0 (Kafka-protocol broker, built from crates.io with its storage engines; 8-20 min once)
 #   garage 2.5.0 (S3-compatible object store for the tier tests, built from crates.io; ~7 min once)
-#   a Python venv with duckdb and pyarrow (the analytics engines that read our Parquet) and
+#   a Python venv with the analytics engines that read our Parquet in the engine matrix
+#     (duckdb, pyarrow, datafusion, polars, chdb = ClickHouse in-process, pyspark) and
 #     confluent-kafka (a second Kafka client: producers with every codec)
+#   a Java runtime (17+) for pyspark
 #   Debian packages: libssl-dev and pkg-config (rdkafka is built with TLS), openssl (test
 #     certificates) and stunnel4 (a TLS terminator in front of the test broker)
 
@@ -19,6 +21,7 @@ need_apt=()
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need_apt+=(stunnel4)
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 if [ ${#need_apt[@]} -gt 0 ]; then
   printf '\n==> Debian packages: %s\n' "${need_apt[*]}"
   SUDO=""
@@ -46,14 +49,15 @@ else
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT"
 fi
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, confluent_kafka, grpc, google.rpc.error_details_pb2, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null; then
-  step "python venv with duckdb, pyarrow, confluent-kafka, grpcio, opentelemetry-proto: cached at $VENV"
+PY_PACKAGES=(duckdb pyarrow datafusion polars chdb pyspark confluent-kafka grpcio grpcio-status opentelemetry-proto)
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, datafusion, polars, chdb, pyspark, confluent_kafka, grpc, google.rpc.error_details_pb2, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null; then
+  step "python venv with ${PY_PACKAGES[*]}: cached at $VENV"
 else
-  step "python venv with duckdb, pyarrow, confluent-kafka, grpcio, opentelemetry-proto: installing from PyPI"
+  step "python venv with ${PY_PACKAGES[*]}: installing from PyPI (~2 min once)"
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   # opentelemetry-proto: the official OTLP types, for the tests' OTLP receiver (an independent
   # decoder); grpcio serves its gRPC side.
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check duckdb pyarrow confluent-kafka grpcio grpcio-status opentelemetry-proto
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
 export TRACESIFT_TANSU="$TANSU_BIN"

@@ -33,7 +33,7 @@ pub fn field<'a, T: 'static>(
 /// Row `i` of an id column as `N` bytes (the schema fixes the width; anything else is
 /// corruption).
 pub fn id_at<const N: usize>(
-    a: &arrow_array::FixedSizeBinaryArray,
+    a: &arrow_array::BinaryArray,
     i: usize,
 ) -> Result<[u8; N], ArchiveError> {
     fixed(a.value(i)).ok_or_else(|| {

@@ -151,14 +151,20 @@ impl CompactOptions {
     }
 }
 
-/// Lists the hot tier's Parquet files by hour directory.
+/// Lists the hot tier's Parquet files (every schema version) by the hour directory they
+/// compact into.
 async fn list_hot(hot: &Tier) -> Result<BTreeMap<String, Vec<(Path, u64)>>, ArchiveError> {
     let mut hours: BTreeMap<String, Vec<(Path, u64)>> = BTreeMap::new();
     for (path, size) in tiering::list_parquet(&hot.store).await? {
-        let Some((dir, _)) = path.as_ref().rsplit_once('/') else {
+        // Files of every schema version, under the current version's hour directory.
+        let Some(dir) = path
+            .as_ref()
+            .rsplit_once('/')
+            .and_then(|(d, _)| super::layout::hour_dir(d))
+        else {
             continue;
         };
-        hours.entry(dir.to_string()).or_default().push((path, size));
+        hours.entry(dir).or_default().push((path, size));
     }
     Ok(hours)
 }

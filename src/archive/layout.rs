@@ -1,5 +1,7 @@
-//! The object layout: `spans/v1/date=YYYY-MM-DD/hour=HH/<file>.parquet`, and the deterministic
-//! names of hot segments (span data never chooses a path).
+//! The object layout: `spans/<version>/date=YYYY-MM-DD/hour=HH/<file>.parquet`, and the
+//! deterministic names of hot segments (span data never chooses a path). Files are written under
+//! the current version (`v2`); files of an older version stay where they are until compaction
+//! merges their hour into the current version's directory.
 
 use super::SCHEMA_VERSION;
 
@@ -55,4 +57,12 @@ pub fn hot_segment_path(
         "spans/{SCHEMA_VERSION}/{}/{topic}-p{partition:05}-{first_offset:020}-{last_offset:020}-{content:016x}.parquet",
         hour.dir()
     ))
+}
+
+/// The directory an hour's files compact into, from the directory of a file of any schema
+/// version: `spans/<any>/date=…/hour=…` → `spans/<current>/date=…/hour=…`.
+pub fn hour_dir(file_dir: &str) -> Option<String> {
+    let rest = file_dir.strip_prefix("spans/")?;
+    let (_, hour) = rest.split_once('/')?;
+    Some(format!("spans/{SCHEMA_VERSION}/{hour}"))
 }

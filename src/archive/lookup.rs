@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::ops::Range;
 
-use arrow_array::{Array, FixedSizeBinaryArray, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Array, BinaryArray, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection};
@@ -86,6 +86,11 @@ pub struct Found {
 
 fn may_hold(stats: Option<&Statistics>, id: &[u8; 16]) -> bool {
     match stats {
+        // v2 ids are BYTE_ARRAY, v1's FIXED_LEN_BYTE_ARRAY.
+        Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
+            (Some(min), Some(max)) => min.data() <= &id[..] && &id[..] <= max.data(),
+            _ => true,
+        },
         Some(Statistics::FixedLenByteArray(s)) => match (s.min_opt(), s.max_opt()) {
             (Some(min), Some(max)) => min.data() <= &id[..] && &id[..] <= max.data(),
             _ => true,
@@ -102,8 +107,10 @@ fn candidate_rows(meta: &ParquetMetaData, rg: usize, id: &[u8; 16]) -> Vec<Range
     let Some(index) = meta.page_index() else {
         return all;
     };
-    let (Some(ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(ci)), Some(oi)) =
-        (index.column_index(rg, 0), index.offset_index(rg, 0))
+    let (
+        Some(ColumnIndexMetaData::BYTE_ARRAY(ci) | ColumnIndexMetaData::FIXED_LEN_BYTE_ARRAY(ci)),
+        Some(oi),
+    ) = (index.column_index(rg, 0), index.offset_index(rg, 0))
     else {
         return all;
     };
@@ -246,23 +253,23 @@ fn collect(
     found: &mut Found,
     seen: &mut HashSet<([u8; 8], SpanKind)>,
 ) -> Result<(), ArchiveError> {
-    let trace = column::<FixedSizeBinaryArray>(b, "trace_id")?;
+    let b = crate::archive::upgrade::conform(b.clone())?;
+    let trace = column::<BinaryArray>(&b, "trace_id")?;
     let keep: arrow_array::BooleanArray = (0..b.num_rows())
         .map(|i| Some(trace.value(i) == id.0))
         .collect();
-    let b = arrow_select::filter::filter_record_batch(b, &keep)?;
+    let b = arrow_select::filter::filter_record_batch(&b, &keep)?;
     if b.num_rows() == 0 {
         return Ok(());
     }
-    let b = crate::archive::merge::conform(b)?;
-    let span = column::<FixedSizeBinaryArray>(&b, "span_id")?;
-    let parent = column::<FixedSizeBinaryArray>(&b, "parent_span_id")?;
+    let span = column::<BinaryArray>(&b, "span_id")?;
+    let parent = column::<BinaryArray>(&b, "parent_span_id")?;
     let name = column::<StringArray>(&b, "name")?;
     let service = column::<StringArray>(&b, "service_name")?;
     let kind = column::<StringArray>(&b, "kind")?;
     let status = column::<StringArray>(&b, "status_code")?;
     let duration = column::<Int64Array>(&b, "duration_ns")?;
-    let start = column::<arrow_array::TimestampNanosecondArray>(&b, "start_time")?;
+    let start = column::<Int64Array>(&b, "start_time_unix_nano")?;
     let bi = found.batches.len();
     for i in 0..b.num_rows() {
         let sid = id_at(span, i)?;
@@ -412,13 +419,11 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
                 .value(i)
                 .to_string(),
         );
-        let end = column::<arrow_array::TimestampNanosecondArray>(b, "end_time")?.value(i);
+        let end = column::<Int64Array>(b, "end_time_unix_nano")?.value(i);
         let mut span = Map::new();
         span.insert(
             "traceId".into(),
-            json!(hex::encode(
-                column::<FixedSizeBinaryArray>(b, "trace_id")?.value(i)
-            )),
+            json!(hex::encode(column::<BinaryArray>(b, "trace_id")?.value(i))),
         );
         span.insert("spanId".into(), json!(hex::encode(s.span_id)));
         if let Some(p) = s.parent {
@@ -442,7 +447,7 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
                 .as_any()
                 .downcast_ref::<arrow_array::StructArray>()
                 .ok_or_else(|| ArchiveError::Verify("events are not structs".into()))?;
-            let time = field::<arrow_array::TimestampNanosecondArray>(st, "time")?;
+            let time = field::<Int64Array>(st, "time_unix_nano")?;
             let name = field::<StringArray>(st, "name")?;
             let ea = field::<arrow_array::MapArray>(st, "attributes")?;
             for j in 0..st.len() {
@@ -465,8 +470,8 @@ pub fn render_otlp_json(found: &Found) -> Result<serde_json::Value, ArchiveError
                 .as_any()
                 .downcast_ref::<arrow_array::StructArray>()
                 .ok_or_else(|| ArchiveError::Verify("links are not structs".into()))?;
-            let tid = field::<FixedSizeBinaryArray>(st, "trace_id")?;
-            let sid = field::<FixedSizeBinaryArray>(st, "span_id")?;
+            let tid = field::<BinaryArray>(st, "trace_id")?;
+            let sid = field::<BinaryArray>(st, "span_id")?;
             let lts = field::<StringArray>(st, "trace_state")?;
             let la = field::<arrow_array::MapArray>(st, "attributes")?;
             for j in 0..st.len() {

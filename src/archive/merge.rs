@@ -22,9 +22,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::{Path, PathBuf};
 
-use arrow_array::{
-    Array, FixedSizeBinaryArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-};
+use arrow_array::{Array, BinaryArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::ParquetMetaData;
@@ -292,10 +290,10 @@ struct Cursor {
     slot: usize,
     row: usize,
     len: usize,
-    trace: FixedSizeBinaryArray,
-    span: FixedSizeBinaryArray,
+    trace: BinaryArray,
+    span: BinaryArray,
     kind: StringArray,
-    start: TimestampNanosecondArray,
+    start: Int64Array,
     name: String,
 }
 
@@ -310,14 +308,14 @@ impl Cursor {
             let Some(batch) = self.reader.next() else {
                 return Ok(false);
             };
-            let batch = conform(batch?)?;
+            let batch = crate::archive::upgrade::conform(batch?)?;
             if batch.num_rows() == 0 {
                 continue;
             }
             self.trace = typed(&batch, "trace_id")?;
             self.span = typed(&batch, "span_id")?;
             self.kind = typed(&batch, "kind")?;
-            self.start = typed(&batch, "start_time")?;
+            self.start = typed(&batch, "start_time_unix_nano")?;
             self.len = batch.num_rows();
             self.row = 0;
             self.slot = pool.len();
@@ -333,15 +331,6 @@ impl Cursor {
             id_at(&self.span, self.row)?,
         ))
     }
-}
-
-/// Casts a batch read back to the writer's schema (readers may differ in nested field names).
-pub fn conform(batch: RecordBatch) -> Result<RecordBatch, ArchiveError> {
-    let schema = span_schema();
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch);
-    }
-    Ok(RecordBatch::try_new(schema, batch.columns().to_vec())?)
 }
 
 /// Accumulates an output file's catalog entry.
@@ -362,8 +351,8 @@ impl EntryAcc {
         if n == 0 {
             return Ok(());
         }
-        let trace = column::<FixedSizeBinaryArray>(b, "trace_id")?;
-        let start = column::<TimestampNanosecondArray>(b, "start_time")?;
+        let trace = column::<BinaryArray>(b, "trace_id")?;
+        let start = column::<Int64Array>(b, "start_time_unix_nano")?;
         let policy = column::<StringArray>(b, "sampling_policy")?;
         let adjusted = column::<Float64Array>(b, "sampling_adjusted_count")?;
         if self.min_trace.is_none() {
@@ -535,7 +524,6 @@ fn merge_group(
     let mut pool: Vec<RecordBatch> = Vec::new();
     let mut cursors: Vec<Cursor> = Vec::with_capacity(inputs.len());
     let mut heap: BinaryHeap<std::cmp::Reverse<(Key, usize)>> = BinaryHeap::new();
-    let empty_fixed = |n: i32| FixedSizeBinaryArray::try_new(n, Default::default(), None);
     for p in inputs {
         let reader = ParquetRecordBatchReaderBuilder::try_new(open(p)?)?
             .with_batch_size(batch_rows)
@@ -545,10 +533,10 @@ fn merge_group(
             slot: 0,
             row: 0,
             len: 0,
-            trace: empty_fixed(16)?,
-            span: empty_fixed(8)?,
+            trace: BinaryArray::from(Vec::<&[u8]>::new()),
+            span: BinaryArray::from(Vec::<&[u8]>::new()),
             kind: StringArray::from(Vec::<&str>::new()),
-            start: TimestampNanosecondArray::from(Vec::<i64>::new()),
+            start: Int64Array::from(Vec::<i64>::new()),
             name: p.display().to_string(),
         };
         if c.load(&mut pool)? {

@@ -58,8 +58,11 @@ pub fn due_hours(
         .collect()
 }
 
+/// Whether a file (of any schema version) belongs to the hour directory `dir`.
 fn in_hour(path: &str, dir: &str) -> bool {
-    path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+    path.rsplit_once('/')
+        .and_then(|(d, _)| super::layout::hour_dir(d))
+        .is_some_and(|d| d == dir)
 }
 
 /// Files of tier `i` (`source`) due to move to the next tier, whose age threshold is `after`:
@@ -98,7 +101,7 @@ mod tests {
     const T0: i64 = 1_767_225_600_000;
 
     fn dir(h: u32) -> String {
-        format!("spans/v1/date=2026-01-01/hour={h:02}")
+        format!("spans/v2/date=2026-01-01/hour={h:02}")
     }
 
     fn entry(hour: u32) -> FileEntry {
@@ -129,14 +132,22 @@ mod tests {
         .collect();
         // Hour 1's only file is already compacted (catalogued); hour 2 is too young.
         let hot = manifest(&[(format!("{}/seg-1.parquet", dir(1)), 1)]);
-        let warm = manifest(&[(format!("{}/old.parquet", dir(0)), 0)]);
+        // A v1 file of hour 0 in the warm tier (written before the upgrade) belongs to it too.
+        let warm = manifest(&[(
+            "spans/v1/date=2026-01-01/hour=00/old.parquet".to_string(),
+            0,
+        )]);
         let now = T0 + 3 * HOUR_MS + 10 * 60_000;
         let plan = due_hours(hours, &[hot, warm], now, Duration::from_secs(3600));
         assert_eq!(plan.len(), 1, "{plan:?}");
         assert_eq!(plan[0].dir, dir(0));
         assert_eq!(
             plan[0].moved,
-            vec![(1, format!("{}/old.parquet", dir(0)), 100)],
+            vec![(
+                1,
+                "spans/v1/date=2026-01-01/hour=00/old.parquet".to_string(),
+                100
+            )],
             "the hour's file in the warm tier is merged back in"
         );
         // At min_age 0 hour 2 (ended at T0+3h) is due as well.

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, FixedSizeBinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    MapBuilder, StringBuilder, StructBuilder, TimestampNanosecondBuilder,
+    ArrayBuilder, BinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
+    MapBuilder, MapFieldNames, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use bytes::Bytes;
@@ -35,7 +35,30 @@ pub struct KeptSpan {
 }
 
 pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::new(None, StringBuilder::new(), StringBuilder::new())
+    let names = MapFieldNames {
+        entry: MAP_ENTRIES.into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+}
+
+/// Microseconds of a Unix-nanosecond time (truncated; v2's timestamp columns).
+pub(crate) fn micros(ns: i64) -> i64 {
+    ns.div_euclid(1_000)
+}
+
+/// A list builder whose element field has the spec's name and v2's struct.
+fn list_builder(
+    fields: arrow_schema::Fields,
+    builders: Vec<Box<dyn ArrayBuilder>>,
+) -> ListBuilder<StructBuilder> {
+    let element = arrow_schema::Field::new(
+        LIST_ELEMENT,
+        arrow_schema::DataType::Struct(fields.clone()),
+        true,
+    );
+    ListBuilder::new(StructBuilder::new(fields, builders)).with_field(element)
 }
 
 fn find<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {
@@ -91,15 +114,17 @@ pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
 /// Builds one record batch (rows already sorted).
 fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
     let n = rows.len();
-    let mut trace_id = FixedSizeBinaryBuilder::with_capacity(n, 16);
-    let mut span_id = FixedSizeBinaryBuilder::with_capacity(n, 8);
-    let mut parent = FixedSizeBinaryBuilder::with_capacity(n, 8);
+    let mut trace_id = BinaryBuilder::with_capacity(n, 16 * n);
+    let mut span_id = BinaryBuilder::with_capacity(n, 8 * n);
+    let mut parent = BinaryBuilder::with_capacity(n, 8 * n);
     let mut trace_state = StringBuilder::new();
     let mut service = StringBuilder::new();
     let mut name = StringBuilder::new();
     let mut kind = StringBuilder::new();
-    let mut start = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut end = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut start = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut end = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut start_ns = Int64Builder::with_capacity(n);
+    let mut end_ns = Int64Builder::with_capacity(n);
     let mut duration = Int64Builder::with_capacity(n);
     let mut status = StringBuilder::new();
     let mut status_msg = StringBuilder::new();
@@ -107,24 +132,25 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
     let mut attrs = map_builder();
     let mut scope_name = StringBuilder::new();
     let mut scope_version = StringBuilder::new();
-    let mut events = ListBuilder::new(StructBuilder::new(
+    let mut events = list_builder(
         event_fields(),
         vec![
-            Box::new(TimestampNanosecondBuilder::new().with_timezone("UTC"))
+            Box::new(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
                 as Box<dyn ArrayBuilder>,
+            Box::new(Int64Builder::new()),
             Box::new(StringBuilder::new()),
             Box::new(map_builder()),
         ],
-    ));
-    let mut links = ListBuilder::new(StructBuilder::new(
+    );
+    let mut links = list_builder(
         link_fields(),
         vec![
-            Box::new(FixedSizeBinaryBuilder::new(16)) as Box<dyn ArrayBuilder>,
-            Box::new(FixedSizeBinaryBuilder::new(8)),
+            Box::new(BinaryBuilder::new()) as Box<dyn ArrayBuilder>,
+            Box::new(BinaryBuilder::new()),
             Box::new(StringBuilder::new()),
             Box::new(map_builder()),
         ],
-    ));
+    );
     let mut http_method = StringBuilder::new();
     let mut http_route = StringBuilder::new();
     let mut http_status = Int32Builder::with_capacity(n);
@@ -139,10 +165,10 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
 
     for r in rows {
         let s = &r.span;
-        trace_id.append_value(r.kept.trace_id.0)?;
-        span_id.append_value(fixed::<8>(&s.span_id).unwrap_or_default())?;
+        trace_id.append_value(r.kept.trace_id.0);
+        span_id.append_value(fixed::<8>(&s.span_id).unwrap_or_default());
         match fixed::<8>(&s.parent_span_id) {
-            Some(p) if p != [0; 8] => parent.append_value(p)?,
+            Some(p) if p != [0; 8] => parent.append_value(p),
             _ => parent.append_null(),
         }
         trace_state.append_value(&s.trace_state);
@@ -151,8 +177,10 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
         kind.append_value(SpanKind::from_i32(s.kind).as_str());
         let st = i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX);
         let en = i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX);
-        start.append_value(st);
-        end.append_value(en);
+        start.append_value(micros(st));
+        end.append_value(micros(en));
+        start_ns.append_value(st);
+        end_ns.append_value(en);
         duration.append_value(en.saturating_sub(st).max(0));
         let (code, msg) = s
             .status
@@ -168,14 +196,18 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
 
         let eb = events.values();
         for ev in &s.events {
-            eb.field_builder::<TimestampNanosecondBuilder>(0)
+            let t = i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX);
+            eb.field_builder::<TimestampMicrosecondBuilder>(0)
                 .ok_or_else(|| ArchiveError::Url("events builder".into()))?
-                .append_value(i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX));
-            eb.field_builder::<StringBuilder>(1)
+                .append_value(micros(t));
+            eb.field_builder::<Int64Builder>(1)
+                .ok_or_else(|| ArchiveError::Url("events builder".into()))?
+                .append_value(t);
+            eb.field_builder::<StringBuilder>(2)
                 .ok_or_else(|| ArchiveError::Url("events builder".into()))?
                 .append_value(&ev.name);
             let mb = eb
-                .field_builder::<MapBuilder<StringBuilder, StringBuilder>>(2)
+                .field_builder::<MapBuilder<StringBuilder, StringBuilder>>(3)
                 .ok_or_else(|| ArchiveError::Url("events builder".into()))?;
             append_map(mb, &ev.attributes)?;
             eb.append(true);
@@ -184,17 +216,17 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
         let lb = links.values();
         for l in &s.links {
             let t = lb
-                .field_builder::<FixedSizeBinaryBuilder>(0)
+                .field_builder::<BinaryBuilder>(0)
                 .ok_or_else(|| ArchiveError::Url("links builder".into()))?;
             match fixed::<16>(&l.trace_id) {
-                Some(v) => t.append_value(v)?,
+                Some(v) => t.append_value(v),
                 None => t.append_null(),
             }
             let sp = lb
-                .field_builder::<FixedSizeBinaryBuilder>(1)
+                .field_builder::<BinaryBuilder>(1)
                 .ok_or_else(|| ArchiveError::Url("links builder".into()))?;
             match fixed::<8>(&l.span_id) {
-                Some(v) => sp.append_value(v)?,
+                Some(v) => sp.append_value(v),
                 None => sp.append_null(),
             }
             lb.field_builder::<StringBuilder>(2)
@@ -240,6 +272,8 @@ fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
         Arc::new(kind.finish()),
         Arc::new(start.finish()),
         Arc::new(end.finish()),
+        Arc::new(start_ns.finish()),
+        Arc::new(end_ns.finish()),
         Arc::new(duration.finish()),
         Arc::new(status.finish()),
         Arc::new(status_msg.finish()),

@@ -99,11 +99,11 @@ pub fn failpoint(step: &str, tier: &str) {
     }
 }
 
-/// Every Parquet file under a tier's `spans/v1/`, as (path, size). Only the hot tier is
-/// listed (it holds recent hours); later tiers are read through their manifests.
+/// Every Parquet file under a tier's `spans/` (every schema version), as (path, size). Only
+/// the hot tier is listed (it holds recent hours); later tiers are read through their manifests.
 pub async fn list_parquet(store: &Arc<dyn ObjectStore>) -> Result<Vec<(Path, u64)>, ArchiveError> {
     use futures::TryStreamExt;
-    let prefix = Path::from(format!("spans/{}", crate::archive::SCHEMA_VERSION));
+    let prefix = Path::from("spans");
     let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await?;
     Ok(listed
         .into_iter()

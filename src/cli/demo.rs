@@ -180,8 +180,8 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     println!("query it (pip install duckdb, or the duckdb CLI):");
     println!(
         "  duckdb -c \"SELECT sampling_policy, count(DISTINCT trace_id) AS traces, count(*) AS spans, \
-         round(quantile_cont(duration_ns/1e6, 0.99), 1) AS p99_ms FROM read_parquet('{}/spans/v1/**/*.parquet', \
-         hive_partitioning = true) GROUP BY 1 ORDER BY 2 DESC\"",
+         round(quantile_cont(duration_ns/1e6, 0.99), 1) AS p99_ms FROM read_parquet('{}/spans/*/**/*.parquet', \
+         hive_partitioning = true, union_by_name = true) GROUP BY 1 ORDER BY 2 DESC\"",
         hot.display()
     );
     // Clients first, then the in-process cluster they talk to.

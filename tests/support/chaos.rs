@@ -221,7 +221,7 @@ fn archive_rows(hot: &Path) -> (u64, u64, HashMap<String, u64>) {
         r#"
 import duckdb, json
 con = duckdb.connect()
-src = "read_parquet('{}/spans/v1/**/*.parquet', hive_partitioning = true)"
+src = "read_parquet('{}/spans/v2/**/*.parquet', hive_partitioning = true)"
 rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT (trace_id, span_id, kind)) FROM {{src}}").fetchone()
 per = dict(con.execute(f"SELECT lower(hex(trace_id)), count(DISTINCT span_id) FROM {{src}} GROUP BY 1").fetchall())
 print(json.dumps({{"rows": rows, "distinct": distinct, "per": per}}))

@@ -560,6 +560,7 @@ pub fn padded_span(
 }
 
 pub mod chaos;
+pub mod engines;
 pub mod garage;
 pub mod hostile;
 pub mod outage;

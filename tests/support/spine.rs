@@ -417,7 +417,7 @@ pub async fn scenario(split: bool) {
     }
 
     // --- Parquet, read by DuckDB and pyarrow ---
-    let glob = format!("{}/spans/v1/**/*.parquet", hot.path().display());
+    let glob = format!("{}/spans/v2/**/*.parquet", hot.path().display());
     let script = format!(
         r#"
 import duckdb, json, glob, pyarrow.parquet as pq
@@ -544,6 +544,7 @@ print(json.dumps(dict(cols=cols, rows=rows, distinct=distinct, per_trace=per_tra
 
     // --- analytics over the archive, checked against the generated input ---
     let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut durations_ns: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in &records {
         let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
         for rs in &req.resource_spans {
@@ -569,6 +570,10 @@ print(json.dumps(dict(cols=cols, rows=rows, distinct=distinct, per_trace=per_tra
                         .entry(service.clone())
                         .or_default()
                         .push(ns as f64 / 1e6);
+                    durations_ns
+                        .entry(service.clone())
+                        .or_default()
+                        .push(ns as i64);
                 }
             }
         }
@@ -630,5 +635,21 @@ print(json.dumps(dict(p99=p99, routes=routes, one=one)))
         one.spans,
         "one trace by id"
     );
+
+    // --- every engine users name reads the archive the same way (once: the keyed run) ---
+    if !split {
+        let id = hex::encode(one.trace_id.0);
+        super::engines::matrix(
+            hot.path(),
+            &super::engines::Expected {
+                rows: seen.len(),
+                trace: (&id, one.spans),
+                p99: durations_ns
+                    .into_iter()
+                    .map(|(s, v)| (s, super::engines::percentile_disc(v, 0.99)))
+                    .collect(),
+            },
+        );
+    }
     drop(broker);
 }
