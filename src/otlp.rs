@@ -15,6 +15,7 @@
 //!
 //! OTLP/JSON input is converted once to protobuf ([`json_to_proto`]) and then takes the same path.
 
+pub mod fields;
 mod json;
 pub mod strict;
 pub mod threshold;

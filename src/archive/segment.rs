@@ -1,5 +1,11 @@
-//! The segment encoder: kept spans (their original bytes, fully decoded only here) into
-//! sorted, zstd-compressed Parquet files, one per hour partition.
+//! The segment encoder: kept spans into sorted, zstd-compressed Parquet files (schema v2), one
+//! per hour partition.
+//!
+//! Rows are built from the bytes the pipeline already holds: each span is read in place
+//! ([`crate::otlp::fields`]: borrowed strings, scalars parsed where they lie, no message built)
+//! and appended to the Arrow builders; each distinct resource and scope is decoded and rendered
+//! once per segment and shared by its spans. The rows are exactly those a full `prost` decode
+//! gives (`tests/encoder_golden.rs` compares the files byte for byte).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,13 +17,13 @@ use arrow_array::builder::{
 use arrow_array::{ArrayRef, RecordBatch};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::Span;
 use parquet::arrow::ArrowWriter;
 
 use super::layout::HourPartition;
 use super::schema::*;
 
 use super::ArchiveError;
+use crate::otlp::fields::{Kv, Repeated, SpanFields, Value};
 use crate::otlp::threshold::adjusted_count;
 use crate::otlp::{self, render_value, ScopeCtx, SpanKind, SpanRef, StatusCode, TraceId};
 
@@ -48,6 +54,11 @@ pub(crate) fn micros(ns: i64) -> i64 {
     ns.div_euclid(1_000)
 }
 
+/// A Unix-nanosecond time as written (times past `i64::MAX` saturate).
+fn nanos(ns: u64) -> i64 {
+    i64::try_from(ns).unwrap_or(i64::MAX)
+}
+
 /// A list builder whose element field has the spec's name and v2's struct.
 fn list_builder(
     fields: arrow_schema::Fields,
@@ -61,50 +72,422 @@ fn list_builder(
     ListBuilder::new(StructBuilder::new(fields, builders)).with_field(element)
 }
 
-fn find<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<&'a AnyValue> {
-    keys.iter().find_map(|k| {
-        attrs
-            .iter()
-            .find(|kv| kv.key == *k)
-            .and_then(|kv| kv.value.as_ref())
-    })
+fn find_str(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .map(|v| render_value(Some(v)))
 }
 
-fn find_str(attrs: &[KeyValue], keys: &[&str]) -> Option<String> {
-    find(attrs, keys).map(|v| render_value(Some(v)))
-}
-
-fn find_int(attrs: &[KeyValue], keys: &[&str]) -> Option<i32> {
-    match find(attrs, keys)?.value.as_ref()? {
-        any_value::Value::IntValue(i) => i32::try_from(*i).ok(),
-        any_value::Value::StringValue(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
+/// A resource and scope, decoded and rendered once per segment.
 struct ResourceInfo {
-    attrs: Vec<KeyValue>,
+    /// Attributes as (key, rendered value).
+    attrs: Vec<(String, String)>,
     service_name: String,
     scope_name: String,
     scope_version: String,
+    k8s_namespace: Option<String>,
+    k8s_pod: Option<String>,
+    host_name: Option<String>,
+}
+
+impl ResourceInfo {
+    fn of(ctx: &ScopeCtx) -> Option<ResourceInfo> {
+        let resource = otlp::decode_resource(ctx).ok()?;
+        let scope = otlp::decode_scope(ctx).ok()?;
+        let a = &resource.attributes;
+        Some(ResourceInfo {
+            service_name: find_str(a, "service.name").unwrap_or_default(),
+            k8s_namespace: find_str(a, "k8s.namespace.name"),
+            k8s_pod: find_str(a, "k8s.pod.name"),
+            host_name: find_str(a, "host.name"),
+            attrs: a
+                .iter()
+                .map(|kv| (kv.key.clone(), render_value(kv.value.as_ref())))
+                .collect(),
+            scope_name: scope.name,
+            scope_version: scope.version,
+        })
+    }
+}
+
+/// The span attributes with a column of their own, as slots (a key list in order of
+/// preference picks the first slot that holds a value).
+const HTTP_METHOD: &[usize] = &[0, 1];
+const HTTP_ROUTE: &[usize] = &[2];
+const HTTP_STATUS: &[usize] = &[3, 4];
+const DB_SYSTEM: &[usize] = &[5, 6];
+const RPC_SERVICE: &[usize] = &[7];
+const RPC_METHOD: &[usize] = &[8];
+const K8S_NAMESPACE: &[usize] = &[9];
+const K8S_POD: &[usize] = &[10];
+const HOST_NAME: &[usize] = &[11];
+
+fn slot(key: &str) -> Option<usize> {
+    Some(match key {
+        "http.request.method" => 0,
+        "http.method" => 1,
+        "http.route" => 2,
+        "http.response.status_code" => 3,
+        "http.status_code" => 4,
+        "db.system.name" => 5,
+        "db.system" => 6,
+        "rpc.service" => 7,
+        "rpc.method" => 8,
+        "k8s.namespace.name" => 9,
+        "k8s.pod.name" => 10,
+        "host.name" => 11,
+        _ => return None,
+    })
+}
+
+/// Per slot, the first attribute with its key: `Some(None)` when that attribute has no value
+/// (the key then counts as absent, and the next key of the list is tried).
+type Slots<'a> = [Option<Option<Value<'a>>>; 12];
+
+fn pick<'a>(slots: &Slots<'a>, keys: &[usize]) -> Option<Value<'a>> {
+    keys.iter().find_map(|&k| slots[k].flatten())
+}
+
+/// An HTTP status code from an int or a numeric string attribute.
+fn status_code(v: Value<'_>) -> Result<Option<i32>, ArchiveError> {
+    Ok(match v {
+        Value::Int(i) => i32::try_from(i).ok(),
+        Value::Str(s) => s.parse().ok(),
+        Value::Complex(kv) => {
+            use prost::Message;
+            let kv = KeyValue::decode(kv)?;
+            match kv.value.and_then(|v: AnyValue| v.value) {
+                Some(any_value::Value::IntValue(i)) => i32::try_from(i).ok(),
+                Some(any_value::Value::StringValue(s)) => s.parse().ok(),
+                _ => None,
+            }
+        }
+        _ => None,
+    })
 }
 
 struct Row<'a> {
     kept: &'a KeptSpan,
-    span: Span,
+    span: SpanFields<'a>,
     res: Arc<ResourceInfo>,
 }
 
-fn append_map(
-    b: &mut MapBuilder<StringBuilder, StringBuilder>,
-    attrs: &[KeyValue],
+fn rejected(e: otlp::DecodeError) -> ArchiveError {
+    ArchiveError::Rejected(e.to_string())
+}
+
+/// Walks everything of a span the row reads, so that a span that cannot be written is found
+/// (and left out) before any of it is appended.
+fn check(span: &SpanFields<'_>) -> Result<(), otlp::DecodeError> {
+    let mut scratch = String::new();
+    let kvs = |r: Repeated<'_>, scratch: &mut String| -> Result<(), otlp::DecodeError> {
+        for kv in r {
+            if let Some(v @ Value::Complex(_)) = kv?.value {
+                v.render(scratch)?;
+            }
+        }
+        Ok(())
+    };
+    kvs(span.attributes(), &mut scratch)?;
+    for e in span.events() {
+        kvs(e?.attributes(), &mut scratch)?;
+    }
+    for l in span.links() {
+        kvs(l?.attributes(), &mut scratch)?;
+    }
+    Ok(())
+}
+
+/// The Arrow builders of one record batch.
+struct Columns {
+    trace_id: BinaryBuilder,
+    span_id: BinaryBuilder,
+    parent: BinaryBuilder,
+    trace_state: StringBuilder,
+    service: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    start: TimestampMicrosecondBuilder,
+    end: TimestampMicrosecondBuilder,
+    start_ns: Int64Builder,
+    end_ns: Int64Builder,
+    duration: Int64Builder,
+    status: StringBuilder,
+    status_msg: StringBuilder,
+    res_attrs: MapBuilder<StringBuilder, StringBuilder>,
+    attrs: MapBuilder<StringBuilder, StringBuilder>,
+    scope_name: StringBuilder,
+    scope_version: StringBuilder,
+    events: ListBuilder<StructBuilder>,
+    links: ListBuilder<StructBuilder>,
+    http_method: StringBuilder,
+    http_route: StringBuilder,
+    http_status: Int32Builder,
+    db_system: StringBuilder,
+    rpc_service: StringBuilder,
+    rpc_method: StringBuilder,
+    k8s_ns: StringBuilder,
+    k8s_pod: StringBuilder,
+    host: StringBuilder,
+    policy: StringBuilder,
+    adjusted: Float64Builder,
+    /// Rendering buffer for attribute values.
+    scratch: String,
+}
+
+fn builder_missing(what: &str) -> ArchiveError {
+    ArchiveError::Verify(format!("{what} builder of another type"))
+}
+
+/// Appends a rendered attribute value, else `fallback`, else null.
+fn put(
+    b: &mut StringBuilder,
+    v: Option<Value<'_>>,
+    fallback: Option<&str>,
+    scratch: &mut String,
 ) -> Result<(), ArchiveError> {
-    for kv in attrs {
-        b.keys().append_value(&kv.key);
-        b.values().append_value(render_value(kv.value.as_ref()));
+    match v {
+        Some(v) => {
+            v.render(scratch).map_err(rejected)?;
+            b.append_value(&*scratch);
+        }
+        None => b.append_option(fallback),
+    }
+    Ok(())
+}
+
+fn append_kvs(
+    b: &mut MapBuilder<StringBuilder, StringBuilder>,
+    kvs: Repeated<'_>,
+    scratch: &mut String,
+) -> Result<(), ArchiveError> {
+    for kv in kvs {
+        let kv = kv.map_err(rejected)?;
+        b.keys().append_value(kv.key);
+        match kv.value {
+            Some(v) => v.render(scratch).map_err(rejected)?,
+            None => scratch.clear(),
+        }
+        b.values().append_value(&*scratch);
     }
     b.append(true)?;
     Ok(())
+}
+
+impl Columns {
+    fn new(n: usize) -> Columns {
+        Columns {
+            trace_id: BinaryBuilder::with_capacity(n, 16 * n),
+            span_id: BinaryBuilder::with_capacity(n, 8 * n),
+            parent: BinaryBuilder::with_capacity(n, 8 * n),
+            trace_state: StringBuilder::new(),
+            service: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            start: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            end: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            start_ns: Int64Builder::with_capacity(n),
+            end_ns: Int64Builder::with_capacity(n),
+            duration: Int64Builder::with_capacity(n),
+            status: StringBuilder::new(),
+            status_msg: StringBuilder::new(),
+            res_attrs: map_builder(),
+            attrs: map_builder(),
+            scope_name: StringBuilder::new(),
+            scope_version: StringBuilder::new(),
+            events: list_builder(
+                event_fields(),
+                vec![
+                    Box::new(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
+                        as Box<dyn ArrayBuilder>,
+                    Box::new(Int64Builder::new()),
+                    Box::new(StringBuilder::new()),
+                    Box::new(map_builder()),
+                ],
+            ),
+            links: list_builder(
+                link_fields(),
+                vec![
+                    Box::new(BinaryBuilder::new()) as Box<dyn ArrayBuilder>,
+                    Box::new(BinaryBuilder::new()),
+                    Box::new(StringBuilder::new()),
+                    Box::new(map_builder()),
+                ],
+            ),
+            http_method: StringBuilder::new(),
+            http_route: StringBuilder::new(),
+            http_status: Int32Builder::with_capacity(n),
+            db_system: StringBuilder::new(),
+            rpc_service: StringBuilder::new(),
+            rpc_method: StringBuilder::new(),
+            k8s_ns: StringBuilder::new(),
+            k8s_pod: StringBuilder::new(),
+            host: StringBuilder::new(),
+            policy: StringBuilder::new(),
+            adjusted: Float64Builder::with_capacity(n),
+            scratch: String::new(),
+        }
+    }
+
+    fn append(&mut self, r: &Row<'_>) -> Result<(), ArchiveError> {
+        let s = &r.span;
+        let res = &r.res;
+        self.trace_id.append_value(r.kept.trace_id.0);
+        self.span_id
+            .append_value(fixed::<8>(s.span_id).unwrap_or_default());
+        match fixed::<8>(s.parent_span_id) {
+            Some(p) if p != [0; 8] => self.parent.append_value(p),
+            _ => self.parent.append_null(),
+        }
+        self.trace_state.append_value(s.trace_state);
+        self.service.append_value(&res.service_name);
+        self.name.append_value(s.name);
+        self.kind.append_value(SpanKind::from_i32(s.kind).as_str());
+        let (st, en) = (nanos(s.start_ns), nanos(s.end_ns));
+        self.start.append_value(micros(st));
+        self.end.append_value(micros(en));
+        self.start_ns.append_value(st);
+        self.end_ns.append_value(en);
+        self.duration.append_value(en.saturating_sub(st).max(0));
+        self.status
+            .append_value(StatusCode::from_i32(s.status_code).as_str());
+        self.status_msg.append_value(s.status_message);
+        for (k, v) in &res.attrs {
+            self.res_attrs.keys().append_value(k);
+            self.res_attrs.values().append_value(v);
+        }
+        self.res_attrs.append(true)?;
+
+        // Span attributes: the map, and the first value of each key with a column.
+        let mut slots: Slots<'_> = [None; 12];
+        for kv in s.attributes() {
+            let Kv { key, value } = kv.map_err(rejected)?;
+            if let Some(i) = slot(key) {
+                slots[i].get_or_insert(value);
+            }
+            self.attrs.keys().append_value(key);
+            match value {
+                Some(v) => v.render(&mut self.scratch).map_err(rejected)?,
+                None => self.scratch.clear(),
+            }
+            self.attrs.values().append_value(&self.scratch);
+        }
+        self.attrs.append(true)?;
+        self.scope_name.append_value(&res.scope_name);
+        self.scope_version.append_value(&res.scope_version);
+
+        let eb = self.events.values();
+        for e in s.events() {
+            let e = e.map_err(rejected)?;
+            let t = nanos(e.time_ns);
+            eb.field_builder::<TimestampMicrosecondBuilder>(0)
+                .ok_or_else(|| builder_missing("events.time"))?
+                .append_value(micros(t));
+            eb.field_builder::<Int64Builder>(1)
+                .ok_or_else(|| builder_missing("events.time_unix_nano"))?
+                .append_value(t);
+            eb.field_builder::<StringBuilder>(2)
+                .ok_or_else(|| builder_missing("events.name"))?
+                .append_value(e.name);
+            let mb = eb
+                .field_builder::<MapBuilder<StringBuilder, StringBuilder>>(3)
+                .ok_or_else(|| builder_missing("events.attributes"))?;
+            append_kvs(mb, e.attributes(), &mut self.scratch)?;
+            eb.append(true);
+        }
+        self.events.append(true);
+        let lb = self.links.values();
+        for l in s.links() {
+            let l = l.map_err(rejected)?;
+            let t = lb
+                .field_builder::<BinaryBuilder>(0)
+                .ok_or_else(|| builder_missing("links.trace_id"))?;
+            match fixed::<16>(l.trace_id) {
+                Some(v) => t.append_value(v),
+                None => t.append_null(),
+            }
+            let sp = lb
+                .field_builder::<BinaryBuilder>(1)
+                .ok_or_else(|| builder_missing("links.span_id"))?;
+            match fixed::<8>(l.span_id) {
+                Some(v) => sp.append_value(v),
+                None => sp.append_null(),
+            }
+            lb.field_builder::<StringBuilder>(2)
+                .ok_or_else(|| builder_missing("links.trace_state"))?
+                .append_value(l.trace_state);
+            let mb = lb
+                .field_builder::<MapBuilder<StringBuilder, StringBuilder>>(3)
+                .ok_or_else(|| builder_missing("links.attributes"))?;
+            append_kvs(mb, l.attributes(), &mut self.scratch)?;
+            lb.append(true);
+        }
+        self.links.append(true);
+
+        let sc = &mut self.scratch;
+        put(&mut self.http_method, pick(&slots, HTTP_METHOD), None, sc)?;
+        put(&mut self.http_route, pick(&slots, HTTP_ROUTE), None, sc)?;
+        put(&mut self.db_system, pick(&slots, DB_SYSTEM), None, sc)?;
+        put(&mut self.rpc_service, pick(&slots, RPC_SERVICE), None, sc)?;
+        put(&mut self.rpc_method, pick(&slots, RPC_METHOD), None, sc)?;
+        // Span attribute first, else the resource's.
+        let k8s_ns = res.k8s_namespace.as_deref();
+        put(&mut self.k8s_ns, pick(&slots, K8S_NAMESPACE), k8s_ns, sc)?;
+        let k8s_pod = res.k8s_pod.as_deref();
+        put(&mut self.k8s_pod, pick(&slots, K8S_POD), k8s_pod, sc)?;
+        let host = res.host_name.as_deref();
+        put(&mut self.host, pick(&slots, HOST_NAME), host, sc)?;
+        self.http_status
+            .append_option(match pick(&slots, HTTP_STATUS) {
+                Some(v) => status_code(v)?,
+                None => None,
+            });
+        self.policy.append_value(&*r.kept.policy);
+        // The span's effective threshold, as the pipeline wrote it into its tracestate
+        // (`otlp::mark_span`); none when the probability is unknown (after a rate limiter).
+        let (_, th) = otlp::parse_ot_tracestate(s.trace_state);
+        self.adjusted.append_option(th.map(adjusted_count));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArchiveError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent.finish()),
+            Arc::new(self.trace_state.finish()),
+            Arc::new(self.service.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.start.finish()),
+            Arc::new(self.end.finish()),
+            Arc::new(self.start_ns.finish()),
+            Arc::new(self.end_ns.finish()),
+            Arc::new(self.duration.finish()),
+            Arc::new(self.status.finish()),
+            Arc::new(self.status_msg.finish()),
+            Arc::new(self.res_attrs.finish()),
+            Arc::new(self.attrs.finish()),
+            Arc::new(self.scope_name.finish()),
+            Arc::new(self.scope_version.finish()),
+            Arc::new(self.events.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.http_method.finish()),
+            Arc::new(self.http_route.finish()),
+            Arc::new(self.http_status.finish()),
+            Arc::new(self.db_system.finish()),
+            Arc::new(self.rpc_service.finish()),
+            Arc::new(self.rpc_method.finish()),
+            Arc::new(self.k8s_ns.finish()),
+            Arc::new(self.k8s_pod.finish()),
+            Arc::new(self.host.finish()),
+            Arc::new(self.policy.finish()),
+            Arc::new(self.adjusted.finish()),
+        ];
+        Ok(RecordBatch::try_new(span_schema(), columns)?)
+    }
 }
 
 pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
@@ -113,189 +496,11 @@ pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
 
 /// Builds one record batch (rows already sorted).
 fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
-    let n = rows.len();
-    let mut trace_id = BinaryBuilder::with_capacity(n, 16 * n);
-    let mut span_id = BinaryBuilder::with_capacity(n, 8 * n);
-    let mut parent = BinaryBuilder::with_capacity(n, 8 * n);
-    let mut trace_state = StringBuilder::new();
-    let mut service = StringBuilder::new();
-    let mut name = StringBuilder::new();
-    let mut kind = StringBuilder::new();
-    let mut start = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut end = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut start_ns = Int64Builder::with_capacity(n);
-    let mut end_ns = Int64Builder::with_capacity(n);
-    let mut duration = Int64Builder::with_capacity(n);
-    let mut status = StringBuilder::new();
-    let mut status_msg = StringBuilder::new();
-    let mut res_attrs = map_builder();
-    let mut attrs = map_builder();
-    let mut scope_name = StringBuilder::new();
-    let mut scope_version = StringBuilder::new();
-    let mut events = list_builder(
-        event_fields(),
-        vec![
-            Box::new(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-                as Box<dyn ArrayBuilder>,
-            Box::new(Int64Builder::new()),
-            Box::new(StringBuilder::new()),
-            Box::new(map_builder()),
-        ],
-    );
-    let mut links = list_builder(
-        link_fields(),
-        vec![
-            Box::new(BinaryBuilder::new()) as Box<dyn ArrayBuilder>,
-            Box::new(BinaryBuilder::new()),
-            Box::new(StringBuilder::new()),
-            Box::new(map_builder()),
-        ],
-    );
-    let mut http_method = StringBuilder::new();
-    let mut http_route = StringBuilder::new();
-    let mut http_status = Int32Builder::with_capacity(n);
-    let mut db_system = StringBuilder::new();
-    let mut rpc_service = StringBuilder::new();
-    let mut rpc_method = StringBuilder::new();
-    let mut k8s_ns = StringBuilder::new();
-    let mut k8s_pod = StringBuilder::new();
-    let mut host = StringBuilder::new();
-    let mut policy = StringBuilder::new();
-    let mut adjusted = Float64Builder::with_capacity(n);
-
+    let mut c = Columns::new(rows.len());
     for r in rows {
-        let s = &r.span;
-        trace_id.append_value(r.kept.trace_id.0);
-        span_id.append_value(fixed::<8>(&s.span_id).unwrap_or_default());
-        match fixed::<8>(&s.parent_span_id) {
-            Some(p) if p != [0; 8] => parent.append_value(p),
-            _ => parent.append_null(),
-        }
-        trace_state.append_value(&s.trace_state);
-        service.append_value(&r.res.service_name);
-        name.append_value(&s.name);
-        kind.append_value(SpanKind::from_i32(s.kind).as_str());
-        let st = i64::try_from(s.start_time_unix_nano).unwrap_or(i64::MAX);
-        let en = i64::try_from(s.end_time_unix_nano).unwrap_or(i64::MAX);
-        start.append_value(micros(st));
-        end.append_value(micros(en));
-        start_ns.append_value(st);
-        end_ns.append_value(en);
-        duration.append_value(en.saturating_sub(st).max(0));
-        let (code, msg) = s
-            .status
-            .as_ref()
-            .map(|x| (StatusCode::from_i32(x.code), x.message.as_str()))
-            .unwrap_or((StatusCode::Unset, ""));
-        status.append_value(code.as_str());
-        status_msg.append_value(msg);
-        append_map(&mut res_attrs, &r.res.attrs)?;
-        append_map(&mut attrs, &s.attributes)?;
-        scope_name.append_value(&r.res.scope_name);
-        scope_version.append_value(&r.res.scope_version);
-
-        let eb = events.values();
-        for ev in &s.events {
-            let t = i64::try_from(ev.time_unix_nano).unwrap_or(i64::MAX);
-            eb.field_builder::<TimestampMicrosecondBuilder>(0)
-                .ok_or_else(|| ArchiveError::Url("events builder".into()))?
-                .append_value(micros(t));
-            eb.field_builder::<Int64Builder>(1)
-                .ok_or_else(|| ArchiveError::Url("events builder".into()))?
-                .append_value(t);
-            eb.field_builder::<StringBuilder>(2)
-                .ok_or_else(|| ArchiveError::Url("events builder".into()))?
-                .append_value(&ev.name);
-            let mb = eb
-                .field_builder::<MapBuilder<StringBuilder, StringBuilder>>(3)
-                .ok_or_else(|| ArchiveError::Url("events builder".into()))?;
-            append_map(mb, &ev.attributes)?;
-            eb.append(true);
-        }
-        events.append(true);
-        let lb = links.values();
-        for l in &s.links {
-            let t = lb
-                .field_builder::<BinaryBuilder>(0)
-                .ok_or_else(|| ArchiveError::Url("links builder".into()))?;
-            match fixed::<16>(&l.trace_id) {
-                Some(v) => t.append_value(v),
-                None => t.append_null(),
-            }
-            let sp = lb
-                .field_builder::<BinaryBuilder>(1)
-                .ok_or_else(|| ArchiveError::Url("links builder".into()))?;
-            match fixed::<8>(&l.span_id) {
-                Some(v) => sp.append_value(v),
-                None => sp.append_null(),
-            }
-            lb.field_builder::<StringBuilder>(2)
-                .ok_or_else(|| ArchiveError::Url("links builder".into()))?
-                .append_value(&l.trace_state);
-            let mb = lb
-                .field_builder::<MapBuilder<StringBuilder, StringBuilder>>(3)
-                .ok_or_else(|| ArchiveError::Url("links builder".into()))?;
-            append_map(mb, &l.attributes)?;
-            lb.append(true);
-        }
-        links.append(true);
-
-        let a = &s.attributes;
-        let ra = &r.res.attrs;
-        let both = |keys: &[&str]| find_str(a, keys).or_else(|| find_str(ra, keys));
-        http_method.append_option(find_str(a, &["http.request.method", "http.method"]));
-        http_route.append_option(find_str(a, &["http.route"]));
-        http_status.append_option(find_int(
-            a,
-            &["http.response.status_code", "http.status_code"],
-        ));
-        db_system.append_option(find_str(a, &["db.system.name", "db.system"]));
-        rpc_service.append_option(find_str(a, &["rpc.service"]));
-        rpc_method.append_option(find_str(a, &["rpc.method"]));
-        k8s_ns.append_option(both(&["k8s.namespace.name"]));
-        k8s_pod.append_option(both(&["k8s.pod.name"]));
-        host.append_option(both(&["host.name"]));
-        policy.append_value(&*r.kept.policy);
-        // The span's effective threshold, as the pipeline wrote it into its tracestate
-        // (`otlp::mark_span`); none when the probability is unknown (after a rate limiter).
-        let (_, th) = otlp::parse_ot_tracestate(&s.trace_state);
-        adjusted.append_option(th.map(adjusted_count));
+        c.append(r)?;
     }
-
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(trace_id.finish()),
-        Arc::new(span_id.finish()),
-        Arc::new(parent.finish()),
-        Arc::new(trace_state.finish()),
-        Arc::new(service.finish()),
-        Arc::new(name.finish()),
-        Arc::new(kind.finish()),
-        Arc::new(start.finish()),
-        Arc::new(end.finish()),
-        Arc::new(start_ns.finish()),
-        Arc::new(end_ns.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(status.finish()),
-        Arc::new(status_msg.finish()),
-        Arc::new(res_attrs.finish()),
-        Arc::new(attrs.finish()),
-        Arc::new(scope_name.finish()),
-        Arc::new(scope_version.finish()),
-        Arc::new(events.finish()),
-        Arc::new(links.finish()),
-        Arc::new(http_method.finish()),
-        Arc::new(http_route.finish()),
-        Arc::new(http_status.finish()),
-        Arc::new(db_system.finish()),
-        Arc::new(rpc_service.finish()),
-        Arc::new(rpc_method.finish()),
-        Arc::new(k8s_ns.finish()),
-        Arc::new(k8s_pod.finish()),
-        Arc::new(host.finish()),
-        Arc::new(policy.finish()),
-        Arc::new(adjusted.finish()),
-    ];
-    Ok(RecordBatch::try_new(span_schema(), columns)?)
+    c.finish()
 }
 
 /// One encoded Parquet file of a segment.
@@ -323,8 +528,8 @@ pub(crate) fn content_hash<'a>(keys: impl Iterator<Item = (&'a TraceId, &'a [u8]
     })
 }
 
-/// Fully decodes kept spans and encodes them as Parquet, one file per hour partition, rows sorted
-/// by (trace id, start time). CPU-bound: run it on a blocking thread.
+/// Encodes kept spans as Parquet, one file per hour partition, rows sorted by (trace id, start
+/// time, span id). CPU-bound: run it on a blocking thread.
 ///
 /// Strict: a span that does not decode fails the segment. The hot sink uses
 /// [`encode_segment_skipping`].
@@ -381,28 +586,30 @@ pub fn encode_segment_skipping(
     max_row_group_rows: usize,
     rejected: &mut Vec<Rejected>,
 ) -> Result<Vec<EncodedFile>, ArchiveError> {
-    let mut resources: HashMap<*const ScopeCtx, Option<Arc<ResourceInfo>>> = HashMap::new();
+    // Resources by context (most spans share theirs with siblings), then by content (the same
+    // service sends the same resource in every record).
+    let mut by_ctx: HashMap<*const ScopeCtx, Option<Arc<ResourceInfo>>> = HashMap::new();
+    let mut by_content: HashMap<(Bytes, Bytes), Option<Arc<ResourceInfo>>> = HashMap::new();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(spans.len());
     for k in spans {
-        let key = Arc::as_ptr(&k.span.ctx);
-        let res = resources.entry(key).or_insert_with(|| {
-            let resource = otlp::decode_resource(&k.span.ctx).ok()?;
-            let scope = otlp::decode_scope(&k.span.ctx).ok()?;
-            Some(Arc::new(ResourceInfo {
-                service_name: find_str(&resource.attributes, &["service.name"]).unwrap_or_default(),
-                attrs: resource.attributes,
-                scope_name: scope.name,
-                scope_version: scope.version,
-            }))
-        });
-        let Some(res) = res.clone() else {
+        let ctx = &k.span.ctx;
+        let res = by_ctx
+            .entry(Arc::as_ptr(ctx))
+            .or_insert_with(|| {
+                by_content
+                    .entry((ctx.resource_field.clone(), ctx.scope_field.clone()))
+                    .or_insert_with(|| ResourceInfo::of(ctx).map(Arc::new))
+                    .clone()
+            })
+            .clone();
+        let Some(res) = res else {
             rejected.push(Rejected {
                 trace_id: k.trace_id,
                 reason: "its resource or scope does not decode".into(),
             });
             continue;
         };
-        match otlp::decode_span(&k.span) {
+        match SpanFields::read(&k.span.bytes).and_then(|span| check(&span).map(|()| span)) {
             Ok(span) => rows.push(Row { kept: k, span, res }),
             Err(e) => rejected.push(Rejected {
                 trace_id: k.trace_id,
@@ -411,33 +618,22 @@ pub fn encode_segment_skipping(
         }
     }
     rows.sort_by(|a, b| {
-        (
-            a.kept.trace_id,
-            a.span.start_time_unix_nano,
-            &a.span.span_id,
-        )
-            .cmp(&(
-                b.kept.trace_id,
-                b.span.start_time_unix_nano,
-                &b.span.span_id,
-            ))
+        (a.kept.trace_id, a.span.start_ns, a.span.span_id).cmp(&(
+            b.kept.trace_id,
+            b.span.start_ns,
+            b.span.span_id,
+        ))
     });
     let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<Row<'_>>> = Default::default();
     for r in rows {
         by_hour
-            .entry(filing_hour(
-                r.span.start_time_unix_nano,
-                r.kept.span.ctx.arrival_ms,
-            ))
+            .entry(filing_hour(r.span.start_ns, r.kept.span.ctx.arrival_ms))
             .or_default()
             .push(r);
     }
     let mut out = Vec::with_capacity(by_hour.len());
     for (hour, rows) in by_hour {
-        let content = content_hash(
-            rows.iter()
-                .map(|r| (&r.kept.trace_id, r.span.span_id.as_slice())),
-        );
+        let content = content_hash(rows.iter().map(|r| (&r.kept.trace_id, r.span.span_id)));
         let traces = 1 + rows
             .windows(2)
             .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)

@@ -1,0 +1,421 @@
+//! A span's fields read straight from its bytes, borrowed, for the Parquet encoder: no message
+//! is built, no string copied. It gives what a full `prost` decode gives (the row of a span is
+//! the same either way: `tests/encoder_golden.rs`):
+//!
+//! - a singular field that appears twice takes its last value, and `status` occurrences merge,
+//!   field by field, as protobuf merging does;
+//! - repeated fields (attributes, events, links) are read in wire order by walking the span
+//!   again, so nothing is collected per span;
+//! - an attribute value is a scalar read in place, or — for arrays, key-value lists, bytes and
+//!   the odd value sent twice — the `KeyValue` bytes, which [`Value::render`] hands to `prost`:
+//!   rare, and exact by construction;
+//! - a known field with another wire type, or a string that is not UTF-8, is an error, as in
+//!   `prost` (the strict scan on the way in already refused both, so this is defensive).
+
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use super::{DecodeError, Reader, Wire, WT_I32, WT_I64, WT_LEN, WT_VARINT};
+
+fn wire_type(w: &Wire) -> u8 {
+    match w {
+        Wire::Varint(_) => WT_VARINT,
+        Wire::I64(_) => WT_I64,
+        Wire::I32(_) => WT_I32,
+        Wire::Len(_) => WT_LEN,
+    }
+}
+
+fn mismatch(message: &'static str, field: u32, expected: u8) -> DecodeError {
+    DecodeError::WireType {
+        message,
+        field,
+        expected,
+    }
+}
+
+fn len(message: &'static str, n: u32, w: Wire) -> Result<Range<usize>, DecodeError> {
+    match w {
+        Wire::Len(r) => Ok(r),
+        _ => Err(mismatch(message, n, WT_LEN)),
+    }
+}
+
+fn fixed64(message: &'static str, n: u32, w: Wire) -> Result<u64, DecodeError> {
+    match w {
+        Wire::I64(v) => Ok(v),
+        _ => Err(mismatch(message, n, WT_I64)),
+    }
+}
+
+fn varint(message: &'static str, n: u32, w: Wire) -> Result<u64, DecodeError> {
+    match w {
+        Wire::Varint(v) => Ok(v),
+        _ => Err(mismatch(message, n, WT_VARINT)),
+    }
+}
+
+fn fixed32(message: &'static str, n: u32, w: &Wire) -> Result<(), DecodeError> {
+    match w {
+        Wire::I32(_) => Ok(()),
+        _ => Err(mismatch(message, n, WT_I32)),
+    }
+}
+
+fn text<'a>(buf: &'a [u8], r: Range<usize>, field: &'static str) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(&buf[r]).map_err(|_| DecodeError::Utf8 { field })
+}
+
+/// The singular fields of a `Span`, borrowed from its bytes.
+#[derive(Debug, Clone)]
+pub struct SpanFields<'a> {
+    buf: &'a [u8],
+    /// `span_id` as sent (any length).
+    pub span_id: &'a [u8],
+    /// `parent_span_id` as sent (empty for a root).
+    pub parent_span_id: &'a [u8],
+    /// W3C tracestate.
+    pub trace_state: &'a str,
+    /// Span name.
+    pub name: &'a str,
+    /// `kind` as its enum number.
+    pub kind: i32,
+    /// Start, Unix ns.
+    pub start_ns: u64,
+    /// End, Unix ns.
+    pub end_ns: u64,
+    /// `status.code` as its enum number (0 = unset, also when there is no status).
+    pub status_code: i32,
+    /// `status.message`.
+    pub status_message: &'a str,
+}
+
+impl<'a> SpanFields<'a> {
+    /// Reads a `Span` message body.
+    pub fn read(buf: &'a [u8]) -> Result<SpanFields<'a>, DecodeError> {
+        const M: &str = "Span";
+        let mut f = SpanFields {
+            buf,
+            span_id: &[],
+            parent_span_id: &[],
+            trace_state: "",
+            name: "",
+            kind: 0,
+            start_ns: 0,
+            end_ns: 0,
+            status_code: 0,
+            status_message: "",
+        };
+        let mut rd = Reader::new(buf, 0..buf.len());
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                1 => {
+                    len(M, n, w)?;
+                }
+                2 => f.span_id = &buf[len(M, n, w)?],
+                3 => f.trace_state = text(buf, len(M, n, w)?, "Span.trace_state")?,
+                4 => f.parent_span_id = &buf[len(M, n, w)?],
+                5 => f.name = text(buf, len(M, n, w)?, "Span.name")?,
+                6 => f.kind = varint(M, n, w)? as i32,
+                7 => f.start_ns = fixed64(M, n, w)?,
+                8 => f.end_ns = fixed64(M, n, w)?,
+                9 | 11 | 13 => {
+                    len(M, n, w)?;
+                }
+                10 | 12 | 14 => {
+                    varint(M, n, w)?;
+                }
+                15 => f.read_status(len(M, n, w)?)?,
+                16 => fixed32(M, n, &w)?,
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+
+    /// Merges one `status` occurrence: the fields it carries replace earlier ones.
+    fn read_status(&mut self, r: Range<usize>) -> Result<(), DecodeError> {
+        const M: &str = "Status";
+        let mut rd = Reader::new(self.buf, r);
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                2 => self.status_message = text(self.buf, len(M, n, w)?, "Status.message")?,
+                3 => self.status_code = varint(M, n, w)? as i32,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The span's attributes, in wire order.
+    pub fn attributes(&self) -> Repeated<'a> {
+        Repeated::new(self.buf, 0..self.buf.len(), 9, "Span")
+    }
+
+    /// The span's events, in wire order.
+    pub fn events(&self) -> impl Iterator<Item = Result<EventFields<'a>, DecodeError>> + 'a {
+        let buf = self.buf;
+        Repeated::new(buf, 0..buf.len(), 11, "Span")
+            .ranges()
+            .map(move |r| EventFields::read(buf, r?))
+    }
+
+    /// The span's links, in wire order.
+    pub fn links(&self) -> impl Iterator<Item = Result<LinkFields<'a>, DecodeError>> + 'a {
+        let buf = self.buf;
+        Repeated::new(buf, 0..buf.len(), 13, "Span")
+            .ranges()
+            .map(move |r| LinkFields::read(buf, r?))
+    }
+}
+
+/// The occurrences of one repeated `KeyValue` (or message) field of a message.
+pub struct Repeated<'a> {
+    rd: Reader<'a>,
+    field: u32,
+    message: &'static str,
+}
+
+impl<'a> Repeated<'a> {
+    fn new(buf: &'a [u8], r: Range<usize>, field: u32, message: &'static str) -> Repeated<'a> {
+        Repeated {
+            rd: Reader::new(buf, r),
+            field,
+            message,
+        }
+    }
+
+    fn ranges(self) -> impl Iterator<Item = Result<Range<usize>, DecodeError>> + 'a {
+        let Repeated {
+            mut rd,
+            field,
+            message,
+        } = self;
+        std::iter::from_fn(move || loop {
+            match rd.field() {
+                Err(e) => return Some(Err(e)),
+                Ok(None) => return None,
+                Ok(Some((n, _, w))) if n == field => return Some(len(message, n, w)),
+                Ok(Some(_)) => {}
+            }
+        })
+    }
+}
+
+impl<'a> Iterator for Repeated<'a> {
+    type Item = Result<Kv<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.rd.field() {
+                Err(e) => return Some(Err(e)),
+                Ok(None) => return None,
+                Ok(Some((n, _, w))) if n == self.field => {
+                    let buf = self.rd.buf;
+                    return Some(len(self.message, n, w).and_then(|r| Kv::read(buf, r)));
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+}
+
+/// One `KeyValue`.
+#[derive(Debug, Clone, Copy)]
+pub struct Kv<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// The value; `None` when the `value` field is absent.
+    pub value: Option<Value<'a>>,
+}
+
+impl<'a> Kv<'a> {
+    fn read(buf: &'a [u8], r: Range<usize>) -> Result<Kv<'a>, DecodeError> {
+        const M: &str = "KeyValue";
+        let whole = &buf[r.clone()];
+        let mut key = "";
+        let mut value: Option<Value<'a>> = None;
+        let mut rd = Reader::new(buf, r);
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                1 => key = text(buf, len(M, n, w)?, "KeyValue.key")?,
+                2 => {
+                    let body = len(M, n, w)?;
+                    value = Some(match value {
+                        // A second `value` merges into the first: let prost do it.
+                        Some(_) => Value::Complex(whole),
+                        None => Value::read(buf, body, whole)?,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(Kv { key, value })
+    }
+}
+
+/// An attribute value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// An `AnyValue` with nothing set.
+    Empty,
+    /// string_value.
+    Str(&'a str),
+    /// bool_value.
+    Bool(bool),
+    /// int_value.
+    Int(i64),
+    /// double_value.
+    Double(f64),
+    /// An array, key-value list or bytes (or an unusual encoding): the whole `KeyValue`.
+    Complex(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    /// Reads an `AnyValue` body (`kv`: the enclosing `KeyValue`, for complex values).
+    fn read(buf: &'a [u8], r: Range<usize>, kv: &'a [u8]) -> Result<Value<'a>, DecodeError> {
+        const M: &str = "AnyValue";
+        let mut out = Value::Empty;
+        let mut rd = Reader::new(buf, r);
+        while let Some((n, _, w)) = rd.field()? {
+            out = match n {
+                1 => Value::Str(text(buf, len(M, n, w)?, "AnyValue.string_value")?),
+                2 => Value::Bool(varint(M, n, w)? != 0),
+                3 => Value::Int(varint(M, n, w)? as i64),
+                4 => Value::Double(f64::from_bits(fixed64(M, n, w)?)),
+                5..=7 => {
+                    if wire_type(&w) != WT_LEN {
+                        return Err(mismatch(M, n, WT_LEN));
+                    }
+                    Value::Complex(kv)
+                }
+                _ => continue,
+            };
+        }
+        Ok(out)
+    }
+
+    /// The value as an OTLP/JSON scalar ([`super::render_value`]'s text), into `out`.
+    pub fn render(&self, out: &mut String) -> Result<(), DecodeError> {
+        out.clear();
+        match *self {
+            Value::Empty => {}
+            Value::Str(s) => out.push_str(s),
+            Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Double(d) => match serde_json::Number::from_f64(d) {
+                Some(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                None => {
+                    let _ = write!(out, "\"{d}\"");
+                }
+            },
+            Value::Complex(kv) => {
+                use prost::Message;
+                let kv =
+                    opentelemetry_proto::tonic::common::v1::KeyValue::decode(kv).map_err(|_| {
+                        DecodeError::Wire {
+                            at: 0,
+                            what: "attribute value does not decode",
+                        }
+                    })?;
+                out.push_str(&super::render_value(kv.value.as_ref()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fields of one `Span.Event`.
+#[derive(Debug)]
+pub struct EventFields<'a> {
+    buf: &'a [u8],
+    r: Range<usize>,
+    /// Time, Unix ns.
+    pub time_ns: u64,
+    /// Event name.
+    pub name: &'a str,
+}
+
+impl<'a> EventFields<'a> {
+    fn read(buf: &'a [u8], r: Range<usize>) -> Result<EventFields<'a>, DecodeError> {
+        const M: &str = "Event";
+        let mut e = EventFields {
+            buf,
+            r: r.clone(),
+            time_ns: 0,
+            name: "",
+        };
+        let mut rd = Reader::new(buf, r);
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                1 => e.time_ns = fixed64(M, n, w)?,
+                2 => e.name = text(buf, len(M, n, w)?, "Event.name")?,
+                3 => {
+                    len(M, n, w)?;
+                }
+                4 => {
+                    varint(M, n, w)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(e)
+    }
+
+    /// The event's attributes.
+    pub fn attributes(&self) -> Repeated<'a> {
+        Repeated::new(self.buf, self.r.clone(), 3, "Event")
+    }
+}
+
+/// The fields of one `Span.Link`.
+#[derive(Debug)]
+pub struct LinkFields<'a> {
+    buf: &'a [u8],
+    r: Range<usize>,
+    /// Linked trace id as sent.
+    pub trace_id: &'a [u8],
+    /// Linked span id as sent.
+    pub span_id: &'a [u8],
+    /// Its tracestate.
+    pub trace_state: &'a str,
+}
+
+impl<'a> LinkFields<'a> {
+    fn read(buf: &'a [u8], r: Range<usize>) -> Result<LinkFields<'a>, DecodeError> {
+        const M: &str = "Link";
+        let mut l = LinkFields {
+            buf,
+            r: r.clone(),
+            trace_id: &[],
+            span_id: &[],
+            trace_state: "",
+        };
+        let mut rd = Reader::new(buf, r);
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                1 => l.trace_id = &buf[len(M, n, w)?],
+                2 => l.span_id = &buf[len(M, n, w)?],
+                3 => l.trace_state = text(buf, len(M, n, w)?, "Link.trace_state")?,
+                4 => {
+                    len(M, n, w)?;
+                }
+                5 => {
+                    varint(M, n, w)?;
+                }
+                6 => fixed32(M, n, &w)?,
+                _ => {}
+            }
+        }
+        Ok(l)
+    }
+
+    /// The link's attributes.
+    pub fn attributes(&self) -> Repeated<'a> {
+        Repeated::new(self.buf, self.r.clone(), 4, "Link")
+    }
+}
