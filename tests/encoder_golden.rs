@@ -688,7 +688,7 @@ mod props {
                             dropped_attributes_count: 0,
                         })
                         .collect();
-                    sp.status = (code >= 0).then(|| Status { code, message: msg });
+                    sp.status = (code >= 0).then_some(Status { code, message: msg });
                     sp.parent_span_id = parent.unwrap_or_default();
                     sp
                 },

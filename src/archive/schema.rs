@@ -198,6 +198,27 @@ pub fn writer_properties(max_row_group_rows: usize, trace_ids: u64) -> WriterPro
         // Small pages: a lookup reads few rows, and a merge holds one page per column per input.
         .set_data_page_size_limit(128 << 10)
         .set_data_page_row_count_limit(4096);
+    // Statistics of map and list leaves prune nothing (no engine filters row groups by an
+    // attribute's min / max) and cost a comparison per value.
+    for c in [
+        "resource_attributes.key_value.key",
+        "resource_attributes.key_value.value",
+        "attributes.key_value.key",
+        "attributes.key_value.value",
+        "events.list.element.time",
+        "events.list.element.time_unix_nano",
+        "events.list.element.name",
+        "events.list.element.attributes.key_value.key",
+        "events.list.element.attributes.key_value.value",
+        "links.list.element.trace_id",
+        "links.list.element.span_id",
+        "links.list.element.trace_state",
+        "links.list.element.attributes.key_value.key",
+        "links.list.element.attributes.key_value.value",
+    ] {
+        let path = ColumnPath::new(c.split('.').map(String::from).collect());
+        b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
     // Columns with a distinct value per row: a dictionary only costs a fallback.
     for c in ["trace_id", "span_id", "parent_span_id"] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);

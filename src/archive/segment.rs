@@ -125,6 +125,10 @@ const K8S_POD: &[usize] = &[10];
 const HOST_NAME: &[usize] = &[11];
 
 fn slot(key: &str) -> Option<usize> {
+    // Most keys are none of these: the first byte rules them out without a comparison.
+    if !matches!(key.as_bytes().first(), Some(b'h' | b'd' | b'r' | b'k')) {
+        return None;
+    }
     Some(match key {
         "http.request.method" => 0,
         "http.method" => 1,
@@ -176,28 +180,6 @@ struct Row<'a> {
 
 fn rejected(e: otlp::DecodeError) -> ArchiveError {
     ArchiveError::Rejected(e.to_string())
-}
-
-/// Walks everything of a span the row reads, so that a span that cannot be written is found
-/// (and left out) before any of it is appended.
-fn check(span: &SpanFields<'_>) -> Result<(), otlp::DecodeError> {
-    let mut scratch = String::new();
-    let kvs = |r: Repeated<'_>, scratch: &mut String| -> Result<(), otlp::DecodeError> {
-        for kv in r {
-            if let Some(v @ Value::Complex(_)) = kv?.value {
-                v.render(scratch)?;
-            }
-        }
-        Ok(())
-    };
-    kvs(span.attributes(), &mut scratch)?;
-    for e in span.events() {
-        kvs(e?.attributes(), &mut scratch)?;
-    }
-    for l in span.links() {
-        kvs(l?.attributes(), &mut scratch)?;
-    }
-    Ok(())
 }
 
 /// The Arrow builders of one record batch.
@@ -277,26 +259,47 @@ fn append_kvs(
 }
 
 impl Columns {
-    fn new(n: usize) -> Columns {
+    /// Builders sized for `rows` from their wire bytes, so that appending does not keep
+    /// reallocating and copying.
+    fn new(rows: &[Row<'_>]) -> Columns {
+        let n = rows.len();
+        let span_bytes: usize = rows.iter().map(|r| r.kept.span.bytes.len()).sum();
+        let res_bytes: usize = rows
+            .iter()
+            .map(|r| r.kept.span.ctx.resource_field.len())
+            .sum();
+        let strings = |per_row: usize| StringBuilder::with_capacity(n, n * per_row);
+        let map = |entries: usize, bytes: usize| {
+            MapBuilder::with_capacity(
+                Some(MapFieldNames {
+                    entry: MAP_ENTRIES.into(),
+                    key: "key".into(),
+                    value: "value".into(),
+                }),
+                StringBuilder::with_capacity(entries, bytes / 2),
+                StringBuilder::with_capacity(entries, bytes / 2),
+                n,
+            )
+        };
         Columns {
             trace_id: BinaryBuilder::with_capacity(n, 16 * n),
             span_id: BinaryBuilder::with_capacity(n, 8 * n),
             parent: BinaryBuilder::with_capacity(n, 8 * n),
-            trace_state: StringBuilder::new(),
-            service: StringBuilder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
+            trace_state: strings(24),
+            service: strings(16),
+            name: strings(24),
+            kind: strings(8),
             start: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             end: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             start_ns: Int64Builder::with_capacity(n),
             end_ns: Int64Builder::with_capacity(n),
             duration: Int64Builder::with_capacity(n),
-            status: StringBuilder::new(),
-            status_msg: StringBuilder::new(),
-            res_attrs: map_builder(),
-            attrs: map_builder(),
-            scope_name: StringBuilder::new(),
-            scope_version: StringBuilder::new(),
+            status: strings(5),
+            status_msg: strings(4),
+            res_attrs: map(n * 12, res_bytes),
+            attrs: map(n * 8, span_bytes / 2),
+            scope_name: strings(16),
+            scope_version: strings(8),
             events: list_builder(
                 event_fields(),
                 vec![
@@ -316,8 +319,8 @@ impl Columns {
                     Box::new(map_builder()),
                 ],
             ),
-            http_method: StringBuilder::new(),
-            http_route: StringBuilder::new(),
+            http_method: strings(6),
+            http_route: strings(16),
             http_status: Int32Builder::with_capacity(n),
             db_system: StringBuilder::new(),
             rpc_service: StringBuilder::new(),
@@ -325,7 +328,7 @@ impl Columns {
             k8s_ns: StringBuilder::new(),
             k8s_pod: StringBuilder::new(),
             host: StringBuilder::new(),
-            policy: StringBuilder::new(),
+            policy: strings(12),
             adjusted: Float64Builder::with_capacity(n),
             scratch: String::new(),
         }
@@ -494,13 +497,51 @@ pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
-/// Builds one record batch (rows already sorted).
-fn build_batch(rows: &[Row<'_>]) -> Result<RecordBatch, ArchiveError> {
-    let mut c = Columns::new(rows.len());
-    for r in rows {
-        c.append(r)?;
+/// Builds one record batch (rows already sorted); on a row that cannot be read, its index.
+fn build_batch(
+    rows: &[Row<'_>],
+) -> Result<Result<RecordBatch, (usize, ArchiveError)>, ArchiveError> {
+    let mut c = Columns::new(rows);
+    for (i, r) in rows.iter().enumerate() {
+        if let Err(e) = c.append(r) {
+            return Ok(Err((i, e)));
+        }
     }
-    c.finish()
+    c.finish().map(Ok)
+}
+
+/// One hour's file, written in record batches of bounded decoded size (so no column reaches
+/// Arrow's offset limits); on a row that cannot be read, its index.
+fn write_file(
+    rows: &[Row<'_>],
+    max_row_group_rows: usize,
+) -> Result<Result<Vec<u8>, (usize, ArchiveError)>, ArchiveError> {
+    let traces = 1 + rows
+        .windows(2)
+        .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)
+        .count() as u64;
+    let props = writer_properties(max_row_group_rows, traces.min(max_row_group_rows as u64));
+    let mut buf = Vec::with_capacity(64 << 10);
+    let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props))?;
+    let mut from = 0;
+    let mut size = 0usize;
+    for i in 0..=rows.len() {
+        let row_bytes = rows.get(i).map_or(0, |r| {
+            let ctx = &r.kept.span.ctx;
+            r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len()
+        });
+        if i == rows.len() || (i > from && size + row_bytes > BATCH_BYTES) {
+            match build_batch(&rows[from..i])? {
+                Ok(batch) => w.write(&batch)?,
+                Err((j, e)) => return Ok(Err((from + j, e))),
+            }
+            from = i;
+            size = 0;
+        }
+        size += row_bytes;
+    }
+    w.close()?;
+    Ok(Ok(buf))
 }
 
 /// One encoded Parquet file of a segment.
@@ -609,7 +650,7 @@ pub fn encode_segment_skipping(
             });
             continue;
         };
-        match SpanFields::read(&k.span.bytes).and_then(|span| check(&span).map(|()| span)) {
+        match SpanFields::read(&k.span.bytes) {
             Ok(span) => rows.push(Row { kept: k, span, res }),
             Err(e) => rejected.push(Rejected {
                 trace_id: k.trace_id,
@@ -632,35 +673,29 @@ pub fn encode_segment_skipping(
             .push(r);
     }
     let mut out = Vec::with_capacity(by_hour.len());
-    for (hour, rows) in by_hour {
-        let content = content_hash(rows.iter().map(|r| (&r.kept.trace_id, r.span.span_id)));
-        let traces = 1 + rows
-            .windows(2)
-            .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)
-            .count() as u64;
-        let props = writer_properties(max_row_group_rows, traces.min(max_row_group_rows as u64));
-        let mut buf = Vec::with_capacity(64 << 10);
-        let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props.clone()))?;
-        let mut from = 0;
-        let mut size = 0usize;
-        for (i, r) in rows.iter().enumerate() {
-            let ctx = &r.kept.span.ctx;
-            let row_bytes =
-                r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len();
-            if i > from && size + row_bytes > BATCH_BYTES {
-                w.write(&build_batch(&rows[from..i])?)?;
-                from = i;
-                size = 0;
+    for (hour, mut rows) in by_hour {
+        // A span the row builder cannot read (the strict scan on the way in makes this
+        // impossible for pipeline input) is left out and the hour's file built again.
+        let buf = loop {
+            match write_file(&rows, max_row_group_rows)? {
+                Ok(buf) => break buf,
+                Err((i, e)) => {
+                    let r = rows.remove(i);
+                    rejected.push(Rejected {
+                        trace_id: r.kept.trace_id,
+                        reason: e.to_string(),
+                    });
+                }
             }
-            size += row_bytes;
+        };
+        if rows.is_empty() {
+            continue;
         }
-        w.write(&build_batch(&rows[from..])?)?;
-        w.close()?;
         out.push(EncodedFile {
             hour,
             bytes: Bytes::from(buf),
             rows: rows.len(),
-            content,
+            content: content_hash(rows.iter().map(|r| (&r.kept.trace_id, r.span.span_id))),
         });
     }
     Ok(out)

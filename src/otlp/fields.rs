@@ -88,6 +88,9 @@ pub struct SpanFields<'a> {
     pub status_code: i32,
     /// `status.message`.
     pub status_message: &'a str,
+    /// Whether any event / link occurs (else their walks are skipped).
+    has_events: bool,
+    has_links: bool,
 }
 
 impl<'a> SpanFields<'a> {
@@ -105,6 +108,8 @@ impl<'a> SpanFields<'a> {
             end_ns: 0,
             status_code: 0,
             status_message: "",
+            has_events: false,
+            has_links: false,
         };
         let mut rd = Reader::new(buf, 0..buf.len());
         while let Some((n, _, w)) = rd.field()? {
@@ -119,8 +124,16 @@ impl<'a> SpanFields<'a> {
                 6 => f.kind = varint(M, n, w)? as i32,
                 7 => f.start_ns = fixed64(M, n, w)?,
                 8 => f.end_ns = fixed64(M, n, w)?,
-                9 | 11 | 13 => {
+                9 => {
                     len(M, n, w)?;
+                }
+                11 => {
+                    len(M, n, w)?;
+                    f.has_events = true;
+                }
+                13 => {
+                    len(M, n, w)?;
+                    f.has_links = true;
                 }
                 10 | 12 | 14 => {
                     varint(M, n, w)?;
@@ -155,7 +168,8 @@ impl<'a> SpanFields<'a> {
     /// The span's events, in wire order.
     pub fn events(&self) -> impl Iterator<Item = Result<EventFields<'a>, DecodeError>> + 'a {
         let buf = self.buf;
-        Repeated::new(buf, 0..buf.len(), 11, "Span")
+        let all = if self.has_events { buf.len() } else { 0 };
+        Repeated::new(buf, 0..all, 11, "Span")
             .ranges()
             .map(move |r| EventFields::read(buf, r?))
     }
@@ -163,7 +177,8 @@ impl<'a> SpanFields<'a> {
     /// The span's links, in wire order.
     pub fn links(&self) -> impl Iterator<Item = Result<LinkFields<'a>, DecodeError>> + 'a {
         let buf = self.buf;
-        Repeated::new(buf, 0..buf.len(), 13, "Span")
+        let all = if self.has_links { buf.len() } else { 0 };
+        Repeated::new(buf, 0..all, 13, "Span")
             .ranges()
             .map(move |r| LinkFields::read(buf, r?))
     }
