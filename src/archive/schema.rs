@@ -219,9 +219,33 @@ pub fn writer_properties(max_row_group_rows: usize, trace_ids: u64) -> WriterPro
         let path = ColumnPath::new(c.split('.').map(String::from).collect());
         b = b.set_column_statistics_enabled(path, EnabledStatistics::None);
     }
-    // Columns with a distinct value per row: a dictionary only costs a fallback.
-    for c in ["trace_id", "span_id", "parent_span_id"] {
+    // Columns with a distinct value per row: a dictionary only costs a fallback (and in small hot
+    // segments the abandoned dictionary page is written too: 8 B per span on the time columns).
+    for c in [
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "start_time",
+        "end_time",
+        "start_time_unix_nano",
+        "end_time_unix_nano",
+        "duration_ns",
+    ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    // Attribute maps hold ten or more entries per span: at 128 KiB their pages hold a few
+    // hundred spans and compress worse (about 3 B per span); 1 MiB pages keep a lookup's decode
+    // to about one page of a few thousand spans, like the other columns.
+    for c in [
+        "resource_attributes.key_value.key",
+        "resource_attributes.key_value.value",
+        "attributes.key_value.key",
+        "attributes.key_value.value",
+    ] {
+        let path = ColumnPath::new(c.split('.').map(String::from).collect());
+        b = b
+            .set_column_data_page_size_limit(path.clone(), 1 << 20)
+            .set_column_data_page_row_count_limit(path, 1 << 20);
     }
     b.build()
 }
