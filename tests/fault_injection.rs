@@ -184,8 +184,19 @@ telemetry: {{listen: ""}}
     // decided but cannot be written: the committed offsets must not move past wave A.
     cluster.broker_down(3).unwrap();
     wave(&producer, 200, 200, &mut ends).await;
-    let until = Instant::now() + Duration::from_secs(4);
-    while Instant::now() < until {
+    // Watched for at least 4 s and until wave B has been read (a loaded machine reads it later;
+    // the deadline only bounds a hang).
+    let read = || {
+        running
+            .stats
+            .records
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let (at_least, deadline) = (
+        Instant::now() + Duration::from_secs(4),
+        Instant::now() + Duration::from_secs(60),
+    );
+    while Instant::now() < at_least || (read() < 400 && Instant::now() < deadline) {
         let b = brokers.clone();
         let c = tokio::task::spawn_blocking(move || committed(&b))
             .await
@@ -200,10 +211,7 @@ telemetry: {{listen: ""}}
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
-        running
-            .stats
-            .records
-            .load(std::sync::atomic::Ordering::Relaxed),
+        read(),
         400,
         "wave B was read (and is waiting for its writes)"
     );
