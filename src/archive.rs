@@ -34,8 +34,7 @@ pub mod store_url;
 pub mod tiering;
 pub mod upgrade;
 
-/// Version of the span schema; part of every object path.
-pub const SCHEMA_VERSION: &str = "v2";
+pub use self::catalog::SCHEMA_VERSION;
 
 /// Errors of the archive stage.
 #[derive(Debug, thiserror::Error)]

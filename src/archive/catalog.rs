@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Version of the span schema files are written with; part of every object path.
+pub const SCHEMA_VERSION: &str = "v2";
+
 /// One compacted file of a tier.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
@@ -85,4 +88,12 @@ pub fn hour_start_ms(path: &str) -> Option<i64> {
     }
     let start = date?.and_hms_opt(hour?, 0, 0)?;
     Some(start.and_utc().timestamp_millis())
+}
+
+/// The directory an hour's files compact into, from the directory of a file of any schema
+/// version: `spans/<any>/date=…/hour=…` → `spans/<current>/date=…/hour=…`.
+pub fn hour_dir(file_dir: &str) -> Option<String> {
+    let rest = file_dir.strip_prefix("spans/")?;
+    let (_, hour) = rest.split_once('/')?;
+    Some(format!("spans/{SCHEMA_VERSION}/{hour}"))
 }

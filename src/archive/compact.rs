@@ -160,7 +160,7 @@ async fn list_hot(hot: &Tier) -> Result<BTreeMap<String, Vec<(Path, u64)>>, Arch
         let Some(dir) = path
             .as_ref()
             .rsplit_once('/')
-            .and_then(|(d, _)| super::layout::hour_dir(d))
+            .and_then(|(d, _)| super::catalog::hour_dir(d))
         else {
             continue;
         };

@@ -58,11 +58,3 @@ pub fn hot_segment_path(
         hour.dir()
     ))
 }
-
-/// The directory an hour's files compact into, from the directory of a file of any schema
-/// version: `spans/<any>/date=…/hour=…` → `spans/<current>/date=…/hour=…`.
-pub fn hour_dir(file_dir: &str) -> Option<String> {
-    let rest = file_dir.strip_prefix("spans/")?;
-    let (_, hour) = rest.split_once('/')?;
-    Some(format!("spans/{SCHEMA_VERSION}/{hour}"))
-}

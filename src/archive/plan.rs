@@ -61,7 +61,7 @@ pub fn due_hours(
 /// Whether a file (of any schema version) belongs to the hour directory `dir`.
 fn in_hour(path: &str, dir: &str) -> bool {
     path.rsplit_once('/')
-        .and_then(|(d, _)| super::layout::hour_dir(d))
+        .and_then(|(d, _)| super::catalog::hour_dir(d))
         .is_some_and(|d| d == dir)
 }
 
