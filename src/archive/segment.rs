@@ -40,13 +40,21 @@ pub struct KeptSpan {
     pub threshold: u64,
 }
 
-pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
-    let names = MapFieldNames {
+/// The spec's names of a map's groups.
+fn map_field_names() -> MapFieldNames {
+    MapFieldNames {
         entry: MAP_ENTRIES.into(),
         key: "key".into(),
         value: "value".into(),
-    };
-    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+    }
+}
+
+pub(crate) fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+    MapBuilder::new(
+        Some(map_field_names()),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    )
 }
 
 /// Microseconds of a Unix-nanosecond time (truncated; v2's timestamp columns).
@@ -271,11 +279,7 @@ impl Columns {
         let strings = |per_row: usize| StringBuilder::with_capacity(n, n * per_row);
         let map = |entries: usize, bytes: usize| {
             MapBuilder::with_capacity(
-                Some(MapFieldNames {
-                    entry: MAP_ENTRIES.into(),
-                    key: "key".into(),
-                    value: "value".into(),
-                }),
+                Some(map_field_names()),
                 StringBuilder::with_capacity(entries, bytes / 2),
                 StringBuilder::with_capacity(entries, bytes / 2),
                 n,
