@@ -184,8 +184,10 @@ telemetry: {{listen: ""}}
     // decided but cannot be written: the committed offsets must not move past wave A.
     cluster.broker_down(3).unwrap();
     wave(&producer, 200, 200, &mut ends).await;
-    // Watched for at least 4 s and until wave B has been read (a loaded machine reads it later;
-    // the deadline only bounds a hang).
+    // Watched for at least 4 s and until wave B has been read or reading has stopped: the
+    // sampled sink's circuit opens once its writes keep failing, and an open required sink holds
+    // the partition, so on a slow machine part of wave B waits in the topic. The deadline only
+    // bounds a hang.
     let read = || {
         running
             .stats
@@ -196,7 +198,17 @@ telemetry: {{listen: ""}}
         Instant::now() + Duration::from_secs(4),
         Instant::now() + Duration::from_secs(60),
     );
-    while Instant::now() < at_least || (read() < 400 && Instant::now() < deadline) {
+    let (mut last, mut moved) = (read(), Instant::now());
+    loop {
+        let now = Instant::now();
+        let n = read();
+        if n != last {
+            (last, moved) = (n, now);
+        }
+        let stalled = n > 200 && now.duration_since(moved) >= Duration::from_secs(5);
+        if now >= at_least && (n >= 400 || stalled || now >= deadline) {
+            break;
+        }
         let b = brokers.clone();
         let c = tokio::task::spawn_blocking(move || committed(&b))
             .await
@@ -210,10 +222,10 @@ telemetry: {{listen: ""}}
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(
-        read(),
-        400,
-        "wave B was read (and is waiting for its writes)"
+    assert!(
+        read() > 200,
+        "no record of wave B was read while the writes were down ({} read)",
+        read()
     );
     cluster.broker_up(3).unwrap();
     wait_committed(&brokers, &ends, "wave B after the broker came back").await;
