@@ -131,9 +131,10 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         idle: Duration,
     },
-    /// One pass of the archive lifecycle, then exit: retention, compaction of hot hours (merge
-    /// into sorted files holding each (trace id, span id, kind) once), moves down the tiers.
-    /// Safe beside `run` and other compactors (a lease in the hot tier).
+    /// One pass of the archive lifecycle, then exit (or with `--every`, a pass every interval
+    /// as a service): retention, compaction of hot hours (merge into sorted files holding each
+    /// (trace id, span id, kind) once), moves down the tiers. Safe beside `run` and other
+    /// compactors (a lease in the hot tier).
     Compact {
         /// Configuration file.
         #[arg(short, long)]
@@ -147,6 +148,11 @@ pub enum Command {
         /// Pretend the time is this (RFC 3339); for tests and dry runs of the lifecycle.
         #[arg(long, hide = true)]
         now: Option<String>,
+        /// Keep running: a pass every DURATION (e.g. `5m`) until SIGTERM / SIGINT, serving
+        /// `/metrics`, `/healthz` and `/readyz` on `telemetry.listen` (the compactor
+        /// Deployment). Without it: one pass, then exit.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        every: Option<Duration>,
     },
     /// Find one trace in the archive (hot and every tier) and print it as a span tree with
     /// durations, errors highlighted; `--json` prints OTLP/JSON instead.
@@ -315,10 +321,17 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             memory_budget,
             min_age,
             now,
-        } => {
-            init_logs("warn");
-            compact::main(&config, memory_budget, min_age, now)
-        }
+            every,
+        } => match every {
+            Some(every) => {
+                init_logs("info");
+                compact::service(&config, memory_budget, min_age, every)
+            }
+            None => {
+                init_logs("warn");
+                compact::main(&config, memory_budget, min_age, now)
+            }
+        },
         Command::DryRun {
             config,
             max_records,

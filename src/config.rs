@@ -379,6 +379,39 @@ impl Config {
         }
     }
 
+    /// The resident-memory bound of a member owning `partitions` partitions: the formula of
+    /// README's "Bounded memory" (exported as `tracesift_memory_bound_bytes`, used to size the
+    /// Kubernetes limits). A fixed part (runtime, librdkafka, buffers; the producer queue; the
+    /// compressed copy of each OTLP request in flight) plus, per partition, twice the store budget,
+    /// the input queue, librdkafka's prefetch and one record in flight, the decision caches and
+    /// the pending-write budget (once more per best-effort sink).
+    pub fn memory_bound(&self, partitions: usize) -> u64 {
+        const MIB: u64 = 1 << 20;
+        const FIXED: u64 = 160 * MIB;
+        const PRODUCER_QUEUE: u64 = 64 * MIB;
+        const PREFETCH: u64 = 16 * MIB;
+        const CACHE_ENTRY: u64 = 150;
+        let otlp_in_flight: u64 = self
+            .sinks
+            .otlp()
+            .map(|(c, _)| c.sending_queue.num_consumers as u64 * c.batch.max_bytes.0)
+            .sum();
+        let s = &self.sinks;
+        let best_effort = [s.kafka.delivery, s.parquet.delivery]
+            .into_iter()
+            .chain(s.otlp().map(|(c, _)| c.delivery))
+            .filter(|d| *d == crate::sink::config::Delivery::BestEffort)
+            .count() as u64;
+        let dc = &self.store.decision_cache;
+        let per_partition = 2 * self.store.max_bytes.0
+            + self.kafka.partition_queue_bytes.0
+            + PREFETCH
+            + self.kafka.max_record_bytes.0
+            + CACHE_ENTRY * (dc.sampled_cache_size + dc.non_sampled_cache_size) as u64
+            + s.max_pending_bytes.0 * (1 + best_effort);
+        FIXED + PRODUCER_QUEUE + otlp_in_flight + per_partition * partitions as u64
+    }
+
     /// Names of the top-level policies (or tiers), in order: they label decisions.
     pub fn policy_names(&self) -> Vec<String> {
         if self.tiers.is_empty() {
@@ -397,6 +430,30 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_bound_follows_the_readme_formula() {
+        const MIB: u64 = 1 << 20;
+        let c = Config::parse("policies: [{name: all, type: always_sample}]\n").unwrap();
+        let fixed = 160 * MIB + 64 * MIB;
+        let per = 2 * 1024 * MIB + 32 * MIB + 16 * MIB + 16 * MIB + 150 * 250_000 + 128 * MIB;
+        assert_eq!(c.memory_bound(0), fixed);
+        assert_eq!(c.memory_bound(3), fixed + 3 * per);
+        let c = Config::parse(
+            "policies: [{name: all, type: always_sample}]\nsinks:\n  kafka: {delivery: best_effort}\n  max_pending_bytes: 256MiB\n  otlp_http: [{name: t, endpoint: 'http://127.0.0.1:1', sending_queue: {num_consumers: 2}, batch: {max_bytes: 1MiB}}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.memory_bound(1) - c.memory_bound(0),
+            per - 128 * MIB + 2 * 256 * MIB,
+            "a best-effort sink holds its own pending budget"
+        );
+        assert_eq!(
+            c.memory_bound(0),
+            fixed + 2 * MIB,
+            "OTLP requests in flight"
+        );
+    }
 
     const SEED: &str = r#"
 kafka:

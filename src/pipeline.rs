@@ -283,6 +283,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
             .map_err(RunError::Sink)
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut sink_labels = Vec::new();
+    if config.sinks.kafka.enabled {
+        sink_labels.push(crate::telemetry::SinkLabel::Kafka);
+    }
+    if config.sinks.parquet.enabled {
+        sink_labels.push(crate::telemetry::SinkLabel::Parquet);
+    }
+    sink_labels.extend(
+        config
+            .sinks
+            .otlp()
+            .map(|(c, grpc)| crate::telemetry::SinkLabel::otlp(grpc, &c.name)),
+    );
+    crate::telemetry::started(&config, &sink_labels);
     let shared = Shared {
         config: Arc::clone(&config),
         policies: Arc::clone(&policies),

@@ -203,6 +203,9 @@ impl ClientContext for Ctx {
                 } else {
                     p.lo_offset.max(0)
                 };
+                if p.committed_offset >= 0 {
+                    telemetry::committed_offset(name, partition, p.committed_offset);
+                }
                 if p.hi_offset >= 0 {
                     telemetry::committed_lag(name, partition, (p.hi_offset - committed).max(0));
                 }

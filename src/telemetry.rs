@@ -7,7 +7,7 @@
 
 pub mod server;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use metrics::{
@@ -89,6 +89,25 @@ pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
 pub const UNDECODABLE_BATCHES: &str = "tracesift_source_undecodable_batches_total";
 /// Times a partition was paused for backpressure.
 pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
+
+/// Resident memory of this process (read at every scrape).
+pub const PROCESS_RSS: &str = "tracesift_process_resident_memory_bytes";
+/// The README's memory formula for the partitions owned now: resident memory stays under it.
+pub const MEMORY_BOUND: &str = "tracesift_memory_bound_bytes";
+/// `store.max_bytes`: the span-byte budget of each partition's store.
+pub const STORE_MAX_BYTES: &str = "tracesift_store_max_bytes";
+/// 1 when `/readyz` answers ready, else 0 (read at every scrape).
+pub const READY: &str = "tracesift_ready";
+/// The group's committed offset of each owned partition (from librdkafka's statistics).
+pub const COMMITTED_OFFSET: &str = "tracesift_committed_offset";
+/// One partition's decision-log restore on assignment, seconds (histogram).
+pub const RESTORE: &str = "tracesift_decision_restore_seconds";
+/// Decision-log restores that failed (the partition then runs without its earlier decisions).
+pub const RESTORE_FAILURES: &str = "tracesift_decision_restore_failures_total";
+/// One pass of the archive lifecycle, seconds (histogram).
+pub const COMPACTION_PASS: &str = "tracesift_compaction_pass_seconds";
+/// Unix time of the end of the last pass that compacted every due hour.
+pub const COMPACTION_LAST_SUCCESS: &str = "tracesift_compaction_last_success_timestamp_seconds";
 
 /// Latency breakdown (histograms, seconds): a record's wait in its partition's queue (fetched →
 /// taken by its task).
@@ -342,6 +361,43 @@ fn describe() {
         Unit::Count,
         "Partition pauses for backpressure."
     );
+    describe_gauge!(PROCESS_RSS, Unit::Bytes, "Resident memory of this process.");
+    describe_gauge!(
+        MEMORY_BOUND,
+        Unit::Bytes,
+        "The memory formula for the partitions owned now: resident memory stays under it."
+    );
+    describe_gauge!(
+        STORE_MAX_BYTES,
+        Unit::Bytes,
+        "Span-byte budget of each partition's store (store.max_bytes)."
+    );
+    describe_gauge!(READY, Unit::Count, "1 when /readyz answers ready.");
+    describe_gauge!(
+        COMMITTED_OFFSET,
+        Unit::Count,
+        "The group's committed offset of each owned partition."
+    );
+    describe_histogram!(
+        RESTORE,
+        Unit::Seconds,
+        "One partition's decision-log restore on assignment."
+    );
+    describe_counter!(
+        RESTORE_FAILURES,
+        Unit::Count,
+        "Decision-log restores that failed (earlier decisions are not remembered)."
+    );
+    describe_histogram!(
+        COMPACTION_PASS,
+        Unit::Seconds,
+        "One pass of the archive lifecycle."
+    );
+    describe_gauge!(
+        COMPACTION_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last lifecycle pass that compacted every due hour."
+    );
 }
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -358,6 +414,8 @@ pub fn install() -> PrometheusHandle {
                 (SINK_REQUEST, LATENCY_BUCKETS),
                 (COMMIT_LAG, LATENCY_BUCKETS),
                 (END_TO_END, LATENCY_BUCKETS),
+                (RESTORE, LATENCY_BUCKETS),
+                (COMPACTION_PASS, LATENCY_BUCKETS),
                 (SINK_BATCH_SPANS, BATCH_BUCKETS),
             ] {
                 builder = match builder.set_buckets_for_metric(Matcher::Full(m.into()), buckets) {
@@ -613,6 +671,15 @@ pub fn committed_lag(topic: &str, partition: i32, lag: i64) {
     gauge!(COMMITTED_LAG, &labels).set(lag as f64);
 }
 
+/// The committed offset of one partition (from librdkafka's statistics).
+pub fn committed_offset(topic: &str, partition: i32, offset: i64) {
+    let labels = [
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ];
+    gauge!(COMMITTED_OFFSET, &labels).set(offset as f64);
+}
+
 /// The longest gap between consumer polls per window: a poll thread that waits on anything
 /// shows here (and in the rebalance protocol, as `max.poll.interval.ms` overruns).
 #[derive(Debug, Default)]
@@ -723,9 +790,82 @@ pub fn undecodable_batch(reason: &'static str) {
     counter!(UNDECODABLE_BATCHES, "reason" => reason).increment(1);
 }
 
-/// Partitions owned now.
+/// The memory formula of this process, linear in the partitions owned: (fixed, per partition).
+static MEMORY_FORMULA: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Partitions owned now (and the memory bound that follows from them).
 pub fn partitions_assigned(n: usize) {
     gauge!(PARTITIONS_ASSIGNED).set(n as f64);
+    let fixed = MEMORY_FORMULA[0].load(Ordering::Relaxed);
+    if fixed > 0 {
+        let per = MEMORY_FORMULA[1].load(Ordering::Relaxed);
+        gauge!(MEMORY_BOUND).set((fixed + per * n as u64) as f64);
+    }
+}
+
+/// At start: the gauges that follow from the configuration, and every counter an alert or a
+/// dashboard rate reads, at zero, so that "none yet" is a 0 and not a missing series.
+pub fn started(config: &crate::config::Config, sinks: &[SinkLabel]) {
+    let fixed = config.memory_bound(0);
+    MEMORY_FORMULA[0].store(fixed, Ordering::Relaxed);
+    MEMORY_FORMULA[1].store(config.memory_bound(1) - fixed, Ordering::Relaxed);
+    gauge!(MEMORY_BOUND).set(fixed as f64);
+    gauge!(STORE_MAX_BYTES).set(config.store.max_bytes.0 as f64);
+    for outcome in ["ok", "malformed"] {
+        counter!(RECORDS_IN, "outcome" => outcome).absolute(0);
+    }
+    for c in [SPANS_IN, BYTES_IN, DEAD_LETTER_RECORDS, RESTORE_FAILURES] {
+        counter!(c).absolute(0);
+    }
+    for trigger in [
+        crate::store::Trigger::Overflow,
+        crate::store::Trigger::TraceLimit,
+    ] {
+        counter!(FORCED_DECISIONS, "trigger" => trigger.as_str()).absolute(0);
+    }
+    for outcome in [Outcome::Keep, Outcome::Drop] {
+        counter!(LATE_SPANS, "outcome" => outcome.as_str()).absolute(0);
+    }
+    for &sink in sinks {
+        for c in [SPANS_OUT, SINK_ERRORS, SPANS_DROPPED, SPANS_REJECTED] {
+            counter!(c, "sink" => sink.as_str()).absolute(0);
+        }
+    }
+}
+
+/// Before each scrape: the gauges read from the process itself.
+pub fn scraped(health: &Health) {
+    if let Some(rss) = rss_bytes() {
+        gauge!(PROCESS_RSS).set(rss as f64);
+    }
+    gauge!(READY).set(if health.is_ready() { 1.0 } else { 0.0 });
+}
+
+/// A partition's decision log was restored (`ok`) or could not be read.
+pub fn restore_finished(d: std::time::Duration, ok: bool) {
+    histogram!(RESTORE).record(d.as_secs_f64());
+    if !ok {
+        counter!(RESTORE_FAILURES).increment(1);
+    }
+}
+
+/// One lifecycle pass ended with `result` (`ok`, `skipped`, `error`) after `d`.
+pub fn compaction_pass(d: std::time::Duration, result: &'static str) {
+    counter!(COMPACTION_RUNS, "result" => result).increment(1);
+    histogram!(COMPACTION_PASS).record(d.as_secs_f64());
+    if result == "ok" {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge!(COMPACTION_LAST_SUCCESS).set(now.as_secs_f64());
+    }
+}
+
+/// At start of a compactor: its counters at zero.
+pub fn compactor_started() {
+    for result in ["ok", "skipped", "error"] {
+        counter!(COMPACTION_RUNS, "result" => result).absolute(0);
+    }
 }
 
 /// Readiness shared between the pipeline and the health endpoint.
@@ -800,8 +940,17 @@ impl Drop for RestoreGuard {
 
 /// This process's peak resident set size (`VmHWM`), where the platform reports it.
 pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// This process's resident set size now (`VmRSS`), where the platform reports it.
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+fn proc_status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

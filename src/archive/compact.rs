@@ -474,8 +474,10 @@ impl Compactor {
     pub fn start(cfg: ArchiveConfig) -> Result<Compactor, ArchiveError> {
         let tiers = tiering::open_tiers(&cfg)?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        crate::telemetry::compactor_started();
         let task = tokio::spawn(async move {
             loop {
+                let began = std::time::Instant::now();
                 let result = match async {
                     let opts = CompactOptions::open(&cfg)?;
                     pass(&tiers, &opts).await
@@ -511,8 +513,7 @@ impl Compactor {
                         "error"
                     }
                 };
-                metrics::counter!(crate::telemetry::COMPACTION_RUNS, "result" => result)
-                    .increment(1);
+                crate::telemetry::compaction_pass(began.elapsed(), result);
                 if let Ok(ms) = tiering::load_manifests(&tiers).await {
                     for (t, m) in tiers.iter().zip(ms) {
                         let (bytes, _) = m.totals();

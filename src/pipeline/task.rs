@@ -424,10 +424,12 @@ impl PartitionTask {
         let decisions = match read {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => {
+                telemetry::restore_finished(self.shared.clock.now() - started, false);
                 tracing::error!(%topic, partition, error = %e, "cannot read the decision log; late spans of earlier traces will be decided again");
                 return;
             }
             Err(e) => {
+                telemetry::restore_finished(self.shared.clock.now() - started, false);
                 tracing::error!(%topic, partition, error = %e, "decision log restore failed");
                 return;
             }
@@ -442,7 +444,9 @@ impl PartitionTask {
                 decided_at_ms: d.decided_at_ms,
             }));
         telemetry::decisions_restored(n as u64);
-        let elapsed_ms = (self.shared.clock.now() - started).as_millis() as u64;
+        let elapsed = self.shared.clock.now() - started;
+        telemetry::restore_finished(elapsed, true);
+        let elapsed_ms = elapsed.as_millis() as u64;
         tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
     }
 

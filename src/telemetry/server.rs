@@ -79,7 +79,10 @@ pub async fn serve(
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("/");
             let (status, body) = match path {
-                "/metrics" => ("200 OK", handle.render()),
+                "/metrics" => {
+                    super::scraped(&health);
+                    ("200 OK", handle.render())
+                }
                 "/healthz" => ("200 OK", "ok\n".to_string()),
                 "/readyz" if health.is_ready() => ("200 OK", "ready\n".to_string()),
                 "/readyz" => match health.fault() {
