@@ -153,6 +153,10 @@ pub enum Command {
         /// Deployment). Without it: one pass, then exit.
         #[arg(long, value_parser = humantime::parse_duration)]
         every: Option<Duration>,
+        /// With `--every`: serve metrics and health here instead of `telemetry.listen` (a
+        /// compactor beside a member on one host).
+        #[arg(long, requires = "every")]
+        listen: Option<String>,
     },
     /// Find one trace in the archive (hot and every tier) and print it as a span tree with
     /// durations, errors highlighted; `--json` prints OTLP/JSON instead.
@@ -328,10 +332,11 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             min_age,
             now,
             every,
+            listen,
         } => match every {
             Some(every) => {
                 init_logs("info");
-                compact::service(&config, memory_budget, min_age, every)
+                compact::service(&config, memory_budget, min_age, every, listen)
             }
             None => {
                 init_logs("warn");

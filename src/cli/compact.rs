@@ -34,10 +34,20 @@ pub fn service(
     memory_budget: Option<u64>,
     min_age: Option<Duration>,
     every: Duration,
+    listen: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let Some(mut cfg) = configure(config, memory_budget, min_age) else {
         return Ok(ExitCode::from(2));
     };
+    if let Some(listen) = listen {
+        cfg.telemetry.listen = listen;
+        let mut problems = Vec::new();
+        cfg.telemetry.check(&mut problems);
+        if !problems.is_empty() {
+            eprint!("{}", crate::config::ConfigErrors(problems));
+            return Ok(ExitCode::from(2));
+        }
+    }
     if every.is_zero() {
         eprintln!("--every must be longer than 0");
         return Ok(ExitCode::from(2));
