@@ -8,7 +8,11 @@
 #     confluent-kafka (a second Kafka client: producers with every codec)
 #   a Java runtime (17+) for pyspark
 #   Debian packages: libssl-dev and pkg-config (rdkafka is built with TLS), openssl (test
-#     certificates) and stunnel4 (a TLS terminator in front of the test broker)
+#     certificates) and stunnel4 (a TLS terminator in front of the test broker); for the deploy
+#     tests: prometheus (the server and promtool), kubectl (kustomize), systemd (systemd-analyze),
+#     nodejs and npm (the published KEDA and Prometheus Operator CRD schemas, as compiled
+#     validators from npm: @kubernetes-models/keda and /prometheus-operator)
+#   kubernetes-validate (PyPI) for the Kubernetes schemas, offline
 
 CACHE="${TRACESIFT_CACHE:-$HOME/.cache/tracesift}"
 TANSU_VERSION=0.6.0
@@ -22,6 +26,10 @@ pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need_apt+=(stunnel4)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v kubectl >/dev/null || need_apt+=(kubectl)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v node >/dev/null && command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   printf '\n==> Debian packages: %s\n' "${need_apt[*]}"
   SUDO=""
@@ -49,8 +57,8 @@ else
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT"
 fi
 
-PY_PACKAGES=(duckdb pyarrow datafusion polars chdb pyspark confluent-kafka grpcio grpcio-status opentelemetry-proto)
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, datafusion, polars, chdb, pyspark, confluent_kafka, grpc, google.rpc.error_details_pb2, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' 2>/dev/null; then
+PY_PACKAGES=(duckdb pyarrow datafusion polars chdb pyspark confluent-kafka grpcio grpcio-status opentelemetry-proto kubernetes-validate)
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, datafusion, polars, chdb, pyspark, confluent_kafka, grpc, google.rpc.error_details_pb2, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc, kubernetes_validate' 2>/dev/null; then
   step "python venv with ${PY_PACKAGES[*]}: cached at $VENV"
 else
   step "python venv with ${PY_PACKAGES[*]}: installing from PyPI (~2 min once)"
@@ -60,6 +68,19 @@ else
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
 fi
 
+NPM_DIR="$CACHE/npm"
+# Versions that load as CommonJS on Debian's Node.js 20 (newer @kubernetes-models need Node 22).
+NPM_PACKAGES=(@kubernetes-models/keda@0.4.2 @kubernetes-models/prometheus-operator@6.0.0 js-yaml@4.1.0)
+if [ "$(cat "$NPM_DIR/.installed" 2>/dev/null)" = "${NPM_PACKAGES[*]}" ]; then
+  step "CRD schemas (npm ${NPM_PACKAGES[*]}): cached at $NPM_DIR"
+else
+  step "CRD schemas (npm ${NPM_PACKAGES[*]}): installing (first run only)"
+  rm -rf "$NPM_DIR" && mkdir -p "$NPM_DIR"
+  npm install --prefix "$NPM_DIR" --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}"
+  echo "${NPM_PACKAGES[*]}" > "$NPM_DIR/.installed"
+fi
+
 export TRACESIFT_TANSU="$TANSU_BIN"
+export TRACESIFT_NODE_MODULES="$NPM_DIR/node_modules"
 export TRACESIFT_GARAGE="$GARAGE_BIN"
 export TRACESIFT_PYTHON="$VENV/bin/python"
