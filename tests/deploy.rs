@@ -857,9 +857,20 @@ fn alert_signals_are_the_operands() {
 }
 
 async fn prom_query(client: &reqwest::Client, base: &str, q: &str) -> serde_json::Value {
+    try_query(client, base, q)
+        .await
+        .unwrap_or_else(|e| panic!("query `{q}`: {e}"))
+}
+
+async fn try_query(
+    client: &reqwest::Client,
+    base: &str,
+    q: &str,
+) -> Result<serde_json::Value, String> {
     let url = format!("{base}/api/v1/query?query={}", urlencode(q));
-    let r = client.get(&url).send().await.unwrap();
-    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+    let r = client.get(&url).send().await.map_err(|e| e.to_string())?;
+    let t = r.text().await.map_err(|e| e.to_string())?;
+    serde_json::from_str(&t).map_err(|e| format!("{e}: {t}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -938,7 +949,7 @@ telemetry: {{listen: "127.0.0.1:{member_port}"}}
         ),
     )
     .unwrap();
-    let _prom = Proc(
+    let mut prom = Proc(
         Command::new(&prometheus)
             .arg(format!("--config.file={}", prom_cfg.display()))
             .arg(format!(
@@ -966,13 +977,19 @@ telemetry: {{listen: "127.0.0.1:{member_port}"}}
     loop {
         let mut missing = Vec::new();
         for q in ready {
-            let r = prom_query(&client, &base, q).await;
+            let r = try_query(&client, &base, q).await.unwrap_or_default();
             if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
                 missing.push(q);
             }
         }
         if missing.is_empty() {
             break;
+        }
+        if let Some(status) = prom.0.try_wait().unwrap() {
+            panic!(
+                "prometheus exited ({status}):\n{}",
+                std::fs::read_to_string(prom_dir.join("prometheus.log")).unwrap_or_default()
+            );
         }
         assert!(
             Instant::now() < deadline,
