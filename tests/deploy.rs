@@ -675,6 +675,7 @@ fn the_dashboard_reads_only_its_datasource_and_metrics_tracesift_exports() {
     assert_eq!(vars[0]["query"], "prometheus");
     let var = format!("${{{}}}", vars[0]["name"].as_str().unwrap());
     let exported = exported_metrics();
+    let vars_in = regex::Regex::new(r"\$\{?[A-Za-z_]+").unwrap();
     let mut used = BTreeSet::new();
     for p in d["panels"].as_array().unwrap() {
         if p["type"] == "row" {
@@ -688,7 +689,6 @@ fn the_dashboard_reads_only_its_datasource_and_metrics_tracesift_exports() {
         for t in targets {
             assert_eq!(t["datasource"]["uid"], var.as_str(), "{title}");
             let expr = t["expr"].as_str().unwrap();
-            let vars_in = regex::Regex::new(r"\$\{?[A-Za-z_]+").unwrap();
             for v in vars_in.find_iter(expr) {
                 assert!(
                     ["$__rate_interval", "$__interval", "$__range"].contains(&v.as_str()),
