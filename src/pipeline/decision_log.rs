@@ -5,18 +5,26 @@
 //! deploy or rebalance follow the recorded decision, whatever the policies (rate limits and
 //! dynamic rates are not repeatable, and a late span alone cannot be decided correctly).
 //!
-//! Record: key = trace id as 32 lowercase hex (the compaction key), value (version 1):
+//! **Version 2** (written): one record carries every decision a partition made in one step (a
+//! tick, or a record that forced decisions), up to [`MAX_DECISIONS_PER_RECORD`]: one produce and
+//! one delivery report per step instead of per trace. Key = `b-` + 32 random hex digits (unique,
+//! so compaction never merges two batches; each trace is decided once, so there is nothing to
+//! merge). Value, integers little-endian:
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 1 | version = 1 |
-//! | 1 | flags: bit 0 = keep |
-//! | 8 | threshold, u64 little-endian (OTEP 235, 56 bits; `u64::MAX` = unknown probability) |
-//! | 8 | decided at, Unix milliseconds, u64 little-endian |
-//! | rest | deciding policy name, UTF-8 (empty when no policy matched) |
+//! | 1 | version = 2 |
+//! | 2 | policy names n |
+//! | n × (2 + len) | each: name length, UTF-8 name |
+//! | 4 | decisions m |
+//! | m × 35 | each: trace id (16), flags (1, bit 0 = keep), threshold (8; OTEP 235, 56 bits, `u64::MAX` = unknown probability), decided at (8, Unix ms), policy index (2; `0xffff` = no policy matched) |
 //!
-//! The format ([`LoggedDecision`]), the writer ([`write()`]) and the restore ([`restore`]) live here
-//! together; "decided at" is the deciding partition's stream time.
+//! **Version 1** (read, for logs written before): key = trace id as 32 lowercase hex, value =
+//! version 1 (1), flags (1), threshold (8), decided at (8), policy name (rest).
+//!
+//! A restore reads both; the latest record wins for a trace. The format ([`LoggedDecision`],
+//! [`encode_batch`], [`decode_record`]), the writer ([`write()`]) and the restore ([`restore`])
+//! live here together; "decided at" is the deciding partition's stream time.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,9 +96,128 @@ impl LoggedDecision {
     }
 }
 
-/// The record key of a trace.
+/// The version-1 record key of a trace.
 pub fn key(trace_id: &TraceId) -> String {
     hex::encode(trace_id.0)
+}
+
+/// Decisions per version-2 record at most (35 B each: 280 KiB, within the decision topic's
+/// `max.message.bytes`).
+pub const MAX_DECISIONS_PER_RECORD: usize = 8192;
+
+const NO_POLICY: u16 = u16::MAX;
+const ENTRY: usize = 16 + 1 + 8 + 8 + 2;
+
+/// A version-2 record key: unique per batch.
+pub fn batch_key() -> String {
+    format!("b-{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
+/// The version-2 value of a batch of decisions (at most [`MAX_DECISIONS_PER_RECORD`]; policy
+/// names are interned per record, at most 65,535 distinct).
+pub fn encode_batch(batch: &[(TraceId, LoggedDecision)]) -> Vec<u8> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut index = Vec::with_capacity(batch.len());
+    for (_, d) in batch {
+        let i = if d.policy.is_empty() {
+            NO_POLICY
+        } else if let Some(i) = names.iter().position(|n| *n == d.policy) {
+            i as u16
+        } else {
+            names.push(&d.policy);
+            (names.len() - 1) as u16
+        };
+        index.push(i);
+    }
+    let table: usize = names.iter().map(|n| 2 + n.len()).sum();
+    let mut v = Vec::with_capacity(1 + 2 + table + 4 + batch.len() * ENTRY);
+    v.push(2);
+    v.extend_from_slice(&(names.len() as u16).to_le_bytes());
+    for n in &names {
+        v.extend_from_slice(&(n.len() as u16).to_le_bytes());
+        v.extend_from_slice(n.as_bytes());
+    }
+    v.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+    for ((id, d), i) in batch.iter().zip(index) {
+        v.extend_from_slice(&id.0);
+        v.push(u8::from(d.keep));
+        v.extend_from_slice(&d.threshold.to_le_bytes());
+        v.extend_from_slice(&d.decided_at_ms.to_le_bytes());
+        v.extend_from_slice(&i.to_le_bytes());
+    }
+    v
+}
+
+/// The decisions of one log record, either version, in the order they were made.
+pub fn decode_record(key: &[u8], value: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
+    match value.first() {
+        Some(1) => {
+            let id = std::str::from_utf8(key)
+                .ok()
+                .and_then(TraceId::from_hex)
+                .ok_or(LogError::Format("version 1 key is not a trace id"))?;
+            Ok(vec![(id, LoggedDecision::decode(value)?)])
+        }
+        Some(2) => decode_batch(value),
+        Some(_) => Err(LogError::Format("unknown version")),
+        None => Err(LogError::Format("empty")),
+    }
+}
+
+fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
+    let mut at = 1;
+    let mut take = |n: usize| -> Result<&[u8], LogError> {
+        let b = v
+            .get(at..at + n)
+            .ok_or(LogError::Format("truncated batch"))?;
+        at += n;
+        Ok(b)
+    };
+    let u16_of = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    let u64_of = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_le_bytes(a)
+    };
+    let n = u16_of(take(2)?) as usize;
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = u16_of(take(2)?) as usize;
+        let name = std::str::from_utf8(take(len)?)
+            .map_err(|_| LogError::Format("policy name is not UTF-8"))?;
+        names.push(name.to_string());
+    }
+    let b = take(4)?;
+    let m = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
+    let entries = take(
+        m.checked_mul(ENTRY)
+            .ok_or(LogError::Format("batch count overflows"))?,
+    )?;
+    if take(1).is_ok() {
+        return Err(LogError::Format("batch longer than its count"));
+    }
+    let mut out = Vec::with_capacity(m);
+    for e in entries.chunks_exact(ENTRY) {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&e[..16]);
+        let policy = match u16_of(&e[33..35]) {
+            NO_POLICY => String::new(),
+            i => names
+                .get(i as usize)
+                .ok_or(LogError::Format("policy index out of the table"))?
+                .clone(),
+        };
+        out.push((
+            TraceId(id),
+            LoggedDecision {
+                keep: e[16] & 1 == 1,
+                threshold: u64_of(&e[17..25]),
+                decided_at_ms: u64_of(&e[25..33]),
+                policy,
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// Reads partition `partition` of the decision log from its start to its end and returns the
@@ -130,24 +257,18 @@ pub fn restore(
                 let (Some(k), Some(v)) = (m.key(), m.payload()) else {
                     continue;
                 };
-                let Some(id) = std::str::from_utf8(k).ok().and_then(TraceId::from_hex) else {
-                    tracing::warn!(
-                        topic,
-                        partition,
-                        offset = m.offset(),
-                        "decision with a bad key skipped"
-                    );
-                    continue;
-                };
-                match LoggedDecision::decode(v) {
-                    Ok(d) if d.decided_at_ms >= oldest => {
-                        out.insert(id, d);
-                    }
-                    Ok(_) => {
-                        out.remove(&id);
+                match decode_record(k, v) {
+                    Ok(decisions) => {
+                        for (id, d) in decisions {
+                            if d.decided_at_ms >= oldest {
+                                out.insert(id, d);
+                            } else {
+                                out.remove(&id);
+                            }
+                        }
                     }
                     Err(e) => {
-                        tracing::warn!(topic, partition, offset = m.offset(), error = %e, "decision skipped")
+                        tracing::warn!(topic, partition, offset = m.offset(), error = %e, "decision record skipped")
                     }
                 }
             }
@@ -174,25 +295,26 @@ pub fn restore(
     Ok(out)
 }
 
-/// Writes one decision to the decision log (partition `partition`, the input's own) until it is
-/// acknowledged; then releases one reference on each of `offsets`.
+/// Writes one batch of decisions (a version-2 record) to the decision log (partition
+/// `partition`, the input's own) until it is acknowledged; then releases one reference on each of
+/// `offsets`.
 pub fn write(
     producer: crate::sink::Producer,
     topic: Arc<str>,
     partition: i32,
-    key: String,
-    value: Vec<u8>,
+    batch: &[(TraceId, LoggedDecision)],
     offsets: Vec<i64>,
 ) -> AckFuture {
+    let (key, value, n) = (batch_key(), encode_batch(batch), batch.len() as u64);
     Box::pin(async move {
         let out = Outgoing {
             partition: Some(partition),
             ..Outgoing::new(&topic, key.as_ref(), &value)
         };
         if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DecisionLog).await {
-            tracing::error!(error = %e, "decision refused by the decision log for good");
+            tracing::error!(error = %e, "decisions refused by the decision log for good");
         }
-        telemetry::decisions_logged(1);
+        telemetry::decisions_logged(n);
         offsets
     })
 }
@@ -233,5 +355,56 @@ mod tests {
         v[18] = 0xff;
         assert!(LoggedDecision::decode(&v).is_err());
         assert_eq!(key(&TraceId([0xab; 16])), "ab".repeat(16));
+    }
+
+    #[test]
+    fn batches_round_trip_and_version_1_records_still_read() {
+        let d = |keep, policy: &str, at| LoggedDecision {
+            keep,
+            threshold: if keep { 1 << 54 } else { u64::MAX },
+            decided_at_ms: at,
+            policy: policy.into(),
+        };
+        let batch: Vec<(TraceId, LoggedDecision)> = (0..300u16)
+            .map(|i| {
+                let mut id = [0u8; 16];
+                id[..2].copy_from_slice(&i.to_be_bytes());
+                let policy = ["errors", "", "slow", "errors"][i as usize % 4];
+                (
+                    TraceId(id),
+                    d(i % 3 == 0, policy, 1_760_000_000_000 + u64::from(i)),
+                )
+            })
+            .collect();
+        let v = encode_batch(&batch);
+        assert_eq!(
+            v.len(),
+            1 + 2 + (2 + 6) + (2 + 4) + 4 + 300 * ENTRY,
+            "names once"
+        );
+        let key = batch_key();
+        assert!(key.starts_with("b-") && key.len() == 34 && key != batch_key());
+        assert_eq!(decode_record(key.as_bytes(), &v), Ok(batch.clone()));
+        assert_eq!(decode_record(b"b-x", &encode_batch(&[])), Ok(vec![]));
+        let one = d(true, "errors", 7);
+        let id = TraceId([0xcd; 16]);
+        assert_eq!(
+            decode_record(self::key(&id).as_bytes(), &one.encode()),
+            Ok(vec![(id, one.clone())])
+        );
+        assert!(decode_record(b"not hex", &one.encode()).is_err());
+        // Truncated, padded, a bad policy index, an unknown version: errors, never a panic.
+        for cut in [1, 3, 10, v.len() - 1] {
+            assert!(decode_record(b"b", &v[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut padded = v.clone();
+        padded.push(0);
+        assert!(decode_record(b"b", &padded).is_err());
+        let mut bad = encode_batch(&batch[..1]);
+        let n = bad.len();
+        bad[n - 2..].copy_from_slice(&7u16.to_le_bytes());
+        assert!(decode_record(b"b", &bad).is_err());
+        assert!(decode_record(b"b", &[3, 0]).is_err());
+        assert!(decode_record(b"b", &[]).is_err());
     }
 }

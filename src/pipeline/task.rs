@@ -329,6 +329,8 @@ impl PartitionTask {
 
     /// Turns effects into writes; each write resolves to the offsets the core gave it.
     fn apply(&mut self, effects: &mut Vec<Effect>) {
+        // The decisions of this step, with the offsets each one releases (how many per decision).
+        let (mut log, mut log_offsets, mut log_counts) = (Vec::new(), Vec::new(), Vec::new());
         for effect in effects.drain(..) {
             match effect {
                 Effect::Emit(_) if self.writes_hang => {
@@ -381,24 +383,53 @@ impl PartitionTask {
                     decided_at_ms,
                     offsets,
                 } => {
-                    let Some(topic) = self.decisions_topic.clone() else {
+                    if self.decisions_topic.is_none() {
                         // The core only logs when the log is on; resolve rather than wedge.
                         self.core.acked(&offsets);
                         continue;
-                    };
-                    let logged = crate::pipeline::decision_log::LoggedDecision {
-                        keep: decision.keep,
-                        threshold: decision.threshold,
-                        decided_at_ms,
-                        policy: policy.to_string(),
-                    };
+                    }
+                    log.push((
+                        trace_id,
+                        crate::pipeline::decision_log::LoggedDecision {
+                            keep: decision.keep,
+                            threshold: decision.threshold,
+                            decided_at_ms,
+                            policy: policy.to_string(),
+                        },
+                    ));
+                    log_offsets.extend_from_slice(&offsets);
+                    log_counts.push(offsets.len());
+                }
+            }
+        }
+        // Every decision of this step in one record (or a few): one produce, one report.
+        if let Some(topic) = &self.decisions_topic {
+            if log.len() <= crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD {
+                if !log.is_empty() {
                     self.acks.push(crate::pipeline::decision_log::write(
                         self.shared.producer.clone(),
-                        topic,
+                        Arc::clone(topic),
                         self.partition,
-                        crate::pipeline::decision_log::key(&trace_id),
-                        logged.encode(),
-                        offsets,
+                        &log,
+                        std::mem::take(&mut log_offsets),
+                    ));
+                }
+            } else {
+                // Rare (a flood decided at once): several records, each releasing the offsets
+                // of its own decisions.
+                let mut offsets = std::mem::take(&mut log_offsets).into_iter();
+                for (chunk, counts) in log
+                    .chunks(crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD)
+                    .zip(log_counts.chunks(crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD))
+                {
+                    let n: usize = counts.iter().sum();
+                    let own: Vec<i64> = offsets.by_ref().take(n).collect();
+                    self.acks.push(crate::pipeline::decision_log::write(
+                        self.shared.producer.clone(),
+                        Arc::clone(topic),
+                        self.partition,
+                        chunk,
+                        own,
                     ));
                 }
             }
