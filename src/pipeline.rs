@@ -296,7 +296,15 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
             .otlp()
             .map(|(c, grpc)| crate::telemetry::SinkLabel::otlp(grpc, &c.name)),
     );
-    crate::telemetry::started(&config, &sink_labels);
+    let fixed = config.memory_bound(0);
+    crate::telemetry::started(
+        crate::telemetry::MemoryBudget {
+            fixed,
+            per_partition: config.memory_bound(1) - fixed,
+            store_max_bytes: config.store.max_bytes.0,
+        },
+        &sink_labels,
+    );
     let shared = Shared {
         config: Arc::clone(&config),
         policies: Arc::clone(&policies),

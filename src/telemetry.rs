@@ -803,14 +803,25 @@ pub fn partitions_assigned(n: usize) {
     }
 }
 
+/// What the configuration says of memory: the formula's fixed part and its part per partition
+/// owned (`Config::memory_bound`), and `store.max_bytes`.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBudget {
+    /// Bytes whatever the partitions.
+    pub fixed: u64,
+    /// Bytes per partition owned.
+    pub per_partition: u64,
+    /// `store.max_bytes`.
+    pub store_max_bytes: u64,
+}
+
 /// At start: the gauges that follow from the configuration, and every counter an alert or a
 /// dashboard rate reads, at zero, so that "none yet" is a 0 and not a missing series.
-pub fn started(config: &crate::config::Config, sinks: &[SinkLabel]) {
-    let fixed = config.memory_bound(0);
-    MEMORY_FORMULA[0].store(fixed, Ordering::Relaxed);
-    MEMORY_FORMULA[1].store(config.memory_bound(1) - fixed, Ordering::Relaxed);
-    gauge!(MEMORY_BOUND).set(fixed as f64);
-    gauge!(STORE_MAX_BYTES).set(config.store.max_bytes.0 as f64);
+pub fn started(memory: MemoryBudget, sinks: &[SinkLabel]) {
+    MEMORY_FORMULA[0].store(memory.fixed, Ordering::Relaxed);
+    MEMORY_FORMULA[1].store(memory.per_partition, Ordering::Relaxed);
+    gauge!(MEMORY_BOUND).set(memory.fixed as f64);
+    gauge!(STORE_MAX_BYTES).set(memory.store_max_bytes as f64);
     for outcome in ["ok", "malformed"] {
         counter!(RECORDS_IN, "outcome" => outcome).absolute(0);
     }
@@ -854,10 +865,8 @@ pub fn compaction_pass(d: std::time::Duration, result: &'static str) {
     counter!(COMPACTION_RUNS, "result" => result).increment(1);
     histogram!(COMPACTION_PASS).record(d.as_secs_f64());
     if result == "ok" {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        gauge!(COMPACTION_LAST_SUCCESS).set(now.as_secs_f64());
+        let now = crate::clock::system_wall_nanos() as f64 / 1e9;
+        gauge!(COMPACTION_LAST_SUCCESS).set(now);
     }
 }
 

@@ -476,8 +476,10 @@ impl Compactor {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         crate::telemetry::compactor_started();
         let task = tokio::spawn(async move {
+            use crate::clock::Clock as _;
+            let clock = crate::clock::SystemClock::new();
             loop {
-                let began = std::time::Instant::now();
+                let began = clock.now();
                 let result = match async {
                     let opts = CompactOptions::open(&cfg)?;
                     pass(&tiers, &opts).await
@@ -513,7 +515,7 @@ impl Compactor {
                         "error"
                     }
                 };
-                crate::telemetry::compaction_pass(began.elapsed(), result);
+                crate::telemetry::compaction_pass(clock.now() - began, result);
                 if let Ok(ms) = tiering::load_manifests(&tiers).await {
                     for (t, m) in tiers.iter().zip(ms) {
                         let (bytes, _) = m.totals();
