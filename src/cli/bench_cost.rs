@@ -211,6 +211,9 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
             let mut cfg = base.clone();
             cfg.kafka.group_id = format!("{topic}-cost-{i}-{round}");
             cfg.kafka.decision_log = name == EVERYTHING;
+            // A decision log of its own per run: a member restores its partitions' log on
+            // assignment, and a shared one would make each round restore the rounds before it.
+            cfg.kafka.decisions_topic = format!("{topic}-decisions-{round}");
             cfg.sinks.kafka.enabled = name == NO_DECISION_LOG || name == EVERYTHING;
             cfg.sinks.parquet.enabled = name != NOTHING;
             let group = cfg.kafka.group_id.clone();
