@@ -339,7 +339,11 @@ fn reference(spans: &[KeptSpan], max_rows: usize) -> (Vec<(String, usize, Bytes)
             .windows(2)
             .filter(|w| w[0].trace_id != w[1].trace_id)
             .count() as u64;
-        let props = writer_properties(max_rows, traces.min(max_rows as u64));
+        let props = writer_properties(
+            max_rows,
+            traces.min(max_rows as u64),
+            tracesift::archive::schema::HOT_ZSTD_LEVEL,
+        );
         let mut buf = Vec::new();
         let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props)).unwrap();
         w.write(&reference_batch(&rows)).unwrap();

@@ -458,7 +458,11 @@ impl Output<'_> {
                 .join(format!("{}-{:04}.parquet", self.name, self.files.len()));
             let file = File::create(&path)
                 .map_err(|e| ArchiveError::Verify(format!("{}: {e}", path.display())))?;
-            let props = crate::archive::writer_properties(usize::MAX, self.trace_ids);
+            let props = crate::archive::writer_properties(
+                usize::MAX,
+                self.trace_ids,
+                crate::archive::schema::COMPACTED_ZSTD_LEVEL,
+            );
             let w = ArrowWriter::try_new(BufWriter::new(file), span_schema(), Some(props))?;
             self.writer = Some((path, w, EntryAcc::default()));
         }

@@ -524,7 +524,11 @@ fn write_file(
         .windows(2)
         .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)
         .count() as u64;
-    let props = writer_properties(max_row_group_rows, traces.min(max_row_group_rows as u64));
+    let props = writer_properties(
+        max_row_group_rows,
+        traces.min(max_row_group_rows as u64),
+        crate::archive::schema::HOT_ZSTD_LEVEL,
+    );
     let mut buf = Vec::with_capacity(64 << 10);
     let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props))?;
     let mut from = 0;
