@@ -329,8 +329,8 @@ impl PartitionTask {
 
     /// Turns effects into writes; each write resolves to the offsets the core gave it.
     fn apply(&mut self, effects: &mut Vec<Effect>) {
-        // The decisions of this step, with the offsets each one releases (how many per decision).
-        let (mut log, mut log_offsets, mut log_counts) = (Vec::new(), Vec::new(), Vec::new());
+        // The decisions of this step, and the offsets each one releases.
+        let (mut log, mut log_offsets) = (Vec::new(), Vec::new());
         for effect in effects.drain(..) {
             match effect {
                 Effect::Emit(_) if self.writes_hang => {
@@ -397,41 +397,22 @@ impl PartitionTask {
                             policy: policy.to_string(),
                         },
                     ));
-                    log_offsets.extend_from_slice(&offsets);
-                    log_counts.push(offsets.len());
+                    log_offsets.push(offsets);
                 }
             }
         }
-        // Every decision of this step in one record (or a few): one produce, one report.
+        // Every decision of this step in one record (a flood decided at once: a few), each
+        // record releasing the offsets of its own decisions: one produce, one report.
         if let Some(topic) = &self.decisions_topic {
-            if log.len() <= crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD {
-                if !log.is_empty() {
-                    self.acks.push(crate::pipeline::decision_log::write(
-                        self.shared.producer.clone(),
-                        Arc::clone(topic),
-                        self.partition,
-                        &log,
-                        std::mem::take(&mut log_offsets),
-                    ));
-                }
-            } else {
-                // Rare (a flood decided at once): several records, each releasing the offsets
-                // of its own decisions.
-                let mut offsets = std::mem::take(&mut log_offsets).into_iter();
-                for (chunk, counts) in log
-                    .chunks(crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD)
-                    .zip(log_counts.chunks(crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD))
-                {
-                    let n: usize = counts.iter().sum();
-                    let own: Vec<i64> = offsets.by_ref().take(n).collect();
-                    self.acks.push(crate::pipeline::decision_log::write(
-                        self.shared.producer.clone(),
-                        Arc::clone(topic),
-                        self.partition,
-                        chunk,
-                        own,
-                    ));
-                }
+            let per = crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD;
+            for (chunk, offsets) in log.chunks(per).zip(log_offsets.chunks(per)) {
+                self.acks.push(crate::pipeline::decision_log::write(
+                    self.shared.producer.clone(),
+                    Arc::clone(topic),
+                    self.partition,
+                    chunk,
+                    offsets.concat(),
+                ));
             }
         }
     }
