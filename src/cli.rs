@@ -270,7 +270,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => Ok(match load(&config) {
             Some(c) => {
                 print!("{}", c.to_yaml());
-                let (fixed, per) = (c.memory_bound(0), c.memory_bound(1) - c.memory_bound(0));
+                let (fixed, per) = c.memory_formula();
                 println!(
                     "# memory bound: fixed {fixed} B + {per} B per partition owned ({} MiB + {} MiB; README, Bounded memory)",
                     fixed >> 20,

@@ -386,6 +386,12 @@ impl Config {
     /// the input queue, librdkafka's prefetch and one record in flight, the decision caches and
     /// the pending-write budget (once more per best-effort sink).
     pub fn memory_bound(&self, partitions: usize) -> u64 {
+        let (fixed, per_partition) = self.memory_formula();
+        fixed + per_partition * partitions as u64
+    }
+
+    /// The terms of [`Config::memory_bound`]: (fixed bytes, bytes per partition owned).
+    pub fn memory_formula(&self) -> (u64, u64) {
         const MIB: u64 = 1 << 20;
         const FIXED: u64 = 160 * MIB;
         const PRODUCER_QUEUE: u64 = 64 * MIB;
@@ -409,7 +415,7 @@ impl Config {
             + self.kafka.max_record_bytes.0
             + CACHE_ENTRY * (dc.sampled_cache_size + dc.non_sampled_cache_size) as u64
             + s.max_pending_bytes.0 * (1 + best_effort);
-        FIXED + PRODUCER_QUEUE + otlp_in_flight + per_partition * partitions as u64
+        (FIXED + PRODUCER_QUEUE + otlp_in_flight, per_partition)
     }
 
     /// Names of the top-level policies (or tiers), in order: they label decisions.

@@ -296,11 +296,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
             .otlp()
             .map(|(c, grpc)| crate::telemetry::SinkLabel::otlp(grpc, &c.name)),
     );
-    let fixed = config.memory_bound(0);
+    let (fixed, per_partition) = config.memory_formula();
     crate::telemetry::started(
         crate::telemetry::MemoryBudget {
             fixed,
-            per_partition: config.memory_bound(1) - fixed,
+            per_partition,
             store_max_bytes: config.store.max_bytes.0,
         },
         &sink_labels,
