@@ -6,13 +6,18 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// The configuration with the command line's overrides, or every problem printed.
+/// The configuration with the command line's overrides, validated once, or every problem
+/// printed.
 fn configure(
     config: &Path,
     memory_budget: Option<u64>,
     min_age: Option<Duration>,
+    listen: Option<String>,
 ) -> Option<crate::config::Config> {
     let mut cfg = super::load(config)?;
+    if let Some(listen) = listen {
+        cfg.telemetry.listen = listen;
+    }
     if let Some(m) = memory_budget {
         cfg.archive.compaction.memory_budget = crate::config::ByteSize(m);
     }
@@ -36,18 +41,9 @@ pub fn service(
     every: Duration,
     listen: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(mut cfg) = configure(config, memory_budget, min_age) else {
+    let Some(mut cfg) = configure(config, memory_budget, min_age, listen) else {
         return Ok(ExitCode::from(2));
     };
-    if let Some(listen) = listen {
-        cfg.telemetry.listen = listen;
-        let mut problems = Vec::new();
-        cfg.telemetry.check(&mut problems);
-        if !problems.is_empty() {
-            eprint!("{}", crate::config::ConfigErrors(problems));
-            return Ok(ExitCode::from(2));
-        }
-    }
     if every.is_zero() {
         eprintln!("--every must be longer than 0");
         return Ok(ExitCode::from(2));
@@ -79,7 +75,7 @@ pub fn main(
     min_age: Option<Duration>,
     now: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let Some(cfg) = configure(config, memory_budget, min_age) else {
+    let Some(cfg) = configure(config, memory_budget, min_age, None) else {
         return Ok(ExitCode::from(2));
     };
     let mut opts = crate::archive::compact::CompactOptions::open(&cfg.archive)?;
