@@ -409,7 +409,15 @@ impl Config {
             .filter(|d| *d == crate::sink::config::Delivery::BestEffort)
             .count() as u64;
         let dc = &self.store.decision_cache;
+        // The sampled topic's unsent batches of one step (`records: batched`).
+        let kafka_batches = match s.kafka.enabled
+            && s.kafka.records == crate::sink::config::KafkaRecords::Batched
+        {
+            true => s.kafka.max_record_bytes.0,
+            false => 0,
+        };
         let per_partition = 2 * self.store.max_bytes.0
+            + kafka_batches
             + self.kafka.partition_queue_bytes.0
             + PREFETCH
             + self.kafka.max_record_bytes.0
@@ -442,7 +450,13 @@ mod tests {
         const MIB: u64 = 1 << 20;
         let c = Config::parse("policies: [{name: all, type: always_sample}]\n").unwrap();
         let fixed = 160 * MIB + 64 * MIB;
-        let per = 2 * 1024 * MIB + 32 * MIB + 16 * MIB + 16 * MIB + 150 * 250_000 + 128 * MIB;
+        let per = 2 * 1024 * MIB
+            + (900 << 10)
+            + 32 * MIB
+            + 16 * MIB
+            + 16 * MIB
+            + 150 * 250_000
+            + 128 * MIB;
         assert_eq!(c.memory_bound(0), fixed);
         assert_eq!(c.memory_bound(3), fixed + 3 * per);
         let c = Config::parse(

@@ -145,6 +145,8 @@ pub struct Shared {
     pub stats: Arc<RunStats>,
     /// Commit points published by partition tasks, picked up by the source's poll loop.
     pub commits: CommitBoard,
+    /// Partitions of the sampled topic at start (batched records are placed among them).
+    pub sampled_partitions: i32,
 }
 
 impl Spawner for Shared {
@@ -248,7 +250,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let policies = Arc::new(Policies::new(sampler, &names));
     let producer =
         crate::sink::Producer::new(crate::source::kafka::producer_config(&config.kafka))?;
-    crate::topics::ensure_run_topics(&config).await?;
+    let sampled_partitions = crate::topics::ensure_run_topics(&config).await?;
     let hot_store = if config.sinks.parquet.enabled {
         Some(crate::archive::open_sink_store(
             &config.archive.hot.url,
@@ -316,6 +318,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         clock,
         stats: Arc::clone(&stats),
         commits: CommitBoard::default(),
+        sampled_partitions,
     };
     let server = if config.telemetry.listen.is_empty() {
         None

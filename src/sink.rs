@@ -28,7 +28,7 @@ use crate::sample::Decision;
 
 pub use self::acks::{AckFuture, Acks, Released};
 pub use self::dead_letter::{dead_letter, DeadLetter};
-pub use self::kafka::{produce_until_acked, KafkaSink, Outgoing};
+pub use self::kafka::{produce_until_acked, KafkaSink, KeyHash, Outgoing};
 pub use self::otlp::{OtlpExporter, OtlpSink};
 pub use self::parquet::ParquetSink;
 pub use self::producer::Producer;

@@ -330,7 +330,7 @@ fn unsupported(e: KafkaError) -> String {
 /// created, with `kafka.create_topics`), and the topology is safe ([`unsafe_states`]: retention
 /// of the replayed topics, no compaction of span topics, a compacted and co-partitioned decision
 /// log, `min.insync.replicas` within the replication factor). Every problem is reported at once.
-pub async fn ensure_run_topics(cfg: &Config) -> Result<(), TopicError> {
+pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::source::kafka::create(&crate::source::kafka::admin_config(&cfg.kafka))?;
     let roles = roles_of(cfg);
@@ -393,8 +393,11 @@ pub async fn ensure_run_topics(cfg: &Config) -> Result<(), TopicError> {
         allow_repartition: false,
     };
     let refused = unsafe_states(&topics, rules);
-    match refused.is_empty() {
-        true => Ok(()),
-        false => Err(TopicError::Unsafe(refused)),
+    if !refused.is_empty() {
+        return Err(TopicError::Unsafe(refused));
     }
+    Ok(topics
+        .iter()
+        .find(|(r, _, _)| *r == Role::Sampled)
+        .map_or(0, |(_, _, a)| a.partitions))
 }

@@ -89,6 +89,15 @@ impl PartitionTask {
                 usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
                 Arc::clone(&shared.clock),
             );
+            let kafka = match cfg.sinks.kafka.records {
+                sink::config::KafkaRecords::PerTrace => kafka,
+                sink::config::KafkaRecords::Batched => kafka.batched(
+                    shared.sampled_partitions,
+                    sink::KeyHash::of_setting(
+                        cfg.kafka.properties.get("partitioner").map(String::as_str),
+                    ),
+                ),
+            };
             sinks.push(Box::new(match cfg.sinks.kafka.delivery {
                 sink::config::Delivery::Required => kafka,
                 sink::config::Delivery::BestEffort => kafka.best_effort(

@@ -15,6 +15,14 @@ pub struct KafkaSinkConfig {
     pub enabled: bool,
     /// Largest record written; bigger traces are split into several records.
     pub max_record_bytes: ByteSize,
+    /// How kept traces become records. `batched` (default): the traces a partition keeps in
+    /// one step (a tick, or a record that forced decisions) are grouped by the sampled topic's
+    /// partition their trace id hashes to (with the producer's `partitioner`, on the trace id
+    /// hex, as a keyed record would go), one record per partition per step up to
+    /// `max_record_bytes`; a record holding one trace is keyed by its trace id, a record holding
+    /// several has no key. `per_trace`: one record per kept trace, key = trace id hex, for
+    /// consumers that read the key.
+    pub records: KafkaRecords,
     /// `required`: a record is committed only once this sink has its kept spans (at-least-once).
     /// `best_effort`: commits do not wait for this sink; a write is tried
     /// `best_effort_attempts` times, then dropped and counted
@@ -30,10 +38,21 @@ impl Default for KafkaSinkConfig {
         KafkaSinkConfig {
             enabled: true,
             max_record_bytes: ByteSize(900 << 10),
+            records: KafkaRecords::Batched,
             delivery: Delivery::Required,
             best_effort_attempts: 5,
         }
     }
+}
+
+/// How kept traces become records on the sampled topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaRecords {
+    /// One record per sampled-topic partition per step.
+    Batched,
+    /// One record per kept trace, keyed by its trace id.
+    PerTrace,
 }
 
 /// Whether a sink's acknowledgement holds the commit.

@@ -1,16 +1,20 @@
-//! Writes to Kafka: the sampled topic ([`KafkaSink`]),
-//! and the one produce-until-acknowledged loop every Kafka write uses.
+//! Writes to Kafka: the sampled topic ([`KafkaSink`], in `kafka/sampled.rs`), the partition a
+//! keyed record goes to (`kafka/partitioner.rs`), and the one produce-until-acknowledged loop
+//! every Kafka write uses.
 
-use std::sync::Arc;
+mod partitioner;
+mod sampled;
+
+pub use partitioner::KeyHash;
+pub use sampled::KafkaSink;
+
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::FutureRecord;
 
-use super::{backoff, Acks, DetachedBudget, KeptTrace, Producer, Sink};
-use crate::clock::Clock;
-use crate::otlp;
+use super::{backoff, Producer};
 use crate::telemetry::{self, SinkLabel};
 
 /// One record to write: where it goes and what it carries.
@@ -18,8 +22,8 @@ use crate::telemetry::{self, SinkLabel};
 pub struct Outgoing<'a> {
     /// Topic.
     pub topic: &'a str,
-    /// Key.
-    pub key: &'a [u8],
+    /// Key (none: the record has no key).
+    pub key: Option<&'a [u8]>,
     /// Value.
     pub payload: &'a [u8],
     /// Headers, if any.
@@ -35,7 +39,7 @@ impl<'a> Outgoing<'a> {
     pub fn new(topic: &'a str, key: &'a [u8], payload: &'a [u8]) -> Self {
         Outgoing {
             topic,
-            key,
+            key: Some(key),
             payload,
             headers: None,
             partition: None,
@@ -123,7 +127,8 @@ pub async fn produce(
         // backpressure, neither a success nor a failure of the sink: wait for room without
         // giving the permit back (this write may be the breaker's probe).
         let sent = loop {
-            let mut rec = FutureRecord::to(topic).key(out.key).payload(out.payload);
+            let mut rec = FutureRecord::<[u8], [u8]>::to(topic).payload(out.payload);
+            rec.key = out.key;
             if let Some(h) = out.headers {
                 rec = rec.headers(h.clone());
             }
@@ -193,144 +198,6 @@ pub async fn produce(
             )));
         }
         tokio::time::sleep(backoff(attempt - 1)).await;
-    }
-}
-
-/// The sampled topic: OTLP protobuf, key = trace id hex, idempotent producer with acks=all. A
-/// chunk the topic refuses for good goes to the dead-letter topic with the reason (headers
-/// `tracesift.error`, `tracesift.sink: kafka`), so it never blocks the partition and is never
-/// silently lost.
-pub struct KafkaSink {
-    producer: Producer,
-    topic: Arc<str>,
-    dead_letter_topic: Arc<str>,
-    max_record_bytes: usize,
-    clock: Arc<dyn Clock>,
-    /// With best-effort delivery: the attempts per write, and the KiB its detached writes may
-    /// hold (one permit per KiB).
-    best_effort: Option<(u32, DetachedBudget)>,
-}
-
-impl KafkaSink {
-    /// A sink writing to `topic`, refused chunks to `dead_letter_topic`.
-    pub fn new(
-        producer: Producer,
-        topic: Arc<str>,
-        dead_letter_topic: Arc<str>,
-        max_record_bytes: usize,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        KafkaSink {
-            producer,
-            topic,
-            dead_letter_topic,
-            max_record_bytes,
-            clock,
-            best_effort: None,
-        }
-    }
-
-    /// Best-effort delivery: commits do not wait for this sink; each write gets `attempts`
-    /// tries and is then dropped and counted; while its writes hold `budget_bytes` already, new
-    /// ones are dropped at once (shed, never queued without bound).
-    pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
-        self.best_effort = Some((attempts, DetachedBudget::new(budget_bytes)));
-        self
-    }
-
-    /// Writes one kept trace detached from the commit: offsets are released at once.
-    fn accept_best_effort(
-        &self,
-        t: &KeptTrace<'_>,
-        chunks: Vec<(usize, Vec<u8>)>,
-        attempts: u32,
-        budget: &DetachedBudget,
-        acks: &mut Acks,
-    ) {
-        let offsets = t.offsets.to_vec();
-        acks.push(Box::pin(async move { offsets }));
-        let spans = t.spans.len();
-        let bytes: u64 = chunks.iter().map(|(_, p)| p.len() as u64).sum();
-        let Some(permit) = budget.try_hold(bytes) else {
-            telemetry::spans_dropped(SinkLabel::Kafka, spans);
-            return;
-        };
-        let producer = self.producer.clone();
-        let topic = Arc::clone(&self.topic);
-        let key = t.trace_id.to_hex();
-        let clock = Arc::clone(&self.clock);
-        let handed_over = clock.now();
-        let first_in = t.first_in;
-        // Detached on purpose: nothing waits for it. It ends after its attempts, and dies with
-        // the runtime at shutdown (best effort).
-        tokio::spawn(async move {
-            let _permit = permit;
-            for (n, p) in &chunks {
-                let out = Outgoing::new(&topic, key.as_bytes(), p);
-                match produce(&producer, out, SinkLabel::Kafka, attempts).await {
-                    Ok(()) => telemetry::spans_out(SinkLabel::Kafka, *n),
-                    Err(Failed::Refused(e)) => {
-                        telemetry::spans_rejected(SinkLabel::Kafka, *n);
-                        tracing::warn!(trace_id = %key, error = %e, "best-effort sink refused kept spans; dropped");
-                    }
-                    Err(Failed::GaveUp(why)) => {
-                        telemetry::spans_dropped(SinkLabel::Kafka, *n);
-                        tracing::warn!(trace_id = %key, error = %why, "best-effort sink gave up on kept spans; dropped");
-                    }
-                }
-            }
-            let now = clock.now();
-            telemetry::sink_write(SinkLabel::Kafka, now.saturating_since(handed_over), spans);
-            telemetry::end_to_end(SinkLabel::Kafka, first_in, now);
-        });
-    }
-}
-
-impl Sink for KafkaSink {
-    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
-        let chunks: Vec<(usize, Vec<u8>)> = otlp::chunk_spans(t.spans, self.max_record_bytes)
-            .into_iter()
-            .map(|c| (c.len(), otlp::encode_request(c.iter())))
-            .collect();
-        if let Some((attempts, budget)) = &self.best_effort {
-            let budget = budget.clone();
-            self.accept_best_effort(t, chunks, *attempts, &budget, acks);
-            return;
-        }
-        let producer = self.producer.clone();
-        let topic = Arc::clone(&self.topic);
-        let dlq = Arc::clone(&self.dead_letter_topic);
-        let key = t.trace_id.to_hex();
-        let offsets = t.offsets.to_vec();
-        let clock = Arc::clone(&self.clock);
-        let handed_over = clock.now();
-        let (spans, first_in) = (t.spans.len(), t.first_in);
-        let bytes: u64 = chunks.iter().map(|(_, p)| p.len() as u64).sum();
-        acks.push_sized(Box::pin(async move {
-            for (spans, p) in &chunks {
-                let out = Outgoing::new(&topic, key.as_bytes(), p);
-                match produce_until_acked(&producer, out, SinkLabel::Kafka).await {
-                    Ok(()) => telemetry::spans_out(SinkLabel::Kafka, *spans),
-                    Err(e) => {
-                        telemetry::spans_rejected(SinkLabel::Kafka, *spans);
-                        tracing::error!(trace_id = %key, bytes = p.len(), error = %e, "kept spans refused by the sampled topic for good; written to the dead-letter topic");
-                        super::dead_letter::refused_kept(&producer, &dlq, &key, p, &e.0, SinkLabel::Kafka).await;
-                    }
-                }
-            }
-            let now = clock.now();
-            telemetry::sink_write(SinkLabel::Kafka, now.saturating_since(handed_over), spans);
-            telemetry::end_to_end(SinkLabel::Kafka, first_in, now);
-            offsets
-        }), bytes);
-    }
-
-    fn label(&self) -> SinkLabel {
-        SinkLabel::Kafka
-    }
-
-    fn required(&self) -> bool {
-        self.best_effort.is_none()
     }
 }
 
