@@ -1,7 +1,9 @@
 //! Writes refused for good never block a partition (real broker, tansu): a kept trace larger
 //! than the producer may send goes to the dead-letter topic with the reason (`tracesift.error`,
 //! `tracesift.sink: kafka`, the trace id; without its payload, too large there as well), every
-//! other kept trace stays whole, and committed offsets reach the end.
+//! other kept trace stays whole, and committed offsets reach the end. The oversized trace is
+//! decided in one step with others and batched with those of its partition: the refused batch is
+//! written again trace by trace, so only the oversized trace is a dead letter.
 //!
 //! A sampled topic deleted under the running pipeline is not tested here: tansu 0.6.0's
 //! DeleteTopics deletes every topic of the cluster, not the one named. `run` refuses to start
@@ -54,7 +56,7 @@ kafka:
   create_topics: true
   commit_interval: 300ms
   properties: {{message.max.bytes: 1000000, topic.metadata.refresh.interval.ms: 1000}}
-store: {{decision_wait: 1s, decision_wait_after_root: 1s, max_trace_age: 1m, tick: 50ms}}
+store: {{decision_wait: 1s, decision_wait_after_root: 1s, max_trace_age: 1m, tick: 2s}}
 sinks: {{kafka: {{max_record_bytes: 4MiB}}, parquet: {{enabled: false}}}}
 telemetry: {{listen: ""}}
 policies: [{{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}]
@@ -110,6 +112,11 @@ policies: [{{name: errors, type: status_code, status_code: {{status_codes: [ERRO
         assert_eq!(sampled.get(t).map(Vec::len), Some(3), "{}", hex::encode(t));
     }
     assert!(!sampled.contains_key(big));
+    let log = member.log();
+    assert!(
+        log.contains("writing its traces one by one"),
+        "the oversized trace was not batched with others: {log}"
+    );
 
     member.stop();
 }

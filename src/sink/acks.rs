@@ -25,6 +25,8 @@ pub struct Acks {
     futs: FuturesUnordered<Sized>,
     limit: usize,
     bytes: u64,
+    /// Bytes sinks buffer for writes not made yet (a batch open until the step ends).
+    held: u64,
     byte_limit: u64,
 }
 
@@ -35,6 +37,7 @@ impl Acks {
             futs: FuturesUnordered::new(),
             limit,
             bytes: 0,
+            held: 0,
             byte_limit,
         }
     }
@@ -55,9 +58,20 @@ impl Acks {
         self.futs.len()
     }
 
-    /// Bytes the pending writes hold.
+    /// Counts `bytes` a sink buffers for a write it has not made yet against the budget, as
+    /// if they were pending (until [`Acks::release`]).
+    pub fn hold(&mut self, bytes: u64) {
+        self.held += bytes;
+    }
+
+    /// Returns bytes of [`Acks::hold`] (the write was made, or given up).
+    pub fn release(&mut self, bytes: u64) {
+        self.held = self.held.saturating_sub(bytes);
+    }
+
+    /// Bytes the pending writes hold, with those sinks hold for writes to come.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.bytes + self.held
     }
 
     /// True when nothing is pending.
@@ -67,7 +81,7 @@ impl Acks {
 
     /// True at either limit: the partition stops reading input until writes complete.
     pub fn is_full(&self) -> bool {
-        self.futs.len() >= self.limit || self.bytes >= self.byte_limit
+        self.futs.len() >= self.limit || self.bytes() >= self.byte_limit
     }
 
     /// The next completed write (pending forever when there is none).
@@ -106,6 +120,11 @@ mod tests {
         let _ = tx.send(());
         assert_eq!(acks.next().await, vec![1, 2]);
         assert_eq!((acks.bytes(), acks.len()), (0, 0));
+        acks.hold(1000);
+        assert!(acks.is_full(), "held bytes count against the budget");
+        acks.release(400);
+        assert_eq!(acks.bytes(), 600);
+        assert!(!acks.is_full());
         let mut by_count = Acks::new(2, u64::MAX);
         by_count.push(Box::pin(std::future::pending()));
         by_count.push(Box::pin(std::future::pending()));

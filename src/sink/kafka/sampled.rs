@@ -10,7 +10,8 @@
 //! every tick and flush, when a batch would pass `max_record_bytes`, and when all of them
 //! together would (so a partition task holds at most `max_record_bytes` of unsent batches). A
 //! record of one trace is keyed by its trace id; a batch has no key. A trace larger than one
-//! record goes alone, in several records keyed by its trace id.
+//! record goes alone, in several records keyed by its trace id. Unsent batches count against
+//! the partition's pending-write budget ([`Acks::hold`]) like the writes they become.
 //!
 //! A write's acknowledgement releases the offsets of every trace in it. A record the topic
 //! refuses for good is never retried as is: a batch is split into its traces, each written
@@ -208,6 +209,7 @@ impl KafkaSink {
         }
         let w = std::mem::take(open);
         b.bytes -= w.bytes() as usize;
+        acks.release(w.bytes());
         self.send(w, acks);
     }
 
@@ -253,6 +255,7 @@ impl Sink for KafkaSink {
             open.offsets.extend_from_slice(t.offsets);
             open.first_in.push(t.first_in);
             b.bytes += encoded.len();
+            acks.hold(encoded.len() as u64);
             if b.bytes > self.max_record_bytes {
                 // The batches of one task stay within one record's size together.
                 self.send_batches(acks);
@@ -441,6 +444,12 @@ mod tests {
         let mut acks = Acks::new(1000, u64::MAX);
         accept_all(&mut s, &traces, &mut acks);
         assert_eq!(acks.len(), 0, "nothing is written before the step ends");
+        let held = acks.bytes();
+        assert_eq!(
+            held,
+            s.batches.as_ref().unwrap().bytes as u64,
+            "unsent batches count against the budget"
+        );
         let b = s.batches.as_ref().unwrap();
         let mut seen = 0;
         for (p, w) in b.open.iter().enumerate() {
@@ -468,6 +477,7 @@ mod tests {
         assert_eq!(seen, traces.len());
         s.tick(MonoTime::ZERO, &mut acks);
         assert_eq!(acks.len(), 3, "one record per partition");
+        assert_eq!(acks.bytes(), held, "the same bytes, now pending writes");
         assert!(s
             .batches
             .as_ref()
@@ -507,6 +517,8 @@ mod tests {
         assert!(acks.len() > 3, "batches were written as they filled");
         s.flush(&mut acks);
         assert_eq!(s.batches.as_ref().unwrap().bytes, 0);
+        let written: u64 = acks.bytes();
+        assert!(written > 0);
     }
 
     #[test]
