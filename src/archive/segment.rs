@@ -90,6 +90,8 @@ fn find_str(attrs: &[KeyValue], key: &str) -> Option<String> {
 
 /// A resource and scope, decoded and rendered once per segment.
 struct ResourceInfo {
+    /// Its row in the segment's resource table ([`resource_table`]).
+    index: u32,
     /// Attributes as (key, rendered value).
     attrs: Vec<(String, String)>,
     service_name: String,
@@ -101,11 +103,12 @@ struct ResourceInfo {
 }
 
 impl ResourceInfo {
-    fn of(ctx: &ScopeCtx) -> Option<ResourceInfo> {
+    fn of(ctx: &ScopeCtx, index: u32) -> Option<ResourceInfo> {
         let resource = otlp::decode_resource(ctx).ok()?;
         let scope = otlp::decode_scope(ctx).ok()?;
         let a = &resource.attributes;
         Some(ResourceInfo {
+            index,
             service_name: find_str(a, "service.name").unwrap_or_default(),
             k8s_namespace: find_str(a, "k8s.namespace.name"),
             k8s_pod: find_str(a, "k8s.pod.name"),
@@ -206,7 +209,8 @@ struct Columns {
     duration: Int64Builder,
     status: StringBuilder,
     status_msg: StringBuilder,
-    res_attrs: MapBuilder<StringBuilder, StringBuilder>,
+    /// Each row's row of the resource table (its `resource_attributes` are taken from there).
+    res_rows: Vec<u32>,
     attrs: MapBuilder<StringBuilder, StringBuilder>,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
@@ -248,6 +252,24 @@ fn put(
     Ok(())
 }
 
+/// Appends an attribute value as rendered (a string as it is, without a copy through
+/// `scratch`; no value: empty).
+fn append_rendered(
+    b: &mut StringBuilder,
+    v: Option<Value<'_>>,
+    scratch: &mut String,
+) -> Result<(), ArchiveError> {
+    match v {
+        Some(Value::Str(s)) => b.append_value(s),
+        Some(v) => {
+            v.render(scratch).map_err(rejected)?;
+            b.append_value(&*scratch);
+        }
+        None => b.append_value(""),
+    }
+    Ok(())
+}
+
 fn append_kvs(
     b: &mut MapBuilder<StringBuilder, StringBuilder>,
     kvs: Repeated<'_>,
@@ -256,11 +278,7 @@ fn append_kvs(
     for kv in kvs {
         let kv = kv.map_err(rejected)?;
         b.keys().append_value(kv.key);
-        match kv.value {
-            Some(v) => v.render(scratch).map_err(rejected)?,
-            None => scratch.clear(),
-        }
-        b.values().append_value(&*scratch);
+        append_rendered(b.values(), kv.value, scratch)?;
     }
     b.append(true)?;
     Ok(())
@@ -272,10 +290,6 @@ impl Columns {
     fn new(rows: &[Row<'_>]) -> Columns {
         let n = rows.len();
         let span_bytes: usize = rows.iter().map(|r| r.kept.span.bytes.len()).sum();
-        let res_bytes: usize = rows
-            .iter()
-            .map(|r| r.kept.span.ctx.resource_field.len())
-            .sum();
         let strings = |per_row: usize| StringBuilder::with_capacity(n, n * per_row);
         let map = |entries: usize, bytes: usize| {
             MapBuilder::with_capacity(
@@ -300,7 +314,7 @@ impl Columns {
             duration: Int64Builder::with_capacity(n),
             status: strings(5),
             status_msg: strings(4),
-            res_attrs: map(n * 12, res_bytes),
+            res_rows: Vec::with_capacity(n),
             attrs: map(n * 8, span_bytes / 2),
             scope_name: strings(16),
             scope_version: strings(8),
@@ -361,11 +375,7 @@ impl Columns {
         self.status
             .append_value(StatusCode::from_i32(s.status_code).as_str());
         self.status_msg.append_value(s.status_message);
-        for (k, v) in &res.attrs {
-            self.res_attrs.keys().append_value(k);
-            self.res_attrs.values().append_value(v);
-        }
-        self.res_attrs.append(true)?;
+        self.res_rows.push(res.index);
 
         // Span attributes: the map, and the first value of each key with a column.
         let mut slots: Slots<'_> = [None; 12];
@@ -375,11 +385,7 @@ impl Columns {
                 slots[i].get_or_insert(value);
             }
             self.attrs.keys().append_value(key);
-            match value {
-                Some(v) => v.render(&mut self.scratch).map_err(rejected)?,
-                None => self.scratch.clear(),
-            }
-            self.attrs.values().append_value(&self.scratch);
+            append_rendered(self.attrs.values(), value, &mut self.scratch)?;
         }
         self.attrs.append(true)?;
         self.scope_name.append_value(&res.scope_name);
@@ -459,7 +465,9 @@ impl Columns {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<RecordBatch, ArchiveError> {
+    fn finish(mut self, resources: &ArrayRef) -> Result<RecordBatch, ArchiveError> {
+        let res_rows = arrow_array::UInt32Array::from(std::mem::take(&mut self.res_rows));
+        let res_attrs = arrow_select::take::take(resources.as_ref(), &res_rows, None)?;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
@@ -475,7 +483,7 @@ impl Columns {
             Arc::new(self.duration.finish()),
             Arc::new(self.status.finish()),
             Arc::new(self.status_msg.finish()),
-            Arc::new(self.res_attrs.finish()),
+            res_attrs,
             Arc::new(self.attrs.finish()),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
@@ -504,6 +512,7 @@ pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
 /// Builds one record batch (rows already sorted); on a row that cannot be read, its index.
 fn build_batch(
     rows: &[Row<'_>],
+    resources: &ArrayRef,
 ) -> Result<Result<RecordBatch, (usize, ArchiveError)>, ArchiveError> {
     let mut c = Columns::new(rows);
     for (i, r) in rows.iter().enumerate() {
@@ -511,13 +520,40 @@ fn build_batch(
             return Ok(Err((i, e)));
         }
     }
-    c.finish().map(Ok)
+    c.finish(resources).map(Ok)
+}
+
+/// The `resource_attributes` of each distinct resource of a segment, one map per
+/// [`ResourceInfo::index`]: rows take theirs from here in bulk instead of appending the same
+/// strings once per span.
+fn resource_table(resources: &[Arc<ResourceInfo>]) -> Result<ArrayRef, ArchiveError> {
+    let entries: usize = resources.iter().map(|r| r.attrs.len()).sum();
+    let bytes: usize = resources
+        .iter()
+        .flat_map(|r| &r.attrs)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let mut b = MapBuilder::with_capacity(
+        Some(map_field_names()),
+        StringBuilder::with_capacity(entries, bytes),
+        StringBuilder::with_capacity(entries, bytes),
+        resources.len(),
+    );
+    for r in resources {
+        for (k, v) in &r.attrs {
+            b.keys().append_value(k);
+            b.values().append_value(v);
+        }
+        b.append(true)?;
+    }
+    Ok(Arc::new(b.finish()))
 }
 
 /// One hour's file, written in record batches of bounded decoded size (so no column reaches
 /// Arrow's offset limits); on a row that cannot be read, its index.
 fn write_file(
     rows: &[Row<'_>],
+    resources: &ArrayRef,
     max_row_group_rows: usize,
 ) -> Result<Result<Vec<u8>, (usize, ArchiveError)>, ArchiveError> {
     let traces = 1 + rows
@@ -539,7 +575,7 @@ fn write_file(
             r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len()
         });
         if i == rows.len() || (i > from && size + row_bytes > BATCH_BYTES) {
-            match build_batch(&rows[from..i])? {
+            match build_batch(&rows[from..i], resources)? {
                 Ok(batch) => w.write(&batch)?,
                 Err((j, e)) => return Ok(Err((from + j, e))),
             }
@@ -639,18 +675,30 @@ pub fn encode_segment_skipping(
     // service sends the same resource in every record).
     let mut by_ctx: HashMap<*const ScopeCtx, Option<Arc<ResourceInfo>>> = HashMap::new();
     let mut by_content: HashMap<(Bytes, Bytes), Option<Arc<ResourceInfo>>> = HashMap::new();
+    let mut resources: Vec<Arc<ResourceInfo>> = Vec::new();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(spans.len());
+    // Spans of one record share their context and come in a row: the last one is looked up
+    // without hashing.
+    let mut last: Option<(*const ScopeCtx, Option<Arc<ResourceInfo>>)> = None;
     for k in spans {
         let ctx = &k.span.ctx;
-        let res = by_ctx
-            .entry(Arc::as_ptr(ctx))
-            .or_insert_with(|| {
-                by_content
-                    .entry((ctx.resource_field.clone(), ctx.scope_field.clone()))
-                    .or_insert_with(|| ResourceInfo::of(ctx).map(Arc::new))
-                    .clone()
-            })
-            .clone();
+        let res = match &last {
+            Some((p, res)) if *p == Arc::as_ptr(ctx) => res.clone(),
+            _ => by_ctx
+                .entry(Arc::as_ptr(ctx))
+                .or_insert_with(|| {
+                    by_content
+                        .entry((ctx.resource_field.clone(), ctx.scope_field.clone()))
+                        .or_insert_with(|| {
+                            let r = Arc::new(ResourceInfo::of(ctx, resources.len() as u32)?);
+                            resources.push(Arc::clone(&r));
+                            Some(r)
+                        })
+                        .clone()
+                })
+                .clone(),
+        };
+        last = Some((Arc::as_ptr(ctx), res.clone()));
         let Some(res) = res else {
             rejected.push(Rejected {
                 trace_id: k.trace_id,
@@ -666,26 +714,29 @@ pub fn encode_segment_skipping(
             }),
         }
     }
-    rows.sort_by(|a, b| {
-        (a.kept.trace_id, a.span.start_ns, a.span.span_id).cmp(&(
-            b.kept.trace_id,
-            b.span.start_ns,
-            b.span.span_id,
-        ))
-    });
+    // Sorted through small keys (a row is ~150 B to move); the index breaks ties, so the order
+    // is that of a stable sort.
+    let mut order: Vec<(TraceId, u64, &[u8], u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.kept.trace_id, r.span.start_ns, r.span.span_id, i as u32))
+        .collect();
+    order.sort_unstable();
+    let mut slots: Vec<Option<Row<'_>>> = rows.into_iter().map(Some).collect();
     let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<Row<'_>>> = Default::default();
-    for r in rows {
+    for r in order.iter().filter_map(|(.., i)| slots[*i as usize].take()) {
         by_hour
             .entry(filing_hour(r.span.start_ns, r.kept.span.ctx.arrival_ms))
             .or_default()
             .push(r);
     }
+    let resource_table = resource_table(&resources)?;
     let mut out = Vec::with_capacity(by_hour.len());
     for (hour, mut rows) in by_hour {
         // A span the row builder cannot read (the strict scan on the way in makes this
         // impossible for pipeline input) is left out and the hour's file built again.
         let buf = loop {
-            match write_file(&rows, max_row_group_rows)? {
+            match write_file(&rows, &resource_table, max_row_group_rows)? {
                 Ok(buf) => break buf,
                 Err((i, e)) => {
                     let r = rows.remove(i);

@@ -317,9 +317,7 @@ impl<'a> Value<'a> {
             Value::Empty => {}
             Value::Str(s) => out.push_str(s),
             Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(i)),
             Value::Double(d) => match serde_json::Number::from_f64(d) {
                 Some(n) => {
                     let _ = write!(out, "{n}");
