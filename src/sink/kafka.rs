@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::FutureRecord;
 
 use super::{backoff, Producer};
 use crate::telemetry::{self, SinkLabel};
@@ -127,7 +126,8 @@ pub async fn produce(
         // backpressure, neither a success nor a failure of the sink: wait for room without
         // giving the permit back (this write may be the breaker's probe).
         let sent = loop {
-            let mut rec = FutureRecord::<[u8], [u8]>::to(topic).payload(out.payload);
+            let (mut rec, delivery) = super::producer::Instance::record(topic);
+            rec = rec.payload(out.payload);
             rec.key = out.key;
             if let Some(h) = out.headers {
                 rec = rec.headers(h.clone());
@@ -138,8 +138,8 @@ pub async fn produce(
             if let Some(ts) = out.timestamp {
                 rec = rec.timestamp(ts);
             }
-            match instance.send_result(rec) {
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            match instance.send(rec) {
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                     // Backing off (5 ms doubling to 1 s, jittered) so thousands of waiting
                     // writes do not spin.
                     let cap = Duration::from_millis(5)
@@ -148,7 +148,7 @@ pub async fn produce(
                     queue_full = queue_full.saturating_add(1);
                     tokio::time::sleep(super::jitter(cap)).await;
                 }
-                other => break other,
+                other => break other.map(|()| delivery),
             }
         };
         match sent {
@@ -157,13 +157,13 @@ pub async fn produce(
                     breaker.finished(true);
                     return Ok(());
                 }
-                Ok(Err((e, _))) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
+                Ok(Err(e)) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
                     // The sink answered: the record is at fault, not the sink.
                     breaker.finished(true);
                     telemetry::sink_error(label);
                     return Err(Failed::Refused(Refused(format!("{topic}: {e}"))));
                 }
-                Ok(Err((e, _))) => {
+                Ok(Err(e)) => {
                     breaker.finished(false);
                     telemetry::sink_error(label);
                     producer.recover(generation, &instance);
@@ -177,13 +177,13 @@ pub async fn produce(
                     last = "delivery report lost".into();
                 }
             },
-            Err((e, _)) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
+            Err(e) if e.rdkafka_error_code().is_some_and(refuses_for_good) => {
                 // Refused locally (too large for the producer): the sink is not at fault.
                 breaker.finished(true);
                 telemetry::sink_error(label);
                 return Err(Failed::Refused(Refused(format!("{topic}: {e}"))));
             }
-            Err((e, _)) => {
+            Err(e) => {
                 breaker.finished(false);
                 telemetry::sink_error(label);
                 producer.recover(generation, &instance);
