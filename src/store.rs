@@ -282,7 +282,10 @@ pub struct StoreStats {
 /// One partition's buffered traces and recent decisions.
 pub struct TraceStore {
     limits: StoreLimits,
-    traces: TraceMap<Entry>,
+    /// Entries boxed: the table keeps a quarter to half of its buckets empty, and an empty
+    /// bucket then costs a pointer instead of a whole entry (~330 B; measured with massif: the
+    /// table was a third of the store's own memory per buffered span).
+    traces: TraceMap<Box<Entry>>,
     timers: BinaryHeap<Reverse<(MonoTime, u64, TraceId)>>,
     by_age: BTreeMap<u64, TraceId>,
     forced: Vec<DueTrace>,
@@ -350,7 +353,7 @@ impl TraceStore {
             let seq = self.seq;
             self.traces.insert(
                 trace_id,
-                Entry {
+                Box::new(Entry {
                     seq,
                     first_seen: now,
                     fetched: self.fetched,
@@ -359,7 +362,7 @@ impl TraceStore {
                     summary: TraceSummary::new(),
                     spans: Vec::new(),
                     offsets: Vec::new(),
-                },
+                }),
             );
             self.by_age.insert(seq, trace_id);
             self.timers

@@ -276,17 +276,36 @@ pub async fn scenario(split: bool) {
         .unwrap();
     let mut seen: HashSet<([u8; 16], [u8; 8])> = HashSet::new();
     let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut partition_of: HashMap<[u8; 16], i32> = HashMap::new();
     for r in &sampled {
         let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        // Batched records (the default): a record of one trace is keyed by its id, a batch has
+        // no key, and every span of a trace is on one partition.
+        let traces: HashSet<&[u8]> = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| s.trace_id.as_slice())
+            .collect();
+        match traces.iter().next() {
+            Some(one) if traces.len() == 1 => assert_eq!(
+                r.key.as_deref(),
+                Some(hex::encode(one).as_bytes()),
+                "a record of one trace is keyed by it"
+            ),
+            _ => assert_eq!(r.key, None, "a batch of traces has no key"),
+        }
         for rs in &req.resource_spans {
             assert!(rs.resource.is_some(), "resource kept");
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
                     let t: [u8; 16] = s.trace_id.as_slice().try_into().unwrap();
                     assert_eq!(
-                        r.key.as_deref(),
-                        Some(hex::encode(t).as_bytes()),
-                        "key is the trace id"
+                        *partition_of.entry(t).or_insert(r.partition),
+                        r.partition,
+                        "trace {} on one partition",
+                        hex::encode(t)
                     );
                     assert!(
                         seen.insert((t, s.span_id.as_slice().try_into().unwrap())),
