@@ -23,11 +23,10 @@ use support::{create_topic, otlp_record, spread_trace_ids, test_span, Broker, Me
 const TRACES: u32 = 60;
 const PARTITIONS: i32 = 3;
 
-/// The trace ids of a sampled record, in order of first appearance, and its span count.
-fn traces_of(r: &Read) -> (Vec<[u8; 16]>, usize) {
+/// The traces of a sampled record in order of first appearance, with their span counts.
+fn traces_of(r: &Read) -> Vec<([u8; 16], usize)> {
     let req = ExportTraceServiceRequest::decode(r.value.as_slice()).expect("strict decode");
-    let mut ids: Vec<[u8; 16]> = Vec::new();
-    let mut spans = 0;
+    let mut out: Vec<([u8; 16], usize)> = Vec::new();
     for s in req
         .resource_spans
         .iter()
@@ -35,12 +34,12 @@ fn traces_of(r: &Read) -> (Vec<[u8; 16]>, usize) {
         .flat_map(|ss| &ss.spans)
     {
         let t: [u8; 16] = s.trace_id.as_slice().try_into().unwrap();
-        if !ids.contains(&t) {
-            ids.push(t);
+        match out.iter_mut().find(|(id, _)| *id == t) {
+            Some((_, n)) => *n += 1,
+            None => out.push((t, 1)),
         }
-        spans += 1;
     }
-    (ids, spans)
+    out
 }
 
 /// Where librdkafka's `partitioner` puts a record keyed by each trace id hex.
@@ -147,7 +146,7 @@ fn kept_traces_are_batched_per_partition_where_their_key_would_go() {
         let deadline = Instant::now() + Duration::from_secs(90);
         let records = loop {
             let records = support::read_all(&brokers, topic);
-            let spans: usize = records.iter().map(|r| traces_of(r).1).sum();
+            let spans: usize = records.iter().flat_map(traces_of).map(|(_, n)| n).sum();
             if spans >= 3 * TRACES as usize || Instant::now() > deadline {
                 break records;
             }
@@ -157,32 +156,22 @@ fn kept_traces_are_batched_per_partition_where_their_key_would_go() {
         let mut spans_of: HashMap<[u8; 16], usize> = HashMap::new();
         let mut partition_of: HashMap<[u8; 16], HashSet<i32>> = HashMap::new();
         for r in &records {
-            let (traces, _) = traces_of(r);
+            let traces = traces_of(r);
             let key = r
                 .key
                 .as_ref()
                 .map(|k| String::from_utf8(k.clone()).unwrap());
             match traces.as_slice() {
-                [one] => assert_eq!(
+                [(one, _)] => assert_eq!(
                     key,
                     Some(hex::encode(one)),
                     "{group}: a record of one trace is keyed by it"
                 ),
                 _ => assert_eq!(key, None, "{group}: a batch has no key"),
             }
-            for t in traces {
+            for (t, n) in traces {
                 partition_of.entry(t).or_default().insert(r.partition);
-            }
-            let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
-            for s in req
-                .resource_spans
-                .iter()
-                .flat_map(|rs| &rs.scope_spans)
-                .flat_map(|ss| &ss.spans)
-            {
-                *spans_of
-                    .entry(s.trace_id.as_slice().try_into().unwrap())
-                    .or_default() += 1;
+                *spans_of.entry(t).or_default() += n;
             }
         }
         for t in &ids {
@@ -210,7 +199,7 @@ fn kept_traces_are_batched_per_partition_where_their_key_would_go() {
                     records.len()
                 );
                 assert!(
-                    records.iter().any(|r| traces_of(r).0.len() > 1),
+                    records.iter().any(|r| traces_of(r).len() > 1),
                     "{group}: no record holds several traces"
                 );
             }
@@ -221,7 +210,7 @@ fn kept_traces_are_batched_per_partition_where_their_key_would_go() {
                     "{group}: one record per trace"
                 );
                 for r in &records {
-                    assert_eq!(traces_of(r).0.len(), 1);
+                    assert_eq!(traces_of(r).len(), 1);
                 }
             }
         }

@@ -416,25 +416,21 @@ mod tests {
         .batched(3, KeyHash::Crc32)
     }
 
-    fn accept_all(s: &mut KafkaSink, traces: &[(TraceId, Vec<SpanRef>)], acks: &mut Acks) {
+    fn accept(s: &mut KafkaSink, t: TraceId, spans: &[SpanRef], offset: i64, acks: &mut Acks) {
         let policy: Arc<str> = "p".into();
-        for (i, (t, spans)) in traces.iter().enumerate() {
-            s.accept(
-                &KeptTrace {
-                    trace_id: *t,
-                    spans,
-                    decision: crate::sample::Decision {
-                        keep: true,
-                        policy: Some(0),
-                        threshold: 0,
-                    },
-                    policy: &policy,
-                    offsets: &[i as i64],
-                    first_in: MonoTime::ZERO,
-                },
-                acks,
-            );
-        }
+        let kept = KeptTrace {
+            trace_id: t,
+            spans,
+            decision: crate::sample::Decision {
+                keep: true,
+                policy: Some(0),
+                threshold: 0,
+            },
+            policy: &policy,
+            offsets: &[offset],
+            first_in: MonoTime::ZERO,
+        };
+        s.accept(&kept, acks);
     }
 
     #[tokio::test]
@@ -442,7 +438,9 @@ mod tests {
         let traces = traces(40);
         let mut s = sink(900 << 10);
         let mut acks = Acks::new(1000, u64::MAX);
-        accept_all(&mut s, &traces, &mut acks);
+        for (i, (t, spans)) in traces.iter().enumerate() {
+            accept(&mut s, *t, spans, i as i64, &mut acks);
+        }
         assert_eq!(acks.len(), 0, "nothing is written before the step ends");
         let held = acks.bytes();
         assert_eq!(
@@ -494,21 +492,8 @@ mod tests {
         let max = 8 << 10;
         let mut s = sink(max);
         let mut acks = Acks::new(1000, u64::MAX);
-        let policy: Arc<str> = "p".into();
         for (t, spans) in &traces {
-            let kept = KeptTrace {
-                trace_id: *t,
-                spans,
-                decision: crate::sample::Decision {
-                    keep: true,
-                    policy: Some(0),
-                    threshold: 0,
-                },
-                policy: &policy,
-                offsets: &[0],
-                first_in: MonoTime::ZERO,
-            };
-            s.accept(&kept, &mut acks);
+            accept(&mut s, *t, spans, 0, &mut acks);
             let b = s.batches.as_ref().unwrap();
             assert!(b.bytes <= max, "{} unsent bytes", b.bytes);
             let sum: usize = b.open.iter().map(|w| w.bytes() as usize).sum();
