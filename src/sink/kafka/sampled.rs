@@ -174,13 +174,14 @@ impl KafkaSink {
     }
 
     /// Hands a write over: to the acknowledgements (required), or detached (best effort).
-    fn send(&self, w: Write, acks: &mut Acks) {
+    fn send(&self, mut w: Write, acks: &mut Acks) {
         let target = Arc::clone(&self.target);
         let bytes = w.bytes();
         match &self.best_effort {
             None => acks.push_sized(Box::pin(deliver_all(target, w, u32::MAX)), bytes),
             Some((attempts, budget)) => {
-                let offsets = w.offsets.clone();
+                // Released at once: the write below is detached from the commit.
+                let offsets = std::mem::take(&mut w.offsets);
                 acks.push(Box::pin(async move { offsets }));
                 let Some(permit) = budget.try_hold(bytes) else {
                     let spans = w.records.iter().map(Record::spans).sum();
@@ -226,8 +227,13 @@ impl Sink for KafkaSink {
     fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
         let chunks = otlp::chunk_spans(t.spans, self.max_record_bytes);
         let partition = self.batches.as_ref().map(|b| {
-            b.hash
-                .partition(t.trace_id.to_hex().as_bytes(), b.partitions)
+            // The key a keyed record would carry: the trace id hex (on the stack, per trace).
+            let mut hex = [0u8; 32];
+            let key: &[u8] = match hex::encode_to_slice(t.trace_id.0, &mut hex) {
+                Ok(()) => &hex,
+                Err(_) => &[],
+            };
+            b.hash.partition(key, b.partitions)
         });
         if let (Some(p), [one]) = (partition, chunks.as_slice()) {
             let encoded = otlp::encode_request(one.iter());
