@@ -61,6 +61,10 @@ pub enum ArchiveError {
     /// A file did not read back as written (compaction keeps its inputs).
     #[error("verification failed: {0}")]
     Verify(String),
+
+    /// The compactor lease was taken by another compactor: this one stops without writing.
+    #[error("lease lost: {0}; stopping without writing")]
+    LeaseLost(String),
 }
 
 pub use self::columns::{as_array, column, field, id_at};

@@ -6,7 +6,7 @@
 use std::fmt;
 
 pub mod secrets;
-pub use secrets::{is_secret_key, Properties};
+pub use secrets::{is_secret_key, Headers, Properties, StoreOptions};
 
 use serde::{Deserialize, Serialize};
 

@@ -89,6 +89,9 @@ pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
 pub const UNDECODABLE_BATCHES: &str = "tracesift_source_undecodable_batches_total";
 /// Times a partition was paused for backpressure.
 pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
+/// Connections to the telemetry endpoint closed at once because [`server::MAX_CONNECTIONS`]
+/// were open.
+pub const TELEMETRY_REFUSED: &str = "tracesift_telemetry_connections_refused_total";
 
 /// Resident memory of this process (read at every scrape).
 pub const PROCESS_RSS: &str = "tracesift_process_resident_memory_bytes";
@@ -360,6 +363,11 @@ fn describe() {
         PARTITION_PAUSES,
         Unit::Count,
         "Partition pauses for backpressure."
+    );
+    describe_counter!(
+        TELEMETRY_REFUSED,
+        Unit::Count,
+        "Telemetry connections closed at once because the endpoint's connection limit was reached."
     );
     describe_gauge!(PROCESS_RSS, Unit::Bytes, "Resident memory of this process.");
     describe_gauge!(
@@ -714,6 +722,11 @@ impl PollGap {
 /// A partition was paused for backpressure.
 pub fn partition_paused() {
     counter!(PARTITION_PAUSES).increment(1);
+}
+
+/// A telemetry connection was closed at once (too many open).
+pub fn telemetry_connection_refused() {
+    counter!(TELEMETRY_REFUSED).increment(1);
 }
 
 /// Per-partition gauges, set once per tick.

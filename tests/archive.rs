@@ -157,12 +157,19 @@ fn write_config(dir: &Path, extra_tiers: &str, compaction: &str) -> PathBuf {
 
 const SMALL: &str = "    min_age: 30m\n    memory_budget: 24MiB\n    row_group_bytes: 128KiB\n    file_bytes: 384KiB\n    fan_in: 3\n";
 
-/// Reads a tier manifest from a local directory.
-fn manifest_of(dir: &Path) -> tracesift::archive::manifest::Manifest {
-    let p = dir.join(tracesift::archive::manifest::MANIFEST_PATH);
-    match std::fs::read(&p) {
-        Ok(b) => serde_json::from_slice(&b).unwrap(),
-        Err(_) => Default::default(),
+/// Reads a tier's manifest (its newest generation) from a catalog store on a local directory.
+fn manifest_of(catalog: &Path, tier: &str) -> tracesift::archive::manifest::Manifest {
+    let dir = catalog
+        .join(tracesift::archive::manifest::CATALOG_DIR)
+        .join(tier);
+    let newest = std::fs::read_dir(&dir).ok().and_then(|d| {
+        d.filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .max()
+    });
+    match newest {
+        Some(p) => serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap(),
+        None => Default::default(),
     }
 }
 
@@ -186,7 +193,7 @@ async fn compaction_merges_overlapping_segments_into_sorted_deduplicated_files()
     assert!(out.contains("compacted 1 hours"), "{out}");
 
     let files = parquet_files(&hot_dir);
-    let manifest = manifest_of(&hot_dir);
+    let manifest = manifest_of(&hot_dir, "hot");
     assert_eq!(
         files.len(),
         manifest.files.len(),
@@ -426,7 +433,7 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
     // (ended >= 2h ago) move to warm.
     let out = compact_at(&cfg, &at(4, 30));
     assert!(out.contains("compacted 4 hours"), "{out}");
-    let warm = manifest_of(&warm_dir);
+    let warm = manifest_of(&hot_dir, "warm");
     let hours_in = |m: &tracesift::archive::manifest::Manifest| -> HashSet<i64> {
         m.files
             .values()
@@ -434,7 +441,7 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
             .collect()
     };
     assert_eq!(hours_in(&warm), HashSet::from([0, 1]), "{out}");
-    assert_eq!(hours_in(&manifest_of(&hot_dir)), HashSet::from([2, 3]));
+    assert_eq!(hours_in(&manifest_of(&hot_dir, "hot")), HashSet::from([2, 3]));
     assert_eq!(all(&garage), (total, total));
     lookups_exact(&cfg, &sample);
 
@@ -502,12 +509,10 @@ for r in rows:
         &tracesift::config::Config::load(&cfg).unwrap().archive,
     )
     .unwrap();
-    let cold_manifest = tracesift::archive::manifest::load(&cold[2].store, "cold")
-        .await
-        .unwrap();
+    let cold_manifest = cold[2].manifest().await.unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
-    assert_eq!(hours_in(&manifest_of(&warm_dir)), HashSet::from([1, 2]));
-    assert_eq!(hours_in(&manifest_of(&hot_dir)), HashSet::from([3]));
+    assert_eq!(hours_in(&manifest_of(&hot_dir, "warm")), HashSet::from([1, 2]));
+    assert_eq!(hours_in(&manifest_of(&hot_dir, "hot")), HashSet::from([3]));
     assert!(out.contains("finished 1 interrupted moves"), "{out}");
     lookups_exact(&cfg, &sample);
 
@@ -520,12 +525,10 @@ for r in rows:
     lookups_exact(&cfg, &sample);
     let out = compact_at(&cfg, &at(5, 15));
     assert_eq!(all(&garage), (total, total), "{out}");
-    let cold_manifest = tracesift::archive::manifest::load(&cold[2].store, "cold")
-        .await
-        .unwrap();
+    let cold_manifest = cold[2].manifest().await.unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
     assert!(cold_manifest.files.values().all(|e| e.replaces.is_empty()));
-    assert_eq!(hours_in(&manifest_of(&hot_dir)), HashSet::from([3]));
+    assert_eq!(hours_in(&manifest_of(&hot_dir, "hot")), HashSet::from([3]));
     lookups_exact(&cfg, &sample);
 
     // A crash in the middle of a local move, then the pass that finishes it.
@@ -568,9 +571,7 @@ for r in rows:
             .collect()
     };
     assert_eq!(line("total")[2], total.to_string(), "{cost}");
-    let cold_manifest = tracesift::archive::manifest::load(&cold[2].store, "cold")
-        .await
-        .unwrap();
+    let cold_manifest = cold[2].manifest().await.unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0, 1]));
     let (cold_bytes, cold_rows) = cold_manifest.totals();
     assert_eq!(line("cold")[3], cold_bytes.to_string(), "{cost}");
@@ -627,10 +628,10 @@ async fn the_lease_keeps_a_second_compactor_out() {
         "other-compactor".into(),
         std::time::Duration::from_secs(60),
     );
-    assert_eq!(
+    assert!(matches!(
         other.acquire().await.unwrap(),
-        tracesift::archive::manifest::LeaseOutcome::Acquired
-    );
+        tracesift::archive::manifest::LeaseOutcome::Acquired(_)
+    ));
     let files = parquet_files(&hot_dir);
     let out = compact_at(&cfg, &at(5, 0));
     assert!(out.contains("held by other-compactor"), "{out}");
@@ -670,7 +671,7 @@ async fn the_lease_keeps_a_second_compactor_out() {
         .sum();
     assert_eq!(compacted, 3, "each hour compacted once: {outs:?}");
     assert_eq!(count_rows(&[&hot_dir], None), (total, total));
-    let m = manifest_of(&hot_dir);
+    let m = manifest_of(&hot_dir, "hot");
     let by_hour: BTreeMap<i64, usize> = m.files.values().fold(BTreeMap::new(), |mut acc, e| {
         *acc.entry(e.hour_start_ms).or_default() += 1;
         acc
@@ -692,7 +693,7 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
     let compactor = tracesift::archive::compact::Compactor::start(cfg).unwrap();
     // The hour is years old: the first pass compacts it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while manifest_of(&hot_dir).files.is_empty() {
+    while manifest_of(&hot_dir, "hot").files.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "no pass compacted the hour"
@@ -710,7 +711,7 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let files = parquet_files(&hot_dir);
-        let m = manifest_of(&hot_dir);
+        let m = manifest_of(&hot_dir, "hot");
         if files.len() == m.files.len() && m.totals().1 == expected {
             break;
         }
@@ -722,8 +723,15 @@ async fn the_loop_inside_run_compacts_on_its_interval_and_stops() {
     }
     compactor.stop(std::time::Duration::from_secs(30)).await;
     assert_eq!(count_rows(&[&hot_dir], None), (expected, expected));
-    let lease = hot_dir.join(tracesift::archive::manifest::LEASE_PATH);
-    assert!(!lease.exists(), "the lease is released between passes");
+    let lease = tracesift::archive::manifest::Lease::new(
+        hot.clone(),
+        "reader".into(),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(
+        lease.current().await.unwrap().1.released,
+        "the lease is released between passes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,12 +756,9 @@ async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes
         &tracesift::config::Config::load(&cfg).unwrap().archive,
     )
     .unwrap();
-    let probe = tracesift::archive::manifest::Lease::new(
-        hot[0].store.clone(),
-        "probe-1-00000000".into(),
-        std::time::Duration::from_secs(60),
-    );
-    let exclusive = probe.store_is_exclusive().await.unwrap();
+    let exclusive = tracesift::archive::manifest::store_is_exclusive(&hot[0].store)
+        .await
+        .unwrap();
     let h0 = write_hour(&hot[0].store, 0, 400, 2, 501).await;
     let out = tracesift()
         .args(["compact", "-c"])
@@ -779,9 +784,11 @@ async fn a_lease_store_without_conditional_writes_is_refused_and_lease_url_fixes
     ));
     let out = compact_at(&cfg, &at(3, 0));
     assert!(out.contains("compacted 1 hours"), "{out}");
-    let m = tracesift::archive::manifest::load(&hot[0].store, "hot")
-        .await
-        .unwrap();
+    let hot = tracesift::archive::tiering::open_tiers(
+        &tracesift::config::Config::load(&cfg).unwrap().archive,
+    )
+    .unwrap();
+    let m = hot[0].manifest().await.unwrap();
     assert_eq!(m.totals().1 as usize, h0.spans, "{out}");
     let t = &h0.traces[3];
     let found = tracesift::archive::lookup::find_trace(&hot, t.trace_id)

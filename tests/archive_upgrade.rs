@@ -136,7 +136,8 @@ async fn v1_and_v2_files_compact_into_v2_with_nothing_lost_or_duplicated() {
             ..Default::default()
         },
     );
-    manifest::save(&warm, &m).await.unwrap();
+    // The layout of archives written before catalog generations: the manifest in the tier.
+    manifest::save_legacy(&warm, &m).await.unwrap();
 
     // After the upgrade: a replay writes the second half of hour 0 again, as v2.
     let hot: Arc<dyn ObjectStore> =
@@ -208,7 +209,7 @@ async fn v1_and_v2_files_compact_into_v2_with_nothing_lost_or_duplicated() {
         parquet_files(&warm_dir).is_empty(),
         "the warm v1 file was merged and deleted"
     );
-    let warm_manifest = manifest::load(&warm, "warm").await.unwrap();
+    let warm_manifest = tiers[1].manifest().await.unwrap();
     assert!(warm_manifest.files.is_empty(), "{warm_manifest:?}");
     lookups("after compaction", tiers.clone()).await;
 

@@ -64,6 +64,10 @@ pub struct Manifest {
     pub tier: String,
     /// Files by object path (relative to the tier URL).
     pub files: BTreeMap<String, FileEntry>,
+    /// The highest compactor-lease token that wrote this manifest: a holder with a lower one
+    /// lost its lease and may not write it.
+    #[serde(default)]
+    pub fence: u64,
 }
 
 impl Manifest {

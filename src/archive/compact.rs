@@ -11,19 +11,23 @@
 //! step leaves every row in at least one listed file; the next pass merges again and the
 //! dedupe removes what was written twice.
 //!
-//! **Lease.** A pass runs only while it holds the lease in the hot tier
-//! ([`crate::archive::manifest::Lease`]), renewed after every hour and every move; a compactor that
-//! finds the lease held reports it and does nothing.
+//! **Lease.** A pass runs only while it holds the compactor lease in the catalog store
+//! ([`crate::archive::manifest::Fence`]), renewed on a timer and checked before every write;
+//! every manifest change is committed under its fencing token, first to every tier at the
+//! start of the pass, so that a compactor whose lease was taken can change no manifest after.
+//! A compactor that finds the lease held reports it and does nothing; one that loses it
+//! mid-pass stops with "lease lost".
 
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
 use super::config::ArchiveConfig;
-use crate::archive::manifest::{self, Lease, LeaseOutcome, Manifest};
+use crate::archive::manifest::{self, Fence, Lease, Manifest};
 use crate::archive::merge::{MergeLimits, MergeStats};
 use crate::archive::tiering::{self, LifecycleReport, Tier};
 use crate::archive::ArchiveError;
@@ -107,26 +111,12 @@ pub struct CompactOptions {
     pub work_dir: PathBuf,
     /// Lease time-to-live.
     pub lease_ttl: Duration,
-    /// Where the lease lives (`None`: the hot tier).
-    pub lease_store: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
     /// Print progress lines to stderr.
     pub progress: bool,
 }
 
 impl CompactOptions {
-    /// Options from the config's `archive` section, at the current time, opening the lease
-    /// store if it is not the hot tier.
-    pub fn open(cfg: &ArchiveConfig) -> Result<CompactOptions, ArchiveError> {
-        let mut o = CompactOptions::from_config(cfg);
-        let c = &cfg.compaction;
-        if !c.lease_url.is_empty() {
-            o.lease_store =
-                Some(crate::archive::open_store_with(&c.lease_url, &c.lease_options)?.store);
-        }
-        Ok(o)
-    }
-
-    /// Options from the config's `archive` section, at the current time (lease in the hot tier).
+    /// Options from the config's `archive` section, at the current time.
     pub fn from_config(cfg: &ArchiveConfig) -> CompactOptions {
         let c = &cfg.compaction;
         CompactOptions {
@@ -145,7 +135,6 @@ impl CompactOptions {
                 PathBuf::from(&c.work_dir)
             },
             lease_ttl: c.lease_ttl,
-            lease_store: None,
             progress: false,
         }
     }
@@ -174,25 +163,25 @@ pub async fn pass(tiers: &[Tier], opts: &CompactOptions) -> Result<CompactReport
     let hot = tiers
         .first()
         .ok_or_else(|| ArchiveError::Url("no hot tier".into()))?;
-    let store = opts
-        .lease_store
-        .clone()
-        .unwrap_or_else(|| hot.store.clone());
-    let lease = Lease::new(store, Lease::owner_name(), opts.lease_ttl);
-    if !lease.store_is_exclusive().await? {
+    let catalog = hot.catalog.clone();
+    if !manifest::store_is_exclusive(&catalog).await? {
         return Err(ArchiveError::Url(format!(
-            "the lease store ({}) does not honour create-if-absent writes, so two compactors could both run; set archive.compaction.lease_url to one that does (a local or shared filesystem, AWS S3, MinIO)",
-            if opts.lease_store.is_some() { "archive.compaction.lease_url" } else { "the hot tier" }
+            "the catalog store ({}) does not honour create-if-absent writes (Garage 2.5 ignores them), so two compactors could both run and overwrite each other's manifests; set archive.compaction.lease_url to one that does (a local or shared filesystem, AWS S3, MinIO)",
+            if Arc::ptr_eq(&catalog, &hot.store) { "the hot tier" } else { "archive.compaction.lease_url" }
         )));
     }
-    if let LeaseOutcome::HeldBy(r) = lease.acquire().await? {
-        return Ok(CompactReport {
-            skipped_for: Some(r.owner),
-            ..Default::default()
-        });
-    }
-    let result = pass_locked(tiers, opts, &lease).await;
-    let released = lease.release().await;
+    let lease = Lease::new(catalog, Lease::owner_name(), opts.lease_ttl);
+    let fence = match Fence::acquire(lease).await? {
+        Ok(f) => f,
+        Err(holder) => {
+            return Ok(CompactReport {
+                skipped_for: Some(holder.owner),
+                ..Default::default()
+            })
+        }
+    };
+    let result = pass_locked(tiers, opts, &fence).await;
+    let released = fence.release().await;
     let report = result?;
     released?;
     Ok(report)
@@ -201,12 +190,17 @@ pub async fn pass(tiers: &[Tier], opts: &CompactOptions) -> Result<CompactReport
 async fn pass_locked(
     tiers: &[Tier],
     opts: &CompactOptions,
-    lease: &Lease,
+    fence: &Fence,
 ) -> Result<CompactReport, ArchiveError> {
     let hot = &tiers[0];
     let now = opts.now_ms as i64;
     let mut report = CompactReport::default();
-    let mut manifests = tiering::load_manifests(tiers).await?;
+    // Every manifest is stamped with our token first: a compactor that held the lease before
+    // us can change none of them from here on.
+    let mut manifests = Vec::with_capacity(tiers.len());
+    for t in tiers {
+        manifests.push(fence.commit(&t.store, &t.name, |_| true).await?);
+    }
     let mut hours = list_hot(hot).await?;
     // Repair: hot catalog entries whose object is gone (a crash after deleting inputs that were
     // earlier outputs) are dropped.
@@ -215,12 +209,13 @@ async fn pass_locked(
         .flatten()
         .map(|(p, _)| p.to_string())
         .collect();
-    let before = manifests[0].files.len();
-    manifests[0].files.retain(|p, _| listed.contains(p));
-    if manifests[0].files.len() != before {
-        manifest::save(&hot.store, &manifests[0]).await?;
+    if manifests[0].files.keys().any(|p| !listed.contains(p)) {
+        tiering::commit(fence, hot, &mut manifests[0], |m| {
+            m.files.retain(|p, _| listed.contains(p))
+        })
+        .await?;
     }
-    finish_replacements(tiers, &mut manifests).await?;
+    finish_replacements(tiers, &mut manifests, fence).await?;
     if let Some(retention) = opts.retention {
         let segments: Vec<(Path, u64)> = hours
             .values()
@@ -234,6 +229,7 @@ async fn pass_locked(
             &segments,
             retention,
             now,
+            fence,
             &mut report.lifecycle,
         )
         .await?;
@@ -273,23 +269,25 @@ async fn pass_locked(
             &files,
             &moved,
             opts,
+            fence,
             &mut report,
         )
         .await
         {
             Ok(()) => report.hours += 1,
+            // Not an hour's problem: the pass stops.
+            Err(e @ ArchiveError::LeaseLost(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(hour = %dir, error = %e, "hour not compacted; its files are kept");
                 report.failed_hours.push((dir.clone(), e.to_string()));
             }
         }
-        lease.renew().await?;
     }
     tiering::move_due(
         tiers,
         &mut manifests,
         now,
-        Some(lease),
+        fence,
         opts.progress,
         &mut report.lifecycle,
     )
@@ -301,6 +299,7 @@ async fn pass_locked(
 async fn finish_replacements(
     tiers: &[Tier],
     manifests: &mut [Manifest],
+    fence: &Fence,
 ) -> Result<(), ArchiveError> {
     let pending: Vec<(String, Vec<(String, String)>)> = manifests[0]
         .files
@@ -316,24 +315,31 @@ async fn finish_replacements(
             let Some(ti) = tiers.iter().position(|t| &t.name == tier) else {
                 continue;
             };
+            fence.check().await?;
             tiers[ti]
                 .store
                 .delete(&Path::from(path.as_str()))
                 .await
                 .or_else(manifest::not_found_ok)?;
-            if manifests[ti].files.remove(path).is_some() {
-                manifest::save(&tiers[ti].store, &manifests[ti]).await?;
+            if manifests[ti].files.contains_key(path) {
+                tiering::commit(fence, &tiers[ti], &mut manifests[ti], |m| {
+                    m.files.remove(path);
+                })
+                .await?;
             }
         }
     }
-    for (p, _) in pending {
-        if let Some(e) = manifests[0].files.get_mut(&p) {
-            e.replaces.clear();
+    tiering::commit(fence, &tiers[0], &mut manifests[0], |m| {
+        for (p, _) in &pending {
+            if let Some(e) = m.files.get_mut(p) {
+                e.replaces.clear();
+            }
         }
-    }
-    manifest::save(&tiers[0].store, &manifests[0]).await
+    })
+    .await
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn compact_hour(
     tiers: &[Tier],
     manifests: &mut [Manifest],
@@ -341,6 +347,7 @@ async fn compact_hour(
     files: &[(Path, u64)],
     moved: &[(usize, Path, u64)],
     opts: &CompactOptions,
+    fence: &Fence,
     report: &mut CompactReport,
 ) -> Result<(), ArchiveError> {
     let hour_start = tiering::hour_start_ms(dir)
@@ -360,7 +367,7 @@ async fn compact_hour(
     std::fs::create_dir_all(&work)
         .map_err(|e| ArchiveError::Verify(format!("{}: {e}", work.display())))?;
     let result = compact_hour_in(
-        tiers, manifests, dir, hour_start, files, moved, &tag, &work, opts, report,
+        tiers, manifests, dir, hour_start, files, moved, &tag, &work, opts, fence, report,
     )
     .await;
     let _ = std::fs::remove_dir_all(&work);
@@ -378,6 +385,7 @@ async fn compact_hour_in(
     tag: &str,
     work: &FsPath,
     opts: &CompactOptions,
+    fence: &Fence,
     report: &mut CompactReport,
 ) -> Result<(), ArchiveError> {
     let hot = &tiers[0];
@@ -421,6 +429,7 @@ async fn compact_hour_in(
     let mut published: Vec<(String, manifest::FileEntry)> = Vec::with_capacity(outputs.len());
     for (i, out) in outputs.iter().enumerate() {
         let path = Path::from(format!("{dir}/{tag}-{i:04}.parquet"));
+        fence.check().await?;
         tiering::upload(&hot.store, &path, &out.path).await?;
         let mut entry = out.entry.clone();
         entry.hour_start_ms = hour_start;
@@ -435,16 +444,19 @@ async fn compact_hour_in(
     tiering::failpoint("compact-after-upload", &hot.name);
     let outputs_set: std::collections::HashSet<&str> =
         published.iter().map(|(p, _)| p.as_str()).collect();
-    for (p, _) in files {
-        if !outputs_set.contains(p.as_ref()) {
-            manifests[0].files.remove(p.as_ref());
+    tiering::commit(fence, hot, &mut manifests[0], |m| {
+        for (p, _) in files {
+            if !outputs_set.contains(p.as_ref()) {
+                m.files.remove(p.as_ref());
+            }
         }
-    }
-    for (p, e) in &published {
-        manifests[0].files.insert(p.clone(), e.clone());
-    }
-    manifest::save(&hot.store, &manifests[0]).await?;
+        for (p, e) in &published {
+            m.files.insert(p.clone(), e.clone());
+        }
+    })
+    .await?;
     tiering::failpoint("compact-after-publish", &hot.name);
+    fence.check().await?;
     for (p, _) in files {
         if !outputs_set.contains(p.as_ref()) {
             hot.store.delete(p).await.or_else(manifest::not_found_ok)?;
@@ -452,7 +464,7 @@ async fn compact_hour_in(
     }
     // The moved files this hour was merged with: deleted from their tiers now (or, after a
     // crash, at the start of the next pass).
-    finish_replacements(tiers, manifests).await?;
+    finish_replacements(tiers, manifests, fence).await?;
     report.files_in += files.len() + moved.len();
     report.bytes_in +=
         files.iter().map(|f| f.1).sum::<u64>() + moved.iter().map(|f| f.2).sum::<u64>();
@@ -481,7 +493,7 @@ impl Compactor {
             loop {
                 let began = clock.now();
                 let result = match async {
-                    let opts = CompactOptions::open(&cfg)?;
+                    let opts = CompactOptions::from_config(&cfg);
                     pass(&tiers, &opts).await
                 }
                 .await

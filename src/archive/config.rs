@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{ByteSize, ConfigError, Properties};
+use crate::settings::{ByteSize, ConfigError, StoreOptions};
 
 /// `archive.hot:` — the hot tier, where segments are written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,8 +23,8 @@ pub struct HotTierConfig {
     /// Store options for `s3://` URLs (object_store's S3 keys: `endpoint`, `region`,
     /// `access_key_id`, `secret_access_key`, `allow_http`, …); unset keys come from the standard
     /// `AWS_*` environment.
-    #[serde(skip_serializing_if = "Properties::is_empty")]
-    pub options: Properties,
+    #[serde(skip_serializing_if = "StoreOptions::is_empty")]
+    pub options: StoreOptions,
 }
 
 impl Default for HotTierConfig {
@@ -34,7 +34,7 @@ impl Default for HotTierConfig {
             flush_interval: Duration::from_secs(10),
             max_segment_bytes: ByteSize(64 << 20),
             cost_per_gb_month: 0.30,
-            options: Properties::default(),
+            options: StoreOptions::default(),
         }
     }
 }
@@ -55,8 +55,8 @@ pub struct TierConfig {
     #[serde(default)]
     pub cost_per_gb_month: f64,
     /// Store options, as for `archive.hot.options`.
-    #[serde(default, skip_serializing_if = "Properties::is_empty")]
-    pub options: Properties,
+    #[serde(default, skip_serializing_if = "StoreOptions::is_empty")]
+    pub options: StoreOptions,
 }
 
 /// `archive.compaction:` — how hot segments become large sorted files, and the tier loop.
@@ -91,8 +91,8 @@ pub struct CompactionConfig {
     /// does not (Garage 2.5, for one) and names this setting.
     pub lease_url: String,
     /// Store options of `lease_url` (as `archive.hot.options`).
-    #[serde(skip_serializing_if = "Properties::is_empty")]
-    pub lease_options: Properties,
+    #[serde(skip_serializing_if = "StoreOptions::is_empty")]
+    pub lease_options: StoreOptions,
 }
 
 impl Default for CompactionConfig {
@@ -108,7 +108,7 @@ impl Default for CompactionConfig {
             work_dir: String::new(),
             lease_ttl: Duration::from_secs(600),
             lease_url: String::new(),
-            lease_options: Properties::default(),
+            lease_options: StoreOptions::default(),
         }
     }
 }

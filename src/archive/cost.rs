@@ -183,7 +183,7 @@ impl fmt::Display for CostReport {
 pub async fn report(tiers: &[Tier]) -> Result<CostReport, ArchiveError> {
     let mut out = CostReport::default();
     for (i, tier) in tiers.iter().enumerate() {
-        let manifest = crate::archive::manifest::load(&tier.store, &tier.name).await?;
+        let manifest = tier.manifest().await?;
         let mut t = TierCost {
             name: tier.name.clone(),
             cost_per_gb_month: tier.cost_per_gb_month,

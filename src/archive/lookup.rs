@@ -151,7 +151,7 @@ async fn find_once(tiers: &[Tier], id: &TraceId) -> Result<Found, ArchiveError> 
     let mut seen: HashSet<([u8; 8], SpanKind)> = HashSet::new();
     for (ti, tier) in tiers.iter().enumerate() {
         found.stats.tiers += 1;
-        let manifest = crate::archive::manifest::load(&tier.store, &tier.name).await?;
+        let manifest = tier.manifest().await?;
         let mut candidates: Vec<(Path, u64)> = Vec::new();
         if ti == 0 {
             for (path, size) in crate::archive::tiering::list_parquet(&tier.store).await? {
@@ -312,6 +312,25 @@ fn indent(depth: usize) -> String {
     }
 }
 
+/// Span data as it may reach a terminal: control characters (escape sequences that would
+/// move the cursor, retitle the window or hide text, C1 controls, bidi overrides) written as
+/// `\u{1b}`-style escapes; everything else as it is.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c);
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// [`render_tree`], with error spans in bold red when `color` (a terminal).
 ///
 /// Span data cannot make this loop or overflow the stack: the walk is iterative, each span is
@@ -337,9 +356,9 @@ pub fn render_tree_styled(spans: &[SpanRow], color: bool) -> String {
             out,
             "{on}{}{}: {} ({}) {:.1} ms{}{off}",
             indent(depth),
-            s.service,
-            s.name,
-            s.kind,
+            printable(&s.service),
+            printable(&s.name),
+            printable(&s.kind),
             s.duration_ns as f64 / 1e6,
             if err { "  [ERROR]" } else { "" }
         );
@@ -573,4 +592,20 @@ mod tests {
             .collect();
         assert_eq!(render_tree(&chain).lines().count(), chain.len());
     }
+
+    #[test]
+    fn escape_sequences_in_span_data_are_printed_escaped() {
+        let mut r = row(1, None, "server");
+        r.name = "GET /\x1b]0;owned\x07\x1b[2J\u{202e}cba".into();
+        r.service = "svc\nfake: line".into();
+        let out = render_tree_styled(&[r], true);
+        assert!(!out.contains('\x1b') && !out.contains('\x07') && !out.contains('\u{202e}'), "{out:?}");
+        assert_eq!(out.lines().count(), 1, "{out:?}");
+        assert!(
+            out.contains("svc\\u{a}fake: line: GET /\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}cba"),
+            "{out}"
+        );
+        assert_eq!(printable("plain: ünïcode ✓"), "plain: ünïcode ✓");
+    }
+
 }

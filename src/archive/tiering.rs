@@ -25,7 +25,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::config::ArchiveConfig;
-use crate::archive::manifest::{self, FileEntry, Manifest};
+use crate::archive::manifest::{self, FileEntry, Fence, Manifest};
 use crate::archive::{ArchiveError, OpenedStore};
 
 /// One tier: `hot` first, then the configured ones.
@@ -43,6 +43,16 @@ pub struct Tier {
     pub after: Duration,
     /// Price, for `tracesift cost`.
     pub cost_per_gb_month: f64,
+    /// The catalog store: where this tier's manifest generations and the compactor lease live
+    /// (`archive.compaction.lease_url`, else the hot tier).
+    pub catalog: Arc<dyn ObjectStore>,
+}
+
+impl Tier {
+    /// This tier's manifest, newest generation.
+    pub async fn manifest(&self) -> Result<Manifest, ArchiveError> {
+        manifest::load(&self.catalog, &self.store, &self.name).await
+    }
 }
 
 impl std::fmt::Debug for Tier {
@@ -57,8 +67,19 @@ impl std::fmt::Debug for Tier {
 
 /// Opens every tier of the config: hot first.
 pub fn open_tiers(cfg: &ArchiveConfig) -> Result<Vec<Tier>, ArchiveError> {
+    let hot = crate::archive::open_store_with(&cfg.hot.url, &cfg.hot.options)?;
+    let c = &cfg.compaction;
+    let catalog = if c.lease_url.is_empty() {
+        hot.store.clone()
+    } else {
+        crate::archive::open_store_with(&c.lease_url, &c.lease_options)?.store
+    };
     let tier = |name: &str, url: &str, opts, after, cost| -> Result<Tier, ArchiveError> {
-        let OpenedStore { store, local } = crate::archive::open_store_with(url, opts)?;
+        let OpenedStore { store, local } = if name == "hot" {
+            hot.clone()
+        } else {
+            crate::archive::open_store_with(url, opts)?
+        };
         Ok(Tier {
             name: name.to_string(),
             url: url.to_string(),
@@ -66,6 +87,7 @@ pub fn open_tiers(cfg: &ArchiveConfig) -> Result<Vec<Tier>, ArchiveError> {
             local,
             after,
             cost_per_gb_month: cost,
+            catalog: catalog.clone(),
         })
     };
     let mut out = vec![tier(
@@ -88,11 +110,22 @@ pub fn open_tiers(cfg: &ArchiveConfig) -> Result<Vec<Tier>, ArchiveError> {
 }
 
 /// Crash injection for the lifecycle tests: when `TRACESIFT_FAILPOINT` names this step (or
-/// `step@tier`, for the tier being written), the process aborts there, as a `kill -9` would.
+/// `step@tier`, for the tier being written), the process aborts there, as a `kill -9` would;
+/// with `=stop` after it, the process stops itself (SIGSTOP, as a frozen container) and goes
+/// on where it was when it is continued.
 pub fn failpoint(step: &str, tier: &str) {
     if let Ok(v) = std::env::var("TRACESIFT_FAILPOINT") {
-        let (want, only) = v.split_once('@').unwrap_or((v.as_str(), ""));
+        let (spec, action) = v.split_once('=').unwrap_or((v.as_str(), "abort"));
+        let (want, only) = spec.split_once('@').unwrap_or((spec, ""));
         if want == step && (only.is_empty() || only == tier) {
+            if action == "stop" {
+                eprintln!("failpoint {v}: stopping");
+                let _ = std::process::Command::new("kill")
+                    .args(["-STOP", &std::process::id().to_string()])
+                    .status();
+                eprintln!("failpoint {v}: continued");
+                return;
+            }
             eprintln!("failpoint {v}: aborting");
             std::process::abort();
         }
@@ -114,7 +147,8 @@ pub async fn list_parquet(store: &Arc<dyn ObjectStore>) -> Result<Vec<(Path, u64
 
 pub use super::catalog::hour_start_ms;
 
-/// Streams `local` into `store` at `path` (multipart, 8 MiB parts).
+/// Streams `local` into `store` at `path` (multipart, 8 MiB parts). On any error the upload
+/// is aborted, so no orphaned parts stay behind (and billed) on S3.
 pub async fn upload(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
@@ -127,18 +161,33 @@ pub async fn upload(
     let upload = store.put_multipart(path).await?;
     let mut w = WriteMultipart::new_with_chunk_size(upload, 8 << 20);
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| ArchiveError::Verify(format!("{}: {e}", local.display())))?;
-        if n == 0 {
-            break;
+    let written: Result<(), ArchiveError> = async {
+        loop {
+            let n = file
+                .read(&mut buf)
+                .await
+                .map_err(|e| ArchiveError::Verify(format!("{}: {e}", local.display())))?;
+            if n == 0 {
+                return Ok(());
+            }
+            // Bounded: at most two parts in flight.
+            w.wait_for_capacity(2).await?;
+            w.write(&buf[..n]);
         }
-        // Bounded: at most two parts in flight.
-        w.wait_for_capacity(2).await?;
-        w.write(&buf[..n]);
     }
+    .await;
+    match written {
+        Ok(()) => finish(w).await,
+        Err(e) => {
+            let _ = w.abort().await;
+            Err(e)
+        }
+    }
+}
+
+/// Completes a multipart upload (`WriteMultipart::finish` aborts it itself when completing
+/// fails).
+async fn finish(w: WriteMultipart) -> Result<(), ArchiveError> {
     w.finish().await?;
     Ok(())
 }
@@ -307,7 +356,10 @@ async fn copy(
             }
         };
         digest.update(&chunk);
-        w.wait_for_capacity(2).await?;
+        if let Err(e) = w.wait_for_capacity(2).await {
+            let _ = w.abort().await;
+            return Err(e.into());
+        }
         w.write(&chunk);
     }
     let crc = digest.finalize() as u32;
@@ -318,8 +370,7 @@ async fn copy(
             entry.crc32c
         )));
     }
-    w.finish().await?;
-    Ok(())
+    finish(w).await
 }
 
 /// What the lifecycle did in one pass.
@@ -341,18 +392,37 @@ pub struct LifecycleReport {
 pub async fn load_manifests(tiers: &[Tier]) -> Result<Vec<Manifest>, ArchiveError> {
     let mut out = Vec::with_capacity(tiers.len());
     for t in tiers {
-        out.push(manifest::load(&t.store, &t.name).await?);
+        out.push(t.manifest().await?);
     }
     Ok(out)
 }
 
-/// Moves due files down the tiers, finishing interrupted moves first. The lease is renewed
-/// between files.
+/// Applies `change` to `local` (the pass's copy of a tier's manifest, which it plans from) and
+/// commits it to the newest generation of that manifest under the pass's lease; `local`
+/// becomes what was written, other writers' changes included.
+pub async fn commit(
+    fence: &Fence,
+    tier: &Tier,
+    local: &mut Manifest,
+    change: impl Fn(&mut Manifest),
+) -> Result<(), ArchiveError> {
+    change(local);
+    *local = fence
+        .commit(&tier.store, &tier.name, |m| {
+            change(m);
+            true
+        })
+        .await?;
+    Ok(())
+}
+
+/// Moves due files down the tiers, finishing interrupted moves first. Every write checks the
+/// lease first; every manifest change is committed under it.
 pub async fn move_due(
     tiers: &[Tier],
     manifests: &mut [Manifest],
     now_ms: i64,
-    lease: Option<&manifest::Lease>,
+    fence: &Fence,
     progress: bool,
     report: &mut LifecycleReport,
 ) -> Result<(), ArchiveError> {
@@ -366,12 +436,15 @@ pub async fn move_due(
             .cloned()
             .collect();
         for p in both {
+            fence.check().await?;
             src.store
                 .delete(&Path::from(p.as_str()))
                 .await
                 .or_else(manifest::not_found_ok)?;
-            manifests[i].files.remove(&p);
-            manifest::save(&src.store, &manifests[i]).await?;
+            commit(fence, src, &mut manifests[i], |m| {
+                m.files.remove(&p);
+            })
+            .await?;
             report.finished += 1;
         }
         let due = super::plan::due_moves(&manifests[i], dst.after, now_ms);
@@ -387,25 +460,28 @@ pub async fn move_due(
                 );
             }
             let path = Path::from(p.as_str());
+            fence.check().await?;
             copy(&src.store, &dst.store, &path, &entry).await?;
             failpoint("move-after-copy", &dst.name);
             verify(&dst.store, &path, &entry).await?;
-            manifests[i + 1].files.insert(p.clone(), entry.clone());
-            manifest::save(&dst.store, &manifests[i + 1]).await?;
+            commit(fence, dst, &mut manifests[i + 1], |m| {
+                m.files.insert(p.clone(), entry.clone());
+            })
+            .await?;
             failpoint("move-after-publish", &dst.name);
+            fence.check().await?;
             src.store
                 .delete(&path)
                 .await
                 .or_else(manifest::not_found_ok)?;
             failpoint("move-after-delete", &dst.name);
-            manifests[i].files.remove(&p);
-            manifest::save(&src.store, &manifests[i]).await?;
+            commit(fence, src, &mut manifests[i], |m| {
+                m.files.remove(&p);
+            })
+            .await?;
             report.moved += 1;
             report.moved_bytes += entry.bytes;
             tracing::info!(file = %p, from = %src.name, to = %dst.name, bytes = entry.bytes, "moved");
-            if let Some(l) = lease {
-                l.renew().await?;
-            }
         }
     }
     Ok(())
@@ -419,6 +495,7 @@ pub async fn expire(
     hot_listing: &[(Path, u64)],
     retention: Duration,
     now_ms: i64,
+    fence: &Fence,
     report: &mut LifecycleReport,
 ) -> Result<(), ArchiveError> {
     let due = |hour_start: i64| super::plan::expired(hour_start, retention, now_ms);
@@ -429,6 +506,7 @@ pub async fn expire(
         }
         // Objects first: a crash in between leaves catalog entries of deleted objects, which
         // lookups skip and the next pass removes; never unlisted objects that nothing cleans up.
+        fence.check().await?;
         for (p, bytes) in &expired {
             t.store
                 .delete(&Path::from(p.as_str()))
@@ -437,12 +515,15 @@ pub async fn expire(
             report.expired += 1;
             report.expired_bytes += bytes;
         }
-        for (p, _) in &expired {
-            m.files.remove(p);
-        }
-        manifest::save(&t.store, m).await?;
+        commit(fence, t, m, |m| {
+            for (p, _) in &expired {
+                m.files.remove(p);
+            }
+        })
+        .await?;
     }
     if let Some(hot) = tiers.first() {
+        fence.check().await?;
         for (p, size) in hot_listing {
             if hour_start_ms(p.as_ref()).is_some_and(due) {
                 hot.store.delete(p).await.or_else(manifest::not_found_ok)?;

@@ -210,7 +210,7 @@ pub async fn run(opts: &ArchiveBenchOptions) -> Result<ArchiveBenchReport, Archi
         .find_map(|l| l.strip_prefix("compact: peak RSS "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok());
-    let manifest = crate::archive::manifest::load(&hot, "hot").await?;
+    let manifest = tiers[0].manifest().await?;
     let (bytes, rows) = manifest.totals();
     report.compacted_files = manifest.files.len() as u64;
     report.compacted_bytes = bytes;

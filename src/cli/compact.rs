@@ -78,7 +78,7 @@ pub fn main(
     let Some(cfg) = configure(config, memory_budget, min_age, None) else {
         return Ok(ExitCode::from(2));
     };
-    let mut opts = crate::archive::compact::CompactOptions::open(&cfg.archive)?;
+    let mut opts = crate::archive::compact::CompactOptions::from_config(&cfg.archive);
     opts.progress = true;
     if let Some(now) = now {
         match chrono::DateTime::parse_from_rfc3339(&now) {

@@ -24,6 +24,7 @@ use std::path::Path;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 
 use super::ConfigError;
 
@@ -48,7 +49,71 @@ pub fn is_secret_key(key: &str) -> bool {
         || k.contains("api_key")
         || k.contains("cookie")
         || k.ends_with("-team")
+        || k.ends_with("key")
+        || k.ends_with("-auth")
+        || k.contains("dsn")
         || (k.contains("key") && k.ends_with(".pem"))
+}
+
+/// Which values of a [`Properties`] map are secrets.
+pub trait Redaction {
+    /// Whether the value under `key` is printed as [`REDACTED`].
+    fn is_secret(key: &str) -> bool;
+}
+
+/// Secrets by key name ([`is_secret_key`]): `kafka.properties`, topic configs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByKey;
+
+impl Redaction for ByKey {
+    fn is_secret(key: &str) -> bool {
+        is_secret_key(key)
+    }
+}
+
+/// Every value is a secret: the HTTP headers of an OTLP sink (vendors name their credential
+/// headers freely: `x-insert-key`, `x-sentry-auth`, `dd-api-key`, …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AllValues;
+
+impl Redaction for AllValues {
+    fn is_secret(_: &str) -> bool {
+        true
+    }
+}
+
+/// Object-store options: every value is a secret except those of [`STORE_OPTIONS_SHOWN`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreOptionRule;
+
+/// The object-store options whose values print in the clear (where and how to connect; never
+/// who connects). Every other option prints as [`REDACTED`].
+pub const STORE_OPTIONS_SHOWN: &[&str] = &[
+    "endpoint",
+    "region",
+    "bucket",
+    "allow_http",
+    "virtual_hosted_style_request",
+    "conditional_put",
+    "skip_signature",
+    "imdsv1_fallback",
+    "unsigned_payload",
+    "checksum_algorithm",
+    "s3_express",
+    "request_payer",
+    "disable_tagging",
+    "default_region",
+];
+
+impl Redaction for StoreOptionRule {
+    fn is_secret(key: &str) -> bool {
+        let k = key.to_ascii_lowercase();
+        let k = k
+            .strip_prefix("aws_")
+            .or_else(|| k.strip_prefix("amazon_s3_"))
+            .unwrap_or(&k);
+        !STORE_OPTIONS_SHOWN.contains(&k)
+    }
 }
 
 /// Where references are looked up: the process environment and the file system, or a fixed
@@ -236,12 +301,37 @@ fn short(s: &str) -> &str {
     }
 }
 
-/// A string map (`kafka.properties`, object store options) whose secret values never print.
-/// Values may be written as strings, numbers or booleans (`session.timeout.ms: 6000`).
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Properties(BTreeMap<String, String>);
+/// A string map (`kafka.properties`, object store options, headers) whose secret values, as
+/// its [`Redaction`] names them, never print. Values may be written as strings, numbers or
+/// booleans (`session.timeout.ms: 6000`).
+pub struct Properties<R = ByKey>(BTreeMap<String, String>, PhantomData<R>);
 
-impl Properties {
+/// HTTP headers: every value redacted.
+pub type Headers = Properties<AllValues>;
+/// Object-store options: every value redacted but [`STORE_OPTIONS_SHOWN`].
+pub type StoreOptions = Properties<StoreOptionRule>;
+
+impl<R> Clone for Properties<R> {
+    fn clone(&self) -> Self {
+        Properties(self.0.clone(), PhantomData)
+    }
+}
+
+impl<R> Default for Properties<R> {
+    fn default() -> Self {
+        Properties(BTreeMap::new(), PhantomData)
+    }
+}
+
+impl<R> PartialEq for Properties<R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<R> Eq for Properties<R> {}
+
+impl<R: Redaction> Properties<R> {
     /// A map of these pairs.
     pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
@@ -251,6 +341,7 @@ impl Properties {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            PhantomData,
         )
     }
 
@@ -262,7 +353,7 @@ impl Properties {
     /// The values as they will be printed: secrets replaced by [`REDACTED`].
     pub fn redacted(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| {
-            let shown = if is_secret_key(k) {
+            let shown = if R::is_secret(k) {
                 REDACTED
             } else {
                 v.as_str()
@@ -272,7 +363,7 @@ impl Properties {
     }
 }
 
-impl<'a> IntoIterator for &'a Properties {
+impl<'a, R> IntoIterator for &'a Properties<R> {
     type Item = (&'a String, &'a String);
     type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
 
@@ -281,14 +372,14 @@ impl<'a> IntoIterator for &'a Properties {
     }
 }
 
-impl Properties {
+impl<R> Properties<R> {
     /// No entries (for `skip_serializing_if`).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl Deref for Properties {
+impl<R> Deref for Properties<R> {
     type Target = BTreeMap<String, String>;
 
     fn deref(&self) -> &Self::Target {
@@ -296,13 +387,13 @@ impl Deref for Properties {
     }
 }
 
-impl fmt::Debug for Properties {
+impl<R: Redaction> fmt::Debug for Properties<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.redacted()).finish()
     }
 }
 
-impl Serialize for Properties {
+impl<R: Redaction> Serialize for Properties<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in self.redacted() {
@@ -312,28 +403,28 @@ impl Serialize for Properties {
     }
 }
 
-impl<'de> Deserialize<'de> for Properties {
+impl<'de, R> Deserialize<'de> for Properties<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(PropertiesVisitor)
+        d.deserialize_map(PropertiesVisitor(PhantomData))
     }
 }
 
-struct PropertiesVisitor;
+struct PropertiesVisitor<R>(PhantomData<R>);
 
-impl<'de> Visitor<'de> for PropertiesVisitor {
-    type Value = Properties;
+impl<'de, R> Visitor<'de> for PropertiesVisitor<R> {
+    type Value = Properties<R>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of keys to strings, numbers or booleans")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Properties, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Properties<R>, A::Error> {
         let mut out = BTreeMap::new();
         while let Some(k) = map.next_key::<String>()? {
             let v: Scalar = map.next_value()?;
             out.insert(k, v.0);
         }
-        Ok(Properties(out))
+        Ok(Properties(out, PhantomData))
     }
 }
 
@@ -441,7 +532,7 @@ mod tests {
 
     #[test]
     fn secrets_print_redacted_but_set() {
-        let p = Properties::from_pairs([
+        let p = Properties::<ByKey>::from_pairs([
             ("sasl.password", "hunter2"),
             ("sasl.username", "alice"),
             ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
@@ -475,6 +566,62 @@ mod tests {
             !debug.contains("hunter2") && debug.contains(REDACTED),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn every_header_and_every_store_option_but_the_shown_ones_is_redacted() {
+        let headers = Headers::from_pairs([
+            ("x-insert-key", "nr-insert-xyz"),
+            ("x-license-key", "lic-xyz"),
+            ("x-sentry-auth", "sentry-xyz"),
+            ("x-honeycomb-dataset", "dataset-xyz"),
+            ("x-scope-orgid", "tenant-xyz"),
+        ]);
+        let options = StoreOptions::from_pairs([
+            ("endpoint", "http://127.0.0.1:3900"),
+            ("region", "garage"),
+            ("allow_http", "true"),
+            ("access_key_id", "GKxyz"),
+            ("secret_access_key", "sak-xyz"),
+            ("proxy_url", "http://user:pw@proxy"),
+            ("dsn", "https://key@sentry"),
+        ]);
+        let shown = format!(
+            "{}{headers:?}{}{options:?}",
+            serde_yaml::to_string(&headers).unwrap(),
+            serde_yaml::to_string(&options).unwrap()
+        );
+        for secret in [
+            "nr-insert-xyz",
+            "lic-xyz",
+            "sentry-xyz",
+            "dataset-xyz",
+            "tenant-xyz",
+            "GKxyz",
+            "sak-xyz",
+            "user:pw",
+            "key@sentry",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for kept in ["http://127.0.0.1:3900", "garage", "true", "x-insert-key"] {
+            assert!(shown.contains(kept), "{kept} hidden in {shown}");
+        }
+        // Kafka properties by key name: the suffixes the README lists.
+        for key in [
+            "sasl.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "my.token",
+            "ssl.key",
+            "some.credentials",
+            "sasl.kerberos.keytab.key",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["ssl.ca.location", "bootstrap.servers", "sasl.username", "session.timeout.ms"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{ByteSize, ConfigError, Properties};
+use crate::settings::{ByteSize, ConfigError, Headers};
 
 /// `sinks.kafka:` — the sampled topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,8 +191,8 @@ pub struct OtlpSinkConfig {
     pub traces_endpoint: Option<String>,
     /// Headers (gRPC metadata) on every request, e.g. `authorization: "Bearer ${env:TOKEN}"`.
     /// Printed redacted.
-    #[serde(default, skip_serializing_if = "Properties::is_empty")]
-    pub headers: Properties,
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
     /// `gzip` (default) or `none`.
     #[serde(default)]
     pub compression: OtlpCompression,

@@ -1,12 +1,33 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text), `/healthz` and `/readyz`. The only part of
 //! telemetry that does I/O.
+//!
+//! It lives beside scrapers, load balancers, probes and port scanners, so no neighbour may hold
+//! it up: every connection is served by its own task (a `/healthz` probe never waits behind a
+//! slow `/metrics` reader), HTTP/1.1 with keep-alive, at most [`MAX_CONNECTIONS`] at once (past
+//! that a new connection is closed at once, and counted), a request head must arrive within
+//! [`HEADER_TIMEOUT`] (a client trickling bytes is cut off), and a connection lives at most
+//! [`CONNECTION_LIFETIME`], idle or stuck writing to a client that does not read.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
 
 use super::Health;
+
+/// Connections served at once; a connection past this is closed as soon as it is accepted.
+pub const MAX_CONNECTIONS: usize = 256;
+/// A request's head (request line and headers) must arrive within this.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection is kept, however it is used (idle keep-alive included).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Errors of the telemetry endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -53,59 +74,93 @@ pub async fn serve(
             addr: listen.to_string(),
             source,
         })?;
+    let state = Arc::new(State { handle, health });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
-        // Connections are answered one at a time: scrapes are rare and small, and this bounds
-        // the endpoint's resources.
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = [0u8; 2048];
-            let mut n = 0;
-            let read = tokio::time::timeout(std::time::Duration::from_secs(2), async {
-                while n < buf.len() {
-                    match sock.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => {
-                            n += k;
-                            if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                                break;
-                            }
-                        }
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            let (sock, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    // Out of file descriptors and the like: wait a little, never spin.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
                     }
-                }
-            })
-            .await;
-            if read.is_err() {
-                continue;
-            }
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, body) = match path {
-                "/metrics" => {
-                    super::scraped(&health);
-                    ("200 OK", handle.render())
-                }
-                "/healthz" => ("200 OK", "ok\n".to_string()),
-                "/readyz" if health.is_ready() => ("200 OK", "ready\n".to_string()),
-                "/readyz" => match health.fault() {
-                    Some(why) => ("503 Service Unavailable", format!("not ready: {why}\n")),
-                    None => ("503 Service Unavailable", "not ready\n".to_string()),
                 },
-                _ => ("404 Not Found", "not found\n".to_string()),
+                // Reap finished connections so the set holds only live ones.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                super::telemetry_connection_refused();
+                drop(sock);
+                continue;
+            };
+            let state = Arc::clone(&state);
+            connections.spawn(async move {
+                let _permit = permit;
+                let _ = sock.set_nodelay(true);
+                let service = hyper::service::service_fn(move |req| {
+                    let state = Arc::clone(&state);
+                    async move { Ok::<_, Infallible>(answer(&state, &req)) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(true)
+                    .max_buf_size(16 << 10)
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+                // Past its lifetime the connection is dropped, whatever it was doing.
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+            });
         }
     });
     Ok(Server { addr, task })
 }
 
+struct State {
+    handle: PrometheusHandle,
+    health: Health,
+}
+
+/// The answer to one request (any method; only the path matters).
+fn answer(state: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => {
+            super::scraped(&state.health);
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                state.handle.render(),
+            )
+        }
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" if state.health.is_ready() => {
+            (StatusCode::OK, "text/plain", "ready\n".to_string())
+        }
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            match state.health.fault() {
+                Some(why) => format!("not ready: {why}\n"),
+                None => "not ready\n".to_string(),
+            },
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
 /// Fetches a path from the endpoint (for tests and `demo`).
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
@@ -155,4 +210,37 @@ mod tests {
         health.expire_fault(1_000 + crate::telemetry::FAULT_HOLD_MS);
         assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 200);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_and_unread_connections_do_not_hold_up_probes() {
+        let handle = install();
+        let health = Health::default();
+        health.set_ready(true);
+        let server = serve("127.0.0.1:0", handle, health).await.unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..50 {
+            idle.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
+        }
+        for _ in 0..10 {
+            let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            idle.push(s);
+        }
+        for _ in 0..20 {
+            for path in ["/healthz", "/readyz"] {
+                let (code, _) = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    http_get(server.addr, path),
+                )
+                .await
+                .expect("a probe must answer within 1 s")
+                .unwrap();
+                assert_eq!(code, 200, "{path}");
+            }
+        }
+        drop(idle);
+    }
+
 }

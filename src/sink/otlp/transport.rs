@@ -6,6 +6,12 @@
 //! `/opentelemetry.proto.collector.trace.v1.TraceService/Export` with a length-prefixed message,
 //! and its status comes in the response headers (trailers-only) or trailers. That is the whole
 //! of what the exporter needs from gRPC, without a second HTTP stack in the binary.
+//!
+//! Nothing the backend sends is trusted: redirects are not followed (a 3xx is a permanent error
+//! naming where it points, so credentials in headers never travel to another host and a POST
+//! is never turned into an empty GET), at most [`MAX_ANSWER_BYTES`] of an answer are read or
+//! inflated, and a 2xx counts as delivered only when its body is an `ExportTraceServiceResponse`
+//! (or empty).
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -22,6 +28,9 @@ use crate::sink::config::{OtlpCompression, OtlpSinkConfig};
 const GRPC_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// The longest server-requested delay honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// The most of an answer read (and, for a gzip gRPC message, inflated): enough for any partial
+/// success or error message. A longer answer is not read on; its connection is closed.
+pub const MAX_ANSWER_BYTES: usize = 64 << 10;
 
 /// What one export request came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +84,8 @@ impl Transport {
             .user_agent(concat!("tracesift/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(cfg.timeout.min(Duration::from_secs(10)))
             .timeout(cfg.timeout)
-            .pool_idle_timeout(Duration::from_secs(60));
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(reqwest::redirect::Policy::none());
         if grpc {
             b = b.http2_prior_knowledge();
         }
@@ -177,8 +187,12 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
+        if (300..400).contains(&status) {
+            return redirected(status, resp.headers());
+        }
+        let bytes = match read_capped(resp).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return oversized(status),
             Err(e) if (200..300).contains(&status) => {
                 // The server took the request; its answer broke off. Counting it delivered
                 // risks nothing worse than the retry would (a duplicate).
@@ -211,6 +225,9 @@ impl Transport {
         };
         let resp: http::Response<reqwest::Body> = resp.into();
         let (parts, body) = resp.into_parts();
+        if parts.status.is_redirection() {
+            return redirected(parts.status.as_u16(), &parts.headers);
+        }
         if parts.status != http::StatusCode::OK {
             // Not a gRPC answer (a proxy's): map the HTTP status as the gRPC spec does.
             let code = match parts.status.as_u16() {
@@ -223,8 +240,12 @@ impl Transport {
             };
             return grpc_outcome(code, &format!("HTTP {}", parts.status), None, &[]);
         }
-        let collected = match body.collect().await {
+        let collected = match http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
+            .collect()
+            .await
+        {
             Ok(c) => c,
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return oversized(200),
             Err(e) => {
                 return Outcome::Transient {
                     why: format!("response: {e}"),
@@ -262,8 +283,13 @@ impl Transport {
             .headers
             .get("grpc-encoding")
             .is_some_and(|v| v.as_bytes() == b"gzip");
-        let message_bytes = unframe(&data, compressed);
-        grpc_outcome(code, &message, details.as_deref(), &message_bytes)
+        if code != 0 {
+            return grpc_outcome(code, &message, details.as_deref(), &[]);
+        }
+        match unframe(&data, compressed) {
+            Ok(message_bytes) => grpc_outcome(code, &message, details.as_deref(), &message_bytes),
+            Err(why) => Outcome::Permanent(format!("gRPC OK with {why}")),
+        }
     }
 }
 
@@ -326,6 +352,51 @@ fn transport_error(e: reqwest::Error) -> Outcome {
     }
 }
 
+/// Reads an answer's body up to [`MAX_ANSWER_BYTES`]; `None` when it is longer (it is not read
+/// on: dropping the response closes its connection).
+async fn read_capped(mut resp: reqwest::Response) -> Result<Option<Bytes>, reqwest::Error> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return Ok(None);
+    }
+    let mut out = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out.freeze()))
+}
+
+/// An answer longer than [`MAX_ANSWER_BYTES`]: not an OTLP response, whatever its status.
+fn oversized(status: u16) -> Outcome {
+    Outcome::Permanent(format!(
+        "HTTP {status} with an answer longer than {} KiB, which no OTLP response is; not read on",
+        MAX_ANSWER_BYTES >> 10
+    ))
+}
+
+/// A 3xx: the endpoint is somewhere else. Not followed (a redirect would carry the headers,
+/// credentials among them, to another host, and turn the POST into a GET on 301/302), so the
+/// operator sets the endpoint to where it points.
+fn redirected(status: u16, headers: &HeaderMap) -> Outcome {
+    let to = headers
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| {
+            // Scheme, host, port and path: a query may hold a token.
+            let l = l.split(['?', '#']).next().unwrap_or("");
+            clip(l)
+        })
+        .unwrap_or_else(|| "nowhere (no Location)".into());
+    Outcome::Permanent(format!(
+        "HTTP {status}: the endpoint redirects to {to}; redirects are not followed, set the endpoint to the final address"
+    ))
+}
+
 /// `Retry-After`: delay-seconds or an HTTP date.
 pub fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
@@ -349,7 +420,7 @@ pub fn http_outcome(
     body: &[u8],
 ) -> Outcome {
     match status {
-        200..=299 => partial_success(body),
+        200..=299 => answer_message(content_type, body),
         429 | 502 | 503 | 504 => Outcome::Transient {
             why: format!("HTTP {status}{}", status_message(content_type, body)),
             throttled: status == 429,
@@ -362,25 +433,67 @@ pub fn http_outcome(
     }
 }
 
-/// The partial-success part of an `ExportTraceServiceResponse`.
+/// A 2xx answer's body: an `ExportTraceServiceResponse` (protobuf, or OTLP/JSON from a server
+/// that answers in JSON), or nothing. Anything else (a proxy's HTML page, text) means the
+/// request did not reach an OTLP receiver: refused, not delivered.
+fn answer_message(content_type: &str, body: &[u8]) -> Outcome {
+    if body.is_empty() {
+        return delivered(0, String::new());
+    }
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "application/x-protobuf" | "application/protobuf" | "" => partial_success(body),
+        "application/json" => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(serde_json::Value::Object(o)) => {
+                let p = o.get("partialSuccess").or_else(|| o.get("partial_success"));
+                let rejected = p
+                    .and_then(|p| p.get("rejectedSpans").or_else(|| p.get("rejected_spans")))
+                    .and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())))
+                    .unwrap_or(0);
+                let why = p
+                    .and_then(|p| p.get("errorMessage").or_else(|| p.get("error_message")))
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                delivered(rejected, why)
+            }
+            _ => not_a_response(&ct, body),
+        },
+        _ => not_a_response(&ct, body),
+    }
+}
+
+fn delivered(rejected: u64, why: String) -> Outcome {
+    Outcome::Delivered { rejected, why }
+}
+
+fn not_a_response(content_type: &str, body: &[u8]) -> Outcome {
+    let ct = if content_type.is_empty() {
+        "no content type"
+    } else {
+        content_type
+    };
+    Outcome::Permanent(format!(
+        "a 2xx whose body ({ct}, {} bytes) is not an ExportTraceServiceResponse, so nothing says the spans were taken{}",
+        body.len(),
+        status_message("text", body)
+    ))
+}
+
+/// The partial-success part of a protobuf `ExportTraceServiceResponse`.
 fn partial_success(body: &[u8]) -> Outcome {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
     match ExportTraceServiceResponse::decode(body) {
         Ok(r) => match r.partial_success {
-            Some(p) if p.rejected_spans > 0 => Outcome::Delivered {
-                rejected: p.rejected_spans as u64,
-                why: p.error_message,
-            },
-            _ => Outcome::Delivered {
-                rejected: 0,
-                why: String::new(),
-            },
+            Some(p) if p.rejected_spans > 0 => delivered(p.rejected_spans as u64, p.error_message),
+            _ => delivered(0, String::new()),
         },
-        // A 2xx whose body is not a response message (empty, JSON from a proxy): delivered.
-        Err(_) => Outcome::Delivered {
-            rejected: 0,
-            why: String::new(),
-        },
+        Err(_) => not_a_response("application/x-protobuf", body),
     }
 }
 
@@ -508,25 +621,40 @@ fn retry_info(details: &[u8]) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// The message of a gRPC response body (length-prefixed, maybe gzip).
-fn unframe(data: &[u8], compressed: bool) -> Vec<u8> {
+/// The message of a gRPC response body (length-prefixed, maybe gzip), inflated up to
+/// [`MAX_ANSWER_BYTES`]. No message at all is an empty response.
+fn unframe(data: &[u8], compressed: bool) -> Result<Vec<u8>, String> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
     if data.len() < 5 {
-        return Vec::new();
+        return Err("a truncated message frame".into());
     }
     let flag = data[0];
     let len = u32::from_be_bytes([data[1], data[2], data[3], data[4]]) as usize;
     let Some(msg) = data.get(5..5 + len) else {
-        return Vec::new();
+        return Err("a truncated message frame".into());
     };
-    if flag == 1 && compressed {
-        let mut out = Vec::new();
-        let mut dec = flate2::read::GzDecoder::new(msg);
-        if std::io::Read::read_to_end(&mut dec, &mut out).is_err() {
-            return Vec::new();
+    if flag == 1 {
+        if !compressed {
+            return Err("a compressed message without grpc-encoding".into());
         }
-        return out;
+        let mut out = Vec::new();
+        let dec = flate2::read::GzDecoder::new(msg);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(dec, MAX_ANSWER_BYTES as u64 + 1),
+            &mut out,
+        )
+        .map_err(|e| format!("a message that does not inflate: {e}"))?;
+        if out.len() > MAX_ANSWER_BYTES {
+            return Err(format!(
+                "a message inflating past {} KiB, which no OTLP response is",
+                MAX_ANSWER_BYTES >> 10
+            ));
+        }
+        return Ok(out);
     }
-    msg.to_vec()
+    Ok(msg.to_vec())
 }
 
 /// `grpc-message` is percent-encoded.
