@@ -441,7 +441,10 @@ async fn tiers_on_disk_and_garage_move_verify_survive_crashes_and_expire() {
             .collect()
     };
     assert_eq!(hours_in(&warm), HashSet::from([0, 1]), "{out}");
-    assert_eq!(hours_in(&manifest_of(&hot_dir, "hot")), HashSet::from([2, 3]));
+    assert_eq!(
+        hours_in(&manifest_of(&hot_dir, "hot")),
+        HashSet::from([2, 3])
+    );
     assert_eq!(all(&garage), (total, total));
     lookups_exact(&cfg, &sample);
 
@@ -511,7 +514,10 @@ for r in rows:
     .unwrap();
     let cold_manifest = cold[2].manifest().await.unwrap();
     assert_eq!(hours_in(&cold_manifest), HashSet::from([0]), "{out}");
-    assert_eq!(hours_in(&manifest_of(&hot_dir, "warm")), HashSet::from([1, 2]));
+    assert_eq!(
+        hours_in(&manifest_of(&hot_dir, "warm")),
+        HashSet::from([1, 2])
+    );
     assert_eq!(hours_in(&manifest_of(&hot_dir, "hot")), HashSet::from([3]));
     assert!(out.contains("finished 1 interrupted moves"), "{out}");
     lookups_exact(&cfg, &sample);

@@ -92,12 +92,15 @@ policies: [{{name: all, type: always_sample}}]
     ] {
         assert!(!all.contains(secret), "{secret} printed:\n{all}");
     }
-    assert_eq!(all.matches("<redacted: set>").count(), 6, "{all}");
+    // Six secrets, plus the access key id: object-store options print only where and how to
+    // connect (README, "Secrets").
+    assert_eq!(all.matches("<redacted: set>").count(), 7, "{all}");
+    assert!(!all.contains("GKvisible"), "{all}");
     for shown in [
         "brokers: b1:9093,b2:9093",
         "group_instance_id: tracesift-2",
         "sasl.username: alice",
-        "GKvisible",
+        "endpoint: http://127.0.0.1:3900",
         "session.timeout.ms: '6000'",
     ] {
         assert!(all.contains(shown), "{shown} missing:\n{all}");
@@ -128,6 +131,72 @@ policies: [{{name: all, type: always_sample}}]
         );
     }
     assert!(err.contains("TS_UNSET_VAR is not set"), "{err}");
+}
+
+/// Vendors name their credential headers freely, librdkafka and object_store their secret keys:
+/// `check` prints no header value of an OTLP sink, no `kafka.properties` value whose key ends
+/// in password, secret, token, key or credentials, and no object-store option outside the
+/// documented list.
+#[test]
+fn check_prints_no_header_value_and_no_secret_looking_property_or_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vendors.yaml");
+    std::fs::write(
+        &f,
+        r#"
+kafka:
+  properties:
+    sasl.oauthbearer.client.key: PROP-CLIENT-KEY
+    sasl.kerberos.credentials: PROP-CREDENTIALS
+    my.api.token: PROP-TOKEN
+    sasl.username: shown-user
+sinks:
+  otlp_http:
+    - name: newrelic
+      endpoint: http://127.0.0.1:4318
+      headers: {x-insert-key: HDR-INSERT-KEY, x-license-key: HDR-LICENSE-KEY, x-sentry-auth: "Sentry sentry_key=HDR-SENTRY", x-scope-orgid: HDR-TENANT, dsn: "https://HDR-DSN@o1.ingest"}
+archive:
+  tiers:
+    - name: cold
+      url: s3://bucket/traces
+      after: 30d
+      options: {endpoint: "http://127.0.0.1:3900", region: garage, access_key_id: OPT-KEY-ID, secret_access_key: OPT-SECRET, proxy_url: "http://OPT-PROXY-USER:pw@proxy:3128", token: OPT-TOKEN}
+policies: [{name: all, type: always_sample}]
+"#,
+    )
+    .unwrap();
+    let out = tracesift().args(["check", "-c"]).arg(&f).output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    for secret in [
+        "PROP-CLIENT-KEY",
+        "PROP-CREDENTIALS",
+        "PROP-TOKEN",
+        "HDR-INSERT-KEY",
+        "HDR-LICENSE-KEY",
+        "HDR-SENTRY",
+        "HDR-TENANT",
+        "HDR-DSN",
+        "OPT-KEY-ID",
+        "OPT-SECRET",
+        "OPT-PROXY-USER",
+        "OPT-TOKEN",
+    ] {
+        assert!(!all.contains(secret), "{secret} printed:\n{all}");
+    }
+    assert_eq!(all.matches("<redacted: set>").count(), 12, "{all}");
+    for shown in [
+        "sasl.username: shown-user",
+        "x-insert-key: <redacted: set>",
+        "endpoint: http://127.0.0.1:3900",
+        "region: garage",
+    ] {
+        assert!(all.contains(shown), "{shown} missing:\n{all}");
+    }
 }
 
 #[test]

@@ -316,7 +316,11 @@ fn indent(depth: usize) -> String {
 /// move the cursor, retitle the window or hide text, C1 controls, bidi overrides) written as
 /// `\u{1b}`-style escapes; everything else as it is.
 pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c) || ('\u{2066}'..='\u{2069}').contains(&c);
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
     if !s.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -599,7 +603,10 @@ mod tests {
         r.name = "GET /\x1b]0;owned\x07\x1b[2J\u{202e}cba".into();
         r.service = "svc\nfake: line".into();
         let out = render_tree_styled(&[r], true);
-        assert!(!out.contains('\x1b') && !out.contains('\x07') && !out.contains('\u{202e}'), "{out:?}");
+        assert!(
+            !out.contains('\x1b') && !out.contains('\x07') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
         assert_eq!(out.lines().count(), 1, "{out:?}");
         assert!(
             out.contains("svc\\u{a}fake: line: GET /\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}cba"),
@@ -607,5 +614,4 @@ mod tests {
         );
         assert_eq!(printable("plain: ünïcode ✓"), "plain: ünïcode ✓");
     }
-
 }

@@ -137,10 +137,7 @@ async fn prune(store: &Arc<dyn ObjectStore>, dir: &str, newest: u64) {
     let Ok(all) = generations(store, dir).await else {
         return;
     };
-    for g in all
-        .into_iter()
-        .filter(|g| *g + KEEP_GENERATIONS < newest)
-    {
+    for g in all.into_iter().filter(|g| *g + KEEP_GENERATIONS < newest) {
         let _ = store.delete(&generation_path(dir, g)).await;
     }
 }
@@ -485,9 +482,7 @@ impl Fence {
     /// Before a write of data: [`ArchiveError::LeaseLost`] unless the lease is still ours.
     pub async fn check(&self) -> Result<u64, ArchiveError> {
         if self.lost.load(Ordering::Acquire) {
-            return Err(ArchiveError::LeaseLost(
-                "the renewal found it taken".into(),
-            ));
+            return Err(ArchiveError::LeaseLost("the renewal found it taken".into()));
         }
         self.lease.ensure_held().await?;
         self.lease
@@ -598,9 +593,11 @@ mod tests {
 
     async fn force(store: &Arc<dyn ObjectStore>, r: &LeaseRecord) {
         let (g, _) = lease(store, "x").current().await.unwrap();
-        assert!(create(store, LEASE_DIR, g + 1, serde_json::to_vec(r).unwrap())
-            .await
-            .unwrap());
+        assert!(
+            create(store, LEASE_DIR, g + 1, serde_json::to_vec(r).unwrap())
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -640,7 +637,12 @@ mod tests {
         b.release().await.unwrap();
         assert!(matches!(b.acquire().await.unwrap(), LeaseOutcome::HeldBy(r) if r.owner == "a"));
         // A lease of a process of this host and PID namespace that is gone is taken over.
-        let dead = format!("{}-{}-{}-00000000", hostname(), pid_namespace(), u32::MAX - 1);
+        let dead = format!(
+            "{}-{}-{}-00000000",
+            hostname(),
+            pid_namespace(),
+            u32::MAX - 1
+        );
         force(
             &store,
             &LeaseRecord {
@@ -721,10 +723,7 @@ mod tests {
         old.files.insert("spans/v1/old.parquet".into(), entry(5));
         save_legacy(&tier, &old).await.unwrap();
         assert_eq!(load(&catalog, &tier, "warm").await.unwrap(), old);
-        let fence = Fence::acquire(lease(&catalog, "a"))
-            .await
-            .unwrap()
-            .unwrap();
+        let fence = Fence::acquire(lease(&catalog, "a")).await.unwrap().unwrap();
         let written = fence
             .commit(&tier, "warm", |m| {
                 m.files.insert("spans/v2/c.parquet".into(), entry(10));
@@ -734,7 +733,11 @@ mod tests {
             .unwrap();
         let again = load(&catalog, &tier, "warm").await.unwrap();
         assert_eq!(again, written);
-        assert_eq!(again.files.len(), 2, "the change applies to the old manifest");
+        assert_eq!(
+            again.files.len(),
+            2,
+            "the change applies to the old manifest"
+        );
         assert_eq!(again.totals(), (200, 15));
         let e = &again.files["spans/v2/c.parquet"];
         assert!(e.may_hold(&[0x10; 16]));
@@ -826,9 +829,14 @@ mod tests {
         m.files.insert("spans/v2/b.parquet".into(), entry(1));
         m.fence = g + 1;
         assert!(ta < m.fence);
-        assert!(create(&catalog, &catalog_dir("warm"), 1, serde_json::to_vec(&m).unwrap())
-            .await
-            .unwrap());
+        assert!(create(
+            &catalog,
+            &catalog_dir("warm"),
+            1,
+            serde_json::to_vec(&m).unwrap()
+        )
+        .await
+        .unwrap());
         let err = fa
             .commit(&tier, "warm", |m| {
                 m.files.clear();

@@ -25,7 +25,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 
 use super::config::ArchiveConfig;
-use crate::archive::manifest::{self, FileEntry, Fence, Manifest};
+use crate::archive::manifest::{self, Fence, FileEntry, Manifest};
 use crate::archive::{ArchiveError, OpenedStore};
 
 /// One tier: `hot` first, then the configured ones.

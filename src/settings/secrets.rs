@@ -619,7 +619,12 @@ mod tests {
         ] {
             assert!(is_secret_key(key), "{key}");
         }
-        for key in ["ssl.ca.location", "bootstrap.servers", "sasl.username", "session.timeout.ms"] {
+        for key in [
+            "ssl.ca.location",
+            "bootstrap.servers",
+            "sasl.username",
+            "session.timeout.ms",
+        ] {
             assert!(!is_secret_key(key), "{key}");
         }
     }

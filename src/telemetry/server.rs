@@ -146,7 +146,11 @@ fn answer(state: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<
                 None => "not ready\n".to_string(),
             },
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -242,5 +246,4 @@ mod tests {
         }
         drop(idle);
     }
-
 }

@@ -559,6 +559,7 @@ pub fn padded_span(
     s
 }
 
+pub mod backend;
 pub mod chaos;
 pub mod engines;
 pub mod garage;

@@ -453,7 +453,10 @@ fn answer_message(content_type: &str, body: &[u8]) -> Outcome {
                 let p = o.get("partialSuccess").or_else(|| o.get("partial_success"));
                 let rejected = p
                     .and_then(|p| p.get("rejectedSpans").or_else(|| p.get("rejected_spans")))
-                    .and_then(|r| r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())))
+                    .and_then(|r| {
+                        r.as_u64()
+                            .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+                    })
                     .unwrap_or(0);
                 let why = p
                     .and_then(|p| p.get("errorMessage").or_else(|| p.get("error_message")))
@@ -785,5 +788,47 @@ mod tests {
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(percent_decode("a%20b%"), "a b%");
         assert_eq!(percent_decode("100%25"), "100%");
+    }
+
+    #[test]
+    fn a_2xx_counts_only_with_a_response_message_and_gzip_inflates_only_to_the_cap() {
+        assert!(matches!(
+            http_outcome(200, None, "text/html; charset=utf-8", b"<html>sign in</html>"),
+            Outcome::Permanent(w) if w.contains("not an ExportTraceServiceResponse")
+        ));
+        assert!(matches!(
+            http_outcome(200, None, "application/json", b"{\"partialSuccess\":{\"rejectedSpans\":\"2\",\"errorMessage\":\"old\"}}"),
+            Outcome::Delivered { rejected: 2, why } if why == "old"
+        ));
+        assert!(matches!(
+            http_outcome(200, None, "application/json", b"<html>"),
+            Outcome::Permanent(_)
+        ));
+        assert!(matches!(
+            http_outcome(204, None, "", b""),
+            Outcome::Delivered { rejected: 0, .. }
+        ));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "location",
+            HeaderValue::from_static("https://other.example:443/v1/traces?token=abc"),
+        );
+        assert_eq!(
+            redirected(308, &h),
+            Outcome::Permanent(
+                "HTTP 308: the endpoint redirects to https://other.example:443/v1/traces; redirects are not followed, set the endpoint to the final address".into()
+            )
+        );
+        // A gzip message inflating past the cap (8 MiB of zeros in ~8 KiB) is refused.
+        let bomb = gzip(&vec![0u8; 8 << 20]).unwrap();
+        assert!(bomb.len() < MAX_ANSWER_BYTES);
+        let mut frame = vec![1u8];
+        frame.extend_from_slice(&(bomb.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&bomb);
+        assert!(unframe(&frame, true)
+            .unwrap_err()
+            .contains("inflating past 64 KiB"));
+        assert!(unframe(&frame[..10], true).is_err());
+        assert_eq!(unframe(&[], false), Ok(Vec::new()));
     }
 }
