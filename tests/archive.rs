@@ -849,3 +849,163 @@ async fn a_corrupt_file_stops_its_hour_with_its_name_and_loses_nothing() {
     let n = (input.spans + other.spans) as u64;
     assert_eq!(count_rows(&[&hot_dir], None), (n, n));
 }
+
+/// Every object of a store: (path, size, last modified, e-tag).
+async fn objects_of(store: &Arc<dyn ObjectStore>) -> Vec<(String, u64, String, String)> {
+    use futures::TryStreamExt;
+    let mut all: Vec<_> = store
+        .list(None)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| {
+            (
+                o.location.to_string(),
+                o.size,
+                o.last_modified.to_rfc3339(),
+                o.e_tag.unwrap_or_default(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// A compactor frozen (SIGSTOP, as a stopped container or a long pause) in the middle of a move,
+/// past its lease's TTL, while a second compactor takes the lease over and completes a pass;
+/// then resumed. It must stop with "lease lost" without writing anything; afterwards every
+/// object of every tier is in exactly one manifest and every span is there once.
+async fn a_frozen_compactor_stops_without_writing(garage: Option<&support::garage::Garage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let warm_dir = dir.path().join("warm");
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let mut total = 0u64;
+    for h in 0..4u64 {
+        total += write_hour(&hot, h, 300, 2, 700 + h).await.spans as u64;
+    }
+    let warm = match garage {
+        Some(g) => format!(
+            "  tiers:\n    - name: warm\n      url: s3://{}/warm\n      after: 24h\n{}",
+            g.bucket,
+            g.tier_options_yaml("      ")
+        ),
+        None => format!(
+            "  tiers:\n    - {{name: warm, url: \"file://{}\", after: 24h}}\n",
+            warm_dir.display()
+        ),
+    };
+    let cfg = write_config(dir.path(), &warm, &format!("{SMALL}    lease_ttl: 10s\n"));
+    // Hours 0-2 compacted in hot; nothing due to move yet.
+    let out = compact_at(&cfg, &at(4, 0));
+    assert!(out.contains("compacted 3 hours"), "{out}");
+    // A: a pass where every hour is due to move, frozen right after copying its first file.
+    let a_log = dir.path().join("a.log");
+    let mut a = tracesift()
+        .args(["compact", "-c"])
+        .arg(&cfg)
+        .args(["--now", &at(30, 0)])
+        .env("TRACESIFT_FAILPOINT", "move-after-copy@warm=stop")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&a_log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while process_state(a.id()) != Some('T') {
+        assert!(
+            std::time::Instant::now() < deadline && a.try_wait().unwrap().is_none(),
+            "A never reached its failpoint:\n{}",
+            std::fs::read_to_string(&a_log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Past A's lease, B takes it over and completes a pass: everything moves to warm.
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let out = compact_at(&cfg, &at(30, 0));
+    assert!(
+        out.contains("moved 4 files") || out.contains("moved"),
+        "{out}"
+    );
+    let tiers = tracesift::archive::tiering::open_tiers(
+        &tracesift::config::Config::load(&cfg).unwrap().archive,
+    )
+    .unwrap();
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for t in &tiers {
+            v.push(objects_of(&t.store).await);
+        }
+        v
+    };
+    // A wakes.
+    std::process::Command::new("kill")
+        .args(["-CONT", &a.id().to_string()])
+        .status()
+        .unwrap();
+    let status = a.wait().unwrap();
+    let a_err = std::fs::read_to_string(&a_log).unwrap();
+    assert!(!status.success(), "A must fail:\n{a_err}");
+    assert!(a_err.contains("lease lost"), "{a_err}");
+    let mut after = Vec::new();
+    for t in &tiers {
+        after.push(objects_of(&t.store).await);
+    }
+    assert_eq!(before, after, "A wrote after losing its lease:\n{a_err}");
+    // Every object in exactly one manifest.
+    let mut catalogued: HashMap<(usize, String), usize> = HashMap::new();
+    for (i, t) in tiers.iter().enumerate() {
+        for p in t.manifest().await.unwrap().files.keys() {
+            *catalogued.entry((i, p.clone())).or_default() += 1;
+        }
+    }
+    let mut listed = HashSet::new();
+    for (i, objects) in after.iter().enumerate() {
+        for (p, ..) in objects.iter().filter(|(p, ..)| p.ends_with(".parquet")) {
+            listed.insert((i, p.clone()));
+            assert_eq!(
+                catalogued.get(&(i, p.clone())),
+                Some(&1),
+                "{} {p} is in no manifest",
+                tiers[i].name
+            );
+        }
+    }
+    let in_manifests: HashSet<(usize, String)> = catalogued.keys().cloned().collect();
+    assert_eq!(
+        in_manifests, listed,
+        "manifests name objects that do not exist"
+    );
+    let names: HashSet<&String> = catalogued.keys().map(|(_, p)| p).collect();
+    assert_eq!(
+        names.len(),
+        catalogued.len(),
+        "an object is in two tiers' manifests"
+    );
+    assert!(
+        listed.iter().all(|(i, _)| *i == 1),
+        "everything moved to warm: {listed:?}"
+    );
+    // Every span once (DuckDB and pyarrow).
+    let rows = match garage {
+        Some(g) => count_rows(&[&hot_dir], Some((g, "warm"))),
+        None => count_rows(&[&hot_dir, &warm_dir], None),
+    };
+    assert_eq!(rows, (total, total));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_compactor_stops_without_writing_on_local_tiers() {
+    a_frozen_compactor_stops_without_writing(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_compactor_stops_without_writing_with_a_garage_tier() {
+    let garage = support::garage::Garage::start("tracesift-fence");
+    a_frozen_compactor_stops_without_writing(Some(&garage)).await;
+}

@@ -86,7 +86,8 @@ pub struct CompactionConfig {
     /// over after this).
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
-    /// Where the lease lives (empty: the hot tier). The store must honour create-if-absent
+    /// The catalog store, where the lease and every tier's manifest live (empty: the hot
+    /// tier). The store must honour create-if-absent
     /// writes (local and shared filesystems, AWS S3, MinIO); a pass refuses to run on one that
     /// does not (Garage 2.5, for one) and names this setting.
     pub lease_url: String,
