@@ -184,6 +184,10 @@ impl Ctx {
 }
 
 impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        kafka::client_error(error, reason);
+    }
+
     /// librdkafka's own statistics (every `statistics.interval.ms`, on the poll thread, no
     /// network wait): the committed-offset lag of each owned partition, as the broker's high
     /// watermark minus the group's committed offset.

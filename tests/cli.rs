@@ -191,7 +191,7 @@ policies: [{name: all, type: always_sample}]
     assert_eq!(all.matches("<redacted: set>").count(), 12, "{all}");
     for shown in [
         "sasl.username: shown-user",
-        "x-insert-key: <redacted: set>",
+        "x-insert-key: '<redacted: set>'",
         "endpoint: http://127.0.0.1:3900",
         "region: garage",
     ] {
@@ -247,15 +247,22 @@ fn demo_runs_end_to_end_and_its_query_works() {
     let out = tracesift()
         .args(["demo", "--duration", "4s", "--rate", "300", "--dir"])
         .arg(dir.path())
-        .env("TRACESIFT_LOG", "error")
+        .env("TRACESIFT_LOG", "info")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    // Nothing a newcomer sees is an error: reaching the end of a partition and the demo
+    // stopping its own cluster are normal (debug).
+    let errors: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| {
+            l.contains(" ERROR ") || l.contains("AllBrokersDown") || l.contains("PartitionEOF")
+        })
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     let field = |name: &str| -> u64 {
         let line = stdout
             .lines()

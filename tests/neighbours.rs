@@ -113,5 +113,12 @@ async fn probes_answer_beside_idle_unread_and_trickling_connections() {
     // The endpoint still answers, and the neighbours did not cost it anything it keeps.
     assert_eq!(probe(addr, "/healthz", Duration::from_secs(1)), Ok(200));
     drop(neighbours);
+    // A caught-up member logs no error (end of partition is its normal state).
+    let log = member.log();
     member.stop();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains("PartitionEOF"))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
 }

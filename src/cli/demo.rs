@@ -184,7 +184,9 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
          hive_partitioning = true, union_by_name = true) GROUP BY 1 ORDER BY 2 DESC\"",
         hot.display()
     );
-    // Clients first, then the in-process cluster they talk to.
+    // Clients first, then the in-process cluster they talk to (clients still closing may see
+    // it go: that is the demo's own doing, not a fault).
+    crate::source::kafka::brokers_going_away();
     drop(producer);
     drop(stats);
     drop(cluster);

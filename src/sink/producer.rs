@@ -39,7 +39,11 @@ pub type Record<'a> = BaseRecord<'a, [u8], [u8], ReportTo>;
 /// Hands each record's delivery report to the writer waiting for it.
 pub struct Reports;
 
-impl ClientContext for Reports {}
+impl ClientContext for Reports {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::source::kafka::client_error(error, reason);
+    }
+}
 
 impl ProducerContext for Reports {
     type DeliveryOpaque = ReportTo;

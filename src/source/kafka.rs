@@ -120,6 +120,43 @@ pub fn create_with_context<C: rdkafka::ClientContext, T: FromClientConfigAndCont
     c.create_with_context(context).map_err(redact)
 }
 
+static BROKERS_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Says that the brokers are going away on purpose (`demo` stopping its own in-process
+/// cluster): from now on, losing them is logged at debug, not as a warning.
+pub fn brokers_going_away() {
+    BROKERS_GONE.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// A client-wide error librdkafka reports (`ClientContext::error`), logged at the level it
+/// deserves: reaching the end of a partition is the normal state of a caught-up consumer
+/// (debug); brokers unreachable or a connection lost degrade and librdkafka retries them on its
+/// own (warn); everything else is an error an operator should look at.
+pub fn client_error(error: KafkaError, reason: &str) {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let code = match &error {
+        KafkaError::PartitionEOF(_) => Some(C::PartitionEOF),
+        e => e.rdkafka_error_code(),
+    };
+    let gone = BROKERS_GONE.load(std::sync::atomic::Ordering::Acquire);
+    match code {
+        Some(C::PartitionEOF) => tracing::debug!("librdkafka: {error}: {reason}"),
+        Some(C::AllBrokersDown | C::BrokerTransportFailure | C::Resolve) if gone => {
+            tracing::debug!("librdkafka: {error}: {reason}")
+        }
+        Some(
+            C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::Resolve
+            | C::BrokerNotAvailable
+            | C::NetworkException
+            | C::RequestTimedOut
+            | C::OperationTimedOut,
+        ) => tracing::warn!("librdkafka: {error}: {reason}"),
+        _ => tracing::error!("librdkafka: {error}: {reason}"),
+    }
+}
+
 /// `e` without a secret value in it.
 pub fn redact(e: KafkaError) -> KafkaError {
     match e {

@@ -38,7 +38,11 @@ struct RekeyCtx {
     marks: DashMap<Key, Watermark>,
 }
 
-impl ClientContext for RekeyCtx {}
+impl ClientContext for RekeyCtx {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::source::kafka::client_error(error, reason);
+    }
+}
 
 impl ConsumerContext for RekeyCtx {
     fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
