@@ -251,19 +251,45 @@ fn load(path: &std::path::Path) -> Option<Config> {
 }
 
 fn init_logs(default: &str) {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRACESIFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         // Colour only on a terminal: logs written to files or collected by an orchestrator
         // stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_ansi(terminal)
+        .with_writer(if terminal {
+            BoxMakeWriter::new(|| LineClearing { fresh: true })
+        } else {
+            BoxMakeWriter::new(std::io::stderr)
+        })
         .try_init();
 }
 
-/// Runs a command; the exit code reflects its outcome.
+/// A log line on a terminal first clears the line it lands on, so a progress line drawn in
+/// place with `\r` (the demo's) is never broken by a log line: the log line takes its place
+/// and the progress line is drawn again below it at its next tick.
+struct LineClearing {
+    fresh: bool,
+}
+
+impl std::io::Write for LineClearing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut err = std::io::stderr().lock();
+        if std::mem::take(&mut self.fresh) {
+            err.write_all(b"\r\x1b[2K")?;
+        }
+        err.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// Runs a command; the exit code reflects its outcome.
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

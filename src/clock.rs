@@ -6,9 +6,7 @@
 //! every timer in the pipeline deterministically; the pure cores (store, watermark, sampler) take
 //! plain `MonoTime` values and need no runtime at all.
 
-mod tokio_clock;
-
-pub use self::tokio_clock::TokioClock;
+pub mod tokio_clock;
 
 use std::ops::{Add, Sub};
 use std::time::Duration;

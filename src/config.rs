@@ -62,7 +62,7 @@ const SECTIONS: &[&str] = &[
 
 fn section<T: DeserializeOwned + Default>(
     name: &str,
-    v: Option<&serde_yaml::Value>,
+    v: Option<&serde_norway::Value>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
     let Some(v) = v else {
@@ -121,7 +121,7 @@ impl Config {
         text: &str,
         lookup: &dyn crate::settings::secrets::Lookup,
     ) -> Result<Config, ConfigErrors> {
-        let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+        let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
             ConfigErrors(vec![ConfigError::new("", format!("not valid YAML: {e}"))])
         })?;
         let mut errors = Vec::new();
@@ -137,13 +137,13 @@ impl Config {
     }
 
     fn from_value(
-        value: &serde_yaml::Value,
+        value: &serde_norway::Value,
         mut errors: Vec<ConfigError>,
     ) -> Result<Config, ConfigErrors> {
-        let empty = serde_yaml::Mapping::new();
+        let empty = serde_norway::Mapping::new();
         let map = match value {
-            serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => &empty,
+            serde_norway::Value::Mapping(m) => m,
+            serde_norway::Value::Null => &empty,
             _ => {
                 return Err(ConfigErrors(vec![ConfigError::new(
                     "",
@@ -180,8 +180,8 @@ impl Config {
             },
         };
         let policies = match get("policies") {
-            None | Some(serde_yaml::Value::Null) => Some(Vec::new()),
-            Some(serde_yaml::Value::Sequence(items)) => {
+            None | Some(serde_norway::Value::Null) => Some(Vec::new()),
+            Some(serde_norway::Value::Sequence(items)) => {
                 let before = errors.len();
                 let mut parsed: Vec<PolicySpec> = Vec::new();
                 let mut compiled_alone = Vec::new();
@@ -216,8 +216,8 @@ impl Config {
             }
         };
         let tiers = match get("tiers") {
-            None | Some(serde_yaml::Value::Null) => Some(Vec::new()),
-            Some(serde_yaml::Value::Sequence(items)) => {
+            None | Some(serde_norway::Value::Null) => Some(Vec::new()),
+            Some(serde_norway::Value::Sequence(items)) => {
                 let before = errors.len();
                 let parsed: Vec<(usize, crate::sample::FirstMatchSpec)> = items
                     .iter()
@@ -437,7 +437,7 @@ impl Config {
 
     /// The effective configuration as YAML (defaults filled in).
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+        serde_norway::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod archive;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub(crate) mod failpoint;
 pub mod gen;
 pub(crate) mod hash;
 pub mod otlp;

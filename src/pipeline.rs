@@ -115,7 +115,7 @@ pub fn reload_policies(
 }
 
 fn yaml<T: serde::Serialize>(t: &T) -> String {
-    serde_yaml::to_string(t).unwrap_or_default()
+    serde_norway::to_string(t).unwrap_or_default()
 }
 
 fn names_of(names: &[String]) -> Arc<[Arc<str>]> {
@@ -179,7 +179,7 @@ pub enum RunError {
     Archive(#[from] crate::archive::ArchiveError),
     /// The telemetry endpoint could not be started.
     #[error(transparent)]
-    Telemetry(#[from] crate::telemetry::TelemetryError),
+    Telemetry(#[from] crate::telemetry::server::TelemetryError),
     /// A topic is missing, unusable, or could not be created.
     #[error(transparent)]
     Topics(#[from] crate::topics::TopicError),
@@ -213,7 +213,7 @@ pub struct Running {
     rekey: Option<crate::source::rekey::RekeyHandle>,
     producer: crate::sink::Producer,
     compactor: Option<crate::archive::compact::Compactor>,
-    _server: Option<crate::telemetry::Server>,
+    _server: Option<crate::telemetry::server::Server>,
     shutdown_timeout: Duration,
 }
 
@@ -323,7 +323,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let server = if config.telemetry.listen.is_empty() {
         None
     } else {
-        Some(crate::telemetry::serve(&config.telemetry.listen, handle, health.clone()).await?)
+        Some(
+            crate::telemetry::server::serve(&config.telemetry.listen, handle, health.clone())
+                .await?,
+        )
     };
     let rt = tokio::runtime::Handle::current();
     let h2 = health.clone();

@@ -121,7 +121,7 @@ pub trait Policy: Sized + std::fmt::Debug {
     /// Parses the block found at `path` (`None` when absent); problems go to `errors`.
     fn parse(
         path: &str,
-        block: Option<&serde_yaml::Value>,
+        block: Option<&serde_norway::Value>,
         errors: &mut Vec<ConfigError>,
     ) -> Option<Self::Config>;
     /// Compiles a configured policy (errors reported under `path`, the block's path);
@@ -143,7 +143,7 @@ pub struct NoSettings;
 /// A block read with serde, errors reported with their paths.
 fn settings<T: serde::de::DeserializeOwned>(
     path: &str,
-    block: Option<&serde_yaml::Value>,
+    block: Option<&serde_norway::Value>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
     typed_block(path, block, errors)
@@ -168,7 +168,7 @@ macro_rules! policy_impl {
             type Config = $crate::sample::NoSettings;
             fn parse(
                 _: &str,
-                _: Option<&serde_yaml::Value>,
+                _: Option<&serde_norway::Value>,
                 _: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self::Config> {
                 Some($crate::sample::NoSettings)
@@ -197,7 +197,7 @@ macro_rules! policy_impl {
             type Config = $cfg;
             fn parse(
                 path: &str,
-                block: Option<&serde_yaml::Value>,
+                block: Option<&serde_norway::Value>,
                 errors: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self::Config> {
                 <$cfg>::from_yaml(path, block, errors)
@@ -220,7 +220,7 @@ macro_rules! policy_impl {
             type Config = $cfg;
             fn parse(
                 path: &str,
-                block: Option<&serde_yaml::Value>,
+                block: Option<&serde_norway::Value>,
                 errors: &mut Vec<$crate::settings::ConfigError>,
             ) -> Option<Self::Config> {
                 $crate::sample::settings(path, block, errors)
@@ -279,7 +279,7 @@ macro_rules! policy_types {
             fn parse(
                 ty: &str,
                 path: &str,
-                block: Option<&serde_yaml::Value>,
+                block: Option<&serde_norway::Value>,
                 errors: &mut Vec<ConfigError>,
             ) -> Option<PolicyKind> {
                 let block_path = format!("{path}.{ty}");
@@ -290,9 +290,9 @@ macro_rules! policy_types {
                 }
             }
 
-            fn block_value(&self) -> Option<serde_yaml::Value> {
+            fn block_value(&self) -> Option<serde_norway::Value> {
                 let v = match self {
-                    $(PolicyKind::$variant(c) => serde_yaml::to_value(c),)+
+                    $(PolicyKind::$variant(c) => serde_norway::to_value(c),)+
                 };
                 v.ok().filter(|v| !v.is_null())
             }
@@ -620,7 +620,7 @@ pub(crate) mod tests {
     use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe};
 
     pub(crate) fn policies(yaml: &str) -> Vec<PolicySpec> {
-        let v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
         let mut errors = Vec::new();
         let out: Vec<PolicySpec> = v
             .as_sequence()

@@ -498,7 +498,7 @@ fn poll_loop(
     let default_encoding = cfg.encoding;
     let mut flows: HashMap<Key, Flow> = HashMap::new();
     let mut poll_gap = telemetry::PollGap::default();
-    let mut hold = hold_failpoint();
+    let mut hold = crate::failpoint::hold();
     let mut held_until: Option<(Key, MonoTime)> = None;
     let mut last_poll = clock.now();
     let started = clock.now();
@@ -684,17 +684,6 @@ fn poll_loop(
         }
     }
     drop(consumer);
-}
-
-/// `TRACESIFT_FAILPOINT=hold@P:OFFSET:MS`: the poll thread holds partition P (paused) for MS
-/// milliseconds just before handing over OFFSET — a stalled partition for the stream-time tests.
-fn hold_failpoint() -> Option<(i32, i64, u64)> {
-    let v = std::env::var("TRACESIFT_FAILPOINT").ok()?;
-    let mut it = v.strip_prefix("hold@")?.split(':');
-    let p = it.next()?.parse().ok()?;
-    let o = it.next()?.parse().ok()?;
-    let ms = it.next()?.parse().ok()?;
-    Some((p, o, ms))
 }
 
 fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {

@@ -831,7 +831,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn timers_on_paused_tokio_time() {
-        use crate::clock::{Clock, TokioClock};
+        use crate::clock::{tokio_clock::TokioClock, Clock};
         let clock = TokioClock::new();
         let mut s = TraceStore::new(limits());
         let (m, r) = span(true);

@@ -2,141 +2,162 @@
 //!
 //! Names are constants here; labels are small enums or configured names (policy, sink, topic,
 //! partition), never ids. Stages emit per record or per batch, never per span. The Prometheus
-//! recorder is installed once per process ([`install`]); [`serve`] exposes `/metrics`, `/healthz`
+//! recorder is installed once per process ([`install`]); [`server::serve`] exposes `/metrics`, `/healthz`
 //! (the process is up) and `/readyz` (consuming and not shutting down) on `telemetry.listen`.
 
+pub mod health;
+pub mod process;
 pub mod server;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-pub use self::server::{http_get, serve, Server, TelemetryError};
+pub use self::health::{Health, RestoreGuard, FAULT_HOLD_MS};
+pub use self::process::{peak_rss_bytes, rss_bytes};
 
-/// Records read, by outcome (`ok`, `malformed`).
-pub const RECORDS_IN: &str = "tracesift_records_in_total";
-/// Spans read.
-pub const SPANS_IN: &str = "tracesift_spans_in_total";
-/// Record bytes read.
-pub const BYTES_IN: &str = "tracesift_bytes_in_total";
-/// Traces decided, by policy, outcome (`keep`, `drop`) and trigger.
-pub const TRACES_DECIDED: &str = "tracesift_traces_decided_total";
-/// Decisions made before a trace was complete (overflow, trace limit), by trigger.
-pub const FORCED_DECISIONS: &str = "tracesift_forced_decisions_total";
-/// Spans that arrived after their trace was decided, by outcome.
-pub const LATE_SPANS: &str = "tracesift_late_spans_total";
-/// Records written to the dead-letter topic.
-pub const DEAD_LETTER_RECORDS: &str = "tracesift_dead_letter_records_total";
-/// Traces buffered, per partition.
-pub const TRACES_BUFFERED: &str = "tracesift_traces_buffered";
-/// Span bytes buffered, per partition.
-pub const BYTES_BUFFERED: &str = "tracesift_bytes_buffered";
-/// Records between the high watermark and the committed offset, per partition.
-pub const COMMITTED_LAG: &str = "tracesift_committed_offset_lag";
-/// Longest gap between two polls of the consumer, seconds, over the last window (~10 s).
-pub const POLL_GAP_MAX: &str = "tracesift_source_poll_gap_max_seconds";
-/// Records queued between the consumer and a partition task, per partition.
-pub const PARTITION_QUEUE: &str = "tracesift_partition_queue_records";
-/// Decisions written to the decision log.
-pub const DECISIONS_LOGGED: &str = "tracesift_decisions_logged_total";
-/// Decisions restored from the decision log on partition assignment.
-pub const DECISIONS_RESTORED: &str = "tracesift_decisions_restored_total";
-/// Policy reloads (SIGHUP) by `outcome`: `applied` or `rejected` (the old policies kept running).
-pub const POLICY_RELOADS: &str = "tracesift_policy_reloads_total";
-/// Decisions remembered for late spans, per partition and `kind` (`sampled`, `non_sampled`).
-pub const DECISION_CACHE_ENTRIES: &str = "tracesift_decision_cache_entries";
-/// Decision-cache lookups by `result`: `hit` (a late span followed its trace's decision) or
-/// `miss` (a span started a trace that is neither buffered nor remembered).
-pub const DECISION_CACHE_LOOKUPS: &str = "tracesift_decision_cache_lookups_total";
-/// Record bytes queued between the consumer and a partition task, per partition.
-pub const PARTITION_QUEUE_BYTES: &str = "tracesift_partition_queue_bytes";
-/// Sink writes not yet acknowledged, per partition.
-pub const PENDING_ACKS: &str = "tracesift_sink_pending_acks";
-/// Kept spans a best-effort sink dropped (retry budget spent, or its pending budget full).
-pub const SPANS_DROPPED: &str = "tracesift_sink_dropped_spans_total";
-/// A sink's circuit breaker: 0 closed, 1 half-open, 2 open.
-pub const BREAKER_STATE: &str = "tracesift_sink_breaker_state";
-/// Bytes the pending writes of a partition hold (against `sinks.max_pending_bytes`).
-pub const PENDING_BYTES: &str = "tracesift_sink_pending_bytes";
-/// Spans written, by sink.
-pub const SPANS_OUT: &str = "tracesift_spans_out_total";
-/// Sink write failures (retried), by sink.
-pub const SINK_ERRORS: &str = "tracesift_sink_errors_total";
-/// Kept spans a sink could not write for a reason retrying does not fix, by sink.
-pub const SPANS_REJECTED: &str = "tracesift_sink_rejected_spans_total";
-/// Parquet files written, by tier.
-pub const ARCHIVE_FILES: &str = "tracesift_archive_files_total";
-/// Parquet bytes written, by tier.
-pub const ARCHIVE_BYTES: &str = "tracesift_archive_bytes_total";
-/// Compacted files catalogued per tier (manifests), after the last compaction pass.
-pub const ARCHIVE_TIER_FILES: &str = "tracesift_archive_tier_files";
-/// Compacted bytes catalogued per tier (manifests), after the last compaction pass.
-pub const ARCHIVE_TIER_BYTES: &str = "tracesift_archive_tier_bytes";
-/// Compaction passes by `result`: `ok`, `skipped` (another compactor held the lease), `error`.
-pub const COMPACTION_RUNS: &str = "tracesift_compaction_runs_total";
-/// Rows written by compaction, and duplicate rows it removed (`kind`: `written`, `duplicate`).
-pub const COMPACTION_ROWS: &str = "tracesift_compaction_rows_total";
-/// Files moved between tiers and deleted by retention (`action`: `moved`, `expired`).
-pub const LIFECYCLE_FILES: &str = "tracesift_lifecycle_files_total";
-/// Partitions this instance owns.
-pub const PARTITIONS_ASSIGNED: &str = "tracesift_partitions_assigned";
-/// Input record batches the client could not decompress (`reason`: `codec_not_built`,
-/// `corrupt`); the partition cannot advance past such a batch.
-pub const UNDECODABLE_BATCHES: &str = "tracesift_source_undecodable_batches_total";
-/// Times a partition was paused for backpressure.
-pub const PARTITION_PAUSES: &str = "tracesift_partition_pauses_total";
-/// Connections to the telemetry endpoint closed at once because [`server::MAX_CONNECTIONS`]
-/// were open.
-pub const TELEMETRY_REFUSED: &str = "tracesift_telemetry_connections_refused_total";
+/// Declares every metric once: a constant for its name, documented by its description, and
+/// (in `describe`) its kind, unit and that same description for the HELP line of `/metrics`.
+macro_rules! catalog {
+    ($($kind:ident $name:ident = $value:literal, $unit:ident, $desc:literal;)*) => {
+        $(
+            #[doc = $desc]
+            pub const $name: &str = $value;
+        )*
+        /// Registers every metric's description and unit with the recorder.
+        fn describe() {
+            $(catalog!(@describe $kind $name $unit $desc);)*
+        }
+    };
+    (@describe counter $name:ident $unit:ident $desc:literal) => {
+        describe_counter!($name, Unit::$unit, $desc)
+    };
+    (@describe gauge $name:ident $unit:ident $desc:literal) => {
+        describe_gauge!($name, Unit::$unit, $desc)
+    };
+    (@describe histogram $name:ident $unit:ident $desc:literal) => {
+        describe_histogram!($name, Unit::$unit, $desc)
+    };
+}
 
-/// Resident memory of this process (read at every scrape).
-pub const PROCESS_RSS: &str = "tracesift_process_resident_memory_bytes";
-/// The README's memory formula for the partitions owned now: resident memory stays under it.
-pub const MEMORY_BOUND: &str = "tracesift_memory_bound_bytes";
-/// `store.max_bytes`: the span-byte budget of each partition's store.
-pub const STORE_MAX_BYTES: &str = "tracesift_store_max_bytes";
-/// 1 when `/readyz` answers ready, else 0 (read at every scrape).
-pub const READY: &str = "tracesift_ready";
-/// The group's committed offset of each owned partition (from librdkafka's statistics).
-pub const COMMITTED_OFFSET: &str = "tracesift_committed_offset";
-/// One partition's decision-log restore on assignment, seconds (histogram).
-pub const RESTORE: &str = "tracesift_decision_restore_seconds";
-/// Decision-log restores that failed (the partition then runs without its earlier decisions).
-pub const RESTORE_FAILURES: &str = "tracesift_decision_restore_failures_total";
-/// One pass of the archive lifecycle, seconds (histogram).
-pub const COMPACTION_PASS: &str = "tracesift_compaction_pass_seconds";
-/// Unix time of the end of the last pass that compacted every due hour.
-pub const COMPACTION_LAST_SUCCESS: &str = "tracesift_compaction_last_success_timestamp_seconds";
-
-/// Latency breakdown (histograms, seconds): a record's wait in its partition's queue (fetched →
-/// taken by its task).
-pub const QUEUE_WAIT: &str = "tracesift_queue_wait_seconds";
-/// Reading one record into the store: scan (strict decode) and buffering.
-pub const DECODE: &str = "tracesift_decode_seconds";
-/// A trace's first span → its decision, in stream time (how long it waited to be complete).
-pub const DECISION_DELAY: &str = "tracesift_decision_delay_seconds";
-/// One write, handed to the sink → acknowledged durable, by `sink`.
-pub const SINK_WRITE: &str = "tracesift_sink_write_seconds";
-/// Spans per write, by `sink` (histogram).
-pub const SINK_BATCH_SPANS: &str = "tracesift_sink_batch_spans";
-/// Times the Kafka producer was replaced after a fatal error.
-pub const PRODUCER_REPLACED: &str = "tracesift_producer_replaced_total";
-/// A record fetched → its offset committed (sampled: one record per 100 ms per partition).
-pub const COMMIT_LAG: &str = "tracesift_commit_lag_seconds";
-/// One request to a batching sink (OTLP), sent → answered, by `sink`.
-pub const SINK_REQUEST: &str = "tracesift_sink_request_seconds";
-/// The adaptive batch target of a batching sink, in spans, by `sink`.
-pub const SINK_BATCH_TARGET: &str = "tracesift_sink_batch_target_spans";
-/// Spans cut into batches that wait for a request slot of a batching sink, by `sink`.
-pub const SINK_BACKLOG: &str = "tracesift_sink_backlog_spans";
-/// A kept trace's first span in (its record fetched) → the trace acknowledged by `sink`: the
-/// figure operators compare with their latency goal (time spent in Kafka before the fetch is
-/// the consumer lag, measured apart).
-pub const END_TO_END: &str = "tracesift_end_to_end_seconds";
+catalog! {
+    counter RECORDS_IN = "tracesift_records_in_total", Count,
+        "Records read, by outcome (`ok`, `malformed`).";
+    counter SPANS_IN = "tracesift_spans_in_total", Count,
+        "Spans read.";
+    counter BYTES_IN = "tracesift_bytes_in_total", Bytes,
+        "Record bytes read.";
+    counter TRACES_DECIDED = "tracesift_traces_decided_total", Count,
+        "Traces decided, by policy, outcome (`keep`, `drop`) and trigger.";
+    counter FORCED_DECISIONS = "tracesift_forced_decisions_total", Count,
+        "Decisions made before a trace was complete (overflow, trace limit), by trigger.";
+    counter LATE_SPANS = "tracesift_late_spans_total", Count,
+        "Spans that arrived after their trace was decided, by outcome.";
+    counter DEAD_LETTER_RECORDS = "tracesift_dead_letter_records_total", Count,
+        "Records written to the dead-letter topic.";
+    gauge TRACES_BUFFERED = "tracesift_traces_buffered", Count,
+        "Traces buffered, per partition.";
+    gauge BYTES_BUFFERED = "tracesift_bytes_buffered", Bytes,
+        "Span bytes buffered, per partition.";
+    gauge COMMITTED_LAG = "tracesift_committed_offset_lag", Count,
+        "Records between the high watermark and the committed offset, per partition.";
+    gauge POLL_GAP_MAX = "tracesift_source_poll_gap_max_seconds", Seconds,
+        "Longest gap between two polls of the consumer, seconds, over the last window (~10 s).";
+    gauge PARTITION_QUEUE = "tracesift_partition_queue_records", Count,
+        "Records queued between the consumer and a partition task, per partition.";
+    counter DECISIONS_LOGGED = "tracesift_decisions_logged_total", Count,
+        "Decisions written to the decision log.";
+    counter DECISIONS_RESTORED = "tracesift_decisions_restored_total", Count,
+        "Decisions restored from the decision log on partition assignment.";
+    counter POLICY_RELOADS = "tracesift_policy_reloads_total", Count,
+        "Policy reloads (SIGHUP) by `outcome`: `applied` or `rejected` (the old policies kept running).";
+    gauge DECISION_CACHE_ENTRIES = "tracesift_decision_cache_entries", Count,
+        "Decisions remembered for late spans, per partition and `kind` (`sampled`, `non_sampled`).";
+    counter DECISION_CACHE_LOOKUPS = "tracesift_decision_cache_lookups_total", Count,
+        "Decision-cache lookups by `result`: `hit` (a late span followed its trace's decision) or `miss` (a span started a trace that is neither buffered nor remembered).";
+    gauge PARTITION_QUEUE_BYTES = "tracesift_partition_queue_bytes", Bytes,
+        "Record bytes queued between the consumer and a partition task, per partition.";
+    gauge PENDING_ACKS = "tracesift_sink_pending_acks", Count,
+        "Sink writes not yet acknowledged, per partition.";
+    counter SPANS_DROPPED = "tracesift_sink_dropped_spans_total", Count,
+        "Kept spans a best-effort sink dropped (retry budget spent, or its pending budget full).";
+    gauge BREAKER_STATE = "tracesift_sink_breaker_state", Count,
+        "A sink's circuit breaker: 0 closed, 1 half-open, 2 open.";
+    gauge PENDING_BYTES = "tracesift_sink_pending_bytes", Bytes,
+        "Bytes the pending writes of a partition hold (against `sinks.max_pending_bytes`).";
+    counter SPANS_OUT = "tracesift_spans_out_total", Count,
+        "Spans written, by sink.";
+    counter SINK_ERRORS = "tracesift_sink_errors_total", Count,
+        "Sink write failures (retried), by sink.";
+    counter SPANS_REJECTED = "tracesift_sink_rejected_spans_total", Count,
+        "Kept spans a sink could not write for a reason retrying does not fix, by sink.";
+    counter ARCHIVE_FILES = "tracesift_archive_files_total", Count,
+        "Parquet files written, by tier.";
+    counter ARCHIVE_BYTES = "tracesift_archive_bytes_total", Bytes,
+        "Parquet bytes written, by tier.";
+    gauge ARCHIVE_TIER_FILES = "tracesift_archive_tier_files", Count,
+        "Compacted files catalogued per tier (manifests), after the last compaction pass.";
+    gauge ARCHIVE_TIER_BYTES = "tracesift_archive_tier_bytes", Bytes,
+        "Compacted bytes catalogued per tier (manifests), after the last compaction pass.";
+    counter COMPACTION_RUNS = "tracesift_compaction_runs_total", Count,
+        "Compaction passes by `result`: `ok`, `skipped` (another compactor held the lease), `error`.";
+    counter COMPACTION_ROWS = "tracesift_compaction_rows_total", Count,
+        "Rows written by compaction, and duplicate rows it removed (`kind`: `written`, `duplicate`).";
+    counter LIFECYCLE_FILES = "tracesift_lifecycle_files_total", Count,
+        "Files moved between tiers and deleted by retention (`action`: `moved`, `expired`).";
+    gauge PARTITIONS_ASSIGNED = "tracesift_partitions_assigned", Count,
+        "Partitions this instance owns.";
+    counter UNDECODABLE_BATCHES = "tracesift_source_undecodable_batches_total", Count,
+        "Input record batches the client could not decompress (`reason`: `codec_not_built`, `corrupt`); the partition cannot advance past such a batch.";
+    counter PARTITION_PAUSES = "tracesift_partition_pauses_total", Count,
+        "Times a partition was paused for backpressure.";
+    counter TELEMETRY_REFUSED = "tracesift_telemetry_connections_refused_total", Count,
+        "Connections to the telemetry endpoint closed at once because [`server::MAX_CONNECTIONS`] were open.";
+    gauge PROCESS_RSS = "tracesift_process_resident_memory_bytes", Bytes,
+        "Resident memory of this process (read at every scrape).";
+    gauge MEMORY_BOUND = "tracesift_memory_bound_bytes", Bytes,
+        "The README's memory formula for the partitions owned now: resident memory stays under it.";
+    gauge STORE_MAX_BYTES = "tracesift_store_max_bytes", Bytes,
+        "`store.max_bytes`: the span-byte budget of each partition's store.";
+    gauge READY = "tracesift_ready", Count,
+        "1 when `/readyz` answers ready, else 0 (read at every scrape).";
+    gauge COMMITTED_OFFSET = "tracesift_committed_offset", Count,
+        "The group's committed offset of each owned partition (from librdkafka's statistics).";
+    histogram RESTORE = "tracesift_decision_restore_seconds", Seconds,
+        "One partition's decision-log restore on assignment, seconds (histogram).";
+    counter RESTORE_FAILURES = "tracesift_decision_restore_failures_total", Count,
+        "Decision-log restores that failed (the partition then runs without its earlier decisions).";
+    histogram COMPACTION_PASS = "tracesift_compaction_pass_seconds", Seconds,
+        "One pass of the archive lifecycle, seconds (histogram).";
+    gauge COMPACTION_LAST_SUCCESS = "tracesift_compaction_last_success_timestamp_seconds", Seconds,
+        "Unix time of the end of the last pass that compacted every due hour.";
+    histogram QUEUE_WAIT = "tracesift_queue_wait_seconds", Seconds,
+        "Latency breakdown (histograms, seconds): a record's wait in its partition's queue (fetched → taken by its task).";
+    histogram DECODE = "tracesift_decode_seconds", Seconds,
+        "Reading one record into the store: scan (strict decode) and buffering.";
+    histogram DECISION_DELAY = "tracesift_decision_delay_seconds", Seconds,
+        "A trace's first span → its decision, in stream time (how long it waited to be complete).";
+    histogram SINK_WRITE = "tracesift_sink_write_seconds", Seconds,
+        "One write, handed to the sink → acknowledged durable, by `sink`.";
+    histogram SINK_BATCH_SPANS = "tracesift_sink_batch_spans", Count,
+        "Spans per write, by `sink` (histogram).";
+    counter PRODUCER_REPLACED = "tracesift_producer_replaced_total", Count,
+        "Times the Kafka producer was replaced after a fatal error.";
+    histogram COMMIT_LAG = "tracesift_commit_lag_seconds", Seconds,
+        "A record fetched → its offset committed (sampled: one record per 100 ms per partition).";
+    histogram SINK_REQUEST = "tracesift_sink_request_seconds", Seconds,
+        "One request to a batching sink (OTLP), sent → answered, by `sink`.";
+    gauge SINK_BATCH_TARGET = "tracesift_sink_batch_target_spans", Count,
+        "The adaptive batch target of a batching sink, in spans, by `sink`.";
+    gauge SINK_BACKLOG = "tracesift_sink_backlog_spans", Count,
+        "Spans cut into batches that wait for a request slot of a batching sink, by `sink`.";
+    histogram END_TO_END = "tracesift_end_to_end_seconds", Seconds,
+        "A kept trace's first span in (its record fetched) → the trace acknowledged by `sink`: the figure operators compare with their latency goal (time spent in Kafka before the fetch is the consumer lag, measured apart).";
+}
 
 /// Buckets of the latency histograms: 1 ms to 10 min.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -148,265 +169,6 @@ const LATENCY_BUCKETS: &[f64] = &[
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0,
 ];
-
-fn describe() {
-    describe_histogram!(
-        QUEUE_WAIT,
-        Unit::Seconds,
-        "Record fetched → taken by its partition's task."
-    );
-    describe_histogram!(DECODE, Unit::Seconds, "Scan and buffer of one record.");
-    describe_histogram!(
-        DECISION_DELAY,
-        Unit::Seconds,
-        "A trace's first span → its decision (stream time)."
-    );
-    describe_histogram!(
-        SINK_WRITE,
-        Unit::Seconds,
-        "One write handed to a sink → acknowledged, by sink."
-    );
-    describe_counter!(
-        PRODUCER_REPLACED,
-        Unit::Count,
-        "Times the Kafka producer was replaced after a fatal error (idempotence state lost)."
-    );
-    describe_histogram!(
-        COMMIT_LAG,
-        Unit::Seconds,
-        "A record fetched → its offset committed (sampled every 100 ms per partition)."
-    );
-    describe_histogram!(
-        SINK_REQUEST,
-        Unit::Seconds,
-        "One request to a batching sink (OTLP), sent → answered, by sink."
-    );
-    describe_gauge!(
-        SINK_BATCH_TARGET,
-        Unit::Count,
-        "Adaptive batch target of a batching sink (spans), by sink."
-    );
-    describe_gauge!(
-        SINK_BACKLOG,
-        Unit::Count,
-        "Spans in cut batches waiting for a request slot, by sink."
-    );
-    describe_histogram!(
-        SINK_BATCH_SPANS,
-        Unit::Count,
-        "Spans per sink write, by sink."
-    );
-    describe_histogram!(
-        END_TO_END,
-        Unit::Seconds,
-        "A kept trace's first span fetched → acknowledged by the sink, by sink."
-    );
-    describe_counter!(
-        RECORDS_IN,
-        Unit::Count,
-        "Records read, by outcome (ok, malformed)."
-    );
-    describe_counter!(SPANS_IN, Unit::Count, "Spans read.");
-    describe_counter!(BYTES_IN, Unit::Bytes, "Record bytes read.");
-    describe_counter!(
-        TRACES_DECIDED,
-        Unit::Count,
-        "Traces decided, by policy, outcome and trigger."
-    );
-    describe_counter!(
-        FORCED_DECISIONS,
-        Unit::Count,
-        "Traces decided early by a limit, by trigger."
-    );
-    describe_counter!(
-        LATE_SPANS,
-        Unit::Count,
-        "Spans that followed an earlier decision, by outcome."
-    );
-    describe_counter!(
-        DEAD_LETTER_RECORDS,
-        Unit::Count,
-        "Records sent to the dead-letter topic."
-    );
-    describe_gauge!(
-        TRACES_BUFFERED,
-        Unit::Count,
-        "Traces buffered, per partition."
-    );
-    describe_gauge!(
-        BYTES_BUFFERED,
-        Unit::Bytes,
-        "Span bytes buffered, per partition."
-    );
-    describe_gauge!(
-        COMMITTED_LAG,
-        Unit::Count,
-        "High watermark minus committed offset, per partition."
-    );
-    describe_gauge!(
-        POLL_GAP_MAX,
-        Unit::Seconds,
-        "Longest gap between two consumer polls over the last ~10 s window."
-    );
-    describe_gauge!(
-        PARTITION_QUEUE,
-        Unit::Count,
-        "Records queued for a partition task."
-    );
-    describe_counter!(
-        DECISIONS_LOGGED,
-        Unit::Count,
-        "Decisions written to the decision log."
-    );
-    describe_counter!(
-        DECISIONS_RESTORED,
-        Unit::Count,
-        "Decisions restored from the decision log on partition assignment."
-    );
-    describe_counter!(
-        POLICY_RELOADS,
-        Unit::Count,
-        "Policy reloads by outcome (applied, rejected)."
-    );
-    describe_gauge!(
-        DECISION_CACHE_ENTRIES,
-        Unit::Count,
-        "Decisions remembered for late spans, by kind."
-    );
-    describe_counter!(
-        DECISION_CACHE_LOOKUPS,
-        Unit::Count,
-        "Decision-cache lookups by result (hit: late span followed its decision; miss: new trace)."
-    );
-    describe_gauge!(
-        PARTITION_QUEUE_BYTES,
-        Unit::Bytes,
-        "Record bytes queued for a partition task."
-    );
-    describe_gauge!(
-        PENDING_ACKS,
-        Unit::Count,
-        "Sink writes awaiting acknowledgement, per partition."
-    );
-    describe_counter!(
-        SPANS_DROPPED,
-        Unit::Count,
-        "Kept spans a best-effort sink dropped, by sink."
-    );
-    describe_gauge!(
-        BREAKER_STATE,
-        Unit::Count,
-        "Circuit breaker of a sink: 0 closed, 1 half-open, 2 open."
-    );
-    describe_gauge!(
-        PENDING_BYTES,
-        Unit::Bytes,
-        "Bytes held by sink writes awaiting acknowledgement, per partition."
-    );
-    describe_counter!(SPANS_OUT, Unit::Count, "Spans written, by sink.");
-    describe_counter!(
-        SINK_ERRORS,
-        Unit::Count,
-        "Sink write failures (retried), by sink."
-    );
-    describe_counter!(
-        SPANS_REJECTED,
-        Unit::Count,
-        "Kept spans a sink left out for a reason retrying does not fix (logged with the reason), by sink."
-    );
-    describe_counter!(
-        ARCHIVE_FILES,
-        Unit::Count,
-        "Parquet files written, by tier."
-    );
-    describe_counter!(
-        ARCHIVE_BYTES,
-        Unit::Bytes,
-        "Parquet bytes written, by tier."
-    );
-    describe_gauge!(
-        ARCHIVE_TIER_FILES,
-        Unit::Count,
-        "Compacted files per tier (from its manifest)."
-    );
-    describe_gauge!(
-        ARCHIVE_TIER_BYTES,
-        Unit::Bytes,
-        "Compacted bytes per tier (from its manifest)."
-    );
-    describe_counter!(
-        COMPACTION_RUNS,
-        Unit::Count,
-        "Compaction passes, by result (ok, skipped, error)."
-    );
-    describe_counter!(
-        COMPACTION_ROWS,
-        Unit::Count,
-        "Rows written by compaction and duplicates removed, by kind."
-    );
-    describe_counter!(
-        LIFECYCLE_FILES,
-        Unit::Count,
-        "Files moved between tiers or deleted by retention, by action."
-    );
-    describe_gauge!(
-        PARTITIONS_ASSIGNED,
-        Unit::Count,
-        "Partitions owned by this instance."
-    );
-    describe_counter!(
-        UNDECODABLE_BATCHES,
-        Unit::Count,
-        "Input record batches that could not be decompressed, by reason (the partition is stuck there)."
-    );
-    describe_counter!(
-        PARTITION_PAUSES,
-        Unit::Count,
-        "Partition pauses for backpressure."
-    );
-    describe_counter!(
-        TELEMETRY_REFUSED,
-        Unit::Count,
-        "Telemetry connections closed at once because the endpoint's connection limit was reached."
-    );
-    describe_gauge!(PROCESS_RSS, Unit::Bytes, "Resident memory of this process.");
-    describe_gauge!(
-        MEMORY_BOUND,
-        Unit::Bytes,
-        "The memory formula for the partitions owned now: resident memory stays under it."
-    );
-    describe_gauge!(
-        STORE_MAX_BYTES,
-        Unit::Bytes,
-        "Span-byte budget of each partition's store (store.max_bytes)."
-    );
-    describe_gauge!(READY, Unit::Count, "1 when /readyz answers ready.");
-    describe_gauge!(
-        COMMITTED_OFFSET,
-        Unit::Count,
-        "The group's committed offset of each owned partition."
-    );
-    describe_histogram!(
-        RESTORE,
-        Unit::Seconds,
-        "One partition's decision-log restore on assignment."
-    );
-    describe_counter!(
-        RESTORE_FAILURES,
-        Unit::Count,
-        "Decision-log restores that failed (earlier decisions are not remembered)."
-    );
-    describe_histogram!(
-        COMPACTION_PASS,
-        Unit::Seconds,
-        "One pass of the archive lifecycle."
-    );
-    describe_gauge!(
-        COMPACTION_LAST_SUCCESS,
-        Unit::Seconds,
-        "Unix time of the last lifecycle pass that compacted every due hour."
-    );
-}
 
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn install() -> PrometheusHandle {
@@ -559,63 +321,6 @@ pub fn end_to_end(sink: SinkLabel, first_in: crate::clock::MonoTime, now: crate:
         histogram!(END_TO_END, "sink" => sink.as_str())
             .record(now.saturating_since(first_in).as_secs_f64());
     }
-}
-
-/// Quantiles `qs` (0..1) of histogram `metric` with label set `labels` (e.g. `sink="kafka"`)
-/// read from a Prometheus text rendering, by linear interpolation inside the bucket that holds
-/// each rank (as PromQL's `histogram_quantile`). `None` when it has no samples.
-pub fn histogram_quantiles(
-    rendered: &str,
-    metric: &str,
-    labels: &str,
-    qs: &[f64],
-) -> Option<Vec<f64>> {
-    let prefix = match labels.is_empty() {
-        true => format!("{metric}_bucket{{le=\""),
-        false => format!("{metric}_bucket{{{labels},le=\""),
-    };
-    let mut buckets: Vec<(f64, f64)> = rendered
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix.as_str()))
-        .filter_map(|rest| {
-            let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.trim().parse().ok()?))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    Some(
-        qs.iter()
-            .map(|q| {
-                let rank = q * total;
-                let mut lower = (0.0, 0.0);
-                for &(le, count) in &buckets {
-                    if count >= rank {
-                        if le.is_infinite() {
-                            return lower.0;
-                        }
-                        let width = count - lower.1;
-                        let frac = if width > 0.0 {
-                            (rank - lower.1) / width
-                        } else {
-                            1.0
-                        };
-                        return lower.0 + (le - lower.0) * frac;
-                    }
-                    lower = (le, count);
-                }
-                lower.0
-            })
-            .collect(),
-    )
 }
 
 /// A record was read.
@@ -890,93 +595,6 @@ pub fn compactor_started() {
     }
 }
 
-/// Readiness shared between the pipeline and the health endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-    /// Partitions whose decision cache is being restored from the decision log.
-    restoring: Arc<std::sync::atomic::AtomicUsize>,
-    /// A fault that holds readiness down, with when it was last seen (monotonic ms) and why.
-    fault: Arc<std::sync::Mutex<Option<(u64, String)>>>,
-}
-
-/// A fault holds readiness down until it has not been seen for this long.
-pub const FAULT_HOLD_MS: u64 = 60_000;
-
-impl Health {
-    /// Marks ready or not.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
-    }
-
-    /// True when ready: partitions assigned, no decision cache being restored, no fault.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && self.restoring.load(Ordering::Acquire) == 0
-            && self.fault().is_none()
-    }
-
-    /// Records a fault seen at `now_ms` (monotonic): readiness stays down until it has not been
-    /// seen for [`FAULT_HOLD_MS`].
-    pub fn fault_seen(&self, now_ms: u64, why: impl Into<String>) {
-        if let Ok(mut f) = self.fault.lock() {
-            *f = Some((now_ms, why.into()));
-        }
-    }
-
-    /// Clears a fault last seen [`FAULT_HOLD_MS`] or more before `now_ms`.
-    pub fn expire_fault(&self, now_ms: u64) {
-        if let Ok(mut f) = self.fault.lock() {
-            if f.as_ref()
-                .is_some_and(|(at, _)| now_ms.saturating_sub(*at) >= FAULT_HOLD_MS)
-            {
-                *f = None;
-            }
-        }
-    }
-
-    /// The fault holding readiness down, if any.
-    pub fn fault(&self) -> Option<String> {
-        self.fault
-            .lock()
-            .ok()
-            .and_then(|f| f.as_ref().map(|(_, why)| why.clone()))
-    }
-
-    /// Marks one partition's restore as running until the guard is dropped.
-    pub fn restoring(&self) -> RestoreGuard {
-        self.restoring.fetch_add(1, Ordering::AcqRel);
-        RestoreGuard(Arc::clone(&self.restoring))
-    }
-}
-
-/// Holds readiness down while a partition restores its decisions.
-#[derive(Debug)]
-pub struct RestoreGuard(Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for RestoreGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// This process's peak resident set size (`VmHWM`), where the platform reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
-}
-
-/// This process's resident set size now (`VmRSS`), where the platform reports it.
-pub fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
-}
-
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 /// `telemetry:` — metrics and health.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1002,21 +620,5 @@ impl TelemetryConfig {
                 format!("`{}` is not an address such as 127.0.0.1:9464", self.listen),
             ));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quantiles_come_from_the_buckets() {
-        let text = "x_bucket{sink=\"kafka\",le=\"0.1\"} 0\nx_bucket{sink=\"kafka\",le=\"1\"} 50\nx_bucket{sink=\"kafka\",le=\"2\"} 99\nx_bucket{sink=\"kafka\",le=\"+Inf\"} 100\nx_bucket{sink=\"parquet\",le=\"1\"} 7\n";
-        let q = super::histogram_quantiles(text, "x", "sink=\"kafka\"", &[0.5, 0.99, 1.0]).unwrap();
-        assert!((q[0] - 1.0).abs() < 1e-9, "{q:?}");
-        assert!((q[1] - 2.0).abs() < 1e-9, "{q:?}");
-        assert!(
-            (q[2] - 2.0).abs() < 1e-9,
-            "past the last finite bucket: {q:?}"
-        );
-        assert!(super::histogram_quantiles(text, "x", "sink=\"none\"", &[0.5]).is_none());
     }
 }

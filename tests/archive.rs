@@ -373,6 +373,7 @@ fn tier_yaml(dir: &Path, garage: &support::garage::Garage) -> String {
 
 /// Runs a pass that must abort at `failpoint`.
 fn crash_at(cfg: &Path, now: &str, failpoint: &str) {
+    support::require_failpoints();
     let out = tracesift()
         .args(["compact", "-c"])
         .arg(cfg)
@@ -882,6 +883,7 @@ fn process_state(pid: u32) -> Option<char> {
 /// then resumed. It must stop with "lease lost" without writing anything; afterwards every
 /// object of every tier is in exactly one manifest and every span is there once.
 async fn a_frozen_compactor_stops_without_writing(garage: Option<&support::garage::Garage>) {
+    support::require_failpoints();
     let dir = tempfile::tempdir().unwrap();
     let hot_dir = dir.path().join("hot");
     let warm_dir = dir.path().join("warm");

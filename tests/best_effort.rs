@@ -64,9 +64,12 @@ telemetry: {{listen: ""}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let handle = tracesift::telemetry::install();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -151,9 +154,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
         hot.path().display()
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let addr = running.telemetry_addr.unwrap();
     let producer: FutureProducer = support::client(&brokers)
         .set("linger.ms", "5")
@@ -178,7 +184,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, m) = tracesift::telemetry::http_get(addr, "/metrics")
+        let (_, m) = tracesift::telemetry::server::http_get(addr, "/metrics")
             .await
             .unwrap();
         if metric(&m) == 120.0 {

@@ -165,9 +165,12 @@ telemetry: {{listen: ""}}
             .map_err(|(e, _)| e)
             .unwrap();
     }
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let want: Vec<[u8; 16]> = recs.iter().filter(|r| r.1).map(|r| r.0).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut got: BTreeMap<[u8; 16], usize> = BTreeMap::new();

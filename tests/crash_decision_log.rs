@@ -40,7 +40,9 @@ fn start(cfg: &Path, log: &Path) -> Child {
 
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    tracesift::telemetry::http_get(addr, path).await.ok()
+    tracesift::telemetry::server::http_get(addr, path)
+        .await
+        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

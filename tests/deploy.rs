@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -94,7 +94,7 @@ fn render(overlay: &str) -> String {
 }
 
 fn docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|v: &Value| !v.is_null())
         .collect()
@@ -259,13 +259,13 @@ fn check_config(dir: &Path, config: &str, topics: &str) -> ((u64, u64), Value) {
     );
     (
         (c[1].parse().unwrap(), c[2].parse().unwrap()),
-        serde_yaml::from_str(&stdout).unwrap(),
+        serde_norway::from_str(&stdout).unwrap(),
     )
 }
 
 /// The input topic's partition count in a topics file.
 fn input_partitions(topics: &str) -> u64 {
-    let t: Value = serde_yaml::from_str(topics).unwrap();
+    let t: Value = serde_norway::from_str(topics).unwrap();
     let input = t["topics"]
         .as_sequence()
         .unwrap()
@@ -563,7 +563,7 @@ fn the_validators_reject_broken_manifests() {
 
 /// The alert rules: name → expression.
 fn alerts() -> BTreeMap<String, String> {
-    let y: Value = serde_yaml::from_str(
+    let y: Value = serde_norway::from_str(
         &std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yaml")).unwrap(),
     )
     .unwrap();
@@ -594,7 +594,7 @@ fn every_alert_passes_promtool_fires_and_stays_silent_and_has_a_runbook() {
     assert!(out.status.success(), "promtool test rules: {}", text(&out));
 
     let tests: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(dir.join("alerts_test.yaml")).unwrap())
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("alerts_test.yaml")).unwrap())
             .unwrap();
     let (mut fires, mut silent) = (BTreeSet::new(), BTreeSet::new());
     for t in tests["tests"].as_sequence().unwrap() {

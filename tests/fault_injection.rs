@@ -165,9 +165,12 @@ telemetry: {{listen: ""}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("linger.ms", "5")
@@ -282,9 +285,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let addr = running.telemetry_addr.unwrap();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -301,7 +307,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER],
     );
     wait_committed(&brokers, &ends, "after a fatal producer error").await;
-    let (_, m) = tracesift::telemetry::http_get(addr, "/metrics")
+    let (_, m) = tracesift::telemetry::server::http_get(addr, "/metrics")
         .await
         .unwrap();
     let replaced: f64 = m

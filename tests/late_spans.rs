@@ -33,9 +33,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
         hot.path().display()
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let metrics_addr = running.telemetry_addr.unwrap();
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
 
@@ -69,7 +72,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         Duration::from_secs(60),
     )
     .await;
-    let (_, metrics) = tracesift::telemetry::http_get(metrics_addr, "/metrics")
+    let (_, metrics) = tracesift::telemetry::server::http_get(metrics_addr, "/metrics")
         .await
         .unwrap();
     running.stop().await;

@@ -20,9 +20,12 @@ use tracesift::config::Config;
 
 async fn start(cfg: &str) -> tracesift::pipeline::Running {
     let cfg = Config::parse(cfg).unwrap();
-    tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap()
+    tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap()
 }
 
 /// Sends `n` traces of 3 spans each; returns their ids (hex) and the partitions' ends.
@@ -37,7 +40,7 @@ async fn send_traces(brokers: &str, ids: &[[u8; 16]]) -> (Vec<String>, BTreeMap<
 }
 
 async fn metrics(addr: std::net::SocketAddr) -> String {
-    tracesift::telemetry::http_get(addr, "/metrics")
+    tracesift::telemetry::server::http_get(addr, "/metrics")
         .await
         .unwrap()
         .1

@@ -184,7 +184,7 @@ shutdown_timeout: 20s
         let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let (mut q1, mut q2) = (None, None);
         while q2.is_none() {
-            if let Ok((_, m)) = tracesift::telemetry::http_get(addr, "/metrics").await {
+            if let Ok((_, m)) = tracesift::telemetry::server::http_get(addr, "/metrics").await {
                 let read = metric(&m, "tracesift_spans_in_total") as u64;
                 if q1.is_none() && read >= total_spans / 4 {
                     q1 = Some(Instant::now());
@@ -224,7 +224,7 @@ shutdown_timeout: 20s
     let mut read = 0.0;
     let metrics = loop {
         let addr = format!("127.0.0.1:{port}").parse().unwrap();
-        if let Ok((_, m)) = tracesift::telemetry::http_get(addr, "/metrics").await {
+        if let Ok((_, m)) = tracesift::telemetry::server::http_get(addr, "/metrics").await {
             read = metric(&m, "tracesift_spans_in_total");
             if read as u64 >= spans_total {
                 break m;
@@ -382,9 +382,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
     }
     // Everything is in the topic before the pipeline starts: it reads far faster than it may
     // buffer, so the store fills and the partition must pause.
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let metrics_addr = running.telemetry_addr.unwrap();
 
     wait_committed(
@@ -395,7 +398,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         Duration::from_secs(120),
     )
     .await;
-    let (_, m) = tracesift::telemetry::http_get(metrics_addr, "/metrics")
+    let (_, m) = tracesift::telemetry::server::http_get(metrics_addr, "/metrics")
         .await
         .unwrap();
     assert!(

@@ -48,9 +48,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let handle = tracesift::telemetry::install();
 
     // The writes' broker goes down, then a backlog of ~6 MB (2 KB per trace) arrives.
@@ -106,13 +109,13 @@ telemetry: {{listen: "127.0.0.1:0"}}
         "{read} of {TRACES} records ({record_bytes} B each) read while nothing could be written: more than 2 partitions × (pending budget {BUDGET} + store {STORE} + slack) = {bound} B"
     );
     assert!(read > 0, "the backlog was read up to the budget");
-    let (code, body) = tracesift::telemetry::http_get(addr, "/readyz")
+    let (code, body) = tracesift::telemetry::server::http_get(addr, "/readyz")
         .await
         .unwrap();
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("sink writes stuck: otlp_spans/"), "{body}");
     assert_eq!(
-        tracesift::telemetry::http_get(addr, "/healthz")
+        tracesift::telemetry::server::http_get(addr, "/healthz")
             .await
             .unwrap()
             .0,

@@ -46,9 +46,12 @@ telemetry: {{listen: ""}}
         hot.path().display()
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}\n{}", broker.log()));
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}\n{}", broker.log()));
 
     let (records, manifest) = gen::plan_records(&GenOptions {
         traces: 1500,

@@ -64,6 +64,7 @@ policies:
   - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
 "#
     );
+    require_failpoints();
     let failpoint = format!("sink_hang@{}", hung.join(","));
     let mut m = Member::start(
         dir.path(),

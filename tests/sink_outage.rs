@@ -54,9 +54,12 @@ telemetry: {{listen: "127.0.0.1:0"}}
         hot.path().display()
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
     let addr = running.telemetry_addr.unwrap();
     let producer: FutureProducer = client(&brokers).set("linger.ms", "5").create().unwrap();
     let traces = spread_trace_ids(100);
@@ -73,11 +76,11 @@ telemetry: {{listen: "127.0.0.1:0"}}
     let mut readyz = (0, String::new());
     while t0.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (_, m) = tracesift::telemetry::http_get(addr, "/metrics")
+        let (_, m) = tracesift::telemetry::server::http_get(addr, "/metrics")
             .await
             .unwrap();
         opened |= breaker(&m) == Some(2.0);
-        readyz = tracesift::telemetry::http_get(addr, "/readyz")
+        readyz = tracesift::telemetry::server::http_get(addr, "/readyz")
             .await
             .unwrap();
     }
@@ -91,7 +94,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         readyz.1
     );
     assert_eq!(
-        tracesift::telemetry::http_get(addr, "/healthz")
+        tracesift::telemetry::server::http_get(addr, "/healthz")
             .await
             .unwrap()
             .0,
@@ -122,7 +125,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         Duration::from_secs(60),
     )
     .await;
-    let (_, m) = tracesift::telemetry::http_get(addr, "/metrics")
+    let (_, m) = tracesift::telemetry::server::http_get(addr, "/metrics")
         .await
         .unwrap();
     assert_eq!(breaker(&m), Some(0.0), "closed again");

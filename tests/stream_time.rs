@@ -147,6 +147,7 @@ async fn a_held_partition_decides_nothing_until_it_has_read_on() {
     assert_eq!(ends[&0], 40);
     let dir = tempfile::tempdir().unwrap();
     // Held before offset 20 for 5 s: ten times decision_wait_after_root.
+    require_failpoints();
     let m = Member::start(
         dir.path(),
         "held",

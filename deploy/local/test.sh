@@ -13,11 +13,11 @@ cargo fmt --all -- --check
 source deploy/local/tools.sh
 
 step "lints"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked --features failpoints -- -D warnings
 
 step "tests (unit, integration against tansu, analytics engines reading our Parquet)"
-cargo test --locked --lib --bins --tests -- --test-threads=2
-cargo test --locked --doc
+cargo test --locked --features failpoints --lib --bins --tests -- --test-threads=2
+cargo test --locked --features failpoints --doc
 
 step "benches, run once each as tests (figures: cargo bench, ./deploy/local/bench.sh)"
-cargo test --locked --benches
+cargo test --locked --features failpoints --benches

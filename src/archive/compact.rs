@@ -441,7 +441,7 @@ async fn compact_hour_in(
         report.bytes_out += entry.bytes;
         published.push((path.to_string(), entry));
     }
-    tiering::failpoint("compact-after-upload", &hot.name);
+    crate::failpoint::step("compact-after-upload", &hot.name);
     let outputs_set: std::collections::HashSet<&str> =
         published.iter().map(|(p, _)| p.as_str()).collect();
     tiering::commit(fence, hot, &mut manifests[0], |m| {
@@ -455,7 +455,7 @@ async fn compact_hour_in(
         }
     })
     .await?;
-    tiering::failpoint("compact-after-publish", &hot.name);
+    crate::failpoint::step("compact-after-publish", &hot.name);
     fence.check().await?;
     for (p, _) in files {
         if !outputs_set.contains(p.as_ref()) {

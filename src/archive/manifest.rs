@@ -516,7 +516,7 @@ impl Fence {
             m.tier = tier.to_string();
             let body = serde_json::to_vec_pretty(&m)
                 .map_err(|e| ArchiveError::Verify(format!("manifest does not serialize: {e}")))?;
-            super::tiering::failpoint("manifest-before-write", tier);
+            crate::failpoint::step("manifest-before-write", tier);
             if create(&self.lease.store, &dir, g + 1, body).await? {
                 prune(&self.lease.store, &dir, g + 1).await;
                 return Ok(m);

@@ -109,29 +109,6 @@ pub fn open_tiers(cfg: &ArchiveConfig) -> Result<Vec<Tier>, ArchiveError> {
     Ok(out)
 }
 
-/// Crash injection for the lifecycle tests: when `TRACESIFT_FAILPOINT` names this step (or
-/// `step@tier`, for the tier being written), the process aborts there, as a `kill -9` would;
-/// with `=stop` after it, the process stops itself (SIGSTOP, as a frozen container) and goes
-/// on where it was when it is continued.
-pub fn failpoint(step: &str, tier: &str) {
-    if let Ok(v) = std::env::var("TRACESIFT_FAILPOINT") {
-        let (spec, action) = v.split_once('=').unwrap_or((v.as_str(), "abort"));
-        let (want, only) = spec.split_once('@').unwrap_or((spec, ""));
-        if want == step && (only.is_empty() || only == tier) {
-            if action == "stop" {
-                eprintln!("failpoint {v}: stopping");
-                let _ = std::process::Command::new("kill")
-                    .args(["-STOP", &std::process::id().to_string()])
-                    .status();
-                eprintln!("failpoint {v}: continued");
-                return;
-            }
-            eprintln!("failpoint {v}: aborting");
-            std::process::abort();
-        }
-    }
-}
-
 /// Every Parquet file under a tier's `spans/` (every schema version), as (path, size). Only
 /// the hot tier is listed (it holds recent hours); later tiers are read through their manifests.
 pub async fn list_parquet(store: &Arc<dyn ObjectStore>) -> Result<Vec<(Path, u64)>, ArchiveError> {
@@ -462,19 +439,19 @@ pub async fn move_due(
             let path = Path::from(p.as_str());
             fence.check().await?;
             copy(&src.store, &dst.store, &path, &entry).await?;
-            failpoint("move-after-copy", &dst.name);
+            crate::failpoint::step("move-after-copy", &dst.name);
             verify(&dst.store, &path, &entry).await?;
             commit(fence, dst, &mut manifests[i + 1], |m| {
                 m.files.insert(p.clone(), entry.clone());
             })
             .await?;
-            failpoint("move-after-publish", &dst.name);
+            crate::failpoint::step("move-after-publish", &dst.name);
             fence.check().await?;
             src.store
                 .delete(&path)
                 .await
                 .or_else(manifest::not_found_ok)?;
-            failpoint("move-after-delete", &dst.name);
+            crate::failpoint::step("move-after-delete", &dst.name);
             commit(fence, src, &mut manifests[i], |m| {
                 m.files.remove(&p);
             })

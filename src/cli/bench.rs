@@ -357,7 +357,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     eprintln!("pipeline ...");
     let t0 = clock.now();
-    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+    let running =
+        crate::pipeline::start(cfg, Arc::new(crate::clock::tokio_clock::TokioClock::new())).await?;
     let stats = Arc::clone(&running.stats);
     let deadline = t0 + Duration::from_secs(900);
     // The clock starts at the first span in, so the group join (a few seconds of protocol that
@@ -397,7 +398,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         .into_iter()
         .filter_map(|sink| {
             let labels = format!("sink=\"{sink}\"");
-            crate::telemetry::histogram_quantiles(
+            histogram_quantiles(
                 &rendered,
                 crate::telemetry::END_TO_END,
                 &labels,
@@ -420,4 +421,72 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         traces_decided: stats.traces_decided.load(Ordering::Relaxed),
         end_to_end,
     })
+}
+
+/// Quantiles `qs` (0..1) of histogram `metric` with label set `labels` (e.g. `sink="kafka"`)
+/// read from a Prometheus text rendering, by linear interpolation inside the bucket that holds
+/// each rank (as PromQL's `histogram_quantile`). `None` when it has no samples.
+fn histogram_quantiles(rendered: &str, metric: &str, labels: &str, qs: &[f64]) -> Option<Vec<f64>> {
+    let prefix = match labels.is_empty() {
+        true => format!("{metric}_bucket{{le=\""),
+        false => format!("{metric}_bucket{{{labels},le=\""),
+    };
+    let mut buckets: Vec<(f64, f64)> = rendered
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    Some(
+        qs.iter()
+            .map(|q| {
+                let rank = q * total;
+                let mut lower = (0.0, 0.0);
+                for &(le, count) in &buckets {
+                    if count >= rank {
+                        if le.is_infinite() {
+                            return lower.0;
+                        }
+                        let width = count - lower.1;
+                        let frac = if width > 0.0 {
+                            (rank - lower.1) / width
+                        } else {
+                            1.0
+                        };
+                        return lower.0 + (le - lower.0) * frac;
+                    }
+                    lower = (le, count);
+                }
+                lower.0
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quantiles_come_from_the_buckets() {
+        let text = "x_bucket{sink=\"kafka\",le=\"0.1\"} 0\nx_bucket{sink=\"kafka\",le=\"1\"} 50\nx_bucket{sink=\"kafka\",le=\"2\"} 99\nx_bucket{sink=\"kafka\",le=\"+Inf\"} 100\nx_bucket{sink=\"parquet\",le=\"1\"} 7\n";
+        let q = super::histogram_quantiles(text, "x", "sink=\"kafka\"", &[0.5, 0.99, 1.0]).unwrap();
+        assert!((q[0] - 1.0).abs() < 1e-9, "{q:?}");
+        assert!((q[1] - 2.0).abs() < 1e-9, "{q:?}");
+        assert!(
+            (q[2] - 2.0).abs() < 1e-9,
+            "past the last finite bucket: {q:?}"
+        );
+        assert!(super::histogram_quantiles(text, "x", "sink=\"none\"", &[0.5]).is_none());
+    }
 }

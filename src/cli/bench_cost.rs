@@ -220,7 +220,8 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
             let (cpu0, _) = process_usage();
             let t0 = clock.now();
             let running =
-                crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+                crate::pipeline::start(cfg, Arc::new(crate::clock::tokio_clock::TokioClock::new()))
+                    .await?;
             wait_committed(&opts.brokers, &group, &topic, &ends).await?;
             samples[i].push((process_usage().0 - cpu0, (clock.now() - t0).as_secs_f64()));
             if name == EVERYTHING && round + 1 == opts.runs.max(1) {
@@ -291,7 +292,7 @@ async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<u64> {
         .port();
     let mut cfg = cfg.clone();
     cfg.telemetry.listen = format!("127.0.0.1:{port}");
-    let yaml = serde_yaml::to_string(&cfg)?;
+    let yaml = serde_norway::to_string(&cfg)?;
     Config::parse(&yaml).map_err(|e| anyhow::anyhow!("bench config round trip: {e}"))?;
     let file = std::env::temp_dir().join(format!("{}.yaml", cfg.kafka.group_id));
     std::fs::write(&file, yaml)?;
@@ -311,7 +312,7 @@ async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<u64> {
                 bail!("the member did not read {spans} spans within 900 s");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let Ok((200, m)) = crate::telemetry::http_get(addr, "/metrics").await else {
+            let Ok((200, m)) = crate::telemetry::server::http_get(addr, "/metrics").await else {
                 continue;
             };
             let read: f64 = m

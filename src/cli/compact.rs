@@ -55,7 +55,10 @@ pub fn service(
         let _server = if cfg.telemetry.listen.is_empty() {
             None
         } else {
-            Some(crate::telemetry::serve(&cfg.telemetry.listen, handle, health.clone()).await?)
+            Some(
+                crate::telemetry::server::serve(&cfg.telemetry.listen, handle, health.clone())
+                    .await?,
+            )
         };
         let compactor = crate::archive::compact::Compactor::start(cfg.archive.clone())?;
         health.set_ready(true);

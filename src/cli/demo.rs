@@ -58,13 +58,13 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
             .create_topic(t, p, 1)
             .context("cannot create demo topics")?;
     }
-    let mut cfg_yaml: serde_yaml::Value = serde_yaml::from_str(DEMO_CONFIG)?;
+    let mut cfg_yaml: serde_norway::Value = serde_norway::from_str(DEMO_CONFIG)?;
     cfg_yaml["kafka"]["brokers"] = brokers.clone().into();
     cfg_yaml["kafka"]["create_topics"] = true.into();
     cfg_yaml["archive"]["hot"]["url"] = format!("file://{}", hot.display()).into();
-    cfg_yaml["telemetry"] = serde_yaml::from_str("{listen: '127.0.0.1:0'}")?;
+    cfg_yaml["telemetry"] = serde_norway::from_str("{listen: '127.0.0.1:0'}")?;
     let cfg =
-        Config::parse(&serde_yaml::to_string(&cfg_yaml)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Config::parse(&serde_norway::to_string(&cfg_yaml)?).map_err(|e| anyhow::anyhow!("{e}"))?;
     let names: Vec<String> = cfg.policy_names();
     let decision_wait = cfg.store.decision_wait;
     let flush = cfg.archive.hot.flush_interval;
@@ -74,7 +74,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
         hot.display()
     );
     println!("policies: errors 100%, slow >500ms 100%, /api/payment + /api/checkout 50%, rest 1%");
-    let clock = Arc::new(crate::clock::TokioClock::new());
+    let clock = Arc::new(crate::clock::tokio_clock::TokioClock::new());
     let running = crate::pipeline::start(cfg, clock.clone()).await?;
     if let Some(a) = running.telemetry_addr {
         println!("metrics: http://{a}/metrics");

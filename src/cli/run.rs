@@ -34,7 +34,8 @@ pub async fn shutdown_signal() {
 pub async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
     let timeout = cfg.shutdown_timeout;
     let running_cfg = cfg.clone();
-    let running = crate::pipeline::start(cfg, Arc::new(crate::clock::TokioClock::new())).await?;
+    let running =
+        crate::pipeline::start(cfg, Arc::new(crate::clock::tokio_clock::TokioClock::new())).await?;
     if let Some(addr) = running.telemetry_addr {
         tracing::info!(%addr, "metrics on /metrics, health on /healthz and /readyz");
     }

@@ -882,7 +882,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_restored_decision_expires_at_its_original_time_on_the_tokio_clock() {
-        use crate::clock::{Clock, TokioClock};
+        use crate::clock::{tokio_clock::TokioClock, Clock};
         let clock = TokioClock::new();
         let wall_ms = || clock.wall_nanos() / 1_000_000;
         // Decided 55 s before a new process (and its new clock) restores it.

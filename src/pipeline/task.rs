@@ -64,17 +64,6 @@ const LAG_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 /// that, until commits catch up, records are not sampled).
 const LAG_SAMPLES: usize = 4096;
 
-/// `TRACESIFT_FAILPOINT=sink_hang@P[,P...]`: kept spans of those partitions are handed to a
-/// sink that never acknowledges (the shutdown and revoke tests' stuck downstream).
-fn writes_hang(partition: i32) -> bool {
-    std::env::var("TRACESIFT_FAILPOINT").is_ok_and(|v| {
-        v.strip_prefix("sink_hang@").is_some_and(|ps| {
-            ps.split(',')
-                .any(|p| p.trim().parse::<i32>().ok() == Some(partition))
-        })
-    })
-}
-
 impl PartitionTask {
     /// A task for `topic`/`partition` with the configured sinks.
     pub fn new(topic: Arc<str>, partition: i32, shared: Shared) -> Self {
@@ -155,7 +144,7 @@ impl PartitionTask {
                 .then(|| Arc::from(cfg.kafka.decisions_topic.as_str())),
             published_lookups: (0, 0),
             policies_generation,
-            writes_hang: writes_hang(partition),
+            writes_hang: crate::failpoint::sink_hangs(partition),
             topic,
             partition,
             core,

@@ -15,7 +15,7 @@ pub struct AndConfig {
 
 impl<'de> Deserialize<'de> for PolicySpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = serde_yaml::Value::deserialize(d)?;
+        let v = serde_norway::Value::deserialize(d)?;
         let mut errors = Vec::new();
         PolicySpec::from_yaml("", &v, &mut errors).ok_or_else(|| {
             serde::de::Error::custom(
@@ -33,7 +33,7 @@ impl AndConfig {
     /// Parses the block, reporting sub-policy problems with their own paths.
     pub fn from_yaml(
         path: &str,
-        block: Option<&serde_yaml::Value>,
+        block: Option<&serde_norway::Value>,
         errors: &mut Vec<ConfigError>,
     ) -> Option<AndConfig> {
         let map = super::block_fields(path, block, &["and_sub_policy"], errors)?;

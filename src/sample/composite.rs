@@ -41,7 +41,7 @@ impl CompositeConfig {
     /// Parses the block, reporting sub-policy problems with their own paths.
     pub fn from_yaml(
         path: &str,
-        block: Option<&serde_yaml::Value>,
+        block: Option<&serde_norway::Value>,
         errors: &mut Vec<ConfigError>,
     ) -> Option<CompositeConfig> {
         const FIELDS: &[&str] = &[
@@ -53,7 +53,7 @@ impl CompositeConfig {
         let map = super::block_fields(path, block, FIELDS, errors)?;
         let before = errors.len();
         let subs = super::sub_policies(path, map, "composite_sub_policy", errors);
-        let field = |name: &str, errors: &mut Vec<ConfigError>| -> Option<serde_yaml::Value> {
+        let field = |name: &str, errors: &mut Vec<ConfigError>| -> Option<serde_norway::Value> {
             match map.get(name) {
                 Some(v) => Some(v.clone()),
                 None if name == "max_total_spans_per_second" => {
@@ -64,7 +64,7 @@ impl CompositeConfig {
             }
         };
         let max: Option<u64> = field("max_total_spans_per_second", errors).and_then(|v| {
-            serde_yaml::from_value(v)
+            serde_norway::from_value(v)
                 .map_err(|e| {
                     errors.push(ConfigError::new(
                         format!("{path}.max_total_spans_per_second"),
@@ -75,7 +75,7 @@ impl CompositeConfig {
         });
         let order: Vec<String> = field("policy_order", errors)
             .map(|v| {
-                serde_yaml::from_value(v).unwrap_or_else(|e| {
+                serde_norway::from_value(v).unwrap_or_else(|e| {
                     errors.push(ConfigError::new(
                         format!("{path}.policy_order"),
                         e.to_string(),
@@ -87,7 +87,7 @@ impl CompositeConfig {
         let alloc: Vec<RateAllocation> = field("rate_allocation", errors)
             .map(|v| {
                 serde_path_to_error::deserialize(v).unwrap_or_else(
-                    |e: serde_path_to_error::Error<serde_yaml::Error>| {
+                    |e: serde_path_to_error::Error<serde_norway::Error>| {
                         errors.push(ConfigError::new(
                             format!("{path}.rate_allocation{}", bracket(e.path().to_string())),
                             e.into_inner().to_string(),

@@ -17,7 +17,7 @@ impl DropConfig {
     /// Parses the block, reporting sub-policy problems with their own paths.
     pub fn from_yaml(
         path: &str,
-        block: Option<&serde_yaml::Value>,
+        block: Option<&serde_norway::Value>,
         errors: &mut Vec<ConfigError>,
     ) -> Option<DropConfig> {
         let map = super::block_fields(path, block, &["drop_sub_policy"], errors)?;

@@ -48,7 +48,7 @@ impl FirstMatchSpec {
     /// Parses one tier; problems go to `errors` with paths under `path`.
     pub fn from_yaml(
         path: &str,
-        v: &serde_yaml::Value,
+        v: &serde_norway::Value,
         errors: &mut Vec<ConfigError>,
     ) -> Option<FirstMatchSpec> {
         let map = super::block_fields(

@@ -26,10 +26,10 @@ pub(crate) fn valid_types() -> String {
 /// Checks that `block` is a mapping with only `allowed` keys; unknown keys are reported.
 pub(crate) fn block_fields<'a>(
     path: &str,
-    block: Option<&'a serde_yaml::Value>,
+    block: Option<&'a serde_norway::Value>,
     allowed: &[&str],
     errors: &mut Vec<ConfigError>,
-) -> Option<&'a serde_yaml::Mapping> {
+) -> Option<&'a serde_norway::Mapping> {
     let Some(map) = block.and_then(|b| b.as_mapping()) else {
         errors.push(ConfigError::new(
             path,
@@ -52,7 +52,7 @@ pub(crate) fn block_fields<'a>(
 /// Parses the list of sub-policies under `field`, each reported with its own path.
 pub(crate) fn sub_policies(
     path: &str,
-    map: &serde_yaml::Mapping,
+    map: &serde_norway::Mapping,
     field: &str,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Vec<PolicySpec>> {
@@ -74,7 +74,7 @@ pub(crate) fn sub_policies(
 
 pub(crate) fn typed_block<T: serde::de::DeserializeOwned>(
     path: &str,
-    block: Option<&serde_yaml::Value>,
+    block: Option<&serde_norway::Value>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
     let Some(block) = block else {
@@ -103,7 +103,7 @@ impl PolicySpec {
     /// Parses one policy item; problems go to `errors` with paths under `path`.
     pub fn from_yaml(
         path: &str,
-        v: &serde_yaml::Value,
+        v: &serde_norway::Value,
         errors: &mut Vec<ConfigError>,
     ) -> Option<PolicySpec> {
         let Some(map) = v.as_mapping() else {

@@ -19,7 +19,7 @@ impl NotConfig {
     /// Parses the block, reporting sub-policy problems with their own paths.
     pub fn from_yaml(
         path: &str,
-        block: Option<&serde_yaml::Value>,
+        block: Option<&serde_norway::Value>,
         errors: &mut Vec<ConfigError>,
     ) -> Option<NotConfig> {
         let map = super::block_fields(path, block, &["not_sub_policy"], errors)?;

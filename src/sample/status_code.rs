@@ -82,11 +82,12 @@ mod tests {
 
     #[test]
     fn parses_collector_spelling() {
-        let c: StatusCodeConfig = serde_yaml::from_str("status_codes: [ERROR, OK, UNSET]").unwrap();
+        let c: StatusCodeConfig =
+            serde_norway::from_str("status_codes: [ERROR, OK, UNSET]").unwrap();
         assert_eq!(
             c.status_codes,
             vec![StatusCode::Error, StatusCode::Ok, StatusCode::Unset]
         );
-        assert!(serde_yaml::from_str::<StatusCodeConfig>("status_codes: [FAIL]").is_err());
+        assert!(serde_norway::from_str::<StatusCodeConfig>("status_codes: [FAIL]").is_err());
     }
 }

@@ -159,7 +159,7 @@ impl Substituted {
 /// Resolves every reference in the strings of `value` (keys are left alone), recording problems
 /// under their YAML paths.
 pub fn expand(
-    value: &mut serde_yaml::Value,
+    value: &mut serde_norway::Value,
     lookup: &dyn Lookup,
     errors: &mut Vec<ConfigError>,
 ) -> Substituted {
@@ -169,18 +169,18 @@ pub fn expand(
 }
 
 fn walk(
-    value: &mut serde_yaml::Value,
+    value: &mut serde_norway::Value,
     path: &str,
     lookup: &dyn Lookup,
     errors: &mut Vec<ConfigError>,
     done: &mut Substituted,
 ) {
     match value {
-        serde_yaml::Value::Mapping(m) => {
+        serde_norway::Value::Mapping(m) => {
             for (k, v) in m.iter_mut() {
                 let key = match k {
-                    serde_yaml::Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
+                    serde_norway::Value::String(s) => s.clone(),
+                    other => serde_norway::to_string(other)
                         .unwrap_or_default()
                         .trim()
                         .to_string(),
@@ -193,20 +193,20 @@ fn walk(
                 walk(v, &p, lookup, errors, done);
             }
         }
-        serde_yaml::Value::Sequence(items) => {
+        serde_norway::Value::Sequence(items) => {
             for (i, v) in items.iter_mut().enumerate() {
                 walk(v, &format!("{path}[{i}]"), lookup, errors, done);
             }
         }
-        serde_yaml::Value::Tagged(t) => walk(&mut t.value, path, lookup, errors, done),
-        serde_yaml::Value::String(s) if s.contains('$') => match resolve(s, lookup) {
+        serde_norway::Value::Tagged(t) => walk(&mut t.value, path, lookup, errors, done),
+        serde_norway::Value::String(s) if s.contains('$') => match resolve(s, lookup) {
             Ok(Resolved { text, whole, refs }) => {
                 for (reference, v) in refs {
                     done.0.push((reference, v));
                 }
                 *value = match whole {
                     true => typed(text),
-                    false => serde_yaml::Value::String(text),
+                    false => serde_norway::Value::String(text),
                 };
             }
             Err(msg) => errors.push(ConfigError::new(path, msg)),
@@ -217,10 +217,10 @@ fn walk(
 
 /// A value that was one reference as a whole reads as YAML would read it, but only as a
 /// scalar: a number, a boolean, or else the string itself.
-fn typed(text: String) -> serde_yaml::Value {
-    match serde_yaml::from_str::<serde_yaml::Value>(&text) {
-        Ok(v @ (serde_yaml::Value::Number(_) | serde_yaml::Value::Bool(_))) => v,
-        _ => serde_yaml::Value::String(text),
+fn typed(text: String) -> serde_norway::Value {
+    match serde_norway::from_str::<serde_norway::Value>(&text) {
+        Ok(v @ (serde_norway::Value::Number(_) | serde_norway::Value::Bool(_))) => v,
+        _ => serde_norway::Value::String(text),
     }
 }
 
@@ -482,8 +482,8 @@ mod tests {
         }
     }
 
-    fn expand_str(yaml: &str) -> (serde_yaml::Value, Vec<ConfigError>, Substituted) {
-        let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    fn expand_str(yaml: &str) -> (serde_norway::Value, Vec<ConfigError>, Substituted) {
+        let mut v: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
         let mut errors = Vec::new();
         let s = expand(&mut v, &Table, &mut errors);
         (v, errors, s)
@@ -543,7 +543,7 @@ mod tests {
             ("session_token", "tok-xyz"),
             ("access_key_id", "AKIA"),
         ]);
-        let yaml = serde_yaml::to_string(&p).unwrap();
+        let yaml = serde_norway::to_string(&p).unwrap();
         let debug = format!("{p:?}");
         for secret in [
             "hunter2",
@@ -588,8 +588,8 @@ mod tests {
         ]);
         let shown = format!(
             "{}{headers:?}{}{options:?}",
-            serde_yaml::to_string(&headers).unwrap(),
-            serde_yaml::to_string(&options).unwrap()
+            serde_norway::to_string(&headers).unwrap(),
+            serde_norway::to_string(&options).unwrap()
         );
         for secret in [
             "nr-insert-xyz",
@@ -631,7 +631,7 @@ mod tests {
 
     #[test]
     fn properties_take_numbers_and_booleans() {
-        let p: Properties = serde_yaml::from_str(
+        let p: Properties = serde_norway::from_str(
             "session.timeout.ms: 6000\nenable.ssl.certificate.verification: false\n",
         )
         .unwrap();

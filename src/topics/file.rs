@@ -102,7 +102,7 @@ pub struct Wanted {
 impl TopicsFile {
     /// Parses the file's text; every problem at once.
     pub fn parse(text: &str) -> Result<TopicsFile, ConfigErrors> {
-        let f: TopicsFile = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(
+        let f: TopicsFile = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(
             text,
         ))
         .map_err(|e| {

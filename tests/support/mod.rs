@@ -63,6 +63,15 @@ pub fn python() -> PathBuf {
     )
 }
 
+/// Fault injection (`TRACESIFT_FAILPOINT`) exists only in builds with the `failpoints`
+/// feature: a test that injects faults fails at once, saying so, in a build without it.
+pub fn require_failpoints() {
+    #[cfg(not(feature = "failpoints"))]
+    panic!(
+        "this test injects faults (TRACESIFT_FAILPOINT): run it with `cargo test --features failpoints` (./deploy/local/test.sh does)"
+    );
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -42,7 +42,7 @@ pub fn metric(text: &str, prefix: &str) -> f64 {
 
 pub async fn get(port: u16, path: &str) -> (u16, String) {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    tracesift::telemetry::http_get(addr, path)
+    tracesift::telemetry::server::http_get(addr, path)
         .await
         .unwrap_or((0, String::new()))
 }

@@ -167,9 +167,12 @@ pub async fn scenario(split: bool) {
     let group = format!("spine-{}", if split { "split" } else { "keyed" });
     let cfg = config(&brokers, &group, hot.path(), split);
 
-    let running = tracesift::pipeline::start(cfg, Arc::new(tracesift::clock::TokioClock::new()))
-        .await
-        .unwrap_or_else(|e| panic!("pipeline start: {e}\nbroker log:\n{}", broker.log()));
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("pipeline start: {e}\nbroker log:\n{}", broker.log()));
     let metrics_addr = running.telemetry_addr.unwrap();
 
     let opts = GenOptions {
@@ -235,7 +238,7 @@ pub async fn scenario(split: bool) {
         Duration::from_secs(60),
     )
     .await;
-    let (_, metrics) = tracesift::telemetry::http_get(metrics_addr, "/metrics")
+    let (_, metrics) = tracesift::telemetry::server::http_get(metrics_addr, "/metrics")
         .await
         .unwrap();
     let stats = running.stop().await;

@@ -1,0 +1,530 @@
+//! The lazy span index: one pass over an `ExportTraceServiceRequest` that checks it strictly and
+//! yields, per span, what the sampler reads ([`SpanMeta`]) and the span's original bytes
+//! ([`SpanRef`]) with the resource and scope it came with ([`ScopeCtx`]).
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The resource and scope a span was sent with, as encoded fields of the original record.
+///
+/// One is shared (by `Arc`) by every span of a `ScopeSpans`, so the per-span cost is a pointer.
+#[derive(Debug, Default)]
+pub struct ScopeCtx {
+    /// `ResourceSpans.resource` field (tag, length and body), or empty.
+    pub resource_field: Bytes,
+    /// `ResourceSpans.schema_url` field (tag, length and body), or empty.
+    pub resource_schema_field: Bytes,
+    /// `ScopeSpans.scope` field (tag, length and body), or empty.
+    pub scope_field: Bytes,
+    /// `ScopeSpans.schema_url` field (tag, length and body), or empty.
+    pub scope_schema_field: Bytes,
+    /// The Kafka timestamp of the record it arrived in, Unix ms (0 when unknown).
+    pub arrival_ms: u64,
+}
+
+impl ScopeCtx {
+    /// Bytes this context adds to each request it is written into (resource, scope, schema
+    /// URLs and the two message headers).
+    pub fn framing_len(&self) -> usize {
+        self.resource_field.len()
+            + self.resource_schema_field.len()
+            + self.scope_field.len()
+            + self.scope_schema_field.len()
+            + 12
+    }
+}
+
+/// A buffered span: its encoded `Span` message (body only) and the context it came with.
+#[derive(Debug, Clone)]
+pub struct SpanRef {
+    /// Resource and scope, shared with the span's siblings.
+    pub ctx: Arc<ScopeCtx>,
+    /// The `Span` message body, a slice of the original record.
+    pub bytes: Bytes,
+}
+
+/// What the sampler reads of one span. Built during the scan, folded into a trace summary, dropped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpanMeta {
+    /// Span id.
+    pub span_id: SpanId,
+    /// True when the span has no parent (a root).
+    pub is_root: bool,
+    /// Start, Unix nanoseconds.
+    pub start_ns: u64,
+    /// End, Unix nanoseconds.
+    pub end_ns: u64,
+    /// Status code.
+    pub status: StatusCode,
+    /// Span kind.
+    pub kind: SpanKind,
+    /// W3C trace flags (the low byte of `Span.flags`); 0 when absent.
+    pub flags: u32,
+    /// OTEP 235 randomness (`ot=rv:`) from the span's tracestate, if any.
+    pub rv: Option<u64>,
+    /// OTEP 235 threshold (`ot=th:`) from the span's tracestate, if any.
+    pub th: Option<u64>,
+    /// Policy leaves matched by this span's (or its resource's) attributes or tracestate.
+    pub leaf_bits: u128,
+    /// Encoded size of the span in bytes.
+    pub size: u32,
+}
+
+/// An attribute value as found on the wire, parsed only as far as a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnyValueRef<'a> {
+    /// string_value.
+    Str(&'a str),
+    /// bool_value.
+    Bool(bool),
+    /// int_value.
+    Int(i64),
+    /// double_value.
+    Double(f64),
+    /// array, kvlist, bytes or empty.
+    Other,
+}
+
+/// An attribute value not parsed yet: probes parse it only when the key is one they look at.
+#[derive(Debug, Clone, Copy)]
+pub struct RawValue<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) start: usize,
+    pub(super) end: usize,
+}
+
+impl<'a> RawValue<'a> {
+    /// Parses the value (a value that does not parse reads as `Other`).
+    pub fn get(&self) -> AnyValueRef<'a> {
+        any_value(self.buf, self.start..self.end).unwrap_or(AnyValueRef::Other)
+    }
+
+    /// The value whose `AnyValue` body is `buf[r]`.
+    pub(super) fn at(buf: &'a [u8], r: Range<usize>) -> RawValue<'a> {
+        RawValue {
+            buf,
+            start: r.start,
+            end: r.end,
+        }
+    }
+
+    /// A value from an already-parsed scalar (for tests and tools).
+    pub fn encode(v: AnyValueRef<'_>, scratch: &'a mut Vec<u8>) -> RawValue<'a> {
+        scratch.clear();
+        match v {
+            AnyValueRef::Str(s) => {
+                put_len_header(scratch, 1, s.len());
+                scratch.extend_from_slice(s.as_bytes());
+            }
+            AnyValueRef::Bool(b) => {
+                put_varint(scratch, 2 << 3);
+                put_varint(scratch, u64::from(b));
+            }
+            AnyValueRef::Int(i) => {
+                put_varint(scratch, 3 << 3);
+                put_varint(scratch, i as u64);
+            }
+            AnyValueRef::Double(d) => {
+                put_varint(scratch, (4 << 3) | u64::from(WT_I64));
+                scratch.extend_from_slice(&d.to_bits().to_le_bytes());
+            }
+            AnyValueRef::Other => {}
+        }
+        RawValue {
+            buf: scratch,
+            start: 0,
+            end: scratch.len(),
+        }
+    }
+}
+
+/// The sampler's hook into the scan: which attributes matter, and which policy leaves they match.
+pub trait SpanProbe {
+    /// False when no policy looks at attributes or tracestate, so the scan can skip them.
+    fn wants_attributes(&self) -> bool;
+    /// Leaves matched by one resource attribute.
+    fn resource_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128;
+    /// Leaves matched by one span attribute.
+    fn span_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128;
+    /// Leaves matched by a span's tracestate.
+    fn trace_state(&self, trace_state: &str) -> u128;
+}
+
+/// A probe that matches nothing (for tools that only need ids and bytes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProbe;
+
+impl SpanProbe for NoProbe {
+    fn wants_attributes(&self) -> bool {
+        false
+    }
+    fn resource_attribute(&self, _: &[u8], _: RawValue<'_>) -> u128 {
+        0
+    }
+    fn span_attribute(&self, _: &[u8], _: RawValue<'_>) -> u128 {
+        0
+    }
+    fn trace_state(&self, _: &str) -> u128 {
+        0
+    }
+}
+
+/// Checks a `Resource` body at `depth` (strictly, as every accepted resource is) and, when
+/// `wants_attrs`, returns the leaves its attributes match: one walk for both.
+pub(super) fn resource_bits(
+    buf: &[u8],
+    r: Range<usize>,
+    probe: &impl SpanProbe,
+    wants_attrs: bool,
+    depth: u32,
+) -> Result<u128, DecodeError> {
+    let mut rd = Reader::new(buf, r);
+    let mut bits = 0u128;
+    while let Some((n, _, w)) = rd.field()? {
+        if let (1, Wire::Len(kv)) = (n, &w) {
+            let (k, v) = strict::key_value(buf, kv.clone(), depth + 1)?;
+            if wants_attrs {
+                bits |= probe.resource_attribute(&buf[k], RawValue::at(buf, v));
+            }
+            continue;
+        }
+        strict::check_field(buf, strict::Msg::Resource, n, &w, depth)?;
+    }
+    Ok(bits)
+}
+
+/// Scans one `Span` body into its meta, checking it strictly; returns the trace id too.
+/// `arrival_ns` (0 = unknown) is when its record arrived: times not plausible against it are
+/// left out of the meta (both 0), so they cannot make a trace slow.
+pub(super) fn scan_span(
+    buf: &[u8],
+    r: Range<usize>,
+    probe: &impl SpanProbe,
+    wants_attrs: bool,
+    arrival_ns: u64,
+) -> Result<(TraceId, SpanMeta), DecodeError> {
+    let mut rd = Reader::new(buf, r.clone());
+    let mut meta = SpanMeta {
+        is_root: true,
+        size: u32::try_from(r.len()).unwrap_or(u32::MAX),
+        ..SpanMeta::default()
+    };
+    let mut trace_id: Option<TraceId> = None;
+    let mut have_span_id = false;
+    while let Some((n, _, w)) = rd.field()? {
+        if let (9, Wire::Len(kv)) = (n, &w) {
+            // Attributes: checked and read in one walk.
+            let (k, v) = strict::key_value(buf, kv.clone(), SPAN_DEPTH + 1)?;
+            if wants_attrs {
+                meta.leaf_bits |= probe.span_attribute(&buf[k], RawValue::at(buf, v));
+            }
+            continue;
+        }
+        strict::check_field(buf, strict::Msg::Span, n, &w, SPAN_DEPTH)?;
+        match (n, w) {
+            (1, Wire::Len(s)) => {
+                let b = &buf[s];
+                let id: [u8; 16] = b
+                    .try_into()
+                    .map_err(|_| DecodeError::BadTraceId { len: b.len() })?;
+                if id == [0; 16] {
+                    return Err(DecodeError::BadTraceId { len: 16 });
+                }
+                trace_id = Some(TraceId(id));
+            }
+            (2, Wire::Len(s)) => {
+                let b = &buf[s];
+                let id: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| DecodeError::BadSpanId { len: b.len() })?;
+                if id == [0; 8] {
+                    return Err(DecodeError::BadSpanId { len: 8 });
+                }
+                meta.span_id = SpanId(id);
+                have_span_id = true;
+            }
+            (3, Wire::Len(s)) if !s.is_empty() => {
+                let ts = utf8(buf, s, "Span.trace_state")?;
+                let (rv, th) = parse_ot_tracestate(ts);
+                meta.rv = rv;
+                meta.th = th;
+                if wants_attrs {
+                    meta.leaf_bits |= probe.trace_state(ts);
+                }
+            }
+            (4, Wire::Len(s)) => {
+                if !s.is_empty() && s.len() != 8 {
+                    return Err(DecodeError::BadSpanId { len: s.len() });
+                }
+                meta.is_root = s.is_empty() || buf[s] == [0; 8];
+            }
+            (6, Wire::Varint(v)) => meta.kind = SpanKind::from_i32(v as i32),
+            (7, Wire::I64(v)) => meta.start_ns = v,
+            (8, Wire::I64(v)) => meta.end_ns = v,
+            (15, Wire::Len(st)) => {
+                let mut srd = Reader::new(buf, st);
+                while let Some((sn, _, sw)) = srd.field()? {
+                    if let (3, Wire::Varint(c)) = (sn, sw) {
+                        meta.status = StatusCode::from_i32(c as i32);
+                    }
+                }
+            }
+            (16, Wire::I32(f)) => meta.flags = f,
+            _ => {}
+        }
+    }
+    let trace_id = trace_id.ok_or(DecodeError::BadTraceId { len: 0 })?;
+    if !have_span_id {
+        return Err(DecodeError::BadSpanId { len: 0 });
+    }
+    if !plausible_times(meta.start_ns, meta.end_ns, arrival_ns) {
+        meta.start_ns = 0;
+        meta.end_ns = 0;
+    }
+    Ok((trace_id, meta))
+}
+
+/// The fields of a `ResourceSpans` or `ScopeSpans` besides its list, as whole encoded fields:
+/// the context message at field 1 (resource or scope; the caller checks it) and the schema URL
+/// at field 3.
+pub(super) struct Envelope {
+    pub(super) ctx_field: Range<usize>,
+    pub(super) ctx_body: Range<usize>,
+    pub(super) schema_field: Range<usize>,
+}
+
+/// Reads the envelope of a `ResourceSpans` / `ScopeSpans` body: the schema URL must be UTF-8,
+/// the three fields length-delimited.
+pub(super) fn envelope(
+    buf: &[u8],
+    r: Range<usize>,
+    message: &'static str,
+    schema_url: &'static str,
+) -> Result<Envelope, DecodeError> {
+    let mut env = Envelope {
+        ctx_field: 0..0,
+        ctx_body: 0..0,
+        schema_field: 0..0,
+    };
+    let mut rd = Reader::new(buf, r);
+    while let Some((n, tag_start, w)) = rd.field()? {
+        match (n, w) {
+            (1, Wire::Len(body)) => {
+                env.ctx_field = tag_start..body.end;
+                env.ctx_body = body;
+            }
+            (2, Wire::Len(_)) => {}
+            (3, Wire::Len(body)) => {
+                utf8(buf, body.clone(), schema_url)?;
+                env.schema_field = tag_start..body.end;
+            }
+            (1..=3, _) => {
+                return Err(DecodeError::WireType {
+                    message,
+                    field: n,
+                    expected: WT_LEN,
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(env)
+}
+
+/// Depth of a `Span` below the request (request, `ResourceSpans`, `ScopeSpans`, `Span`).
+pub(super) const SPAN_DEPTH: u32 = 3;
+
+/// Walks a whole `ExportTraceServiceRequest` and calls `sink(trace_id, meta, span)` per span.
+/// `arrival_ms` is the record's Kafka timestamp (0 when unknown).
+///
+/// The record is validated as it goes, strictly (see [`strict`]); on the first error nothing
+/// more is reported and the caller should treat the whole record as malformed (spans already
+/// passed to `sink` must be discarded — [`scan_request_into`] does that bookkeeping).
+pub fn scan_request(
+    record: &Bytes,
+    probe: &impl SpanProbe,
+    arrival_ms: u64,
+    mut sink: impl FnMut(TraceId, SpanMeta, SpanRef),
+) -> Result<(), DecodeError> {
+    let buf: &[u8] = record;
+    let wants_attrs = probe.wants_attributes();
+    let arrival_ns = arrival_ms.saturating_mul(1_000_000);
+    let mut top = Reader::new(buf, 0..buf.len());
+    while let Some((n, _, w)) = top.field()? {
+        let rs = match (n, w) {
+            (1, Wire::Len(rs)) => rs,
+            (1, _) => {
+                return Err(DecodeError::WireType {
+                    message: "ExportTraceServiceRequest",
+                    field: 1,
+                    expected: WT_LEN,
+                })
+            }
+            _ => continue,
+        };
+        // First pass over ResourceSpans: its resource and schema_url.
+        let rs_env = envelope(buf, rs.clone(), "ResourceSpans", "ResourceSpans.schema_url")?;
+        let (resource_field, resource_body, schema_field) =
+            (rs_env.ctx_field, rs_env.ctx_body, rs_env.schema_field);
+        let res_bits = resource_bits(buf, resource_body, probe, wants_attrs, 2)?;
+        // Second pass: each ScopeSpans.
+        let mut rd = Reader::new(buf, rs);
+        while let Some((fnum, _, fw)) = rd.field()? {
+            let (2, Wire::Len(ss)) = (fnum, fw) else {
+                continue;
+            };
+            let ss_env = envelope(buf, ss.clone(), "ScopeSpans", "ScopeSpans.schema_url")?;
+            strict::check_message(buf, ss_env.ctx_body.clone(), strict::Msg::Scope, 3)?;
+            let (scope_field, scope_schema) = (ss_env.ctx_field, ss_env.schema_field);
+            let ctx = Arc::new(ScopeCtx {
+                resource_field: record.slice(resource_field.clone()),
+                resource_schema_field: record.slice(schema_field.clone()),
+                scope_field: record.slice(scope_field),
+                scope_schema_field: record.slice(scope_schema),
+                arrival_ms,
+            });
+            let mut srd = Reader::new(buf, ss);
+            while let Some((sn, _, sw)) = srd.field()? {
+                let (2, Wire::Len(sp)) = (sn, sw) else {
+                    continue;
+                };
+                let (trace_id, mut meta) =
+                    scan_span(buf, sp.clone(), probe, wants_attrs, arrival_ns)?;
+                meta.leaf_bits |= res_bits;
+                sink(
+                    trace_id,
+                    meta,
+                    SpanRef {
+                        ctx: Arc::clone(&ctx),
+                        bytes: record.slice(sp),
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One scanned span, owned.
+#[derive(Debug, Clone)]
+pub struct ScannedSpan {
+    /// Trace id.
+    pub trace_id: TraceId,
+    /// What the sampler reads.
+    pub meta: SpanMeta,
+    /// The bytes to re-emit.
+    pub span: SpanRef,
+}
+
+/// [`scan_request`] into a reusable vector; on error the vector is left empty.
+///
+/// Beyond the scan, a record is refused when it holds no span, or when writing its traces
+/// apart would take more than [`AMPLIFICATION`] times its size. Each span's `meta.size` is
+/// what it keeps alive: its own bytes plus its share of the rest of the record (so the spans
+/// of a record are charged the record's size together).
+pub fn scan_request_into(
+    record: &Bytes,
+    probe: &impl SpanProbe,
+    arrival_ms: u64,
+    out: &mut Vec<ScannedSpan>,
+) -> Result<(), DecodeError> {
+    out.clear();
+    let r = scan_request(record, probe, arrival_ms, |trace_id, meta, span| {
+        out.push(ScannedSpan {
+            trace_id,
+            meta,
+            span,
+        })
+    })
+    .and_then(|()| admit(record.len(), out));
+    if r.is_err() {
+        out.clear();
+    }
+    r
+}
+
+/// Bytes the spans take written apart, counting a context wherever `opens` says a (trace,
+/// context) pair opens a group; and the span bodies' bytes.
+pub(super) fn fanout(
+    spans: &[ScannedSpan],
+    mut opens: impl FnMut((TraceId, *const ScopeCtx)) -> bool,
+) -> (usize, usize) {
+    let (mut out, mut bodies) = (0, 0);
+    for s in spans {
+        bodies += s.span.bytes.len();
+        out += len_field_size(s.span.bytes.len());
+        if opens((s.trace_id, Arc::as_ptr(&s.span.ctx))) {
+            out += s.span.ctx.framing_len();
+        }
+    }
+    (out, bodies)
+}
+
+/// The record-level rules of [`scan_request_into`] over its scanned spans.
+pub(super) fn admit(len: usize, spans: &mut [ScannedSpan]) -> Result<(), DecodeError> {
+    if spans.is_empty() {
+        return Err(DecodeError::NoSpans);
+    }
+    let limit = len.saturating_mul(AMPLIFICATION).max(64 << 10);
+    // What writing each trace apart costs: its spans, plus each context once per trace (a
+    // trace's spans of one context are adjacent in its output). Counting a context at every
+    // change of (trace, context) along the record bounds that from above; the exact count is
+    // taken only when the bound is over the limit.
+    let mut prev = None;
+    let (bound, bodies) = fanout(spans, |key| prev.replace(key) != Some(key));
+    if bound > limit {
+        let mut seen = std::collections::HashSet::new();
+        let (exact, _) = fanout(spans, |key| seen.insert(key));
+        if exact > limit {
+            return Err(DecodeError::Amplification { len, fanout: exact });
+        }
+    }
+    let n = spans.len();
+    let rest = len.saturating_sub(bodies);
+    for (i, s) in spans.iter_mut().enumerate() {
+        // The remainder goes to the first spans, so the shares add up to the record exactly.
+        let share = rest / n + usize::from(i < rest % n);
+        s.meta.size = u32::try_from(s.span.bytes.len() + share).unwrap_or(u32::MAX);
+    }
+    Ok(())
+}
+
+/// Scans one input record in its encoding (OTLP/JSON is converted to protobuf first) into
+/// `out`; the one entry point for the sampler, the rekey stage and dry runs. `arrival_ms` is
+/// the record's Kafka timestamp (0 when unknown).
+pub fn scan_record(
+    payload: &Bytes,
+    encoding: Encoding,
+    probe: &impl SpanProbe,
+    arrival_ms: u64,
+    out: &mut Vec<ScannedSpan>,
+) -> Result<(), DecodeError> {
+    out.clear();
+    if payload.is_empty() {
+        return Err(DecodeError::NoSpans);
+    }
+    match encoding {
+        Encoding::OtlpProto => scan_request_into(payload, probe, arrival_ms, out),
+        Encoding::OtlpJson => scan_request_into(&json_to_proto(payload)?, probe, arrival_ms, out),
+    }
+}
+
+/// Scans one buffered span again with another probe (after a policy reload): its meta with the
+/// new probe's leaf bits, its resource's attributes included.
+pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, DecodeError> {
+    let wants_attrs = probe.wants_attributes();
+    let arrival_ns = span.ctx.arrival_ms.saturating_mul(1_000_000);
+    let (_, mut meta) = scan_span(
+        &span.bytes,
+        0..span.bytes.len(),
+        probe,
+        wants_attrs,
+        arrival_ns,
+    )?;
+    if wants_attrs {
+        if let Some(body) = field_body(&span.ctx.resource_field) {
+            meta.leaf_bits |= resource_bits(&body, 0..body.len(), probe, true, 2)?;
+        }
+    }
+    Ok(meta)
+}
