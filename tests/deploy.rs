@@ -652,7 +652,11 @@ fn grafana_to_promql(expr: &str) -> String {
 /// The metric names `telemetry` declares.
 fn exported_metrics() -> BTreeSet<String> {
     let src = std::fs::read_to_string(repo().join("src/telemetry.rs")).unwrap();
-    let re = regex::Regex::new(r#"pub const [A-Z_]+: &str = "(tracesift_[a-z0-9_]+)";"#).unwrap();
+    // The metric catalog: `counter NAME = "tracesift_…", Unit,` (and any constant outside it).
+    let re = regex::Regex::new(
+        r#"(?:pub const [A-Z_]+: &str = |(?:counter|gauge|histogram) [A-Z_]+ = )"(tracesift_[a-z0-9_]+)""#,
+    )
+    .unwrap();
     re.captures_iter(&src).map(|c| c[1].to_string()).collect()
 }
 
