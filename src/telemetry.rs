@@ -130,7 +130,7 @@ catalog! {
     histogram RESTORE = "tracesift_decision_restore_seconds", Seconds,
         "One partition's decision-log restore on assignment, seconds (histogram).";
     counter RESTORE_FAILURES = "tracesift_decision_restore_failures_total", Count,
-        "Decision-log restores that failed (the partition then runs without its earlier decisions).";
+        "Decision-log restore attempts that failed (the partition is not consumed until one succeeds).";
     histogram COMPACTION_PASS = "tracesift_compaction_pass_seconds", Seconds,
         "One pass of the archive lifecycle, seconds (histogram).";
     gauge COMPACTION_LAST_SUCCESS = "tracesift_compaction_last_success_timestamp_seconds", Seconds,

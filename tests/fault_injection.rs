@@ -69,10 +69,10 @@ async fn wave(p: &FutureProducer, from: u32, n: u32, ends: &mut BTreeMap<i32, i6
     }
 }
 
-fn committed(brokers: &str) -> BTreeMap<i32, i64> {
+fn committed(brokers: &str, group: &str) -> BTreeMap<i32, i64> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", GROUP)
+        .set("group.id", group)
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -93,10 +93,14 @@ fn committed(brokers: &str) -> BTreeMap<i32, i64> {
 }
 
 async fn wait_committed(brokers: &str, ends: &BTreeMap<i32, i64>, what: &str) {
+    wait_committed_group(brokers, GROUP, ends, what).await
+}
+
+async fn wait_committed_group(brokers: &str, group: &str, ends: &BTreeMap<i32, i64>, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let b = brokers.to_string();
-        let c = tokio::task::spawn_blocking(move || committed(&b))
+        let (b, g) = (brokers.to_string(), group.to_string());
+        let c = tokio::task::spawn_blocking(move || committed(&b, &g))
             .await
             .unwrap();
         if ends.iter().all(|(p, e)| c.get(p) == Some(e)) {
@@ -213,7 +217,7 @@ telemetry: {{listen: ""}}
             break;
         }
         let b = brokers.clone();
-        let c = tokio::task::spawn_blocking(move || committed(&b))
+        let c = tokio::task::spawn_blocking(move || committed(&b, GROUP))
             .await
             .unwrap();
         for (p, o) in &c {
@@ -331,4 +335,90 @@ telemetry: {{listen: "127.0.0.1:0"}}
     }
     drop(producer);
     drop(cluster);
+}
+
+/// A partition whose decisions cannot be restored is not consumed (fail closed): a member
+/// starting while the broker leading the decision log is down reads nothing, `/readyz` names
+/// the partition, and every failed attempt is counted; once the log is readable the restore
+/// is retried, succeeds, and every trace is written and committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_decision_log_holds_its_partitions_until_it_is_back() {
+    let cluster = support::mock_cluster(3, 2);
+    let brokers = cluster.bootstrap_servers();
+    support::split_leaders(&cluster, 2, 1, 3);
+    cluster
+        .coordinator(MockCoordinator::Group("restore-fails".into()), 2)
+        .unwrap();
+    let cfg = || {
+        Config::parse(&format!(
+            r#"
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: restore-fails, commit_interval: 100ms}}
+store: {{decision_wait: 300ms, decision_wait_after_root: 300ms, tick: 20ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#
+        ))
+        .unwrap()
+    };
+    let clock = || Arc::new(tracesift::clock::tokio_clock::TokioClock::new());
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    // A first member decides wave A and stops.
+    let first = tracesift::pipeline::start(cfg(), clock()).await.unwrap();
+    wave(&producer, 0, 100, &mut ends).await;
+    wait_committed_group(&brokers, "restore-fails", &ends, "wave A").await;
+    first.stop().await;
+
+    // The decision log's broker goes down; a new member starts and wave B arrives.
+    cluster.broker_down(3).unwrap();
+    let failures_before = restore_failures();
+    let second = tracesift::pipeline::start(cfg(), clock()).await.unwrap();
+    let addr = second.telemetry_addr.unwrap();
+    wave(&producer, 100, 100, &mut ends).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let readyz = loop {
+        let (code, body) = tracesift::telemetry::server::http_get(addr, "/readyz")
+            .await
+            .unwrap();
+        if code == 503 && body.contains("decision log unreadable") && restore_failures() > failures_before {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "no failed restore reported: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(readyz.contains("partition "), "{readyz}");
+    let read = |r: &tracesift::pipeline::Running| {
+        r.stats.records.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(read(&second), 0, "a partition without its decisions was consumed");
+
+    // The log is back: the restore succeeds on a retry, everything is written and committed.
+    cluster.broker_up(3).unwrap();
+    wait_committed_group(&brokers, "restore-fails", &ends, "wave B after the log came back").await;
+    let (code, _) = tracesift::telemetry::server::http_get(addr, "/readyz")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    second.stop().await;
+    let b = brokers.clone();
+    let got = tokio::task::spawn_blocking(move || sampled_traces(&b))
+        .await
+        .unwrap();
+    for i in 0..200u32 {
+        let mut t = vec![0u8; 16];
+        t[..4].copy_from_slice(&(i + 1).to_be_bytes());
+        assert!(got.contains(&t), "trace {i} never reached the sampled topic");
+    }
+    drop(producer);
+    drop(cluster);
+}
+
+fn restore_failures() -> f64 {
+    let handle = tracesift::telemetry::install();
+    support::outage::metric(&handle.render(), "tracesift_decision_restore_failures_total")
 }

@@ -220,6 +220,22 @@ fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
     Ok(out)
 }
 
+/// Why a decision-log restore did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The client failed: broker unreachable, topic unreadable, not authorized.
+    #[error("{0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// Reading stopped making progress before the end of the log.
+    #[error("the read stalled for 30 s after {read} records, before the log's end (offset {high})")]
+    Stalled {
+        /// Records read before it stalled.
+        read: u64,
+        /// The end it did not reach.
+        high: i64,
+    },
+}
+
 /// Reads partition `partition` of the decision log from its start to its end and returns the
 /// latest decision per trace made within `max_age` of `now_ms` (older ones can no longer be
 /// needed: the decision cache would have forgotten them). Blocking: call from a blocking thread.
@@ -228,7 +244,7 @@ pub fn restore(
     partition: i32,
     now_ms: u64,
     max_age: Duration,
-) -> Result<HashMap<TraceId, LoggedDecision>, rdkafka::error::KafkaError> {
+) -> Result<HashMap<TraceId, LoggedDecision>, RestoreError> {
     let topic = &cfg.kafka.decisions_topic;
     let mut cc = crate::source::kafka::consumer_config(&cfg.kafka);
     cc.set("group.id", format!("{}-restore", cfg.kafka.group_id))
@@ -245,12 +261,14 @@ pub fn restore(
     let oldest = now_ms.saturating_sub(max_age.as_millis() as u64);
     let mut reached_high = false;
     let mut idle = 0;
+    let mut read = 0u64;
     // Read to the high watermark, then until the partition reports its end (a broker may report
     // the watermark of a multi-record batch short; the end-of-partition event is authoritative).
     loop {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 idle = 0;
+                read += 1;
                 if m.offset() + 1 >= high {
                     reached_high = true;
                 }
@@ -274,7 +292,7 @@ pub fn restore(
             }
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) if reached_high => break,
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) => return Err(e),
+            Some(Err(e)) => return Err(e.into()),
             None => {
                 idle += 1;
                 // Nothing for 2 s after the watermark: the end, even without an EOF event.
@@ -282,12 +300,8 @@ pub fn restore(
                     break;
                 }
                 if idle >= 150 {
-                    tracing::warn!(
-                        topic,
-                        partition,
-                        "decision log read stalled for 30 s; using what was read"
-                    );
-                    break;
+                    // A partial read is never a success: the restore fails and is retried.
+                    return Err(RestoreError::Stalled { read, high });
                 }
             }
         }

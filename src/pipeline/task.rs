@@ -30,6 +30,24 @@ use crate::source::queue::{Control, Inbox};
 /// Pending writes per partition before input stops.
 const MAX_PENDING_WRITES: usize = 20_000;
 
+/// The first wait before a failed decision-log restore is tried again; it doubles to
+/// [`RESTORE_RETRY_MAX`].
+const RESTORE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// The longest wait between two restore attempts.
+const RESTORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What `/readyz` says while a partition's restore fails (`why` empty: the prefix, to clear it).
+fn restore_fault(partition: i32, why: &str) -> String {
+    format!("partition {partition}: decision log unreadable: {why}")
+}
+
+/// Answers a drain that came before the partition read anything: nothing to commit.
+fn drained(cmd: Option<Control>) {
+    if let Some(Control::Drain { reply }) = cmd {
+        let _ = reply.send(None);
+    }
+}
+
 /// How long a partition may hold its pending-write budget before readiness goes down.
 const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -160,7 +178,9 @@ impl PartitionTask {
 
     /// Runs until drained. `input` closing is not an end: the source sends `Drain`.
     pub async fn run(mut self, mut input: Inbox, mut control: mpsc::Receiver<Control>) {
-        self.restore_decisions().await;
+        if !self.restore_decisions(&mut control).await {
+            return;
+        }
         let tick = self.shared.config.store.tick;
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -415,49 +435,74 @@ impl PartitionTask {
         }
     }
 
-    /// Restores this partition's decision cache from the decision log (before any input).
-    async fn restore_decisions(&mut self) {
+    /// Restores the decision cache from the decision log before the partition is consumed,
+    /// and fails closed: an attempt that errors or stalls is never taken as a (partial)
+    /// success. Until one succeeds the partition reads nothing (its queue fills and the source
+    /// pauses it), `/readyz` names it (`partition P: decision log unreadable: …`), each failed
+    /// attempt counts in `tracesift_decision_restore_failures_total`, and the read is tried
+    /// again after 1 s, doubling to 30 s. A drain (revoke, shutdown) ends the wait: the
+    /// partition read nothing, so it has nothing to commit. Returns false then.
+    async fn restore_decisions(&mut self, control: &mut mpsc::Receiver<Control>) -> bool {
         let Some(topic) = self.decisions_topic.clone() else {
-            return;
+            return true;
         };
         let _not_ready = self.shared.health.restoring();
-        let cfg = Arc::clone(&self.shared.config);
         let partition = self.partition;
-        let dc = &cfg.store.decision_cache;
-        let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
-        let now_ms = self.wall_ms();
-        let started = self.shared.clock.now();
-        let read = tokio::task::spawn_blocking(move || {
-            crate::pipeline::decision_log::restore(&cfg, partition, now_ms, max_age)
-        })
-        .await;
-        let decisions = match read {
-            Ok(Ok(d)) => d,
-            Ok(Err(e)) => {
-                telemetry::restore_finished(self.shared.clock.now() - started, false);
-                tracing::error!(%topic, partition, error = %e, "cannot read the decision log; late spans of earlier traces will be decided again");
-                return;
+        let mut wait = RESTORE_RETRY_FIRST;
+        loop {
+            let cfg = Arc::clone(&self.shared.config);
+            let dc = &cfg.store.decision_cache;
+            let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
+            let now_ms = self.wall_ms();
+            let started = self.shared.clock.now();
+            let read = tokio::task::spawn_blocking(move || {
+                crate::pipeline::decision_log::restore(&cfg, partition, now_ms, max_age)
+            });
+            let result = tokio::select! {
+                r = read => r,
+                cmd = control.recv() => {
+                    drained(cmd);
+                    return false;
+                }
+            };
+            let why = match result {
+                Ok(Ok(decisions)) => {
+                    let n = decisions.len();
+                    self.core
+                        .restore(decisions.into_iter().map(|(trace_id, d)| Restored {
+                            trace_id,
+                            keep: d.keep,
+                            threshold: d.threshold,
+                            policy: d.policy,
+                            decided_at_ms: d.decided_at_ms,
+                        }));
+                    telemetry::decisions_restored(n as u64);
+                    let elapsed = self.shared.clock.now() - started;
+                    telemetry::restore_finished(elapsed, true);
+                    self.shared.health.clear_fault(&restore_fault(partition, ""));
+                    let elapsed_ms = elapsed.as_millis() as u64;
+                    tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
+                    return true;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("the restore task failed: {e}"),
+            };
+            telemetry::restore_finished(self.shared.clock.now() - started, false);
+            let fault = restore_fault(partition, &why);
+            self.shared.health.fault_seen(
+                self.shared.clock.now().as_duration().as_millis() as u64,
+                fault.clone(),
+            );
+            tracing::error!(%topic, partition, error = %why, retry_in_ms = wait.as_millis() as u64, "cannot restore the partition's decisions; it is not consumed until they are restored");
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                cmd = control.recv() => {
+                    drained(cmd);
+                    return false;
+                }
             }
-            Err(e) => {
-                telemetry::restore_finished(self.shared.clock.now() - started, false);
-                tracing::error!(%topic, partition, error = %e, "decision log restore failed");
-                return;
-            }
-        };
-        let n = decisions.len();
-        self.core
-            .restore(decisions.into_iter().map(|(trace_id, d)| Restored {
-                trace_id,
-                keep: d.keep,
-                threshold: d.threshold,
-                policy: d.policy,
-                decided_at_ms: d.decided_at_ms,
-            }));
-        telemetry::decisions_restored(n as u64);
-        let elapsed = self.shared.clock.now() - started;
-        telemetry::restore_finished(elapsed, true);
-        let elapsed_ms = elapsed.as_millis() as u64;
-        tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
+            wait = (wait * 2).min(RESTORE_RETRY_MAX);
+        }
     }
 
     /// Takes the policies now in force.

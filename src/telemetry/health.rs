@@ -49,6 +49,16 @@ impl Health {
         }
     }
 
+    /// Clears the fault now held if its text starts with `prefix` (what it was about is
+    /// resolved); another fault stays.
+    pub fn clear_fault(&self, prefix: &str) {
+        if let Ok(mut f) = self.fault.lock() {
+            if f.as_ref().is_some_and(|(_, why)| why.starts_with(prefix)) {
+                *f = None;
+            }
+        }
+    }
+
     /// The fault holding readiness down, if any.
     pub fn fault(&self) -> Option<String> {
         self.fault
