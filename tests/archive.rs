@@ -882,7 +882,10 @@ fn process_state(pid: u32) -> Option<char> {
 /// past its lease's TTL, while a second compactor takes the lease over and completes a pass;
 /// then resumed. It must stop with "lease lost" without writing anything; afterwards every
 /// object of every tier is in exactly one manifest and every span is there once.
-async fn a_frozen_compactor_stops_without_writing(garage: Option<&support::garage::Garage>) {
+async fn a_frozen_compactor_stops_without_writing(
+    garage: Option<&support::garage::Garage>,
+    failpoint: &str,
+) {
     support::require_failpoints();
     let dir = tempfile::tempdir().unwrap();
     let hot_dir = dir.path().join("hot");
@@ -913,7 +916,7 @@ async fn a_frozen_compactor_stops_without_writing(garage: Option<&support::garag
         .args(["compact", "-c"])
         .arg(&cfg)
         .args(["--now", &at(30, 0)])
-        .env("TRACESIFT_FAILPOINT", "move-after-copy@warm=stop")
+        .env("TRACESIFT_FAILPOINT", failpoint)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&a_log).unwrap())
         .spawn()
@@ -1003,11 +1006,67 @@ async fn a_frozen_compactor_stops_without_writing(garage: Option<&support::garag
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_compactor_stops_without_writing_on_local_tiers() {
-    a_frozen_compactor_stops_without_writing(None).await;
+    a_frozen_compactor_stops_without_writing(None, "move-after-copy@warm=stop").await;
+}
+
+/// Frozen between reading a manifest and writing its next generation (the first manifest write
+/// of its pass): the other compactor's writes take that generation, so the frozen one's write
+/// cannot land on a manifest it no longer owns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compactor_frozen_between_reading_and_writing_a_manifest_writes_nothing() {
+    a_frozen_compactor_stops_without_writing(None, "manifest-before-write@hot=stop").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_compactor_stops_without_writing_with_a_garage_tier() {
     let garage = support::garage::Garage::start("tracesift-fence");
-    a_frozen_compactor_stops_without_writing(Some(&garage)).await;
+    a_frozen_compactor_stops_without_writing(Some(&garage), "move-after-copy@warm=stop").await;
+}
+
+/// Span data cannot reach the operator's terminal as control sequences: `tracesift trace`
+/// prints a span name holding escape sequences (a window-title change, a screen clear, a
+/// bidi override) escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_prints_escape_sequences_in_span_data_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let hot_dir = dir.path().join("hot");
+    let hot = tracesift::archive::open_store(&format!("file://{}", hot_dir.display())).unwrap();
+    let trace = [0x42u8; 16];
+    let mut root = support::test_span(&trace, 1, false);
+    root.name = "GET /\x1b]0;owned\x07\x1b[2J\u{202e}cba".into();
+    let child = support::test_span(&trace, 2, false);
+    let record = bytes::Bytes::from(support::otlp_record(vec![root, child]));
+    let mut scanned = Vec::new();
+    tracesift::otlp::scan_request_into(&record, &tracesift::otlp::NoProbe, 0, &mut scanned)
+        .unwrap();
+    let kept: Vec<tracesift::archive::KeptSpan> = scanned
+        .into_iter()
+        .map(|s| tracesift::archive::KeptSpan {
+            trace_id: s.trace_id,
+            span: s.span,
+            policy: Arc::from("all"),
+            threshold: 0,
+        })
+        .collect();
+    for f in tracesift::archive::encode_segment(&kept, 2_000).unwrap() {
+        let path = tracesift::archive::hot_segment_path("otlp_spans", 0, 0, 1, f.hour, f.content);
+        hot.put(&path, PutPayload::from(f.bytes)).await.unwrap();
+    }
+    let cfg = write_config(dir.path(), "", SMALL);
+    let out = tracesift()
+        .args(["trace", &hex::encode(trace), "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.lines().count(), 2, "{stdout:?}");
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\x07') && !stdout.contains('\u{202e}'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains("GET /\\u{1b}]0;owned\\u{7}\\u{1b}[2J\\u{202e}cba"),
+        "{stdout}"
+    );
 }
