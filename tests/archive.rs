@@ -1059,7 +1059,11 @@ async fn trace_prints_escape_sequences_in_span_data_escaped() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.lines().count(), 2, "{stdout:?}");
     assert!(
         !stdout.contains('\x1b') && !stdout.contains('\x07') && !stdout.contains('\u{202e}'),

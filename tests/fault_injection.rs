@@ -385,21 +385,37 @@ telemetry: {{listen: "127.0.0.1:0"}}
         let (code, body) = tracesift::telemetry::server::http_get(addr, "/readyz")
             .await
             .unwrap();
-        if code == 503 && body.contains("decision log unreadable") && restore_failures() > failures_before {
+        if code == 503
+            && body.contains("decision log unreadable")
+            && restore_failures() > failures_before
+        {
             break body;
         }
-        assert!(Instant::now() < deadline, "no failed restore reported: {code} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "no failed restore reported: {code} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(readyz.contains("partition "), "{readyz}");
     let read = |r: &tracesift::pipeline::Running| {
         r.stats.records.load(std::sync::atomic::Ordering::Relaxed)
     };
-    assert_eq!(read(&second), 0, "a partition without its decisions was consumed");
+    assert_eq!(
+        read(&second),
+        0,
+        "a partition without its decisions was consumed"
+    );
 
     // The log is back: the restore succeeds on a retry, everything is written and committed.
     cluster.broker_up(3).unwrap();
-    wait_committed_group(&brokers, "restore-fails", &ends, "wave B after the log came back").await;
+    wait_committed_group(
+        &brokers,
+        "restore-fails",
+        &ends,
+        "wave B after the log came back",
+    )
+    .await;
     let (code, _) = tracesift::telemetry::server::http_get(addr, "/readyz")
         .await
         .unwrap();
@@ -412,7 +428,10 @@ telemetry: {{listen: "127.0.0.1:0"}}
     for i in 0..200u32 {
         let mut t = vec![0u8; 16];
         t[..4].copy_from_slice(&(i + 1).to_be_bytes());
-        assert!(got.contains(&t), "trace {i} never reached the sampled topic");
+        assert!(
+            got.contains(&t),
+            "trace {i} never reached the sampled topic"
+        );
     }
     drop(producer);
     drop(cluster);
@@ -420,5 +439,8 @@ telemetry: {{listen: "127.0.0.1:0"}}
 
 fn restore_failures() -> f64 {
     let handle = tracesift::telemetry::install();
-    support::outage::metric(&handle.render(), "tracesift_decision_restore_failures_total")
+    support::outage::metric(
+        &handle.render(),
+        "tracesift_decision_restore_failures_total",
+    )
 }

@@ -227,7 +227,9 @@ pub enum RestoreError {
     #[error("{0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     /// Reading stopped making progress before the end of the log.
-    #[error("the read stalled for 30 s after {read} records, before the log's end (offset {high})")]
+    #[error(
+        "the read stalled for 30 s after {read} records, before the log's end (offset {high})"
+    )]
     Stalled {
         /// Records read before it stalled.
         read: u64,

@@ -479,7 +479,9 @@ impl PartitionTask {
                     telemetry::decisions_restored(n as u64);
                     let elapsed = self.shared.clock.now() - started;
                     telemetry::restore_finished(elapsed, true);
-                    self.shared.health.clear_fault(&restore_fault(partition, ""));
+                    self.shared
+                        .health
+                        .clear_fault(&restore_fault(partition, ""));
                     let elapsed_ms = elapsed.as_millis() as u64;
                     tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
                     return true;
