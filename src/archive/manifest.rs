@@ -110,7 +110,11 @@ async fn newest(
     )))
 }
 
-/// Creates generation `g` under `dir`; `false` when another writer created it first.
+/// Creates generation `g` under `dir` as the newest one; `false` when it did not become the
+/// newest: another writer created `g` first, or `g` was a gap left by pruning below newer
+/// generations (a writer paused since it read `g - 1`). A write that landed in such a gap is
+/// deleted again at once (readers only ever take the newest generation, so it was never seen),
+/// so a stale writer leaves nothing behind and can never believe its change took.
 async fn create(
     store: &Arc<dyn ObjectStore>,
     dir: &str,
@@ -121,15 +125,18 @@ async fn create(
         mode: PutMode::Create,
         ..Default::default()
     };
-    match store
-        .put_opts(&generation_path(dir, g), PutPayload::from(body), opts)
-        .await
-    {
-        Ok(_) => Ok(true),
+    let path = generation_path(dir, g);
+    match store.put_opts(&path, PutPayload::from(body), opts).await {
+        Ok(_) => {}
         Err(object_store::Error::AlreadyExists { .. })
-        | Err(object_store::Error::Precondition { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
+        | Err(object_store::Error::Precondition { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
     }
+    if generations(store, dir).await?.last() == Some(&g) {
+        return Ok(true);
+    }
+    store.delete(&path).await.or_else(not_found_ok)?;
+    Ok(false)
 }
 
 /// Deletes generations more than [`KEEP_GENERATIONS`] behind `newest` (best effort).
@@ -812,6 +819,30 @@ mod tests {
             "the change applied to the newest generation"
         );
         fb.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_into_a_pruned_gap_is_not_taken_and_leaves_nothing() {
+        // A writer read generation 1, paused; others wrote 2..=6 and pruned 1 and 2. Its create
+        // of 2 succeeds on the store, but 2 is not the newest: it must not count, and must go.
+        let store = mem();
+        for g in 1..=6 {
+            assert!(create(&store, LEASE_DIR, g, b"{}".to_vec()).await.unwrap());
+        }
+        prune(&store, LEASE_DIR, 6).await;
+        assert_eq!(
+            generations(&store, LEASE_DIR).await.unwrap(),
+            vec![3, 4, 5, 6]
+        );
+        assert!(!create(&store, LEASE_DIR, 2, b"{}".to_vec()).await.unwrap());
+        assert_eq!(
+            generations(&store, LEASE_DIR).await.unwrap(),
+            vec![3, 4, 5, 6]
+        );
+        // The same for a lease claim: a paused taker does not get the lease.
+        let late = lease(&store, "late");
+        assert!(!late.claim(2, 2, false).await.unwrap());
+        assert_eq!(late.token(), None);
     }
 
     #[tokio::test]
