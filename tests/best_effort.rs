@@ -79,6 +79,7 @@ telemetry: {{listen: ""}}
     let traces = spread_trace_ids(200);
     let mut ends = BTreeMap::new();
 
+    support::wait_ready(&running).await;
     // The sampled topic's broker is down: commits go on, the writes are dropped and counted.
     cluster.broker_down(3).unwrap();
     send(&producer, &traces[..100], &mut ends).await;

@@ -253,18 +253,7 @@ telemetry: {{listen: ""}}
     wait_committed(&brokers, &ends, "wave D after failing commits").await;
 
     running.stop().await;
-    let b = brokers.clone();
-    let got = tokio::task::spawn_blocking(move || sampled_traces(&b))
-        .await
-        .unwrap();
-    for i in 0..800u32 {
-        let mut t = vec![0u8; 16];
-        t[..4].copy_from_slice(&(i + 1).to_be_bytes());
-        assert!(
-            got.contains(&t),
-            "trace {i} never reached the sampled topic"
-        );
-    }
+    assert_all_sampled(&brokers, 800).await;
     drop(producer);
     drop(cluster);
 }
@@ -321,18 +310,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
         .sum();
     assert!(replaced >= 1.0, "the producer was replaced: {replaced}");
     running.stop().await;
-    let b = brokers.clone();
-    let got = tokio::task::spawn_blocking(move || sampled_traces(&b))
-        .await
-        .unwrap();
-    for i in 0..200u32 {
-        let mut t = vec![0u8; 16];
-        t[..4].copy_from_slice(&(i + 1).to_be_bytes());
-        assert!(
-            got.contains(&t),
-            "trace {i} never reached the sampled topic"
-        );
-    }
+    assert_all_sampled(&brokers, 200).await;
     drop(producer);
     drop(cluster);
 }
@@ -421,11 +399,94 @@ telemetry: {{listen: "127.0.0.1:0"}}
         .unwrap();
     assert_eq!(code, 200);
     second.stop().await;
-    let b = brokers.clone();
+    assert_all_sampled(&brokers, 200).await;
+    drop(producer);
+    drop(cluster);
+}
+
+/// A decision log that refuses writes for good (here: every produce answered "message too
+/// large" for a while) holds the partitions' commits instead of releasing them: nothing is
+/// committed past decisions that are in no log, `/readyz` names the partition and the reason,
+/// and once the log takes the writes again everything resolves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_the_log_refuses_hold_the_commits_until_it_takes_them() {
+    const G: &str = "log-refuses";
+    let cluster = support::mock_cluster(3, 2);
+    let brokers = cluster.bootstrap_servers();
+    support::split_leaders(&cluster, 2, 1, 3);
+    cluster
+        .coordinator(MockCoordinator::Group(G.into()), 2)
+        .unwrap();
+    // Only the decision log writes: no sampled topic, no Parquet.
+    let cfg = Config::parse(&format!(
+        r#"
+kafka: {{brokers: "{brokers}", create_topics: true, group_id: {G}, commit_interval: 100ms}}
+store: {{decision_wait: 300ms, decision_wait_after_root: 300ms, tick: 20ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{kafka: {{enabled: false}}, parquet: {{enabled: false}}}}
+telemetry: {{listen: "127.0.0.1:0"}}
+"#
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
+    let addr = running.telemetry_addr.unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let mut ends = BTreeMap::new();
+    wave(&producer, 0, 50, &mut ends).await;
+    wait_committed_group(&brokers, G, &ends, "wave A").await;
+    let before = ends.clone();
+
+    cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 6],
+    );
+    wave(&producer, 50, 50, &mut ends).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = tracesift::telemetry::server::http_get(addr, "/readyz")
+            .await
+            .unwrap();
+        let b = brokers.clone();
+        let c = tokio::task::spawn_blocking(move || committed(&b, G))
+            .await
+            .unwrap();
+        for (p, o) in &c {
+            assert!(
+                *o <= before[p],
+                "partition {p} committed {o} past {} while the log refused its decisions",
+                before[p]
+            );
+        }
+        if code == 503 && body.contains("the decision log refuses its writes") {
+            assert!(body.contains("partition "), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal reported: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The log takes writes again (the errors ran out): everything resolves.
+    wait_committed_group(&brokers, G, &ends, "wave B after the log took its writes").await;
+    running.stop().await;
+    drop(producer);
+    drop(cluster);
+}
+
+/// Traces 0..n of [`wave`] are all in the sampled topic.
+async fn assert_all_sampled(brokers: &str, n: u32) {
+    let b = brokers.to_string();
     let got = tokio::task::spawn_blocking(move || sampled_traces(&b))
         .await
         .unwrap();
-    for i in 0..200u32 {
+    for i in 0..n {
         let mut t = vec![0u8; 16];
         t[..4].copy_from_slice(&(i + 1).to_be_bytes());
         assert!(
@@ -433,8 +494,6 @@ telemetry: {{listen: "127.0.0.1:0"}}
             "trace {i} never reached the sampled topic"
         );
     }
-    drop(producer);
-    drop(cluster);
 }
 
 fn restore_failures() -> f64 {

@@ -169,6 +169,11 @@ telemetry: {{listen: "127.0.0.1:{telemetry}"}}
     );
     assert!(member_log(&dir).contains("span too old for this tenant"));
     // The endless answer and the bomb were not read into memory.
+    eprintln!(
+        "member RSS {:.0} MiB, memory bound {:.0} MiB",
+        rss / 1048576.0,
+        bound / 1048576.0
+    );
     assert!(
         rss > 0.0 && bound > 0.0 && rss < bound,
         "RSS {rss} over the bound {bound}"

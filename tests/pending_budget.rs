@@ -55,6 +55,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
     .await
     .unwrap();
     let handle = tracesift::telemetry::install();
+    support::wait_ready(&running).await;
 
     // The writes' broker goes down, then a backlog of ~6 MB (2 KB per trace) arrives.
     cluster.broker_down(3).unwrap();

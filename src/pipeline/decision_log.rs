@@ -311,24 +311,54 @@ pub fn restore(
     Ok(out)
 }
 
+/// The wait before a refused decision-log write is tried again; it doubles to
+/// [`REFUSED_RETRY_MAX`].
+const REFUSED_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between two tries of a refused decision-log write.
+const REFUSED_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Writes one batch of decisions (a version-2 record) to the decision log (partition
 /// `partition`, the input's own) until it is acknowledged; then releases one reference on each of
-/// `offsets`.
+/// `offsets`. A write the log refuses for good (topic deleted, not authorized, record too large
+/// for it) is never given up: releasing its offsets would commit past traces whose decision is in
+/// no log. It is tried again (1 s doubling to 30 s) while `/readyz` names the partition and the
+/// reason; its offsets hold the commit, and the partition stops reading at its pending-write
+/// budget. Once the log takes it (the operator fixed the topic), everything resolves.
 pub fn write(
     producer: crate::sink::Producer,
     topic: Arc<str>,
     partition: i32,
     batch: &[(TraceId, LoggedDecision)],
     offsets: Vec<i64>,
+    health: crate::telemetry::Health,
+    clock: Arc<dyn crate::clock::Clock>,
 ) -> AckFuture {
     let (key, value, n) = (batch_key(), encode_batch(batch), batch.len() as u64);
     Box::pin(async move {
-        let out = Outgoing {
-            partition: Some(partition),
-            ..Outgoing::new(&topic, key.as_ref(), &value)
-        };
-        if let Err(e) = produce_until_acked(&producer, out, SinkLabel::DecisionLog).await {
-            tracing::error!(error = %e, "decisions refused by the decision log for good");
+        let mut wait = REFUSED_RETRY_FIRST;
+        let held = format!("partition {partition}: the decision log refuses its writes");
+        let mut refused = false;
+        loop {
+            let out = Outgoing {
+                partition: Some(partition),
+                ..Outgoing::new(&topic, key.as_ref(), &value)
+            };
+            match produce_until_acked(&producer, out, SinkLabel::DecisionLog).await {
+                Ok(()) => {
+                    if refused {
+                        health.clear_fault(&held);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    refused = true;
+                    let why = format!("{held} ({e}); commits hold until it takes them");
+                    health.fault_seen(clock.now().as_duration().as_millis() as u64, why);
+                    tracing::error!(%topic, partition, error = %e, retry_in_ms = wait.as_millis() as u64, "decisions refused by the decision log; holding the partition's commits and trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(REFUSED_RETRY_MAX);
+                }
+            }
         }
         telemetry::decisions_logged(n);
         offsets

@@ -74,6 +74,8 @@ pub struct PartitionTask {
     policies_generation: u64,
     /// Fault injection for the shutdown tests: this partition's sink writes never complete.
     writes_hang: bool,
+    /// Holds readiness down from the task's creation until its decisions are restored.
+    restore_pending: Option<crate::telemetry::RestoreGuard>,
 }
 
 /// How often a record's fetch time is kept for the commit-lag histogram.
@@ -163,6 +165,7 @@ impl PartitionTask {
             published_lookups: (0, 0),
             policies_generation,
             writes_hang: crate::failpoint::sink_hangs(partition),
+            restore_pending: cfg.kafka.decision_log.then(|| shared.health.restoring()),
             topic,
             partition,
             core,
@@ -430,6 +433,8 @@ impl PartitionTask {
                     self.partition,
                     chunk,
                     offsets.concat(),
+                    self.shared.health.clone(),
+                    Arc::clone(&self.shared.clock),
                 ));
             }
         }
@@ -446,7 +451,9 @@ impl PartitionTask {
         let Some(topic) = self.decisions_topic.clone() else {
             return true;
         };
-        let _not_ready = self.shared.health.restoring();
+        // Taken when the task was made (in the assignment callback, before the group reports
+        // ready), so readiness never shows up between assignment and restore.
+        let _not_ready = self.restore_pending.take();
         let partition = self.partition;
         let mut wait = RESTORE_RETRY_FIRST;
         loop {

@@ -50,76 +50,75 @@ impl Backend {
 
     /// An OTLP/HTTP backend answering every request with `answer`.
     pub async fn http(answer: Answer) -> Backend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&requests);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                let answer = answer.clone();
-                let seen = Arc::clone(&seen);
-                conns.spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let answer = answer.clone();
-                            let seen = Arc::clone(&seen);
-                            async move {
-                                seen.fetch_add(1, Ordering::AcqRel);
-                                // Take the request as a backend would before answering.
-                                let _ = req.into_body().collect().await;
-                                Ok::<_, Infallible>(respond(&answer))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
-                        .await;
-                });
+        listen(move |sock, seen| {
+            let answer = answer.clone();
+            async move {
+                let service =
+                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let answer = answer.clone();
+                        let seen = Arc::clone(&seen);
+                        async move {
+                            seen.fetch_add(1, Ordering::AcqRel);
+                            // Take the request as a backend would before answering.
+                            let _ = req.into_body().collect().await;
+                            Ok::<_, Infallible>(respond(&answer))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
+                    .await;
             }
-        });
-        Backend {
-            port,
-            requests,
-            task,
-        }
+        })
+        .await
     }
 
     /// A gRPC backend that answers every Export with status OK and a response message whose
     /// gzip frame inflates to `inflated` bytes (a gzip bomb), built by Python's zlib.
     pub async fn grpc_gzip_bomb(inflated: u64) -> Backend {
-        let bomb = Bytes::from(gzip_of_zeros(inflated));
+        let bomb = gzip_of_zeros(inflated);
         let mut frame = Vec::with_capacity(bomb.len() + 5);
         frame.push(1u8);
         frame.extend_from_slice(&(bomb.len() as u32).to_be_bytes());
         frame.extend_from_slice(&bomb);
         let frame = Bytes::from(frame);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(AtomicUsize::new(0));
-        let seen = Arc::clone(&requests);
-        let task = tokio::spawn(async move {
-            let mut conns = tokio::task::JoinSet::new();
-            while let Ok((sock, _)) = listener.accept().await {
-                let frame = frame.clone();
-                let seen = Arc::clone(&seen);
-                conns.spawn(async move {
-                    let Ok(mut conn) = h2::server::handshake(sock).await else {
-                        return;
-                    };
-                    let mut streams = tokio::task::JoinSet::new();
-                    while let Some(Ok((req, respond))) = conn.accept().await {
-                        seen.fetch_add(1, Ordering::AcqRel);
-                        streams.spawn(answer_bomb(req, respond, frame.clone()));
-                    }
-                });
+        listen(move |sock, seen| {
+            let frame = frame.clone();
+            async move {
+                let Ok(mut conn) = h2::server::handshake(sock).await else {
+                    return;
+                };
+                let mut streams = tokio::task::JoinSet::new();
+                while let Some(Ok((req, respond))) = conn.accept().await {
+                    seen.fetch_add(1, Ordering::AcqRel);
+                    streams.spawn(answer_bomb(req, respond, frame.clone()));
+                }
             }
-        });
-        Backend {
-            port,
-            requests,
-            task,
+        })
+        .await
+    }
+}
+
+/// A backend on a fresh loopback port: every connection served by `serve` (with the counter
+/// of requests it should count), on tasks the backend owns.
+async fn listen<F, Fut>(serve: F) -> Backend
+where
+    F: Fn(tokio::net::TcpStream, Arc<AtomicUsize>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&requests);
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            conns.spawn(serve(sock, Arc::clone(&seen)));
         }
+    });
+    Backend {
+        port,
+        requests,
+        task,
     }
 }
 

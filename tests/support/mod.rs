@@ -72,6 +72,19 @@ pub fn require_failpoints() {
     );
 }
 
+/// Waits until a run reports ready: partitions assigned and their decisions restored (a fault
+/// injected before that would hold the restore instead of what the test means to hold).
+pub async fn wait_ready(running: &tracesift::pipeline::Running) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !running.health.is_ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
