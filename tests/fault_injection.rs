@@ -421,7 +421,7 @@ async fn decisions_the_log_refuses_hold_the_commits_until_it_takes_them() {
     let cfg = Config::parse(&format!(
         r#"
 kafka: {{brokers: "{brokers}", create_topics: true, group_id: {G}, commit_interval: 100ms}}
-store: {{decision_wait: 300ms, decision_wait_after_root: 300ms, tick: 20ms}}
+store: {{decision_wait: 3s, decision_wait_after_root: 3s, tick: 20ms}}
 policies: [{{name: all, type: always_sample}}]
 sinks: {{kafka: {{enabled: false}}, parquet: {{enabled: false}}}}
 telemetry: {{listen: "127.0.0.1:0"}}
@@ -445,11 +445,13 @@ telemetry: {{listen: "127.0.0.1:0"}}
     wait_committed_group(&brokers, G, &ends, "wave A").await;
     let before = ends.clone();
 
+    // Wave B is written first (the mock's errors hit every Produce, ours too); its traces are
+    // decided 3 s later, when every decision-log write is refused for a while.
+    wave(&producer, 50, 50, &mut ends).await;
     cluster.request_errors(
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 6],
     );
-    wave(&producer, 50, 50, &mut ends).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (code, body) = tracesift::telemetry::server::http_get(addr, "/readyz")
@@ -470,7 +472,10 @@ telemetry: {{listen: "127.0.0.1:0"}}
             assert!(body.contains("partition "), "{body}");
             break;
         }
-        assert!(Instant::now() < deadline, "no refusal reported: {code} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "no refusal reported: {code} {body}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The log takes writes again (the errors ran out): everything resolves.

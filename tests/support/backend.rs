@@ -53,8 +53,8 @@ impl Backend {
         listen(move |sock, seen| {
             let answer = answer.clone();
             async move {
-                let service =
-                    hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
                         let answer = answer.clone();
                         let seen = Arc::clone(&seen);
                         async move {
@@ -63,7 +63,8 @@ impl Backend {
                             let _ = req.into_body().collect().await;
                             Ok::<_, Infallible>(respond(&answer))
                         }
-                    });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(sock), service)
                     .await;
