@@ -32,9 +32,15 @@
 //! that the lease has not lapsed by its own clock and, if it has, renews first. A compactor
 //! paused past its TTL (a stopped container, a long GC) thus finds on waking that someone
 //! else holds the lease and stops with "lease lost" before writing. The one window left, a
-//! pause between that check and the write it guards, can only write a data object (never a
-//! manifest, which the token fences): compacted outputs are named after their inputs, moves
-//! copy-verify-publish-delete, so such a write repeats work and loses nothing.
+//! pause between that check and the write it guards, can write a data object, or one manifest
+//! generation of a tier the new holder has not stamped yet (harmless: the new holder's stamp
+//! reads it, and the paused one's next check fails); compacted outputs are named after their
+//! inputs and moves copy-verify-publish-delete, so such a write repeats work. Two compactors
+//! must then run with the same merge limits: with different ones, a repeated output of the
+//! same name could differ from the listed one.
+//!
+//! Compactors of versions before catalog generations take `_tracesift/lease.json` and do not
+//! see this lease: stop them all before starting this version.
 //!
 //! The hot tier's manifest lists only its compacted files; hot segments are found by listing
 //! the hot tier, which holds recent hours only.
@@ -392,10 +398,19 @@ impl Lease {
     /// remove a lease someone else just took).
     pub async fn release(&self) -> Result<(), ArchiveError> {
         let mine = self.token.swap(0, Ordering::AcqRel);
-        let (g, r) = self.current().await?;
-        if mine != 0 && self.is_ours(&r) && r.token == mine {
-            // Losing this race means someone else wrote a newer generation: not ours to free.
-            self.claim(g + 1, mine, true).await?;
+        if mine == 0 {
+            return Ok(());
+        }
+        for _ in 0..MAX_RACES {
+            let (g, r) = self.current().await?;
+            if !self.is_ours(&r) || r.token != mine {
+                // Someone else holds it now: not ours to free.
+                return Ok(());
+            }
+            // Losing this race to a renewal of our own (still ours) means: read and try again.
+            if self.claim(g + 1, mine, true).await? {
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -535,8 +550,10 @@ impl Fence {
     }
 
     /// Stops renewing and gives the lease up.
-    pub async fn release(self) -> Result<(), ArchiveError> {
+    pub async fn release(mut self) -> Result<(), ArchiveError> {
         self.renewer.abort();
+        // Stopped before the release is written, so no renewal lands after it.
+        let _ = (&mut self.renewer).await;
         self.lease.release().await
     }
 }
@@ -819,6 +836,24 @@ mod tests {
             "the change applied to the newest generation"
         );
         fb.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_release_racing_its_own_renewal_still_frees_the_lease() {
+        let store = mem();
+        let a = lease(&store, "a");
+        let LeaseOutcome::Acquired(t) = a.acquire().await.unwrap() else {
+            panic!("free lease")
+        };
+        // A renewal lands between the release's read and its write: generation g+1 is ours.
+        let (g, _) = a.current().await.unwrap();
+        assert!(a.claim(g + 1, t, false).await.unwrap());
+        a.release().await.unwrap();
+        assert!(a.current().await.unwrap().1.released, "the lease is free");
+        assert!(matches!(
+            lease(&store, "b").acquire().await.unwrap(),
+            LeaseOutcome::Acquired(_)
+        ));
     }
 
     #[tokio::test]
