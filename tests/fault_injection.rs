@@ -169,17 +169,8 @@ telemetry: {{listen: ""}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(
-        cfg,
-        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
-    )
-    .await
-    .unwrap();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let running = start(cfg).await;
+    let producer = input_producer(&brokers);
     let mut ends = BTreeMap::new();
 
     // A: no faults.
@@ -278,18 +269,9 @@ telemetry: {{listen: "127.0.0.1:0"}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(
-        cfg,
-        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
-    )
-    .await
-    .unwrap();
+    let running = start(cfg).await;
     let addr = running.telemetry_addr.unwrap();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let producer = input_producer(&brokers);
     let mut ends = BTreeMap::new();
     wave(&producer, 0, 100, &mut ends).await;
     wait_committed(&brokers, &ends, "before the fault").await;
@@ -339,15 +321,10 @@ telemetry: {{listen: "127.0.0.1:0"}}
         ))
         .unwrap()
     };
-    let clock = || Arc::new(tracesift::clock::tokio_clock::TokioClock::new());
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let producer = input_producer(&brokers);
     let mut ends = BTreeMap::new();
     // A first member decides wave A and stops.
-    let first = tracesift::pipeline::start(cfg(), clock()).await.unwrap();
+    let first = start(cfg()).await;
     wave(&producer, 0, 100, &mut ends).await;
     wait_committed_group(&brokers, "restore-fails", &ends, "wave A").await;
     first.stop().await;
@@ -355,7 +332,7 @@ telemetry: {{listen: "127.0.0.1:0"}}
     // The decision log's broker goes down; a new member starts and wave B arrives.
     cluster.broker_down(3).unwrap();
     let failures_before = restore_failures();
-    let second = tracesift::pipeline::start(cfg(), clock()).await.unwrap();
+    let second = start(cfg()).await;
     let addr = second.telemetry_addr.unwrap();
     wave(&producer, 100, 100, &mut ends).await;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -428,18 +405,9 @@ telemetry: {{listen: "127.0.0.1:0"}}
 "#
     ))
     .unwrap();
-    let running = tracesift::pipeline::start(
-        cfg,
-        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
-    )
-    .await
-    .unwrap();
+    let running = start(cfg).await;
     let addr = running.telemetry_addr.unwrap();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
+    let producer = input_producer(&brokers);
     let mut ends = BTreeMap::new();
     wave(&producer, 0, 50, &mut ends).await;
     wait_committed_group(&brokers, G, &ends, "wave A").await;
@@ -499,6 +467,25 @@ async fn assert_all_sampled(brokers: &str, n: u32) {
             "trace {i} never reached the sampled topic"
         );
     }
+}
+
+/// A run of `cfg` on the tokio clock.
+async fn start(cfg: Config) -> tracesift::pipeline::Running {
+    tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap()
+}
+
+/// The test's producer of input records.
+fn input_producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
 }
 
 fn restore_failures() -> f64 {
