@@ -9,6 +9,7 @@
 pub mod core;
 pub mod decision_log;
 pub mod dry_run;
+pub mod outputs;
 pub mod stats;
 pub mod stream_time;
 pub mod task;
@@ -131,22 +132,16 @@ pub struct Shared {
     pub policies: Arc<Policies>,
     /// Readiness (held down while partitions restore their decisions).
     pub health: crate::telemetry::Health,
-    /// The producer for the sampled and dead-letter topics.
-    pub producer: crate::sink::Producer,
-    /// Hot tier store (when the Parquet sink is on).
-    pub hot_store: Option<Arc<dyn object_store::ObjectStore>>,
-    /// Bounds concurrent Parquet encodes.
-    pub encode_slots: Arc<tokio::sync::Semaphore>,
-    /// The configured OTLP exporters.
-    pub otlp: Vec<Arc<crate::sink::OtlpExporter>>,
+    /// Makes each partition's sinks.
+    pub sinks: Arc<dyn crate::sink::MakeSinks>,
+    /// Dead letters, the decision log and its restore.
+    pub outputs: Arc<dyn outputs::Outputs>,
     /// Time.
     pub clock: Arc<dyn Clock>,
     /// Run counters.
     pub stats: Arc<RunStats>,
     /// Commit points published by partition tasks, picked up by the source's poll loop.
     pub commits: CommitBoard,
-    /// Partitions of the sampled topic at start (batched records are placed among them).
-    pub sampled_partitions: i32,
 }
 
 impl Spawner for Shared {
@@ -157,7 +152,8 @@ impl Spawner for Shared {
         inbox: Inbox,
         control: mpsc::Receiver<Control>,
     ) -> tokio::task::JoinHandle<()> {
-        let task = PartitionTask::new(topic, partition, self.clone());
+        let sinks = self.sinks.for_partition(&topic, partition);
+        let task = PartitionTask::new(topic, partition, self.clone(), sinks);
         tokio::spawn(task.run(inbox, control))
     }
 }
@@ -186,9 +182,9 @@ pub enum RunError {
     /// The consumer thread could not be started.
     #[error("cannot start the source: {0}")]
     Start(String),
-    /// An OTLP sink could not be set up (its TLS files, its endpoint).
-    #[error("sink {0}")]
-    Sink(String),
+    /// A sink could not be set up (the hot tier's store, an OTLP exporter's TLS files).
+    #[error(transparent)]
+    Sink(#[from] crate::sink::BuildError),
     /// The rekey stage could not be started.
     #[error("cannot start the rekey stage on `{topic}`: {reason}")]
     Rekey {
@@ -248,56 +244,24 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         .map_err(|e| RunError::Policies(crate::config::ConfigErrors(e)))?;
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
-    let producer =
-        crate::sink::Producer::new(crate::source::kafka::producer_config(&config.kafka))?;
+    let producer = crate::sink::Producer::new(
+        crate::source::kafka::producer_config(&config.kafka),
+        Arc::clone(&clock),
+    )?;
     let sampled_partitions = crate::topics::ensure_run_topics(&config).await?;
-    let hot_store = if config.sinks.parquet.enabled {
-        Some(crate::archive::open_sink_store(
-            &config.archive.hot.url,
-            &config.archive.hot.options,
-        )?)
-    } else {
-        None
-    };
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
     let stats = Arc::new(RunStats::new(names.len()));
-    for label in [
-        crate::telemetry::SinkLabel::Kafka,
-        crate::telemetry::SinkLabel::Parquet,
-    ] {
-        // The gauges of the breakers read closed from the start.
-        let _ = crate::sink::breaker::breaker(label);
-    }
-    let otlp = config
-        .sinks
-        .otlp()
-        .map(|(c, grpc)| {
-            crate::sink::OtlpExporter::new(
-                c,
-                grpc,
-                producer.clone(),
-                Arc::from(config.kafka.dead_letter_topic.as_str()),
-                Arc::clone(&clock),
-            )
-            .map(Arc::new)
-            .map_err(RunError::Sink)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut sink_labels = Vec::new();
-    if config.sinks.kafka.enabled {
-        sink_labels.push(crate::telemetry::SinkLabel::Kafka);
-    }
-    if config.sinks.parquet.enabled {
-        sink_labels.push(crate::telemetry::SinkLabel::Parquet);
-    }
-    sink_labels.extend(
-        config
-            .sinks
-            .otlp()
-            .map(|(c, grpc)| crate::telemetry::SinkLabel::otlp(grpc, &c.name)),
-    );
+    let sinks = crate::sink::build(
+        crate::sink::Wiring {
+            sinks: config.sinks.clone(),
+            hot: config.archive.hot.clone(),
+            sampled_topic: Arc::from(config.kafka.sampled_topic.as_str()),
+            dead_letter_topic: Arc::from(config.kafka.dead_letter_topic.as_str()),
+            partitioner: config.kafka.properties.get("partitioner").cloned(),
+            sampled_partitions,
+        },
+        producer.clone(),
+        Arc::clone(&clock),
+    )?;
     let (fixed, per_partition) = config.memory_formula();
     crate::telemetry::started(
         crate::telemetry::MemoryBudget {
@@ -305,20 +269,22 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
             per_partition,
             store_max_bytes: config.store.max_bytes.0,
         },
-        &sink_labels,
+        &sinks.labels(),
     );
     let shared = Shared {
         config: Arc::clone(&config),
         policies: Arc::clone(&policies),
         health: health.clone(),
-        producer: producer.clone(),
-        hot_store,
-        encode_slots: Arc::new(tokio::sync::Semaphore::new(cores)),
-        otlp,
+        sinks: Arc::new(sinks),
+        outputs: Arc::new(outputs::KafkaOutputs {
+            config: Arc::clone(&config),
+            producer: producer.clone(),
+            health: health.clone(),
+            clock: Arc::clone(&clock),
+        }),
         clock,
         stats: Arc::clone(&stats),
         commits: CommitBoard::default(),
-        sampled_partitions,
     };
     let server = if config.telemetry.listen.is_empty() {
         None

@@ -10,7 +10,9 @@
 
 pub mod acks;
 pub mod batch;
+pub mod best_effort;
 pub mod breaker;
+pub mod build;
 pub mod config;
 pub mod dead_letter;
 pub mod kafka;
@@ -26,7 +28,9 @@ use crate::clock::MonoTime;
 use crate::otlp::{SpanRef, TraceId};
 use crate::sample::Decision;
 
-pub use self::acks::{AckFuture, Acks, Released};
+pub use self::acks::{AckFuture, Acks, Released, Write};
+pub use self::best_effort::BestEffort;
+pub use self::build::{build, BuildError, MakeSinks, Wiring};
 pub use self::dead_letter::{dead_letter, DeadLetter};
 pub use self::kafka::{produce_until_acked, KafkaSink, KeyHash, Outgoing};
 pub use self::otlp::{OtlpExporter, OtlpSink};
@@ -51,27 +55,6 @@ pub struct KeptTrace<'a> {
     pub first_in: MonoTime,
 }
 
-/// The bytes the detached writes of one best-effort sink may hold for one partition: a write
-/// that does not fit is shed (dropped and counted), never queued without bound.
-#[derive(Clone)]
-pub struct DetachedBudget(Arc<tokio::sync::Semaphore>);
-
-impl DetachedBudget {
-    /// A budget of `bytes` (counted in KiB).
-    pub fn new(bytes: u64) -> Self {
-        let kib = usize::try_from(bytes >> 10)
-            .unwrap_or(usize::MAX)
-            .min(tokio::sync::Semaphore::MAX_PERMITS);
-        DetachedBudget(Arc::new(tokio::sync::Semaphore::new(kib)))
-    }
-
-    /// Holds `bytes` until the permit is dropped; `None` when the budget is spent.
-    pub fn try_hold(&self, bytes: u64) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        Arc::clone(&self.0).try_acquire_many_owned(kib).ok()
-    }
-}
-
 /// A hot sink.
 pub trait Sink: Send {
     /// Takes a kept trace; pushes the futures that complete when it is durable.
@@ -80,10 +63,17 @@ pub trait Sink: Send {
     fn tick(&mut self, _now: MonoTime, _acks: &mut Acks) {}
     /// Writes out anything buffered (before revoke or shutdown).
     fn flush(&mut self, _acks: &mut Acks) {}
-    /// The sink's metric label (and breaker).
+    /// Waits for (or cancels) writes the sink runs on its own, at drain; a sink whose writes
+    /// are all in [`Acks`] has none.
+    fn close(&mut self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+    /// The sink's metric label.
     fn label(&self) -> crate::telemetry::SinkLabel;
     /// Whether the commit waits for this sink (`required` delivery).
     fn required(&self) -> bool;
+    /// False while the sink's circuit breaker is open or probing (its writes keep failing).
+    fn healthy(&self) -> bool;
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(50);

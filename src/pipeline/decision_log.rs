@@ -37,7 +37,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::config::Config;
 use crate::otlp::TraceId;
 use crate::sink::{produce_until_acked, AckFuture, Outgoing};
-use crate::telemetry::{self, SinkLabel};
+use crate::telemetry;
 
 /// One logged decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +226,9 @@ pub enum RestoreError {
     /// The client failed: broker unreachable, topic unreadable, not authorized.
     #[error("{0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The blocking read's task failed (panicked or was cancelled).
+    #[error("the restore task failed: {0}")]
+    Task(String),
     /// Reading stopped making progress before the end of the log.
     #[error(
         "the read stalled for 30 s after {read} records, before the log's end (offset {high})"
@@ -343,7 +346,9 @@ pub fn write(
                 partition: Some(partition),
                 ..Outgoing::new(&topic, key.as_ref(), &value)
             };
-            match produce_until_acked(&producer, out, SinkLabel::DecisionLog).await {
+            match produce_until_acked(&producer, out, crate::sink::producer::Topic::DecisionLog)
+                .await
+            {
                 Ok(()) => {
                     if refused {
                         health.clear_fault(&held);

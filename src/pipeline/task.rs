@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::clock::MonoTime;
 use crate::config::OnOverflow;
 use crate::sample::Sampler;
-use crate::sink::{self, Acks, DeadLetter, KeptTrace, Sink};
+use crate::sink::{Acks, DeadLetter, KeptTrace, Sink};
 use crate::source::record::Record;
 use crate::store::StoreLimits;
 use crate::telemetry::{self, PartitionGauges};
@@ -67,8 +67,6 @@ pub struct PartitionTask {
     /// histogram; at most [`LAG_SAMPLES`].
     lag_samples: std::collections::VecDeque<(i64, MonoTime)>,
     effects: Vec<Effect>,
-    dlq_topic: Arc<str>,
-    decisions_topic: Option<Arc<str>>,
     /// Decision-cache (hits, misses) already published.
     published_lookups: (u64, u64),
     policies_generation: u64,
@@ -85,64 +83,15 @@ const LAG_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 const LAG_SAMPLES: usize = 4096;
 
 impl PartitionTask {
-    /// A task for `topic`/`partition` with the configured sinks.
-    pub fn new(topic: Arc<str>, partition: i32, shared: Shared) -> Self {
+    /// A task for `topic`/`partition` writing to `sinks`.
+    pub fn new(topic: Arc<str>, partition: i32, shared: Shared, sinks: Vec<Box<dyn Sink>>) -> Self {
         let (policies_generation, sampler, policy_names) = shared.policies.load();
         let cfg = &shared.config;
-        let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
-        if cfg.sinks.kafka.enabled {
-            let kafka = sink::KafkaSink::new(
-                shared.producer.clone(),
-                Arc::from(cfg.kafka.sampled_topic.as_str()),
-                Arc::from(cfg.kafka.dead_letter_topic.as_str()),
-                usize::try_from(cfg.sinks.kafka.max_record_bytes.0).unwrap_or(usize::MAX),
-                Arc::clone(&shared.clock),
-            );
-            let kafka = match cfg.sinks.kafka.records {
-                sink::config::KafkaRecords::PerTrace => kafka,
-                sink::config::KafkaRecords::Batched => kafka.batched(
-                    shared.sampled_partitions,
-                    sink::KeyHash::of_setting(
-                        cfg.kafka.properties.get("partitioner").map(String::as_str),
-                    ),
-                ),
-            };
-            sinks.push(Box::new(match cfg.sinks.kafka.delivery {
-                sink::config::Delivery::Required => kafka,
-                sink::config::Delivery::BestEffort => kafka.best_effort(
-                    cfg.sinks.kafka.best_effort_attempts,
-                    cfg.sinks.max_pending_bytes.0,
-                ),
-            }));
-        }
-        if let (true, Some(store)) = (cfg.sinks.parquet.enabled, &shared.hot_store) {
-            let parquet = sink::ParquetSink::new(
-                Arc::clone(store),
-                Arc::clone(&topic),
-                partition,
-                cfg.archive.hot.flush_interval,
-                cfg.archive.hot.max_segment_bytes.0,
-                Arc::clone(&shared.encode_slots),
-                Arc::clone(&shared.clock),
-            );
-            sinks.push(Box::new(match cfg.sinks.parquet.delivery {
-                sink::config::Delivery::Required => parquet,
-                sink::config::Delivery::BestEffort => parquet.best_effort(
-                    cfg.sinks.parquet.best_effort_attempts,
-                    cfg.sinks.max_pending_bytes.0,
-                ),
-            }));
-        }
-        for ex in &shared.otlp {
-            sinks.push(Box::new(sink::OtlpSink::new(
-                Arc::clone(ex),
-                cfg.sinks.max_pending_bytes.0,
-            )));
-        }
+        let logs_decisions = shared.outputs.logs_decisions();
         let settings = CoreSettings {
             limits: StoreLimits::from(&cfg.store),
             sinks: sinks.len() as u32,
-            decision_log: cfg.kafka.decision_log,
+            decision_log: logs_decisions,
             commit_interval: cfg.kafka.commit_interval,
             tick: cfg.store.tick,
             tally: false,
@@ -157,15 +106,10 @@ impl PartitionTask {
             Arc::clone(&shared.stats),
         );
         PartitionTask {
-            dlq_topic: Arc::from(cfg.kafka.dead_letter_topic.as_str()),
-            decisions_topic: cfg
-                .kafka
-                .decision_log
-                .then(|| Arc::from(cfg.kafka.decisions_topic.as_str())),
             published_lookups: (0, 0),
             policies_generation,
             writes_hang: crate::failpoint::sink_hangs(partition),
-            restore_pending: cfg.kafka.decision_log.then(|| shared.health.restoring()),
+            restore_pending: logs_decisions.then(|| shared.health.restoring()),
             topic,
             partition,
             core,
@@ -293,10 +237,7 @@ impl PartitionTask {
         self.sink_open = false;
         for s in &self.sinks {
             let label = s.label();
-            if !matches!(
-                sink::breaker::breaker(label).state(),
-                sink::breaker::State::Closed
-            ) {
+            if !s.healthy() {
                 self.sink_open |= s.required();
                 self.shared.health.fault_seen(
                     now.as_duration().as_millis() as u64,
@@ -381,9 +322,7 @@ impl PartitionTask {
                 } => {
                     let held = payload.len() as u64;
                     self.acks.push_sized(
-                        sink::dead_letter(
-                            self.shared.producer.clone(),
-                            Arc::clone(&self.dlq_topic),
+                        self.shared.outputs.dead_letter(
                             payload,
                             DeadLetter {
                                 topic: self.topic.to_string(),
@@ -404,7 +343,7 @@ impl PartitionTask {
                     decided_at_ms,
                     offsets,
                 } => {
-                    if self.decisions_topic.is_none() {
+                    if !self.shared.outputs.logs_decisions() {
                         // The core only logs when the log is on; resolve rather than wedge.
                         self.core.acked(&offsets);
                         continue;
@@ -424,19 +363,13 @@ impl PartitionTask {
         }
         // Every decision of this step in one record (a flood decided at once: a few), each
         // record releasing the offsets of its own decisions: one produce, one report.
-        if let Some(topic) = &self.decisions_topic {
-            let per = crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD;
-            for (chunk, offsets) in log.chunks(per).zip(log_offsets.chunks(per)) {
-                self.acks.push(crate::pipeline::decision_log::write(
-                    self.shared.producer.clone(),
-                    Arc::clone(topic),
-                    self.partition,
-                    chunk,
-                    offsets.concat(),
-                    self.shared.health.clone(),
-                    Arc::clone(&self.shared.clock),
-                ));
-            }
+        let per = crate::pipeline::decision_log::MAX_DECISIONS_PER_RECORD;
+        for (chunk, offsets) in log.chunks(per).zip(log_offsets.chunks(per)) {
+            self.acks.push(self.shared.outputs.log_decisions(
+                self.partition,
+                chunk,
+                offsets.concat(),
+            ));
         }
     }
 
@@ -448,23 +381,21 @@ impl PartitionTask {
     /// again after 1 s, doubling to 30 s. A drain (revoke, shutdown) ends the wait: the
     /// partition read nothing, so it has nothing to commit. Returns false then.
     async fn restore_decisions(&mut self, control: &mut mpsc::Receiver<Control>) -> bool {
-        let Some(topic) = self.decisions_topic.clone() else {
+        if !self.shared.outputs.logs_decisions() {
             return true;
-        };
+        }
+        let topic = Arc::clone(&self.topic);
         // Taken when the task was made (in the assignment callback, before the group reports
         // ready), so readiness never shows up between assignment and restore.
         let _not_ready = self.restore_pending.take();
         let partition = self.partition;
         let mut wait = RESTORE_RETRY_FIRST;
         loop {
-            let cfg = Arc::clone(&self.shared.config);
-            let dc = &cfg.store.decision_cache;
+            let dc = &self.shared.config.store.decision_cache;
             let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
             let now_ms = self.wall_ms();
             let started = self.shared.clock.now();
-            let read = tokio::task::spawn_blocking(move || {
-                crate::pipeline::decision_log::restore(&cfg, partition, now_ms, max_age)
-            });
+            let read = self.shared.outputs.restore(partition, now_ms, max_age);
             let result = tokio::select! {
                 r = read => r,
                 cmd = control.recv() => {
@@ -473,7 +404,7 @@ impl PartitionTask {
                 }
             };
             let why = match result {
-                Ok(Ok(decisions)) => {
+                Ok(decisions) => {
                     let n = decisions.len();
                     self.core
                         .restore(decisions.into_iter().map(|(trace_id, d)| Restored {
@@ -493,8 +424,7 @@ impl PartitionTask {
                     tracing::info!(topic = %self.topic, partition, decisions = n, elapsed_ms, "decision cache restored");
                     return true;
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => format!("the restore task failed: {e}"),
+                Err(e) => e.to_string(),
             };
             telemetry::restore_finished(self.shared.clock.now() - started, false);
             let fault = restore_fault(partition, &why);
@@ -530,6 +460,9 @@ impl PartitionTask {
         while !self.acks.is_empty() {
             let released = self.acks.next().await;
             self.core.acked(&released);
+        }
+        for s in &mut self.sinks {
+            s.close().await;
         }
         self.core.commit_point()
     }

@@ -18,11 +18,32 @@ pub type Released = Vec<i64>;
 /// A pending durable write.
 pub type AckFuture = Pin<Box<dyn Future<Output = Released> + Send>>;
 
-type Sized = Pin<Box<dyn Future<Output = (Released, u64)> + Send>>;
+/// One pending write: the future, the bytes it holds until it completes, the spans it carries
+/// (what is lost if it is shed).
+pub struct Write {
+    /// Resolves to the offsets it releases once durable.
+    pub fut: AckFuture,
+    /// Bytes it holds in memory.
+    pub bytes: u64,
+    /// Kept spans it writes (zero for writes of something else).
+    pub spans: usize,
+}
+
+impl Future for Write {
+    type Output = (Released, u64);
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let bytes = self.bytes;
+        self.fut.as_mut().poll(cx).map(|r| (r, bytes))
+    }
+}
 
 /// The pending writes of one partition, bounded by count and bytes.
 pub struct Acks {
-    futs: FuturesUnordered<Sized>,
+    futs: FuturesUnordered<Write>,
     limit: usize,
     bytes: u64,
     /// Bytes sinks buffer for writes not made yet (a batch open until the step ends).
@@ -49,8 +70,29 @@ impl Acks {
 
     /// Adds a pending write that holds `bytes` until it completes.
     pub fn push_sized(&mut self, f: AckFuture, bytes: u64) {
-        self.bytes += bytes;
-        self.futs.push(Box::pin(async move { (f.await, bytes) }));
+        self.push_write(Write {
+            fut: f,
+            bytes,
+            spans: 0,
+        });
+    }
+
+    /// Adds a pending write.
+    pub fn push_write(&mut self, w: Write) {
+        self.bytes += w.bytes;
+        self.futs.push(w);
+    }
+
+    /// Takes every pending write out, unpolled or part-way (for a wrapper that runs them
+    /// elsewhere: [`super::BestEffort`]); what sinks hold for writes to come stays.
+    pub fn take_writes(&mut self) -> Vec<Write> {
+        self.bytes = 0;
+        std::mem::take(&mut self.futs).into_iter().collect()
+    }
+
+    /// Bytes sinks hold for writes not made yet ([`Acks::hold`]).
+    pub fn held(&self) -> u64 {
+        self.held
     }
 
     /// Pending writes.

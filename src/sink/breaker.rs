@@ -11,10 +11,10 @@
 //! [`BreakerCore`] is the state machine (plain values, tested without time); [`Breaker`] wraps
 //! it with a clock and the waiting.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::{Clock, MonoTime, SystemClock};
+use crate::clock::{Clock, MonoTime};
 use crate::telemetry::{self, SinkLabel};
 
 /// Consecutive failures that open a breaker.
@@ -160,7 +160,9 @@ impl BreakerCore {
     }
 }
 
-/// A sink's breaker, shared by every writer of that sink in the process.
+/// A sink's breaker, shared by every writer of that sink in the process: made once, by whoever
+/// owns the sink's process-wide part (the producer for Kafka topics, [`super::SinkSet`] for hot
+/// Parquet, the exporter for OTLP), and reached through it.
 pub struct Breaker {
     label: SinkLabel,
     core: Mutex<BreakerCore>,
@@ -181,6 +183,16 @@ impl Breaker {
     /// The state now.
     pub fn state(&self) -> State {
         self.core.lock().map_or(State::Closed, |c| c.state())
+    }
+
+    /// The sink it guards.
+    pub fn label(&self) -> SinkLabel {
+        self.label
+    }
+
+    /// True while writes go through (closed); open or probing: false.
+    pub fn is_closed(&self) -> bool {
+        self.state() == State::Closed
     }
 
     /// True when a write would have to wait (open, or half-open with its probe out): a
@@ -240,21 +252,6 @@ impl Breaker {
             ),
         }
     }
-}
-
-/// The process's breaker for `label` (one per sink: every partition's writes share it).
-pub fn breaker(label: SinkLabel) -> &'static Breaker {
-    static ALL: Mutex<Vec<&'static Breaker>> = Mutex::new(Vec::new());
-    let mut all = ALL.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(b) = all.iter().find(|b| b.label == label) {
-        return b;
-    }
-    static CLOCK: OnceLock<Arc<dyn Clock>> = OnceLock::new();
-    let clock = CLOCK.get_or_init(|| Arc::new(SystemClock::new()));
-    // One per sink for the process's life (a fixed, small set).
-    let b: &'static Breaker = Box::leak(Box::new(Breaker::new(label, Arc::clone(clock))));
-    all.push(b);
-    b
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
 
 use super::kafka::{produce_until_acked, Outgoing};
+use super::producer::Topic;
 use super::{AckFuture, Producer};
 use crate::source::record::Headers;
 use crate::telemetry::{self, SinkLabel};
@@ -110,7 +111,7 @@ pub async fn write(
         headers: Some(&headers),
         ..Outgoing::new(dlq_topic, key, payload)
     };
-    if let Err(e) = produce_until_acked(producer, out, SinkLabel::DeadLetter).await {
+    if let Err(e) = produce_until_acked(producer, out, Topic::DeadLetter).await {
         let headers = headers.insert(Header {
             key: "tracesift.payload_omitted",
             value: Some(e.to_string().as_bytes()),
@@ -119,7 +120,7 @@ pub async fn write(
             headers: Some(&headers),
             ..Outgoing::new(dlq_topic, key, &[])
         };
-        if let Err(e) = produce_until_acked(producer, out, SinkLabel::DeadLetter).await {
+        if let Err(e) = produce_until_acked(producer, out, Topic::DeadLetter).await {
             tracing::error!(error = %e, "dead letter refused even without its payload");
         }
     }

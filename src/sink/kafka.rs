@@ -13,8 +13,9 @@ use std::time::Duration;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 
+use super::producer::Topic;
 use super::{backoff, Producer};
-use crate::telemetry::{self, SinkLabel};
+use crate::telemetry;
 
 /// One record to write: where it goes and what it carries.
 #[derive(Debug, Clone, Copy)]
@@ -78,14 +79,15 @@ pub fn refuses_for_good(code: RDKafkaErrorCode) -> bool {
 }
 
 /// Produces one record until it is acknowledged by the broker, retrying transient failures
-/// with capped, jittered backoff; failures are counted under `label`. A record refused for good
+/// with capped, jittered backoff, behind `topic`'s breaker; failures are counted under its
+/// label. A record refused for good
 /// ([`refuses_for_good`]) is not retried: the caller gets [`Refused`] and decides.
 pub async fn produce_until_acked(
     producer: &Producer,
     out: Outgoing<'_>,
-    label: SinkLabel,
+    topic: Topic,
 ) -> Result<(), Refused> {
-    match produce(producer, out, label, u32::MAX).await {
+    match produce(producer, out, topic, u32::MAX).await {
         Ok(()) => Ok(()),
         Err(Failed::Refused(r)) => Err(r),
         // Not reached: an unlimited budget is never spent (attempts saturate).
@@ -107,14 +109,15 @@ pub enum Failed {
 pub async fn produce(
     producer: &Producer,
     out: Outgoing<'_>,
-    label: SinkLabel,
+    to: Topic,
     attempts: u32,
 ) -> Result<(), Failed> {
     let topic = out.topic;
+    let label = to.label();
     let mut last: String;
     let mut attempt = 0u32;
     let mut queue_full = 0u32;
-    let breaker = super::breaker::breaker(label);
+    let breaker = producer.breaker(to);
     loop {
         if attempts != u32::MAX && breaker.would_wait() {
             // A budgeted (best-effort) write does not queue behind an open breaker: shed.

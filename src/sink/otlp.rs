@@ -23,9 +23,9 @@ use tokio::sync::Semaphore;
 
 use self::transport::{Outcome, Transport};
 use super::batch::{AdaptiveBatch, Backlog};
-use super::breaker::{self, Breaker};
+use super::breaker::Breaker;
 use super::config::{Delivery, OtlpSinkConfig, RetryOnFailure};
-use super::{jitter, Acks, DetachedBudget, KeptTrace, Producer, Sink};
+use super::{jitter, Acks, KeptTrace, Producer, Sink, Write};
 use crate::clock::{Clock, MonoTime};
 use crate::otlp::{self, SpanRef, TraceId};
 use crate::telemetry::{self, SinkLabel};
@@ -47,6 +47,8 @@ pub struct OtlpExporter {
     /// RetryInfo), not just the request it answered.
     not_before: std::sync::Mutex<MonoTime>,
     clock: Arc<dyn Clock>,
+    /// Every partition's requests to this backend share it.
+    breaker: Breaker,
 }
 
 impl OtlpExporter {
@@ -62,9 +64,8 @@ impl OtlpExporter {
         let transport =
             Transport::new(cfg, grpc).map_err(|e| format!("{}: {e}", label.as_str()))?;
         tracing::info!(sink = label.as_str(), target = %transport.target(), delivery = ?cfg.delivery, "OTLP sink ready");
-        // Registers the breaker (its gauge reads closed from the start).
-        let _ = breaker::breaker(label);
         Ok(OtlpExporter {
+            breaker: Breaker::new(label, Arc::clone(&clock)),
             label,
             transport,
             slots: Semaphore::new(cfg.sending_queue.num_consumers),
@@ -86,8 +87,13 @@ impl OtlpExporter {
         self.label
     }
 
-    fn breaker(&self) -> &'static Breaker {
-        breaker::breaker(self.label)
+    fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// Delivery: whether a partition's commit waits for this exporter.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
     }
 
     /// The wait before retry `attempt` (0-based): full jitter under a ceiling doubling from
@@ -236,8 +242,6 @@ struct Batch {
 /// The OTLP sink of one partition: a batch being filled.
 pub struct OtlpSink {
     exporter: Arc<OtlpExporter>,
-    /// Best effort: the KiB this partition's detached writes may hold (one permit per KiB).
-    best_effort_budget: DetachedBudget,
     spans: Vec<SpanRef>,
     traces: Vec<(TraceId, Range<usize>)>,
     offsets: Vec<i64>,
@@ -248,12 +252,11 @@ pub struct OtlpSink {
 }
 
 impl OtlpSink {
-    /// A partition's batcher in front of `exporter`; best-effort writes detached from the
-    /// commit hold at most `budget_bytes`.
-    pub fn new(exporter: Arc<OtlpExporter>, budget_bytes: u64) -> Self {
+    /// A partition's batcher in front of `exporter` (best effort: each batch gives up after
+    /// `retry_on_failure.max_elapsed_time`, behind [`super::BestEffort`]).
+    pub fn new(exporter: Arc<OtlpExporter>) -> Self {
         OtlpSink {
             exporter,
-            best_effort_budget: DetachedBudget::new(budget_bytes),
             spans: Vec::new(),
             traces: Vec::new(),
             offsets: Vec::new(),
@@ -337,38 +340,51 @@ impl OtlpSink {
             first_in,
             cut_at: ex.clock.now(),
         };
-        match ex.delivery {
-            Delivery::Required => acks.push_sized(
-                Box::pin(async move {
-                    deliver(&ex, batch, None).await;
-                    offsets
-                }),
-                held,
-            ),
-            Delivery::BestEffort => {
-                acks.push(Box::pin(async move { offsets }));
-                let Some(permit) = self.best_effort_budget.try_hold(held) else {
-                    ex.backlog.remove(n);
-                    telemetry::spans_dropped(ex.label, n);
-                    return;
-                };
-                // Detached: nothing waits for it; it ends by its deadline.
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let deadline = ex.clock.now() + ex.retry.max_elapsed_time;
-                    deliver(&ex, batch, Some(deadline)).await;
-                });
-            }
-        }
+        // Counted out of the backlog if it is dropped before it is sent (shed, cancelled).
+        let backlog = InBacklog {
+            ex: Arc::clone(&ex),
+            spans: n,
+        };
+        acks.push_write(Write {
+            bytes: held,
+            spans: n,
+            fut: Box::pin(async move {
+                let deadline = (ex.delivery == Delivery::BestEffort)
+                    .then(|| ex.clock.now() + ex.retry.max_elapsed_time);
+                deliver(&ex, batch, deadline, backlog).await;
+                offsets
+            }),
+        });
+    }
+}
+
+/// A batch's spans in its exporter's backlog until its requests are sent (`send` takes each
+/// request's out); what is left when it is dropped (shed, cancelled) is taken out then.
+struct InBacklog {
+    ex: Arc<OtlpExporter>,
+    spans: usize,
+}
+
+impl Drop for InBacklog {
+    fn drop(&mut self) {
+        self.ex.backlog.remove(self.spans);
     }
 }
 
 /// Sends every request of a batch; records what happened.
-async fn deliver(ex: &OtlpExporter, batch: Batch, deadline: Option<MonoTime>) {
+async fn deliver(
+    ex: &OtlpExporter,
+    batch: Batch,
+    deadline: Option<MonoTime>,
+    mut backlog: InBacklog,
+) {
     let label = ex.label;
     let mut delivered = 0usize;
     for req in &batch.requests {
-        match ex.send(req, deadline).await {
+        let sent = ex.send(req, deadline).await;
+        // `send` took the request's spans out of the backlog.
+        backlog.spans = backlog.spans.saturating_sub(req.spans);
+        match sent {
             Sent::Delivered(rejected) => {
                 delivered += req.spans;
                 telemetry::spans_out(label, req.spans.saturating_sub(rejected as usize));
@@ -440,6 +456,10 @@ impl Sink for OtlpSink {
     }
 
     fn required(&self) -> bool {
-        self.exporter.delivery == Delivery::Required
+        true
+    }
+
+    fn healthy(&self) -> bool {
+        self.exporter.breaker.is_closed()
     }
 }

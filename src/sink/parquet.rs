@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use object_store::ObjectStoreExt;
 
-use super::{backoff, Acks, DetachedBudget, KeptTrace, Released, Sink};
+use super::breaker::Breaker;
+use super::{backoff, Acks, KeptTrace, Released, Sink, Write};
 use crate::archive::{self, KeptSpan};
 use crate::clock::{Clock, MonoTime};
 use crate::telemetry::{self, SinkLabel};
@@ -31,8 +32,10 @@ pub struct ParquetSink {
     /// When each trace of the open segment came in, for the end-to-end histogram.
     first_in: Vec<MonoTime>,
     clock: Arc<dyn Clock>,
-    /// Best effort: attempts per segment and the KiB detached writes may hold.
-    best_effort: Option<(u32, DetachedBudget)>,
+    /// The hot tier's breaker (every partition's segments share it).
+    breaker: Arc<Breaker>,
+    /// Puts per segment (`u32::MAX`: until it succeeds).
+    attempts: u32,
 }
 
 impl ParquetSink {
@@ -44,6 +47,7 @@ impl ParquetSink {
         flush_interval: Duration,
         max_bytes: u64,
         encode_slots: Arc<tokio::sync::Semaphore>,
+        breaker: Arc<Breaker>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         ParquetSink {
@@ -62,15 +66,16 @@ impl ParquetSink {
             now: MonoTime::ZERO,
             first_in: Vec::new(),
             clock,
-            best_effort: None,
+            breaker,
+            attempts: u32::MAX,
         }
     }
 
-    /// Best-effort delivery: the commit does not wait for the segment; a write gets `attempts`
-    /// tries, then its spans are dropped and counted; while detached writes hold `budget_bytes`,
-    /// new segments are dropped at once.
-    pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
-        self.best_effort = Some((attempts, DetachedBudget::new(budget_bytes)));
+    /// A segment gets `attempts` puts, then its spans are dropped and counted; while the
+    /// breaker is open it is dropped at once (for best-effort delivery, behind
+    /// [`super::BestEffort`]).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
         self
     }
 
@@ -88,6 +93,7 @@ impl ParquetSink {
             partition: self.partition,
             slots: Arc::clone(&self.encode_slots),
             clock: Arc::clone(&self.clock),
+            breaker: Arc::clone(&self.breaker),
         };
         let offsets = std::mem::take(&mut self.offsets);
         let held = self.bytes;
@@ -95,26 +101,14 @@ impl ParquetSink {
         self.first_offset = i64::MAX;
         self.last_offset = i64::MIN;
         self.opened_at = None;
-        let Some((attempts, budget)) = &self.best_effort else {
-            acks.push_sized(
-                Box::pin(async move {
-                    segment.write(u32::MAX).await;
-                    offsets
-                }),
-                held,
-            );
-            return;
-        };
-        acks.push(Box::pin(async move { offsets }));
-        let Some(permit) = budget.try_hold(held) else {
-            telemetry::spans_dropped(SinkLabel::Parquet, segment.rows.len());
-            return;
-        };
-        let attempts = *attempts;
-        // Detached: nothing waits for it; it ends after its attempts.
-        tokio::spawn(async move {
-            let _permit = permit;
-            segment.write(attempts).await;
+        let attempts = self.attempts;
+        acks.push_write(Write {
+            spans: segment.rows.len(),
+            bytes: held,
+            fut: Box::pin(async move {
+                segment.write(attempts).await;
+                offsets
+            }),
         });
     }
 }
@@ -130,6 +124,7 @@ struct Segment {
     partition: i32,
     slots: Arc<tokio::sync::Semaphore>,
     clock: Arc<dyn Clock>,
+    breaker: Arc<Breaker>,
 }
 
 impl Segment {
@@ -183,7 +178,7 @@ impl Segment {
                 }
             }
         };
-        let breaker = super::breaker::breaker(SinkLabel::Parquet);
+        let breaker = &self.breaker;
         let mut attempt = 0u32;
         loop {
             if attempts != u32::MAX && breaker.would_wait() {
@@ -283,6 +278,10 @@ impl Sink for ParquetSink {
     }
 
     fn required(&self) -> bool {
-        self.best_effort.is_none()
+        true
+    }
+
+    fn healthy(&self) -> bool {
+        self.breaker.is_closed()
     }
 }

@@ -24,6 +24,10 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _,
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
+use super::breaker::Breaker;
+use crate::clock::Clock;
+use crate::telemetry::SinkLabel;
+
 /// How long the reports thread waits per poll (it is woken by every report before that).
 const POLL_WAIT: Duration = Duration::from_secs(1);
 
@@ -115,6 +119,38 @@ impl Instance {
     }
 }
 
+/// The topics the process's producer writes, each behind a circuit breaker of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// The sampled topic.
+    Sampled,
+    /// The dead-letter topic.
+    DeadLetter,
+    /// The decision log.
+    DecisionLog,
+    /// The rekey stage's repartition topic.
+    Rekey,
+}
+
+impl Topic {
+    const ALL: [Topic; 4] = [
+        Topic::Sampled,
+        Topic::DeadLetter,
+        Topic::DecisionLog,
+        Topic::Rekey,
+    ];
+
+    /// Its metric label.
+    pub fn label(self) -> SinkLabel {
+        match self {
+            Topic::Sampled => SinkLabel::Kafka,
+            Topic::DeadLetter => SinkLabel::DeadLetter,
+            Topic::DecisionLog => SinkLabel::DecisionLog,
+            Topic::Rekey => SinkLabel::Rekey,
+        }
+    }
+}
+
 /// A shared handle on the current producer instance.
 #[derive(Clone)]
 pub struct Producer {
@@ -124,18 +160,30 @@ pub struct Producer {
 struct Inner {
     config: ClientConfig,
     current: RwLock<(u64, Instance)>,
+    /// One breaker per [`Topic`], in [`Topic::ALL`]'s order.
+    breakers: [Breaker; 4],
 }
 
 impl Producer {
-    /// A handle on a new producer made from `config` (kept to make replacements).
-    pub fn new(config: ClientConfig) -> Result<Self, rdkafka::error::KafkaError> {
+    /// A handle on a new producer made from `config` (kept to make replacements); its
+    /// breakers read `clock`.
+    pub fn new(
+        config: ClientConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
         let p = Instance::new(&config)?;
         Ok(Producer {
             inner: Arc::new(Inner {
                 config,
                 current: RwLock::new((0, p)),
+                breakers: Topic::ALL.map(|t| Breaker::new(t.label(), Arc::clone(&clock))),
             }),
         })
+    }
+
+    /// The breaker of writes to `topic` (every writer of the process shares it).
+    pub fn breaker(&self, topic: Topic) -> &Breaker {
+        &self.inner.breakers[topic as usize]
     }
 
     /// The instance to write with, and its generation (for [`Producer::recover`]).

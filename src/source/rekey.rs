@@ -206,7 +206,7 @@ async fn run(
                                     timestamp: ts,
                                     ..sink::Outgoing::new(&t, key.as_bytes(), &value)
                                 };
-                                if let Err(e) = sink::produce_until_acked(&p, out, SinkLabel::Rekey).await {
+                                if let Err(e) = sink::produce_until_acked(&p, out, sink::producer::Topic::Rekey).await {
                                     crate::telemetry::spans_rejected(SinkLabel::Rekey, 1);
                                     tracing::error!(trace_id = %key, error = %e, "rekeyed trace refused for good; left out");
                                 }

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use super::{produce, Failed, KeyHash, Outgoing};
 use crate::clock::{Clock, MonoTime};
 use crate::otlp::{self, TraceId};
-use crate::sink::{Acks, DetachedBudget, KeptTrace, Producer, Sink};
+use crate::sink::producer::Topic;
+use crate::sink::{Acks, KeptTrace, Producer, Sink};
 use crate::telemetry::{self, SinkLabel};
 
 /// Where writes go, shared by the writes in flight.
@@ -122,9 +123,9 @@ struct Batches {
 pub struct KafkaSink {
     target: Arc<Target>,
     max_record_bytes: usize,
-    /// With best-effort delivery: the attempts per write, and the KiB its detached writes may
-    /// hold (one permit per KiB).
-    best_effort: Option<(u32, DetachedBudget)>,
+    /// Attempts per write (`u32::MAX`: until acknowledged, refusals to the dead-letter topic;
+    /// fewer: the sink gives up, as under [`crate::sink::BestEffort`]).
+    attempts: u32,
     /// `records: batched`; none for `per_trace`.
     batches: Option<Batches>,
 }
@@ -147,7 +148,7 @@ impl KafkaSink {
                 clock,
             }),
             max_record_bytes,
-            best_effort: None,
+            attempts: u32::MAX,
             batches: None,
         }
     }
@@ -165,38 +166,21 @@ impl KafkaSink {
         self
     }
 
-    /// Best-effort delivery: commits do not wait for this sink; each write gets `attempts`
-    /// tries and is then dropped and counted; while its writes hold `budget_bytes` already, new
-    /// ones are dropped at once (shed, never queued without bound).
-    pub fn best_effort(mut self, attempts: u32, budget_bytes: u64) -> Self {
-        self.best_effort = Some((attempts, DetachedBudget::new(budget_bytes)));
+    /// Each write gets `attempts` tries and is then dropped and counted; a record refused for
+    /// good is dropped and counted too (for best-effort delivery, behind [`crate::sink::BestEffort`]).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
         self
     }
 
-    /// Hands a write over: to the acknowledgements (required), or detached (best effort).
-    fn send(&self, mut w: Write, acks: &mut Acks) {
+    /// Hands a write over to the acknowledgements.
+    fn send(&self, w: Write, acks: &mut Acks) {
         let target = Arc::clone(&self.target);
-        let bytes = w.bytes();
-        match &self.best_effort {
-            None => acks.push_sized(Box::pin(deliver_all(target, w, u32::MAX)), bytes),
-            Some((attempts, budget)) => {
-                // Released at once: the write below is detached from the commit.
-                let offsets = std::mem::take(&mut w.offsets);
-                acks.push(Box::pin(async move { offsets }));
-                let Some(permit) = budget.try_hold(bytes) else {
-                    let spans = w.records.iter().map(Record::spans).sum();
-                    telemetry::spans_dropped(SinkLabel::Kafka, spans);
-                    return;
-                };
-                let attempts = *attempts;
-                // Detached on purpose: nothing waits for it. It ends after its attempts, and
-                // dies with the runtime at shutdown (best effort).
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    deliver_all(target, w, attempts).await;
-                });
-            }
-        }
+        acks.push_write(crate::sink::Write {
+            bytes: w.bytes(),
+            spans: w.records.iter().map(Record::spans).sum(),
+            fut: Box::pin(deliver_all(target, w, self.attempts)),
+        });
     }
 
     /// Writes the open batch of `partition`.
@@ -303,7 +287,11 @@ impl Sink for KafkaSink {
     }
 
     fn required(&self) -> bool {
-        self.best_effort.is_none()
+        true
+    }
+
+    fn healthy(&self) -> bool {
+        self.target.producer.breaker(Topic::Sampled).is_closed()
     }
 }
 
@@ -347,7 +335,7 @@ async fn deliver_one(target: &Target, r: &Record, attempts: u32) -> Result<(), F
         partition: r.partition,
         ..Outgoing::new(&target.topic, &[], &r.payload)
     };
-    produce(&target.producer, out, SinkLabel::Kafka, attempts).await?;
+    produce(&target.producer, out, Topic::Sampled, attempts).await?;
     telemetry::spans_out(SinkLabel::Kafka, r.spans());
     Ok(())
 }
@@ -411,7 +399,7 @@ mod tests {
     fn sink(max_record_bytes: usize) -> KafkaSink {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", "127.0.0.1:9");
-        let producer = Producer::new(c).unwrap();
+        let producer = Producer::new(c, Arc::new(crate::clock::SystemClock::new())).unwrap();
         KafkaSink::new(
             producer,
             "sampled".into(),
