@@ -571,7 +571,7 @@ impl PartitionCore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The core on its own: each behaviour the end-to-end tests rely on, then random
     //! interleavings of ingest / tick / ack / revoke+restore checked against the reference
     //! protocol's invariants.
@@ -637,7 +637,7 @@ mod tests {
     }
 
     /// A span of trace `t` with span id `sid`; `error` sets ERROR status.
-    fn span(t: u8, sid: u64, error: bool) -> Span {
+    pub(crate) fn span(t: u8, sid: u64, error: bool) -> Span {
         Span {
             trace_id: vec![t; 16],
             span_id: sid.to_be_bytes().to_vec(),
@@ -658,7 +658,7 @@ mod tests {
         }
     }
 
-    fn record(offset: i64, spans: Vec<Span>) -> Record {
+    pub(crate) fn record(offset: i64, spans: Vec<Span>) -> Record {
         let req = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource::default()),

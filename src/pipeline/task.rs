@@ -467,3 +467,356 @@ impl PartitionTask {
         self.core.commit_point()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The task on tokio's paused clock with fake sinks and outputs: no broker, no store.
+
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::{oneshot, Semaphore};
+
+    use super::*;
+    use crate::clock::tokio_clock::TokioClock;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::otlp::TraceId;
+    use crate::pipeline::core::tests::{record, span};
+    use crate::pipeline::decision_log::{LoggedDecision, RestoreError};
+    use crate::pipeline::outputs::{Outputs, RestoreFuture};
+    use crate::pipeline::{Policies, RunStats};
+    use crate::sink::{AckFuture, BestEffort, MakeSinks, Write};
+    use crate::source::queue::{partition_queue, CommitBoard, QueueTx};
+    use crate::telemetry::{Health, SinkLabel};
+
+    const CONFIG: &str = "
+policies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}]
+store: {decision_wait: 1s, tick: 100ms}
+kafka: {commit_interval: 100ms}
+sinks: {max_pending_bytes: 4MiB, parquet: {enabled: false}}
+archive: {hot: {max_segment_bytes: 1MiB}}
+";
+
+    /// A sink whose writes finish when the test gives `gate` permits (closing it finishes them
+    /// all), and whose circuit the test opens and closes.
+    struct FakeSink {
+        seen: Arc<Mutex<Vec<TraceId>>>,
+        gate: Arc<Semaphore>,
+        healthy: Arc<AtomicBool>,
+    }
+
+    impl Sink for FakeSink {
+        fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+            self.seen.lock().unwrap().push(t.trace_id);
+            let (offsets, gate) = (t.offsets.to_vec(), Arc::clone(&self.gate));
+            acks.push_write(Write {
+                bytes: 1 << 20,
+                spans: t.spans.len(),
+                fut: Box::pin(async move {
+                    if let Ok(p) = gate.acquire().await {
+                        p.forget();
+                    }
+                    offsets
+                }),
+            });
+        }
+        fn label(&self) -> SinkLabel {
+            SinkLabel::Kafka
+        }
+        fn required(&self) -> bool {
+            true
+        }
+        fn healthy(&self) -> bool {
+            self.healthy.load(Ordering::Relaxed)
+        }
+    }
+
+    /// The test's handles on a [`FakeSink`].
+    #[derive(Clone)]
+    struct SinkHandles {
+        seen: Arc<Mutex<Vec<TraceId>>>,
+        gate: Arc<Semaphore>,
+        healthy: Arc<AtomicBool>,
+    }
+
+    impl SinkHandles {
+        fn new() -> Self {
+            SinkHandles {
+                seen: Arc::default(),
+                gate: Arc::new(Semaphore::new(0)),
+                healthy: Arc::new(AtomicBool::new(true)),
+            }
+        }
+        fn sink(&self) -> FakeSink {
+            FakeSink {
+                seen: Arc::clone(&self.seen),
+                gate: Arc::clone(&self.gate),
+                healthy: Arc::clone(&self.healthy),
+            }
+        }
+        /// Every write finishes at once from now on.
+        fn ack_all(&self) {
+            self.gate.close();
+        }
+        fn seen(&self) -> Vec<u8> {
+            self.seen.lock().unwrap().iter().map(|t| t.0[0]).collect()
+        }
+    }
+
+    /// Dead letters and log records resolve at once; restores answer from a script.
+    #[derive(Default)]
+    struct FakeOutputs {
+        logs: bool,
+        restores: Mutex<VecDeque<Result<HashMap<TraceId, LoggedDecision>, RestoreError>>>,
+        logged: Mutex<Vec<(TraceId, LoggedDecision)>>,
+    }
+
+    impl Outputs for FakeOutputs {
+        fn dead_letter(&self, _payload: bytes::Bytes, from: DeadLetter) -> AckFuture {
+            Box::pin(std::future::ready(vec![from.offset]))
+        }
+        fn logs_decisions(&self) -> bool {
+            self.logs
+        }
+        fn log_decisions(
+            &self,
+            _partition: i32,
+            decisions: &[(TraceId, LoggedDecision)],
+            offsets: Vec<i64>,
+        ) -> AckFuture {
+            self.logged.lock().unwrap().extend_from_slice(decisions);
+            Box::pin(std::future::ready(offsets))
+        }
+        fn restore(&self, _partition: i32, _now_ms: u64, _max_age: Duration) -> RestoreFuture {
+            let next = self.restores.lock().unwrap().pop_front();
+            Box::pin(std::future::ready(next.unwrap_or_else(|| Ok(HashMap::new()))))
+        }
+    }
+
+    struct NoSinks;
+
+    impl MakeSinks for NoSinks {
+        fn for_partition(&self, _topic: &Arc<str>, _partition: i32) -> Vec<Box<dyn Sink>> {
+            Vec::new()
+        }
+    }
+
+    /// A running task and the test's ends of its queue, control and commit board.
+    struct Run {
+        tx: QueueTx,
+        control: mpsc::Sender<Control>,
+        task: tokio::task::JoinHandle<()>,
+        health: Health,
+        commits: CommitBoard,
+        clock: TokioClock,
+    }
+
+    fn start(outputs: FakeOutputs, sinks: Vec<Box<dyn Sink>>) -> Run {
+        let config = Config::parse(CONFIG).unwrap();
+        let sampler = Sampler::from_config(&config).unwrap();
+        let names = config.policy_names();
+        let health = Health::default();
+        health.set_ready(true);
+        let clock = TokioClock::new();
+        let shared = Shared {
+            config: Arc::new(config),
+            policies: Arc::new(Policies::new(sampler, &names)),
+            health: health.clone(),
+            sinks: Arc::new(NoSinks),
+            outputs: Arc::new(outputs),
+            clock: Arc::new(clock.clone()),
+            stats: Arc::new(RunStats::new(names.len())),
+            commits: CommitBoard::default(),
+        };
+        let (tx, inbox) = partition_queue(10_000, 64 << 20);
+        let (control, rx) = mpsc::channel(1);
+        let commits = Arc::clone(&shared.commits);
+        let task = PartitionTask::new(Arc::from("in"), 0, shared, sinks);
+        Run {
+            tx,
+            control,
+            task: tokio::spawn(task.run(inbox, rx)),
+            health,
+            commits,
+            clock,
+        }
+    }
+
+    impl Run {
+        /// Queues one span of trace `trace` at `offset` (an error keeps the trace) and marks
+        /// the log's end reached.
+        fn send(&self, offset: i64, trace: u8, error: bool) {
+            let mut r = record(offset, vec![span(trace, offset as u64 + 1, error)]);
+            r.timestamp_ms = Some((self.clock.wall_nanos() / 1_000_000) as i64);
+            self.tx.try_send(r).unwrap();
+            self.tx.reached_end();
+        }
+
+        fn committed(&self) -> Option<i64> {
+            self.commits.get(&(Arc::from("in"), 0)).map(|p| *p)
+        }
+
+        /// Asks for a drain; the reply comes once pending writes are done.
+        async fn drain(&self) -> oneshot::Receiver<Option<i64>> {
+            let (reply, rx) = oneshot::channel();
+            self.control.send(Control::Drain { reply }).await.unwrap();
+            rx
+        }
+    }
+
+    async fn sleep_s(s: u64) {
+        tokio::time::sleep(Duration::from_secs(s)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_that_never_acks_stops_input_at_the_budget_and_readiness_says_so() {
+        let h = SinkHandles::new();
+        let run = start(FakeOutputs::default(), vec![Box::new(h.sink())]);
+        for t in 0..6u8 {
+            run.send(t.into(), t + 1, true);
+        }
+        sleep_s(5).await;
+        assert_eq!(h.seen(), vec![1, 2, 3, 4, 5, 6], "decided and handed over");
+        // 6 MiB pending against a 4 MiB budget: nothing more is read.
+        for t in 6..10u8 {
+            run.send(t.into(), t + 1, true);
+        }
+        sleep_s(10).await;
+        assert_eq!(h.seen().len(), 6, "no record read while the writes hold the budget");
+        assert_eq!(run.committed().unwrap_or(0), 0, "nothing committed past an unacked write");
+        assert!(run.health.fault().is_none(), "not stuck yet: {:?}", run.health.fault());
+        sleep_s(30).await;
+        let fault = run.health.fault().unwrap_or_default();
+        assert!(fault.contains("sink writes stuck: in/0"), "{fault}");
+        assert!(!run.health.is_ready());
+        h.ack_all();
+        sleep_s(5).await;
+        assert_eq!(h.seen(), (1..=10).collect::<Vec<_>>(), "reading resumed");
+        assert_eq!(run.committed(), Some(10));
+        assert_eq!(run.drain().await.await.unwrap(), Some(10));
+        run.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_required_sink_with_its_circuit_open_holds_input_and_is_named() {
+        let h = SinkHandles::new();
+        h.ack_all();
+        h.healthy.store(false, Ordering::Relaxed);
+        let run = start(FakeOutputs::default(), vec![Box::new(h.sink())]);
+        sleep_s(1).await;
+        for t in 0..3u8 {
+            run.send(t.into(), t + 1, true);
+        }
+        sleep_s(10).await;
+        assert!(h.seen().is_empty(), "nothing read while the circuit is open");
+        let fault = run.health.fault().unwrap_or_default();
+        assert!(fault.contains("sink kafka: circuit open"), "{fault}");
+        h.healthy.store(true, Ordering::Relaxed);
+        sleep_s(5).await;
+        assert_eq!(h.seen(), vec![1, 2, 3]);
+        assert_eq!(run.committed(), Some(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_best_effort_sink_that_never_acks_does_not_hold_the_commit() {
+        let h = SinkHandles::new();
+        let sink = BestEffort::new(h.sink(), 64 << 20);
+        let run = start(FakeOutputs::default(), vec![Box::new(sink)]);
+        for t in 0..3u8 {
+            run.send(t.into(), t + 1, true);
+        }
+        sleep_s(5).await;
+        assert_eq!(h.seen(), vec![1, 2, 3]);
+        assert_eq!(run.committed(), Some(3), "committed without the writes");
+        // The drain gives the detached writes their grace, then cancels them.
+        assert_eq!(run.drain().await.await.unwrap(), Some(3));
+        run.task.await.unwrap();
+        assert_eq!(h.gate.available_permits(), 0, "the writes never finished");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_revoke_mid_write_waits_for_the_write_and_commits_what_it_covered() {
+        let h = SinkHandles::new();
+        let run = start(FakeOutputs::default(), vec![Box::new(h.sink())]);
+        run.send(0, 1, true);
+        run.send(1, 2, false);
+        run.send(2, 3, true);
+        sleep_s(5).await;
+        assert_eq!(h.seen(), vec![1, 3]);
+        let mut reply = run.drain().await;
+        sleep_s(10).await;
+        assert!(reply.try_recv().is_err(), "the drain waits for the pending writes");
+        assert!(!run.task.is_finished());
+        h.gate.add_permits(1);
+        sleep_s(1).await;
+        assert!(reply.try_recv().is_err(), "one write of two done");
+        h.gate.add_permits(1);
+        assert_eq!(reply.await.unwrap(), Some(3));
+        run.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restore_fails_closed_then_its_decisions_hold_for_late_spans() {
+        let h = SinkHandles::new();
+        h.ack_all();
+        let kept = TraceId([7; 16]);
+        let decided_at_ms = TokioClock::new().wall_nanos() / 1_000_000;
+        let outputs = FakeOutputs {
+            logs: true,
+            restores: Mutex::new(VecDeque::from([
+                Err(RestoreError::Task("the log is unreachable".into())),
+                Ok(HashMap::from([(
+                    kept,
+                    LoggedDecision {
+                        keep: true,
+                        threshold: 0,
+                        decided_at_ms,
+                        policy: "errors".into(),
+                    },
+                )])),
+            ])),
+            ..Default::default()
+        };
+        let run = start(outputs, vec![Box::new(h.sink())]);
+        run.send(0, 7, false);
+        run.send(1, 8, false);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!run.health.is_ready(), "not ready before a restore succeeded");
+        let fault = run.health.fault().unwrap_or_default();
+        assert!(
+            fault.contains("partition 0: decision log unreadable: the restore task failed"),
+            "{fault}"
+        );
+        assert!(h.seen().is_empty(), "nothing consumed before the restore");
+        sleep_s(5).await;
+        assert!(run.health.is_ready(), "{:?}", run.health.fault());
+        // Trace 7's span has no error, yet the restored keep holds; trace 8 is decided afresh.
+        assert_eq!(h.seen(), vec![7]);
+        assert_eq!(run.committed(), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tick_storm_after_a_stall_decides_once_and_commits() {
+        let h = SinkHandles::new();
+        h.ack_all();
+        let run = start(FakeOutputs::default(), vec![Box::new(h.sink())]);
+        sleep_s(1).await;
+        run.send(0, 1, true);
+        // An hour of ticks missed at once (a stalled process, a suspended VM).
+        tokio::time::advance(Duration::from_secs(3_600)).await;
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        sleep_s(2).await;
+        assert_eq!(h.seen(), vec![1], "decided once");
+        assert_eq!(run.committed(), Some(1));
+        // An hour of idle ticks changes nothing.
+        sleep_s(3_600).await;
+        assert_eq!(h.seen(), vec![1]);
+        assert_eq!(run.committed(), Some(1));
+        assert!(run.health.fault().is_none());
+    }
+}
