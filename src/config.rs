@@ -5,7 +5,7 @@
 //! on what parsed. Every problem carries its YAML path. `tracesift check -c FILE` prints the
 //! effective config (defaults filled in) or the full list of problems.
 //!
-//! Each stage owns its section and its checks (`source::config`, `store::config`,
+//! Each stage owns its section and its checks (`kafka::config`, `store::config`,
 //! `sink::config`, `archive::config`, `telemetry`); this module only composes them and checks
 //! what spans sections. The `policies:` block is the OpenTelemetry Collector `tail_sampling`
 //! syntax; it is parsed by the sample stage ([`crate::sample::PolicySpec`]), which owns the
@@ -19,9 +19,9 @@ use serde::Serialize;
 use crate::sample::PolicySpec;
 
 pub use crate::archive::config::{ArchiveConfig, CompactionConfig, HotTierConfig, TierConfig};
+pub use crate::kafka::config::{KafkaConfig, RekeyConfig};
 pub use crate::settings::{validate_topic_name, ByteSize, ConfigError, ConfigErrors};
 pub use crate::sink::config::{KafkaSinkConfig, ParquetSinkConfig, SinksConfig};
-pub use crate::source::config::{KafkaConfig, RekeyConfig};
 pub use crate::store::config::{DecisionCacheConfig, OnOverflow, StoreConfig};
 pub use crate::telemetry::TelemetryConfig;
 

@@ -17,6 +17,7 @@ pub mod config;
 pub(crate) mod failpoint;
 pub mod gen;
 pub(crate) mod hash;
+pub mod kafka;
 pub mod otlp;
 pub mod pipeline;
 pub mod sample;

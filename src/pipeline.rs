@@ -245,7 +245,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
     let names = config.policy_names();
     let policies = Arc::new(Policies::new(sampler, &names));
     let producer = crate::sink::Producer::new(
-        crate::source::kafka::producer_config(&config.kafka),
+        crate::kafka::producer_config(&config.kafka),
         Arc::clone(&clock),
     )?;
     let sampled_partitions = crate::topics::ensure_run_topics(&config).await?;

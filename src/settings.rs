@@ -1,6 +1,6 @@
 //! The building blocks every stage's settings share: [`ConfigError`] (a problem with its YAML
 //! path), [`ConfigErrors`] (all of them), [`ByteSize`], and Kafka's topic-name rule. Each stage
-//! owns its own section (`source::config`, `store::config`, `sink::config`,
+//! owns its own section (`kafka::config`, `store::config`, `sink::config`,
 //! `archive::config`, `telemetry`, the policies in `sample`); `config` composes them.
 
 use std::fmt;

@@ -20,8 +20,6 @@
 //! over are dropped as duplicates. Nothing is lost or re-ordered. Commit points published by partition tasks are committed asynchronously
 //! from the poll loop; on shutdown every partition is drained and committed synchronously.
 
-pub mod config;
-pub mod kafka;
 pub mod queue;
 pub mod record;
 pub mod rekey;
@@ -40,10 +38,10 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
-use self::config::KafkaConfig;
 use self::queue::{partition_queue, CommitBoard, Control, QueueFull, QueueTx, Spawner};
 use self::record::Record;
 use crate::clock::{Clock, MonoTime};
+use crate::kafka::{self, config::KafkaConfig};
 use crate::otlp::Encoding;
 use crate::telemetry::{self, Health};
 

@@ -158,7 +158,7 @@ pub async fn create_missing(
 
 /// Creates `spec` unless it exists (the load generator's and the bench's input topic).
 pub async fn create(client: &ClientConfig, spec: TopicSpec) -> Result<bool, TopicError> {
-    let admin: AdminClient<DefaultClientContext> = crate::source::kafka::create(client)?;
+    let admin: AdminClient<DefaultClientContext> = crate::kafka::create(client)?;
     let md = metadata(&admin)?;
     Ok(!create_missing(&admin, &md, &[spec]).await?.is_empty())
 }
@@ -332,7 +332,7 @@ fn unsupported(e: KafkaError) -> String {
 /// log, `min.insync.replicas` within the replication factor). Every problem is reported at once.
 pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
     let admin: AdminClient<DefaultClientContext> =
-        crate::source::kafka::create(&crate::source::kafka::admin_config(&cfg.kafka))?;
+        crate::kafka::create(&crate::kafka::admin_config(&cfg.kafka))?;
     let roles = roles_of(cfg);
     let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
     let mut state = describe(&admin, &names).await?;

@@ -185,3 +185,37 @@ fn only_clock_reads_time() {
         }
     }
 }
+
+/// The room a file belongs to: its top-level module (`sink/kafka/sampled.rs` → `sink`).
+fn room(f: &Path) -> String {
+    let r = rel(f);
+    let first = r.split('/').next().unwrap_or_default();
+    first.trim_end_matches(".rs").to_string()
+}
+
+#[test]
+fn no_two_rooms_import_each_other() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut arrows = BTreeSet::new();
+    for f in &files {
+        for d in deps(f) {
+            let (a, b) = (room(f), room(&d));
+            if a != b {
+                arrows.insert((a, b, rel(f), rel(&d)));
+            }
+        }
+    }
+    let mut both_ways = Vec::new();
+    for (a, b, fa, fb) in &arrows {
+        if a < b {
+            if let Some((_, _, ga, gb)) = arrows.iter().find(|(x, y, _, _)| x == b && y == a) {
+                both_ways.push(format!("{a} ↔ {b} ({fa} → {fb}; {ga} → {gb})"));
+            }
+        }
+    }
+    assert!(
+        both_ways.is_empty(),
+        "rooms importing each other: {both_ways:#?}"
+    );
+}

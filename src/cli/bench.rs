@@ -348,7 +348,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     eprintln!("bare consumer drain ...");
     let (c, t, e) = (
-        crate::source::kafka::consumer_config(&cfg.kafka),
+        crate::kafka::consumer_config(&cfg.kafka),
         topic.clone(),
         ends.clone(),
     );

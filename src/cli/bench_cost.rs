@@ -184,7 +184,7 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
 
     eprintln!("{BARE} ...");
     let (c, t, e) = (
-        crate::source::kafka::consumer_config(&base.kafka),
+        crate::kafka::consumer_config(&base.kafka),
         topic.clone(),
         ends.clone(),
     );

@@ -186,7 +186,7 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
     );
     // Clients first, then the in-process cluster they talk to (clients still closing may see
     // it go: that is the demo's own doing, not a fault).
-    crate::source::kafka::brokers_going_away();
+    crate::kafka::brokers_going_away();
     drop(producer);
     drop(stats);
     drop(cluster);

@@ -32,13 +32,12 @@ pub fn sample_topics(
     opts: &DryRunOptions,
     clock: &dyn Clock,
 ) -> anyhow::Result<Report> {
-    let mut cc = crate::source::kafka::consumer_config(&cfg.kafka);
+    let mut cc = crate::kafka::consumer_config(&cfg.kafka);
     cc.set(
         "group.id",
         format!("{}-dry-run-{}", cfg.kafka.group_id, std::process::id()),
     );
-    let consumer: BaseConsumer =
-        crate::source::kafka::create(&cc).context("cannot create the consumer")?;
+    let consumer: BaseConsumer = crate::kafka::create(&cc).context("cannot create the consumer")?;
     let mut tpl = TopicPartitionList::new();
     for t in &cfg.kafka.input_topics {
         let md = consumer

@@ -73,7 +73,7 @@ pub async fn main(
         });
     }
     let admin: AdminClient<DefaultClientContext> =
-        crate::source::kafka::create(&crate::source::kafka::admin_config(&cfg.kafka))?;
+        crate::kafka::create(&crate::kafka::admin_config(&cfg.kafka))?;
     let names: Vec<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
     let actual = topics::describe(&admin, &names).await?;
     let plan = topics::plan(&wanted, &actual, rules);

@@ -251,10 +251,10 @@ pub fn restore(
     max_age: Duration,
 ) -> Result<HashMap<TraceId, LoggedDecision>, RestoreError> {
     let topic = &cfg.kafka.decisions_topic;
-    let mut cc = crate::source::kafka::consumer_config(&cfg.kafka);
+    let mut cc = crate::kafka::consumer_config(&cfg.kafka);
     cc.set("group.id", format!("{}-restore", cfg.kafka.group_id))
         .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = crate::source::kafka::create(&cc)?;
+    let consumer: BaseConsumer = crate::kafka::create(&cc)?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
     let mut out = HashMap::new();
     if high <= low {

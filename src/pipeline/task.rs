@@ -592,7 +592,9 @@ archive: {hot: {max_segment_bytes: 1MiB}}
         }
         fn restore(&self, _partition: i32, _now_ms: u64, _max_age: Duration) -> RestoreFuture {
             let next = self.restores.lock().unwrap().pop_front();
-            Box::pin(std::future::ready(next.unwrap_or_else(|| Ok(HashMap::new()))))
+            Box::pin(std::future::ready(
+                next.unwrap_or_else(|| Ok(HashMap::new())),
+            ))
         }
     }
 
@@ -685,9 +687,21 @@ archive: {hot: {max_segment_bytes: 1MiB}}
             run.send(t.into(), t + 1, true);
         }
         sleep_s(10).await;
-        assert_eq!(h.seen().len(), 6, "no record read while the writes hold the budget");
-        assert_eq!(run.committed().unwrap_or(0), 0, "nothing committed past an unacked write");
-        assert!(run.health.fault().is_none(), "not stuck yet: {:?}", run.health.fault());
+        assert_eq!(
+            h.seen().len(),
+            6,
+            "no record read while the writes hold the budget"
+        );
+        assert_eq!(
+            run.committed().unwrap_or(0),
+            0,
+            "nothing committed past an unacked write"
+        );
+        assert!(
+            run.health.fault().is_none(),
+            "not stuck yet: {:?}",
+            run.health.fault()
+        );
         sleep_s(30).await;
         let fault = run.health.fault().unwrap_or_default();
         assert!(fault.contains("sink writes stuck: in/0"), "{fault}");
@@ -711,7 +725,10 @@ archive: {hot: {max_segment_bytes: 1MiB}}
             run.send(t.into(), t + 1, true);
         }
         sleep_s(10).await;
-        assert!(h.seen().is_empty(), "nothing read while the circuit is open");
+        assert!(
+            h.seen().is_empty(),
+            "nothing read while the circuit is open"
+        );
         let fault = run.health.fault().unwrap_or_default();
         assert!(fault.contains("sink kafka: circuit open"), "{fault}");
         h.healthy.store(true, Ordering::Relaxed);
@@ -748,7 +765,10 @@ archive: {hot: {max_segment_bytes: 1MiB}}
         assert_eq!(h.seen(), vec![1, 3]);
         let mut reply = run.drain().await;
         sleep_s(10).await;
-        assert!(reply.try_recv().is_err(), "the drain waits for the pending writes");
+        assert!(
+            reply.try_recv().is_err(),
+            "the drain waits for the pending writes"
+        );
         assert!(!run.task.is_finished());
         h.gate.add_permits(1);
         sleep_s(1).await;
@@ -784,7 +804,10 @@ archive: {hot: {max_segment_bytes: 1MiB}}
         run.send(0, 7, false);
         run.send(1, 8, false);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!run.health.is_ready(), "not ready before a restore succeeded");
+        assert!(
+            !run.health.is_ready(),
+            "not ready before a restore succeeded"
+        );
         let fault = run.health.fault().unwrap_or_default();
         assert!(
             fault.contains("partition 0: decision log unreadable: the restore task failed"),

@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use super::kafka::{produce_until_acked, Outgoing};
 use super::producer::Topic;
 use super::{AckFuture, Producer};
-use crate::source::record::Headers;
+use crate::kafka::Headers;
 use crate::telemetry::{self, SinkLabel};
 
 /// Where a dead-letter record came from.

@@ -45,7 +45,7 @@ pub struct Reports;
 
 impl ClientContext for Reports {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::source::kafka::client_error(error, reason);
+        crate::kafka::client_error(error, reason);
     }
 }
 
@@ -79,7 +79,7 @@ impl Drop for InstanceInner {
 impl Instance {
     fn new(config: &ClientConfig) -> Result<Self, KafkaError> {
         let producer: Arc<BaseProducer<Reports>> =
-            Arc::new(crate::source::kafka::create_with_context(config, Reports)?);
+            Arc::new(crate::kafka::create_with_context(config, Reports)?);
         let stop = Arc::new(AtomicBool::new(false));
         let (p, halt) = (Arc::clone(&producer), Arc::clone(&stop));
         std::thread::Builder::new()

@@ -24,8 +24,7 @@ pub struct Record {
     pub fetched: crate::clock::MonoTime,
 }
 
-/// A record's headers, in order: name and value (`None` for a null value).
-pub type Headers = Vec<(String, Option<Bytes>)>;
+pub use crate::kafka::headers::Headers;
 
 impl Record {
     /// The record's Kafka timestamp as Unix ms, 0 when it has none.

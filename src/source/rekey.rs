@@ -21,7 +21,7 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, Stream
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::config::KafkaConfig;
+use crate::kafka::config::KafkaConfig;
 use crate::otlp::{self, NoProbe, ScannedSpan, SpanRef, TraceId};
 use crate::sink::{self, DeadLetter};
 use crate::source::watermark::Watermark;
@@ -40,7 +40,7 @@ struct RekeyCtx {
 
 impl ClientContext for RekeyCtx {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::source::kafka::client_error(error, reason);
+        crate::kafka::client_error(error, reason);
     }
 }
 
@@ -107,13 +107,13 @@ pub fn start(
     if rk.input_topics.is_empty() {
         return Ok(None);
     }
-    let mut cc = crate::source::kafka::consumer_config(&cfg);
+    let mut cc = crate::kafka::consumer_config(&cfg);
     cc.set("group.id", format!("{}-rekey", cfg.group_id));
     if let Some(id) = &cfg.group_instance_id {
         cc.set("group.instance.id", format!("{id}-rekey"));
     }
     let consumer: StreamConsumer<RekeyCtx> =
-        crate::source::kafka::create_with_context(&cc, RekeyCtx::default())?;
+        crate::kafka::create_with_context(&cc, RekeyCtx::default())?;
     let topics: Vec<&str> = rk.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,13 +1,19 @@
-//! The Kafka client settings of every tracesift client: the group consumer, the producer of
+//! Kafka as every stage reaches it: the `kafka:` section ([`config`]), record headers, and the
+//! client settings of every tracesift client: the group consumer, the producer of
 //! the sampled, dead-letter and decision-log topics, the admin client, and the consumers of the
 //! decision-log restore, the rekey stage, dry-run and the bench. What tracesift sets is here
 //! once; `kafka.properties` from the configuration is passed through to every client (consumer-
 //! only keys not to the producer and admin), so TLS, SASL and tuning are configured in one place.
 
+pub mod config;
+pub mod headers;
+
+pub use self::headers::Headers;
+
 use rdkafka::config::{ClientConfig, FromClientConfig, FromClientConfigAndContext};
 use rdkafka::error::KafkaError;
 
-use super::config::KafkaConfig;
+use self::config::KafkaConfig;
 
 /// Bytes one record may take on the wire: the largest accepted value plus room for its key,
 /// headers and batch framing.
