@@ -20,6 +20,7 @@
 //! over are dropped as duplicates. Nothing is lost or re-ordered. Commit points published by partition tasks are committed asynchronously
 //! from the poll loop; on shutdown every partition is drained and committed synchronously.
 
+pub mod flow;
 pub mod queue;
 pub mod record;
 pub mod rekey;
@@ -38,6 +39,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
+use self::flow::{Flow, OnRecord, PartitionKey};
 use self::queue::{partition_queue, CommitBoard, Control, QueueFull, QueueTx, Spawner};
 use self::record::Record;
 use crate::clock::{Clock, MonoTime};
@@ -67,7 +69,7 @@ struct PartitionHandle {
     abort: tokio::task::AbortHandle,
 }
 
-type Key = (usize, i32);
+type Key = PartitionKey;
 
 struct Ctx {
     topics: Vec<Arc<str>>,
@@ -84,12 +86,14 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn topic_index(&self, topic: &str) -> Option<usize> {
-        self.topics.iter().position(|t| &**t == topic)
+    /// The key of an input topic's partition (`None` for a topic not read).
+    fn key(&self, topic: &str, partition: i32) -> Option<Key> {
+        let topic = self.topics.iter().find(|t| &***t == topic)?;
+        Some(PartitionKey::new(topic, partition))
     }
 
-    fn spawn(&self, idx: usize, partition: i32) {
-        let topic = Arc::clone(&self.topics[idx]);
+    fn spawn(&self, key: Key) {
+        let (topic, partition) = (Arc::clone(&key.topic), key.partition);
         let (tx, rx) = partition_queue(self.queue, self.queue_bytes);
         let (ctx_tx, ctx_rx) = mpsc::channel(4);
         let join = {
@@ -105,7 +109,7 @@ impl Ctx {
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         self.registry.insert(
-            (idx, partition),
+            key,
             PartitionHandle {
                 generation,
                 tx,
@@ -120,8 +124,8 @@ impl Ctx {
     /// one's final commit point (`None` for one that did not finish in time, or read nothing).
     fn drain_all(&self, keys: &[Key]) -> Vec<(Key, Option<i64>)> {
         let mut waiting = Vec::with_capacity(keys.len());
-        for &key in keys {
-            let Some((_, h)) = self.registry.remove(&key) else {
+        for key in keys {
+            let Some((key, h)) = self.registry.remove(key) else {
                 continue;
             };
             let (reply, rx) = oneshot::channel();
@@ -130,7 +134,6 @@ impl Ctx {
             waiting.push((key, sent.then_some(rx), h.abort));
         }
         let deadline = self.drain_deadline;
-        let topics = &self.topics;
         self.rt.block_on(async {
             let drains = waiting.into_iter().map(|(key, rx, abort)| async move {
                 let Some(rx) = rx else {
@@ -141,8 +144,7 @@ impl Ctx {
                     Ok(Ok(point)) => (key, point),
                     Ok(Err(_)) => (key, None),
                     Err(_) => {
-                        let topic = &topics[key.0];
-                        tracing::warn!(%topic, partition = key.1, "partition did not drain in time; keeping its last commit");
+                        tracing::warn!(partition = %key, "partition did not drain in time; keeping its last commit");
                         abort.abort();
                         (key, None)
                     }
@@ -155,29 +157,67 @@ impl Ctx {
     /// Drains the given partitions (in parallel, one deadline for all) and commits the final
     /// point of each that drained, whether or not the others did.
     fn drain_and_commit(&self, consumer: &BaseConsumer<Ctx>, keys: &[Key], commit: bool) {
-        let mut tpl = TopicPartitionList::new();
+        let mut points = Vec::new();
         for (key, point) in self.drain_all(keys) {
-            let topic = Arc::clone(&self.topics[key.0]);
-            let published = self
-                .commits
-                .remove(&(Arc::clone(&topic), key.1))
-                .map(|(_, p)| p);
+            let published = self.commits.remove(&key).map(|(_, p)| p);
+            tracing::info!(partition = %key, commit = ?point, "partition released");
             if let Some(p) = point.or(published) {
-                if tpl
-                    .add_partition_offset(&topic, key.1, Offset::Offset(p))
-                    .is_err()
-                {
-                    tracing::warn!(%topic, partition = key.1, "cannot build commit");
-                }
+                points.push((key, p));
             }
-            tracing::info!(%topic, partition = key.1, commit = ?point, "partition released");
         }
-        if commit && tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        if commit {
+            if let Err(e) = self.commit(consumer, points, CommitMode::Sync) {
                 tracing::warn!(error = %e, "final commit failed; the next owner replays from the previous commit");
             }
         }
         telemetry::partitions_assigned(self.registry.len());
+    }
+
+    /// The one committer: commits `points` (`Async`: the outcome comes to `commit_callback`).
+    /// A commit that could not be sent at all hands its points back to the board.
+    fn commit(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        points: Vec<(Key, i64)>,
+        mode: CommitMode,
+    ) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (key, p) in &points {
+            if tpl
+                .add_partition_offset(&key.topic, key.partition, Offset::Offset(*p))
+                .is_err()
+            {
+                tracing::warn!(partition = %key, "cannot build commit");
+            }
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        let result = consumer.commit(&tpl, mode);
+        if result.is_err() && matches!(mode, CommitMode::Async) {
+            self.hand_back(&tpl);
+        }
+        result
+    }
+
+    /// Puts commit points that did not make it back on the board for the next round, unless a
+    /// newer point was published meanwhile or the partition is no longer owned.
+    fn hand_back(&self, offsets: &TopicPartitionList) {
+        for el in offsets.elements() {
+            let Offset::Offset(o) = el.offset() else {
+                continue;
+            };
+            let Some(key) = self.key(el.topic(), el.partition()) else {
+                continue;
+            };
+            if !self.registry.contains_key(&key) {
+                continue;
+            }
+            self.commits
+                .entry(key)
+                .and_modify(|p| *p = (*p).max(o))
+                .or_insert(o);
+        }
     }
 }
 
@@ -191,11 +231,11 @@ impl ClientContext for Ctx {
     /// watermark minus the group's committed offset.
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (name, topic) in &statistics.topics {
-            let Some(i) = self.topic_index(name) else {
-                continue;
-            };
             for (&partition, p) in &topic.partitions {
-                if partition < 0 || !self.registry.contains_key(&(i, partition)) {
+                let owned = self
+                    .key(name, partition)
+                    .is_some_and(|k| self.registry.contains_key(&k));
+                if partition < 0 || !owned {
                     continue;
                 }
                 // Before the first commit the group's offset is unknown (-1001): lag from the
@@ -229,21 +269,7 @@ impl ConsumerContext for Ctx {
             return;
         };
         tracing::warn!(error = %e, "offset commit failed; retrying");
-        for el in offsets.elements() {
-            let Offset::Offset(o) = el.offset() else {
-                continue;
-            };
-            let Some(i) = self.topic_index(el.topic()) else {
-                continue;
-            };
-            if !self.registry.contains_key(&(i, el.partition())) {
-                continue;
-            }
-            self.commits
-                .entry((Arc::clone(&self.topics[i]), el.partition()))
-                .and_modify(|p| *p = (*p).max(o))
-                .or_insert(o);
-        }
+        self.hand_back(offsets);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -252,7 +278,7 @@ impl ConsumerContext for Ctx {
             let keys: Vec<Key> = tpl
                 .elements()
                 .iter()
-                .filter_map(|e| self.topic_index(e.topic()).map(|i| (i, e.partition())))
+                .filter_map(|e| self.key(e.topic(), e.partition()))
                 .collect();
             tracing::info!(partitions = keys.len(), lost, "revoking partitions");
             self.drain_and_commit(consumer, &keys, !lost);
@@ -263,9 +289,9 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 for e in tpl.elements() {
-                    if let Some(i) = self.topic_index(e.topic()) {
-                        if !self.registry.contains_key(&(i, e.partition())) {
-                            self.spawn(i, e.partition());
+                    if let Some(key) = self.key(e.topic(), e.partition()) {
+                        if !self.registry.contains_key(&key) {
+                            self.spawn(key);
                         }
                     }
                 }
@@ -467,25 +493,6 @@ impl Membership {
     }
 }
 
-/// Per-partition delivery state of the poll thread.
-enum Mode {
-    /// Records go straight to the task.
-    Flowing,
-    /// The task's channel was full at `resume_at`; the partition is paused and its records are
-    /// dropped (they were not handed over and will be fetched again).
-    Paused { resume_at: i64 },
-    /// Seeked back to `resume_at` and resumed; records already queued by librdkafka before the
-    /// seek may still arrive, so nothing is handed over until `resume_at` itself comes back.
-    Resuming { resume_at: i64 },
-}
-
-struct Flow {
-    generation: u64,
-    /// One past the last offset handed to the task.
-    next: Option<i64>,
-    mode: Mode,
-}
-
 fn poll_loop(
     consumer: BaseConsumer<Ctx>,
     stop: Arc<AtomicBool>,
@@ -506,10 +513,9 @@ fn poll_loop(
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
             Some(Ok(msg)) => {
-                let Some(idx) = ctx.topic_index(msg.topic()) else {
+                let Some(key) = ctx.key(msg.topic(), msg.partition()) else {
                     continue;
                 };
-                let key = (idx, msg.partition());
                 let Some(h) = ctx.registry.get(&key) else {
                     tracing::warn!(
                         topic = msg.topic(),
@@ -518,50 +524,29 @@ fn poll_loop(
                     );
                     continue;
                 };
-                let flow = flows.entry(key).or_insert(Flow {
-                    generation: h.generation,
-                    next: None,
-                    mode: Mode::Flowing,
-                });
+                let flow = flows
+                    .entry(key.clone())
+                    .or_insert_with(|| Flow::new(h.generation));
                 if flow.generation != h.generation {
-                    *flow = Flow {
-                        generation: h.generation,
-                        next: None,
-                        mode: Mode::Flowing,
-                    };
+                    *flow = Flow::new(h.generation);
                 }
                 let offset = msg.offset();
-                match flow.mode {
-                    Mode::Paused { .. } => continue,
-                    Mode::Resuming { resume_at } if offset != resume_at => {
-                        tracing::debug!(
-                            partition = key.1,
-                            offset,
-                            resume_at,
-                            "skipping record queued before the seek"
-                        );
-                        continue;
-                    }
-                    Mode::Resuming { .. } => {
-                        tracing::debug!(partition = key.1, offset, "resumed");
-                        flow.mode = Mode::Flowing;
-                    }
-                    Mode::Flowing if flow.next.is_some_and(|n| offset < n) => continue,
-                    Mode::Flowing => {}
+                if flow.on_record(offset) == OnRecord::Skip {
+                    continue;
                 }
-                if hold.is_some_and(|(p, o, _)| p == key.1 && o == offset) {
+                if hold.is_some_and(|(p, o, _)| p == key.partition && o == offset) {
                     if let Some((_, _, ms)) = hold.take() {
                         // Fault injection: hold this partition before this record.
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(msg.topic(), msg.partition());
                         if consumer.pause(&tpl).is_ok() {
                             tracing::warn!(
-                                partition = key.1,
+                                partition = key.partition,
                                 offset,
                                 ms,
                                 "failpoint: partition held"
                             );
-                            flow.mode = Mode::Paused { resume_at: offset };
+                            flow.queue_full(offset);
                             held_until = Some((key, clock.now() + Duration::from_millis(ms)));
                             continue;
                         }
@@ -577,7 +562,7 @@ fn poll_loop(
                     fetched: clock.now(),
                 };
                 match h.tx.try_send(rec) {
-                    Ok(()) => flow.next = Some(offset + 1),
+                    Ok(()) => flow.handed_over(offset),
                     Err(QueueFull::Full) => {
                         let mut tpl = TopicPartitionList::new();
                         tpl.add_partition(msg.topic(), msg.partition());
@@ -585,8 +570,8 @@ fn poll_loop(
                             tracing::warn!(error = %e, "pause failed");
                         }
                         telemetry::partition_paused();
-                        tracing::debug!(partition = key.1, offset, "paused");
-                        flow.mode = Mode::Paused { resume_at: offset };
+                        tracing::debug!(partition = %key, offset, "paused");
+                        flow.queue_full(offset);
                     }
                     Err(QueueFull::Closed) => {}
                 }
@@ -595,14 +580,14 @@ fn poll_loop(
                 // Everything in the log was fetched; it counts as handed over unless records
                 // were held back (paused or resuming). The event names no topic: with several
                 // input topics, partition p of each is marked.
-                for (idx, _) in ctx.topics.iter().enumerate() {
-                    let key = (idx, partition);
+                for topic in &ctx.topics {
+                    let key = PartitionKey::new(topic, partition);
                     let Some(h) = ctx.registry.get(&key) else {
                         continue;
                     };
-                    let flowing = flows.get(&key).is_none_or(|f| {
-                        f.generation != h.generation || matches!(f.mode, Mode::Flowing)
-                    });
+                    let flowing = flows
+                        .get(&key)
+                        .is_none_or(|f| f.generation != h.generation || f.end_counts());
                     if flowing {
                         h.tx.reached_end();
                     }
@@ -636,33 +621,30 @@ fn poll_loop(
             if h.generation != flow.generation {
                 return false;
             }
-            let Mode::Paused { resume_at } = flow.mode else {
+            let held = held_until
+                .as_ref()
+                .is_some_and(|(k, until)| k == key && clock.now() < *until);
+            let Some(resume_at) = flow.resume_at(h.tx.has_room(), held) else {
                 return true;
             };
-            if !h.tx.has_room() {
-                return true;
-            }
-            if held_until.is_some_and(|(k, until)| k == *key && clock.now() < until) {
-                return true;
-            }
-            let topic = &ctx.topics[key.0];
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(topic, key.1);
+            tpl.add_partition(&key.topic, key.partition);
             if let Err(e) = consumer.resume(&tpl) {
                 tracing::warn!(error = %e, "resume failed; retrying");
                 return true;
             }
-            flow.mode = Mode::Resuming { resume_at };
-            tracing::debug!(partition = key.1, resume_at, "resuming");
+            tracing::debug!(partition = %key, resume_at, "resuming");
             let mut seek = TopicPartitionList::new();
             let seeked = seek
-                .add_partition_offset(topic, key.1, Offset::Offset(resume_at))
+                .add_partition_offset(&key.topic, key.partition, Offset::Offset(resume_at))
                 .and_then(|_| consumer.seek_partitions(seek, Duration::from_secs(10)))
                 .and_then(|r| r.elements().first().map(|e| e.error()).unwrap_or(Ok(())));
-            if let Err(e) = seeked {
-                tracing::warn!(error = %e, "seek after resume failed; pausing again");
-                let _ = consumer.pause(&tpl);
-                flow.mode = Mode::Paused { resume_at };
+            match seeked {
+                Ok(()) => flow.resumed(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "seek after resume failed; pausing again");
+                    let _ = consumer.pause(&tpl);
+                }
             }
             true
         });
@@ -672,7 +654,7 @@ fn poll_loop(
         last_poll = now;
     }
     // Shutdown: drain and commit every partition, then leave the group.
-    let keys: Vec<Key> = ctx.registry.iter().map(|e| *e.key()).collect();
+    let keys: Vec<Key> = ctx.registry.iter().map(|e| e.key().clone()).collect();
     ctx.health.set_ready(false);
     ctx.drain_and_commit(&consumer, &keys, true);
     consumer.unsubscribe();
@@ -684,40 +666,19 @@ fn poll_loop(
     drop(consumer);
 }
 
+/// Commits the points partition tasks published (asynchronously; see `Ctx::commit`).
 fn commit_published(consumer: &BaseConsumer<Ctx>, ctx: &Ctx) {
     if ctx.commits.is_empty() {
         return;
     }
-    let mut tpl = TopicPartitionList::new();
-    let keys: Vec<(Arc<str>, i32)> = ctx.commits.iter().map(|e| e.key().clone()).collect();
-    for k in keys {
-        if let Some(((topic, partition), offset)) = ctx.commits.remove(&k) {
-            if let Some(i) = ctx.topic_index(&topic) {
-                if !ctx.registry.contains_key(&(i, partition)) {
-                    continue;
-                }
-            }
-            if tpl
-                .add_partition_offset(&topic, partition, Offset::Offset(offset))
-                .is_err()
-            {
-                continue;
-            }
-        }
-    }
-    if tpl.count() > 0 {
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            tracing::warn!(error = %e, "commit failed; retried on the next poll");
-            // Nothing was sent: hand the points back.
-            for el in tpl.elements() {
-                if let Offset::Offset(o) = el.offset() {
-                    ctx.commits
-                        .entry((Arc::from(el.topic()), el.partition()))
-                        .and_modify(|p| *p = (*p).max(o))
-                        .or_insert(o);
-                }
-            }
-        }
+    let keys: Vec<Key> = ctx.commits.iter().map(|e| e.key().clone()).collect();
+    let points = keys
+        .into_iter()
+        .filter_map(|k| ctx.commits.remove(&k))
+        .filter(|(k, _)| ctx.registry.contains_key(k))
+        .collect();
+    if let Err(e) = ctx.commit(consumer, points, CommitMode::Async) {
+        tracing::warn!(error = %e, "commit failed; retried on the next poll");
     }
 }
 

@@ -220,9 +220,10 @@ impl PartitionTask {
                 telemetry::commit_lag(now.saturating_since(fetched));
                 self.lag_samples.pop_front();
             }
-            self.shared
-                .commits
-                .insert((Arc::clone(&self.topic), self.partition), point);
+            self.shared.commits.insert(
+                crate::source::flow::PartitionKey::new(&self.topic, self.partition),
+                point,
+            );
         }
         self.publish_gauges(queued, queued_bytes);
     }
@@ -658,7 +659,8 @@ archive: {hot: {max_segment_bytes: 1MiB}}
         }
 
         fn committed(&self) -> Option<i64> {
-            self.commits.get(&(Arc::from("in"), 0)).map(|p| *p)
+            let key = crate::source::flow::PartitionKey::new(&Arc::from("in"), 0);
+            self.commits.get(&key).map(|p| *p)
         }
 
         /// Asks for a drain; the reply comes once pending writes are done.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::breaker::Breaker;
 use super::config::{Delivery, KafkaRecords, SinksConfig};
+use super::parquet::HotTier;
 use super::{BestEffort, KafkaSink, KeyHash, OtlpExporter, OtlpSink, ParquetSink, Producer, Sink};
 use crate::archive::config::HotTierConfig;
 use crate::clock::Clock;
@@ -24,14 +25,6 @@ pub enum BuildError {
     /// An OTLP exporter could not be made (its TLS files, its endpoint).
     #[error("sink {0}")]
     Otlp(String),
-}
-
-/// The hot tier: where segments go, and the breaker every partition's puts share.
-struct Hot {
-    store: Arc<dyn object_store::ObjectStore>,
-    breaker: Arc<Breaker>,
-    /// Bounds concurrent segment encodes process-wide.
-    encode_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the sinks are made from: their configuration and where their records go.
@@ -54,7 +47,7 @@ pub struct Wiring {
 pub struct SinkSet {
     wiring: Wiring,
     producer: Producer,
-    hot: Option<Hot>,
+    hot: Option<HotTier>,
     otlp: Vec<Arc<OtlpExporter>>,
     clock: Arc<dyn Clock>,
 }
@@ -67,7 +60,7 @@ pub fn build(
 ) -> Result<SinkSet, BuildError> {
     let hot = match wiring.sinks.parquet.enabled {
         false => None,
-        true => Some(Hot {
+        true => Some(HotTier {
             store: crate::archive::open_sink_store(&wiring.hot.url, &wiring.hot.options)?,
             breaker: Arc::new(Breaker::new(SinkLabel::Parquet, Arc::clone(&clock))),
             encode_slots: Arc::new(tokio::sync::Semaphore::new(
@@ -159,13 +152,11 @@ impl SinkSet {
         if let Some(hot) = &self.hot {
             let p = &w.sinks.parquet;
             let parquet = ParquetSink::new(
-                Arc::clone(&hot.store),
+                hot,
                 Arc::clone(topic),
                 partition,
                 w.hot.flush_interval,
                 w.hot.max_segment_bytes.0,
-                Arc::clone(&hot.encode_slots),
-                Arc::clone(&hot.breaker),
                 Arc::clone(&self.clock),
             );
             sinks.push(match p.delivery {

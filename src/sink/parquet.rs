@@ -38,25 +38,35 @@ pub struct ParquetSink {
     attempts: u32,
 }
 
+/// The hot tier as every partition's segment writer shares it.
+#[derive(Clone)]
+pub struct HotTier {
+    /// Where segments go.
+    pub store: Arc<dyn object_store::ObjectStore>,
+    /// The breaker every partition's puts share.
+    pub breaker: Arc<Breaker>,
+    /// Bounds concurrent segment encodes process-wide.
+    pub encode_slots: Arc<tokio::sync::Semaphore>,
+}
+
 impl ParquetSink {
-    /// A segment writer for one partition. `encode_slots` bounds concurrent encodes process-wide.
+    /// A segment writer for one partition, cutting a segment at `max_bytes` or after
+    /// `flush_interval`.
     pub fn new(
-        store: Arc<dyn object_store::ObjectStore>,
+        hot: &HotTier,
         topic: Arc<str>,
         partition: i32,
         flush_interval: Duration,
         max_bytes: u64,
-        encode_slots: Arc<tokio::sync::Semaphore>,
-        breaker: Arc<Breaker>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         ParquetSink {
-            store,
+            store: Arc::clone(&hot.store),
             topic,
             partition,
             flush_interval,
             max_bytes,
-            encode_slots,
+            encode_slots: Arc::clone(&hot.encode_slots),
             rows: Vec::new(),
             offsets: Vec::new(),
             bytes: 0,
@@ -66,7 +76,7 @@ impl ParquetSink {
             now: MonoTime::ZERO,
             first_in: Vec::new(),
             clock,
-            breaker,
+            breaker: Arc::clone(&hot.breaker),
             attempts: u32::MAX,
         }
     }

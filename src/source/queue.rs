@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::record::Record;
 
 /// Commit points published by partitions, picked up and committed by the source's poll loop.
-pub type CommitBoard = Arc<dashmap::DashMap<(Arc<str>, i32), i64>>;
+pub type CommitBoard = Arc<dashmap::DashMap<super::flow::PartitionKey, i64>>;
 
 /// Starts a partition's processing (implemented by the pipeline).
 pub trait Spawner: Send + Sync + 'static {
