@@ -1,12 +1,16 @@
 //! Hot sinks behind one trait: the sampled Kafka topic, hot Parquet segments and OTLP exporters
 //! (plus the dead-letter writer, which uses the same producer and ack path).
 //!
-//! A sink never owns a channel or a task of its own: it is given each kept trace and pushes one
-//! future per durable write into the partition's [`Acks`]. A future resolves to the record offsets
+//! Sinks are made in one place ([`build`]). A sink owns no channel or task of its own: it is given
+//! each kept trace and pushes one future per durable write into the partition's [`Acks`]
+//! (best-effort delivery is the [`BestEffort`] wrapper, which runs those futures detached, in a
+//! set it owns). A future resolves to the record offsets
 //! it covers once the write is acknowledged (delivery report, object-store put); the partition task
 //! then releases one watermark reference per offset. Writes are retried with capped exponential
 //! backoff until they succeed or the partition is revoked / shut down, in which case the offsets
-//! stay uncommitted and the records are replayed: at-least-once, never a silent loss.
+//! stay uncommitted and the records are replayed: at-least-once, never a silent loss. Each sink
+//! reaches its circuit breaker through what it writes with (the producer, the hot tier, the
+//! exporter) and reports it as [`Sink::healthy`].
 
 pub mod acks;
 pub mod batch;
