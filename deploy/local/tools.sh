@@ -3,6 +3,7 @@
 #
 #   tansu 0.6.0 (Kafka-protocol broker, built from crates.io with its storage engines; 8-20 min once)
 #   garage 2.5.0 (S3-compatible object store for the tier tests, built from crates.io; ~7 min once)
+#   cargo-deny 0.20.2 (licences and duplicate versions of the dependency graph; ~8 min once)
 #   a Python venv with the analytics engines that read our Parquet in the engine matrix
 #     (duckdb, pyarrow, datafusion, polars, chdb = ClickHouse in-process, pyspark) and
 #     confluent-kafka (a second Kafka client: producers with every codec)
@@ -57,6 +58,19 @@ else
   cargo install garage --version "$GARAGE_VERSION" --locked --root "$GARAGE_ROOT"
 fi
 
+# cargo-deny: the licence and duplicate-version checks of the test command (`cargo deny check
+# licenses bans`, deny.toml). Its advisories check needs the RustSec database from GitHub, which
+# these machines cannot reach, so the test command does not run it.
+DENY_VERSION=0.20.2
+DENY_ROOT="$CACHE/tools/cargo-deny-$DENY_VERSION"
+DENY_BIN="$DENY_ROOT/bin/cargo-deny"
+if [ -x "$DENY_BIN" ] && "$DENY_BIN" --version 2>/dev/null | grep -q "$DENY_VERSION"; then
+  step "cargo-deny $DENY_VERSION: cached at $DENY_BIN"
+else
+  step "cargo-deny $DENY_VERSION: building from crates.io (first run only, ~8 min)"
+  cargo install cargo-deny --version "$DENY_VERSION" --locked --root "$DENY_ROOT"
+fi
+
 PY_PACKAGES=(duckdb pyarrow datafusion polars chdb pyspark confluent-kafka grpcio grpcio-status opentelemetry-proto kubernetes-validate)
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c 'import duckdb, pyarrow, datafusion, polars, chdb, pyspark, confluent_kafka, grpc, google.rpc.error_details_pb2, opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc, kubernetes_validate' 2>/dev/null; then
   step "python venv with ${PY_PACKAGES[*]}: cached at $VENV"
@@ -84,3 +98,4 @@ export TRACESIFT_TANSU="$TANSU_BIN"
 export TRACESIFT_NODE_MODULES="$NPM_DIR/node_modules"
 export TRACESIFT_GARAGE="$GARAGE_BIN"
 export TRACESIFT_PYTHON="$VENV/bin/python"
+export TRACESIFT_CARGO_DENY="$DENY_BIN"

@@ -79,12 +79,8 @@ pub enum Effect {
     LogDecision {
         /// Trace id.
         trace_id: TraceId,
-        /// The decision.
-        decision: Decision,
-        /// Name of the deciding policy (empty when none matched).
-        policy: Arc<str>,
-        /// When it was decided, Unix milliseconds.
-        decided_at_ms: u64,
+        /// The decision, as the log holds it.
+        decided: Decided,
         /// Record offsets the decision resolves.
         offsets: Vec<i64>,
     },
@@ -101,17 +97,17 @@ impl Effect {
     }
 }
 
-/// A decision read back from the decision log.
-#[derive(Debug, Clone)]
-pub struct Restored {
-    /// Trace id.
-    pub trace_id: TraceId,
+/// A decision made for a trace, in one shape end to end: the core logs it
+/// ([`Effect::LogDecision`]), the decision log writes and reads it back, the restore hands it to
+/// [`PartitionCore::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
     /// Keep or drop.
     pub keep: bool,
-    /// The stage's threshold.
+    /// The stage's rejection threshold (OTEP 235; 0 for rule keeps).
     pub threshold: u64,
-    /// The deciding policy's name (empty for none).
-    pub policy: String,
+    /// The deciding policy's name (empty when no policy matched).
+    pub policy: Arc<str>,
     /// When it was made: the deciding partition's stream time, Unix ms.
     pub decided_at_ms: u64,
 }
@@ -380,15 +376,15 @@ impl PartitionCore {
 
     /// Puts restored decisions in the decision cache (before any input). Each is forgotten
     /// when its TTL runs out counted from when it was made, in stream time.
-    pub fn restore(&mut self, decisions: impl IntoIterator<Item = Restored>) {
-        for r in decisions {
+    pub fn restore(&mut self, decisions: impl IntoIterator<Item = (TraceId, Decided)>) {
+        for (trace_id, r) in decisions {
             let policy = self
                 .policy_names
                 .iter()
                 .position(|p| **p == *r.policy)
                 .map(|i| i as PolicyId);
             self.store.remember(
-                r.trace_id,
+                trace_id,
                 Decision {
                     keep: r.keep,
                     policy,
@@ -513,9 +509,12 @@ impl PartitionCore {
         }
         out.push(Effect::LogDecision {
             trace_id: t.trace_id,
-            decision: d,
-            policy: policy.unwrap_or_else(|| Arc::from("")),
-            decided_at_ms: now.as_duration().as_millis() as u64,
+            decided: Decided {
+                keep: d.keep,
+                threshold: d.threshold,
+                policy: policy.unwrap_or_else(|| Arc::from("")),
+                decided_at_ms: now.as_duration().as_millis() as u64,
+            },
             offsets: t.offsets,
         });
     }
@@ -814,16 +813,16 @@ pub(crate) mod tests {
         core.idle_until(at(1_000), &mut fx);
         assert_eq!(fx.len(), 1);
         let Effect::LogDecision {
-            decision,
-            decided_at_ms,
-            offsets,
-            ..
+            decided, offsets, ..
         } = &fx[0]
         else {
             panic!("{fx:?}")
         };
-        assert!(!decision.keep);
-        assert_eq!((*decided_at_ms, offsets.as_slice()), (T0 + 1_000, &[0][..]));
+        assert!(!decided.keep);
+        assert_eq!(
+            (decided.decided_at_ms, offsets.as_slice()),
+            (T0 + 1_000, &[0][..])
+        );
         assert_eq!(core.commit_point(), Some(0));
         core.acked(&[0]);
         assert_eq!(core.commit_point(), Some(1));
@@ -904,14 +903,16 @@ pub(crate) mod tests {
     }
 
     /// A keep by `errors` read back from the decision log, made at `decided_at_ms`.
-    fn kept_by_errors(trace_id: TraceId, decided_at_ms: u64) -> Restored {
-        Restored {
+    fn kept_by_errors(trace_id: TraceId, decided_at_ms: u64) -> (TraceId, Decided) {
+        (
             trace_id,
-            keep: true,
-            threshold: 0,
-            policy: "errors".into(),
-            decided_at_ms,
-        }
+            Decided {
+                keep: true,
+                threshold: 0,
+                policy: "errors".into(),
+                decided_at_ms,
+            },
+        )
     }
 
     /// One step of a random schedule.
@@ -1008,13 +1009,10 @@ pub(crate) mod tests {
                         }
                     }
                     Effect::LogDecision {
-                        trace_id,
-                        decision,
-                        decided_at_ms,
-                        ..
+                        trace_id, decided, ..
                     } => {
                         self.decisions
-                            .push((*trace_id, decision.keep, *decided_at_ms));
+                            .push((*trace_id, decided.keep, decided.decided_at_ms));
                         self.pending.push(e.clone());
                     }
                     Effect::DeadLetter { .. } => self.pending.push(e.clone()),
@@ -1083,12 +1081,17 @@ pub(crate) mod tests {
                     self.emitted.clear();
                     if self.log {
                         self.core
-                            .restore(latest.into_iter().map(|(trace_id, (keep, ms))| Restored {
-                                trace_id,
-                                keep,
-                                threshold: 0,
-                                policy: if keep { "errors".into() } else { String::new() },
-                                decided_at_ms: ms,
+                            .restore(latest.into_iter().map(|(trace_id, (keep, ms))| {
+                                let policy = if keep { "errors" } else { "" };
+                                (
+                                    trace_id,
+                                    Decided {
+                                        keep,
+                                        threshold: 0,
+                                        policy: policy.into(),
+                                        decided_at_ms: ms,
+                                    },
+                                )
                             }));
                     }
                     for o in from..self.topic.len() as i64 {

@@ -22,7 +22,7 @@
 //! **Version 1** (read, for logs written before): key = trace id as 32 lowercase hex, value =
 //! version 1 (1), flags (1), threshold (8), decided at (8), policy name (rest).
 //!
-//! A restore reads both; the latest record wins for a trace. The format ([`LoggedDecision`],
+//! A restore reads both; the latest record wins for a trace. The format ([`Decided`],
 //! [`encode_batch`], [`decode_record`]), the writer ([`write()`]) and the restore ([`restore`])
 //! live here together; "decided at" is the deciding partition's stream time.
 
@@ -34,23 +34,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+pub use super::core::Decided;
 use crate::config::Config;
 use crate::otlp::TraceId;
 use crate::sink::{produce_until_acked, AckFuture, Outgoing};
 use crate::telemetry;
-
-/// One logged decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoggedDecision {
-    /// Keep or drop.
-    pub keep: bool,
-    /// The stage's threshold for the trace.
-    pub threshold: u64,
-    /// When it was decided (Unix ms).
-    pub decided_at_ms: u64,
-    /// The deciding policy's name (empty for "no policy matched").
-    pub policy: String,
-}
 
 /// Why a log record could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,7 +48,7 @@ pub enum LogError {
     Format(&'static str),
 }
 
-impl LoggedDecision {
+impl Decided {
     /// The record value.
     pub fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(18 + self.policy.len());
@@ -73,7 +61,7 @@ impl LoggedDecision {
     }
 
     /// Reads a record value.
-    pub fn decode(v: &[u8]) -> Result<LoggedDecision, LogError> {
+    pub fn decode(v: &[u8]) -> Result<Decided, LogError> {
         if v.len() < 18 {
             return Err(LogError::Format("shorter than 18 bytes"));
         }
@@ -85,13 +73,13 @@ impl LoggedDecision {
             b.copy_from_slice(&v[i..i + 8]);
             u64::from_le_bytes(b)
         };
-        Ok(LoggedDecision {
+        Ok(Decided {
             keep: v[1] & 1 == 1,
             threshold: u64_at(2),
             decided_at_ms: u64_at(10),
             policy: std::str::from_utf8(&v[18..])
                 .map_err(|_| LogError::Format("policy name is not UTF-8"))?
-                .to_string(),
+                .into(),
         })
     }
 }
@@ -115,13 +103,13 @@ pub fn batch_key() -> String {
 
 /// The version-2 value of a batch of decisions (at most [`MAX_DECISIONS_PER_RECORD`]; policy
 /// names are interned per record, at most 65,535 distinct).
-pub fn encode_batch(batch: &[(TraceId, LoggedDecision)]) -> Vec<u8> {
+pub fn encode_batch(batch: &[(TraceId, Decided)]) -> Vec<u8> {
     let mut names: Vec<&str> = Vec::new();
     let mut index = Vec::with_capacity(batch.len());
     for (_, d) in batch {
         let i = if d.policy.is_empty() {
             NO_POLICY
-        } else if let Some(i) = names.iter().position(|n| *n == d.policy) {
+        } else if let Some(i) = names.iter().position(|n| *n == &*d.policy) {
             i as u16
         } else {
             names.push(&d.policy);
@@ -149,14 +137,14 @@ pub fn encode_batch(batch: &[(TraceId, LoggedDecision)]) -> Vec<u8> {
 }
 
 /// The decisions of one log record, either version, in the order they were made.
-pub fn decode_record(key: &[u8], value: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
+pub fn decode_record(key: &[u8], value: &[u8]) -> Result<Vec<(TraceId, Decided)>, LogError> {
     match value.first() {
         Some(1) => {
             let id = std::str::from_utf8(key)
                 .ok()
                 .and_then(TraceId::from_hex)
                 .ok_or(LogError::Format("version 1 key is not a trace id"))?;
-            Ok(vec![(id, LoggedDecision::decode(value)?)])
+            Ok(vec![(id, Decided::decode(value)?)])
         }
         Some(2) => decode_batch(value),
         Some(_) => Err(LogError::Format("unknown version")),
@@ -164,7 +152,7 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<Vec<(TraceId, LoggedDec
     }
 }
 
-fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
+fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, Decided)>, LogError> {
     let mut at = 1;
     let mut take = |n: usize| -> Result<&[u8], LogError> {
         let b = v
@@ -185,7 +173,7 @@ fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
         let len = u16_of(take(2)?) as usize;
         let name = std::str::from_utf8(take(len)?)
             .map_err(|_| LogError::Format("policy name is not UTF-8"))?;
-        names.push(name.to_string());
+        names.push(std::sync::Arc::<str>::from(name));
     }
     let b = take(4)?;
     let m = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
@@ -201,7 +189,7 @@ fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
         let mut id = [0u8; 16];
         id.copy_from_slice(&e[..16]);
         let policy = match u16_of(&e[33..35]) {
-            NO_POLICY => String::new(),
+            NO_POLICY => std::sync::Arc::from(""),
             i => names
                 .get(i as usize)
                 .ok_or(LogError::Format("policy index out of the table"))?
@@ -209,7 +197,7 @@ fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, LoggedDecision)>, LogError> {
         };
         out.push((
             TraceId(id),
-            LoggedDecision {
+            Decided {
                 keep: e[16] & 1 == 1,
                 threshold: u64_of(&e[17..25]),
                 decided_at_ms: u64_of(&e[25..33]),
@@ -249,7 +237,7 @@ pub fn restore(
     partition: i32,
     now_ms: u64,
     max_age: Duration,
-) -> Result<HashMap<TraceId, LoggedDecision>, RestoreError> {
+) -> Result<HashMap<TraceId, Decided>, RestoreError> {
     let topic = &cfg.kafka.decisions_topic;
     let mut cc = crate::kafka::consumer_config(&cfg.kafka);
     cc.set("group.id", format!("{}-restore", cfg.kafka.group_id))
@@ -331,7 +319,7 @@ pub fn write(
     producer: crate::sink::Producer,
     topic: Arc<str>,
     partition: i32,
-    batch: &[(TraceId, LoggedDecision)],
+    batch: &[(TraceId, Decided)],
     offsets: Vec<i64>,
     health: crate::telemetry::Health,
     clock: Arc<dyn crate::clock::Clock>,
@@ -377,23 +365,23 @@ mod tests {
     #[test]
     fn records_round_trip_and_bad_ones_are_errors() {
         for d in [
-            LoggedDecision {
+            Decided {
                 keep: true,
                 threshold: 1 << 55,
                 decided_at_ms: 1_760_000_000_123,
                 policy: "important".into(),
             },
-            LoggedDecision {
+            Decided {
                 keep: false,
                 threshold: u64::MAX,
                 decided_at_ms: 0,
-                policy: String::new(),
+                policy: "".into(),
             },
         ] {
-            assert_eq!(LoggedDecision::decode(&d.encode()), Ok(d));
+            assert_eq!(Decided::decode(&d.encode()), Ok(d));
         }
-        assert!(LoggedDecision::decode(&[1, 0, 0]).is_err());
-        let mut v = LoggedDecision {
+        assert!(Decided::decode(&[1, 0, 0]).is_err());
+        let mut v = Decided {
             keep: true,
             threshold: 0,
             decided_at_ms: 0,
@@ -401,22 +389,22 @@ mod tests {
         }
         .encode();
         v[0] = 9;
-        assert!(LoggedDecision::decode(&v).is_err());
+        assert!(Decided::decode(&v).is_err());
         v[0] = 1;
         v[18] = 0xff;
-        assert!(LoggedDecision::decode(&v).is_err());
+        assert!(Decided::decode(&v).is_err());
         assert_eq!(key(&TraceId([0xab; 16])), "ab".repeat(16));
     }
 
     #[test]
     fn batches_round_trip_and_version_1_records_still_read() {
-        let d = |keep, policy: &str, at| LoggedDecision {
+        let d = |keep, policy: &str, at| Decided {
             keep,
             threshold: if keep { 1 << 54 } else { u64::MAX },
             decided_at_ms: at,
             policy: policy.into(),
         };
-        let batch: Vec<(TraceId, LoggedDecision)> = (0..300u16)
+        let batch: Vec<(TraceId, Decided)> = (0..300u16)
             .map(|i| {
                 let mut id = [0u8; 16];
                 id[..2].copy_from_slice(&i.to_be_bytes());

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::decision_log::{self, LoggedDecision, RestoreError};
+use super::core::Decided;
+use super::decision_log::{self, RestoreError};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::otlp::TraceId;
@@ -18,7 +19,7 @@ use crate::sink::{AckFuture, DeadLetter, Producer};
 use crate::telemetry::Health;
 
 /// Decisions read back from the log, by trace.
-pub type RestoredDecisions = HashMap<TraceId, LoggedDecision>;
+pub type RestoredDecisions = HashMap<TraceId, Decided>;
 
 /// A restore in progress.
 pub type RestoreFuture =
@@ -34,7 +35,7 @@ pub trait Outputs: Send + Sync {
     fn log_decisions(
         &self,
         partition: i32,
-        decisions: &[(TraceId, LoggedDecision)],
+        decisions: &[(TraceId, Decided)],
         offsets: Vec<i64>,
     ) -> AckFuture;
     /// Reads back `partition`'s decisions made after `now_ms - max_age`.
@@ -70,7 +71,7 @@ impl Outputs for KafkaOutputs {
     fn log_decisions(
         &self,
         partition: i32,
-        decisions: &[(TraceId, LoggedDecision)],
+        decisions: &[(TraceId, Decided)],
         offsets: Vec<i64>,
     ) -> AckFuture {
         decision_log::write(

@@ -23,7 +23,7 @@ use crate::source::record::Record;
 use crate::store::StoreLimits;
 use crate::telemetry::{self, PartitionGauges};
 
-use super::core::{CoreSettings, Effect, PartitionCore, Restored};
+use super::core::{CoreSettings, Effect, PartitionCore};
 use super::Shared;
 use crate::source::queue::{Control, Inbox};
 
@@ -339,9 +339,7 @@ impl PartitionTask {
                 }
                 Effect::LogDecision {
                     trace_id,
-                    decision,
-                    policy,
-                    decided_at_ms,
+                    decided,
                     offsets,
                 } => {
                     if !self.shared.outputs.logs_decisions() {
@@ -349,15 +347,7 @@ impl PartitionTask {
                         self.core.acked(&offsets);
                         continue;
                     }
-                    log.push((
-                        trace_id,
-                        crate::pipeline::decision_log::LoggedDecision {
-                            keep: decision.keep,
-                            threshold: decision.threshold,
-                            decided_at_ms,
-                            policy: policy.to_string(),
-                        },
-                    ));
+                    log.push((trace_id, decided));
                     log_offsets.push(offsets);
                 }
             }
@@ -407,14 +397,7 @@ impl PartitionTask {
             let why = match result {
                 Ok(decisions) => {
                     let n = decisions.len();
-                    self.core
-                        .restore(decisions.into_iter().map(|(trace_id, d)| Restored {
-                            trace_id,
-                            keep: d.keep,
-                            threshold: d.threshold,
-                            policy: d.policy,
-                            decided_at_ms: d.decided_at_ms,
-                        }));
+                    self.core.restore(decisions);
                     telemetry::decisions_restored(n as u64);
                     let elapsed = self.shared.clock.now() - started;
                     telemetry::restore_finished(elapsed, true);
@@ -486,7 +469,8 @@ mod tests {
     use crate::config::Config;
     use crate::otlp::TraceId;
     use crate::pipeline::core::tests::{record, span};
-    use crate::pipeline::decision_log::{LoggedDecision, RestoreError};
+    use crate::pipeline::core::Decided;
+    use crate::pipeline::decision_log::RestoreError;
     use crate::pipeline::outputs::{Outputs, RestoreFuture};
     use crate::pipeline::{Policies, RunStats};
     use crate::sink::{AckFuture, BestEffort, MakeSinks, Write};
@@ -571,8 +555,8 @@ archive: {hot: {max_segment_bytes: 1MiB}}
     #[derive(Default)]
     struct FakeOutputs {
         logs: bool,
-        restores: Mutex<VecDeque<Result<HashMap<TraceId, LoggedDecision>, RestoreError>>>,
-        logged: Mutex<Vec<(TraceId, LoggedDecision)>>,
+        restores: Mutex<VecDeque<Result<HashMap<TraceId, Decided>, RestoreError>>>,
+        logged: Mutex<Vec<(TraceId, Decided)>>,
     }
 
     impl Outputs for FakeOutputs {
@@ -585,7 +569,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
         fn log_decisions(
             &self,
             _partition: i32,
-            decisions: &[(TraceId, LoggedDecision)],
+            decisions: &[(TraceId, Decided)],
             offsets: Vec<i64>,
         ) -> AckFuture {
             self.logged.lock().unwrap().extend_from_slice(decisions);
@@ -792,7 +776,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
                 Err(RestoreError::Task("the log is unreachable".into())),
                 Ok(HashMap::from([(
                     kept,
-                    LoggedDecision {
+                    Decided {
                         keep: true,
                         threshold: 0,
                         decided_at_ms,
