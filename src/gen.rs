@@ -176,7 +176,7 @@ pub fn kept_spans(
         .map(|t| t.trace_id)
         .collect();
     let (err, default): (Arc<str>, Arc<str>) = (Arc::from("errors"), Arc::from("default"));
-    let ten_percent = (1u64 << 56) / 10 * 9;
+    let ten_percent = crate::otlp::threshold::Threshold::from_raw((1u64 << 56) / 10 * 9);
     let mut out = Vec::new();
     let mut scanned = Vec::new();
     for r in records {
@@ -189,7 +189,7 @@ pub fn kept_spans(
         for s in scanned.drain(..) {
             let is_err = errors.contains(&s.trace_id);
             let (policy, threshold) = if is_err {
-                (&err, 0)
+                (&err, crate::otlp::threshold::Threshold::ALWAYS)
             } else {
                 (&default, ten_percent)
             };

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(out[0].meta.end_ns, 5_000);
         assert_eq!(out[0].meta.leaf_bits, 0b111);
         assert_eq!(out[0].meta.rv, Some(0xabcdef01234567));
-        assert_eq!(out[0].meta.th, Some(0x8 << 52));
+        assert_eq!(
+            out[0].meta.th,
+            Some(super::threshold::Threshold::from_raw(0x8 << 52))
+        );
     }
 
     #[test]
@@ -267,9 +270,9 @@ mod tests {
 
     #[test]
     fn ot_threshold_is_set_kept_or_erased() {
-        use super::threshold::threshold_for_probability;
-        let t1 = threshold_for_probability(0.01);
-        let t50 = 1u64 << 55;
+        use super::threshold::Threshold;
+        let t1 = Threshold::for_probability(0.01);
+        let t50 = Threshold::from_raw(1u64 << 55);
         // Set where absent; other members kept after it.
         assert_eq!(set_ot_threshold("", Some(t50)), "ot=th:8");
         assert_eq!(
@@ -289,15 +292,15 @@ mod tests {
         );
         let (_, th) = parse_ot_tracestate(&set_ot_threshold("", Some(t1)));
         assert_eq!(
-            th.map(|t| t >> 8),
-            Some(t1 >> 8),
+            th.map(|t| t.raw() >> 8),
+            Some(t1.raw() >> 8),
             "round trip at 48 bits or better"
         );
     }
 
     #[test]
     fn marked_spans_carry_threshold_policy_and_adjusted_count() {
-        use super::threshold::{adjusted_count, THRESHOLD_UNKNOWN};
+        use super::threshold::Threshold;
         let attr = |s: &Span, k: &str| {
             s.attributes
                 .iter()
@@ -308,14 +311,15 @@ mod tests {
         let mut base = span(1, 1, None, true);
         base.attributes.push(kv(ATTR_POLICY, "upstream"));
         // (incoming tracestate, stage threshold, expected th, expected adjusted count)
-        let t25 = 3u64 << 54; // p = 0.25
-        let t50 = 1u64 << 55; // p = 0.5
-        let table: &[(&str, u64, Option<u64>)] = &[
-            ("", 0, Some(0)),
+        let t25 = Threshold::from_raw(3u64 << 54); // p = 0.25
+        let t50 = Threshold::from_raw(1u64 << 55); // p = 0.5
+        let always = Threshold::ALWAYS;
+        let table: &[(&str, Threshold, Option<Threshold>)] = &[
+            ("", always, Some(always)),
             ("", t50, Some(t50)),
             ("ot=th:c", t50, Some(t25)), // incoming stricter: kept, never lowered
             ("ot=th:4", t50, Some(t50)), // raised to ours
-            ("ot=th:8;rv:00000000000001", THRESHOLD_UNKNOWN, None), // erased after a limiter
+            ("ot=th:8;rv:00000000000001", Threshold::UNKNOWN, None), // erased after a limiter
         ];
         for (ts, stage, want_th) in table {
             let mut s = base.clone();
@@ -324,7 +328,7 @@ mod tests {
             let out = mark_span(&bytes, &SamplingMark::new(*stage, "slow")).unwrap();
             let got = Span::decode(out.as_slice()).unwrap();
             let (_, th) = parse_ot_tracestate(&got.trace_state);
-            assert_eq!(th, *want_th, "{ts} at {stage:x}: {}", got.trace_state);
+            assert_eq!(th, *want_th, "{ts} at {stage:?}: {}", got.trace_state);
             if ts.contains("rv:") {
                 assert!(got.trace_state.contains("rv:00000000000001"), "rv kept");
             }
@@ -334,7 +338,7 @@ mod tests {
                 "one policy attribute, ours"
             );
             let want_count: Vec<_> = want_th
-                .map(|t| Some(any_value::Value::DoubleValue(adjusted_count(t))))
+                .map(|t| Some(any_value::Value::DoubleValue(t.adjusted_count())))
                 .into_iter()
                 .collect();
             assert_eq!(attr(&got, ATTR_ADJUSTED_COUNT), want_count);
@@ -396,10 +400,16 @@ mod tests {
 
     #[test]
     fn ot_tracestate_parsing() {
-        assert_eq!(parse_ot_tracestate("ot=th:0"), (None, Some(0)));
+        assert_eq!(
+            parse_ot_tracestate("ot=th:0"),
+            (None, Some(super::threshold::Threshold::ALWAYS))
+        );
         assert_eq!(
             parse_ot_tracestate("vendor=x,ot=rv:0123456789abcd;th:fd70a4"),
-            (Some(0x0123456789abcd), Some(0xfd70a4 << 32))
+            (
+                Some(0x0123456789abcd),
+                Some(super::threshold::Threshold::from_raw(0xfd70a4 << 32))
+            )
         );
         assert_eq!(parse_ot_tracestate("ot=rv:short"), (None, None));
     }

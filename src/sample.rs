@@ -66,9 +66,7 @@ pub use span_count::SpanCountConfig;
 pub use status_code::StatusCodeConfig;
 pub use string_attribute::StringAttributeConfig;
 
-use crate::otlp::threshold::{
-    threshold_for_probability, THRESHOLD_ALWAYS, THRESHOLD_NEVER, THRESHOLD_UNKNOWN,
-};
+pub use crate::otlp::threshold::Threshold;
 pub use trace_state::TraceStateConfig;
 
 pub(crate) use self::grammar::{block_fields, sub_policies, typed_block};
@@ -555,11 +553,11 @@ impl Sampler {
                 return Decision {
                     keep: false,
                     policy: Some(i),
-                    threshold: THRESHOLD_NEVER,
+                    threshold: Threshold::NEVER,
                 };
             }
         }
-        let mut best: Option<(PolicyId, u64)> = None;
+        let mut best: Option<(PolicyId, Threshold)> = None;
         for (i, (_, p)) in self.policies.iter().enumerate() {
             if p.is_drop() {
                 continue;
@@ -572,7 +570,7 @@ impl Sampler {
                     return Decision {
                         keep: false,
                         policy: Some(id),
-                        threshold: THRESHOLD_NEVER,
+                        threshold: Threshold::NEVER,
                     }
                 }
                 Verdict::Sampled { threshold } => {
@@ -600,11 +598,11 @@ impl Sampler {
                 if let Some(m) = matched.get_mut(i) {
                     *m = true;
                 }
-                let keep = threshold < THRESHOLD_NEVER && view.randomness() >= threshold;
+                let keep = threshold.keeps(view.randomness());
                 return Decision {
                     keep,
                     policy: Some(i as PolicyId),
-                    threshold: if keep { threshold } else { THRESHOLD_NEVER },
+                    threshold: if keep { threshold } else { Threshold::NEVER },
                 };
             }
         }
@@ -615,7 +613,6 @@ impl Sampler {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::otlp::threshold::{adjusted_count, threshold_hex};
     use crate::otlp::StatusCode;
     use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe};
 
@@ -712,22 +709,27 @@ pub(crate) mod tests {
 
     #[test]
     fn threshold_math() {
-        assert_eq!(threshold_for_probability(1.0), 0);
-        assert_eq!(threshold_for_probability(0.5), 1 << 55);
-        assert_eq!(threshold_for_probability(0.0), THRESHOLD_NEVER);
-        assert!((adjusted_count(threshold_for_probability(0.01)) - 100.0).abs() < 1e-6);
-        assert_eq!(adjusted_count(0), 1.0);
-        assert_eq!(threshold_hex(1 << 55), "8");
-        assert_eq!(threshold_hex(0), "0");
+        assert_eq!(Threshold::for_probability(1.0), Threshold::ALWAYS);
+        assert_eq!(
+            Threshold::for_probability(0.5),
+            Threshold::from_raw(1 << 55)
+        );
+        assert_eq!(Threshold::for_probability(0.0), Threshold::NEVER);
+        assert!((Threshold::for_probability(0.01).adjusted_count() - 100.0).abs() < 1e-6);
+        assert_eq!(Threshold::ALWAYS.adjusted_count(), 1.0);
+        assert_eq!(Threshold::from_raw(1 << 55).hex(), "8");
+        assert_eq!(Threshold::ALWAYS.hex(), "0");
         // 1% at the spec's example precision.
-        assert!(threshold_hex(threshold_for_probability(0.01)).starts_with("fd70a3d70a3d"));
+        assert!(Threshold::for_probability(0.01)
+            .hex()
+            .starts_with("fd70a3d70a3d"));
     }
 
     #[test]
     fn seed_policies_decide_as_documented() {
         let sampler = Sampler::build(&seed()).unwrap();
         let low = tid_with_randomness(0x10); // below every threshold but 0
-        let high = tid_with_randomness(THRESHOLD_NEVER - 1); // passes any probability
+        let high = tid_with_randomness(Threshold::NEVER.raw() - 1); // passes any probability
         let mid = tid_with_randomness(3 << 54); // passes 50%, not 1%
 
         let err = summary(&[
@@ -737,7 +739,7 @@ pub(crate) mod tests {
         let d = sampler.decide(low, &err, MonoTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "errors");
-        assert_eq!(d.threshold, 0);
+        assert_eq!(d.threshold, Threshold::ALWAYS);
 
         let slow = summary(&[meta(0, 501, StatusCode::Unset, true)]);
         assert!(sampler.decide(low, &slow, MonoTime::ZERO).keep);
@@ -748,7 +750,7 @@ pub(crate) mod tests {
         let d = sampler.decide(high, &not_slow, MonoTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "default");
-        assert!((adjusted_count(d.threshold) - 100.0).abs() < 1e-6);
+        assert!((d.threshold.adjusted_count() - 100.0).abs() < 1e-6);
         assert!(!sampler.decide(mid, &not_slow, MonoTime::ZERO).keep);
     }
 
@@ -769,7 +771,7 @@ pub(crate) mod tests {
         let d = sampler.decide(mid, &s, MonoTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "important");
-        assert!((adjusted_count(d.threshold) - 2.0).abs() < 1e-9);
+        assert!((d.threshold.adjusted_count() - 2.0).abs() < 1e-9);
         assert!(
             !sampler
                 .decide(tid_with_randomness(1 << 54), &s, MonoTime::ZERO)
@@ -787,7 +789,7 @@ pub(crate) mod tests {
         ))
         .unwrap();
         let d = sampler.decide(
-            tid_with_randomness(THRESHOLD_NEVER - 1),
+            tid_with_randomness(Threshold::NEVER.raw() - 1),
             &summary(&[]),
             MonoTime::ZERO,
         );
@@ -802,7 +804,7 @@ pub(crate) mod tests {
         .unwrap();
         let id = tid_with_randomness(0); // would be dropped on trace-id randomness
         let mut m = meta(0, 1, StatusCode::Unset, true);
-        m.rv = Some(THRESHOLD_NEVER - 1);
+        m.rv = Some(Threshold::NEVER.raw() - 1);
         assert!(sampler.decide(id, &summary(&[m]), MonoTime::ZERO).keep);
         assert!(
             !sampler

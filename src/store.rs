@@ -547,7 +547,7 @@ impl TraceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::otlp::threshold::THRESHOLD_NEVER;
+    use crate::otlp::threshold::Threshold;
     use crate::otlp::{ScopeCtx, SpanId, StatusCode};
     use crate::settings::ByteSize;
     use std::sync::Arc;
@@ -670,7 +670,7 @@ mod tests {
         let keep = Decision {
             keep: true,
             policy: Some(0),
-            threshold: 0,
+            threshold: crate::otlp::threshold::Threshold::ALWAYS,
         };
         s.remember(tid(1), keep, MonoTime::from_millis(2_000));
         assert_eq!(add(&mut s, 1, false, 5, 3_000), Admit::Decided(keep));
@@ -683,7 +683,7 @@ mod tests {
         let drop = Decision {
             keep: false,
             policy: None,
-            threshold: THRESHOLD_NEVER,
+            threshold: Threshold::NEVER,
         };
         s.remember(tid(2), drop, MonoTime::from_millis(40_000));
         assert_eq!(add(&mut s, 2, false, 7, 40_001), Admit::Decided(drop));
@@ -695,12 +695,12 @@ mod tests {
         let keep = Decision {
             keep: true,
             policy: Some(0),
-            threshold: 0,
+            threshold: crate::otlp::threshold::Threshold::ALWAYS,
         };
         let drop = Decision {
             keep: false,
             policy: None,
-            threshold: THRESHOLD_NEVER,
+            threshold: Threshold::NEVER,
         };
         let at = MonoTime::from_millis;
         // 100 keeps, then a flood of 200 drops: the drops do not push out the keeps.

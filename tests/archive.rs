@@ -1045,7 +1045,7 @@ async fn trace_prints_escape_sequences_in_span_data_escaped() {
             trace_id: s.trace_id,
             span: s.span,
             policy: Arc::from("all"),
-            threshold: 0,
+            threshold: tracesift::otlp::threshold::Threshold::ALWAYS,
         })
         .collect();
     for f in tracesift::archive::encode_segment(&kept, 2_000).unwrap() {

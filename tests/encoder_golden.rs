@@ -30,7 +30,7 @@ use opentelemetry_proto::tonic::trace::v1::{span, Span, Status};
 use parquet::arrow::ArrowWriter;
 use prost::Message;
 use tracesift::archive::{encode_segment, filing_hour, span_schema, writer_properties, KeptSpan};
-use tracesift::otlp::threshold::adjusted_count;
+use tracesift::otlp::threshold::Threshold;
 use tracesift::otlp::{self, render_value, ScopeCtx, SpanKind, SpanRef, StatusCode, TraceId};
 
 fn struct_fields(column: &str) -> Fields {
@@ -254,7 +254,7 @@ fn reference_batch(rows: &[Row]) -> RecordBatch {
         // The span's effective threshold, as the pipeline wrote it into its tracestate
         // (`otlp::mark_span`); none when the probability is unknown (after a rate limiter).
         let (_, th) = otlp::parse_ot_tracestate(&s.trace_state);
-        adjusted.append_option(th.map(adjusted_count));
+        adjusted.append_option(th.map(Threshold::adjusted_count));
     }
 
     let columns: Vec<ArrayRef> = vec![
@@ -434,7 +434,7 @@ fn kept(trace: u8, ctx: &Arc<ScopeCtx>, bytes: Vec<u8>) -> KeptSpan {
             bytes: Bytes::from(bytes),
         },
         policy: Arc::from("p"),
-        threshold: 0,
+        threshold: Threshold::ALWAYS,
     }
 }
 

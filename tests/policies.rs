@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, S
 use prost::Message;
 use tracesift::clock::MonoTime;
 use tracesift::config::Config;
-use tracesift::otlp::threshold::{adjusted_count, THRESHOLD_UNKNOWN};
+use tracesift::otlp::threshold::Threshold;
 use tracesift::otlp::{scan_request_into, TraceId};
 use tracesift::sample::{PolicySpec, Sampler, TraceSummary};
 
@@ -302,7 +302,8 @@ fn limiters_and_composite_budget_per_second() {
     let d = rate.decide(id, &ten, at(2_000));
     assert!(d.keep, "35 tokens back after a second");
     assert_eq!(
-        d.threshold, THRESHOLD_UNKNOWN,
+        d.threshold,
+        Threshold::UNKNOWN,
         "rate-limited keeps have no known probability"
     );
 
@@ -372,7 +373,7 @@ fn drop_wins_and_is_evaluated_first() {
     );
     let d = sampler.decide(id, &fine, MonoTime::ZERO);
     assert!(d.keep);
-    assert_eq!(adjusted_count(d.threshold), 1.0);
+    assert_eq!(d.threshold.adjusted_count(), 1.0);
 }
 
 #[test]
@@ -473,7 +474,7 @@ fn first_match_tiers_decide_in_order() {
             assert_eq!(sampler.policy_name(d.policy.unwrap()), tier);
             if d.keep {
                 kept += 1;
-                weight += adjusted_count(d.threshold);
+                weight += d.threshold.adjusted_count();
             }
         }
         let want = p * n as f64;
@@ -537,7 +538,7 @@ fn adjusted_counts_are_unbiased_and_nested_across_percentages() {
         }
         for (acc, d) in weights.iter_mut().zip(&ds) {
             if d.keep {
-                *acc += adjusted_count(d.threshold);
+                *acc += d.threshold.adjusted_count();
             }
         }
     }
@@ -649,7 +650,7 @@ fn skewed_mix(goal: &str, secs: u64) -> HashMap<&'static str, (u64, u64)> {
                     e.0 += 1;
                     e.1 += u64::from(d.keep);
                     if d.keep {
-                        assert!(adjusted_count(d.threshold) >= 1.0, "known probability");
+                        assert!(d.threshold.adjusted_count() >= 1.0, "known probability");
                     }
                 }
             }

@@ -24,7 +24,7 @@ use super::schema::*;
 
 use super::ArchiveError;
 use crate::otlp::fields::{Kv, Repeated, SpanFields, Value};
-use crate::otlp::threshold::adjusted_count;
+use crate::otlp::threshold::Threshold;
 use crate::otlp::{self, render_value, ScopeCtx, SpanKind, SpanRef, StatusCode, TraceId};
 
 /// A kept span waiting in a segment.
@@ -37,7 +37,7 @@ pub struct KeptSpan {
     /// Name of the policy that kept the trace.
     pub policy: Arc<str>,
     /// This stage's threshold for the trace.
-    pub threshold: u64,
+    pub threshold: Threshold,
 }
 
 /// The spec's names of a map's groups.
@@ -461,7 +461,8 @@ impl Columns {
         // The span's effective threshold, as the pipeline wrote it into its tracestate
         // (`otlp::mark_span`); none when the probability is unknown (after a rate limiter).
         let (_, th) = otlp::parse_ot_tracestate(s.trace_state);
-        self.adjusted.append_option(th.map(adjusted_count));
+        self.adjusted
+            .append_option(th.map(Threshold::adjusted_count));
         Ok(())
     }
 

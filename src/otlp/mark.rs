@@ -1,11 +1,12 @@
 //! OTEP 235 sampling marks: the `ot` entry of a W3C tracestate, and the rewrite of a kept span's
 //! body with its raised threshold, deciding policy and adjusted count.
 
+use super::threshold::Threshold;
 #[allow(unused_imports)]
 use super::*;
 
 /// Parses the OTEP 235 `ot` entry of a W3C tracestate: `(rv, th)`.
-pub fn parse_ot_tracestate(ts: &str) -> (Option<u64>, Option<u64>) {
+pub fn parse_ot_tracestate(ts: &str) -> (Option<u64>, Option<Threshold>) {
     let mut rv = None;
     let mut th = None;
     for member in ts.split(',') {
@@ -23,7 +24,7 @@ pub fn parse_ot_tracestate(ts: &str) -> (Option<u64>, Option<u64>) {
                     // Trailing zeros are elided: pad to 14 hex digits (56 bits).
                     th = u64::from_str_radix(v, 16)
                         .ok()
-                        .map(|x| x << (4 * (14 - v.len())));
+                        .map(|x| Threshold::from_raw(x << (4 * (14 - v.len()))));
                 }
             }
         }
@@ -35,7 +36,7 @@ pub fn parse_ot_tracestate(ts: &str) -> (Option<u64>, Option<u64>) {
 /// keeping the entry's other fields (`rv`, vendor sub-keys) and every other list member. The
 /// modified `ot` entry moves to the front, as W3C requires of a modified member; an `ot` entry
 /// left empty is removed.
-pub fn set_ot_threshold(ts: &str, th: Option<u64>) -> String {
+pub fn set_ot_threshold(ts: &str, th: Option<Threshold>) -> String {
     let mut ot_fields: Vec<&str> = Vec::new();
     let mut others: Vec<&str> = Vec::new();
     for member in ts.split(',') {
@@ -51,7 +52,7 @@ pub fn set_ot_threshold(ts: &str, th: Option<u64>) -> String {
             None => others.push(member),
         }
     }
-    let th_field = th.map(|t| format!("th:{}", threshold::threshold_hex(t)));
+    let th_field = th.map(|t| format!("th:{}", t.hex()));
     let mut fields: Vec<&str> = Vec::with_capacity(ot_fields.len() + 1);
     if let Some(f) = &th_field {
         fields.push(f);
@@ -74,8 +75,8 @@ pub fn set_ot_threshold(ts: &str, th: Option<u64>) -> String {
 /// What a kept span carries out of this stage (built once per kept trace).
 #[derive(Debug, Clone)]
 pub struct SamplingMark<'a> {
-    /// This stage's rejection threshold (`sample::THRESHOLD_UNKNOWN` erases `th`).
-    pub threshold: u64,
+    /// This stage's rejection threshold (`sample::Threshold::UNKNOWN` erases `th`).
+    pub threshold: Threshold,
     /// Name of the deciding policy.
     pub policy: &'a str,
     /// The tracestate of a span that arrived without one, rendered once per trace.
@@ -84,8 +85,8 @@ pub struct SamplingMark<'a> {
 
 impl<'a> SamplingMark<'a> {
     /// The mark of a trace kept at `threshold` by `policy`.
-    pub fn new(threshold: u64, policy: &'a str) -> Self {
-        let th = (threshold != threshold::THRESHOLD_UNKNOWN).then_some(threshold);
+    pub fn new(threshold: Threshold, policy: &'a str) -> Self {
+        let th = (threshold != Threshold::UNKNOWN).then_some(threshold);
         SamplingMark {
             threshold,
             policy,
@@ -125,8 +126,8 @@ pub fn mark_span(span: &[u8], mark: &SamplingMark<'_>) -> Result<Vec<u8>, Decode
         out.extend_from_slice(&span[tag_start..rd.pos]);
     }
     let (_, th_in) = parse_ot_tracestate(trace_state);
-    let th = (mark.threshold != threshold::THRESHOLD_UNKNOWN)
-        .then(|| mark.threshold.max(th_in.unwrap_or(0)));
+    let th = (mark.threshold != Threshold::UNKNOWN)
+        .then(|| mark.threshold.max(th_in.unwrap_or(Threshold::ALWAYS)));
     let ts: std::borrow::Cow<'_, str> = if trace_state.is_empty() {
         std::borrow::Cow::Borrowed(&mark.plain_trace_state)
     } else {
@@ -138,7 +139,7 @@ pub fn mark_span(span: &[u8], mark: &SamplingMark<'_>) -> Result<Vec<u8>, Decode
     }
     put_string_attribute(&mut out, ATTR_POLICY, mark.policy);
     if let Some(t) = th {
-        put_double_attribute(&mut out, ATTR_ADJUSTED_COUNT, threshold::adjusted_count(t));
+        put_double_attribute(&mut out, ATTR_ADJUSTED_COUNT, t.adjusted_count());
     }
     Ok(out)
 }

@@ -63,7 +63,7 @@ pub struct SpanMeta {
     /// OTEP 235 randomness (`ot=rv:`) from the span's tracestate, if any.
     pub rv: Option<u64>,
     /// OTEP 235 threshold (`ot=th:`) from the span's tracestate, if any.
-    pub th: Option<u64>,
+    pub th: Option<super::threshold::Threshold>,
     /// Policy leaves matched by this span's (or its resource's) attributes or tracestate.
     pub leaf_bits: u128,
     /// Encoded size of the span in bytes.

@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use crate::clock::MonoTime;
 use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
-use crate::sample::{Decision, PolicyId, Sampler};
+use crate::sample::{Decision, PolicyId, Sampler, Threshold};
 use crate::source::record::{Headers, Record};
 use crate::source::watermark::Watermark;
 use crate::store::{Admit, DueTrace, StoreLimits, StoreStats, TraceMap, TraceStore};
@@ -105,7 +105,7 @@ pub struct Decided {
     /// Keep or drop.
     pub keep: bool,
     /// The stage's rejection threshold (OTEP 235; 0 for rule keeps).
-    pub threshold: u64,
+    pub threshold: Threshold,
     /// The deciding policy's name (empty when no policy matched).
     pub policy: Arc<str>,
     /// When it was made: the deciding partition's stream time, Unix ms.
@@ -908,7 +908,7 @@ pub(crate) mod tests {
             trace_id,
             Decided {
                 keep: true,
-                threshold: 0,
+                threshold: crate::otlp::threshold::Threshold::ALWAYS,
                 policy: "errors".into(),
                 decided_at_ms,
             },
@@ -1087,7 +1087,7 @@ pub(crate) mod tests {
                                     trace_id,
                                     Decided {
                                         keep,
-                                        threshold: 0,
+                                        threshold: crate::otlp::threshold::Threshold::ALWAYS,
                                         policy: policy.into(),
                                         decided_at_ms: ms,
                                     },

@@ -36,6 +36,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 pub use super::core::Decided;
 use crate::config::Config;
+use crate::otlp::threshold::Threshold;
 use crate::otlp::TraceId;
 use crate::sink::{produce_until_acked, AckFuture, Outgoing};
 use crate::telemetry;
@@ -54,7 +55,7 @@ impl Decided {
         let mut v = Vec::with_capacity(18 + self.policy.len());
         v.push(1);
         v.push(u8::from(self.keep));
-        v.extend_from_slice(&self.threshold.to_le_bytes());
+        v.extend_from_slice(&self.threshold.raw().to_le_bytes());
         v.extend_from_slice(&self.decided_at_ms.to_le_bytes());
         v.extend_from_slice(self.policy.as_bytes());
         v
@@ -75,7 +76,7 @@ impl Decided {
         };
         Ok(Decided {
             keep: v[1] & 1 == 1,
-            threshold: u64_at(2),
+            threshold: Threshold::from_raw(u64_at(2)),
             decided_at_ms: u64_at(10),
             policy: std::str::from_utf8(&v[18..])
                 .map_err(|_| LogError::Format("policy name is not UTF-8"))?
@@ -129,7 +130,7 @@ pub fn encode_batch(batch: &[(TraceId, Decided)]) -> Vec<u8> {
     for ((id, d), i) in batch.iter().zip(index) {
         v.extend_from_slice(&id.0);
         v.push(u8::from(d.keep));
-        v.extend_from_slice(&d.threshold.to_le_bytes());
+        v.extend_from_slice(&d.threshold.raw().to_le_bytes());
         v.extend_from_slice(&d.decided_at_ms.to_le_bytes());
         v.extend_from_slice(&i.to_le_bytes());
     }
@@ -199,7 +200,7 @@ fn decode_batch(v: &[u8]) -> Result<Vec<(TraceId, Decided)>, LogError> {
             TraceId(id),
             Decided {
                 keep: e[16] & 1 == 1,
-                threshold: u64_of(&e[17..25]),
+                threshold: Threshold::from_raw(u64_of(&e[17..25])),
                 decided_at_ms: u64_of(&e[25..33]),
                 policy,
             },
@@ -367,13 +368,13 @@ mod tests {
         for d in [
             Decided {
                 keep: true,
-                threshold: 1 << 55,
+                threshold: Threshold::from_raw(1 << 55),
                 decided_at_ms: 1_760_000_000_123,
                 policy: "important".into(),
             },
             Decided {
                 keep: false,
-                threshold: u64::MAX,
+                threshold: Threshold::UNKNOWN,
                 decided_at_ms: 0,
                 policy: "".into(),
             },
@@ -383,7 +384,7 @@ mod tests {
         assert!(Decided::decode(&[1, 0, 0]).is_err());
         let mut v = Decided {
             keep: true,
-            threshold: 0,
+            threshold: crate::otlp::threshold::Threshold::ALWAYS,
             decided_at_ms: 0,
             policy: "x".into(),
         }
@@ -400,7 +401,11 @@ mod tests {
     fn batches_round_trip_and_version_1_records_still_read() {
         let d = |keep, policy: &str, at| Decided {
             keep,
-            threshold: if keep { 1 << 54 } else { u64::MAX },
+            threshold: if keep {
+                Threshold::from_raw(1 << 54)
+            } else {
+                Threshold::UNKNOWN
+            },
             decided_at_ms: at,
             policy: policy.into(),
         };

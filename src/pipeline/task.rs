@@ -778,7 +778,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
                     kept,
                     Decided {
                         keep: true,
-                        threshold: 0,
+                        threshold: crate::otlp::threshold::Threshold::ALWAYS,
                         decided_at_ms,
                         policy: "errors".into(),
                     },

@@ -1,6 +1,6 @@
 //! `always_sample`: keeps every trace.
 
-use super::{TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{Threshold, TraceView, Verdict};
 
 /// Keeps everything.
 #[derive(Debug, Clone, Copy)]
@@ -10,7 +10,7 @@ impl AlwaysSample {
     /// Always `Sampled` at threshold 0.
     pub fn evaluate(&self, _t: &TraceView<'_>) -> Verdict {
         Verdict::Sampled {
-            threshold: THRESHOLD_ALWAYS,
+            threshold: Threshold::ALWAYS,
         }
     }
 }

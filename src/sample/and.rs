@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict};
+use super::{compile, Evaluator, LeafSet, PolicySpec, Threshold, TraceView, Verdict};
 use crate::settings::ConfigError;
 
 /// The Collector's `and` block.
@@ -77,7 +77,7 @@ impl And {
 
     /// Sampled when every sub-policy is, at the largest of their thresholds.
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
-        let mut threshold = 0;
+        let mut threshold = Threshold::ALWAYS;
         for s in &self.subs {
             match s.evaluate(t) {
                 Verdict::Sampled { threshold: th } => threshold = threshold.max(th),

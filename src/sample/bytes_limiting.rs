@@ -1,5 +1,5 @@
 //! `bytes_limiting`: a token bucket of span bytes per second (the encoded OTLP size of the
-//! trace's spans), shared by every partition. Keeps carry [`super::THRESHOLD_UNKNOWN`].
+//! trace's spans), shared by every partition. Keeps carry [`super::Threshold::UNKNOWN`].
 
 use serde::{Deserialize, Serialize};
 

@@ -2,14 +2,14 @@
 //! share of `max_total_spans_per_second` for the current second. Within budget the trace is kept,
 //! over budget it is not (and no later sub-policy is tried), as in the Collector. Shares come from
 //! `rate_allocation` (`percent` of the total; 0 = an equal share); a sub-policy without an
-//! allocation has no budget. Keeps carry [`THRESHOLD_UNKNOWN`]: a budget makes the probability
+//! allocation has no budget. Keeps carry [`Threshold::UNKNOWN`]: a budget makes the probability
 //! unknown.
 
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict, THRESHOLD_UNKNOWN};
+use super::{compile, Evaluator, LeafSet, PolicySpec, Threshold, TraceView, Verdict};
 use crate::settings::ConfigError;
 
 /// One entry of `rate_allocation`.
@@ -273,7 +273,7 @@ impl Composite {
         if after <= self.subs[i].budget && total_after <= self.max_total {
             w.1[i] = after;
             Verdict::Sampled {
-                threshold: THRESHOLD_UNKNOWN,
+                threshold: Threshold::UNKNOWN,
             }
         } else {
             Verdict::NotSampled

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{threshold_for_probability, TraceView, Verdict};
+use super::{Threshold, TraceView, Verdict};
 use crate::clock::MonoTime;
 use crate::otlp::StatusCode;
 
@@ -197,8 +197,8 @@ impl Dynamic {
         *st.counts.entry(key).or_default() += 1.0;
         let rate = st.rates.get(&key).copied().unwrap_or(1.0);
         drop(st);
-        let threshold = threshold_for_probability(1.0 / rate);
-        if t.randomness() >= threshold {
+        let threshold = Threshold::for_probability(1.0 / rate);
+        if t.randomness() >= threshold.raw() {
             Verdict::Sampled { threshold }
         } else {
             Verdict::NotSampled
@@ -326,7 +326,12 @@ mod tests {
             spans: &[],
         });
         assert!(
-            matches!(v, Verdict::Sampled { threshold: 0 }),
+            matches!(
+                v,
+                Verdict::Sampled {
+                    threshold: Threshold::ALWAYS
+                }
+            ),
             "new keys keep at rate 1"
         );
     }

@@ -16,9 +16,7 @@
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use super::{
-    compile, threshold_for_probability, Evaluator, LeafSet, PolicySpec, TraceView, Verdict,
-};
+use super::{compile, Evaluator, LeafSet, PolicySpec, Threshold, TraceView, Verdict};
 use crate::settings::ConfigError;
 
 /// One tier as configured.
@@ -112,7 +110,7 @@ impl FirstMatchSpec {
 #[derive(Debug)]
 pub struct FirstMatchRule {
     when: Option<Evaluator>,
-    threshold: u64,
+    threshold: Threshold,
 }
 
 impl FirstMatchRule {
@@ -136,12 +134,12 @@ impl FirstMatchRule {
         };
         Some(FirstMatchRule {
             when,
-            threshold: threshold_for_probability(spec.sample_percentage / 100.0),
+            threshold: Threshold::for_probability(spec.sample_percentage / 100.0),
         })
     }
 
     /// `Some(threshold)` when the tier's condition holds for the trace.
-    pub fn matches(&self, t: &TraceView<'_>) -> Option<u64> {
+    pub fn matches(&self, t: &TraceView<'_>) -> Option<Threshold> {
         match &self.when {
             None => Some(self.threshold),
             Some(w) => matches!(w.evaluate(t), Verdict::Sampled { .. }).then_some(self.threshold),

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{Threshold, TraceView, Verdict};
 
 /// The Collector's `latency` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +50,7 @@ impl Latency {
         let hit = d > self.lower_ns && self.upper_ns.is_none_or(|u| d <= u);
         if hit {
             Verdict::Sampled {
-                threshold: THRESHOLD_ALWAYS,
+                threshold: Threshold::ALWAYS,
             }
         } else {
             Verdict::NotSampled

@@ -4,7 +4,7 @@
 use crate::clock::MonoTime;
 use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, SpanRef, TraceId};
 
-use super::{Verdict, THRESHOLD_ALWAYS};
+use super::{Threshold, Verdict};
 
 /// Most span-level predicates one configuration may have (one bit each in [`TraceSummary`]).
 pub const MAX_LEAVES: usize = 128;
@@ -161,7 +161,7 @@ pub struct TraceSummary {
     /// OTEP 235 randomness from the first span that carried one.
     pub rv: Option<u64>,
     /// The largest incoming OTEP 235 threshold seen.
-    pub th: Option<u64>,
+    pub th: Option<Threshold>,
 }
 
 impl TraceSummary {
@@ -229,7 +229,7 @@ impl TraceView<'_> {
 pub(crate) fn leaf_verdict(t: &TraceView<'_>, bit: u128, invert: bool) -> Verdict {
     if (t.summary.leaf_bits & bit != 0) != invert {
         Verdict::Sampled {
-            threshold: THRESHOLD_ALWAYS,
+            threshold: Threshold::ALWAYS,
         }
     } else {
         Verdict::NotSampled

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{compile, Evaluator, LeafSet, PolicySpec, TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{compile, Evaluator, LeafSet, PolicySpec, Threshold, TraceView, Verdict};
 use crate::settings::ConfigError;
 
 /// The Collector's `not` block.
@@ -71,7 +71,7 @@ impl Not {
         match self.sub.evaluate(t) {
             Verdict::Sampled { .. } => Verdict::NotSampled,
             Verdict::NotSampled => Verdict::Sampled {
-                threshold: THRESHOLD_ALWAYS,
+                threshold: Threshold::ALWAYS,
             },
             Verdict::Dropped => Verdict::Dropped,
         }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{threshold_for_probability, TraceView, Verdict};
+use super::{Threshold, TraceView, Verdict};
 
 /// The Collector's `probabilistic` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct ProbabilisticConfig {
 /// Compiled `probabilistic`: a 56-bit rejection threshold.
 #[derive(Debug)]
 pub struct Probabilistic {
-    threshold: u64,
+    threshold: Threshold,
     salt: Option<Box<[u8]>>,
 }
 
@@ -37,7 +37,7 @@ impl Probabilistic {
             ));
         }
         Ok(Probabilistic {
-            threshold: threshold_for_probability(p / 100.0),
+            threshold: Threshold::for_probability(p / 100.0),
             salt: (!c.hash_salt.is_empty()).then(|| c.hash_salt.as_bytes().into()),
         })
     }
@@ -48,7 +48,7 @@ impl Probabilistic {
             None => t.randomness(),
             Some(salt) => crate::hash::fnv1a(&[salt, &t.trace_id.0]) >> 8,
         };
-        if r >= self.threshold {
+        if r >= self.threshold.raw() {
             Verdict::Sampled {
                 threshold: self.threshold,
             }

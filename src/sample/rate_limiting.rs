@@ -1,13 +1,13 @@
 //! `rate_limiting`: a token bucket of spans per second, shared by every partition of the
 //! process (as the Collector shares one limiter across shards). A trace passes when the bucket
 //! holds at least its span count; a trace larger than the burst never passes. What it keeps has
-//! no known probability, so its keeps carry [`THRESHOLD_UNKNOWN`].
+//! no known probability, so its keeps carry [`Threshold::UNKNOWN`].
 
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::{TraceView, Verdict, THRESHOLD_UNKNOWN};
+use super::{Threshold, TraceView, Verdict};
 use crate::clock::MonoTime;
 
 /// The Collector's `rate_limiting` block.
@@ -50,7 +50,7 @@ impl TokenBucket {
     pub fn verdict(&self, n: u64, now: MonoTime) -> Verdict {
         if self.take(n, now) {
             Verdict::Sampled {
-                threshold: THRESHOLD_UNKNOWN,
+                threshold: Threshold::UNKNOWN,
             }
         } else {
             Verdict::NotSampled

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{Threshold, TraceView, Verdict};
 
 /// The Collector's `span_count` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ impl SpanCount {
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
         if (self.min..=self.max).contains(&t.summary.span_count) {
             Verdict::Sampled {
-                threshold: THRESHOLD_ALWAYS,
+                threshold: Threshold::ALWAYS,
             }
         } else {
             Verdict::NotSampled

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{Threshold, TraceView, Verdict};
 use crate::otlp::StatusCode;
 
 /// The Collector's `status_code` block.
@@ -34,7 +34,7 @@ impl StatusCodePolicy {
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
         if t.summary.status_mask & self.mask != 0 {
             Verdict::Sampled {
-                threshold: THRESHOLD_ALWAYS,
+                threshold: Threshold::ALWAYS,
             }
         } else {
             Verdict::NotSampled
@@ -72,7 +72,12 @@ mod tests {
                 spans: &[],
             })
         };
-        assert_eq!(v(&hit), Verdict::Sampled { threshold: 0 });
+        assert_eq!(
+            v(&hit),
+            Verdict::Sampled {
+                threshold: Threshold::ALWAYS
+            }
+        );
         assert_eq!(v(&miss), Verdict::NotSampled);
         assert!(StatusCodePolicy::build(&StatusCodeConfig {
             status_codes: vec![]

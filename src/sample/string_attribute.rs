@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LeafMatch, LeafSet, TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{LeafMatch, LeafSet, Threshold, TraceView, Verdict};
 
 /// The Collector's `string_attribute` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ impl StringAttribute {
         let matched = t.summary.leaf_bits & self.bit != 0;
         if matched != self.invert {
             Verdict::Sampled {
-                threshold: THRESHOLD_ALWAYS,
+                threshold: Threshold::ALWAYS,
             }
         } else {
             Verdict::NotSampled

@@ -1,6 +1,6 @@
 //! `trace_flags`: some span has the W3C sampled flag set.
 
-use super::{TraceView, Verdict, THRESHOLD_ALWAYS};
+use super::{Threshold, TraceView, Verdict};
 
 /// Keeps traces with a span whose W3C trace flags have the sampled bit.
 #[derive(Debug, Clone, Copy)]
@@ -11,7 +11,7 @@ impl TraceFlags {
     pub fn evaluate(&self, t: &TraceView<'_>) -> Verdict {
         if t.summary.any_sampled_flag {
             Verdict::Sampled {
-                threshold: THRESHOLD_ALWAYS,
+                threshold: Threshold::ALWAYS,
             }
         } else {
             Verdict::NotSampled

@@ -1,6 +1,6 @@
 //! What a policy says about a trace ([`Verdict`]) and what the sampler decides ([`Decision`]).
 
-use crate::otlp::threshold::THRESHOLD_NEVER;
+use crate::otlp::threshold::Threshold;
 
 /// What one policy says about a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -8,7 +8,7 @@ pub enum Verdict {
     /// Keep, at this threshold (0 for rule-based keeps).
     Sampled {
         /// The policy's effective rejection threshold.
-        threshold: u64,
+        threshold: Threshold,
     },
     /// This policy does not keep the trace.
     NotSampled,
@@ -28,7 +28,7 @@ pub struct Decision {
     /// drop policy, that policy); `None` when no policy matched.
     pub policy: Option<PolicyId>,
     /// This stage's rejection threshold (0 for rule keeps).
-    pub threshold: u64,
+    pub threshold: Threshold,
 }
 
 impl Decision {
@@ -36,6 +36,6 @@ impl Decision {
     pub const NOT_SAMPLED: Decision = Decision {
         keep: false,
         policy: None,
-        threshold: THRESHOLD_NEVER,
+        threshold: Threshold::NEVER,
     };
 }

@@ -214,7 +214,7 @@ mod tests {
             decision: crate::sample::Decision {
                 keep: true,
                 policy: None,
-                threshold: 0,
+                threshold: crate::otlp::threshold::Threshold::ALWAYS,
             },
             policy,
             offsets,

@@ -204,7 +204,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.bench_function("mark", |b| {
-        let mark = otlp::SamplingMark::new(1 << 55, "default");
+        let mark =
+            otlp::SamplingMark::new(otlp::threshold::Threshold::from_raw(1 << 55), "default");
         b.iter(|| {
             all.iter()
                 .map(|s| otlp::mark_span(&s.span.bytes, &mark).unwrap().len())
@@ -218,7 +219,7 @@ fn bench(c: &mut Criterion) {
             trace_id: s.trace_id,
             span: s.span.clone(),
             policy: Arc::clone(&policy),
-            threshold: 0,
+            threshold: otlp::threshold::Threshold::ALWAYS,
         })
         .collect();
     g.sample_size(10);

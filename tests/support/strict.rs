@@ -20,7 +20,10 @@ pub fn check_accepted(record: &Bytes, scanned: &[ScannedSpan]) {
         "scanner accepted what prost rejects: {whole:?}"
     );
     let mut by_trace: HashMap<TraceId, Vec<SpanRef>> = HashMap::new();
-    let mark = SamplingMark::new(1 << 55, "p");
+    let mark = SamplingMark::new(
+        tracesift::otlp::threshold::Threshold::from_raw(1 << 55),
+        "p",
+    );
     for s in scanned {
         otlp::decode_span(&s.span).unwrap();
         otlp::decode_resource(&s.span.ctx).unwrap();
@@ -57,7 +60,7 @@ pub fn check_accepted(record: &Bytes, scanned: &[ScannedSpan]) {
             trace_id: s.trace_id,
             span: s.span.clone(),
             policy: Arc::from("p"),
-            threshold: 0,
+            threshold: tracesift::otlp::threshold::Threshold::ALWAYS,
         })
         .collect();
     archive::encode_segment(&kept, 1000).unwrap();

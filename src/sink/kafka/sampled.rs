@@ -418,7 +418,7 @@ mod tests {
             decision: crate::sample::Decision {
                 keep: true,
                 policy: Some(0),
-                threshold: 0,
+                threshold: crate::otlp::threshold::Threshold::ALWAYS,
             },
             policy: &policy,
             offsets: &[offset],
