@@ -15,6 +15,9 @@ source deploy/local/tools.sh
 step "lints"
 cargo clippy --all-targets --locked --features failpoints -- -D warnings
 
+step "dependencies: licences and duplicate major versions (deny.toml; advisories need a network)"
+"$TRACESIFT_CARGO_DENY" deny --offline check licenses bans
+
 step "tests (unit, integration against tansu, analytics engines reading our Parquet)"
 cargo test --locked --features failpoints --lib --bins --tests -- --test-threads=2
 cargo test --locked --features failpoints --doc
