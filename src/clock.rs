@@ -1,7 +1,8 @@
 //! The only place that reads a clock.
 //!
-//! Logic never calls `Instant::now()` or `SystemTime::now()`: it takes a [`MonoTime`] (for timers,
-//! TTLs and budgets) or a wall-clock nanosecond value from a [`Clock`]. The production clock is
+//! Logic never calls `Instant::now()` or `SystemTime::now()`: it takes a [`MonoTime`] (process
+//! time: timers, ages, latency), a [`StreamTime`] (what the records say: trace waits, TTLs, policy
+//! rates) or a wall-clock nanosecond value from a [`Clock`]. The production clock is
 //! built on tokio's time, so tests that run on a paused tokio runtime (`start_paused = true`) drive
 //! every timer in the pipeline deterministically; the pure cores (store, watermark, sampler) take
 //! plain `MonoTime` values and need no runtime at all.
@@ -11,47 +12,70 @@ pub mod tokio_clock;
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
-/// A point on a monotonic timeline, as the duration since the clock's origin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct MonoTime(Duration);
+/// A point on a timeline, as the duration since its origin; both timelines below share the
+/// arithmetic but never mix (a stream time cannot be compared with a process time).
+macro_rules! timeline {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $name(Duration);
 
-impl MonoTime {
-    /// The origin of the timeline.
-    pub const ZERO: MonoTime = MonoTime(Duration::ZERO);
+        impl $name {
+            /// The origin of the timeline.
+            pub const ZERO: $name = $name(Duration::ZERO);
 
-    /// A point `d` after the origin (tests build times with this).
-    pub const fn from_duration(d: Duration) -> Self {
-        MonoTime(d)
-    }
+            /// A point `d` after the origin.
+            pub const fn from_duration(d: Duration) -> Self {
+                $name(d)
+            }
 
-    /// A point `ms` milliseconds after the origin.
-    pub const fn from_millis(ms: u64) -> Self {
-        MonoTime(Duration::from_millis(ms))
-    }
+            /// A point `ms` milliseconds after the origin.
+            pub const fn from_millis(ms: u64) -> Self {
+                $name(Duration::from_millis(ms))
+            }
 
-    /// Time since the origin.
-    pub const fn as_duration(self) -> Duration {
-        self.0
-    }
+            /// Time since the origin.
+            pub const fn as_duration(self) -> Duration {
+                self.0
+            }
 
-    /// `self - earlier`, or zero when `earlier` is later.
-    pub fn saturating_since(self, earlier: MonoTime) -> Duration {
-        self.0.saturating_sub(earlier.0)
-    }
+            /// Milliseconds since the origin.
+            pub fn as_millis(self) -> u64 {
+                u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+            }
+
+            /// `self - earlier`, or zero when `earlier` is later.
+            pub fn saturating_since(self, earlier: $name) -> Duration {
+                self.0.saturating_sub(earlier.0)
+            }
+        }
+
+        impl Add<Duration> for $name {
+            type Output = $name;
+            fn add(self, rhs: Duration) -> $name {
+                $name(self.0.saturating_add(rhs))
+            }
+        }
+
+        impl Sub<$name> for $name {
+            type Output = Duration;
+            fn sub(self, rhs: $name) -> Duration {
+                self.saturating_since(rhs)
+            }
+        }
+    };
 }
 
-impl Add<Duration> for MonoTime {
-    type Output = MonoTime;
-    fn add(self, rhs: Duration) -> MonoTime {
-        MonoTime(self.0.saturating_add(rhs))
-    }
+timeline! {
+    /// A point on the process's monotonic timeline (a [`Clock`]'s `now`): timers, ages, latency.
+    MonoTime
 }
 
-impl Sub<MonoTime> for MonoTime {
-    type Output = Duration;
-    fn sub(self, rhs: MonoTime) -> Duration {
-        self.saturating_since(rhs)
-    }
+timeline! {
+    /// A point in a partition's stream time: Unix time as the records read so far tell it
+    /// (see `pipeline/stream_time.rs`). Trace waits, decision-cache TTLs and policy rates run on
+    /// it; it is never the process's clock.
+    StreamTime
 }
 
 /// A source of time. Cheap to clone and share.

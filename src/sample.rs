@@ -46,7 +46,7 @@ mod verdict;
 
 use serde::Serialize;
 
-use crate::clock::MonoTime;
+use crate::clock::StreamTime;
 use crate::otlp::{SpanRef, TraceId};
 use crate::settings::ConfigError;
 
@@ -483,7 +483,7 @@ impl Sampler {
     /// Decides a trace at `now`: `drop` policies first (a drop wins), then OR across the others,
     /// the smallest threshold among the keepers naming the decision. Every non-drop policy is
     /// evaluated, so rate limiters account for every trace they see, as in the Collector.
-    pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary, now: MonoTime) -> Decision {
+    pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary, now: StreamTime) -> Decision {
         self.decide_trace(trace_id, summary, &[], now)
     }
 
@@ -493,7 +493,7 @@ impl Sampler {
         trace_id: TraceId,
         summary: &TraceSummary,
         spans: &[SpanRef],
-        now: MonoTime,
+        now: StreamTime,
     ) -> Decision {
         let view = TraceView {
             trace_id,
@@ -515,7 +515,7 @@ impl Sampler {
         trace_id: TraceId,
         summary: &TraceSummary,
         spans: &[SpanRef],
-        now: MonoTime,
+        now: StreamTime,
         matched: &mut [bool],
     ) -> Decision {
         matched.iter_mut().for_each(|m| *m = false);
@@ -632,13 +632,13 @@ pub(crate) mod tests {
 
     /// Runs `f` on a view of `s` at time zero; true when it keeps the trace.
     pub(crate) fn view_of(s: &TraceSummary, f: impl FnOnce(&TraceView<'_>) -> Verdict) -> bool {
-        view_at(s, MonoTime::ZERO, f)
+        view_at(s, StreamTime::ZERO, f)
     }
 
     /// Runs `f` on a view of `s` at `now`; true when it keeps the trace.
     pub(crate) fn view_at(
         s: &TraceSummary,
-        now: MonoTime,
+        now: StreamTime,
         f: impl FnOnce(&TraceView<'_>) -> Verdict,
     ) -> bool {
         matches!(
@@ -736,22 +736,22 @@ pub(crate) mod tests {
             meta(0, 10, StatusCode::Ok, true),
             meta(1, 2, StatusCode::Error, false),
         ]);
-        let d = sampler.decide(low, &err, MonoTime::ZERO);
+        let d = sampler.decide(low, &err, StreamTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "errors");
         assert_eq!(d.threshold, Threshold::ALWAYS);
 
         let slow = summary(&[meta(0, 501, StatusCode::Unset, true)]);
-        assert!(sampler.decide(low, &slow, MonoTime::ZERO).keep);
+        assert!(sampler.decide(low, &slow, StreamTime::ZERO).keep);
         let not_slow = summary(&[meta(0, 500, StatusCode::Unset, true)]);
-        assert!(!sampler.decide(low, &not_slow, MonoTime::ZERO).keep);
+        assert!(!sampler.decide(low, &not_slow, StreamTime::ZERO).keep);
 
         // The 1% default keeps only high-randomness traces, with threshold and adjusted count 100.
-        let d = sampler.decide(high, &not_slow, MonoTime::ZERO);
+        let d = sampler.decide(high, &not_slow, StreamTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "default");
         assert!((d.threshold.adjusted_count() - 100.0).abs() < 1e-6);
-        assert!(!sampler.decide(mid, &not_slow, MonoTime::ZERO).keep);
+        assert!(!sampler.decide(mid, &not_slow, StreamTime::ZERO).keep);
     }
 
     #[test]
@@ -768,13 +768,13 @@ pub(crate) mod tests {
         m.leaf_bits = bits;
         let s = summary(&[m]);
         let mid = tid_with_randomness(3 << 54);
-        let d = sampler.decide(mid, &s, MonoTime::ZERO);
+        let d = sampler.decide(mid, &s, StreamTime::ZERO);
         assert!(d.keep);
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "important");
         assert!((d.threshold.adjusted_count() - 2.0).abs() < 1e-9);
         assert!(
             !sampler
-                .decide(tid_with_randomness(1 << 54), &s, MonoTime::ZERO)
+                .decide(tid_with_randomness(1 << 54), &s, StreamTime::ZERO)
                 .keep
         );
     }
@@ -791,7 +791,7 @@ pub(crate) mod tests {
         let d = sampler.decide(
             tid_with_randomness(Threshold::NEVER.raw() - 1),
             &summary(&[]),
-            MonoTime::ZERO,
+            StreamTime::ZERO,
         );
         assert_eq!(sampler.policy_name(d.policy.unwrap()), "p90");
     }
@@ -805,13 +805,13 @@ pub(crate) mod tests {
         let id = tid_with_randomness(0); // would be dropped on trace-id randomness
         let mut m = meta(0, 1, StatusCode::Unset, true);
         m.rv = Some(Threshold::NEVER.raw() - 1);
-        assert!(sampler.decide(id, &summary(&[m]), MonoTime::ZERO).keep);
+        assert!(sampler.decide(id, &summary(&[m]), StreamTime::ZERO).keep);
         assert!(
             !sampler
                 .decide(
                     id,
                     &summary(&[meta(0, 1, StatusCode::Unset, true)]),
-                    MonoTime::ZERO
+                    StreamTime::ZERO
                 )
                 .keep
         );
@@ -839,13 +839,13 @@ pub(crate) mod tests {
             let id = TraceId(rng.random());
             let ds: Vec<bool> = samplers
                 .iter()
-                .map(|x| x.decide(id, &s, MonoTime::ZERO).keep)
+                .map(|x| x.decide(id, &s, StreamTime::ZERO).keep)
                 .collect();
             assert_eq!(
                 ds,
                 samplers
                     .iter()
-                    .map(|x| x.decide(id, &s, MonoTime::ZERO).keep)
+                    .map(|x| x.decide(id, &s, StreamTime::ZERO).keep)
                     .collect::<Vec<_>>()
             );
             for w in ds.windows(2) {

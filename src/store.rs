@@ -22,7 +22,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use self::config::{OnOverflow, StoreConfig};
-use crate::clock::MonoTime;
+use crate::clock::{MonoTime, StreamTime};
 use crate::otlp::{SpanMeta, SpanRef, TraceId};
 use crate::sample::{Decision, TraceSummary};
 
@@ -143,21 +143,21 @@ pub struct DueTrace {
     /// Why it is due.
     pub trigger: Trigger,
     /// When its first span arrived (stream time).
-    pub first_seen: MonoTime,
+    pub first_seen: StreamTime,
     /// When the record with its first span was fetched (process monotonic time; zero when not
     /// known).
     pub first_fetched: MonoTime,
     /// When it became due: its deadline for a timer, the moment of the force for a limit. The
     /// trace is decided at this time, so decisions do not depend on when the store was polled.
-    pub due_at: MonoTime,
+    pub due_at: StreamTime,
 }
 
 struct Entry {
     seq: u64,
-    first_seen: MonoTime,
+    first_seen: StreamTime,
     fetched: MonoTime,
-    last_seen: MonoTime,
-    root_seen: Option<MonoTime>,
+    last_seen: StreamTime,
+    root_seen: Option<StreamTime>,
     summary: TraceSummary,
     spans: Vec<SpanRef>,
     offsets: Vec<i64>,
@@ -179,8 +179,8 @@ pub enum Admit {
 /// Bounded memory of recent decisions of one kind (kept or dropped), for late spans. Entries
 /// carry their expiry.
 struct DecisionCache {
-    map: TraceMap<(Decision, MonoTime)>,
-    fifo: VecDeque<(TraceId, MonoTime)>,
+    map: TraceMap<(Decision, StreamTime)>,
+    fifo: VecDeque<(TraceId, StreamTime)>,
     cap: usize,
     ttl: Duration,
 }
@@ -195,7 +195,7 @@ impl DecisionCache {
         }
     }
 
-    fn get(&self, id: &TraceId, now: MonoTime) -> Option<Decision> {
+    fn get(&self, id: &TraceId, now: StreamTime) -> Option<Decision> {
         match self.map.get(id) {
             Some((d, expires)) if now < *expires => Some(*d),
             _ => None,
@@ -203,7 +203,7 @@ impl DecisionCache {
     }
 
     /// Remembers a decision made at `now`, until `now + ttl`.
-    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
+    fn insert(&mut self, id: TraceId, d: Decision, now: StreamTime) {
         let expires = now + self.ttl;
         self.map.insert(id, (d, expires));
         self.fifo.push_back((id, expires));
@@ -214,7 +214,7 @@ impl DecisionCache {
         self.map.remove(id);
     }
 
-    fn expire(&mut self, now: MonoTime) {
+    fn expire(&mut self, now: StreamTime) {
         while let Some(&(id, expires)) = self.fifo.front() {
             let expired = now >= expires;
             if !(expired
@@ -241,11 +241,11 @@ struct Decisions {
 }
 
 impl Decisions {
-    fn get(&self, id: &TraceId, now: MonoTime) -> Option<Decision> {
+    fn get(&self, id: &TraceId, now: StreamTime) -> Option<Decision> {
         self.kept.get(id, now).or_else(|| self.dropped.get(id, now))
     }
 
-    fn insert(&mut self, id: TraceId, d: Decision, now: MonoTime) {
+    fn insert(&mut self, id: TraceId, d: Decision, now: StreamTime) {
         if d.keep {
             self.dropped.remove(&id);
             self.kept.insert(id, d, now);
@@ -255,7 +255,7 @@ impl Decisions {
         }
     }
 
-    fn expire(&mut self, now: MonoTime) {
+    fn expire(&mut self, now: StreamTime) {
         self.kept.expire(now);
         self.dropped.expire(now);
     }
@@ -286,7 +286,7 @@ pub struct TraceStore {
     /// bucket then costs a pointer instead of a whole entry (~330 B; measured with massif: the
     /// table was a third of the store's own memory per buffered span).
     traces: TraceMap<Box<Entry>>,
-    timers: BinaryHeap<Reverse<(MonoTime, u64, TraceId)>>,
+    timers: BinaryHeap<Reverse<(StreamTime, u64, TraceId)>>,
     by_age: BTreeMap<u64, TraceId>,
     forced: Vec<DueTrace>,
     seq: u64,
@@ -332,7 +332,7 @@ impl TraceStore {
         meta: &SpanMeta,
         span: SpanRef,
         offset: i64,
-        now: MonoTime,
+        now: StreamTime,
     ) -> Admit {
         if let Some(d) = self.cache.get(&trace_id, now) {
             self.cache.hits += 1;
@@ -400,20 +400,20 @@ impl TraceStore {
         Admit::Buffered { new_ref }
     }
 
-    fn force_oldest(&mut self, now: MonoTime) {
+    fn force_oldest(&mut self, now: StreamTime) {
         if let Some((_, id)) = self.by_age.pop_first() {
             // by_age and traces are kept in step; the entry is there.
             self.force(id, Trigger::Overflow, now);
         }
     }
 
-    fn force(&mut self, id: TraceId, trigger: Trigger, now: MonoTime) {
+    fn force(&mut self, id: TraceId, trigger: Trigger, now: StreamTime) {
         if let Some(due) = self.remove(&id, trigger, now) {
             self.forced.push(due);
         }
     }
 
-    fn remove(&mut self, id: &TraceId, trigger: Trigger, due_at: MonoTime) -> Option<DueTrace> {
+    fn remove(&mut self, id: &TraceId, trigger: Trigger, due_at: StreamTime) -> Option<DueTrace> {
         let e = self.traces.remove(id)?;
         self.by_age.remove(&e.seq);
         self.bytes -= e.summary.bytes;
@@ -447,7 +447,7 @@ impl TraceStore {
         self.forced.drain(..)
     }
 
-    fn deadline(&self, e: &Entry) -> (MonoTime, Trigger) {
+    fn deadline(&self, e: &Entry) -> (StreamTime, Trigger) {
         let mut best = (e.last_seen + self.limits.decision_wait, Trigger::Inactivity);
         if let (Some(r), Some(w)) = (e.root_seen, self.limits.after_root) {
             if r + w < best.0 {
@@ -462,7 +462,7 @@ impl TraceStore {
     }
 
     /// Moves every trace due at `now` into `out`.
-    pub fn poll_due(&mut self, now: MonoTime, out: &mut Vec<DueTrace>) {
+    pub fn poll_due(&mut self, now: StreamTime, out: &mut Vec<DueTrace>) {
         while let Some(&Reverse((at, seq, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -506,13 +506,13 @@ impl TraceStore {
 
     /// Records a decision made at `now`; later spans of the trace follow it until its TTL,
     /// counted from `now`, runs out (a decision restored from the log passes when it was made).
-    pub fn remember(&mut self, trace_id: TraceId, d: Decision, now: MonoTime) {
+    pub fn remember(&mut self, trace_id: TraceId, d: Decision, now: StreamTime) {
         self.cache.insert(trace_id, d, now);
     }
 
     /// The decision remembered for a trace, if any.
     #[cfg(test)]
-    pub fn decision(&mut self, trace_id: &TraceId, now: MonoTime) -> Option<Decision> {
+    pub fn decision(&mut self, trace_id: &TraceId, now: StreamTime) -> Option<Decision> {
         self.cache.get(trace_id, now)
     }
 
@@ -596,12 +596,12 @@ mod tests {
 
     fn add(s: &mut TraceStore, id: u8, root: bool, offset: i64, at_ms: u64) -> Admit {
         let (m, r) = span(root);
-        s.add(tid(id), &m, r, offset, MonoTime::from_millis(at_ms))
+        s.add(tid(id), &m, r, offset, StreamTime::from_millis(at_ms))
     }
 
     fn due(s: &mut TraceStore, at_ms: u64) -> Vec<(u8, Trigger)> {
         let mut out = Vec::new();
-        s.poll_due(MonoTime::from_millis(at_ms), &mut out);
+        s.poll_due(StreamTime::from_millis(at_ms), &mut out);
         out.iter().map(|d| (d.trace_id.0[0], d.trigger)).collect()
     }
 
@@ -655,7 +655,7 @@ mod tests {
             add(&mut s, 1, false, off, at);
         }
         let mut out = Vec::new();
-        s.poll_due(MonoTime::from_millis(60_000), &mut out);
+        s.poll_due(StreamTime::from_millis(60_000), &mut out);
         assert_eq!(out[0].offsets, vec![3, 7, 9]);
         assert_eq!(out[0].spans.len(), 5);
         assert_eq!(out[0].summary.span_count, 5);
@@ -672,7 +672,7 @@ mod tests {
             policy: Some(0),
             threshold: crate::otlp::threshold::Threshold::ALWAYS,
         };
-        s.remember(tid(1), keep, MonoTime::from_millis(2_000));
+        s.remember(tid(1), keep, StreamTime::from_millis(2_000));
         assert_eq!(add(&mut s, 1, false, 5, 3_000), Admit::Decided(keep));
         assert!(s.is_empty(), "late span is not buffered");
         // After the TTL it is forgotten and would start a new trace.
@@ -685,7 +685,7 @@ mod tests {
             policy: None,
             threshold: Threshold::NEVER,
         };
-        s.remember(tid(2), drop, MonoTime::from_millis(40_000));
+        s.remember(tid(2), drop, StreamTime::from_millis(40_000));
         assert_eq!(add(&mut s, 2, false, 7, 40_001), Admit::Decided(drop));
     }
 
@@ -702,7 +702,7 @@ mod tests {
             policy: None,
             threshold: Threshold::NEVER,
         };
-        let at = MonoTime::from_millis;
+        let at = StreamTime::from_millis;
         // 100 keeps, then a flood of 200 drops: the drops do not push out the keeps.
         for i in 0..100u8 {
             s.remember(tid(i), keep, at(u64::from(i)));
@@ -829,19 +829,16 @@ mod tests {
         assert_eq!(s.len(), 1, "other traces are untouched");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn timers_on_paused_tokio_time() {
-        use crate::clock::{tokio_clock::TokioClock, Clock};
-        let clock = TokioClock::new();
+    #[test]
+    fn timers_run_on_stream_time_to_the_millisecond() {
+        let t0 = StreamTime::from_millis(1_700_000_000_000);
         let mut s = TraceStore::new(limits());
         let (m, r) = span(true);
-        s.add(tid(1), &m, r, 0, clock.now());
+        s.add(tid(1), &m, r, 0, t0);
         let mut out = Vec::new();
-        tokio::time::advance(Duration::from_millis(1_999)).await;
-        s.poll_due(clock.now(), &mut out);
+        s.poll_due(t0 + Duration::from_millis(1_999), &mut out);
         assert!(out.is_empty());
-        tokio::time::advance(Duration::from_millis(1)).await;
-        s.poll_due(clock.now(), &mut out);
+        s.poll_due(t0 + Duration::from_millis(2_000), &mut out);
         assert_eq!(out.len(), 1);
         assert!(s.is_empty());
     }

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
-use tracesift::clock::MonoTime;
+use tracesift::clock::StreamTime;
 use tracesift::config::Config;
 use tracesift::otlp::threshold::Threshold;
 use tracesift::otlp::{scan_request_into, TraceId};
@@ -133,7 +133,7 @@ fn only(name: &str) -> Sampler {
 fn keeps(sampler: &Sampler, spans: &[Sp]) -> bool {
     let id = TraceId([0x42; 16]);
     sampler
-        .decide(id, &summarize(sampler, id, spans), MonoTime::ZERO)
+        .decide(id, &summarize(sampler, id, spans), StreamTime::ZERO)
         .keep
 }
 
@@ -177,7 +177,7 @@ fn attribute_policies_on_spans_and_resources() {
         inv.decide(
             TraceId([1; 16]),
             &summarize(&inv, TraceId([1; 16]), &[sp()]),
-            MonoTime::ZERO
+            StreamTime::ZERO
         )
         .keep
     );
@@ -294,7 +294,7 @@ fn limiters_and_composite_budget_per_second() {
     let rate = only("test-policy-8"); // 35 spans/s, burst 70
     let id = TraceId([9; 16]);
     let ten = summarize(&rate, id, &vec![sp(); 10]);
-    let at = |ms| MonoTime::from_millis(ms);
+    let at = |ms| StreamTime::from_millis(ms);
     let kept = (0..10)
         .filter(|_| rate.decide(id, &ten, at(1_000)).keep)
         .count();
@@ -359,7 +359,7 @@ fn drop_wins_and_is_evaluated_first() {
             ..sp().attr("url.path", s("/health"))
         }],
     );
-    let d = sampler.decide(id, &health, MonoTime::ZERO);
+    let d = sampler.decide(id, &health, StreamTime::ZERO);
     assert!(!d.keep);
     assert_eq!(sampler.policy_name(d.policy.unwrap()), "drop-policy-1");
     // Without the dropped path the same trace is kept, by the rule with the smallest threshold.
@@ -371,7 +371,7 @@ fn drop_wins_and_is_evaluated_first() {
             ..sp()
         }],
     );
-    let d = sampler.decide(id, &fine, MonoTime::ZERO);
+    let d = sampler.decide(id, &fine, StreamTime::ZERO);
     assert!(d.keep);
     assert_eq!(d.threshold.adjusted_count(), 1.0);
 }
@@ -411,8 +411,8 @@ fn salted_probabilistic_is_deterministic_and_near_its_rate() {
         id[..4].copy_from_slice(&i.to_le_bytes());
         let id = TraceId(id);
         let sum = summarize(&p, id, &[sp()]);
-        let a = p.decide(id, &sum, MonoTime::ZERO).keep;
-        assert_eq!(a, p.decide(id, &sum, MonoTime::ZERO).keep);
+        let a = p.decide(id, &sum, StreamTime::ZERO).keep;
+        assert_eq!(a, p.decide(id, &sum, StreamTime::ZERO).keep);
         kept += u32::from(a);
     }
     // Ids differing only in their high bytes would all share one OTEP 235 randomness (the low
@@ -470,7 +470,7 @@ fn first_match_tiers_decide_in_order() {
         let (mut kept, mut weight) = (0usize, 0.0f64);
         for _ in 0..n {
             let id = random_id(&mut rng);
-            let d = sampler.decide(id, &summarize(&sampler, id, &spans), MonoTime::ZERO);
+            let d = sampler.decide(id, &summarize(&sampler, id, &spans), StreamTime::ZERO);
             assert_eq!(sampler.policy_name(d.policy.unwrap()), tier);
             if d.keep {
                 kept += 1;
@@ -531,7 +531,7 @@ fn adjusted_counts_are_unbiased_and_nested_across_percentages() {
         let id = random_id(&mut rng);
         let ds: Vec<_> = samplers
             .iter()
-            .map(|s| s.decide(id, &sum, MonoTime::ZERO))
+            .map(|s| s.decide(id, &sum, StreamTime::ZERO))
             .collect();
         for w in ds.windows(2) {
             assert!(!w[0].keep || w[1].keep, "nesting violated");
@@ -574,14 +574,14 @@ fn buffered_traces_are_summarized_again_after_a_reload() {
     let mut out = Vec::new();
     scan_request_into(&bytes, old.probe(), 0, &mut out).unwrap();
     for x in out {
-        store.add(x.trace_id, &x.meta, x.span, 0, MonoTime::ZERO);
+        store.add(x.trace_id, &x.meta, x.span, 0, StreamTime::ZERO);
     }
     store.resummarize(|span| tracesift::otlp::rescan_span(span, new.probe()).ok());
     let mut due = Vec::new();
-    store.poll_due(MonoTime::from_millis(3_600_000), &mut due);
+    store.poll_due(StreamTime::from_millis(3_600_000), &mut due);
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].summary.span_count, 2);
-    let d = new.decide(id, &due[0].summary, MonoTime::ZERO);
+    let d = new.decide(id, &due[0].summary, StreamTime::ZERO);
     assert!(d.keep, "the resource attribute is seen by the new policies");
 }
 
@@ -643,7 +643,7 @@ fn skewed_mix(goal: &str, secs: u64) -> HashMap<&'static str, (u64, u64)> {
                     continue;
                 }
                 let id = random_id(&mut rng);
-                let now = MonoTime::from_millis(sec * 1000 + ms);
+                let now = StreamTime::from_millis(sec * 1000 + ms);
                 let d = sampler.decide_trace(id, sum, spans, now);
                 if sec >= secs - 10 {
                     let e = tally.entry(*k).or_default();

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::clock::MonoTime;
+use crate::clock::{MonoTime, StreamTime};
 use crate::otlp::{self, ScannedSpan, SpanRef, TraceId};
 use crate::sample::{Decision, PolicyId, Sampler, Threshold};
 use crate::source::record::{Headers, Record};
@@ -238,7 +238,7 @@ impl PartitionCore {
             return;
         }
         self.clock.on_record(rec.timestamp_ms, wall_ms);
-        let now = self.clock.now().unwrap_or(MonoTime::ZERO);
+        let now = self.clock.now().unwrap_or(StreamTime::ZERO);
         let arrival_ms = rec.arrival_ms();
         let fetched = rec.fetched;
         self.store.set_fetched(fetched);
@@ -390,7 +390,7 @@ impl PartitionCore {
                     policy,
                     threshold: r.threshold,
                 },
-                MonoTime::from_millis(r.decided_at_ms),
+                StreamTime::from_millis(r.decided_at_ms),
             );
         }
     }

@@ -30,12 +30,13 @@
 //! every reading), reading the same partition again decides the same traces on the same spans,
 //! however fast or slow the reading: replay is deterministic for repeatable policies.
 //!
-//! The timeline is Unix milliseconds, carried as a [`MonoTime`] (milliseconds since the epoch),
-//! so decisions logged with their stream time are comparable across processes.
+//! The timeline is Unix milliseconds, carried as a [`StreamTime`] (time since the epoch), so
+//! decisions logged with their stream time are comparable across processes; the wall clock's
+//! ticks come in as the process's [`MonoTime`].
 
 use std::time::Duration;
 
-use crate::clock::MonoTime;
+use crate::clock::{MonoTime, StreamTime};
 
 /// One partition's stream clock.
 #[derive(Debug, Clone)]
@@ -87,8 +88,8 @@ impl StreamClock {
     }
 
     /// Stream time, or `None` before the first record.
-    pub fn now(&self) -> Option<MonoTime> {
-        self.now_ms.map(MonoTime::from_millis)
+    pub fn now(&self) -> Option<StreamTime> {
+        self.now_ms.map(StreamTime::from_millis)
     }
 
     /// Stream time in Unix ms (0 before the first record).

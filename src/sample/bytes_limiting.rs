@@ -43,7 +43,7 @@ super::policy_impl!(BytesLimiting, BytesLimitingConfig);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::MonoTime;
+    use crate::clock::StreamTime;
     use crate::sample::tests::view_at;
     use crate::sample::TraceSummary;
 
@@ -58,15 +58,15 @@ mod tests {
             bytes: 4_000,
             ..TraceSummary::new()
         };
-        let t0 = MonoTime::from_millis(5_000);
+        let t0 = StreamTime::from_millis(5_000);
         assert!(view_at(&s, t0, |t| p.evaluate(t)));
         assert!(view_at(&s, t0, |t| p.evaluate(t)));
         assert!(!view_at(&s, t0, |t| p.evaluate(t)));
-        assert!(view_at(&s, MonoTime::from_millis(5_200), |t| p.evaluate(t)));
+        assert!(view_at(&s, StreamTime::from_millis(5_200), |t| p.evaluate(t)));
         let big = TraceSummary {
             bytes: 10_001,
             ..TraceSummary::new()
         };
-        assert!(!view_at(&big, MonoTime::from_millis(99_000), |t| p.evaluate(t)));
+        assert!(!view_at(&big, StreamTime::from_millis(99_000), |t| p.evaluate(t)));
     }
 }

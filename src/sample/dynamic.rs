@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Threshold, TraceView, Verdict};
-use crate::clock::MonoTime;
+use crate::clock::StreamTime;
 use crate::otlp::StatusCode;
 
 /// The `dynamic` block.
@@ -70,7 +70,7 @@ struct State {
     /// Current sample rate (keep 1 in N) per key.
     rates: HashMap<u64, f64>,
     /// End of the current interval; `None` before the first trace.
-    next_adjust: Option<MonoTime>,
+    next_adjust: Option<StreamTime>,
 }
 
 /// Compiled `dynamic`.
@@ -322,7 +322,7 @@ mod tests {
         let v = d.evaluate(&TraceView {
             trace_id: TraceId([5; 16]),
             summary: &s,
-            now: MonoTime::ZERO,
+            now: StreamTime::ZERO,
             spans: &[],
         });
         assert!(

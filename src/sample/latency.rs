@@ -73,7 +73,7 @@ mod tests {
             p.evaluate(&TraceView {
                 trace_id: TraceId([1; 16]),
                 summary: &s,
-                now: crate::clock::MonoTime::ZERO,
+                now: crate::clock::StreamTime::ZERO,
                 spans: &[],
             }),
             Verdict::Sampled { .. }

@@ -1,7 +1,7 @@
 //! Span-level predicates ("leaves") matched while a record is scanned, and what policies read of
 //! a trace: its summary, folded from its spans as they arrive, and the view a policy judges.
 
-use crate::clock::MonoTime;
+use crate::clock::StreamTime;
 use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, SpanRef, TraceId};
 
 use super::{Threshold, Verdict};
@@ -209,7 +209,7 @@ pub struct TraceView<'a> {
     /// Its summary.
     pub summary: &'a TraceSummary,
     /// When the decision is made (rate limiters read it).
-    pub now: MonoTime,
+    pub now: StreamTime,
     /// The trace's spans, for the rare policy that reads more than the summary (the dynamic
     /// sampler's key); may be empty.
     pub spans: &'a [SpanRef],

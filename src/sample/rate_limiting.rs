@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{Threshold, TraceView, Verdict};
-use crate::clock::MonoTime;
+use crate::clock::StreamTime;
 
 /// The Collector's `rate_limiting` block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +26,7 @@ pub struct RateLimitingConfig {
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
-    state: Mutex<(f64, MonoTime)>,
+    state: Mutex<(f64, StreamTime)>,
 }
 
 impl TokenBucket {
@@ -42,12 +42,12 @@ impl TokenBucket {
         Ok(TokenBucket {
             rate: rate as f64,
             burst: burst as f64,
-            state: Mutex::new((burst as f64, MonoTime::ZERO)),
+            state: Mutex::new((burst as f64, StreamTime::ZERO)),
         })
     }
 
     /// `Sampled` (probability unknown) when `n` tokens could be taken at `now`.
-    pub fn verdict(&self, n: u64, now: MonoTime) -> Verdict {
+    pub fn verdict(&self, n: u64, now: StreamTime) -> Verdict {
         if self.take(n, now) {
             Verdict::Sampled {
                 threshold: Threshold::UNKNOWN,
@@ -58,7 +58,7 @@ impl TokenBucket {
     }
 
     /// Takes `n` tokens if the bucket has them at `now`.
-    pub fn take(&self, n: u64, now: MonoTime) -> bool {
+    pub fn take(&self, n: u64, now: StreamTime) -> bool {
         let Ok(mut st) = self.state.lock() else {
             return false;
         };
@@ -118,7 +118,7 @@ mod tests {
             span_count: 10,
             ..TraceSummary::new()
         };
-        let t0 = MonoTime::from_millis(1_000);
+        let t0 = StreamTime::from_millis(1_000);
         // The full burst passes at once, then nothing until time moves.
         let kept = (0..20)
             .filter(|_| view_at(&s, t0, |t| p.evaluate(t)))
@@ -126,14 +126,14 @@ mod tests {
         assert_eq!(kept, 10);
         assert!(!view_at(&s, t0, |t| p.evaluate(t)));
         // 100 ms later: 10 tokens, one trace.
-        let t1 = MonoTime::from_millis(1_100);
+        let t1 = StreamTime::from_millis(1_100);
         assert!(view_at(&s, t1, |t| p.evaluate(t)));
         assert!(!view_at(&s, t1, |t| p.evaluate(t)));
         // Over 10 s at most rate × time + burst spans pass.
         let mut kept = 0;
         for ms in (1_100..11_100).step_by(10) {
             for _ in 0..3 {
-                kept += usize::from(view_at(&s, MonoTime::from_millis(ms), |t| p.evaluate(t)));
+                kept += usize::from(view_at(&s, StreamTime::from_millis(ms), |t| p.evaluate(t)));
             }
         }
         assert!(
@@ -153,12 +153,12 @@ mod tests {
             span_count: 21,
             ..TraceSummary::new()
         };
-        assert!(!view_at(&s, MonoTime::from_millis(60_000), |t| p.evaluate(t)));
+        assert!(!view_at(&s, StreamTime::from_millis(60_000), |t| p.evaluate(t)));
         let s = TraceSummary {
             span_count: 20,
             ..TraceSummary::new()
         };
-        assert!(view_at(&s, MonoTime::from_millis(60_000), |t| p.evaluate(t)));
+        assert!(view_at(&s, StreamTime::from_millis(60_000), |t| p.evaluate(t)));
         assert!(RateLimiting::build(&RateLimitingConfig {
             spans_per_second: 0,
             burst_capacity: None

@@ -21,7 +21,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use tracesift::archive::{encode_segment, KeptSpan};
-use tracesift::clock::MonoTime;
+use tracesift::clock::StreamTime;
 use tracesift::config::{Config, StoreConfig};
 use tracesift::gen::{plan_records, GenOptions};
 use tracesift::otlp::{self, ScannedSpan};
@@ -125,7 +125,7 @@ fn bench(c: &mut Criterion) {
             || TraceStore::new(limits.clone()),
             |mut store| {
                 let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
-                let now = MonoTime::ZERO;
+                let now = StreamTime::ZERO;
                 for (offset, r) in recs.iter().enumerate() {
                     otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
                     for s in out.drain(..) {
@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
                 let mut kept = 0;
                 for t in &due {
                     let d =
-                        sampler.decide(t.trace_id, &t.summary, tracesift::clock::MonoTime::ZERO);
+                        sampler.decide(t.trace_id, &t.summary, tracesift::clock::StreamTime::ZERO);
                     store.remember(t.trace_id, d, now);
                     kept += usize::from(d.keep);
                 }
@@ -165,17 +165,17 @@ fn bench(c: &mut Criterion) {
         for (offset, r) in recs.iter().enumerate() {
             otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
             for s in out.drain(..) {
-                store.add(s.trace_id, &s.meta, s.span, offset as i64, MonoTime::ZERO);
+                store.add(s.trace_id, &s.meta, s.span, offset as i64, StreamTime::ZERO);
             }
         }
         let mut due = Vec::new();
-        store.poll_due(MonoTime::ZERO + Duration::from_secs(3600), &mut due);
+        store.poll_due(StreamTime::ZERO + Duration::from_secs(3600), &mut due);
         let traces: Vec<_> = due.iter().map(|t| (t.trace_id, t.summary)).collect();
         let mut tick = 0u64;
         g.bench_function(name, |b| {
             b.iter(|| {
                 tick += 1;
-                let now = MonoTime::from_millis(tick * 1000);
+                let now = StreamTime::from_millis(tick * 1000);
                 traces
                     .iter()
                     .filter(|(id, s)| sampler.decide(*id, s, now).keep)
