@@ -14,7 +14,7 @@ pub mod stats;
 pub mod stream_time;
 pub mod task;
 
-pub use self::core::{Effect, Emit, PartitionCore};
+pub use self::core::{Effect, PartitionCore};
 pub use self::stats::RunStats;
 pub use self::task::PartitionTask;
 

@@ -20,49 +20,29 @@ pub mod build;
 pub mod config;
 pub mod dead_letter;
 pub mod kafka;
+pub mod kept;
 pub mod otlp;
 pub mod parquet;
 pub mod producer;
 
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use crate::clock::MonoTime;
-use crate::otlp::{SpanRef, TraceId};
-use crate::sample::Decision;
 
 pub use self::acks::{AckFuture, Acks, Released, Write};
 pub use self::best_effort::BestEffort;
 pub use self::build::{build, BuildError, MakeSinks, Wiring};
 pub use self::dead_letter::{dead_letter, DeadLetter};
 pub use self::kafka::{produce_until_acked, KafkaSink, KeyHash, Outgoing};
+pub use self::kept::KeptTrace;
 pub use self::otlp::{OtlpExporter, OtlpSink};
 pub use self::parquet::ParquetSink;
 pub use self::producer::Producer;
 
-/// A kept trace (or the late spans of one) handed to the sinks.
-#[derive(Debug)]
-pub struct KeptTrace<'a> {
-    /// Trace id.
-    pub trace_id: TraceId,
-    /// Spans to write.
-    pub spans: &'a [SpanRef],
-    /// The decision that kept it.
-    pub decision: Decision,
-    /// Name of the deciding policy.
-    pub policy: &'a Arc<str>,
-    /// Record offsets the spans came from; each holds one reference for this sink.
-    pub offsets: &'a [i64],
-    /// When its first span came in (fetched; process monotonic time, zero when not known), for
-    /// the end-to-end histogram.
-    pub first_in: MonoTime,
-}
-
 /// A hot sink.
 pub trait Sink: Send {
     /// Takes a kept trace; pushes the futures that complete when it is durable.
-    fn accept(&mut self, trace: &KeptTrace<'_>, acks: &mut Acks);
+    fn accept(&mut self, trace: &KeptTrace, acks: &mut Acks);
     /// Called on every tick (time-based flushing).
     fn tick(&mut self, _now: MonoTime, _acks: &mut Acks) {}
     /// Writes out anything buffered (before revoke or shutdown).

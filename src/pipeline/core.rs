@@ -37,31 +37,14 @@ use crate::telemetry::{self, Outcome};
 
 use super::stats::RunStats;
 use super::stream_time::StreamClock;
-
-/// Kept spans to hand to every sink. Each offset holds one reference per sink.
-#[derive(Debug, Clone)]
-pub struct Emit {
-    /// Trace id.
-    pub trace_id: TraceId,
-    /// The spans, already marked with the decision (OTEP 235 threshold, policy, adjusted count).
-    pub spans: Vec<SpanRef>,
-    /// The decision that kept them.
-    pub decision: Decision,
-    /// Name of the deciding policy.
-    pub policy: Arc<str>,
-    /// Record offsets the spans came from.
-    pub offsets: Vec<i64>,
-    /// When its first span came in: the fetch of its first record (process monotonic time; for
-    /// late spans, their record's). For the end-to-end histogram; zero when not known.
-    pub first_in: MonoTime,
-}
+use crate::sink::kept::KeptTrace;
 
 /// Something the shell must do; each effect holds watermark references that its
 /// acknowledgement releases through [`PartitionCore::acked`] with [`Effect::offsets`].
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// Write kept spans to every sink (each sink acknowledges the offsets once).
-    Emit(Emit),
+    Emit(KeptTrace),
     /// Write an unreadable record's original bytes to the dead-letter topic.
     DeadLetter {
         /// The record's offset (one reference).
@@ -558,7 +541,7 @@ impl PartitionCore {
                 },
             })
             .collect();
-        out.push(Effect::Emit(Emit {
+        out.push(Effect::Emit(KeptTrace {
             trace_id,
             spans: marked,
             decision: d,
@@ -723,7 +706,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn span_ids(e: &Emit) -> Vec<u64> {
+    fn span_ids(e: &KeptTrace) -> Vec<u64> {
         e.spans
             .iter()
             .map(|s| {
@@ -733,7 +716,7 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn emits(fx: &[Effect]) -> Vec<&Emit> {
+    fn emits(fx: &[Effect]) -> Vec<&KeptTrace> {
         fx.iter()
             .filter_map(|e| match e {
                 Effect::Emit(e) => Some(e),

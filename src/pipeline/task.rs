@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::clock::MonoTime;
 use crate::config::OnOverflow;
 use crate::sample::Sampler;
-use crate::sink::{Acks, DeadLetter, KeptTrace, Sink};
+use crate::sink::{Acks, DeadLetter, Sink};
 use crate::source::record::Record;
 use crate::store::StoreLimits;
 use crate::telemetry::{self, PartitionGauges};
@@ -301,15 +301,7 @@ impl PartitionTask {
                         self.acks.push(Box::pin(std::future::pending()));
                     }
                 }
-                Effect::Emit(e) => {
-                    let kept = KeptTrace {
-                        trace_id: e.trace_id,
-                        spans: &e.spans,
-                        decision: e.decision,
-                        policy: &e.policy,
-                        offsets: &e.offsets,
-                        first_in: e.first_in,
-                    };
+                Effect::Emit(kept) => {
                     for s in &mut self.sinks {
                         s.accept(&kept, &mut self.acks);
                     }
@@ -473,7 +465,7 @@ mod tests {
     use crate::pipeline::decision_log::RestoreError;
     use crate::pipeline::outputs::{Outputs, RestoreFuture};
     use crate::pipeline::{Policies, RunStats};
-    use crate::sink::{AckFuture, BestEffort, MakeSinks, Write};
+    use crate::sink::{AckFuture, BestEffort, KeptTrace, MakeSinks, Write};
     use crate::source::queue::{partition_queue, CommitBoard, QueueTx};
     use crate::telemetry::{Health, SinkLabel};
 
@@ -494,7 +486,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
     }
 
     impl Sink for FakeSink {
-        fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+        fn accept(&mut self, t: &KeptTrace, acks: &mut Acks) {
             self.seen.lock().unwrap().push(t.trace_id);
             let (offsets, gate) = (t.offsets.to_vec(), Arc::clone(&self.gate));
             acks.push_write(Write {

@@ -127,7 +127,7 @@ impl<S: Sink> BestEffort<S> {
 }
 
 impl<S: Sink> Sink for BestEffort<S> {
-    fn accept(&mut self, trace: &KeptTrace<'_>, acks: &mut Acks) {
+    fn accept(&mut self, trace: &KeptTrace, acks: &mut Acks) {
         // The commit does not wait: this sink's references go at once.
         acks.push(Box::pin(std::future::ready(trace.offsets.to_vec())));
         self.inner.accept(trace, &mut self.staged);
@@ -184,7 +184,7 @@ mod tests {
     }
 
     impl Sink for Gate {
-        fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+        fn accept(&mut self, t: &KeptTrace, acks: &mut Acks) {
             let release = Arc::clone(&self.release);
             let offsets = t.offsets.to_vec();
             acks.push_write(Write {
@@ -207,17 +207,17 @@ mod tests {
         }
     }
 
-    fn kept<'a>(offsets: &'a [i64], policy: &'a Arc<str>) -> KeptTrace<'a> {
+    fn kept(offsets: &[i64], policy: &Arc<str>) -> KeptTrace {
         KeptTrace {
             trace_id: crate::otlp::TraceId([1; 16]),
-            spans: &[],
+            spans: Vec::new(),
             decision: crate::sample::Decision {
                 keep: true,
                 policy: None,
                 threshold: crate::otlp::threshold::Threshold::ALWAYS,
             },
-            policy,
-            offsets,
+            policy: Arc::clone(policy),
+            offsets: offsets.to_vec(),
             first_in: MonoTime::ZERO,
         }
     }

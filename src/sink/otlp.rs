@@ -414,7 +414,7 @@ async fn deliver(
 }
 
 impl Sink for OtlpSink {
-    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+    fn accept(&mut self, t: &KeptTrace, acks: &mut Acks) {
         let size: usize = t.spans.iter().map(|s| s.bytes.len() + 8).sum::<usize>()
             + t.spans
                 .first()
@@ -428,7 +428,7 @@ impl Sink for OtlpSink {
         let start = self.spans.len();
         self.spans.extend(t.spans.iter().cloned());
         self.traces.push((t.trace_id, start..self.spans.len()));
-        self.offsets.extend_from_slice(t.offsets);
+        self.offsets.extend_from_slice(&t.offsets);
         self.first_in.push(t.first_in);
         self.bytes += size;
         if self.spans.len() >= self.exporter.batch.target() || self.bytes >= self.exporter.max_bytes

@@ -243,26 +243,26 @@ impl Segment {
 }
 
 impl Sink for ParquetSink {
-    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
+    fn accept(&mut self, t: &KeptTrace, acks: &mut Acks) {
         if self.opened_at.is_none() {
             self.opened_at = Some(self.now);
         }
-        for s in t.spans {
+        for s in &t.spans {
             // What the span takes once decoded: its resource and scope repeat on every row.
             self.bytes +=
                 (s.bytes.len() + s.ctx.resource_field.len() + s.ctx.scope_field.len()) as u64;
             self.rows.push(KeptSpan {
                 trace_id: t.trace_id,
                 span: s.clone(),
-                policy: Arc::clone(t.policy),
+                policy: Arc::clone(&t.policy),
                 threshold: t.decision.threshold,
             });
         }
-        for &o in t.offsets {
+        for &o in &t.offsets {
             self.first_offset = self.first_offset.min(o);
             self.last_offset = self.last_offset.max(o);
         }
-        self.offsets.extend_from_slice(t.offsets);
+        self.offsets.extend_from_slice(&t.offsets);
         self.first_in.push(t.first_in);
         if self.bytes >= self.max_bytes {
             self.write_out(acks);

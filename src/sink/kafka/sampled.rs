@@ -208,8 +208,8 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn accept(&mut self, t: &KeptTrace<'_>, acks: &mut Acks) {
-        let chunks = otlp::chunk_spans(t.spans, self.max_record_bytes);
+    fn accept(&mut self, t: &KeptTrace, acks: &mut Acks) {
+        let chunks = otlp::chunk_spans(&t.spans, self.max_record_bytes);
         let partition = self.batches.as_ref().map(|b| {
             // The key a keyed record would carry: the trace id hex (on the stack, per trace).
             let mut hex = [0u8; 32];
@@ -242,7 +242,7 @@ impl Sink for KafkaSink {
             if let Some(r) = open.records.first_mut() {
                 r.push(t.trace_id, t.spans.len(), &encoded);
             }
-            open.offsets.extend_from_slice(t.offsets);
+            open.offsets.extend_from_slice(&t.offsets);
             open.first_in.push(t.first_in);
             b.bytes += encoded.len();
             acks.hold(encoded.len() as u64);
@@ -414,14 +414,14 @@ mod tests {
         let policy: Arc<str> = "p".into();
         let kept = KeptTrace {
             trace_id: t,
-            spans,
+            spans: spans.to_vec(),
             decision: crate::sample::Decision {
                 keep: true,
                 policy: Some(0),
                 threshold: crate::otlp::threshold::Threshold::ALWAYS,
             },
-            policy: &policy,
-            offsets: &[offset],
+            policy,
+            offsets: vec![offset],
             first_in: MonoTime::ZERO,
         };
         s.accept(&kept, acks);
