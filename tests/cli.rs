@@ -337,3 +337,105 @@ print(t, n)
         .unwrap();
     assert_eq!(absent.status.code(), Some(1));
 }
+
+/// What a terminal shows for `bytes`: carriage returns go back to the line's start, `ESC [2K`
+/// clears the line, newlines end it; colour sequences are dropped.
+fn screen(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let (mut lines, mut line, mut col) = (Vec::new(), Vec::<char>::new(), 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                lines.push(line.iter().collect::<String>());
+                line.clear();
+                col = 0;
+            }
+            '\x1b' => {
+                // CSI: ESC [ params final-byte.
+                if chars.next_if_eq(&'[').is_some() {
+                    let mut params = String::new();
+                    for p in chars.by_ref() {
+                        if p.is_ascii_alphabetic() {
+                            if p == 'K' && params == "2" {
+                                line.clear();
+                            }
+                            break;
+                        }
+                        params.push(p);
+                    }
+                }
+            }
+            c => {
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+    }
+    if !line.is_empty() {
+        lines.push(line.into_iter().collect());
+    }
+    lines
+}
+
+/// On a terminal the demo's progress line (redrawn in place with `\r`) and the log lines never
+/// share a line: a log line clears the progress line first, the progress line is drawn again
+/// below it. Run in a pseudo-terminal (`script`), with debug logs so lines arrive while the
+/// progress line is up.
+#[test]
+fn on_a_terminal_log_lines_never_break_the_progress_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = format!(
+        "{} demo --duration 3s --rate 100 --dir {}",
+        env!("CARGO_BIN_EXE_tracesift"),
+        dir.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("TRACESIFT_LOG", "debug")
+        .output()
+        .expect("`script` (util-linux) runs the demo in a pseudo-terminal");
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = screen(&out.stdout);
+    let is_progress = |l: &str| l.contains("] spans in ");
+    let is_log = |l: &str| {
+        [" DEBUG ", " INFO ", " WARN ", " ERROR "]
+            .iter()
+            .any(|k| l.contains(k))
+    };
+    let first_progress = lines
+        .iter()
+        .position(|l| is_progress(l))
+        .unwrap_or_else(|| panic!("no progress line on the screen: {lines:#?}"));
+    assert!(
+        lines[first_progress..].iter().any(|l| is_log(l)),
+        "no log line came while the progress line was up, so nothing was tested: {lines:#?}"
+    );
+    for l in &lines {
+        assert!(
+            !(is_progress(l) && is_log(l)),
+            "a log line and the progress line share a line: {l:?}"
+        );
+        if is_progress(l) {
+            assert!(
+                l.starts_with('['),
+                "progress line not at the line's start: {l:?}"
+            );
+        }
+        if is_log(l) {
+            assert!(
+                l.starts_with("20"),
+                "log line not at the line's start (it followed other text): {l:?}"
+            );
+        }
+    }
+}

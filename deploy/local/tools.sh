@@ -8,7 +8,8 @@
 #     (duckdb, pyarrow, datafusion, polars, chdb = ClickHouse in-process, pyspark) and
 #     confluent-kafka (a second Kafka client: producers with every codec)
 #   a Java runtime (17+) for pyspark
-#   Debian packages: libssl-dev and pkg-config (rdkafka is built with TLS), openssl (test
+#   Debian packages: libssl-dev and pkg-config (rdkafka is built with TLS), bsdutils (`script`:
+#     a pseudo-terminal for the progress-line test), openssl (test
 #     certificates) and stunnel4 (a TLS terminator in front of the test broker); for the deploy
 #     tests: prometheus (the server and promtool), kubectl (kustomize), systemd (systemd-analyze),
 #     nodejs and npm (the published KEDA and Prometheus Operator CRD schemas, as compiled
@@ -25,6 +26,7 @@ mkdir -p "$CACHE/tools"
 need_apt=()
 pkg-config --exists openssl 2>/dev/null || need_apt+=(libssl-dev pkg-config)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v script >/dev/null || need_apt+=(bsdutils)
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need_apt+=(stunnel4)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v promtool >/dev/null && command -v prometheus >/dev/null || need_apt+=(prometheus)
