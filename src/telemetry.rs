@@ -47,6 +47,8 @@ macro_rules! catalog {
 catalog! {
     counter RECORDS_IN = "tracesift_records_in_total", Count,
         "Records read, by outcome (`ok`, `malformed`).";
+    counter ARRIVAL_REPLACED = "tracesift_record_timestamps_replaced_total", Count,
+        "Records whose Kafka timestamp was outside [arrival - 7 d, arrival + 1 h] (or missing): filed and judged by their arrival time instead.";
     counter SPANS_IN = "tracesift_spans_in_total", Count,
         "Spans read.";
     counter BYTES_IN = "tracesift_bytes_in_total", Bytes,
@@ -328,6 +330,11 @@ pub fn record_in(ok: bool, spans: usize, bytes: usize) {
     counter!(RECORDS_IN, "outcome" => if ok { "ok" } else { "malformed" }).increment(1);
     counter!(SPANS_IN).increment(spans as u64);
     counter!(BYTES_IN).increment(bytes as u64);
+}
+
+/// A record's timestamp was implausible (or missing): its arrival time stands in.
+pub fn arrival_replaced() {
+    counter!(ARRIVAL_REPLACED).increment(1);
 }
 
 /// A trace was decided.

@@ -727,7 +727,7 @@ pub fn encode_segment_skipping(
     let mut by_hour: std::collections::BTreeMap<HourPartition, Vec<Row<'_>>> = Default::default();
     for r in order.iter().filter_map(|(.., i)| slots[*i as usize].take()) {
         by_hour
-            .entry(filing_hour(r.span.start_ns, r.kept.span.ctx.arrival_ms))
+            .entry(filing_hour(r.span.start_ns, r.kept.span.ctx.filing_ms()))
             .or_default()
             .push(r);
     }

@@ -8,7 +8,7 @@ use super::*;
 /// The resource and scope a span was sent with, as encoded fields of the original record.
 ///
 /// One is shared (by `Arc`) by every span of a `ScopeSpans`, so the per-span cost is a pointer.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ScopeCtx {
     /// `ResourceSpans.resource` field (tag, length and body), or empty.
     pub resource_field: Bytes,
@@ -18,11 +18,20 @@ pub struct ScopeCtx {
     pub scope_field: Bytes,
     /// `ScopeSpans.schema_url` field (tag, length and body), or empty.
     pub scope_schema_field: Bytes,
-    /// The Kafka timestamp of the record it arrived in, Unix ms (0 when unknown).
+    /// The Kafka timestamp of the record it arrived in, Unix ms (0 when unknown): span times are
+    /// judged against it.
     pub arrival_ms: u64,
+    /// The arrival the spans are filed by in the archive when it is not `arrival_ms` (the
+    /// record's timestamp was implausible when it was read: the wall clock then).
+    pub filed_at_ms: Option<u64>,
 }
 
 impl ScopeCtx {
+    /// The arrival time the archive files these spans by (Unix ms, 0 when unknown).
+    pub fn filing_ms(&self) -> u64 {
+        self.filed_at_ms.unwrap_or(self.arrival_ms)
+    }
+
     /// Bytes this context adds to each request it is written into (resource, scope, schema
     /// URLs and the two message headers).
     pub fn framing_len(&self) -> usize {
@@ -382,6 +391,7 @@ pub fn scan_request(
                 scope_field: record.slice(scope_field),
                 scope_schema_field: record.slice(scope_schema),
                 arrival_ms,
+                filed_at_ms: None,
             });
             let mut srd = Reader::new(buf, ss);
             while let Some((sn, _, sw)) = srd.field()? {

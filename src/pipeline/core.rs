@@ -223,6 +223,7 @@ impl PartitionCore {
         self.clock.on_record(rec.timestamp_ms, wall_ms);
         let now = self.clock.now().unwrap_or(StreamTime::ZERO);
         let arrival_ms = rec.arrival_ms();
+        let (filed_at_ms, replaced) = super::stream_time::filing_arrival(rec.timestamp_ms, wall_ms);
         let fetched = rec.fetched;
         self.store.set_fetched(fetched);
         let payload = rec.payload.unwrap_or_default();
@@ -263,6 +264,10 @@ impl PartitionCore {
         stats
             .spans
             .fetch_add(self.scratch.len() as u64, Ordering::Relaxed);
+        if replaced {
+            telemetry::arrival_replaced();
+            file_by(&mut self.scratch, filed_at_ms);
+        }
         let spans = std::mem::take(&mut self.scratch);
         for s in spans.iter() {
             match self
@@ -552,6 +557,27 @@ impl PartitionCore {
     }
 }
 
+/// Files the spans of one record by `filed_at_ms` (their record's timestamp was implausible);
+/// spans of one scope keep sharing one context.
+fn file_by(spans: &mut [otlp::ScannedSpan], filed_at_ms: u64) {
+    // (a scope's context as scanned, the same with the filing time)
+    let mut last: Option<(Arc<otlp::ScopeCtx>, Arc<otlp::ScopeCtx>)> = None;
+    for s in spans {
+        let filed = match &last {
+            Some((scanned, filed)) if Arc::ptr_eq(scanned, &s.span.ctx) => Arc::clone(filed),
+            _ => {
+                let filed = Arc::new(otlp::ScopeCtx {
+                    filed_at_ms: Some(filed_at_ms),
+                    ..(*s.span.ctx).clone()
+                });
+                last = Some((Arc::clone(&s.span.ctx), Arc::clone(&filed)));
+                filed
+            }
+        };
+        s.span.ctx = filed;
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! The core on its own: each behaviour the end-to-end tests rely on, then random
@@ -748,6 +774,40 @@ pub(crate) mod tests {
         assert_eq!(core.commit_point(), Some(10), "one sink is not enough");
         core.acked(&[10, 11]);
         assert_eq!(core.commit_point(), Some(12));
+    }
+
+    #[test]
+    fn records_stamped_in_another_era_are_filed_by_their_arrival() {
+        use crate::archive::layout::HourPartition;
+        use crate::archive::segment::filing_hour;
+        // Today, by the test's wall clock; stamps from 2000, 0 and next year.
+        let wall: u64 = 1_780_000_000_000;
+        let mut core = core_with(1, false, 100);
+        let mut fx = Vec::new();
+        for (offset, stamp) in [
+            (0i64, 946_684_800_000i64),
+            (1, 0),
+            (2, (wall + 365 * 86_400_000) as i64),
+        ] {
+            let mut rec = record(offset, vec![span(offset as u8 + 1, 1, true)]);
+            rec.timestamp_ms = Some(stamp);
+            core.ingest(rec, wall, &mut fx);
+        }
+        core.tick(MonoTime::ZERO, true, &mut fx);
+        core.tick(MonoTime::from_millis(60_000), true, &mut fx);
+        let kept = emits(&fx);
+        assert_eq!(kept.len(), 3, "{fx:?}");
+        for k in kept {
+            for s in &k.spans {
+                assert_eq!(s.ctx.filing_ms(), wall, "trace {:?}", k.trace_id);
+                let start = otlp::decode_span(s).unwrap().start_time_unix_nano;
+                assert_eq!(
+                    filing_hour(start, s.ctx.filing_ms()),
+                    HourPartition::of_nanos(wall * 1_000_000),
+                    "filed under the hour it arrived"
+                );
+            }
+        }
     }
 
     #[test]

@@ -38,6 +38,28 @@ use std::time::Duration;
 
 use crate::clock::{MonoTime, StreamTime};
 
+/// The arrival time a record is filed and judged by (the archive's filing hour, span-time
+/// plausibility): its Kafka timestamp when that lies within [`wall_ms` − 7 d, `wall_ms` + 1 h]
+/// (the same window span times are held to), else the wall clock when it was read. The second
+/// value is true when the timestamp was replaced (missing, ≤ 0, from another era or from the
+/// future), so that a record stamped in 2000 is not filed where retention deletes it at once and
+/// one stamped next year is not filed where compaction never reaches it.
+pub fn filing_arrival(timestamp_ms: Option<i64>, wall_ms: u64) -> (u64, bool) {
+    const PAST_MS: u64 = crate::otlp::TIME_PAST_NS / 1_000_000;
+    const FUTURE_MS: u64 = crate::otlp::TIME_FUTURE_NS / 1_000_000;
+    let ts = timestamp_ms
+        .and_then(|t| u64::try_from(t).ok())
+        .unwrap_or(0);
+    if wall_ms == 0 {
+        return (ts, false);
+    }
+    let plausible = ts > 0 && ts >= wall_ms.saturating_sub(PAST_MS) && ts <= wall_ms + FUTURE_MS;
+    match plausible {
+        true => (ts, false),
+        false => (wall_ms, true),
+    }
+}
+
 /// One partition's stream clock.
 #[derive(Debug, Clone)]
 pub struct StreamClock {
@@ -106,6 +128,36 @@ mod tests {
 
     fn wall(ms: u64) -> MonoTime {
         MonoTime::from_millis(ms)
+    }
+
+    #[test]
+    fn filing_uses_the_stamp_only_within_the_plausible_window() {
+        const DAY: i64 = 86_400_000;
+        let now = T as i64;
+        assert_eq!(
+            filing_arrival(Some(now - DAY), T),
+            ((now - DAY) as u64, false)
+        );
+        assert_eq!(
+            filing_arrival(Some(now + 3_000_000), T),
+            (T + 3_000_000, false)
+        );
+        for implausible in [
+            Some(946_684_800_000), // 2000-01-01
+            Some(0),
+            Some(-5),
+            None,
+            Some(now - 8 * DAY),
+            Some(now + 365 * DAY), // next year
+            Some(now + 3_600_001),
+        ] {
+            assert_eq!(filing_arrival(implausible, T), (T, true), "{implausible:?}");
+        }
+        assert_eq!(
+            filing_arrival(Some(5), 0),
+            (5, false),
+            "no wall clock: kept"
+        );
     }
 
     #[test]
