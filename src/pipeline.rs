@@ -10,13 +10,12 @@ pub mod core;
 pub mod decision_log;
 pub mod dry_run;
 pub mod outputs;
-pub mod stats;
 pub mod stream_time;
 pub mod task;
 
 pub use self::core::{Effect, PartitionCore};
-pub use self::stats::RunStats;
 pub use self::task::PartitionTask;
+pub use crate::telemetry::run::RunStats;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -249,7 +248,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         Arc::clone(&clock),
     )?;
     let sampled_partitions = crate::topics::ensure_run_topics(&config).await?;
-    let stats = Arc::new(RunStats::new(names.len()));
+    let stats = Arc::new(RunStats::new());
+    crate::telemetry::register_run(&stats);
     let sinks = crate::sink::build(
         crate::sink::Wiring {
             sinks: config.sinks.clone(),

@@ -7,6 +7,7 @@
 
 pub mod health;
 pub mod process;
+pub mod run;
 pub mod server;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,25 +326,57 @@ pub fn end_to_end(sink: SinkLabel, first_in: crate::clock::MonoTime, now: crate:
     }
 }
 
-/// A record was read.
-pub fn record_in(ok: bool, spans: usize, bytes: usize) {
-    counter!(RECORDS_IN, "outcome" => if ok { "ok" } else { "malformed" }).increment(1);
-    counter!(SPANS_IN).increment(spans as u64);
-    counter!(BYTES_IN).increment(bytes as u64);
+/// The runs of this process, whose counters `/metrics` shows (one outside tests; kept for the
+/// process's life so the sums never go down).
+static RUNS: std::sync::Mutex<Vec<std::sync::Arc<run::RunStats>>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Shows `stats` (a run's own counters) in `/metrics` from now on.
+pub fn register_run(stats: &std::sync::Arc<run::RunStats>) {
+    RUNS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(std::sync::Arc::clone(stats));
+    publish_runs();
+}
+
+/// Sets the counters the runs count (records, spans, bytes, decided and forced traces) to
+/// their sums over the process's runs: each event is counted once, in its run's
+/// [`run::RunStats`], and `/metrics` reads the same numbers the run's summary does.
+pub fn publish_runs() {
+    let total = run::RunStats::new();
+    for r in RUNS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        total.add(r);
+    }
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let dead = n(&total.dead_letters);
+    counter!(RECORDS_IN, "outcome" => "ok").absolute(n(&total.records).saturating_sub(dead));
+    counter!(RECORDS_IN, "outcome" => "malformed").absolute(dead);
+    counter!(SPANS_IN).absolute(n(&total.spans));
+    counter!(BYTES_IN).absolute(n(&total.bytes));
+    let mut forced: std::collections::BTreeMap<&'static str, u64> = [
+        crate::store::Trigger::Overflow,
+        crate::store::Trigger::TraceLimit,
+    ]
+    .into_iter()
+    .map(|t| (t.as_str(), 0))
+    .collect();
+    for (k, count) in total.decided() {
+        let outcome = if k.keep { Outcome::Keep } else { Outcome::Drop };
+        let policy = k.policy.as_deref().unwrap_or("none").to_string();
+        counter!(TRACES_DECIDED, "policy" => policy, "outcome" => outcome.as_str(), "trigger" => k.trigger)
+            .absolute(count);
+        if k.forced {
+            *forced.entry(k.trigger).or_default() += count;
+        }
+    }
+    for (trigger, count) in forced {
+        counter!(FORCED_DECISIONS, "trigger" => trigger).absolute(count);
+    }
 }
 
 /// A record's timestamp was implausible (or missing): its arrival time stands in.
 pub fn arrival_replaced() {
     counter!(ARRIVAL_REPLACED).increment(1);
-}
-
-/// A trace was decided.
-pub fn trace_decided(policy: &str, outcome: Outcome, trigger: &'static str, forced: bool) {
-    counter!(TRACES_DECIDED, "policy" => policy.to_string(), "outcome" => outcome.as_str(), "trigger" => trigger)
-        .increment(1);
-    if forced {
-        counter!(FORCED_DECISIONS, "trigger" => trigger).increment(1);
-    }
 }
 
 /// Spans followed an earlier decision.
@@ -547,17 +580,9 @@ pub fn started(memory: MemoryBudget, sinks: &[SinkLabel]) {
     MEMORY_FORMULA[1].store(memory.per_partition, Ordering::Relaxed);
     gauge!(MEMORY_BOUND).set(memory.fixed as f64);
     gauge!(STORE_MAX_BYTES).set(memory.store_max_bytes as f64);
-    for outcome in ["ok", "malformed"] {
-        counter!(RECORDS_IN, "outcome" => outcome).absolute(0);
-    }
-    for c in [SPANS_IN, BYTES_IN, DEAD_LETTER_RECORDS, RESTORE_FAILURES] {
+    publish_runs();
+    for c in [DEAD_LETTER_RECORDS, RESTORE_FAILURES] {
         counter!(c).absolute(0);
-    }
-    for trigger in [
-        crate::store::Trigger::Overflow,
-        crate::store::Trigger::TraceLimit,
-    ] {
-        counter!(FORCED_DECISIONS, "trigger" => trigger.as_str()).absolute(0);
     }
     for outcome in [Outcome::Keep, Outcome::Drop] {
         counter!(LATE_SPANS, "outcome" => outcome.as_str()).absolute(0);
@@ -569,8 +594,9 @@ pub fn started(memory: MemoryBudget, sinks: &[SinkLabel]) {
     }
 }
 
-/// Before each scrape: the gauges read from the process itself.
+/// Before each scrape: the runs' counters, and the gauges read from the process itself.
 pub fn scraped(health: &Health) {
+    publish_runs();
     if let Some(rss) = rss_bytes() {
         gauge!(PROCESS_RSS).set(rss as f64);
     }

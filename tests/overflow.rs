@@ -406,17 +406,8 @@ telemetry: {{listen: "127.0.0.1:0"}}
         "the partition paused:\n{m}"
     );
     let stats = running.stop().await;
-    assert_eq!(
-        stats.forced.load(std::sync::atomic::Ordering::Relaxed),
-        0,
-        "no forced decision"
-    );
-    assert_eq!(
-        stats
-            .traces_decided
-            .load(std::sync::atomic::Ordering::Relaxed),
-        30_000
-    );
+    assert_eq!(stats.forced(), 0, "no forced decision");
+    assert_eq!(stats.traces_decided(), 30_000);
     let b = brokers.clone();
     let kept = tokio::task::spawn_blocking(move || sampled_by_trace(&b))
         .await

@@ -104,11 +104,7 @@ telemetry: {{listen: ""}}
         .spans
         .load(std::sync::atomic::Ordering::Relaxed)
         < spans
-        || running
-            .stats
-            .traces_decided
-            .load(std::sync::atomic::Ordering::Relaxed)
-            < manifest.traces.len() as u64
+        || running.stats.traces_decided() < manifest.traces.len() as u64
     {
         assert!(
             std::time::Instant::now() < deadline,

@@ -417,8 +417,8 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         ingest,
         join_secs,
         committed_secs,
-        traces_kept: stats.traces_kept.load(Ordering::Relaxed),
-        traces_decided: stats.traces_decided.load(Ordering::Relaxed),
+        traces_kept: stats.traces_kept(),
+        traces_decided: stats.traces_decided(),
         end_to_end,
     })
 }

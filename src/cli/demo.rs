@@ -27,15 +27,14 @@ pub const DEMO_CONFIG: &str = include_str!("../../deploy/local/demo.yaml");
 fn progress(stats: &RunStats, names: &[String], elapsed: Duration) -> String {
     let kept: Vec<String> = names
         .iter()
-        .zip(&stats.kept_by_policy)
-        .map(|(n, c)| format!("{n} {}", c.load(Ordering::Relaxed)))
+        .map(|n| format!("{n} {}", stats.kept_by(n)))
         .collect();
     format!(
         "[{:>3}s] spans in {:>9} | traces decided {:>7} | kept {:>6} ({}) | dead-letter {}",
         elapsed.as_secs(),
         stats.spans.load(Ordering::Relaxed),
-        stats.traces_decided.load(Ordering::Relaxed),
-        stats.traces_kept.load(Ordering::Relaxed),
+        stats.traces_decided(),
+        stats.traces_kept(),
         kept.join(", "),
         stats.dead_letters.load(Ordering::Relaxed),
     )
@@ -163,15 +162,16 @@ pub async fn run(duration: Duration, dir: &Path, rate: f64) -> anyhow::Result<()
             b as f64 / 1e6
         );
     }
-    let line = |label: &str, v: &AtomicU64| println!("  {label:<18} {}", v.load(Ordering::Relaxed));
-    line("spans in", &stats.spans);
-    line("traces decided", &stats.traces_decided);
-    line("traces kept", &stats.traces_kept);
-    for (n, c) in names.iter().zip(&stats.kept_by_policy) {
-        println!("    {n:<16} {}", c.load(Ordering::Relaxed));
+    let line = |label: &str, v: u64| println!("  {label:<18} {v}");
+    let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    line("spans in", n(&stats.spans));
+    line("traces decided", stats.traces_decided());
+    line("traces kept", stats.traces_kept());
+    for name in &names {
+        println!("    {name:<16} {}", stats.kept_by(name));
     }
-    line("spans kept", &stats.spans_kept);
-    line("dead-letter", &stats.dead_letters);
+    line("spans kept", n(&stats.spans_kept));
+    line("dead-letter", n(&stats.dead_letters));
     println!(
         "  parquet            {files} files, {:.2} MB",
         bytes as f64 / 1e6

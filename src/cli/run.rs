@@ -72,9 +72,7 @@ pub async fn run(cfg: Config, path: PathBuf) -> anyhow::Result<()> {
         Ok(stats) => {
             tracing::info!(
                 spans = stats.spans.load(std::sync::atomic::Ordering::Relaxed),
-                traces_decided = stats
-                    .traces_decided
-                    .load(std::sync::atomic::Ordering::Relaxed),
+                traces_decided = stats.traces_decided(),
                 "stopped"
             );
             Ok(())

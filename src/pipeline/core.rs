@@ -35,9 +35,9 @@ use crate::source::watermark::Watermark;
 use crate::store::{Admit, DueTrace, StoreLimits, StoreStats, TraceMap, TraceStore};
 use crate::telemetry::{self, Outcome};
 
-use super::stats::RunStats;
 use super::stream_time::StreamClock;
 use crate::sink::kept::KeptTrace;
+use crate::telemetry::run::{DecidedKey, RunStats};
 
 /// Something the shell must do; each effect holds watermark references that its
 /// acknowledgement releases through [`PartitionCore::acked`] with [`Effect::offsets`].
@@ -227,11 +227,6 @@ impl PartitionCore {
         let fetched = rec.fetched;
         self.store.set_fetched(fetched);
         let payload = rec.payload.unwrap_or_default();
-        let stats = &self.stats;
-        stats.records.fetch_add(1, Ordering::Relaxed);
-        stats
-            .bytes
-            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         let scanned = if payload.len() > self.settings.max_record_bytes {
             Err(otlp::DecodeError::TooLarge {
                 len: payload.len(),
@@ -247,8 +242,7 @@ impl PartitionCore {
             )
         };
         if let Err(e) = scanned {
-            telemetry::record_in(false, 0, payload.len());
-            stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+            self.stats.record_read(false, 0, payload.len());
             tracing::warn!(topic = %self.topic, partition = self.partition, offset = rec.offset, error = %e, "record to dead-letter topic");
             self.acquire(rec.offset, 1);
             out.push(Effect::DeadLetter {
@@ -260,10 +254,8 @@ impl PartitionCore {
             });
             return;
         }
-        telemetry::record_in(true, self.scratch.len(), payload.len());
-        stats
-            .spans
-            .fetch_add(self.scratch.len() as u64, Ordering::Relaxed);
+        self.stats
+            .record_read(true, self.scratch.len(), payload.len());
         if replaced {
             telemetry::arrival_replaced();
             file_by(&mut self.scratch, filed_at_ms);
@@ -454,24 +446,14 @@ impl PartitionCore {
                 .decide_trace(t.trace_id, &t.summary, &t.spans, now)
         };
         self.store.remember(t.trace_id, d, now);
-        let stats = &self.stats;
-        stats.traces_decided.fetch_add(1, Ordering::Relaxed);
-        let forced = t.trigger.is_forced();
-        if forced {
-            stats.forced.fetch_add(1, Ordering::Relaxed);
-        }
         let policy = self.policy_name(&d);
-        let name = policy.as_deref().unwrap_or("none");
-        let outcome = if d.keep { Outcome::Keep } else { Outcome::Drop };
-        telemetry::trace_decided(name, outcome, t.trigger.as_str(), forced);
+        self.stats.trace_decided(DecidedKey {
+            policy: policy.clone(),
+            keep: d.keep,
+            trigger: t.trigger.as_str(),
+            forced: t.trigger.is_forced(),
+        });
         if d.keep {
-            stats.traces_kept.fetch_add(1, Ordering::Relaxed);
-            if let Some(c) = d
-                .policy
-                .and_then(|p| stats.kept_by_policy.get(usize::from(p)))
-            {
-                c.fetch_add(1, Ordering::Relaxed);
-            }
             self.emit(
                 t.trace_id,
                 &t.spans,
@@ -640,7 +622,7 @@ pub(crate) mod tests {
             },
             Arc::new(sampler),
             Arc::from(vec![Arc::<str>::from("errors")]),
-            Arc::new(RunStats::new(1)),
+            Arc::new(RunStats::new()),
         )
     }
 

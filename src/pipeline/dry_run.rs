@@ -167,7 +167,7 @@ impl DryRun {
                 max_record_bytes: cfg.kafka.max_record_bytes.0 as usize,
             },
             cores: BTreeMap::new(),
-            stats: Arc::new(RunStats::new(names.len())),
+            stats: Arc::new(RunStats::new()),
             effects: Vec::new(),
             report: Report {
                 policies: names
@@ -274,8 +274,8 @@ impl DryRun {
         self.report.records = n(&st.records);
         self.report.malformed = n(&st.dead_letters);
         self.report.spans = n(&st.spans);
-        self.report.traces = n(&st.traces_decided);
-        self.report.kept_traces = n(&st.traces_kept);
+        self.report.traces = st.traces_decided();
+        self.report.kept_traces = st.traces_kept();
         if self.max_end > self.min_start {
             self.report.window_secs = (self.max_end - self.min_start) as f64 / 1e9;
         }

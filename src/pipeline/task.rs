@@ -607,7 +607,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
             sinks: Arc::new(NoSinks),
             outputs: Arc::new(outputs),
             clock: Arc::new(clock.clone()),
-            stats: Arc::new(RunStats::new(names.len())),
+            stats: Arc::new(RunStats::new()),
             commits: CommitBoard::default(),
         };
         let (tx, inbox) = partition_queue(10_000, 64 << 20);

@@ -183,17 +183,28 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::{install, record_in, SPANS_IN};
+    use crate::telemetry::{install, register_run, run::RunStats, SPANS_IN};
 
     #[tokio::test]
     async fn endpoints_answer() {
         let handle = install();
         let health = Health::default();
         let server = serve("127.0.0.1:0", handle, health.clone()).await.unwrap();
-        record_in(true, 3, 100);
+        // A run's own count shows in /metrics at the next scrape.
+        let run = std::sync::Arc::new(RunStats::new());
+        register_run(&run);
+        let spans = |body: &str| -> u64 {
+            body.lines()
+                .find(|l| l.starts_with(&format!("{SPANS_IN} ")))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {SPANS_IN} in {body}"))
+        };
         let (code, body) = http_get(server.addr, "/metrics").await.unwrap();
         assert_eq!(code, 200);
-        assert!(body.contains(SPANS_IN), "{body}");
+        let before = spans(&body);
+        run.record_read(true, 3, 100);
+        let (_, body) = http_get(server.addr, "/metrics").await.unwrap();
+        assert_eq!(spans(&body), before + 3, "{body}");
         assert_eq!(http_get(server.addr, "/healthz").await.unwrap().0, 200);
         assert_eq!(http_get(server.addr, "/readyz").await.unwrap().0, 503);
         health.set_ready(true);
