@@ -230,39 +230,94 @@ pub enum RestoreError {
     },
 }
 
-/// Reads partition `partition` of the decision log from its start to its end and returns the
-/// latest decision per trace made within `max_age` of `now_ms` (older ones can no longer be
-/// needed: the decision cache would have forgotten them). Blocking: call from a blocking thread.
+/// Producer clocks may disagree this much: the restore window reaches this far further back.
+pub const RESTORE_SLACK: Duration = Duration::from_secs(300);
+
+/// How long the restore waits for one read (a record of the input, a watermark) before it
+/// counts as failed.
+const READ_WAIT: Duration = Duration::from_secs(10);
+
+/// What a restore read, for the caller and its tests.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The latest decision per trace within the window.
+    pub decisions: HashMap<TraceId, Decided>,
+    /// The restart point R (Unix ms) the window is counted back from.
+    pub restart_ms: u64,
+    /// The decision-log offset the read started at.
+    pub from_offset: i64,
+    /// Decision-log records read.
+    pub records_read: u64,
+}
+
+/// Restores partition `partition`'s decisions for input `input_topic`, by stream time and from
+/// where it matters. Blocking: call from a blocking thread.
+///
+/// **The restart point R** is the stream time the new owner starts at: the Kafka timestamp of
+/// the input record at the group's committed offset (where consuming resumes; the last record
+/// when everything was consumed, the first when nothing was committed; `now_ms` for an empty
+/// input), never later than `now_ms`. A decision can matter to the new owner only while its
+/// stream-time age is under its TTL, and stream time starts at about R and only grows, so the
+/// window is every decision made at or after `R - max_age - RESTORE_SLACK` (the slack covers
+/// producers' clocks disagreeing with each other). This holds however far behind the group is:
+/// it is counted in the records' time, not the wall clock's.
+///
+/// **Where the read starts.** A decision is made at a stream time no later than the deciding
+/// member's wall clock (stream time is clamped to it) and logged after, so the log record that
+/// carries it has a Kafka timestamp at or after its "decided at". The read therefore starts at
+/// the first log offset whose timestamp is at or after the window's start (`offsets_for_times`),
+/// and its cost grows with TTL × decision rate, not with the log's retention. A broker that
+/// cannot answer by time (or answers with an offset past the data) costs a longer read, never a
+/// lost decision: the read then starts at the log's beginning.
 pub fn restore(
     cfg: &Config,
+    input_topic: &str,
     partition: i32,
     now_ms: u64,
     max_age: Duration,
-) -> Result<HashMap<TraceId, Decided>, RestoreError> {
+) -> Result<Restored, RestoreError> {
     let topic = &cfg.kafka.decisions_topic;
+    let restart_ms = restart_point(cfg, input_topic, partition, now_ms)?;
+    let oldest = restart_ms
+        .saturating_sub(max_age.as_millis() as u64)
+        .saturating_sub(RESTORE_SLACK.as_millis() as u64);
     let mut cc = crate::kafka::consumer_config(&cfg.kafka);
     cc.set("group.id", format!("{}-restore", cfg.kafka.group_id))
         .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = crate::kafka::create(&cc)?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
-    let mut out = HashMap::new();
+    let (low, high) = consumer.fetch_watermarks(topic, partition, READ_WAIT)?;
+    let mut out = Restored {
+        restart_ms,
+        from_offset: low,
+        ..Restored::default()
+    };
     if high <= low {
         return Ok(out);
     }
+    let mut by_time = TopicPartitionList::new();
+    by_time.add_partition_offset(topic, partition, Offset::Offset(oldest as i64))?;
+    let from = consumer
+        .offsets_for_times(by_time, READ_WAIT)
+        .ok()
+        .and_then(|t| t.elements().first().map(|e| e.offset()));
+    out.from_offset = match from {
+        Some(Offset::Offset(o)) if (low..high).contains(&o) => o,
+        // Nothing that recent: every record is older than the window.
+        Some(Offset::End) => return Ok(out),
+        _ => low,
+    };
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    tpl.add_partition_offset(topic, partition, Offset::Offset(out.from_offset))?;
     consumer.assign(&tpl)?;
-    let oldest = now_ms.saturating_sub(max_age.as_millis() as u64);
     let mut reached_high = false;
     let mut idle = 0;
-    let mut read = 0u64;
     // Read to the high watermark, then until the partition reports its end (a broker may report
     // the watermark of a multi-record batch short; the end-of-partition event is authoritative).
     loop {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 idle = 0;
-                read += 1;
+                out.records_read += 1;
                 if m.offset() + 1 >= high {
                     reached_high = true;
                 }
@@ -273,9 +328,9 @@ pub fn restore(
                     Ok(decisions) => {
                         for (id, d) in decisions {
                             if d.decided_at_ms >= oldest {
-                                out.insert(id, d);
+                                out.decisions.insert(id, d);
                             } else {
-                                out.remove(&id);
+                                out.decisions.remove(&id);
                             }
                         }
                     }
@@ -295,12 +350,66 @@ pub fn restore(
                 }
                 if idle >= 150 {
                     // A partial read is never a success: the restore fails and is retried.
-                    return Err(RestoreError::Stalled { read, high });
+                    return Err(RestoreError::Stalled {
+                        read: out.records_read,
+                        high,
+                    });
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// The restart point R of `input_topic`/`partition` (see [`restore`]): the timestamp of the
+/// input record the group resumes at, at most `now_ms`; `now_ms` when the input holds nothing.
+fn restart_point(
+    cfg: &Config,
+    input_topic: &str,
+    partition: i32,
+    now_ms: u64,
+) -> Result<u64, RestoreError> {
+    // The group's own id, to read its committed offset (OffsetFetch only: it joins nothing).
+    let mut cc = crate::kafka::consumer_config(&cfg.kafka);
+    cc.set("enable.partition.eof", "true")
+        .remove("group.instance.id");
+    let consumer: BaseConsumer = crate::kafka::create(&cc)?;
+    let (low, high) = consumer.fetch_watermarks(input_topic, partition, READ_WAIT)?;
+    if high <= low {
+        return Ok(now_ms);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(input_topic, partition);
+    let committed = consumer
+        .committed_offsets(tpl, READ_WAIT)?
+        .elements()
+        .first()
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .unwrap_or(low);
+    let at = committed.clamp(low, high - 1);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(input_topic, partition, Offset::Offset(at))?;
+    consumer.assign(&tpl)?;
+    // At most 150 polls of 200 ms (30 s) for the one record.
+    for _ in 0..150 {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() >= at => {
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                return Ok(match u64::try_from(ts) {
+                    Ok(t) if t > 0 => t.min(now_ms),
+                    // A record without a usable timestamp: the window counts from now.
+                    _ => now_ms,
+                });
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => return Err(e.into()),
+        }
+    }
+    Err(RestoreError::Stalled { read: 0, high })
 }
 
 /// The wait before a refused decision-log write is tried again; it doubles to

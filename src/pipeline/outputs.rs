@@ -38,8 +38,16 @@ pub trait Outputs: Send + Sync {
         decisions: &[(TraceId, Decided)],
         offsets: Vec<i64>,
     ) -> AckFuture;
-    /// Reads back `partition`'s decisions made after `now_ms - max_age`.
-    fn restore(&self, partition: i32, now_ms: u64, max_age: Duration) -> RestoreFuture;
+    /// Reads back the decisions of `topic`/`partition` that can still matter to a new owner
+    /// (see [`decision_log::restore`]: by stream time, counted back `max_age` from where the
+    /// group resumes; `now_ms` is the wall clock, the latest the restart point may be).
+    fn restore(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        now_ms: u64,
+        max_age: Duration,
+    ) -> RestoreFuture;
 }
 
 /// The outputs of a run: the producer's topics, the decision log read with a consumer.
@@ -85,15 +93,31 @@ impl Outputs for KafkaOutputs {
         )
     }
 
-    fn restore(&self, partition: i32, now_ms: u64, max_age: Duration) -> RestoreFuture {
-        let cfg = Arc::clone(&self.config);
+    fn restore(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        now_ms: u64,
+        max_age: Duration,
+    ) -> RestoreFuture {
+        let (cfg, topic) = (Arc::clone(&self.config), Arc::clone(topic));
         Box::pin(async move {
             let read = tokio::task::spawn_blocking(move || {
-                decision_log::restore(&cfg, partition, now_ms, max_age)
+                decision_log::restore(&cfg, &topic, partition, now_ms, max_age)
             });
-            read.await
+            let r = read
+                .await
                 .map_err(|e| RestoreError::Task(e.to_string()))
-                .and_then(|r| r)
+                .and_then(|r| r)?;
+            tracing::info!(
+                partition,
+                restart_ms = r.restart_ms,
+                from_offset = r.from_offset,
+                records_read = r.records_read,
+                decisions = r.decisions.len(),
+                "decision log read"
+            );
+            Ok(r.decisions)
         })
     }
 }

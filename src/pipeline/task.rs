@@ -378,7 +378,10 @@ impl PartitionTask {
             let max_age = dc.sampled_ttl.max(dc.non_sampled_ttl);
             let now_ms = self.wall_ms();
             let started = self.shared.clock.now();
-            let read = self.shared.outputs.restore(partition, now_ms, max_age);
+            let read = self
+                .shared
+                .outputs
+                .restore(&self.topic, partition, now_ms, max_age);
             let result = tokio::select! {
                 r = read => r,
                 cmd = control.recv() => {
@@ -567,7 +570,13 @@ archive: {hot: {max_segment_bytes: 1MiB}}
             self.logged.lock().unwrap().extend_from_slice(decisions);
             Box::pin(std::future::ready(offsets))
         }
-        fn restore(&self, _partition: i32, _now_ms: u64, _max_age: Duration) -> RestoreFuture {
+        fn restore(
+            &self,
+            _topic: &Arc<str>,
+            _partition: i32,
+            _now_ms: u64,
+            _max_age: Duration,
+        ) -> RestoreFuture {
             let next = self.restores.lock().unwrap().pop_front();
             Box::pin(std::future::ready(
                 next.unwrap_or_else(|| Ok(HashMap::new())),
