@@ -423,7 +423,15 @@ impl Config {
             + self.kafka.max_record_bytes.0
             + CACHE_ENTRY * (dc.sampled_cache_size + dc.non_sampled_cache_size) as u64
             + s.max_pending_bytes.0 * (1 + best_effort);
-        (FIXED + PRODUCER_QUEUE + otlp_in_flight, per_partition)
+        // The rekey stage's writes in flight, for the whole process.
+        let rekey = match self.kafka.rekey.input_topics.is_empty() {
+            true => 0,
+            false => self.kafka.rekey.max_pending_bytes.0,
+        };
+        (
+            FIXED + PRODUCER_QUEUE + otlp_in_flight + rekey,
+            per_partition,
+        )
     }
 
     /// Names of the top-level policies (or tiers), in order: they label decisions.

@@ -48,6 +48,10 @@ macro_rules! catalog {
 catalog! {
     counter RECORDS_IN = "tracesift_records_in_total", Count,
         "Records read, by outcome (`ok`, `malformed`).";
+    gauge REKEY_PENDING_WRITES = "tracesift_rekey_pending_writes", Count,
+        "Writes of the rekey stage waiting for their acknowledgement (at most 10,000).";
+    gauge REKEY_PENDING_BYTES = "tracesift_rekey_pending_bytes", Bytes,
+        "Bytes the rekey stage's pending writes hold (at most kafka.rekey.max_pending_bytes, then it stops reading).";
     counter ARRIVAL_REPLACED = "tracesift_record_timestamps_replaced_total", Count,
         "Records whose Kafka timestamp was outside [arrival - 7 d, arrival + 1 h] (or missing): filed and judged by their arrival time instead.";
     counter SPANS_IN = "tracesift_spans_in_total", Count,
@@ -372,6 +376,12 @@ pub fn publish_runs() {
     for (trigger, count) in forced {
         counter!(FORCED_DECISIONS, "trigger" => trigger).absolute(count);
     }
+}
+
+/// The rekey stage's writes in flight.
+pub fn rekey_pending(writes: usize, bytes: u64) {
+    gauge!(REKEY_PENDING_WRITES).set(writes as f64);
+    gauge!(REKEY_PENDING_BYTES).set(bytes as f64);
 }
 
 /// A record's timestamp was implausible (or missing): its arrival time stands in.

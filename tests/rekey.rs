@@ -145,3 +145,102 @@ telemetry: {{listen: ""}}
         );
     }
 }
+
+/// A trace the repartition topic refuses for good (here: larger than the producer's
+/// `message.max.bytes`) is a dead letter with its reason and its source coordinates, the other
+/// traces of the same record are rekeyed, and the input is committed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_the_rekey_topic_refuses_is_a_dead_letter_with_its_reason() {
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    create_topic(&brokers, "otlp_spans_raw", 1).await;
+    let cfg = Config::parse(&format!(
+        r#"
+kafka:
+  brokers: "{brokers}"
+  create_topics: true
+  group_id: refused
+  input_topics: [otlp_spans_by_trace]
+  commit_interval: 200ms
+  rekey: {{input_topics: [otlp_spans_raw], topic: otlp_spans_by_trace}}
+  properties: {{message.max.bytes: "40000"}}
+store: {{decision_wait: 1s, decision_wait_after_root: 1s, tick: 50ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: ""}}
+"#
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("start: {e}\n{}", broker.log()));
+    // One record: a small trace and a trace of 30 spans of 2 KB each (60 KB rekeyed).
+    let (small, big) = ([0x51u8; 16], [0x52u8; 16]);
+    let mut spans: Vec<_> = (1..=2u8).map(|n| test_span(&small, n, false)).collect();
+    for n in 1..=30u8 {
+        let mut s = test_span(&big, n, false);
+        s.name = "x".repeat(2_000);
+        spans.push(s);
+    }
+    let producer: FutureProducer = client(&brokers).create().unwrap();
+    let d = producer
+        .send(
+            FutureRecord::to("otlp_spans_raw")
+                .key("mixed")
+                .payload(&otlp_record(spans)),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let ends = BTreeMap::from([(d.partition, d.offset + 1)]);
+    wait_committed(
+        &brokers,
+        "refused-rekey",
+        "otlp_spans_raw",
+        &ends,
+        Duration::from_secs(60),
+    )
+    .await;
+    running.stop().await;
+
+    let b = brokers.clone();
+    let dead = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_dlq"))
+        .await
+        .unwrap();
+    let big_hex = hex::encode(big);
+    let refused: Vec<_> = dead
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("tracesift.error")
+                .is_some_and(|e| e.contains("rekey topic refused trace") && e.contains(&big_hex))
+        })
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "one dead letter for the big trace: {dead:?}"
+    );
+    let r = refused[0];
+    assert_eq!(r.headers["tracesift.source.topic"], "otlp_spans_raw");
+    assert_eq!(
+        r.headers["tracesift.source.offset"],
+        d.offset.to_string(),
+        "{:?}",
+        r.headers
+    );
+    let b = brokers.clone();
+    let rekeyed = tokio::task::spawn_blocking(move || read_all(&b, "otlp_spans_by_trace"))
+        .await
+        .unwrap();
+    assert!(
+        rekeyed
+            .iter()
+            .any(|r| r.key.as_deref() == Some(hex::encode(small).as_bytes())),
+        "the small trace was rekeyed"
+    );
+}

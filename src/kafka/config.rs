@@ -160,6 +160,9 @@ pub struct RekeyConfig {
     /// The trace-keyed repartition topic (created with the first rekeyed topic's partition
     /// count when missing).
     pub topic: String,
+    /// Bytes the stage's writes waiting for their acknowledgement may hold; at this bound it
+    /// stops reading until writes complete (part of the memory formula when rekey is on).
+    pub max_pending_bytes: ByteSize,
 }
 
 impl Default for RekeyConfig {
@@ -167,6 +170,7 @@ impl Default for RekeyConfig {
         RekeyConfig {
             input_topics: Vec::new(),
             topic: "otlp_spans_by_trace".into(),
+            max_pending_bytes: ByteSize(64 << 20),
         }
     }
 }
@@ -261,6 +265,12 @@ impl KafkaConfig {
                     ));
                 }
             }
+        }
+        if k.rekey.max_pending_bytes.0 < 1 << 20 {
+            e.push(ConfigError::new(
+                "kafka.rekey.max_pending_bytes",
+                "must be at least 1MiB (a write larger than the bound still goes alone)",
+            ));
         }
         if k.partition_queue_records == 0 {
             e.push(ConfigError::new(

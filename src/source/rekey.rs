@@ -8,7 +8,15 @@
 //! `acks=all`. An input offset is committed only after every record it was split into is
 //! acknowledged (the same offset watermark as the sampler), so a crash replays rather than loses;
 //! what is re-produced twice reaches the sampler as duplicate spans, which the archive's dedupe
-//! removes. Undecodable records go to the dead-letter topic, as in the sampler.
+//! removes. Undecodable records go to the dead-letter topic, as in the sampler, and so does a
+//! trace the repartition topic refuses for good (too large for its `max.message.bytes`, say),
+//! with the reason: nothing is left out silently.
+//!
+//! Bounded: the writes waiting for their acknowledgement hold at most
+//! `kafka.rekey.max_pending_bytes` (and 10,000 writes); at either bound the stage stops
+//! reading. Each write carries the assignment generation of its partition ([`Marks`]): after a
+//! revoke and a new assignment of the same partition, a write of the old generation completing
+//! late releases nothing on the new watermark.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,10 +40,74 @@ const MAX_PENDING: usize = 10_000;
 
 type Key = (Arc<str>, i32);
 
-/// Per-partition watermarks, reset when a partition is (re)assigned.
+/// Per-partition watermarks, each with the assignment generation it belongs to.
+#[derive(Default)]
+pub struct Marks {
+    marks: DashMap<Key, (u64, Watermark)>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl Marks {
+    /// A partition was assigned: a fresh watermark of a new generation.
+    pub fn assign(&self, key: Key) -> u64 {
+        let g = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.marks.insert(key, (g, Watermark::new()));
+        g
+    }
+
+    /// A partition was revoked: its watermark goes.
+    pub fn revoke(&self, key: &Key) {
+        self.marks.remove(key);
+    }
+
+    /// A record at `offset` was read: its partition's generation (`None`: not owned, or out
+    /// of order).
+    pub fn observe(&self, key: &Key, offset: i64) -> Option<u64> {
+        let mut m = self.marks.get_mut(key)?;
+        m.1.observe(offset).ok()?;
+        Some(m.0)
+    }
+
+    /// The record at `offset` waits for `n` writes of generation `g`.
+    pub fn acquire(&self, key: &Key, g: u64, offset: i64, n: u32) {
+        if let Some(mut m) = self.marks.get_mut(key) {
+            if m.0 == g {
+                let _ = m.1.acquire(offset, n);
+            }
+        }
+    }
+
+    /// A write of generation `g` for the record at `offset` completed. False (and nothing
+    /// released) when the partition has been assigned again since: a stale write.
+    pub fn release(&self, key: &Key, g: u64, offset: i64) -> bool {
+        match self.marks.get_mut(key) {
+            Some(mut m) if m.0 == g => m.1.release(offset, 1).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// The partitions with a new commit point.
+    fn take_commits(&self) -> Vec<(Key, i64)> {
+        let mut out = Vec::new();
+        for mut e in self.marks.iter_mut() {
+            if let Some(p) = e.value_mut().1.take_new_commit() {
+                out.push((e.key().clone(), p));
+            }
+        }
+        out
+    }
+
+    /// The commit point of a partition (tests).
+    #[cfg(test)]
+    fn commit_point(&self, key: &Key) -> Option<i64> {
+        self.marks.get(key).and_then(|m| m.1.commit_point())
+    }
+}
+
+/// The stage's consumer context: the watermarks, kept across rebalances.
 #[derive(Default)]
 struct RekeyCtx {
-    marks: DashMap<Key, Watermark>,
+    marks: Marks,
 }
 
 impl ClientContext for RekeyCtx {
@@ -48,15 +120,14 @@ impl ConsumerContext for RekeyCtx {
     fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = r {
             for e in tpl.elements() {
-                self.marks
-                    .insert((Arc::from(e.topic()), e.partition()), Watermark::new());
+                self.marks.assign((Arc::from(e.topic()), e.partition()));
             }
         }
     }
     fn pre_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = r {
             for e in tpl.elements() {
-                self.marks.remove(&(Arc::from(e.topic()), e.partition()));
+                self.marks.revoke(&(Arc::from(e.topic()), e.partition()));
             }
         }
     }
@@ -121,7 +192,9 @@ pub fn start(
     Ok(Some(RekeyHandle { stop, task }))
 }
 
-type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (Key, i64)> + Send>>;
+/// A write in flight: resolves to its partition, generation, record offset and the bytes it
+/// held.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (Key, u64, i64, u64)> + Send>>;
 
 async fn run(
     cfg: Arc<KafkaConfig>,
@@ -132,6 +205,8 @@ async fn run(
     let target: Arc<str> = Arc::from(cfg.rekey.topic.as_str());
     let dlq: Arc<str> = Arc::from(cfg.dead_letter_topic.as_str());
     let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    let mut pending_bytes = 0u64;
+    let max_bytes = cfg.rekey.max_pending_bytes.0;
     let mut scratch: Vec<ScannedSpan> = Vec::new();
     let mut commit = tokio::time::interval(cfg.commit_interval);
     loop {
@@ -139,12 +214,12 @@ async fn run(
             break;
         }
         tokio::select! {
-            Some((key, offset)) = pending.next(), if !pending.is_empty() => {
-                if let Some(mut m) = consumer.context().marks.get_mut(&key) {
-                    let _ = m.release(offset, 1);
-                }
+            Some((key, g, offset, bytes)) = pending.next(), if !pending.is_empty() => {
+                pending_bytes -= bytes;
+                consumer.context().marks.release(&key, g, offset);
+                crate::telemetry::rekey_pending(pending.len(), pending_bytes);
             }
-            msg = consumer.recv(), if pending.len() < MAX_PENDING => {
+            msg = consumer.recv(), if pending.len() < MAX_PENDING && pending_bytes < max_bytes => {
                 let m = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -154,14 +229,9 @@ async fn run(
                 };
                 let key: Key = (Arc::from(m.topic()), m.partition());
                 let offset = m.offset();
-                {
-                    let Some(mut mark) = consumer.context().marks.get_mut(&key) else {
-                        continue;
-                    };
-                    if mark.observe(offset).is_err() {
-                        continue;
-                    }
-                }
+                let Some(generation) = consumer.context().marks.observe(&key, offset) else {
+                    continue;
+                };
                 let payload = m.payload().map(Bytes::copy_from_slice).unwrap_or_default();
                 let ts = m.timestamp().to_millis();
                 let enc = crate::source::record_encoding(&m, cfg.encoding);
@@ -175,10 +245,12 @@ async fn run(
                     otlp::scan_record(&payload, enc, &NoProbe, arrival, &mut scratch)
                 };
                 let mut futs: Vec<Pending> = Vec::new();
+                let mut added = 0u64;
                 match scanned {
                     Err(e) => {
                         tracing::warn!(topic = m.topic(), partition = m.partition(), offset, error = %e, "record to dead-letter topic");
-                        let k = key.clone();
+                        let (k, held) = (key.clone(), payload.len() as u64);
+                        added += held;
                         let f = sink::dead_letter(
                             producer.clone(),
                             Arc::clone(&dlq),
@@ -194,12 +266,23 @@ async fn run(
                         );
                         futs.push(Box::pin(async move {
                             f.await;
-                            (k, offset)
+                            (k, generation, offset, held)
                         }));
                     }
                     Ok(()) => {
+                        let from = DeadLetter {
+                            topic: m.topic().to_string(),
+                            partition: m.partition(),
+                            offset,
+                            error: String::new(),
+                            key: m.key().map(Bytes::copy_from_slice),
+                            headers: crate::source::headers_of(&m),
+                        };
                         for (trace, value) in split_per_trace(&scratch) {
                             let (p, t, k) = (producer.clone(), Arc::clone(&target), key.clone());
+                            let (dlq, from) = (Arc::clone(&dlq), from.clone());
+                            let held = value.len() as u64;
+                            added += held;
                             futs.push(Box::pin(async move {
                                 let key = hex::encode(trace.0);
                                 let out = sink::Outgoing {
@@ -208,27 +291,30 @@ async fn run(
                                 };
                                 if let Err(e) = sink::produce_until_acked(&p, out, sink::producer::Topic::Rekey).await {
                                     crate::telemetry::spans_rejected(SinkLabel::Rekey, 1);
-                                    tracing::error!(trace_id = %key, error = %e, "rekeyed trace refused for good; left out");
+                                    tracing::error!(trace_id = %key, error = %e, "rekeyed trace refused for good; written to the dead-letter topic");
+                                    let error = format!("the rekey topic refused trace {key}: {e}");
+                                    sink::dead_letter(p, dlq, Bytes::from(value), DeadLetter { error, ..from }).await;
                                 }
-                                (k, offset)
+                                (k, generation, offset, held)
                             }));
                         }
                         scratch.clear();
                     }
                 }
-                if let Some(mut mark) = consumer.context().marks.get_mut(&key) {
-                    let _ = mark.acquire(offset, futs.len() as u32);
-                }
+                consumer
+                    .context()
+                    .marks
+                    .acquire(&key, generation, offset, futs.len() as u32);
                 pending.extend(futs);
+                pending_bytes += added;
+                crate::telemetry::rekey_pending(pending.len(), pending_bytes);
             }
             _ = commit.tick() => commit_resolved(&consumer, CommitMode::Async),
         }
     }
     // Stop: finish pending writes, commit, leave.
-    while let Some((key, offset)) = pending.next().await {
-        if let Some(mut m) = consumer.context().marks.get_mut(&key) {
-            let _ = m.release(offset, 1);
-        }
+    while let Some((key, g, offset, _)) = pending.next().await {
+        consumer.context().marks.release(&key, g, offset);
     }
     commit_resolved(&consumer, CommitMode::Sync);
     consumer.unsubscribe();
@@ -236,15 +322,50 @@ async fn run(
 
 fn commit_resolved(consumer: &StreamConsumer<RekeyCtx>, mode: CommitMode) {
     let mut tpl = TopicPartitionList::new();
-    for mut e in consumer.context().marks.iter_mut() {
-        if let Some(p) = e.value_mut().take_new_commit() {
-            let (topic, partition) = e.key();
-            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(p));
-        }
+    for ((topic, partition), p) in consumer.context().marks.take_commits() {
+        let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(p));
     }
     if tpl.count() > 0 {
         if let Err(e) = consumer.commit(&tpl, mode) {
             tracing::warn!(error = %e, "rekey commit failed; retried with the next one");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_write_after_revoke_and_reassign_releases_nothing() {
+        let marks = Marks::default();
+        let key: Key = (Arc::from("raw"), 0);
+        let old = marks.assign(key.clone());
+        for offset in 0..3 {
+            assert_eq!(marks.observe(&key, offset), Some(old));
+            marks.acquire(&key, old, offset, 1);
+        }
+        // Revoked with all three writes in flight, then assigned again: the new owner of the
+        // partition replays from offset 0.
+        marks.revoke(&key);
+        assert!(
+            !marks.release(&key, old, 0),
+            "not owned: nothing to release"
+        );
+        let new = marks.assign(key.clone());
+        assert_ne!(new, old);
+        assert_eq!(marks.observe(&key, 0), Some(new));
+        marks.acquire(&key, new, 0, 1);
+        // The old generation's writes complete late: they must not resolve offset 0 again.
+        for offset in 0..3 {
+            assert!(!marks.release(&key, old, offset), "stale write {offset}");
+        }
+        assert_eq!(
+            marks.commit_point(&key),
+            Some(0),
+            "nothing committed past the unwritten record"
+        );
+        assert!(marks.release(&key, new, 0));
+        assert_eq!(marks.commit_point(&key), Some(1));
     }
 }
