@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::trace::v1::Span;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use support::*;
 
 const YEAR_MS: i64 = 365 * 86_400_000;
@@ -105,20 +105,15 @@ telemetry: {{listen: ""}}
     ];
     for (t, stamp) in &stamps {
         let value = otlp_record(spans_at(t, *stamp));
-        let key = hex::encode(t);
-        let d = producer
-            .send(
-                FutureRecord::to("otlp_spans")
-                    .key(&key)
-                    .payload(&value)
-                    .timestamp(*stamp),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-        let e = ends.entry(d.partition).or_insert(0);
-        *e = (*e).max(d.offset + 1);
+        send_stamped(
+            &producer,
+            "otlp_spans",
+            &hex::encode(t),
+            &value,
+            *stamp,
+            &mut ends,
+        )
+        .await;
     }
     wait_committed(
         &brokers,

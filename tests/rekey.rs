@@ -74,19 +74,7 @@ telemetry: {{listen: ""}}
         let ts = 1_760_000_000_000 + i as i64;
         raw_timestamps.insert(ts);
         let key = format!("batch-{i}");
-        let d = producer
-            .send(
-                FutureRecord::to("otlp_spans_raw")
-                    .key(&key)
-                    .payload(&value)
-                    .timestamp(ts),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-        let e = ends.entry(d.partition).or_insert(0);
-        *e = (*e).max(d.offset + 1);
+        send_stamped(&producer, "otlp_spans_raw", &key, &value, ts, &mut ends).await;
     }
     wait_committed(
         &brokers,

@@ -663,6 +663,29 @@ pub async fn send_trace_record(
     send_record(p, &hex::encode(trace), value, None, ends).await;
 }
 
+/// Sends one record with `key`, stamped `timestamp` (Unix ms), to `topic`; notes its
+/// partition's end.
+pub async fn send_stamped(
+    p: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    timestamp: i64,
+    ends: &mut BTreeMap<i32, i64>,
+) {
+    let rec = rdkafka::producer::FutureRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .timestamp(timestamp);
+    let d = p
+        .send(rec, Duration::from_secs(30))
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let e = ends.entry(d.partition).or_insert(0);
+    *e = (*e).max(d.offset + 1);
+}
+
 /// Sends one record with `key` (and `headers`) to `otlp_spans`; notes its partition's end.
 pub async fn send_record(
     p: &rdkafka::producer::FutureProducer,
