@@ -440,6 +440,12 @@ struct Membership {
     next_report: Duration,
     last_expiry: MonoTime,
     started: MonoTime,
+    /// Since when the member has owned nothing (`None`: it owns partitions).
+    empty_since: Option<MonoTime>,
+    /// The last time it rejoined to get orphaned partitions assigned.
+    last_rejoin: Option<MonoTime>,
+    /// `session.timeout.ms` as a duration.
+    session: Duration,
 }
 
 impl Membership {
@@ -457,6 +463,13 @@ impl Membership {
             next_report: Duration::from_secs(5),
             last_expiry: started,
             started,
+            empty_since: Some(started),
+            last_rejoin: None,
+            session: Duration::ZERO,
+        };
+        let m = Membership {
+            session: Duration::from_millis(m.session_ms.parse().unwrap_or(10_000)),
+            ..m
         };
         tracing::info!(
             group = %cfg.group_id,
@@ -467,11 +480,16 @@ impl Membership {
         m
     }
 
-    fn check(&mut self, ctx: &Ctx, now: MonoTime) {
+    /// Once a second: readiness faults expire, and a member that owns nothing says why. Returns
+    /// true when it should rejoin the group: it has owned nothing for longer than the session
+    /// timeout (so every dead member the coordinator knew has expired) and has not rejoined
+    /// within one session timeout. The caller rejoins only when the group then has fewer
+    /// members than partitions (see [`orphans_suspected`]).
+    fn check(&mut self, ctx: &Ctx, now: MonoTime) -> bool {
         // Called on every poll, so once a second at most: the registry's emptiness check
         // visits every shard.
         if now.saturating_since(self.last_expiry) < Duration::from_secs(1) {
-            return;
+            return false;
         }
         self.last_expiry = now;
         ctx.health
@@ -479,8 +497,14 @@ impl Membership {
         let since_start = now.saturating_since(self.started);
         if !ctx.registry.is_empty() {
             self.next_report = since_start + Duration::from_secs(5);
-            return;
+            self.empty_since = None;
+            return false;
         }
+        let empty_since = *self.empty_since.get_or_insert(now);
+        let due = now.saturating_since(empty_since) > self.session + Duration::from_secs(1)
+            && self
+                .last_rejoin
+                .is_none_or(|t| now.saturating_since(t) > self.session);
         if since_start >= self.next_report {
             self.next_report = since_start + Duration::from_secs(5);
             tracing::info!(
@@ -490,7 +514,47 @@ impl Membership {
                 self.poll_ms
             );
         }
+        if due {
+            self.last_rejoin = Some(now);
+        }
+        due
     }
+}
+
+/// Whether partitions of the input topics may have no live owner while this member owns none:
+/// the group has fewer members than the topics have partitions, so a balanced assignment would
+/// give this member some. (More members than partitions: owning nothing is normal.) Some
+/// Kafka-protocol brokers (tansu 0.6.0) do not assign again after the dead members of a
+/// cooperative-sticky group expire; a rejoin makes them.
+fn orphans_suspected(consumer: &BaseConsumer<Ctx>, group: &str) -> bool {
+    let wait = Duration::from_secs(2);
+    let groups = match consumer.fetch_group_list(Some(group), wait) {
+        Ok(g) => g,
+        // A broker that cannot describe groups (tansu 0.6.0): nothing says this member's
+        // emptiness is normal, so it rejoins (at most once per session timeout).
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot describe the group");
+            return true;
+        }
+    };
+    let members = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == group)
+        .map_or(0, |g| g.members().len());
+    let ctx = consumer.context();
+    let partitions: usize = ctx
+        .topics
+        .iter()
+        .filter_map(|t| consumer.fetch_metadata(Some(t), wait).ok())
+        .map(|m| {
+            m.topics()
+                .iter()
+                .map(|t| t.partitions().len())
+                .sum::<usize>()
+        })
+        .sum();
+    members < partitions
 }
 
 fn poll_loop(
@@ -509,7 +573,17 @@ fn poll_loop(
     let started = clock.now();
     let mut membership = Membership::new(&cfg, started);
     while !stop.load(Ordering::Acquire) {
-        membership.check(ctx, clock.now());
+        if membership.check(ctx, clock.now()) && orphans_suspected(&consumer, &cfg.group_id) {
+            let topics: Vec<&str> = ctx.topics.iter().map(|t| &**t).collect();
+            tracing::warn!(
+                owned = 0,
+                "this member has owned nothing for longer than session.timeout.ms while the group has fewer members than partitions; rejoining so the coordinator assigns again"
+            );
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&topics) {
+                tracing::warn!(error = %e, "rejoin failed; tried again after the next session timeout");
+            }
+        }
         match consumer.poll(Duration::from_millis(50)) {
             None => {}
             Some(Ok(msg)) => {

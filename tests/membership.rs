@@ -84,28 +84,52 @@ fn bound() -> Duration {
     Duration::from_millis(SESSION_MS) + Duration::from_secs(10)
 }
 
+/// The crash loop that left a cooperative-sticky member with nothing on tansu: one member, six
+/// partitions, each incarnation killed (`kill -9`) 3–5 s after it starts and restarted 1 s
+/// later, three times; the fourth incarnation must own all six partitions within the session
+/// timeout + 10 s. Returns how long it waited, and its log.
+fn crash_loop_right_after_start(
+    dir: &Path,
+    brokers: &str,
+    group: &str,
+    run: u64,
+) -> (Option<Duration>, String) {
+    let cfg = config(brokers, group, None, SESSION_MS);
+    let mut current = Member::start(dir, &format!("{group}-0"), &cfg, &[]);
+    for i in 1..=3u64 {
+        // 3–5 s, spread over the runs (deterministic, so a failure can be repeated).
+        let lived = 3_000 + (run * 733 + i * 1_291) % 2_000;
+        std::thread::sleep(Duration::from_millis(lived));
+        current.signal("-KILL");
+        drop(current);
+        std::thread::sleep(Duration::from_secs(1));
+        current = Member::start(dir, &format!("{group}-{i}"), &cfg, &[]);
+    }
+    let waited = until_assigned(&current, 6, Duration::from_secs(60));
+    let log = current.log();
+    current.stop();
+    (waited, log)
+}
+
 #[test]
 fn a_crash_looping_member_gets_its_partitions_back_within_the_session_timeout() {
     let broker = Broker::start();
     let brokers = broker.brokers.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(create_topic(&brokers, "otlp_spans", 4));
+    rt.block_on(create_topic(&brokers, "otlp_spans", 6));
     let dir = tempfile::tempdir().unwrap();
-    let runs: usize = std::env::var("TRACESIFT_CRASH_LOOP_RUNS")
+    let runs: u64 = std::env::var("TRACESIFT_CRASH_LOOP_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let mut waits = Vec::new();
     for run in 0..runs {
-        let (waited, log) = crash_loop(
-            dir.path(),
-            &brokers,
-            &format!("loop{run}"),
-            None,
-            SESSION_MS,
-        );
+        let (waited, log) =
+            crash_loop_right_after_start(dir.path(), &brokers, &format!("loop{run}"), run);
         let waited = waited.unwrap_or_else(|| {
-            panic!("run {run}: the last incarnation got no partition within 60 s:\n{log}")
+            panic!(
+                "run {run}: the last incarnation did not get all 6 partitions within 60 s:\n{log}"
+            )
         });
         eprintln!("run {run}: last incarnation assigned after {waited:?}");
         assert!(
