@@ -83,6 +83,10 @@ struct Ctx {
     drain_deadline: Duration,
     health: Health,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The coordinator has answered a join with an assignment (possibly empty).
+    joined: AtomicBool,
+    /// The broker answers group descriptions (false after the first failure: not asked again).
+    describable: AtomicBool,
 }
 
 impl Ctx {
@@ -296,6 +300,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 telemetry::partitions_assigned(self.registry.len());
+                self.joined.store(true, Ordering::Release);
                 tracing::info!(
                     assigned = tpl.count(),
                     owned = self.registry.len(),
@@ -385,6 +390,8 @@ pub fn start(
         drain_deadline,
         health,
         tasks: Mutex::new(Vec::new()),
+        joined: AtomicBool::new(false),
+        describable: AtomicBool::new(true),
     };
     let mut cc = kafka::consumer_config(&cfg);
     // The end of each partition is reported (stream time follows the wall clock only at the
@@ -501,7 +508,10 @@ impl Membership {
             return false;
         }
         let empty_since = *self.empty_since.get_or_insert(now);
-        let due = now.saturating_since(empty_since) > self.session + Duration::from_secs(1)
+        // Only after a join answered with nothing: a member still waiting for its first
+        // assignment is not stuck, it is joining.
+        let due = ctx.joined.load(Ordering::Acquire)
+            && now.saturating_since(empty_since) > self.session + Duration::from_secs(1)
             && self
                 .last_rejoin
                 .is_none_or(|t| now.saturating_since(t) > self.session);
@@ -528,12 +538,17 @@ impl Membership {
 /// cooperative-sticky group expire; a rejoin makes them.
 fn orphans_suspected(consumer: &BaseConsumer<Ctx>, group: &str) -> bool {
     let wait = Duration::from_secs(2);
+    let ctx = consumer.context();
+    if !ctx.describable.load(Ordering::Acquire) {
+        return true;
+    }
     let groups = match consumer.fetch_group_list(Some(group), wait) {
         Ok(g) => g,
         // A broker that cannot describe groups (tansu 0.6.0): nothing says this member's
         // emptiness is normal, so it rejoins (at most once per session timeout).
         Err(e) => {
-            tracing::debug!(error = %e, "cannot describe the group");
+            tracing::info!(error = %e, "the broker cannot describe the group; rejoining when this member owns nothing for a session timeout");
+            ctx.describable.store(false, Ordering::Release);
             return true;
         }
     };
@@ -542,7 +557,6 @@ fn orphans_suspected(consumer: &BaseConsumer<Ctx>, group: &str) -> bool {
         .iter()
         .find(|g| g.name() == group)
         .map_or(0, |g| g.members().len());
-    let ctx = consumer.context();
     let partitions: usize = ctx
         .topics
         .iter()

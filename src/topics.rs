@@ -390,6 +390,11 @@ pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
     let rules = Rules {
         max_trace_age: cfg.store.max_trace_age,
         replay_window: cfg.kafka.replay_window,
+        decision_ttl: cfg
+            .store
+            .decision_cache
+            .sampled_ttl
+            .max(cfg.store.decision_cache.non_sampled_ttl),
         allow_repartition: false,
     };
     let refused = unsafe_states(&topics, rules);

@@ -150,6 +150,10 @@ pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Producer clocks may disagree this much: a decision-log restore's window reaches this far
+/// further back than the decision cache's TTL (and the decision log's retention floor with it).
+pub const RESTORE_SLACK: Duration = Duration::from_secs(300);
+
 /// `kafka.rekey:` — topics whose records are not keyed by trace id are split per trace and
 /// re-produced, keyed by trace id, to `topic`, which must be one of `kafka.input_topics`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -230,8 +230,7 @@ pub enum RestoreError {
     },
 }
 
-/// Producer clocks may disagree this much: the restore window reaches this far further back.
-pub const RESTORE_SLACK: Duration = Duration::from_secs(300);
+pub use crate::kafka::config::RESTORE_SLACK;
 
 /// How long the restore waits for one read (a record of the input, a watermark) before it
 /// counts as failed.

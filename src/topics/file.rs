@@ -258,6 +258,11 @@ mod tests {
             crate::topics::Rules {
                 max_trace_age: cfg.store.max_trace_age,
                 replay_window: cfg.kafka.replay_window,
+                decision_ttl: cfg
+                    .store
+                    .decision_cache
+                    .sampled_ttl
+                    .max(cfg.store.decision_cache.non_sampled_ttl),
                 allow_repartition: false,
             },
         );

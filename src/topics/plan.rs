@@ -31,6 +31,8 @@ pub struct Rules {
     pub max_trace_age: Duration,
     /// `kafka.replay_window`.
     pub replay_window: Duration,
+    /// The decision cache's longest TTL (`store.decision_cache.*_ttl`).
+    pub decision_ttl: Duration,
     /// Partitions may be added to topics keyed by trace id (`--allow-repartition`).
     pub allow_repartition: bool,
 }
@@ -201,8 +203,10 @@ pub fn plan(wanted: &[Wanted], actual: &BTreeMap<String, Actual>, rules: Rules) 
 ///   replay window: a restart after an outage would find its spans deleted;
 /// - `compact` on a topic that carries spans: compaction keeps one record per key, and a trace
 ///   has many spans under one key;
-/// - a decision log without `compact` (restore would read every decision ever made), or with
-///   fewer partitions than an input (it is co-partitioned: partition p's decisions are on p);
+/// - a decision log without `compact` (restore would read every decision ever made), with
+///   fewer partitions than an input (it is co-partitioned: partition p's decisions are on p), or
+///   whose retention is shorter than what a restore reads when the group is as far behind as
+///   the replay window allows: decision TTL + restore slack + `max_trace_age` + replay window;
 /// - `min.insync.replicas` above the replication factor: every write with acks=all fails.
 pub fn unsafe_states(topics: &[(Role, String, Actual)], rules: Rules) -> Vec<Refusal> {
     let mut out = Vec::new();
@@ -259,6 +263,19 @@ pub fn unsafe_states(topics: &[(Role, String, Actual)], rules: Rules) -> Vec<Ref
                     "the decision log has {} partitions but the input has {input_partitions}: it must be co-partitioned (at least as many)",
                     a.partitions
                 )));
+            }
+            let floor = rules.decision_ttl
+                + crate::kafka::config::RESTORE_SLACK
+                + rules.max_trace_age
+                + rules.replay_window;
+            if let Some(Ok(ms)) = cfg("retention.ms").map(str::parse::<i64>) {
+                if ms >= 0 && (ms as u128) < floor.as_millis() {
+                    out.push(refuse(format!(
+                        "retention.ms={ms} ({}) on the decision log is shorter than the restore window of a group as far behind as kafka.replay_window: decision TTL + 5 min + store.max_trace_age + kafka.replay_window = {}",
+                        humantime::format_duration(Duration::from_millis(ms as u64)),
+                        humantime::format_duration(floor)
+                    )));
+                }
             }
         }
         if let Some(Ok(min)) = cfg("min.insync.replicas").map(str::parse::<i32>) {
@@ -338,6 +355,7 @@ mod tests {
         Rules {
             max_trace_age: Duration::from_secs(300),
             replay_window: Duration::from_secs(3600),
+            decision_ttl: Duration::from_secs(600),
             allow_repartition: false,
         }
     }
@@ -528,6 +546,32 @@ mod tests {
         assert!(
             p.refused[0].reason.contains("cannot remove partitions"),
             "{p}"
+        );
+    }
+
+    #[test]
+    fn the_decision_log_keeps_at_least_what_a_restore_behind_by_the_replay_window_reads() {
+        // 10 min TTL + 5 min slack + 5 min max trace age + 1 h replay window = 80 min.
+        let log = |retention: &str| {
+            vec![(
+                Role::Decisions,
+                "d".to_string(),
+                have(
+                    1,
+                    &[
+                        ("cleanup.policy", "compact,delete"),
+                        ("retention.ms", retention),
+                    ],
+                ),
+            )]
+        };
+        let short = unsafe_states(&log("4700000"), rules());
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert!(short[0].reason.contains("1h 20m"), "{}", short[0].reason);
+        assert!(unsafe_states(&log("4800000"), rules()).is_empty());
+        assert!(
+            unsafe_states(&log("-1"), rules()).is_empty(),
+            "kept forever"
         );
     }
 
