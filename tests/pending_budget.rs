@@ -185,3 +185,114 @@ telemetry: {{listen: "127.0.0.1:0"}}
     drop(producer);
     drop(cluster);
 }
+
+/// The rekey stage's own bound (`kafka.rekey.max_pending_bytes`): with the repartition topic's
+/// broker down under a flood of unkeyed input, its pending writes never hold more than the
+/// bound plus the record that crossed it, and it stops reading; when the broker is back,
+/// everything is rekeyed and its input committed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rekey_stage_holds_at_most_its_pending_byte_bound() {
+    const REKEY_BUDGET: u64 = 1 << 20;
+    let cluster = support::mock_cluster(3, 2);
+    let brokers = cluster.bootstrap_servers();
+    for t in ["otlp_spans_raw", "otlp_spans_by_trace"] {
+        cluster.create_topic(t, 2, 1).unwrap();
+    }
+    for p in 0..2 {
+        cluster
+            .partition_leader("otlp_spans_raw", p, Some(1))
+            .unwrap();
+        cluster
+            .partition_leader("otlp_spans_by_trace", p, Some(3))
+            .unwrap();
+    }
+    let cfg = tracesift::config::Config::parse(&format!(
+        r#"
+kafka:
+  brokers: "{brokers}"
+  create_topics: true
+  group_id: rekeybudget
+  input_topics: [otlp_spans_by_trace]
+  commit_interval: 100ms
+  rekey: {{input_topics: [otlp_spans_raw], topic: otlp_spans_by_trace, max_pending_bytes: {REKEY_BUDGET}}}
+store: {{decision_wait: 200ms, decision_wait_after_root: 200ms, tick: 20ms}}
+policies: [{{name: all, type: always_sample}}]
+sinks: {{parquet: {{enabled: false}}}}
+telemetry: {{listen: ""}}
+"#
+    ))
+    .unwrap();
+    let running = tracesift::pipeline::start(
+        cfg,
+        Arc::new(tracesift::clock::tokio_clock::TokioClock::new()),
+    )
+    .await
+    .unwrap();
+    let handle = tracesift::telemetry::install();
+    support::wait_ready(&running).await;
+    cluster.broker_down(3).unwrap();
+
+    // ~6 MB of unkeyed records (two traces each) while the repartition topic is down.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let traces = spread_trace_ids(2 * 1500);
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut pending = Vec::new();
+    let mut record_bytes = 0u64;
+    for (i, pair) in traces.chunks(2).enumerate() {
+        let spans = pair
+            .iter()
+            .flat_map(|t| (1..=2u8).map(move |n| support::padded_span(t, n, false, 900)))
+            .collect();
+        let value = otlp_record(spans);
+        record_bytes = record_bytes.max(value.len() as u64);
+        let key = format!("mixed-{i}");
+        pending.push(
+            producer
+                .send_result(FutureRecord::to("otlp_spans_raw").key(&key).payload(&value))
+                .map_err(|(e, _)| e)
+                .unwrap(),
+        );
+    }
+    for d in pending {
+        let d = d.await.unwrap().map_err(|(e, _)| e).unwrap();
+        let e = ends.entry(d.partition).or_insert(0);
+        *e = (*e).max(d.offset + 1);
+    }
+    let value = |name: &str| -> f64 {
+        handle
+            .render()
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let mut peak = 0.0f64;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        peak = peak.max(value("tracesift_rekey_pending_bytes"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(peak > 0.0, "the stage's writes were pending");
+    assert!(
+        peak <= (REKEY_BUDGET + record_bytes) as f64,
+        "rekey pending bytes peaked at {peak}: more than the bound {REKEY_BUDGET} + one record {record_bytes}"
+    );
+
+    // Back: every record is rekeyed and the stage's input committed to the end.
+    cluster.broker_up(3).unwrap();
+    support::wait_committed(
+        &brokers,
+        "rekeybudget-rekey",
+        "otlp_spans_raw",
+        &ends,
+        Duration::from_secs(120),
+    )
+    .await;
+    running.stop().await;
+    drop(producer);
+    drop(cluster);
+}
