@@ -35,6 +35,8 @@ mod latency;
 mod leaves;
 mod not;
 mod numeric_attribute;
+pub mod ottl;
+mod ottl_condition;
 mod probabilistic;
 mod rate_limiting;
 mod span_count;
@@ -60,6 +62,7 @@ pub use first_match::FirstMatchSpec;
 pub use latency::LatencyConfig;
 pub use not::NotConfig;
 pub use numeric_attribute::NumericAttributeConfig;
+pub use ottl_condition::{ErrorMode, OttlConditionConfig};
 pub use probabilistic::ProbabilisticConfig;
 pub use rate_limiting::RateLimitingConfig;
 pub use span_count::SpanCountConfig;
@@ -314,6 +317,7 @@ macro_rules! policy_types {
             errors: &mut Vec<ConfigError>,
         ) -> Option<Evaluator> {
             let block = format!("{path}.{}", spec.kind.type_name());
+            leaves.naming(&spec.name);
             match &spec.kind {
                 $(PolicyKind::$variant(c) => {
                     <$($ty)::+ as Policy>::build(c, &block, leaves, errors).map(Evaluator::$variant)
@@ -336,6 +340,7 @@ policy_types! {
     "trace_flags" => TraceFlags(trace_flags::TraceFlags),
     "rate_limiting" => RateLimiting(rate_limiting::RateLimiting),
     "bytes_limiting" => BytesLimiting(bytes_limiting::BytesLimiting),
+    "ottl_condition" => OttlCondition(ottl_condition::OttlCondition),
     "and" => And(and::And),
     "not" => Not(not::Not),
     "drop" => Drop(drop::Drop),
@@ -455,6 +460,15 @@ impl Sampler {
         }
     }
 
+    /// The policies (by name) whose evaluation failed on this trace (`ottl_condition`
+    /// conditions that erred on some span), in configuration order.
+    pub fn evaluation_errors<'s>(
+        &'s self,
+        summary: &TraceSummary,
+    ) -> impl Iterator<Item = &'s str> + 's {
+        self.leaves.errored(summary.leaf_bits)
+    }
+
     /// The probe the OTLP scanner uses to fill leaf bits.
     pub fn probe(&self) -> &LeafSet {
         &self.leaves
@@ -543,7 +557,7 @@ impl Sampler {
                 return;
             }
             if let Some(m) = matched.get_mut(i) {
-                *m = v != Verdict::NotSampled;
+                *m = matches!(v, Verdict::Sampled { .. } | Verdict::Dropped);
             }
         };
         for &i in &self.drops {
@@ -566,6 +580,7 @@ impl Sampler {
             let v = p.evaluate(view);
             mark(i, v);
             match v {
+                Verdict::Error => {}
                 Verdict::Dropped => {
                     return Decision {
                         keep: false,

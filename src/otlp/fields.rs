@@ -88,9 +88,20 @@ pub struct SpanFields<'a> {
     pub status_code: i32,
     /// `status.message`.
     pub status_message: &'a str,
-    /// Whether any event / link occurs (else their walks are skipped).
-    has_events: bool,
-    has_links: bool,
+    /// `trace_id` as sent.
+    pub trace_id: &'a [u8],
+    /// `flags` (0 when absent).
+    pub flags: u32,
+    /// `dropped_attributes_count`.
+    pub dropped_attributes: u32,
+    /// `dropped_events_count`.
+    pub dropped_events: u32,
+    /// `dropped_links_count`.
+    pub dropped_links: u32,
+    /// How many events / links occur (their walks are skipped when 0).
+    pub events: u32,
+    /// See `events`.
+    pub links: u32,
 }
 
 impl<'a> SpanFields<'a> {
@@ -108,15 +119,18 @@ impl<'a> SpanFields<'a> {
             end_ns: 0,
             status_code: 0,
             status_message: "",
-            has_events: false,
-            has_links: false,
+            trace_id: &[],
+            flags: 0,
+            dropped_attributes: 0,
+            dropped_events: 0,
+            dropped_links: 0,
+            events: 0,
+            links: 0,
         };
         let mut rd = Reader::new(buf, 0..buf.len());
         while let Some((n, _, w)) = rd.field()? {
             match n {
-                1 => {
-                    len(M, n, w)?;
-                }
+                1 => f.trace_id = &buf[len(M, n, w)?],
                 2 => f.span_id = &buf[len(M, n, w)?],
                 3 => f.trace_state = text(buf, len(M, n, w)?, "Span.trace_state")?,
                 4 => f.parent_span_id = &buf[len(M, n, w)?],
@@ -129,17 +143,22 @@ impl<'a> SpanFields<'a> {
                 }
                 11 => {
                     len(M, n, w)?;
-                    f.has_events = true;
+                    f.events += 1;
                 }
                 13 => {
                     len(M, n, w)?;
-                    f.has_links = true;
+                    f.links += 1;
                 }
-                10 | 12 | 14 => {
-                    varint(M, n, w)?;
-                }
+                10 => f.dropped_attributes = varint(M, n, w)? as u32,
+                12 => f.dropped_events = varint(M, n, w)? as u32,
+                14 => f.dropped_links = varint(M, n, w)? as u32,
                 15 => f.read_status(len(M, n, w)?)?,
-                16 => fixed32(M, n, &w)?,
+                16 => {
+                    fixed32(M, n, &w)?;
+                    if let Wire::I32(v) = w {
+                        f.flags = v;
+                    }
+                }
                 _ => {}
             }
         }
@@ -160,6 +179,20 @@ impl<'a> SpanFields<'a> {
         Ok(())
     }
 
+    /// The span's attributes as a map.
+    pub fn attribute_map(&self) -> KvListRef<'a> {
+        KvListRef::new(self.buf, 9)
+    }
+
+    /// The span's event bodies, in wire order.
+    pub fn event_bodies(&self) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a {
+        let buf = self.buf;
+        let all = if self.events > 0 { buf.len() } else { 0 };
+        Repeated::new(buf, 0..all, 11, "Span")
+            .ranges()
+            .map(move |r| r.map(|r| &buf[r]))
+    }
+
     /// The span's attributes, in wire order.
     pub fn attributes(&self) -> Repeated<'a> {
         Repeated::new(self.buf, 0..self.buf.len(), 9, "Span")
@@ -168,7 +201,7 @@ impl<'a> SpanFields<'a> {
     /// The span's events, in wire order.
     pub fn events(&self) -> impl Iterator<Item = Result<EventFields<'a>, DecodeError>> + 'a {
         let buf = self.buf;
-        let all = if self.has_events { buf.len() } else { 0 };
+        let all = if self.events > 0 { buf.len() } else { 0 };
         Repeated::new(buf, 0..all, 11, "Span")
             .ranges()
             .map(move |r| EventFields::read(buf, r?))
@@ -177,7 +210,7 @@ impl<'a> SpanFields<'a> {
     /// The span's links, in wire order.
     pub fn links(&self) -> impl Iterator<Item = Result<LinkFields<'a>, DecodeError>> + 'a {
         let buf = self.buf;
-        let all = if self.has_links { buf.len() } else { 0 };
+        let all = if self.links > 0 { buf.len() } else { 0 };
         Repeated::new(buf, 0..all, 13, "Span")
             .ranges()
             .map(move |r| LinkFields::read(buf, r?))
@@ -351,9 +384,16 @@ pub struct EventFields<'a> {
     pub time_ns: u64,
     /// Event name.
     pub name: &'a str,
+    /// `dropped_attributes_count`.
+    pub dropped_attributes: u32,
 }
 
 impl<'a> EventFields<'a> {
+    /// Reads a `Span.Event` body.
+    pub fn of(body: &'a [u8]) -> Result<EventFields<'a>, DecodeError> {
+        EventFields::read(body, 0..body.len())
+    }
+
     fn read(buf: &'a [u8], r: Range<usize>) -> Result<EventFields<'a>, DecodeError> {
         const M: &str = "Event";
         let mut e = EventFields {
@@ -361,6 +401,7 @@ impl<'a> EventFields<'a> {
             r: r.clone(),
             time_ns: 0,
             name: "",
+            dropped_attributes: 0,
         };
         let mut rd = Reader::new(buf, r);
         while let Some((n, _, w)) = rd.field()? {
@@ -370,9 +411,7 @@ impl<'a> EventFields<'a> {
                 3 => {
                     len(M, n, w)?;
                 }
-                4 => {
-                    varint(M, n, w)?;
-                }
+                4 => e.dropped_attributes = varint(M, n, w)? as u32,
                 _ => {}
             }
         }
@@ -382,6 +421,11 @@ impl<'a> EventFields<'a> {
     /// The event's attributes.
     pub fn attributes(&self) -> Repeated<'a> {
         Repeated::new(self.buf, self.r.clone(), 3, "Event")
+    }
+
+    /// The event's attributes as a map.
+    pub fn attribute_map(&self) -> KvListRef<'a> {
+        KvListRef::new(&self.buf[self.r.clone()], 3)
     }
 }
 
@@ -430,5 +474,243 @@ impl<'a> LinkFields<'a> {
     /// The link's attributes.
     pub fn attributes(&self) -> Repeated<'a> {
         Repeated::new(self.buf, self.r.clone(), 4, "Link")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Any value, with its arrays and maps, read where it lies (for OTTL conditions)
+// ---------------------------------------------------------------------------------------------
+
+/// An `AnyValue` read in place; arrays and maps are views walked on demand.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyRef<'a> {
+    /// No value set.
+    Empty,
+    /// string_value.
+    Str(&'a str),
+    /// bool_value.
+    Bool(bool),
+    /// int_value.
+    Int(i64),
+    /// double_value.
+    Double(f64),
+    /// bytes_value.
+    Bytes(&'a [u8]),
+    /// array_value.
+    Array(ArrayRef<'a>),
+    /// kvlist_value.
+    Map(KvListRef<'a>),
+}
+
+impl<'a> AnyRef<'a> {
+    /// Reads an `AnyValue` body; the last value field wins, as when decoding.
+    pub fn read(body: &'a [u8]) -> Result<AnyRef<'a>, DecodeError> {
+        const M: &str = "AnyValue";
+        let mut out = AnyRef::Empty;
+        let mut rd = Reader::new(body, 0..body.len());
+        while let Some((n, _, w)) = rd.field()? {
+            out = match n {
+                1 => AnyRef::Str(text(body, len(M, n, w)?, "AnyValue.string_value")?),
+                2 => AnyRef::Bool(varint(M, n, w)? != 0),
+                3 => AnyRef::Int(varint(M, n, w)? as i64),
+                4 => AnyRef::Double(f64::from_bits(fixed64(M, n, w)?)),
+                5 => AnyRef::Array(ArrayRef {
+                    buf: &body[len(M, n, w)?],
+                }),
+                6 => AnyRef::Map(KvListRef::new(&body[len(M, n, w)?], 1)),
+                7 => AnyRef::Bytes(&body[len(M, n, w)?]),
+                _ => continue,
+            };
+        }
+        Ok(out)
+    }
+}
+
+/// The `KeyValue`s of one repeated field of a message (a span's attributes, a key-value list).
+#[derive(Debug, Clone, Copy)]
+pub struct KvListRef<'a> {
+    buf: &'a [u8],
+    field: u32,
+}
+
+impl<'a> KvListRef<'a> {
+    /// The `KeyValue`s at field `field` of the message body `buf`.
+    pub fn new(buf: &'a [u8], field: u32) -> KvListRef<'a> {
+        KvListRef { buf, field }
+    }
+
+    /// An empty map.
+    pub fn empty() -> KvListRef<'static> {
+        KvListRef { buf: &[], field: 1 }
+    }
+
+    /// Each (key, value) in wire order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(&'a str, AnyRef<'a>), DecodeError>> + 'a {
+        let buf = self.buf;
+        Repeated::new(buf, 0..buf.len(), self.field, "KeyValue list")
+            .ranges()
+            .map(move |r| {
+                let r = r?;
+                let mut key = "";
+                let mut value = AnyRef::Empty;
+                let mut rd = Reader::new(buf, r);
+                while let Some((n, _, w)) = rd.field()? {
+                    match n {
+                        1 => key = text(buf, len("KeyValue", n, w)?, "KeyValue.key")?,
+                        2 => value = AnyRef::read(&buf[len("KeyValue", n, w)?])?,
+                        _ => {}
+                    }
+                }
+                Ok((key, value))
+            })
+    }
+
+    /// The value of the first entry with `key`.
+    pub fn get(&self, key: &str) -> Result<Option<AnyRef<'a>>, DecodeError> {
+        let buf = self.buf;
+        let mut rd = Reader::new(buf, 0..buf.len());
+        while let Some((n, _, w)) = rd.field()? {
+            if n != self.field {
+                continue;
+            }
+            let r = len("KeyValue list", n, w)?;
+            // The key comes first in every encoder; read fields in order regardless.
+            let mut kv = Reader::new(buf, r);
+            let mut found = false;
+            let mut value = None;
+            while let Some((kn, _, kw)) = kv.field()? {
+                match kn {
+                    1 => found = buf[len("KeyValue", kn, kw)?] == *key.as_bytes(),
+                    2 => value = Some(len("KeyValue", kn, kw)?),
+                    _ => {}
+                }
+            }
+            if found {
+                return match value {
+                    Some(v) => AnyRef::read(&buf[v]).map(Some),
+                    None => Ok(Some(AnyRef::Empty)),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> Result<usize, DecodeError> {
+        count(self.buf, self.field)
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> Result<bool, DecodeError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// An `ArrayValue` body.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrayRef<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> ArrayRef<'a> {
+    /// Each element in order.
+    pub fn iter(&self) -> impl Iterator<Item = Result<AnyRef<'a>, DecodeError>> + 'a {
+        let buf = self.buf;
+        Repeated::new(buf, 0..buf.len(), 1, "ArrayValue")
+            .ranges()
+            .map(move |r| AnyRef::read(&buf[r?]))
+    }
+
+    /// Element `i`, if there is one.
+    pub fn get(&self, i: usize) -> Result<Option<AnyRef<'a>>, DecodeError> {
+        self.iter().nth(i).transpose()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> Result<usize, DecodeError> {
+        count(self.buf, 1)
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> Result<bool, DecodeError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+fn count(buf: &[u8], field: u32) -> Result<usize, DecodeError> {
+    let mut rd = Reader::new(buf, 0..buf.len());
+    let mut n = 0;
+    while let Some((f, _, _)) = rd.field()? {
+        n += usize::from(f == field);
+    }
+    Ok(n)
+}
+
+/// The fields of an `InstrumentationScope` body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopeFields<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Version.
+    pub version: &'a str,
+    /// `dropped_attributes_count`.
+    pub dropped_attributes: u32,
+    /// Attributes.
+    pub attributes: Option<KvListRef<'a>>,
+}
+
+impl<'a> ScopeFields<'a> {
+    /// Reads an `InstrumentationScope` body (empty: no scope).
+    pub fn read(body: &'a [u8]) -> Result<ScopeFields<'a>, DecodeError> {
+        const M: &str = "InstrumentationScope";
+        let mut s = ScopeFields {
+            attributes: Some(KvListRef::new(body, 3)),
+            ..ScopeFields::default()
+        };
+        let mut rd = Reader::new(body, 0..body.len());
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                1 => s.name = text(body, len(M, n, w)?, "InstrumentationScope.name")?,
+                2 => s.version = text(body, len(M, n, w)?, "InstrumentationScope.version")?,
+                4 => s.dropped_attributes = varint(M, n, w)? as u32,
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// The fields of a `Resource` body.
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceFields<'a> {
+    /// `dropped_attributes_count`.
+    pub dropped_attributes: u32,
+    /// Attributes.
+    pub attributes: KvListRef<'a>,
+}
+
+impl<'a> ResourceFields<'a> {
+    /// Reads a `Resource` body (empty: no resource).
+    pub fn read(body: &'a [u8]) -> Result<ResourceFields<'a>, DecodeError> {
+        let mut r = ResourceFields {
+            dropped_attributes: 0,
+            attributes: KvListRef::new(body, 1),
+        };
+        let mut rd = Reader::new(body, 0..body.len());
+        while let Some((n, _, w)) = rd.field()? {
+            if n == 2 {
+                r.dropped_attributes = varint("Resource", n, w)? as u32;
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The text of one encoded string field (tag, length and body; empty: ""), e.g. a schema URL.
+pub fn field_text(field: &[u8]) -> Result<&str, DecodeError> {
+    let mut rd = Reader::new(field, 0..field.len());
+    match rd.field()? {
+        Some((n, _, w)) => text(field, len("field", n, w)?, "schema_url"),
+        None => Ok(""),
     }
 }

@@ -157,6 +157,31 @@ pub trait SpanProbe {
     fn span_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128;
     /// Leaves matched by a span's tracestate.
     fn trace_state(&self, trace_state: &str) -> u128;
+    /// True when the probe judges whole spans ([`SpanProbe::span`]).
+    fn wants_spans(&self) -> bool {
+        false
+    }
+    /// Leaves matched by a whole span, read with its resource and scope (called once per span,
+    /// after the span passed the strict checks).
+    fn span(&self, _span: &SpanInput<'_>) -> u128 {
+        0
+    }
+}
+
+/// A span as a whole-span probe reads it: the message bodies of the span, its resource and its
+/// instrumentation scope (each empty when absent), slices of the record.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanInput<'a> {
+    /// The `Span` body.
+    pub span: &'a [u8],
+    /// The `Resource` body.
+    pub resource: &'a [u8],
+    /// The `InstrumentationScope` body.
+    pub scope: &'a [u8],
+    /// `ResourceSpans.schema_url` as an encoded field (tag, length, body), or empty.
+    pub resource_schema_field: &'a [u8],
+    /// `ScopeSpans.schema_url` as an encoded field, or empty.
+    pub scope_schema_field: &'a [u8],
 }
 
 /// A probe that matches nothing (for tools that only need ids and bytes).
@@ -357,6 +382,7 @@ pub fn scan_request(
 ) -> Result<(), DecodeError> {
     let buf: &[u8] = record;
     let wants_attrs = probe.wants_attributes();
+    let wants_spans = probe.wants_spans();
     let arrival_ns = arrival_ms.saturating_mul(1_000_000);
     let mut top = Reader::new(buf, 0..buf.len());
     while let Some((n, _, w)) = top.field()? {
@@ -375,7 +401,7 @@ pub fn scan_request(
         let rs_env = envelope(buf, rs.clone(), "ResourceSpans", "ResourceSpans.schema_url")?;
         let (resource_field, resource_body, schema_field) =
             (rs_env.ctx_field, rs_env.ctx_body, rs_env.schema_field);
-        let res_bits = resource_bits(buf, resource_body, probe, wants_attrs, 2)?;
+        let res_bits = resource_bits(buf, resource_body.clone(), probe, wants_attrs, 2)?;
         // Second pass: each ScopeSpans.
         let mut rd = Reader::new(buf, rs);
         while let Some((fnum, _, fw)) = rd.field()? {
@@ -385,11 +411,12 @@ pub fn scan_request(
             let ss_env = envelope(buf, ss.clone(), "ScopeSpans", "ScopeSpans.schema_url")?;
             strict::check_message(buf, ss_env.ctx_body.clone(), strict::Msg::Scope, 3)?;
             let (scope_field, scope_schema) = (ss_env.ctx_field, ss_env.schema_field);
+            let scope_body = ss_env.ctx_body;
             let ctx = Arc::new(ScopeCtx {
                 resource_field: record.slice(resource_field.clone()),
                 resource_schema_field: record.slice(schema_field.clone()),
                 scope_field: record.slice(scope_field),
-                scope_schema_field: record.slice(scope_schema),
+                scope_schema_field: record.slice(scope_schema.clone()),
                 arrival_ms,
                 filed_at_ms: None,
             });
@@ -401,6 +428,15 @@ pub fn scan_request(
                 let (trace_id, mut meta) =
                     scan_span(buf, sp.clone(), probe, wants_attrs, arrival_ns)?;
                 meta.leaf_bits |= res_bits;
+                if wants_spans {
+                    meta.leaf_bits |= probe.span(&SpanInput {
+                        span: &buf[sp.clone()],
+                        resource: &buf[resource_body.clone()],
+                        scope: &buf[scope_body.clone()],
+                        resource_schema_field: &buf[schema_field.clone()],
+                        scope_schema_field: &buf[scope_schema.clone()],
+                    });
+                }
                 sink(
                     trace_id,
                     meta,
@@ -531,10 +567,19 @@ pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, D
         wants_attrs,
         arrival_ns,
     )?;
+    let resource = field_body(&span.ctx.resource_field).unwrap_or_default();
     if wants_attrs {
-        if let Some(body) = field_body(&span.ctx.resource_field) {
-            meta.leaf_bits |= resource_bits(&body, 0..body.len(), probe, true, 2)?;
-        }
+        meta.leaf_bits |= resource_bits(&resource, 0..resource.len(), probe, true, 2)?;
+    }
+    if probe.wants_spans() {
+        let scope = field_body(&span.ctx.scope_field).unwrap_or_default();
+        meta.leaf_bits |= probe.span(&SpanInput {
+            span: &span.bytes,
+            resource: &resource,
+            scope: &scope,
+            resource_schema_field: &span.ctx.resource_schema_field,
+            scope_schema_field: &span.ctx.scope_schema_field,
+        });
     }
     Ok(meta)
 }

@@ -81,6 +81,7 @@ impl And {
         for s in &self.subs {
             match s.evaluate(t) {
                 Verdict::Sampled { threshold: th } => threshold = threshold.max(th),
+                Verdict::Error => return Verdict::Error,
                 _ => return Verdict::NotSampled,
             }
         }

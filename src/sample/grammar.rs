@@ -126,14 +126,6 @@ impl PolicySpec {
         };
         let ty = match map.get("type").and_then(|t| t.as_str()) {
             Some(t) if ALL_POLICY_TYPES.contains(&t) => Some(t),
-            Some("ottl_condition") => {
-                errors.push(ConfigError::new(
-                    format!("{path}.type"),
-                    "`ottl_condition` is not supported by tracesift; express the condition with \
-                     string_attribute / status_code / latency / and policies",
-                ));
-                None
-            }
             Some(t) => {
                 errors.push(ConfigError::new(
                     format!("{path}.type"),

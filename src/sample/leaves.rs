@@ -2,7 +2,10 @@
 //! a trace: its summary, folded from its spans as they arrive, and the view a policy judges.
 
 use crate::clock::StreamTime;
-use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe, SpanRef, TraceId};
+use crate::otlp::{AnyValueRef, RawValue, SpanInput, SpanMeta, SpanProbe, SpanRef, TraceId};
+
+use super::ottl::Cx;
+use super::ottl_condition::SpanLeaf;
 
 use super::{Threshold, Verdict};
 
@@ -42,6 +45,12 @@ pub struct LeafSet {
     by_key: Vec<(Box<[u8]>, Vec<Leaf>)>,
     /// Tracestate predicates: (key, values, bit).
     trace_state: Vec<(String, Vec<String>, u128)>,
+    /// Whole-span predicates (`ottl_condition`), two bits each.
+    span_leaves: Vec<SpanLeaf>,
+    /// Error bits of the whole-span predicates.
+    error_mask: u128,
+    /// The name of the policy being compiled (names its whole-span leaves).
+    naming: String,
     count: usize,
 }
 
@@ -55,6 +64,58 @@ impl LeafSet {
         let idx = self.count as u8;
         self.count += 1;
         Ok(idx)
+    }
+
+    /// Names the policy whose leaves are registered next.
+    pub(crate) fn naming(&mut self, policy: &str) {
+        self.naming.clear();
+        self.naming.push_str(policy);
+    }
+
+    /// Adds a whole-span predicate built by `make(policy name, matched bit, errored bit)`;
+    /// returns its two bits.
+    pub(crate) fn add_span_leaf(
+        &mut self,
+        make: impl FnOnce(String, u128, u128) -> SpanLeaf,
+    ) -> Result<(u128, u128), String> {
+        let matched = 1u128 << self.next_bit()?;
+        let errored = 1u128 << self.next_bit()?;
+        self.error_mask |= errored;
+        self.span_leaves
+            .push(make(self.naming.clone(), matched, errored));
+        Ok((matched, errored))
+    }
+
+    /// The names of the policies whose error bit is among `bits`.
+    pub(crate) fn errored(&self, bits: u128) -> impl Iterator<Item = &str> + '_ {
+        let hit = bits & self.error_mask;
+        self.span_leaves
+            .iter()
+            .filter(move |l| hit & l.errored != 0)
+            .map(|l| l.policy.as_str())
+    }
+
+    /// Per `ottl_condition` policy, each condition's truth on one span (for dry runs):
+    /// (policy name, span conditions, span-event conditions).
+    pub fn condition_hits(&self, input: &SpanInput<'_>) -> Vec<(&str, Vec<bool>, Vec<bool>)> {
+        self.span_leaves
+            .iter()
+            .map(|l| {
+                let (s, e) = l.each(input);
+                (l.policy.as_str(), s, e)
+            })
+            .collect()
+    }
+
+    /// The conditions of each `ottl_condition` policy: (policy name, span texts, event texts).
+    pub fn conditions(&self) -> impl Iterator<Item = (&str, Vec<&str>, Vec<&str>)> + '_ {
+        self.span_leaves.iter().map(|l| {
+            (
+                l.policy.as_str(),
+                l.span.iter().map(|c| c.text.as_str()).collect(),
+                l.events.iter().map(|c| c.text.as_str()).collect(),
+            )
+        })
     }
 
     /// Adds a tracestate predicate: entry `key` has one of `values`; returns its bit index.
@@ -110,7 +171,18 @@ impl LeafSet {
 
 impl SpanProbe for LeafSet {
     fn wants_attributes(&self) -> bool {
-        self.count > 0
+        !self.by_key.is_empty() || !self.trace_state.is_empty()
+    }
+    fn wants_spans(&self) -> bool {
+        !self.span_leaves.is_empty()
+    }
+    fn span(&self, input: &SpanInput<'_>) -> u128 {
+        let cx = Cx::span(*input);
+        let mut bits = 0;
+        for leaf in &self.span_leaves {
+            bits |= leaf.bits(input, &cx);
+        }
+        bits
     }
     fn resource_attribute(&self, key: &[u8], value: RawValue<'_>) -> u128 {
         self.attribute(key, value)

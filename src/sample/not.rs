@@ -74,6 +74,7 @@ impl Not {
                 threshold: Threshold::ALWAYS,
             },
             Verdict::Dropped => Verdict::Dropped,
+            Verdict::Error => Verdict::Error,
         }
     }
 }

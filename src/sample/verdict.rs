@@ -14,6 +14,9 @@ pub enum Verdict {
     NotSampled,
     /// Drop the trace whatever the other policies say.
     Dropped,
+    /// The policy could not judge the trace (an `ottl_condition` evaluation error under
+    /// `error_mode: propagate`): it does not vote, and `and` / `not` above it pass it on.
+    Error,
 }
 
 /// Index of a top-level policy in the configuration.
