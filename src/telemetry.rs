@@ -80,6 +80,8 @@ catalog! {
         "Decisions written to the decision log.";
     counter DECISIONS_RESTORED = "tracesift_decisions_restored_total", Count,
         "Decisions restored from the decision log on partition assignment.";
+    counter POLICY_EVALUATION_ERRORS = "tracesift_policy_evaluation_errors_total", Count,
+        "Traces on which a policy could not be evaluated (an ottl_condition that failed on some span), by policy; under error_mode propagate such a policy does not vote.";
     counter POLICY_RELOADS = "tracesift_policy_reloads_total", Count,
         "Policy reloads (SIGHUP) by `outcome`: `applied` or `rejected` (the old policies kept running).";
     gauge DECISION_CACHE_ENTRIES = "tracesift_decision_cache_entries", Count,
@@ -545,6 +547,11 @@ pub fn decisions_logged(n: u64) {
 /// Counts decisions restored from the decision log.
 pub fn decisions_restored(n: u64) {
     counter!(DECISIONS_RESTORED).increment(n);
+}
+
+/// A policy's evaluation failed on one trace.
+pub fn policy_evaluation_error(policy: &str) {
+    counter!(POLICY_EVALUATION_ERRORS, "policy" => policy.to_string()).increment(1);
 }
 
 /// Counts one policy reload.

@@ -555,6 +555,19 @@ pub fn scan_record(
     }
 }
 
+/// Calls `f` with a buffered span as a whole-span probe reads it.
+pub fn with_span_input<R>(span: &SpanRef, f: impl FnOnce(&SpanInput<'_>) -> R) -> R {
+    let resource = field_body(&span.ctx.resource_field).unwrap_or_default();
+    let scope = field_body(&span.ctx.scope_field).unwrap_or_default();
+    f(&SpanInput {
+        span: &span.bytes,
+        resource: &resource,
+        scope: &scope,
+        resource_schema_field: &span.ctx.resource_schema_field,
+        scope_schema_field: &span.ctx.scope_schema_field,
+    })
+}
+
 /// Scans one buffered span again with another probe (after a policy reload): its meta with the
 /// new probe's leaf bits, its resource's attributes included.
 pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, DecodeError> {
@@ -572,14 +585,7 @@ pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, D
         meta.leaf_bits |= resource_bits(&resource, 0..resource.len(), probe, true, 2)?;
     }
     if probe.wants_spans() {
-        let scope = field_body(&span.ctx.scope_field).unwrap_or_default();
-        meta.leaf_bits |= probe.span(&SpanInput {
-            span: &span.bytes,
-            resource: &resource,
-            scope: &scope,
-            resource_schema_field: &span.ctx.resource_schema_field,
-            scope_schema_field: &span.ctx.scope_schema_field,
-        });
+        meta.leaf_bits |= with_span_input(span, |input| probe.span(input));
     }
     Ok(meta)
 }

@@ -446,6 +446,9 @@ impl PartitionCore {
                 .decide_trace(t.trace_id, &t.summary, &t.spans, now)
         };
         self.store.remember(t.trace_id, d, now);
+        for p in self.sampler.evaluation_errors(&t.summary) {
+            telemetry::policy_evaluation_error(p);
+        }
         let policy = self.policy_name(&d);
         self.stats.trace_decided(DecidedKey {
             policy: policy.clone(),

@@ -41,6 +41,21 @@ pub struct PolicyRow {
     pub kept_bytes: u64,
 }
 
+/// How often one `ottl_condition` condition held in the sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConditionRow {
+    /// The policy's name.
+    pub policy: String,
+    /// `span[i]` or `spanevent[i]`.
+    pub which: String,
+    /// The condition as written.
+    pub text: String,
+    /// Spans it held on (for a span-event condition: spans with an event it held on).
+    pub spans: u64,
+    /// Distinct traces with such a span.
+    pub traces: u64,
+}
+
 /// The dry-run report.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -58,6 +73,8 @@ pub struct Report {
     pub kept_traces: u64,
     /// One row per policy, in configuration order.
     pub policies: Vec<PolicyRow>,
+    /// One row per `ottl_condition` condition, in configuration order.
+    pub conditions: Vec<ConditionRow>,
     /// Time covered by the sample's spans (earliest start to latest end), seconds.
     pub window_secs: f64,
 }
@@ -124,6 +141,16 @@ impl std::fmt::Display for Report {
             kept_bytes as f64 / 1e6,
             gb(self.per_day(kept_bytes))
         )?;
+        if !self.conditions.is_empty() {
+            writeln!(f, "ottl_condition matches (each condition on its own):")?;
+            for c in &self.conditions {
+                writeln!(
+                    f,
+                    "  {:<20} {:<13} {:>9} spans {:>9} traces  {}",
+                    c.policy, c.which, c.spans, c.traces, c.text
+                )?;
+            }
+        }
         write!(
             f,
             "input {} GB/day, kept {} GB/day: {:.1}% of the bytes",
@@ -145,6 +172,8 @@ pub struct DryRun {
     effects: Vec<Effect>,
     report: Report,
     scratch: Vec<ScannedSpan>,
+    /// Per condition row, the traces it held on.
+    condition_traces: Vec<std::collections::HashSet<otlp::TraceId>>,
     min_start: u64,
     max_end: u64,
 }
@@ -154,7 +183,21 @@ impl DryRun {
     pub fn new(cfg: &Config) -> Result<DryRun, crate::config::ConfigErrors> {
         let sampler = Sampler::from_config(cfg).map_err(crate::config::ConfigErrors)?;
         let names = cfg.policy_names();
+        let mut conditions = Vec::new();
+        for (policy, span, events) in sampler.probe().conditions() {
+            for (list, texts) in [("span", span), ("spanevent", events)] {
+                for (i, text) in texts.into_iter().enumerate() {
+                    conditions.push(ConditionRow {
+                        policy: policy.to_string(),
+                        which: format!("{list}[{i}]"),
+                        text: text.to_string(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
         Ok(DryRun {
+            condition_traces: vec![Default::default(); conditions.len()],
             sampler: Arc::new(sampler),
             names: names.iter().map(|n| Arc::from(n.as_str())).collect(),
             settings: CoreSettings {
@@ -177,6 +220,7 @@ impl DryRun {
                         ..Default::default()
                     })
                     .collect(),
+                conditions,
                 ..Default::default()
             },
             scratch: Vec::new(),
@@ -201,6 +245,7 @@ impl DryRun {
         if otlp::scan_record(payload, enc, self.sampler.probe(), ts_ms, &mut scratch).is_ok() {
             for s in scratch.drain(..) {
                 self.report.bytes += u64::from(s.meta.size);
+                self.count_conditions(&s);
                 if s.meta.start_ns == 0 {
                     continue;
                 }
@@ -239,6 +284,32 @@ impl DryRun {
         // Nothing is written: every write is acknowledged at once.
         for e in self.effects.drain(..) {
             core.acked(e.offsets());
+        }
+    }
+
+    /// Counts, for each `ottl_condition` condition on its own, whether it holds on this span.
+    fn count_conditions(&mut self, s: &ScannedSpan) {
+        if self.report.conditions.is_empty() {
+            return;
+        }
+        let hits =
+            otlp::with_span_input(&s.span, |input| self.sampler.probe().condition_hits(input));
+        let flat = hits
+            .into_iter()
+            .flat_map(|(_, span, events)| span.into_iter().chain(events));
+        for ((row, traces), hit) in self
+            .report
+            .conditions
+            .iter_mut()
+            .zip(&mut self.condition_traces)
+            .zip(flat)
+        {
+            if hit {
+                row.spans += 1;
+                if traces.insert(s.trace_id) {
+                    row.traces += 1;
+                }
+            }
         }
     }
 

@@ -319,17 +319,19 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SyntaxError> {
                 while j < b.len() && b[j].is_ascii_digit() {
                     j += 1;
                 }
-                if b.get(j) == Some(&b'.') {
+                let mut fraction = false;
+                if b.get(j) == Some(&b'.')
+                    && !b
+                        .get(j + 1)
+                        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+                {
                     j += 1;
-                    let frac = j;
+                    fraction = true;
                     while j < b.len() && b[j].is_ascii_digit() {
                         j += 1;
                     }
-                    if j == frac {
-                        return Err(SyntaxError::new(i, "a number needs digits after its `.`"));
-                    }
                 }
-                if matches!(b.get(j), Some(b'e' | b'E')) {
+                if fraction && matches!(b.get(j), Some(b'e' | b'E')) {
                     let mut k = j + 1;
                     if matches!(b.get(k), Some(b'+' | b'-')) {
                         k += 1;
@@ -581,6 +583,12 @@ impl Parser {
     fn not(&mut self) -> Result<Expr, SyntaxError> {
         if self.keyword("not") {
             self.bump();
+            if self.keyword("not") {
+                return Err(SyntaxError::new(
+                    self.at(),
+                    "one `not` per condition; write `not (not …)`",
+                ));
+            }
             self.enter()?;
             let e = self.condition_operand("not")?;
             self.depth -= 1;
@@ -662,7 +670,7 @@ impl Parser {
         } else {
             text.to_string()
         };
-        if text.contains(['.', 'e', 'E']) {
+        if text.contains('.') {
             signed
                 .parse::<f64>()
                 .ok()
@@ -780,7 +788,7 @@ impl Parser {
             };
             match self.bump() {
                 Tok::Str(s) if !neg => keys.push(Key::Str(s)),
-                Tok::Num(n) if !n.contains(['.', 'e', 'E']) => match self.number(&n, neg, at)? {
+                Tok::Num(n) if !n.contains('.') => match self.number(&n, neg, at)? {
                     Expr::Int(i) => keys.push(Key::Int(i)),
                     _ => return Err(SyntaxError::new(at, "an index is an integer")),
                 },
@@ -1084,6 +1092,13 @@ mod tests {
         );
         assert_eq!(p("x == -1").to_string(), "x == -1");
         assert_eq!(p("x == 1.5e3").to_string(), "x == 1500.0");
+        assert_eq!(p("x == 3.").to_string(), "x == 3.0");
+        assert!(
+            parse_condition("x == 1e3").is_err(),
+            "an exponent needs a fraction, as in OTTL"
+        );
+        assert!(parse_condition("not not true").is_err());
+        assert!(parse_condition("not (not true)").is_ok());
         assert_eq!(p("x == 0xAbCd").to_string(), "x == 0xabcd");
         assert_eq!(p(r#"x == "a\"b\\c""#).to_string(), r#"x == "a\"b\\c""#);
         assert_eq!(
