@@ -823,3 +823,397 @@ fn conformance_table() {
         wrong.join("\n")
     );
 }
+
+/// A record of one named span with optional attributes.
+fn named(name: &str, span_id: u8, attrs: Vec<KeyValue>) -> Span {
+    Span {
+        trace_id: TRACE.to_vec(),
+        span_id: vec![span_id; 8],
+        parent_span_id: if span_id == 1 { vec![] } else { vec![1; 8] },
+        name: name.into(),
+        start_time_unix_nano: START,
+        end_time_unix_nano: START + 1_000,
+        attributes: attrs,
+        ..Default::default()
+    }
+}
+
+/// The Collector's default-error-mode test, in tracesift: a condition that fails before one
+/// that matches.
+#[test]
+fn error_modes() {
+    let conds = [
+        r#"Substring(attributes["value"], 0, 4) == "keep""#,
+        r#"name == "keep""#,
+    ];
+    let keep = record(vec![named("keep", 1, vec![])]);
+    for (mode, want) in [
+        (ErrorMode::Ignore, T),
+        (ErrorMode::Silent, T),
+        (ErrorMode::Propagate, Err),
+    ] {
+        assert_eq!(outcome(policy(mode, &conds, &[]), &keep), want, "{mode:?}");
+    }
+    // The default is `propagate`, as in the Collector.
+    let cfg = tracesift::config::Config::parse(
+        r#"
+policies:
+  - name: p
+    type: ottl_condition
+    ottl_condition:
+      span: ['Substring(attributes["value"], 0, 4) == "keep"', 'name == "keep"']
+"#,
+    )
+    .unwrap();
+    let sampler = Sampler::build(&cfg.policies).unwrap();
+    assert_eq!(decide(&sampler, &keep), (false, true));
+
+    // A failing condition on one span, a match on another: `ignore` keeps; `propagate` makes
+    // the policy's verdict an error whatever the order (documented: tracesift does not depend
+    // on arrival order).
+    let cond = [r#"Substring(attributes["value"], 0, 4) == "keep""#];
+    for spans in [
+        vec![
+            named("a", 1, vec![]),
+            named("b", 2, vec![kv("value", s("keeper"))]),
+        ],
+        vec![
+            named("b", 2, vec![kv("value", s("keeper"))]),
+            named("a", 1, vec![]),
+        ],
+    ] {
+        let rec = record(spans);
+        assert_eq!(outcome(policy(ErrorMode::Ignore, &cond, &[]), &rec), T);
+        assert_eq!(outcome(policy(ErrorMode::Propagate, &cond, &[]), &rec), Err);
+    }
+    // Nothing fails, nothing matches: not kept, no error counted.
+    let rec = record(vec![named("a", 1, vec![kv("value", s("drop"))])]);
+    assert_eq!(outcome(policy(ErrorMode::Propagate, &cond, &[]), &rec), F);
+    // Span conditions and event conditions are OR-ed.
+    let with_event = record(vec![span_a()]);
+    assert_eq!(
+        outcome(
+            policy(
+                ErrorMode::Propagate,
+                &["name == \"x\""],
+                &["name == \"retry\""]
+            ),
+            &with_event
+        ),
+        T
+    );
+}
+
+fn spec_yaml(yaml: &str) -> Vec<PolicySpec> {
+    tracesift::config::Config::parse(yaml)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .policies
+}
+
+/// `ottl_condition` inside `and`, `not`, `drop`, `composite` and the `tiers:` rules, and an
+/// evaluation error passed up through `and` and `not`.
+#[test]
+fn nested_in_every_combinator() {
+    let a = record(vec![span_a()]);
+    let b = record(vec![span_b()]);
+    let keeps =
+        |policies: &[PolicySpec], rec: &Bytes| decide(&Sampler::build(policies).unwrap(), rec).0;
+    let and = spec_yaml(
+        r#"
+policies:
+  - name: db-and-server
+    type: and
+    and:
+      and_sub_policy:
+        - {name: o, type: ottl_condition, ottl_condition: {span: ['attributes["db.system"] == "postgresql"']}}
+        - {name: k, type: ottl_condition, ottl_condition: {span: ['kind == SPAN_KIND_SERVER']}}
+"#,
+    );
+    assert!(keeps(&and, &a));
+    assert!(!keeps(&and, &b));
+    let not = spec_yaml(
+        r#"
+policies:
+  - name: not-root
+    type: not
+    not:
+      not_sub_policy: {name: o, type: ottl_condition, ottl_condition: {span: ['IsRootSpan()']}}
+"#,
+    );
+    assert!(!keeps(&not, &a));
+    assert!(keeps(&not, &b));
+    // An error is not a "no": `not` over a failing condition does not keep.
+    let not_err = spec_yaml(
+        r#"
+policies:
+  - name: not-err
+    type: not
+    not:
+      not_sub_policy: {name: o, type: ottl_condition, ottl_condition: {span: ['HasPrefix(attributes["missing"], "x")']}}
+"#,
+    );
+    assert_eq!(
+        decide(&Sampler::build(&not_err).unwrap(), &a),
+        (false, true)
+    );
+    let drop = spec_yaml(
+        r#"
+policies:
+  - {name: all, type: always_sample}
+  - name: no-health
+    type: drop
+    drop:
+      drop_sub_policy:
+        - {name: o, type: ottl_condition, ottl_condition: {error_mode: ignore, span: ['IsMatch(attributes["http.route"], "^/api/payment")']}}
+"#,
+    );
+    assert!(!keeps(&drop, &a), "dropped by the ottl condition");
+    assert!(keeps(&drop, &b));
+    let composite = spec_yaml(
+        r#"
+policies:
+  - name: c
+    type: composite
+    composite:
+      max_total_spans_per_second: 1000
+      policy_order: [db]
+      composite_sub_policy:
+        - {name: db, type: ottl_condition, ottl_condition: {span: ['attributes["db.system"] != nil']}}
+      rate_allocation: [{policy: db, percent: 100}]
+"#,
+    );
+    assert!(keeps(&composite, &a));
+    assert!(!keeps(&composite, &b));
+    let tiers = tracesift::config::Config::parse(
+        r#"
+tiers:
+  - {name: exceptions, when: {type: ottl_condition, ottl_condition: {spanevent: ['name == "exception"']}}, sample_percentage: 100}
+  - {name: rest, sample_percentage: 0}
+"#,
+    )
+    .unwrap();
+    let sampler = Sampler::from_config(&tiers).unwrap();
+    assert!(decide(&sampler, &a).0);
+    assert!(!decide(&sampler, &b).0);
+}
+
+/// A configuration whose conditions were added by a reload judges the spans already buffered:
+/// they are scanned again with the new leaves (`rescan_span`).
+#[test]
+fn buffered_spans_are_judged_again_after_a_reload() {
+    let a = record(vec![span_a()]);
+    let before = Sampler::build(&[policy(ErrorMode::Propagate, &["name == \"x\""], &[])]).unwrap();
+    let after = Sampler::build(&[policy(
+        ErrorMode::Propagate,
+        &["resource.attributes[\"service.name\"] == \"checkout\" and scope.version == \"1.2.3\""],
+        &["attributes[\"attempt\"] == 2"],
+    )])
+    .unwrap();
+    let mut out = Vec::new();
+    scan_request_into(&a, before.probe(), 0, &mut out).unwrap();
+    let mut sum = TraceSummary::new();
+    for x in &out {
+        sum.add(&x.meta);
+    }
+    assert!(!before.decide(TraceId(TRACE), &sum, StreamTime::ZERO).keep);
+    let mut again = TraceSummary::new();
+    for x in &out {
+        again.add(&tracesift::otlp::rescan_span(&x.span, after.probe()).unwrap());
+    }
+    assert!(after.decide(TraceId(TRACE), &again, StreamTime::ZERO).keep);
+}
+
+/// `check`'s message shape: the YAML path, the condition's index, the column, what is wrong and
+/// what was meant; every problem of every policy at once.
+#[test]
+fn bad_conditions_are_reported_with_path_index_and_column() {
+    let yaml = r#"
+policies:
+  - {name: a, type: always_sample}
+  - {name: b, type: latency, latency: {threshold_ms: 10}}
+  - {name: c, type: status_code, status_code: {status_codes: [ERROR]}}
+  - name: d
+    type: ottl_condition
+    ottl_condition:
+      error_mode: ignore
+      span:
+        - 'name == "ok"'
+        - '1 == 10 or atributes["k"] == 1'
+        - 'IsMatc(name, "x") and kind == SPAN_KIND_SERVR'
+      spanevent:
+        - 'name == '
+  - {name: e, type: ottl_condition, ottl_condition: {error_mode: loud, span: ['true']}}
+  - {name: f, type: ottl_condition, ottl_condition: {}}
+  - name: g
+    type: and
+    and:
+      and_sub_policy:
+        - {name: h, type: ottl_condition, ottl_condition: {span: ['Int(name)']}}
+"#;
+    let err = tracesift::config::Config::parse(yaml)
+        .unwrap_err()
+        .to_string();
+    for want in [
+        r#"policies[3].ottl_condition.span[1], column 12: unknown path "atributes"; did you mean "attributes"?"#,
+        "policies[3].ottl_condition.span[2], column 1: unknown converter IsMatc; did you mean IsMatch?",
+        "policies[3].ottl_condition.span[2], column 31: unknown enum symbol SPAN_KIND_SERVR; did you mean SPAN_KIND_SERVER?",
+        "policies[3].ottl_condition.spanevent[0], column 9: expected a value",
+        "policies[4].ottl_condition.error_mode",
+        "policies[5].ottl_condition: needs at least one condition in `span` or `spanevent`",
+        "policies[6].and.and_sub_policy[0].ottl_condition.span[0], column 1: `Int` does not return a boolean",
+    ] {
+        assert!(err.contains(want), "missing:\n  {want}\nin:\n{err}");
+    }
+    assert!(
+        !err.contains("policies[3].ottl_condition.span[0]"),
+        "a good condition is not reported:\n{err}"
+    );
+}
+
+mod round_trip {
+    use proptest::prelude::*;
+    use tracesift::sample::ottl::parse::{
+        parse_condition, Arg, CmpOp, Expr, Key, MathOp, Name, Pos,
+    };
+
+    fn name(text: String) -> Name {
+        Name { text, at: Pos(0) }
+    }
+
+    fn lower() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_]{0,6}".prop_filter("not a keyword", |s| {
+            !matches!(s.as_str(), "and" | "or" | "not" | "true" | "false" | "nil")
+        })
+    }
+
+    fn key() -> impl Strategy<Value = Key> {
+        prop_oneof![
+            any::<String>().prop_map(Key::Str),
+            any::<i64>().prop_map(Key::Int)
+        ]
+    }
+
+    fn leaf_value() -> impl Strategy<Value = Expr> {
+        prop_oneof![
+            Just(Expr::Nil),
+            any::<bool>().prop_map(Expr::Bool),
+            any::<i64>().prop_map(Expr::Int),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Expr::Float),
+            any::<String>().prop_map(Expr::Str),
+            prop::collection::vec(any::<u8>(), 1..6).prop_map(Expr::Bytes),
+            "[A-Z][A-Z0-9_]{0,12}".prop_map(|s| Expr::Enum(name(s))),
+            (
+                prop::collection::vec(lower(), 1..4),
+                prop::collection::vec(key(), 0..3)
+            )
+                .prop_map(|(parts, keys)| Expr::Path {
+                    parts: parts.into_iter().map(name).collect(),
+                    keys,
+                }),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Expr> {
+        leaf_value().prop_recursive(4, 24, 4, |inner| {
+            prop_oneof![
+                (
+                    "[A-Z][a-zA-Z]{0,8}",
+                    prop::collection::vec((proptest::option::of(lower()), inner.clone()), 0..3),
+                    prop::collection::vec(key(), 0..2)
+                )
+                    .prop_map(|(n, args, keys)| Expr::Call {
+                        name: name(n),
+                        args: args
+                            .into_iter()
+                            .map(|(name, value)| Arg { name, value })
+                            .collect(),
+                        keys,
+                    }),
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Expr::List),
+                prop::collection::vec((any::<String>(), inner.clone()), 0..3).prop_map(Expr::Map),
+                (
+                    prop_oneof![
+                        Just(MathOp::Add),
+                        Just(MathOp::Sub),
+                        Just(MathOp::Mul),
+                        Just(MathOp::Div)
+                    ],
+                    inner.clone(),
+                    inner
+                )
+                    .prop_map(|(op, l, r)| Expr::Math(
+                        op,
+                        Box::new(l),
+                        Box::new(r),
+                        Pos(0)
+                    )),
+            ]
+        })
+    }
+
+    fn condition() -> impl Strategy<Value = Expr> {
+        let cmp = (
+            prop_oneof![
+                Just(CmpOp::Eq),
+                Just(CmpOp::Ne),
+                Just(CmpOp::Lt),
+                Just(CmpOp::Le),
+                Just(CmpOp::Gt),
+                Just(CmpOp::Ge)
+            ],
+            value(),
+            value(),
+        )
+            .prop_map(|(op, l, r)| Expr::Cmp(op, Box::new(l), Box::new(r), Pos(0)));
+        let leaf = prop_oneof![
+            any::<bool>().prop_map(Expr::Bool),
+            cmp,
+            ("[A-Z][a-zA-Z]{0,8}", prop::collection::vec(value(), 0..3)).prop_map(|(n, args)| {
+                Expr::Call {
+                    name: name(n),
+                    args: args
+                        .into_iter()
+                        .map(|value| Arg { name: None, value })
+                        .collect(),
+                    keys: vec![],
+                }
+            }),
+        ];
+        leaf.prop_recursive(5, 32, 2, |inner| {
+            prop_oneof![
+                inner
+                    .clone()
+                    .prop_filter("one not", |e| !matches!(e, Expr::Not(_)))
+                    .prop_map(|e| Expr::Not(Box::new(e))),
+                (inner.clone(), inner.clone())
+                    .prop_map(|(l, r)| Expr::And(Box::new(l), Box::new(r))),
+                (inner.clone(), inner).prop_map(|(l, r)| Expr::Or(Box::new(l), Box::new(r))),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A printed condition parses back to the same tree.
+        #[test]
+        fn printed_conditions_parse_back_to_themselves(e in condition()) {
+            let text = e.to_string();
+            let back = parse_condition(&text)
+                .map_err(|err| TestCaseError::fail(format!("{text}: {err:?}")))?;
+            prop_assert_eq!(&back, &e, "{}", text);
+            prop_assert_eq!(back.to_string(), text);
+        }
+
+        /// Any text: parsing never panics; what parses prints back to text that parses to it.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,64}") {
+            if let Ok(e) = parse_condition(&text) {
+                let again = parse_condition(&e.to_string()).unwrap();
+                prop_assert_eq!(again, e);
+            }
+        }
+    }
+}

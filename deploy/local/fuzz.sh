@@ -4,8 +4,9 @@
 #   deploy/local/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # Targets (fuzz/fuzz_targets/): scan (protobuf scanner), json (OTLP/JSON decoder), encode
-# (request chunker, splicer, marker, Parquet encoder), tree (span-tree renderer). Default: 300 s
-# each, all four. Seeds come from tests/fixtures/hostile/; findings land in
+# (request chunker, splicer, marker, Parquet encoder), tree (span-tree renderer), ottl (OTTL
+# condition parser, printer, compiler and evaluator). Default: 300 s
+# each, all five. Seeds come from tests/fixtures/hostile/; findings land in
 # fuzz/artifacts/<target>/ (add a minimized one to tests/fixtures/hostile/ as refused-* or
 # accepted-* so the normal suite keeps it). cargo-fuzz is installed on first use under
 # ${TRACESIFT_CACHE:-~/.cache/tracesift}; the nightly toolchain must be installed (rustup).
@@ -25,7 +26,7 @@ fi
 SECS="${1:-300}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(scan json encode tree)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(scan json encode tree ottl)
 for t in "${TARGETS[@]}"; do
   corpus="fuzz/corpus/$t"
   mkdir -p "$corpus"
