@@ -213,7 +213,7 @@ store:
   max_traces: 0
 policies:
   - {name: slow, type: latency, latency: {threshold_ms: 500, extra: 1}}
-  - {name: x, type: ottl_condition, ottl_condition: {}}
+  - {name: x, type: ottl_condition, ottl_condition: {span: ['nme == "checkout"']}}
 telemetry: {listen: nowhere}
 "#,
     )
@@ -226,12 +226,12 @@ telemetry: {listen: nowhere}
         "kafka.commit_interval",
         "store.max_traces",
         "policies[0].latency",
-        "policies[1].type",
+        "policies[1].ottl_condition.span[0], column 1",
         "telemetry.listen",
     ] {
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
-    assert!(stderr.contains("not supported"), "{stderr}");
+    assert!(stderr.contains("did you mean \"name\"?"), "{stderr}");
 
     let missing = tracesift()
         .args(["check", "-c", "/nonexistent/tracesift.yaml"])

@@ -172,6 +172,15 @@ fn attribute_policies_on_spans_and_resources() {
         "strings are not numbers"
     );
     assert!(!keeps(&num, &[sp()]), "missing attribute");
+    // The Collector README's ottl_condition: a missing attribute is nil, and nil is "not equal"
+    // to any value, so its second condition holds on any span without `test_attr_key_2`.
+    let ottl = only("test-policy-16");
+    assert!(keeps(&ottl, &[sp()]));
+    assert!(keeps(&ottl, &[sp().attr("test_attr_key_1", s("test_attr_val_1")).attr("test_attr_key_2", s("test_attr_val_1"))]));
+    assert!(
+        !keeps(&ottl, &[sp().attr("test_attr_key_2", s("test_attr_val_1"))]),
+        "neither span condition holds and the span has no events"
+    );
     let inv = only("test-policy-14");
     assert!(
         inv.decide(
@@ -377,12 +386,12 @@ fn drop_wins_and_is_evaluated_first() {
 }
 
 #[test]
-fn unknown_types_fields_and_ottl_are_rejected_with_paths() {
+fn unknown_types_fields_and_bad_conditions_are_rejected_with_paths() {
     let bad = r#"
 policies:
   - {name: a, type: numeric_attribute, numeric_attribute: {key: k, minimum: 1}}
   - {name: b, type: rate_limit, rate_limit: {}}
-  - {name: c, type: ottl_condition, ottl_condition: {span: ['attributes["x"] == 1']}}
+  - {name: c, type: ottl_condition, ottl_condition: {span: ['atributes["x"] == 1']}}
   - {name: d, type: composite, composite: {max_total_spans_per_second: 10, policy_order: [nope], composite_sub_policy: [{name: x, type: always_sample}], rate_allocation: [{policy: y, percent: 10}]}}
   - {name: e, type: not, not: {not_sub_policy: {name: f, type: span_count, span_count: {min_spans: 3, max_spans: 1}}}}
 "#;
@@ -391,8 +400,7 @@ policies:
         "policies[0].numeric_attribute.minimum",
         "policies[1].type",
         "valid types: always_sample",
-        "policies[2].type",
-        "not supported",
+        "policies[2].ottl_condition.span[0], column 1: unknown path \"atributes\"",
         "policies[3].composite.policy_order[0]",
         "policies[3].composite.rate_allocation[0].policy",
         "policies[4].not.not_sub_policy.span_count",
