@@ -176,7 +176,12 @@ fn attribute_policies_on_spans_and_resources() {
     // to any value, so its second condition holds on any span without `test_attr_key_2`.
     let ottl = only("test-policy-16");
     assert!(keeps(&ottl, &[sp()]));
-    assert!(keeps(&ottl, &[sp().attr("test_attr_key_1", s("test_attr_val_1")).attr("test_attr_key_2", s("test_attr_val_1"))]));
+    assert!(keeps(
+        &ottl,
+        &[sp()
+            .attr("test_attr_key_1", s("test_attr_val_1"))
+            .attr("test_attr_key_2", s("test_attr_val_1"))]
+    ));
     assert!(
         !keeps(&ottl, &[sp().attr("test_attr_key_2", s("test_attr_val_1"))]),
         "neither span condition holds and the span has no events"
