@@ -8,7 +8,11 @@
 //!   the seed's tiers as a `tiers:` block, the same as Collector policies, and a 20-policy config;
 //! - `emit/splice`: re-encoding kept traces by splicing span bytes;
 //! - `emit/mark`: the OTEP 235 rewrite of each kept span (tracestate `th`, policy, adjusted count);
-//! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans.
+//! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans;
+//! - `ottl/*`: one three-clause `ottl_condition` condition (an enum comparison, a regex on one
+//!   attribute, a resource attribute) judged on every span, read where it lies: the lazy scan
+//!   with the policy's whole-span leaf against the same scan without it (their difference is
+//!   the condition's cost in the pipeline), and the condition alone on buffered spans.
 //!
 //! Run: `cargo bench --bench hot_path`. Throughput is in spans; ns/span = 1e9 / (spans/s).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -24,9 +28,18 @@ use tracesift::archive::{encode_segment, KeptSpan};
 use tracesift::clock::StreamTime;
 use tracesift::config::{Config, StoreConfig};
 use tracesift::gen::{plan_records, GenOptions};
-use tracesift::otlp::{self, ScannedSpan};
+use tracesift::otlp::{self, ScannedSpan, SpanProbe};
 use tracesift::sample::{Sampler, SEED_POLICIES, SEED_TIERS};
 use tracesift::store::{Admit, StoreLimits, TraceStore};
+
+const OTTL_POLICY: &str = r#"
+policies:
+  - name: server-api
+    type: ottl_condition
+    ottl_condition:
+      span:
+        - 'kind == SPAN_KIND_SERVER and IsMatch(attributes["http.route"], "^/api/(pay|check)") and resource.attributes["service.name"] == "frontend"'
+"#;
 
 const TWENTY_POLICIES: &str = r#"
 policies:
@@ -212,6 +225,54 @@ fn bench(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    g.finish();
+
+    // An OTTL condition on every span (issue target: <= 100 ns per span per condition).
+    let ottl = Config::parse(OTTL_POLICY).unwrap();
+    let ottl = Sampler::build(&ottl.policies).unwrap();
+    let mut g = c.benchmark_group("ottl");
+    g.throughput(Throughput::Elements(spans as u64));
+    let matched = all
+        .iter()
+        .filter(|s| otlp::with_span_input(&s.span, |i| ottl.probe().span(i)) & 1 != 0)
+        .count();
+    eprintln!("ottl: the condition holds on {matched} of {spans} spans");
+    // The cost in the pipeline's path: the scan with the condition's whole-span leaf against
+    // the same scan without it, back to back (the spans are in cache, as when scanned).
+    g.bench_function("lazy_scan_baseline", |b| {
+        let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
+        b.iter(|| {
+            let mut n = 0;
+            for r in &recs {
+                otlp::scan_request_into(r, &otlp::NoProbe, 0, &mut out).unwrap();
+                n += out.len();
+            }
+            n
+        })
+    });
+    g.bench_function("lazy_scan_with_condition", |b| {
+        let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
+        b.iter(|| {
+            let mut n = 0;
+            for r in &recs {
+                otlp::scan_request_into(r, ottl.probe(), 0, &mut out).unwrap();
+                n += out.len();
+            }
+            n
+        })
+    });
+    // The condition alone on buffered spans (cold: the corpus is larger than the caches).
+    g.bench_function("condition_buffered", |b| {
+        b.iter(|| {
+            all.iter()
+                .map(|s| otlp::with_span_input(&s.span, |i| ottl.probe().span(i)))
+                .fold(0u128, |a, b| a | b)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("emit");
+    g.throughput(Throughput::Elements(spans as u64));
     let policy: Arc<str> = Arc::from("default");
     let kept: Vec<KeptSpan> = all
         .iter()
