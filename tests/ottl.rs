@@ -187,15 +187,24 @@ fn policy(mode: ErrorMode, span: &[&str], events: &[&str]) -> PolicySpec {
     }
 }
 
+/// The decision on a record's trace (kept, an evaluation error counted), as the scan judges
+/// it; the same spans judged again from the buffer (as after a reload, where the span is read
+/// without what the scan knew of it) must agree.
 fn decide(sampler: &Sampler, rec: &Bytes) -> (bool, bool) {
     let mut out = Vec::new();
     scan_request_into(rec, sampler.probe(), 0, &mut out).unwrap();
     let mut sum = TraceSummary::new();
+    let mut again = TraceSummary::new();
     for x in &out {
         sum.add(&x.meta);
+        again.add(&tracesift::otlp::rescan_span(&x.span, sampler.probe()).unwrap());
     }
     let d = sampler.decide(TraceId(TRACE), &sum, StreamTime::ZERO);
-    (d.keep, sampler.evaluation_errors(&sum).next().is_some())
+    let got = (d.keep, sampler.evaluation_errors(&sum).next().is_some());
+    let d2 = sampler.decide(TraceId(TRACE), &again, StreamTime::ZERO);
+    let got2 = (d2.keep, sampler.evaluation_errors(&again).next().is_some());
+    assert_eq!(got, got2, "scanned and buffered spans judged alike");
+    got
 }
 
 fn outcome(spec: PolicySpec, rec: &Bytes) -> Want {

@@ -56,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
                 scope: &[],
                 resource_schema_field: &[],
                 scope_schema_field: &[],
+                known: None,
             };
             let cx = Cx::span(input);
             let _ = c.eval(&cx);

@@ -184,15 +184,6 @@ impl<'a> SpanFields<'a> {
         KvListRef::new(self.buf, 9)
     }
 
-    /// The span's event bodies, in wire order.
-    pub fn event_bodies(&self) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a {
-        let buf = self.buf;
-        let all = if self.events > 0 { buf.len() } else { 0 };
-        Repeated::new(buf, 0..all, 11, "Span")
-            .ranges()
-            .map(move |r| r.map(|r| &buf[r]))
-    }
-
     /// The span's attributes, in wire order.
     pub fn attributes(&self) -> Repeated<'a> {
         Repeated::new(self.buf, 0..self.buf.len(), 9, "Span")
@@ -706,11 +697,125 @@ impl<'a> ResourceFields<'a> {
     }
 }
 
+/// The bodies of a span's events (`any`: whether it has any, else nothing is walked).
+pub fn event_bodies(
+    span: &[u8],
+    any: bool,
+) -> impl Iterator<Item = Result<&[u8], DecodeError>> + '_ {
+    let all = if any { span.len() } else { 0 };
+    Repeated::new(span, 0..all, 11, "Span")
+        .ranges()
+        .map(move |r| r.map(|r| &span[r]))
+}
+
 /// The text of one encoded string field (tag, length and body; empty: ""), e.g. a schema URL.
 pub fn field_text(field: &[u8]) -> Result<&str, DecodeError> {
     let mut rd = Reader::new(field, 0..field.len());
     match rd.field()? {
         Some((n, _, w)) => text(field, len("field", n, w)?, "schema_url"),
         None => Ok(""),
+    }
+}
+
+/// A span's fields as ranges into its bytes, from one walk that checks framing only (strings
+/// are checked when read): what a condition reads without building anything.
+#[derive(Debug, Clone, Default)]
+pub struct SpanRanges {
+    /// `trace_id`.
+    pub trace_id: Range<usize>,
+    /// `span_id`.
+    pub span_id: Range<usize>,
+    /// `trace_state`.
+    pub trace_state: Range<usize>,
+    /// `parent_span_id`.
+    pub parent_span_id: Range<usize>,
+    /// `name`.
+    pub name: Range<usize>,
+    /// `kind`.
+    pub kind: i32,
+    /// Start, Unix ns.
+    pub start_ns: u64,
+    /// End, Unix ns.
+    pub end_ns: u64,
+    /// `status.code` (0 when absent).
+    pub status_code: i32,
+    /// `status.message`.
+    pub status_message: Range<usize>,
+    /// `flags`.
+    pub flags: u32,
+    /// `dropped_attributes_count`.
+    pub dropped_attributes: u32,
+    /// `dropped_events_count`.
+    pub dropped_events: u32,
+    /// `dropped_links_count`.
+    pub dropped_links: u32,
+    /// Number of events.
+    pub events: u32,
+    /// Number of links.
+    pub links: u32,
+    /// From the first attribute's tag to the end of the last: the window an attribute lookup
+    /// walks.
+    pub attributes: Range<usize>,
+}
+
+impl SpanRanges {
+    /// One walk over a `Span` body.
+    pub fn read(buf: &[u8]) -> Result<SpanRanges, DecodeError> {
+        const M: &str = "Span";
+        let mut f = SpanRanges::default();
+        let mut attrs: Option<Range<usize>> = None;
+        let mut rd = Reader::new(buf, 0..buf.len());
+        while let Some((n, tag, w)) = rd.field()? {
+            match n {
+                1 => f.trace_id = len(M, n, w)?,
+                2 => f.span_id = len(M, n, w)?,
+                3 => f.trace_state = len(M, n, w)?,
+                4 => f.parent_span_id = len(M, n, w)?,
+                5 => f.name = len(M, n, w)?,
+                6 => f.kind = varint(M, n, w)? as i32,
+                7 => f.start_ns = fixed64(M, n, w)?,
+                8 => f.end_ns = fixed64(M, n, w)?,
+                9 => {
+                    let r = len(M, n, w)?;
+                    attrs = Some(attrs.map_or(tag..r.end, |a| a.start..r.end));
+                }
+                10 => f.dropped_attributes = varint(M, n, w)? as u32,
+                11 => {
+                    len(M, n, w)?;
+                    f.events += 1;
+                }
+                12 => f.dropped_events = varint(M, n, w)? as u32,
+                13 => {
+                    len(M, n, w)?;
+                    f.links += 1;
+                }
+                14 => f.dropped_links = varint(M, n, w)? as u32,
+                15 => {
+                    let st = len(M, n, w)?;
+                    let mut srd = Reader::new(buf, st);
+                    while let Some((sn, _, sw)) = srd.field()? {
+                        match sn {
+                            2 => f.status_message = len("Status", sn, sw)?,
+                            3 => f.status_code = varint("Status", sn, sw)? as i32,
+                            _ => {}
+                        }
+                    }
+                }
+                16 => {
+                    fixed32(M, n, &w)?;
+                    if let Wire::I32(v) = w {
+                        f.flags = v;
+                    }
+                }
+                _ => {}
+            }
+        }
+        f.attributes = attrs.unwrap_or(0..0);
+        Ok(f)
+    }
+
+    /// The text of a string field's range.
+    pub fn text<'a>(buf: &'a [u8], r: &Range<usize>) -> Result<&'a str, DecodeError> {
+        text(buf, r.clone(), "Span string field")
     }
 }

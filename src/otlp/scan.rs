@@ -182,6 +182,19 @@ pub struct SpanInput<'a> {
     pub resource_schema_field: &'a [u8],
     /// `ScopeSpans.schema_url` as an encoded field, or empty.
     pub scope_schema_field: &'a [u8],
+    /// What the scan already read of the span (absent when the span is read again later).
+    pub known: Option<Known>,
+}
+
+/// Fields of a span the scan has read on its way, as sent, so a probe need not read them again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    /// `kind` as sent.
+    pub kind: i32,
+    /// `status.code` as sent (0 when absent).
+    pub status_code: i32,
+    /// No parent (empty or all-zero `parent_span_id`).
+    pub is_root: bool,
 }
 
 /// A probe that matches nothing (for tools that only need ids and bytes).
@@ -236,7 +249,7 @@ pub(super) fn scan_span(
     probe: &impl SpanProbe,
     wants_attrs: bool,
     arrival_ns: u64,
-) -> Result<(TraceId, SpanMeta), DecodeError> {
+) -> Result<(TraceId, SpanMeta, Known), DecodeError> {
     let mut rd = Reader::new(buf, r.clone());
     let mut meta = SpanMeta {
         is_root: true,
@@ -245,6 +258,10 @@ pub(super) fn scan_span(
     };
     let mut trace_id: Option<TraceId> = None;
     let mut have_span_id = false;
+    let mut known = Known {
+        is_root: true,
+        ..Known::default()
+    };
     while let Some((n, _, w)) = rd.field()? {
         if let (9, Wire::Len(kv)) = (n, &w) {
             // Attributes: checked and read in one walk.
@@ -291,14 +308,19 @@ pub(super) fn scan_span(
                     return Err(DecodeError::BadSpanId { len: s.len() });
                 }
                 meta.is_root = s.is_empty() || buf[s] == [0; 8];
+                known.is_root = meta.is_root;
             }
-            (6, Wire::Varint(v)) => meta.kind = SpanKind::from_i32(v as i32),
+            (6, Wire::Varint(v)) => {
+                known.kind = v as i32;
+                meta.kind = SpanKind::from_i32(v as i32);
+            }
             (7, Wire::I64(v)) => meta.start_ns = v,
             (8, Wire::I64(v)) => meta.end_ns = v,
             (15, Wire::Len(st)) => {
                 let mut srd = Reader::new(buf, st);
                 while let Some((sn, _, sw)) = srd.field()? {
                     if let (3, Wire::Varint(c)) = (sn, sw) {
+                        known.status_code = c as i32;
                         meta.status = StatusCode::from_i32(c as i32);
                     }
                 }
@@ -315,7 +337,7 @@ pub(super) fn scan_span(
         meta.start_ns = 0;
         meta.end_ns = 0;
     }
-    Ok((trace_id, meta))
+    Ok((trace_id, meta, known))
 }
 
 /// The fields of a `ResourceSpans` or `ScopeSpans` besides its list, as whole encoded fields:
@@ -425,7 +447,7 @@ pub fn scan_request(
                 let (2, Wire::Len(sp)) = (sn, sw) else {
                     continue;
                 };
-                let (trace_id, mut meta) =
+                let (trace_id, mut meta, known) =
                     scan_span(buf, sp.clone(), probe, wants_attrs, arrival_ns)?;
                 meta.leaf_bits |= res_bits;
                 if wants_spans {
@@ -435,6 +457,7 @@ pub fn scan_request(
                         scope: &buf[scope_body.clone()],
                         resource_schema_field: &buf[schema_field.clone()],
                         scope_schema_field: &buf[scope_schema.clone()],
+                        known: Some(known),
                     });
                 }
                 sink(
@@ -565,6 +588,7 @@ pub fn with_span_input<R>(span: &SpanRef, f: impl FnOnce(&SpanInput<'_>) -> R) -
         scope: &scope,
         resource_schema_field: &span.ctx.resource_schema_field,
         scope_schema_field: &span.ctx.scope_schema_field,
+        known: None,
     })
 }
 
@@ -573,7 +597,7 @@ pub fn with_span_input<R>(span: &SpanRef, f: impl FnOnce(&SpanInput<'_>) -> R) -
 pub fn rescan_span(span: &SpanRef, probe: &impl SpanProbe) -> Result<SpanMeta, DecodeError> {
     let wants_attrs = probe.wants_attributes();
     let arrival_ns = span.ctx.arrival_ms.saturating_mul(1_000_000);
-    let (_, mut meta) = scan_span(
+    let (_, mut meta, _) = scan_span(
         &span.bytes,
         0..span.bytes.len(),
         probe,

@@ -70,7 +70,7 @@ pub(crate) struct SpanLeaf {
 impl SpanLeaf {
     fn note(&self, c: &Compiled, e: &super::ottl::EvalError) {
         let n = self.errors_seen.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.mode != ErrorMode::Silent && (n == 1 || n % 10_000 == 0) {
+        if self.mode != ErrorMode::Silent && (n == 1 || n.is_multiple_of(10_000)) {
             tracing::warn!(
                 policy = %self.policy,
                 condition = %c.text,

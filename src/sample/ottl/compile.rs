@@ -421,6 +421,9 @@ const EVENT_PATHS: &[&str] = &[
     "cache",
 ];
 
+/// Resolves the rest of a path (after its context prefix) to a field.
+type FieldTable = fn(&str) -> Option<Field>;
+
 fn span_field(rest: &str) -> Option<Field> {
     Some(match rest {
         "name" => Field::Name,
@@ -692,7 +695,7 @@ impl Compiler {
 
     fn path(&mut self, parts: &[Name], keys: &[Key]) -> Option<Field> {
         let head = parts.first()?;
-        let (prefix, rest_parts, table): (&str, &[Name], fn(&str) -> Option<Field>) =
+        let (prefix, rest_parts, table): (&str, &[Name], FieldTable) =
             match (head.text.as_str(), self.ctx) {
                 ("resource", _) if parts.len() > 1 => ("resource.", &parts[1..], resource_field),
                 ("instrumentation_scope", _) if parts.len() > 1 => {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::cell::OnceCell;
 
 use crate::otlp::fields::{
-    field_text, EventFields, KvListRef, ResourceFields, ScopeFields, SpanFields,
+    field_text, EventFields, KvListRef, ResourceFields, ScopeFields, SpanRanges,
 };
 use crate::otlp::SpanInput;
 
@@ -27,7 +27,7 @@ fn wire(e: crate::otlp::DecodeError) -> EvalError {
 pub struct Cx<'a> {
     input: SpanInput<'a>,
     event: &'a [u8],
-    span: OnceCell<Result<SpanFields<'a>, EvalError>>,
+    span: OnceCell<Result<SpanRanges, EvalError>>,
     scope: OnceCell<Result<ScopeFields<'a>, EvalError>>,
     resource: OnceCell<Result<ResourceFields<'a>, EvalError>>,
     ev: OnceCell<Result<EventFields<'a>, EvalError>>,
@@ -55,11 +55,19 @@ impl<'a> Cx<'a> {
     }
 
     /// The span's singular fields.
-    pub fn fields(&self) -> Res<&SpanFields<'a>> {
+    pub fn fields(&self) -> Res<&SpanRanges> {
         self.span
-            .get_or_init(|| SpanFields::read(self.input.span).map_err(wire))
+            .get_or_init(|| SpanRanges::read(self.input.span).map_err(wire))
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    fn bytes(&self, r: &std::ops::Range<usize>) -> &'a [u8] {
+        &self.input.span[r.clone()]
+    }
+
+    fn text(&self, r: &std::ops::Range<usize>) -> Res<&'a str> {
+        SpanRanges::text(self.input.span, r).map_err(wire)
     }
 
     fn scope(&self) -> Res<&ScopeFields<'a>> {
@@ -87,33 +95,47 @@ impl<'a> Cx<'a> {
     pub fn events(
         &self,
     ) -> Res<impl Iterator<Item = Result<&'a [u8], crate::otlp::DecodeError>> + 'a> {
-        Ok(self.fields()?.event_bodies())
+        let n = self.fields()?.events;
+        Ok(crate::otlp::fields::event_bodies(self.input.span, n > 0))
     }
 
     fn field(&self, f: &Field) -> Res<Val<'a>> {
         let s = |v: &'a str| Val::Str(Cow::Borrowed(v));
         Ok(match f {
-            Field::Name => s(self.fields()?.name),
-            Field::Kind => Val::Int(i64::from(self.fields()?.kind)),
+            Field::Name => s(self.text(&self.fields()?.name)?),
+            Field::Kind => Val::Int(i64::from(match self.input.known {
+                Some(k) => k.kind,
+                None => self.fields()?.kind,
+            })),
             Field::KindString => s(kind_string(self.fields()?.kind)),
             Field::KindDeprecatedString => s(kind_deprecated(self.fields()?.kind)),
-            Field::StatusCode => Val::Int(i64::from(self.fields()?.status_code)),
-            Field::StatusMessage => s(self.fields()?.status_message),
-            Field::Attributes => Val::Map(MapVal::Raw(KvListRef::new(self.input.span, 9))),
-            Field::TraceId => Val::TraceId(id(self.fields()?.trace_id)),
-            Field::TraceIdString => {
-                Val::Str(Cow::Owned(hex::encode(id::<16>(self.fields()?.trace_id))))
-            }
-            Field::SpanId => Val::SpanId(id(self.fields()?.span_id)),
-            Field::SpanIdString => {
-                Val::Str(Cow::Owned(hex::encode(id::<8>(self.fields()?.span_id))))
-            }
-            Field::ParentSpanId => Val::SpanId(id(self.fields()?.parent_span_id)),
-            Field::ParentSpanIdString => Val::Str(Cow::Owned(hex::encode(id::<8>(
-                self.fields()?.parent_span_id,
+            Field::StatusCode => Val::Int(i64::from(match self.input.known {
+                Some(k) => k.status_code,
+                None => self.fields()?.status_code,
+            })),
+            Field::StatusMessage => s(self.text(&self.fields()?.status_message)?),
+            // Without the span's ranges at hand, the lookup walks the whole span (one walk
+            // either way).
+            Field::Attributes => Val::Map(MapVal::Raw(match self.span.get() {
+                Some(Ok(f)) => KvListRef::new(&self.input.span[f.attributes.clone()], 9),
+                _ => KvListRef::new(self.input.span, 9),
+            })),
+            Field::TraceId => Val::TraceId(id(self.bytes(&self.fields()?.trace_id))),
+            Field::TraceIdString => Val::Str(Cow::Owned(hex::encode(id::<16>(
+                self.bytes(&self.fields()?.trace_id),
             )))),
-            Field::TraceState => s(self.fields()?.trace_state),
-            Field::TraceStateKey(k) => s(trace_state_get(self.fields()?.trace_state, k)),
+            Field::SpanId => Val::SpanId(id(self.bytes(&self.fields()?.span_id))),
+            Field::SpanIdString => Val::Str(Cow::Owned(hex::encode(id::<8>(
+                self.bytes(&self.fields()?.span_id),
+            )))),
+            Field::ParentSpanId => Val::SpanId(id(self.bytes(&self.fields()?.parent_span_id))),
+            Field::ParentSpanIdString => Val::Str(Cow::Owned(hex::encode(id::<8>(
+                self.bytes(&self.fields()?.parent_span_id),
+            )))),
+            Field::TraceState => s(self.text(&self.fields()?.trace_state)?),
+            Field::TraceStateKey(k) => {
+                s(trace_state_get(self.text(&self.fields()?.trace_state)?, k))
+            }
             Field::StartNanos => Val::Int(self.fields()?.start_ns as i64),
             Field::EndNanos => Val::Int(self.fields()?.end_ns as i64),
             Field::StartTime => Val::Time(self.fields()?.start_ns as i64),
@@ -124,7 +146,9 @@ impl<'a> Cx<'a> {
             Field::Links => Val::Items(self.fields()?.links as usize),
             Field::DroppedLinks => Val::Int(i64::from(self.fields()?.dropped_links)),
             Field::Cache => Val::Map(MapVal::Raw(KvListRef::empty())),
-            Field::ResourceAttributes => Val::Map(MapVal::Raw(self.resource()?.attributes)),
+            Field::ResourceAttributes => {
+                Val::Map(MapVal::Raw(KvListRef::new(self.input.resource, 1)))
+            }
             Field::ResourceDropped => Val::Int(i64::from(self.resource()?.dropped_attributes)),
             Field::ResourceSchemaUrl => {
                 s(field_text(self.input.resource_schema_field).map_err(wire)?)
@@ -438,7 +462,13 @@ impl Call {
                 let item = a(1)?;
                 Val::Bool(contains(&l.items()?, &item))
             }
-            Func::IsRootSpan => Val::Bool(cx.fields()?.parent_span_id.iter().all(|b| *b == 0)),
+            Func::IsRootSpan => Val::Bool(match cx.input.known {
+                Some(k) => k.is_root,
+                None => {
+                    let p = &cx.fields()?.parent_span_id;
+                    cx.input.span[p.clone()].iter().all(|b| *b == 0)
+                }
+            }),
             Func::Substring => {
                 let (t, start, length) = (a(0)?, a(1)?, a(2)?);
                 let (t, start, length) = (string(&t)?, int(&start)?, int(&length)?);

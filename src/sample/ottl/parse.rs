@@ -301,7 +301,7 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, SyntaxError> {
                     j += 1;
                 }
                 let digits = &text[i + 2..j];
-                if digits.is_empty() || digits.len() % 2 != 0 {
+                if digits.is_empty() || !digits.len().is_multiple_of(2) {
                     return Err(SyntaxError::new(
                         i,
                         "a bytes literal is 0x followed by an even number of hex digits",

@@ -165,6 +165,11 @@ impl<'a> MapVal<'a> {
         }
     }
 
+    /// True when the map has no entries.
+    pub fn is_empty(&self) -> Res<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Entries (for equality and printing).
     pub fn entries(&self) -> Res<Vec<(Cow<'a, str>, Val<'a>)>> {
         match self {
@@ -188,6 +193,11 @@ impl<'a> ListVal<'a> {
             ListVal::Owned(l) => Ok(l.get(i).cloned()),
             ListVal::Strings(l) => Ok(l.get(i).map(|s| Val::Str(s.clone()))),
         }
+    }
+
+    /// True when the list has no elements.
+    pub fn is_empty(&self) -> Res<bool> {
+        Ok(self.len()? == 0)
     }
 
     /// Number of elements.
