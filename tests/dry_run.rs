@@ -116,6 +116,86 @@ async fn dry_run_reports_what_the_policies_do_and_writes_nothing() {
             .await
             .unwrap();
     assert!(committed.is_empty(), "dry-run committed {committed:?}");
+
+    // `ottl_condition`: each condition's matches, against the records decoded here with prost.
+    let ottl = dir.path().join("ottl.yaml");
+    std::fs::write(
+        &ottl,
+        format!(
+            r#"kafka: {{brokers: "{brokers}", create_topics: true, group_id: dry}}
+store: {{decision_wait: 3s}}
+policies:
+  - name: ottl
+    type: ottl_condition
+    ottl_condition:
+      span:
+        - 'resource.attributes["service.name"] == "checkout"'
+        - 'kind == SPAN_KIND_SERVER and IsMatch(attributes["http.route"], "^/api/pay")'
+      spanevent:
+        - 'name == "exception"'
+"#
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["dry-run", "--idle", "5s", "-c"])
+        .arg(&ottl)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let mut want = [
+        (0u64, std::collections::HashSet::new()),
+        (0, Default::default()),
+        (0, Default::default()),
+    ];
+    for r in &records {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use prost::Message;
+        let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
+        for rs in &req.resource_spans {
+            let checkout = rs.resource.as_ref().is_some_and(|res| {
+                res.attributes.iter().any(|kv| {
+                    kv.key == "service.name"
+                        && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(Value::StringValue(s)) if s == "checkout")
+                })
+            });
+            for sp in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                let route = sp.attributes.iter().any(|kv| {
+                    kv.key == "http.route"
+                        && matches!(kv.value.as_ref().and_then(|v| v.value.as_ref()), Some(Value::StringValue(s)) if s.starts_with("/api/pay"))
+                });
+                let hits = [
+                    checkout,
+                    sp.kind == 2 && route,
+                    sp.events.iter().any(|e| e.name == "exception"),
+                ];
+                for (w, hit) in want.iter_mut().zip(hits) {
+                    if hit {
+                        w.0 += 1;
+                        w.1.insert(sp.trace_id.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (which, (spans, traces)) in ["span[0]", "span[1]", "spanevent[0]"].iter().zip(&want) {
+        assert!(*spans > 0, "{which}: the traffic has matches");
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(which))
+            .unwrap_or_else(|| panic!("no {which} row in:\n{stdout}"));
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            (f[2], f[4]),
+            (
+                spans.to_string().as_str(),
+                traces.len().to_string().as_str()
+            ),
+            "{which}: spans and traces matched\n{stdout}"
+        );
+    }
 }
 
 /// Scenario: one partition of 300 two-span traces stamped 10 ms apart (3 s of stream time),
