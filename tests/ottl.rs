@@ -480,6 +480,8 @@ const ROWS: &[(&str, Want)] = &[
     ("false", F),
     ("not false", T),
     ("not (false or false)", T),
+    ("not (not true)", T),
+    ("not (not false)", F),
     ("true and false", F),
     ("false or true", T),
     ("true or false and false", T),
@@ -546,6 +548,11 @@ const ROWS: &[(&str, Want)] = &[
     ("attributes[\"missing\"][0] == nil", T),
     ("cache[\"x\"] == nil", T),
     ("resource.attributes[\"missing\"] == nil", T),
+    // Go's string escapes.
+    (r#""\x41\u00e9\101\t" == "Aé\x41\u0009""#, T),
+    (r#""\a\b\f\v" == "\x07\x08\x0c\x0b""#, T),
+    (r#""\xff" == "x""#, Cfg),
+    (r#""\q" == "x""#, Cfg),
     // Different kinds are "not equal", never an error; orderings hold within a kind.
     ("1 == \"1\"", F),
     ("1 != \"1\"", T),
@@ -658,6 +665,8 @@ const ROWS: &[(&str, Want)] = &[
     ("Double(\"1.5\") == 1.5", T),
     ("Double(1) == 1.0", T),
     ("Double(nil) == nil", T),
+    ("Double(\" 1.5\") == 1.5", Err),
+    ("Double(\"1e400\") > 0", Err),
     ("Double(attributes[\"int\"]) == 500.0", T),
     ("String(2.0) == \"2\"", T),
     ("String(2.7) == \"2.7\"", T),
@@ -667,6 +676,8 @@ const ROWS: &[(&str, Want)] = &[
     (r#"String(attributes["m"]) == "{\"k\":\"v\",\"n\":{\"x\":1}}""#, T),
     ("String(attributes[\"int\"]) == \"500\"", T),
     ("String(true) == \"true\"", T),
+    ("String(0.0000001) == \"1e-7\"", T),
+    ("String(1000000000000000000000.0) == \"1e+21\"", T),
     ("Bool(\"t\")", T),
     ("Bool(\"false\")", F),
     ("Bool(\"TrUe\")", Err),
@@ -694,7 +705,8 @@ const ROWS: &[(&str, Want)] = &[
     ("SpanID(0x0102) == span_id", Cfg),
     ("Coalesce([attributes[\"missing\"], attributes[\"s\"]]) == \"abc\"", T),
     ("Coalesce([attributes[\"missing\"]]) == nil", T),
-    ("Coalesce(attributes[\"l\"]) == \"a\"", T),
+    ("Coalesce(attributes[\"l\"]) == \"a\"", Cfg),
+    ("Coalesce([attributes[\"missing\"]])[\"k\"] == nil", Err),
     ("Coalesce([]) == nil", Cfg),
     ("Hex(attributes[\"by\"]) == \"0102\"", T),
     ("Hex(\"abc\") == \"616263\"", T),
@@ -729,7 +741,14 @@ const ROWS: &[(&str, Want)] = &[
     ("1e3 == 1000", Cfg),
     ("'single' == name", Cfg),
     ("name == \"x\" where true", Cfg),
-    ("\"a\" + \"b\" == \"ab\"", Err),
+    ("\"a\" + \"b\" == \"ab\"", Cfg),
+    ("true + 1 == 2", Cfg),
+    ("nil + 1 == 1", Cfg),
+    ("SPAN_KIND_SERVER + 1 == 3", Cfg),
+    ("[1] + 1 == 2", Cfg),
+    ("{\"k\": (name == \"x\")} == nil", Cfg),
+    ("IsMatch(name == \"x\", \"a\")", Cfg),
+    ("1 + (name == \"x\") == 1", Cfg),
     ("(name == \"x\") == true", Cfg),
     ("", Cfg),
     ("event_index == 0", Cfg),
@@ -794,6 +813,21 @@ const EVENT_ROWS: &[(&str, Want)] = &[
     ("kind == 2", Cfg),
     ("spanevent.nme == \"x\"", Cfg),
 ];
+
+/// A chain of operators past the limit is refused at load (the tree is walked recursively).
+#[test]
+fn operator_chains_are_bounded() {
+    let a = record(vec![span_a()]);
+    let ok = vec!["true"; 120].join(" and ");
+    assert_eq!(outcome(policy(ErrorMode::Propagate, &[&ok], &[]), &a), T);
+    let long = vec!["true"; 140].join(" and ");
+    assert_eq!(
+        outcome(policy(ErrorMode::Propagate, &[&long], &[]), &a),
+        Cfg
+    );
+    let sum = format!("1{} == 0", " + 1".repeat(20_000));
+    assert_eq!(outcome(policy(ErrorMode::Propagate, &[&sum], &[]), &a), Cfg);
+}
 
 #[test]
 fn conformance_table() {
@@ -1124,6 +1158,13 @@ mod round_trip {
         ]
     }
 
+    fn arith(e: &Expr) -> bool {
+        matches!(
+            e,
+            Expr::Int(_) | Expr::Float(_) | Expr::Path { .. } | Expr::Call { .. } | Expr::Math(..)
+        )
+    }
+
     fn value() -> impl Strategy<Value = Expr> {
         leaf_value().prop_recursive(4, 24, 4, |inner| {
             prop_oneof![
@@ -1152,6 +1193,9 @@ mod round_trip {
                     inner.clone(),
                     inner
                 )
+                    .prop_filter("arithmetic takes numbers, paths, calls", |(_, l, r)| {
+                        arith(l) && arith(r)
+                    })
                     .prop_map(|(op, l, r)| Expr::Math(
                         op,
                         Box::new(l),
@@ -1192,10 +1236,7 @@ mod round_trip {
         ];
         leaf.prop_recursive(5, 32, 2, |inner| {
             prop_oneof![
-                inner
-                    .clone()
-                    .prop_filter("one not", |e| !matches!(e, Expr::Not(_)))
-                    .prop_map(|e| Expr::Not(Box::new(e))),
+                inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
                 (inner.clone(), inner.clone())
                     .prop_map(|(l, r)| Expr::And(Box::new(l), Box::new(r))),
                 (inner.clone(), inner).prop_map(|(l, r)| Expr::Or(Box::new(l), Box::new(r))),

@@ -339,7 +339,11 @@ const SIGS: &[Sig] = &[
     sig("TraceID", &[("bytes", Param::Any)], Returns::Other),
     sig("SpanID", &[("bytes", Param::Any)], Returns::Other),
     sig("Duration", &[("duration", Param::Any)], Returns::Other),
-    sig("Coalesce", &[("values", Param::Any)], Returns::MaybeBool),
+    sig(
+        "Coalesce",
+        &[("values", Param::ListLit)],
+        Returns::MaybeBool,
+    ),
     sig("Hex", &[("target", Param::Any)], Returns::Other),
 ];
 
@@ -610,8 +614,14 @@ impl Compiler {
                 }
                 Cond::Call(Box::new(call))
             }
-            // The parser admits only conditions here.
-            _ => Cond::Const(false),
+            // The parser admits only conditions here; a value is reported, never guessed.
+            other => {
+                self.errors.push(err(
+                    Pos(0),
+                    format!("`{other}` is a value, not a condition"),
+                ));
+                return None;
+            }
         })
     }
 

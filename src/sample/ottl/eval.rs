@@ -181,23 +181,25 @@ fn id<const N: usize>(b: &[u8]) -> [u8; N] {
 
 fn kind_string(k: i32) -> &'static str {
     match k {
+        0 => "Unspecified",
         1 => "Internal",
         2 => "Server",
         3 => "Client",
         4 => "Producer",
         5 => "Consumer",
-        _ => "Unspecified",
+        _ => "",
     }
 }
 
 fn kind_deprecated(k: i32) -> &'static str {
     match k {
+        0 => "SPAN_KIND_UNSPECIFIED",
         1 => "SPAN_KIND_INTERNAL",
         2 => "SPAN_KIND_SERVER",
         3 => "SPAN_KIND_CLIENT",
         4 => "SPAN_KIND_PRODUCER",
         5 => "SPAN_KIND_CONSUMER",
-        _ => "SPAN_KIND_UNSPECIFIED",
+        _ => "",
     }
 }
 
@@ -259,10 +261,11 @@ fn index_path<'x>(mut v: Val<'x>, keys: &[Key]) -> Res<Val<'x>> {
     Ok(v)
 }
 
-/// Indexes into a converter's result: a missing key is an error.
+/// Indexes into a converter's result: a missing key, or nil, is an error.
 fn index_result<'x>(mut v: Val<'x>, keys: &[Key]) -> Res<Val<'x>> {
     for k in keys {
         v = match (k, &v) {
+            (_, Val::Nil) => return Err(EvalError::new("nil cannot be indexed")),
             (Key::Str(s), Val::Map(m)) => m
                 .get(s)?
                 .ok_or_else(|| EvalError::new(format!("key {s:?} not found in map")))?,
@@ -422,9 +425,15 @@ impl Call {
                     None => {
                         let pattern = a(1)?;
                         let p = string(&pattern)?;
-                        let re = regex::Regex::new(&p).map_err(|e| {
-                            EvalError::new(format!("IsMatch: invalid pattern {p:?}: {e}"))
-                        })?;
+                        // A pattern from span data: bounded, so a sender cannot make us compile
+                        // an enormous automaton per span.
+                        let re = regex::RegexBuilder::new(&p)
+                            .size_limit(1 << 16)
+                            .dfa_size_limit(1 << 16)
+                            .build()
+                            .map_err(|e| {
+                                EvalError::new(format!("IsMatch: invalid pattern {p:?}: {e}"))
+                            })?;
                         Val::Bool(re.is_match(&text))
                     }
                 }
@@ -482,19 +491,23 @@ impl Call {
                 if start < 0 || length <= 0 {
                     return Err(bad());
                 }
-                let (start, length) = (start as usize, length as usize);
+                let (Ok(start), Ok(length)) = (usize::try_from(start), usize::try_from(length))
+                else {
+                    return Err(bad());
+                };
+                let end = start.checked_add(length).ok_or_else(bad)?;
                 let out = if utf8 {
                     let chars: Vec<char> = t.chars().collect();
-                    if start + length > chars.len() {
+                    if end > chars.len() {
                         return Err(bad());
                     }
-                    chars[start..start + length].iter().collect::<String>()
+                    chars[start..end].iter().collect::<String>()
                 } else {
-                    if start + length > t.len() {
+                    if end > t.len() {
                         return Err(bad());
                     }
                     // A cut inside a character keeps what is valid (Go would keep the bytes).
-                    String::from_utf8_lossy(&t.as_bytes()[start..start + length]).into_owned()
+                    String::from_utf8_lossy(&t.as_bytes()[start..end]).into_owned()
                 };
                 Val::Str(Cow::Owned(out))
             }
@@ -588,30 +601,19 @@ impl Call {
                         .ok_or_else(|| EvalError::new(format!("{s:?} is not a duration")))?,
                 )
             }
-            Func::Coalesce => match self.args.first() {
-                Some(Some(Value::List(items))) => {
+            Func::Coalesce => {
+                // The compiler admits only a list literal: its items are evaluated in order,
+                // up to the first that is not nil.
+                if let Some(Some(Value::List(items))) = self.args.first() {
                     for item in items {
                         let v = item.eval(cx)?;
                         if !matches!(v, Val::Nil) {
                             return Ok(v);
                         }
                     }
-                    Val::Nil
                 }
-                _ => match a(0)? {
-                    Val::List(l) => l
-                        .items()?
-                        .into_iter()
-                        .find(|v| !matches!(v, Val::Nil))
-                        .unwrap_or(Val::Nil),
-                    other => {
-                        return Err(EvalError::new(format!(
-                            "Coalesce: expected a list but got {}",
-                            other.type_name()
-                        )))
-                    }
-                },
-            },
+                Val::Nil
+            }
             Func::Hex => match bytes_like(&a(0)?)? {
                 Some(b) => Val::Str(Cow::Owned(hex::encode(b))),
                 None => Val::Str(Cow::Borrowed("")),

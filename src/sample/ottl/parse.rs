@@ -386,21 +386,65 @@ fn string(text: &str, at: usize) -> Result<(String, usize), SyntaxError> {
             '"' => return Ok((out, at + 1 + i + 1)),
             '\\' => {
                 let Some((j, e)) = chars.next() else { break };
-                match e {
-                    '"' => out.push('"'),
-                    '\\' => out.push('\\'),
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    _ => {
-                        return Err(SyntaxError::new(
-                            at + 1 + j - 1,
-                            format!(
-                                "unknown escape `\\{e}` in a string; write \\\\ for a backslash"
-                            ),
-                        ))
+                let esc_at = at + 1 + j - 1;
+                let bad = |msg: String| SyntaxError::new(esc_at, msg);
+                let mut hex_digits = |n: usize| -> Result<u32, SyntaxError> {
+                    let mut v = 0u32;
+                    for _ in 0..n {
+                        let d = chars
+                            .next()
+                            .and_then(|(_, c)| c.to_digit(16))
+                            .ok_or_else(|| bad(format!("`\\{e}` needs {n} hex digits")))?;
+                        v = v * 16 + d;
                     }
-                }
+                    Ok(v)
+                };
+                let ch = match e {
+                    '"' => '"',
+                    '\\' => '\\',
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    'a' => '\u{7}',
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'v' => '\u{b}',
+                    'x' | 'u' | 'U' => {
+                        let v = hex_digits(match e {
+                            'x' => 2,
+                            'u' => 4,
+                            _ => 8,
+                        })?;
+                        if e == 'x' && v > 0x7f {
+                            return Err(bad(format!(
+                                "`\\x{v:02x}` is a byte that is not a character here; write the character or `\\u{v:04x}`"
+                            )));
+                        }
+                        char::from_u32(v).ok_or_else(|| bad(format!("{v:#x} is not a character")))?
+                    }
+                    '0'..='7' => {
+                        let mut v = e.to_digit(8).unwrap_or(0);
+                        for _ in 0..2 {
+                            let d = chars
+                                .next()
+                                .and_then(|(_, c)| c.to_digit(8))
+                                .ok_or_else(|| bad("an octal escape has three digits".into()))?;
+                            v = v * 8 + d;
+                        }
+                        if v > 0x7f {
+                            return Err(bad(format!(
+                                "the octal escape `\\{v:03o}` is a byte that is not a character here"
+                            )));
+                        }
+                        char::from_u32(v).unwrap_or('?')
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "unknown escape `\\{e}` in a string; write \\\\ for a backslash (a regex's \\d is written \\\\d)"
+                        )))
+                    }
+                };
+                out.push(ch);
             }
             c => out.push(c),
         }
@@ -416,7 +460,13 @@ struct Parser {
     toks: Vec<(Tok, usize)>,
     i: usize,
     depth: u32,
+    /// Operators so far (`and`, `or`, comparisons, arithmetic): each adds a level to the
+    /// tree, which the compiler and the evaluator walk recursively.
+    operators: u32,
 }
+
+/// Most operators one condition may hold.
+pub const MAX_OPERATORS: u32 = 128;
 
 /// Parses one condition (a boolean expression as the Collector's `ottl_condition` lists take).
 pub fn parse_condition(text: &str) -> Result<Expr, SyntaxError> {
@@ -430,6 +480,7 @@ pub fn parse_condition(text: &str) -> Result<Expr, SyntaxError> {
         toks: lex(text)?,
         i: 0,
         depth: 0,
+        operators: 0,
     };
     if p.peek() == &Tok::End {
         return Err(SyntaxError::new(0, "the condition is empty"));
@@ -462,6 +513,7 @@ pub fn parse_value(text: &str) -> Result<Expr, SyntaxError> {
         toks: lex(text)?,
         i: 0,
         depth: 0,
+        operators: 0,
     };
     let e = p.add()?;
     if p.peek() != &Tok::End {
@@ -471,6 +523,24 @@ pub fn parse_value(text: &str) -> Result<Expr, SyntaxError> {
         ));
     }
     Ok(e)
+}
+
+/// What arithmetic takes: numbers, paths, converter calls and arithmetic (strings, booleans,
+/// nil, bytes, lists, maps, enums and conditions are refused, as OTTL's grammar does).
+fn arithmetic_operand(e: &Expr, at: usize) -> Result<(), SyntaxError> {
+    match e {
+        Expr::Int(_) | Expr::Float(_) | Expr::Path { .. } | Expr::Call { .. } | Expr::Math(..) => {
+            Ok(())
+        }
+        Expr::Cmp(..) | Expr::And(..) | Expr::Or(..) | Expr::Not(_) => Err(SyntaxError::new(
+            at,
+            "arithmetic works on values, not conditions",
+        )),
+        _ => Err(SyntaxError::new(
+            at,
+            "arithmetic works on numbers, paths and converter results (use Concat to join strings)",
+        )),
+    }
 }
 
 fn is_keyword(s: &str) -> bool {
@@ -514,6 +584,19 @@ impl Parser {
             ))
         }
     }
+    fn operator(&mut self) -> Result<(), SyntaxError> {
+        self.operators += 1;
+        if self.operators > MAX_OPERATORS {
+            return Err(SyntaxError::new(
+                self.at(),
+                format!(
+                    "more than {MAX_OPERATORS} operators in one condition; split it into several"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn enter(&mut self) -> Result<(), SyntaxError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
@@ -550,6 +633,7 @@ impl Parser {
                 ));
             }
             self.bump();
+            self.operator()?;
             let at = self.at();
             let r = self.and()?;
             if !r.is_condition() {
@@ -574,6 +658,7 @@ impl Parser {
                 ));
             }
             self.bump();
+            self.operator()?;
             let r = self.condition_operand("and")?;
             l = Expr::And(Box::new(l), Box::new(r));
         }
@@ -611,6 +696,7 @@ impl Parser {
             ));
         }
         self.bump();
+        self.operator()?;
         let rat = self.at();
         let r = self.add()?;
         if !r.is_value() {
@@ -633,7 +719,9 @@ impl Parser {
         while let Tok::Math(op @ (MathOp::Add | MathOp::Sub)) = *self.peek() {
             let op_at = self.at();
             self.bump();
+            self.operator()?;
             let r = self.mul()?;
+            arithmetic_operand(&r, op_at)?;
             l = Expr::Math(op, Box::new(l), Box::new(r), Pos(op_at as u32));
         }
         Ok(l)
@@ -644,22 +732,20 @@ impl Parser {
         while let Tok::Math(op @ (MathOp::Mul | MathOp::Div)) = *self.peek() {
             let op_at = self.at();
             self.bump();
+            self.operator()?;
             let r = self.operand()?;
+            arithmetic_operand(&r, op_at)?;
             l = Expr::Math(op, Box::new(l), Box::new(r), Pos(op_at as u32));
         }
         Ok(l)
     }
 
-    /// An operand of arithmetic: a primary that must be a value.
+    /// An operand of arithmetic (when an operator follows, it must be one).
     fn operand(&mut self) -> Result<Expr, SyntaxError> {
         let at = self.at();
         let e = self.primary()?;
-        let math_next = matches!(self.peek(), Tok::Math(_));
-        if math_next && !e.is_value() {
-            return Err(SyntaxError::new(
-                at,
-                "arithmetic works on values, not conditions",
-            ));
+        if matches!(self.peek(), Tok::Math(_)) {
+            arithmetic_operand(&e, at)?;
         }
         Ok(e)
     }
@@ -751,7 +837,11 @@ impl Parser {
                             ));
                         };
                         self.expect(Tok::Colon, "`:`")?;
+                        let vat = self.at();
                         let v = self.add()?;
+                        if !v.is_value() {
+                            return Err(SyntaxError::new(vat, "a map holds values"));
+                        }
                         items.push((k, v));
                         if *self.peek() == Tok::Comma {
                             self.bump();
@@ -854,8 +944,8 @@ impl Parser {
                         _ => None,
                     };
                     let vat = self.at();
-                    let value = self.or()?;
-                    if matches!(value, Expr::And(..) | Expr::Or(..) | Expr::Not(_)) {
+                    let value = self.add()?;
+                    if !value.is_value() {
                         return Err(SyntaxError::new(vat, "an argument is a value"));
                     }
                     args.push(Arg {
@@ -1038,7 +1128,8 @@ impl fmt::Display for Expr {
             }
             Expr::Not(e) => {
                 f.write_str("not ")?;
-                child(f, e, 3)
+                // `not not x` does not parse: the inner `not` is bracketed.
+                child(f, e, 4)
             }
             Expr::And(l, r) => {
                 child(f, l, 2)?;

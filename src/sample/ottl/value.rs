@@ -400,9 +400,18 @@ pub fn math<'a>(a: &Val<'a>, op: MathOp, b: &Val<'a>) -> Res<Val<'a>> {
 // Conversions (the converters' argument kinds)
 // ---------------------------------------------------------------------------------------------
 
-/// A double as Go's JSON encoder writes it (`55.0` → `55`, `2.7` → `2.7`).
+/// A double as Go's JSON encoder writes it (`55.0` → `55`, `2.7` → `2.7`, `1e-7`, `1e+21`).
 pub fn float_text(f: f64, out: &mut String) {
-    if f.is_finite() && f == f.trunc() && f.abs() < 1e21 {
+    let abs = f.abs();
+    if abs != 0.0 && (abs < 1e-6 || abs >= 1e21) {
+        let e = format!("{f:e}");
+        match e.split_once('e') {
+            Some((m, exp)) if !exp.starts_with('-') => {
+                let _ = write!(out, "{m}e+{exp}");
+            }
+            _ => out.push_str(&e),
+        }
+    } else if f == f.trunc() {
         let _ = write!(out, "{}", f as i128);
     } else {
         let _ = write!(out, "{f}");
@@ -527,11 +536,15 @@ pub fn float_like(v: &Val<'_>) -> Res<Option<f64>> {
         Val::Float(f) => Some(*f),
         Val::Int(i) => Some(*i as f64),
         Val::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-        Val::Str(s) => Some(
-            s.trim()
-                .parse::<f64>()
-                .map_err(|_| EvalError::new(format!("{s:?} is not a number")))?,
-        ),
+        Val::Str(s) => {
+            let bad = || EvalError::new(format!("{s:?} is not a number"));
+            let f = s.parse::<f64>().map_err(|_| bad())?;
+            // Go's ParseFloat refuses what overflows; it reads "Inf" and "NaN" as Rust does.
+            if f.is_infinite() && !s.to_ascii_lowercase().contains("inf") {
+                return Err(bad());
+            }
+            Some(f)
+        }
         other => return Err(type_error("a double-like value", other)),
     })
 }
@@ -636,5 +649,9 @@ mod tests {
         assert_eq!(f(55.0), "55");
         assert_eq!(f(2.7), "2.7");
         assert_eq!(f(-0.5), "-0.5");
+        assert_eq!(f(1e-7), "1e-7");
+        assert_eq!(f(1e21), "1e+21");
+        assert_eq!(f(1.5e300), "1.5e+300");
+        assert_eq!(f(123456.0), "123456");
     }
 }
