@@ -403,7 +403,7 @@ pub fn math<'a>(a: &Val<'a>, op: MathOp, b: &Val<'a>) -> Res<Val<'a>> {
 /// A double as Go's JSON encoder writes it (`55.0` → `55`, `2.7` → `2.7`, `1e-7`, `1e+21`).
 pub fn float_text(f: f64, out: &mut String) {
     let abs = f.abs();
-    if abs != 0.0 && (abs < 1e-6 || abs >= 1e21) {
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let e = format!("{f:e}");
         match e.split_once('e') {
             Some((m, exp)) if !exp.starts_with('-') => {
