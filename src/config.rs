@@ -554,7 +554,7 @@ store:
 policies:
   - {name: a, type: latency, latency: {threshold_ms: 500, extra: 1}}
   - {name: b, type: no_such_policy}
-  - {name: c, type: ottl_condition, ottl_condition: {}}
+  - {name: c, type: ottl_condition, ottl_condition: {span: ['nme == "x"']}}
 telemetry:
   listen: nowhere
 extra_section: {}
@@ -567,7 +567,7 @@ extra_section: {}
             "store.on_overflow",
             "policies[0].latency",
             "policies[1].type",
-            "policies[2].type",
+            "policies[2].ottl_condition.span[0], column 1",
             "telemetry.listen",
         ] {
             assert!(
@@ -576,7 +576,7 @@ extra_section: {}
             );
         }
         let text = ConfigErrors(errs.clone()).to_string();
-        assert!(text.contains("not supported"), "{text}");
+        assert!(text.contains("did you mean \"name\"?"), "{text}");
         assert!(text.contains("always_sample"), "valid names listed: {text}");
     }
 

@@ -88,100 +88,29 @@ pub struct SpanFields<'a> {
     pub status_code: i32,
     /// `status.message`.
     pub status_message: &'a str,
-    /// `trace_id` as sent.
-    pub trace_id: &'a [u8],
-    /// `flags` (0 when absent).
-    pub flags: u32,
-    /// `dropped_attributes_count`.
-    pub dropped_attributes: u32,
-    /// `dropped_events_count`.
-    pub dropped_events: u32,
-    /// `dropped_links_count`.
-    pub dropped_links: u32,
     /// How many events / links occur (their walks are skipped when 0).
-    pub events: u32,
-    /// See `events`.
-    pub links: u32,
+    events: u32,
+    links: u32,
 }
 
 impl<'a> SpanFields<'a> {
-    /// Reads a `Span` message body.
+    /// Reads a `Span` message body: [`SpanRanges`]' walk, then its strings checked.
     pub fn read(buf: &'a [u8]) -> Result<SpanFields<'a>, DecodeError> {
-        const M: &str = "Span";
-        let mut f = SpanFields {
+        let r = SpanRanges::read(buf)?;
+        Ok(SpanFields {
             buf,
-            span_id: &[],
-            parent_span_id: &[],
-            trace_state: "",
-            name: "",
-            kind: 0,
-            start_ns: 0,
-            end_ns: 0,
-            status_code: 0,
-            status_message: "",
-            trace_id: &[],
-            flags: 0,
-            dropped_attributes: 0,
-            dropped_events: 0,
-            dropped_links: 0,
-            events: 0,
-            links: 0,
-        };
-        let mut rd = Reader::new(buf, 0..buf.len());
-        while let Some((n, _, w)) = rd.field()? {
-            match n {
-                1 => f.trace_id = &buf[len(M, n, w)?],
-                2 => f.span_id = &buf[len(M, n, w)?],
-                3 => f.trace_state = text(buf, len(M, n, w)?, "Span.trace_state")?,
-                4 => f.parent_span_id = &buf[len(M, n, w)?],
-                5 => f.name = text(buf, len(M, n, w)?, "Span.name")?,
-                6 => f.kind = varint(M, n, w)? as i32,
-                7 => f.start_ns = fixed64(M, n, w)?,
-                8 => f.end_ns = fixed64(M, n, w)?,
-                9 => {
-                    len(M, n, w)?;
-                }
-                11 => {
-                    len(M, n, w)?;
-                    f.events += 1;
-                }
-                13 => {
-                    len(M, n, w)?;
-                    f.links += 1;
-                }
-                10 => f.dropped_attributes = varint(M, n, w)? as u32,
-                12 => f.dropped_events = varint(M, n, w)? as u32,
-                14 => f.dropped_links = varint(M, n, w)? as u32,
-                15 => f.read_status(len(M, n, w)?)?,
-                16 => {
-                    fixed32(M, n, &w)?;
-                    if let Wire::I32(v) = w {
-                        f.flags = v;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(f)
-    }
-
-    /// Merges one `status` occurrence: the fields it carries replace earlier ones.
-    fn read_status(&mut self, r: Range<usize>) -> Result<(), DecodeError> {
-        const M: &str = "Status";
-        let mut rd = Reader::new(self.buf, r);
-        while let Some((n, _, w)) = rd.field()? {
-            match n {
-                2 => self.status_message = text(self.buf, len(M, n, w)?, "Status.message")?,
-                3 => self.status_code = varint(M, n, w)? as i32,
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// The span's attributes as a map.
-    pub fn attribute_map(&self) -> KvListRef<'a> {
-        KvListRef::new(self.buf, 9)
+            span_id: &buf[r.span_id],
+            parent_span_id: &buf[r.parent_span_id],
+            trace_state: text(buf, r.trace_state, "Span.trace_state")?,
+            name: text(buf, r.name, "Span.name")?,
+            kind: r.kind,
+            start_ns: r.start_ns,
+            end_ns: r.end_ns,
+            status_code: r.status_code,
+            status_message: text(buf, r.status_message, "Status.message")?,
+            events: r.events,
+            links: r.links,
+        })
     }
 
     /// The span's attributes, in wire order.
