@@ -1,14 +1,19 @@
 //! FNV-1a, 64 bit: a small, stable, dependency-free hash for the places that need the same value
 //! on every machine and in every version (salted sampling decisions, content-derived file names).
 
+/// The FNV-1a offset basis: the hash of nothing.
+pub const FNV1A_START: u64 = 0xcbf2_9ce4_8422_2325;
+
 /// FNV-1a over the concatenation of `parts`.
 pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in *p {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+    parts.iter().fold(FNV1A_START, |h, p| fnv1a_more(h, p))
+}
+
+/// Continues an FNV-1a hash `h` over `bytes` (hashing in pieces without gathering them).
+pub fn fnv1a_more(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
 }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod process;
 pub mod run;
 pub mod server;
+pub mod span_metrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
