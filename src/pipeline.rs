@@ -286,6 +286,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         stats: Arc::clone(&stats),
         commits: CommitBoard::default(),
     };
+    crate::telemetry::span_metrics::install(&config.telemetry.span_metrics);
     let server = if config.telemetry.listen.is_empty() {
         None
     } else {

@@ -652,12 +652,15 @@ pub fn compactor_started() {
 pub struct TelemetryConfig {
     /// Address of the `/metrics`, `/healthz` and `/readyz` endpoint; empty = off.
     pub listen: String,
+    /// RED metrics from every span read.
+    pub span_metrics: span_metrics::SpanMetricsConfig,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             listen: "127.0.0.1:9464".into(),
+            span_metrics: span_metrics::SpanMetricsConfig::default(),
         }
     }
 }
@@ -671,5 +674,6 @@ impl TelemetryConfig {
                 format!("`{}` is not an address such as 127.0.0.1:9464", self.listen),
             ));
         }
+        self.span_metrics.check(e);
     }
 }

@@ -578,6 +578,11 @@ pub fn scan_record(
     }
 }
 
+/// The body of an encoded message field (a `ScopeCtx` field), empty when absent.
+pub fn field_body_of(field: &Bytes) -> Bytes {
+    field_body(field).unwrap_or_default()
+}
+
 /// Calls `f` with a buffered span as a whole-span probe reads it.
 pub fn with_span_input<R>(span: &SpanRef, f: impl FnOnce(&SpanInput<'_>) -> R) -> R {
     let resource = field_body(&span.ctx.resource_field).unwrap_or_default();

@@ -112,6 +112,8 @@ pub struct CoreSettings {
     pub tally: bool,
     /// Records larger than this go to the dead-letter topic unread.
     pub max_record_bytes: usize,
+    /// The span-metrics table every span read is counted in (`telemetry.span_metrics`).
+    pub span_metrics: Option<Arc<crate::telemetry::span_metrics::Recorder>>,
 }
 
 /// What one top-level policy (or tier) did on a partition.
@@ -259,6 +261,9 @@ impl PartitionCore {
         if replaced {
             telemetry::arrival_replaced();
             file_by(&mut self.scratch, filed_at_ms);
+        }
+        if let Some(m) = &self.settings.span_metrics {
+            m.observe(&self.scratch, now.as_millis());
         }
         let spans = std::mem::take(&mut self.scratch);
         for s in spans.iter() {
@@ -622,6 +627,7 @@ pub(crate) mod tests {
                 tick: Duration::from_secs(1 << 30),
                 tally: false,
                 max_record_bytes: 1 << 20,
+                span_metrics: None,
             },
             Arc::new(sampler),
             Arc::from(vec![Arc::<str>::from("errors")]),

@@ -208,6 +208,7 @@ impl DryRun {
                 tick: cfg.store.tick,
                 tally: true,
                 max_record_bytes: cfg.kafka.max_record_bytes.0 as usize,
+                span_metrics: None,
             },
             cores: BTreeMap::new(),
             stats: Arc::new(RunStats::new()),

@@ -96,6 +96,7 @@ impl PartitionTask {
             tick: cfg.store.tick,
             tally: false,
             max_record_bytes: cfg.kafka.max_record_bytes.0 as usize,
+            span_metrics: crate::telemetry::span_metrics::installed(),
         };
         let core = PartitionCore::new(
             Arc::clone(&topic),

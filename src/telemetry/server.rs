@@ -128,10 +128,12 @@ fn answer(state: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => {
             super::scraped(&state.health);
+            let mut body = state.handle.render();
+            super::span_metrics::render_installed(&mut body);
             (
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                state.handle.render(),
+                body,
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),

@@ -3,12 +3,20 @@
 //! histogram per (service, span name, kind, status and configured dimensions), at most
 //! `cardinality_limit` series (the rest fold into one `otel_metric_overflow="true"` series,
 //! counted), series unseen for `expiration` dropped, and a key already seen found from
-//! borrowed values without allocating. Not wired into the pipeline yet.
+//! borrowed values without allocating; fed by every partition's scan (every span read, kept
+//! or not) when `telemetry.span_metrics.enabled`, shown on `/metrics` (Prometheus text; the
+//! OpenMetrics exposition with exemplars is still to come).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
 
 use crate::hash::{fnv1a_more, FNV1A_START};
+use crate::otlp::fields::{AnyRef, KvListRef, SpanRanges};
+use crate::otlp::ScannedSpan;
 
 /// Whose names the series carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +309,216 @@ fn sanitize(name: &str) -> String {
         })
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Configuration, and the process's table fed from the partitions' scans
+// ---------------------------------------------------------------------------------------------
+
+/// An extra label: a span (else resource) attribute, or `default` when neither has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimension {
+    /// The attribute key (the label is its name with `.` as `_`).
+    pub name: String,
+    /// The value when the attribute is missing (else the label is empty, i.e. absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+/// `telemetry.span_metrics:` — RED metrics from every span read, before sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpanMetricsConfig {
+    /// Count every span read (kept or not) on `/metrics`.
+    pub enabled: bool,
+    /// `collector` (the `spanmetrics` connector's names) or `tempo`.
+    pub naming: NamingConfig,
+    /// Extra labels from span or resource attributes.
+    pub dimensions: Vec<Dimension>,
+    /// Histogram upper bounds (`[2ms, 4ms, …, 15s]`, the connector's).
+    pub buckets: Vec<humantime_serde::Serde<std::time::Duration>>,
+    /// Most series held; spans of further keys count in one `otel_metric_overflow="true"`
+    /// series.
+    pub aggregation_cardinality_limit: usize,
+    /// A series not seen for this long (stream time) is dropped; 0s = never.
+    #[serde(with = "humantime_serde")]
+    pub metrics_expiration: std::time::Duration,
+}
+
+/// `naming:` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NamingConfig {
+    /// The Collector's connector.
+    Collector,
+    /// Tempo's metrics-generator.
+    Tempo,
+}
+
+impl Default for SpanMetricsConfig {
+    fn default() -> Self {
+        SpanMetricsConfig {
+            enabled: false,
+            naming: NamingConfig::Collector,
+            dimensions: Vec::new(),
+            buckets: COLLECTOR_BUCKETS
+                .iter()
+                .map(|s| std::time::Duration::from_secs_f64(*s).into())
+                .collect(),
+            aggregation_cardinality_limit: 10_000,
+            metrics_expiration: std::time::Duration::from_secs(300),
+        }
+    }
+}
+
+impl SpanMetricsConfig {
+    /// Every problem of this block.
+    pub fn check(&self, e: &mut Vec<crate::settings::ConfigError>) {
+        let p = "telemetry.span_metrics";
+        if self.buckets.is_empty() || self.buckets.windows(2).any(|w| *w[0] >= *w[1]) {
+            e.push(crate::settings::ConfigError::new(
+                format!("{p}.buckets"),
+                "at least one bound, increasing, e.g. [5ms, 50ms, 500ms, 5s]",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.aggregation_cardinality_limit) {
+            e.push(crate::settings::ConfigError::new(
+                format!("{p}.aggregation_cardinality_limit"),
+                "between 1 and 1000000 series",
+            ));
+        }
+        for (i, d) in self.dimensions.iter().enumerate() {
+            if d.name.is_empty() {
+                e.push(crate::settings::ConfigError::new(
+                    format!("{p}.dimensions[{i}].name"),
+                    "an attribute key is required",
+                ));
+            }
+        }
+    }
+
+    fn settings(&self) -> SpanMetricsSettings {
+        SpanMetricsSettings {
+            naming: match self.naming {
+                NamingConfig::Collector => Naming::Collector,
+                NamingConfig::Tempo => Naming::Tempo,
+            },
+            dimensions: self.dimensions.iter().map(|d| d.name.clone()).collect(),
+            buckets: self.buckets.iter().map(|b| b.as_secs_f64()).collect(),
+            cardinality_limit: self.aggregation_cardinality_limit,
+            expiration_ms: self.metrics_expiration.as_millis() as u64,
+        }
+    }
+}
+
+/// The process's table, fed by every partition's scan (one lock per record).
+#[derive(Debug)]
+pub struct Recorder {
+    table: Mutex<SpanMetrics>,
+    dimensions: Vec<Dimension>,
+    next_expiry_ms: AtomicU64,
+}
+
+static INSTALLED: Mutex<Option<Arc<Recorder>>> = Mutex::new(None);
+
+/// Installs the process's table for `cfg` (none when disabled); `/metrics` shows it from now on.
+pub fn install(cfg: &SpanMetricsConfig) -> Option<Arc<Recorder>> {
+    let r = cfg.enabled.then(|| {
+        Arc::new(Recorder {
+            table: Mutex::new(SpanMetrics::new(cfg.settings())),
+            dimensions: cfg.dimensions.clone(),
+            next_expiry_ms: AtomicU64::new(0),
+        })
+    });
+    *INSTALLED.lock().unwrap_or_else(|p| p.into_inner()) = r.clone();
+    r
+}
+
+/// The installed table, if any.
+pub fn installed() -> Option<Arc<Recorder>> {
+    INSTALLED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Appends the installed table to a `/metrics` body.
+pub fn render_installed(out: &mut String) {
+    if let Some(r) = installed() {
+        r.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .render(out);
+    }
+}
+
+fn text_of(v: AnyRef<'_>, scratch: &mut String) -> bool {
+    scratch.clear();
+    match v {
+        AnyRef::Str(s) => scratch.push_str(s),
+        AnyRef::Int(i) => {
+            let _ = write!(scratch, "{i}");
+        }
+        AnyRef::Double(d) => {
+            let _ = write!(scratch, "{d}");
+        }
+        AnyRef::Bool(b) => scratch.push_str(if b { "true" } else { "false" }),
+        _ => return false,
+    }
+    true
+}
+
+impl Recorder {
+    /// Counts the spans of one record (`now_ms`: its stream time).
+    pub fn observe(&self, spans: &[ScannedSpan], now_ms: u64) {
+        let mut dims: Vec<String> = vec![String::new(); self.dimensions.len()];
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_ctx: *const crate::otlp::ScopeCtx = std::ptr::null();
+        let mut resource = bytes::Bytes::new();
+        let mut service = String::new();
+        for s in spans {
+            let Ok(f) = SpanRanges::read(&s.span.bytes) else {
+                continue;
+            };
+            let ctx = Arc::as_ptr(&s.span.ctx);
+            if ctx != last_ctx {
+                last_ctx = ctx;
+                resource = crate::otlp::field_body_of(&s.span.ctx.resource_field);
+                service.clear();
+                if let Ok(Some(AnyRef::Str(v))) = KvListRef::new(&resource, 1).get("service.name") {
+                    service.push_str(v);
+                }
+            }
+            let name = SpanRanges::text(&s.span.bytes, &f.name).unwrap_or("");
+            let attrs = KvListRef::new(&s.span.bytes[f.attributes.clone()], 9);
+            for (d, out) in self.dimensions.iter().zip(dims.iter_mut()) {
+                let found = [attrs, KvListRef::new(&resource, 1)]
+                    .iter()
+                    .find_map(|m| m.get(&d.name).ok().flatten())
+                    .is_some_and(|v| text_of(v, out));
+                if !found {
+                    out.clear();
+                    out.push_str(d.default.as_deref().unwrap_or(""));
+                }
+            }
+            let mut values: [&str; 4 + MAX_DIMENSIONS] = [""; 4 + MAX_DIMENSIONS];
+            values[0] = &service;
+            values[1] = name;
+            values[2] = kind_label(f.kind);
+            values[3] = status_label(f.status_code);
+            let n = 4 + dims.len().min(MAX_DIMENSIONS);
+            for (slot, d) in values[4..n].iter_mut().zip(&dims) {
+                *slot = d;
+            }
+            table.observe(&values[..n], f.end_ns.saturating_sub(f.start_ns), now_ms);
+        }
+        if now_ms >= self.next_expiry_ms.load(Ordering::Relaxed) {
+            table.expire(now_ms);
+            let every = (table.settings.expiration_ms / 4).max(1_000);
+            self.next_expiry_ms.store(now_ms + every, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Most configured dimensions.
+pub const MAX_DIMENSIONS: usize = 16;
 
 #[cfg(test)]
 mod tests {
