@@ -143,6 +143,14 @@ impl SpanMetrics {
     /// Counts one span: `values` are service, span name, kind, status and the dimensions (as
     /// many as configured), `duration_ns` its end minus start, `now_ms` stream time.
     pub fn observe(&mut self, values: &[&str], duration_ns: u64, now_ms: u64) {
+        // Label values are cut at MAX_LABEL_BYTES (on a character boundary), so a series
+        // holds at most that much per label however long a span name is.
+        let mut cut: [&str; 4 + MAX_DIMENSIONS] = [""; 4 + MAX_DIMENSIONS];
+        let n = values.len().min(cut.len());
+        for (c, v) in cut.iter_mut().zip(values) {
+            *c = truncate(v);
+        }
+        let values = &cut[..n];
         let seconds = duration_ns as f64 / 1e9;
         let bucket = self
             .settings
@@ -258,6 +266,16 @@ impl SpanMetrics {
     /// The table in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let (calls, duration, _) = self.names();
+        let _ = writeln!(
+            out,
+            "# HELP tracesift_span_metrics_series Span-metrics series held (at most telemetry.span_metrics.aggregation_cardinality_limit).\n# TYPE tracesift_span_metrics_series gauge\ntracesift_span_metrics_series {}",
+            self.series.len()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP tracesift_span_metrics_overflow_spans_total Spans counted in the overflow series (their key came past the cardinality limit).\n# TYPE tracesift_span_metrics_overflow_spans_total counter\ntracesift_span_metrics_overflow_spans_total {}",
+            self.overflowed
+        );
         let with_overflow = || {
             self.series
                 .iter()
@@ -294,6 +312,20 @@ impl SpanMetrics {
             }
         }
     }
+}
+
+/// Longest label value kept, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+fn truncate(v: &str) -> &str {
+    if v.len() <= MAX_LABEL_BYTES {
+        return v;
+    }
+    let mut end = MAX_LABEL_BYTES;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
 }
 
 /// A label name as Prometheus accepts it (`http.route` → `http_route`).
@@ -385,6 +417,12 @@ impl SpanMetricsConfig {
             e.push(crate::settings::ConfigError::new(
                 format!("{p}.aggregation_cardinality_limit"),
                 "between 1 and 1000000 series",
+            ));
+        }
+        if self.dimensions.len() > MAX_DIMENSIONS {
+            e.push(crate::settings::ConfigError::new(
+                format!("{p}.dimensions"),
+                format!("at most {MAX_DIMENSIONS} dimensions"),
             ));
         }
         for (i, d) in self.dimensions.iter().enumerate() {
@@ -588,6 +626,20 @@ mod tests {
             m.calls(&["svc", "op0", "SPAN_KIND_SERVER", "STATUS_CODE_UNSET", "/"]),
             Some(2)
         );
+    }
+
+    #[test]
+    fn long_label_values_are_cut() {
+        let mut m = SpanMetrics::new(settings(10));
+        let long = "é".repeat(300);
+        m.observe(&["svc", &long, "k", "s", "/"], 1, 1);
+        m.observe(&["svc", &format!("{long}x"), "k", "s", "/"], 1, 1);
+        assert_eq!(m.len(), 1, "the same series once cut");
+        let cut = &long[..256];
+        assert_eq!(m.calls(&["svc", cut, "k", "s", "/"]), Some(2));
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(text.contains("tracesift_span_metrics_series 1"), "{text}");
     }
 
     #[test]
