@@ -68,15 +68,7 @@ fn record(service: &str, spans: Vec<Span>) -> Vec<u8> {
     .encode_to_vec()
 }
 
-const KIND: [&str; 6] = [
-    "SPAN_KIND_UNSPECIFIED",
-    "SPAN_KIND_INTERNAL",
-    "SPAN_KIND_SERVER",
-    "SPAN_KIND_CLIENT",
-    "SPAN_KIND_PRODUCER",
-    "SPAN_KIND_CONSUMER",
-];
-const STATUS: [&str; 3] = ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+use tracesift::otlp::{SPAN_KIND_NAMES as KIND, STATUS_CODE_NAMES as STATUS};
 
 /// Label values of a series: service, span name, kind, status, route.
 type Key = (String, String, String, String, String);

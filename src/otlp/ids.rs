@@ -96,6 +96,38 @@ impl fmt::Debug for SpanId {
     }
 }
 
+/// The protobuf enum names of the span kinds, indexed by value (`SPAN_KIND_SERVER` is 2).
+pub const SPAN_KIND_NAMES: [&str; 6] = [
+    "SPAN_KIND_UNSPECIFIED",
+    "SPAN_KIND_INTERNAL",
+    "SPAN_KIND_SERVER",
+    "SPAN_KIND_CLIENT",
+    "SPAN_KIND_PRODUCER",
+    "SPAN_KIND_CONSUMER",
+];
+
+/// The span kinds' short names (`Server`), indexed by value, as the Collector's pdata prints them.
+pub const SPAN_KIND_TITLES: [&str; 6] = [
+    "Unspecified",
+    "Internal",
+    "Server",
+    "Client",
+    "Producer",
+    "Consumer",
+];
+
+/// The protobuf enum names of the status codes, indexed by value.
+pub const STATUS_CODE_NAMES: [&str; 3] =
+    ["STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR"];
+
+/// `names[value]`, or `None` for a value out of range.
+pub fn enum_name(names: &[&'static str], value: i32) -> Option<&'static str> {
+    usize::try_from(value)
+        .ok()
+        .and_then(|i| names.get(i))
+        .copied()
+}
+
 /// OTLP span kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SpanKind {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{fnv1a_more, FNV1A_START};
 use crate::otlp::fields::{AnyRef, KvListRef, SpanRanges};
-use crate::otlp::ScannedSpan;
+use crate::otlp::{enum_name, ScannedSpan, SPAN_KIND_NAMES, STATUS_CODE_NAMES};
 
 /// Whose names the series carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,25 +50,14 @@ pub const COLLECTOR_BUCKETS: [f64; 16] = [
     0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
 ];
 
-/// The label value of a span kind, as the Collector writes it.
+/// The label value of a span kind, as the Collector writes it (`SPAN_KIND_SERVER`).
 pub fn kind_label(kind: i32) -> &'static str {
-    match kind {
-        1 => "SPAN_KIND_INTERNAL",
-        2 => "SPAN_KIND_SERVER",
-        3 => "SPAN_KIND_CLIENT",
-        4 => "SPAN_KIND_PRODUCER",
-        5 => "SPAN_KIND_CONSUMER",
-        _ => "SPAN_KIND_UNSPECIFIED",
-    }
+    enum_name(&SPAN_KIND_NAMES, kind).unwrap_or(SPAN_KIND_NAMES[0])
 }
 
-/// The label value of a status code, as the Collector writes it.
+/// The label value of a status code, as the Collector writes it (`STATUS_CODE_ERROR`).
 pub fn status_label(code: i32) -> &'static str {
-    match code {
-        1 => "STATUS_CODE_OK",
-        2 => "STATUS_CODE_ERROR",
-        _ => "STATUS_CODE_UNSET",
-    }
+    enum_name(&STATUS_CODE_NAMES, code).unwrap_or(STATUS_CODE_NAMES[0])
 }
 
 #[derive(Debug, Clone)]

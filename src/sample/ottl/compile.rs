@@ -5,6 +5,7 @@
 
 use super::parse::{Arg, CmpOp, Expr, Key, MathOp, Name, Pos};
 use super::value::parse_go_duration;
+use crate::otlp::{SPAN_KIND_NAMES, STATUS_CODE_NAMES};
 
 /// Which context a condition is evaluated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -518,31 +519,18 @@ fn suggest<'k>(got: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'
 }
 
 fn enum_value(s: &str) -> Option<i64> {
-    Some(match s {
-        "SPAN_KIND_UNSPECIFIED" => 0,
-        "SPAN_KIND_INTERNAL" => 1,
-        "SPAN_KIND_SERVER" => 2,
-        "SPAN_KIND_CLIENT" => 3,
-        "SPAN_KIND_PRODUCER" => 4,
-        "SPAN_KIND_CONSUMER" => 5,
-        "STATUS_CODE_UNSET" => 0,
-        "STATUS_CODE_OK" => 1,
-        "STATUS_CODE_ERROR" => 2,
-        _ => return None,
-    })
+    [&SPAN_KIND_NAMES[..], &STATUS_CODE_NAMES[..]]
+        .iter()
+        .find_map(|names| names.iter().position(|n| *n == s))
+        .map(|i| i as i64)
 }
 
-const ENUMS: &[&str] = &[
-    "SPAN_KIND_UNSPECIFIED",
-    "SPAN_KIND_INTERNAL",
-    "SPAN_KIND_SERVER",
-    "SPAN_KIND_CLIENT",
-    "SPAN_KIND_PRODUCER",
-    "SPAN_KIND_CONSUMER",
-    "STATUS_CODE_UNSET",
-    "STATUS_CODE_OK",
-    "STATUS_CODE_ERROR",
-];
+fn enum_names() -> impl Iterator<Item = &'static str> {
+    SPAN_KIND_NAMES
+        .iter()
+        .chain(STATUS_CODE_NAMES.iter())
+        .copied()
+}
 
 struct Compiler {
     ctx: Context,
@@ -636,7 +624,7 @@ impl Compiler {
             Expr::Enum(n) => match enum_value(&n.text) {
                 Some(v) => Value::Lit(Lit::Int(v)),
                 None => {
-                    let hint = suggest(&n.text, ENUMS.iter().copied())
+                    let hint = suggest(&n.text, enum_names())
                         .map(|s| format!("; did you mean {s}?"))
                         .unwrap_or_else(|| {
                             "; known: SPAN_KIND_* (UNSPECIFIED, INTERNAL, SERVER, CLIENT, \

@@ -9,7 +9,7 @@ use std::cell::OnceCell;
 use crate::otlp::fields::{
     field_text, EventFields, KvListRef, ResourceFields, ScopeFields, SpanRanges,
 };
-use crate::otlp::SpanInput;
+use crate::otlp::{enum_name, SpanInput, SPAN_KIND_NAMES, SPAN_KIND_TITLES};
 
 use super::compile::{Call, Case, Cond, Field, Func, Lit, Value};
 use super::parse::{CmpOp, Key};
@@ -180,27 +180,11 @@ fn id<const N: usize>(b: &[u8]) -> [u8; N] {
 }
 
 fn kind_string(k: i32) -> &'static str {
-    match k {
-        0 => "Unspecified",
-        1 => "Internal",
-        2 => "Server",
-        3 => "Client",
-        4 => "Producer",
-        5 => "Consumer",
-        _ => "",
-    }
+    enum_name(&SPAN_KIND_TITLES, k).unwrap_or("")
 }
 
 fn kind_deprecated(k: i32) -> &'static str {
-    match k {
-        0 => "SPAN_KIND_UNSPECIFIED",
-        1 => "SPAN_KIND_INTERNAL",
-        2 => "SPAN_KIND_SERVER",
-        3 => "SPAN_KIND_CLIENT",
-        4 => "SPAN_KIND_PRODUCER",
-        5 => "SPAN_KIND_CONSUMER",
-        _ => "",
-    }
+    enum_name(&SPAN_KIND_NAMES, k).unwrap_or("")
 }
 
 /// The value of `key` in a W3C tracestate ("" when absent).
