@@ -429,7 +429,11 @@ impl Config {
             false => self.kafka.rekey.max_pending_bytes.0,
         };
         (
-            FIXED + PRODUCER_QUEUE + otlp_in_flight + rekey,
+            FIXED
+                + PRODUCER_QUEUE
+                + otlp_in_flight
+                + rekey
+                + self.telemetry.span_metrics.bound_bytes(),
             per_partition,
         )
     }
@@ -480,6 +484,15 @@ mod tests {
             c.memory_bound(0),
             fixed + 2 * MIB,
             "OTLP requests in flight"
+        );
+        let c = Config::parse(
+            "policies: [{name: all, type: always_sample}]\ntelemetry: {span_metrics: {enabled: true, dimensions: [{name: http.route}]}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.memory_bound(0),
+            fixed + 10_000 * ((4 + 1) * 272 + 17 * 8 + 160),
+            "the span-metrics table"
         );
     }
 

@@ -424,6 +424,17 @@ impl SpanMetricsConfig {
         }
     }
 
+    /// The most the table can hold, in bytes (0 when disabled): per series its label values
+    /// (each cut at [`MAX_LABEL_BYTES`], plus a pointer), its buckets and its bookkeeping.
+    pub fn bound_bytes(&self) -> u64 {
+        if !self.enabled {
+            return 0;
+        }
+        let labels = (4 + self.dimensions.len() as u64) * (MAX_LABEL_BYTES as u64 + 16);
+        let buckets = (self.buckets.len() as u64 + 1) * 8;
+        self.aggregation_cardinality_limit as u64 * (labels + buckets + 160)
+    }
+
     fn settings(&self) -> SpanMetricsSettings {
         SpanMetricsSettings {
             naming: match self.naming {
