@@ -10,11 +10,8 @@ mod support;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use rdkafka::producer::FutureProducer;
 
 use support::outage::{get, metric};
@@ -52,20 +49,7 @@ fn span(id: &[u8; 16], n: u8, name: &str, kind: i32, code: i32, dur_ns: u64) -> 
 }
 
 fn record(service: &str, spans: Vec<Span>) -> Vec<u8> {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![kv("service.name", service)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    support::service_record(service, spans)
 }
 
 use tracesift::otlp::{SPAN_KIND_NAMES as KIND, STATUS_CODE_NAMES as STATUS};

@@ -573,7 +573,7 @@ impl Parser {
     fn keyword(&self, k: &str) -> bool {
         matches!(self.peek(), Tok::Ident(s) if s == k)
     }
-    fn expect(&mut self, t: Tok, what: &str) -> Result<(), SyntaxError> {
+    fn eat(&mut self, t: Tok, what: &str) -> Result<(), SyntaxError> {
         if *self.peek() == t {
             self.bump();
             Ok(())
@@ -776,7 +776,7 @@ impl Parser {
             Tok::LParen => {
                 self.enter()?;
                 let e = self.or()?;
-                self.expect(Tok::RParen, "`)`")?;
+                self.eat(Tok::RParen, "`)`")?;
                 self.depth -= 1;
                 Ok(e)
             }
@@ -821,7 +821,7 @@ impl Parser {
                         break;
                     }
                 }
-                self.expect(Tok::RBracket, "`,` or `]`")?;
+                self.eat(Tok::RBracket, "`,` or `]`")?;
                 self.depth -= 1;
                 Ok(Expr::List(items))
             }
@@ -836,7 +836,7 @@ impl Parser {
                                 "a map key is a string literal",
                             ));
                         };
-                        self.expect(Tok::Colon, "`:`")?;
+                        self.eat(Tok::Colon, "`:`")?;
                         let vat = self.at();
                         let v = self.add()?;
                         if !v.is_value() {
@@ -850,7 +850,7 @@ impl Parser {
                         break;
                     }
                 }
-                self.expect(Tok::RBrace, "`,` or `}`")?;
+                self.eat(Tok::RBrace, "`,` or `}`")?;
                 self.depth -= 1;
                 Ok(Expr::Map(items))
             }
@@ -892,7 +892,7 @@ impl Parser {
                     ))
                 }
             }
-            self.expect(Tok::RBracket, "`]`")?;
+            self.eat(Tok::RBracket, "`]`")?;
         }
         Ok(keys)
     }
@@ -959,7 +959,7 @@ impl Parser {
                     break;
                 }
             }
-            self.expect(Tok::RParen, "`,` or `)`")?;
+            self.eat(Tok::RParen, "`,` or `)`")?;
             self.depth -= 1;
             let keys = self.keys()?;
             return Ok(Expr::Call { name, args, keys });
