@@ -433,7 +433,8 @@ impl Config {
                 + PRODUCER_QUEUE
                 + otlp_in_flight
                 + rekey
-                + self.telemetry.span_metrics.bound_bytes(),
+                + self.telemetry.span_metrics.bound_bytes()
+                + self.telemetry.service_graph.bound_bytes(),
             per_partition,
         )
     }
@@ -491,8 +492,17 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.memory_bound(0),
-            fixed + 10_000 * ((4 + 1) * 272 + 17 * 8 + 160),
-            "the span-metrics table"
+            fixed + 10_000 * ((4 + 1) * 272 + 17 * (8 + 48) + 200),
+            "the span-metrics table (a bucket: its count and an exemplar)"
+        );
+        let c = Config::parse(
+            "policies: [{name: all, type: always_sample}]\ntelemetry: {service_graph: {enabled: true, max_edges: 100}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.memory_bound(0),
+            fixed + 100 * (3 * 272 + 2 * 17 * (8 + 48) + 200 + 356),
+            "the service graph (an edge: three labels, two histograms; an unpaired counter)"
         );
     }
 

@@ -286,7 +286,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         stats: Arc::clone(&stats),
         commits: CommitBoard::default(),
     };
-    crate::telemetry::span_metrics::install(&config.telemetry.span_metrics);
+    crate::telemetry::span_metrics::install(
+        &config.telemetry.span_metrics,
+        &config.telemetry.service_graph,
+    );
     let server = if config.telemetry.listen.is_empty() {
         None
     } else {

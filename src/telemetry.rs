@@ -5,10 +5,12 @@
 //! recorder is installed once per process ([`install`]); [`server::serve`] exposes `/metrics`, `/healthz`
 //! (the process is up) and `/readyz` (consuming and not shutting down) on `telemetry.listen`.
 
+pub mod exposition;
 pub mod health;
 pub mod process;
 pub mod run;
 pub mod server;
+pub mod service_graph;
 pub mod span_metrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,6 @@ use std::sync::OnceLock;
 use metrics::{
     counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
 };
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use self::health::{Health, RestoreGuard, FAULT_HOLD_MS};
 pub use self::process::{peak_rss_bytes, rss_bytes};
@@ -180,38 +181,32 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0,
 ];
 
-/// Installs the Prometheus recorder once per process and returns its handle.
-pub fn install() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let mut builder = PrometheusBuilder::new();
-            for (m, buckets) in [
-                (QUEUE_WAIT, LATENCY_BUCKETS),
-                (DECODE, LATENCY_BUCKETS),
-                (DECISION_DELAY, LATENCY_BUCKETS),
-                (SINK_WRITE, LATENCY_BUCKETS),
-                (SINK_REQUEST, LATENCY_BUCKETS),
-                (COMMIT_LAG, LATENCY_BUCKETS),
-                (END_TO_END, LATENCY_BUCKETS),
-                (RESTORE, LATENCY_BUCKETS),
-                (COMPACTION_PASS, LATENCY_BUCKETS),
-                (SINK_BATCH_SPANS, BATCH_BUCKETS),
-            ] {
-                builder = match builder.set_buckets_for_metric(Matcher::Full(m.into()), buckets) {
-                    Ok(b) => b,
-                    // Only an empty bucket list is refused; ours are not empty.
-                    Err(_) => PrometheusBuilder::new(),
-                };
-            }
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (a host program); ours still renders.
-            let _ = metrics::set_global_recorder(recorder);
-            describe();
-            handle
-        })
-        .clone()
+/// Installs the process's recorder once and returns it (its metrics render with
+/// [`exposition::Registry::write`]).
+pub fn install() -> &'static exposition::Registry {
+    static REGISTRY: OnceLock<&'static exposition::Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let registry: &'static exposition::Registry =
+            Box::leak(Box::new(exposition::Registry::new(
+                [
+                    (QUEUE_WAIT, LATENCY_BUCKETS),
+                    (DECODE, LATENCY_BUCKETS),
+                    (DECISION_DELAY, LATENCY_BUCKETS),
+                    (SINK_WRITE, LATENCY_BUCKETS),
+                    (SINK_REQUEST, LATENCY_BUCKETS),
+                    (COMMIT_LAG, LATENCY_BUCKETS),
+                    (END_TO_END, LATENCY_BUCKETS),
+                    (RESTORE, LATENCY_BUCKETS),
+                    (COMPACTION_PASS, LATENCY_BUCKETS),
+                    (SINK_BATCH_SPANS, BATCH_BUCKETS),
+                ],
+                LATENCY_BUCKETS,
+            )));
+        // Another recorder may already be installed (a host program); ours still renders.
+        let _ = metrics::set_global_recorder(registry);
+        describe();
+        registry
+    })
 }
 
 /// Outcome label of a decision.
@@ -654,6 +649,8 @@ pub struct TelemetryConfig {
     pub listen: String,
     /// RED metrics from every span read.
     pub span_metrics: span_metrics::SpanMetricsConfig,
+    /// Edges between services from every trace, at its decision.
+    pub service_graph: service_graph::ServiceGraphConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -661,6 +658,7 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             listen: "127.0.0.1:9464".into(),
             span_metrics: span_metrics::SpanMetricsConfig::default(),
+            service_graph: service_graph::ServiceGraphConfig::default(),
         }
     }
 }
@@ -675,5 +673,6 @@ impl TelemetryConfig {
             ));
         }
         self.span_metrics.check(e);
+        self.service_graph.check(e);
     }
 }

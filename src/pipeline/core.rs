@@ -302,6 +302,10 @@ impl PartitionCore {
                     t.kept_spans += spans.len() as u64;
                     t.kept_bytes += spans.iter().map(|s| s.bytes.len() as u64).sum::<u64>();
                 }
+                if let Some(m) = &self.settings.span_metrics {
+                    let wall_ms = crate::clock::system_wall_nanos() / 1_000_000;
+                    m.kept(*trace_id, spans, d.threshold.adjusted_count(), wall_ms);
+                }
                 self.acquire(rec.offset, 1);
                 self.emit(*trace_id, spans, *d, vec![rec.offset], fetched, out);
             } else {
@@ -451,6 +455,15 @@ impl PartitionCore {
                 .decide_trace(t.trace_id, &t.summary, &t.spans, now)
         };
         self.store.remember(t.trace_id, d, now);
+        if let Some(m) = &self.settings.span_metrics {
+            m.decided(
+                t.trace_id,
+                &t.spans,
+                d.keep,
+                d.threshold.adjusted_count(),
+                now.as_millis(),
+            );
+        }
         for p in self.sampler.evaluation_errors(&t.summary) {
             telemetry::policy_evaluation_error(p);
         }

@@ -16,7 +16,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
@@ -59,7 +58,7 @@ impl Drop for Server {
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listen`.
 pub async fn serve(
     listen: &str,
-    handle: PrometheusHandle,
+    handle: &'static super::exposition::Registry,
     health: Health,
 ) -> Result<Server, TelemetryError> {
     let listener = tokio::net::TcpListener::bind(listen)
@@ -119,7 +118,7 @@ pub async fn serve(
 }
 
 struct State {
-    handle: PrometheusHandle,
+    handle: &'static super::exposition::Registry,
     health: Health,
 }
 
@@ -128,13 +127,17 @@ fn answer(state: &State, req: &Request<hyper::body::Incoming>) -> Response<Full<
     let (status, content_type, body) = match req.uri().path() {
         "/metrics" => {
             super::scraped(&state.health);
-            let mut body = state.handle.render();
-            super::span_metrics::render_installed(&mut body);
-            (
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            )
+            let format = super::exposition::Format::negotiate(
+                req.headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let mut body = String::with_capacity(64 << 10);
+            let mut w = super::exposition::Writer::new(&mut body, format);
+            state.handle.write(&mut w);
+            super::span_metrics::write_installed(&mut w);
+            w.finish();
+            (StatusCode::OK, format.content_type(), body)
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" if state.health.is_ready() => {

@@ -1,33 +1,53 @@
-//! RED metrics from every span (issue 28, groundwork): the series table behind the Collector's
-//! `spanmetrics` connector and Tempo's span metrics, as a plain struct — calls and a duration
-//! histogram per (service, span name, kind, status and configured dimensions), at most
-//! `cardinality_limit` series (the rest fold into one `otel_metric_overflow="true"` series,
-//! counted), series unseen for `expiration` dropped, and a key already seen found from
-//! borrowed values without allocating; fed by every partition's scan (every span read, kept
-//! or not) when `telemetry.span_metrics.enabled`, shown on `/metrics` (Prometheus text; the
-//! OpenMetrics exposition with exemplars is still to come).
+//! RED metrics from every span: the series table behind the Collector's `spanmetrics`
+//! connector and Tempo's span metrics — calls and a duration histogram per (service, span
+//! name, kind, status and configured dimensions), at most `aggregation_cardinality_limit`
+//! series (the rest fold into one `otel_metric_overflow="true"` series, counted), series
+//! unseen for `metrics_expiration` dropped, and a key already seen found from borrowed values
+//! without allocating. Fed by every partition's scan (every span read, kept or not) when
+//! `telemetry.span_metrics.enabled`; at each decision a kept trace's spans add their adjusted
+//! counts to the sampled estimate and become the exemplars of their buckets, so an exemplar
+//! always opens a trace that was kept. The service graph ([`super::service_graph`]) shares the
+//! table and the recorder.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use super::exposition::{Exemplar, ExemplarLabels, Kind, Writer};
+use super::service_graph::{ServiceGraph, ServiceGraphConfig};
 use crate::hash::{fnv1a_more, FNV1A_START};
 use crate::otlp::fields::{AnyRef, KvListRef, SpanRanges};
-use crate::otlp::{enum_name, ScannedSpan, SPAN_KIND_NAMES, STATUS_CODE_NAMES};
+use crate::otlp::{enum_name, ScannedSpan, SpanRef, SPAN_KIND_NAMES, STATUS_CODE_NAMES};
 
 /// Whose names the series carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
     /// The Collector's `spanmetrics` connector: `traces_span_metrics_calls_total`,
     /// `traces_span_metrics_duration_seconds`; labels `service_name`, `span_name`,
-    /// `span_kind`, `status_code`.
+    /// `span_kind`, `status_code`; exemplars `trace_id`, `span_id`.
     Collector,
     /// Tempo's metrics-generator: `traces_spanmetrics_calls_total`,
-    /// `traces_spanmetrics_latency`; labels `service`, `span_name`, `span_kind`, `status_code`.
+    /// `traces_spanmetrics_latency`; labels `service`, `span_name`, `span_kind`,
+    /// `status_code`; exemplars `traceID`.
     Tempo,
+}
+
+impl Naming {
+    /// The labels exemplars are written with.
+    pub fn exemplar_labels(self) -> ExemplarLabels {
+        match self {
+            Naming::Collector => ExemplarLabels {
+                trace: "trace_id",
+                span: Some("span_id"),
+            },
+            Naming::Tempo => ExemplarLabels {
+                trace: "traceID",
+                span: None,
+            },
+        }
+    }
 }
 
 /// What the table is built with.
@@ -35,6 +55,10 @@ pub enum Naming {
 pub struct SpanMetricsSettings {
     /// Names and labels.
     pub naming: Naming,
+    /// The prefix of the Collector naming's metric names (`traces_span_metrics`).
+    pub namespace: String,
+    /// The standard labels left out (indexes 0..4: service, span name, kind, status).
+    pub excluded: [bool; 4],
     /// Label names after the four standard ones (configured dimensions), in order.
     pub dimensions: Vec<String>,
     /// Histogram upper bounds, seconds, increasing.
@@ -50,6 +74,9 @@ pub const COLLECTOR_BUCKETS: [f64; 16] = [
     0.002, 0.004, 0.006, 0.008, 0.01, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.4, 2.0, 5.0, 10.0, 15.0,
 ];
 
+/// The name of the sampled estimate's counter.
+pub const ESTIMATED_CALLS: &str = "tracesift_sampled_span_calls_estimated_total";
+
 /// The label value of a span kind, as the Collector writes it (`SPAN_KIND_SERVER`).
 pub fn kind_label(kind: i32) -> &'static str {
     enum_name(&SPAN_KIND_NAMES, kind).unwrap_or(SPAN_KIND_NAMES[0])
@@ -60,248 +87,426 @@ pub fn status_label(code: i32) -> &'static str {
     enum_name(&STATUS_CODE_NAMES, code).unwrap_or(STATUS_CODE_NAMES[0])
 }
 
+// ---------------------------------------------------------------------------------------------
+// A histogram with exemplars, and a bounded table of labelled rows (shared with the graph)
+// ---------------------------------------------------------------------------------------------
+
+/// Counts per bucket (not cumulative, +Inf last), their sum, and per bucket the latest
+/// exemplar (allocated with the first one).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Hist {
+    counts: Box<[u64]>,
+    sum: f64,
+    exemplars: Option<Box<[Option<Exemplar>]>>,
+}
+
+impl Hist {
+    fn bucket(bounds: &[f64], v: f64) -> usize {
+        bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
+    }
+
+    pub(crate) fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; bounds.len() + 1].into_boxed_slice();
+        }
+        self.counts[Self::bucket(bounds, v)] += 1;
+        self.sum += v;
+    }
+
+    /// Makes `e` the exemplar of the bucket its value falls in.
+    pub(crate) fn exemplar(&mut self, bounds: &[f64], e: Exemplar) {
+        let slots = self
+            .exemplars
+            .get_or_insert_with(|| vec![None; bounds.len() + 1].into_boxed_slice());
+        slots[Self::bucket(bounds, e.value)] = Some(e);
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub(crate) fn write(
+        &self,
+        w: &mut Writer<'_>,
+        name: &str,
+        labels: &[(&str, &str)],
+        bounds: &[f64],
+        exemplar_labels: ExemplarLabels,
+    ) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for i in 0..=bounds.len() {
+            cumulative += self.counts.get(i).copied().unwrap_or(0);
+            let le = bounds.get(i).copied().unwrap_or(f64::INFINITY);
+            let e = self
+                .exemplars
+                .as_ref()
+                .and_then(|x| x[i].as_ref())
+                .map(|e| (e, exemplar_labels));
+            w.sample(&bucket, labels, Some(le), cumulative as f64, e);
+        }
+        w.sample(&format!("{name}_sum"), labels, None, self.sum, None);
+        w.sample(
+            &format!("{name}_count"),
+            labels,
+            None,
+            cumulative as f64,
+            None,
+        );
+    }
+}
+
 #[derive(Debug, Clone)]
-struct Series {
-    /// Label values: service, span name, kind, status, then the dimensions.
+struct Row<T> {
+    /// Label values (empty for the overflow row).
     values: Box<[Box<str>]>,
     hash: u64,
-    calls: u64,
-    /// Per bucket (not cumulative), plus +Inf last.
-    buckets: Box<[u64]>,
-    sum_seconds: f64,
     last_seen_ms: u64,
+    data: T,
 }
 
-impl Series {
-    fn new(values: &[&str], hash: u64, nbuckets: usize) -> Series {
-        Series {
-            values: values.iter().map(|v| Box::from(*v)).collect(),
-            hash,
-            calls: 0,
-            buckets: vec![0; nbuckets + 1].into_boxed_slice(),
-            sum_seconds: 0.0,
-            last_seen_ms: 0,
-        }
-    }
-
-    fn observe(&mut self, bucket: usize, seconds: f64, now_ms: u64) {
-        self.calls += 1;
-        self.buckets[bucket] += 1;
-        self.sum_seconds += seconds;
-        self.last_seen_ms = self.last_seen_ms.max(now_ms);
-    }
-
-    fn matches(&self, values: &[&str]) -> bool {
-        self.values.len() == values.len() && self.values.iter().zip(values).all(|(a, b)| **a == **b)
-    }
-}
-
-/// The series table.
+/// Rows of data by label values: at most `limit` rows, the rest folded into one overflow
+/// row; a row already held found from borrowed values without allocating.
 #[derive(Debug)]
-pub struct SpanMetrics {
-    settings: SpanMetricsSettings,
-    series: Vec<Series>,
-    /// Hash of the label values → indexes into `series`.
+pub(crate) struct Table<T> {
+    rows: Vec<Row<T>>,
+    /// Hash of the label values → indexes into `rows`.
     index: HashMap<u64, Vec<u32>>,
-    overflow: Series,
-    /// Spans counted in the overflow series.
+    overflow: Row<T>,
+    /// Observations counted in the overflow row.
     overflowed: u64,
+    limit: usize,
 }
 
-/// The hash of a key's label values (each ended by a byte no UTF-8 text holds), computed
-/// without gathering them: a key already held is found without allocating.
+/// The hash of a key's label values (each ended by a byte no UTF-8 text holds).
 fn key_hash(values: &[&str]) -> u64 {
     values.iter().fold(FNV1A_START, |h, v| {
         fnv1a_more(fnv1a_more(h, v.as_bytes()), &[0xff])
     })
 }
 
+impl<T: Default> Table<T> {
+    pub(crate) fn new(limit: usize) -> Table<T> {
+        Table {
+            rows: Vec::new(),
+            index: HashMap::new(),
+            overflow: Row {
+                values: Box::new([]),
+                hash: 0,
+                last_seen_ms: 0,
+                data: T::default(),
+            },
+            overflowed: 0,
+            limit,
+        }
+    }
+
+    fn position(&self, values: &[&str], hash: u64) -> Option<usize> {
+        self.index
+            .get(&hash)?
+            .iter()
+            .map(|&i| i as usize)
+            .find(|&i| {
+                let r = &self.rows[i].values;
+                r.len() == values.len() && r.iter().zip(values).all(|(a, b)| **a == **b)
+            })
+    }
+
+    /// The row of `values` (label values are cut at [`MAX_LABEL_BYTES`]), made if there is
+    /// room, else the overflow row (counted).
+    pub(crate) fn row(&mut self, values: &[&str], now_ms: u64) -> &mut T {
+        let mut cut: [&str; MAX_LABELS] = [""; MAX_LABELS];
+        let n = values.len().min(MAX_LABELS);
+        for (c, v) in cut.iter_mut().zip(values) {
+            *c = truncate(v);
+        }
+        let values = &cut[..n];
+        let hash = key_hash(values);
+        let i = match self.position(values, hash) {
+            Some(i) => i,
+            None if self.rows.len() >= self.limit => {
+                self.overflowed += 1;
+                self.overflow.last_seen_ms = now_ms;
+                return &mut self.overflow.data;
+            }
+            None => {
+                self.index
+                    .entry(hash)
+                    .or_default()
+                    .push(self.rows.len() as u32);
+                self.rows.push(Row {
+                    values: values.iter().map(|v| Box::from(*v)).collect(),
+                    hash,
+                    last_seen_ms: now_ms,
+                    data: T::default(),
+                });
+                self.rows.len() - 1
+            }
+        };
+        let r = &mut self.rows[i];
+        r.last_seen_ms = r.last_seen_ms.max(now_ms);
+        &mut r.data
+    }
+
+    /// The row of `values` if held (never made, never the overflow row).
+    pub(crate) fn existing(&mut self, values: &[&str]) -> Option<&mut T> {
+        let mut cut: [&str; MAX_LABELS] = [""; MAX_LABELS];
+        let n = values.len().min(MAX_LABELS);
+        for (c, v) in cut.iter_mut().zip(values) {
+            *c = truncate(v);
+        }
+        let i = self.position(&cut[..n], key_hash(&cut[..n]))?;
+        Some(&mut self.rows[i].data)
+    }
+
+    /// The overflow row.
+    pub(crate) fn overflow_row(&mut self) -> &mut T {
+        &mut self.overflow.data
+    }
+
+    /// Drops the rows unseen since `now_ms - expiration_ms` (0 = never).
+    pub(crate) fn expire(&mut self, now_ms: u64, expiration_ms: u64) {
+        if expiration_ms == 0 {
+            return;
+        }
+        let cutoff = now_ms.saturating_sub(expiration_ms);
+        let before = self.rows.len();
+        self.rows.retain(|r| r.last_seen_ms >= cutoff);
+        if self.rows.len() != before {
+            self.index.clear();
+            for (i, r) in self.rows.iter().enumerate() {
+                self.index.entry(r.hash).or_default().push(i as u32);
+            }
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(crate) fn overflowed(&self) -> u64 {
+        self.overflowed
+    }
+
+    /// Every row with its label values, then the overflow row (empty values) if it was used.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (&[Box<str>], &T)> {
+        self.rows
+            .iter()
+            .chain((self.overflowed > 0).then_some(&self.overflow))
+            .map(|r| (&r.values[..], &r.data))
+    }
+
+    fn find(&self, values: &[&str]) -> Option<&T> {
+        self.position(values, key_hash(values))
+            .map(|i| &self.rows[i].data)
+    }
+}
+
+/// The label pairs of a row: `names` zipped with its values, skipping empty values (a label
+/// with an empty value is an absent label) and names marked `skip`; the overflow row has
+/// only `otel_metric_overflow="true"`.
+pub(crate) fn label_pairs<'a>(
+    names: &'a [String],
+    values: &'a [Box<str>],
+) -> Vec<(&'a str, &'a str)> {
+    if values.is_empty() {
+        return vec![("otel_metric_overflow", "true")];
+    }
+    names
+        .iter()
+        .zip(values.iter())
+        .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+        .map(|(n, v)| (n.as_str(), &**v))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The span-metrics table
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Default)]
+struct SpanRow {
+    calls: u64,
+    duration: Hist,
+    /// Sum of the adjusted counts of this series' spans in kept traces.
+    estimated: f64,
+}
+
+/// The series table.
+#[derive(Debug)]
+pub struct SpanMetrics {
+    settings: SpanMetricsSettings,
+    table: Table<SpanRow>,
+    /// Rendered label names: the four standard ones (empty when excluded), then the
+    /// dimensions sanitized.
+    label_names: Vec<String>,
+}
+
 impl SpanMetrics {
     /// An empty table.
     pub fn new(settings: SpanMetricsSettings) -> SpanMetrics {
-        let n = settings.buckets.len();
+        let std = match settings.naming {
+            Naming::Collector => ["service_name", "span_name", "span_kind", "status_code"],
+            Naming::Tempo => ["service", "span_name", "span_kind", "status_code"],
+        };
+        let label_names = std
+            .iter()
+            .zip(settings.excluded)
+            .map(|(n, x)| if x { String::new() } else { n.to_string() })
+            .chain(settings.dimensions.iter().map(|d| sanitize(d)))
+            .collect();
         SpanMetrics {
-            overflow: Series::new(&[], 0, n),
+            table: Table::new(settings.cardinality_limit),
             settings,
-            series: Vec::new(),
-            index: HashMap::new(),
-            overflowed: 0,
+            label_names,
         }
     }
 
     /// Counts one span: `values` are service, span name, kind, status and the dimensions (as
     /// many as configured), `duration_ns` its end minus start, `now_ms` stream time.
     pub fn observe(&mut self, values: &[&str], duration_ns: u64, now_ms: u64) {
-        // Label values are cut at MAX_LABEL_BYTES (on a character boundary), so a series
-        // holds at most that much per label however long a span name is.
-        let mut cut: [&str; 4 + MAX_DIMENSIONS] = [""; 4 + MAX_DIMENSIONS];
-        let n = values.len().min(cut.len());
-        for (c, v) in cut.iter_mut().zip(values) {
-            *c = truncate(v);
-        }
-        let values = &cut[..n];
         let seconds = duration_ns as f64 / 1e9;
-        let bucket = self
-            .settings
-            .buckets
-            .iter()
-            .position(|b| seconds <= *b)
-            .unwrap_or(self.settings.buckets.len());
-        let hash = key_hash(values);
-        if let Some(ids) = self.index.get(&hash) {
-            for &i in ids {
-                let s = &mut self.series[i as usize];
-                if s.matches(values) {
-                    s.observe(bucket, seconds, now_ms);
-                    return;
+        let row = self.table.row(values, now_ms);
+        row.calls += 1;
+        row.duration.observe(&self.settings.buckets, seconds);
+    }
+
+    /// A span of a kept trace: its adjusted count goes to the series' estimate and, if
+    /// given, `exemplar` becomes its bucket's exemplar. A series no longer held (expired, or
+    /// its span folded into the overflow) puts the estimate on the overflow series.
+    pub fn kept(&mut self, values: &[&str], adjusted: f64, exemplar: Option<Exemplar>) {
+        let buckets = &self.settings.buckets;
+        match self.table.existing(values) {
+            Some(row) => {
+                row.estimated += adjusted;
+                if let Some(e) = exemplar {
+                    row.duration.exemplar(buckets, e);
                 }
             }
+            None => self.table.overflow_row().estimated += adjusted,
         }
-        if self.series.len() >= self.settings.cardinality_limit {
-            self.overflow.observe(bucket, seconds, now_ms);
-            self.overflowed += 1;
-            return;
-        }
-        let mut s = Series::new(values, hash, self.settings.buckets.len());
-        s.observe(bucket, seconds, now_ms);
-        self.index
-            .entry(hash)
-            .or_default()
-            .push(self.series.len() as u32);
-        self.series.push(s);
     }
 
     /// Drops the series unseen since `now_ms - expiration`.
     pub fn expire(&mut self, now_ms: u64) {
-        if self.settings.expiration_ms == 0 {
-            return;
-        }
-        let cutoff = now_ms.saturating_sub(self.settings.expiration_ms);
-        let before = self.series.len();
-        self.series.retain(|s| s.last_seen_ms >= cutoff);
-        if self.series.len() != before {
-            self.index.clear();
-            for (i, s) in self.series.iter().enumerate() {
-                self.index.entry(s.hash).or_default().push(i as u32);
-            }
-        }
+        self.table.expire(now_ms, self.settings.expiration_ms);
     }
 
     /// Number of series (the overflow series not counted).
     pub fn len(&self) -> usize {
-        self.series.len()
+        self.table.len()
     }
 
     /// True when no series is held.
     pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
+        self.table.len() == 0
     }
 
     /// Spans counted in the overflow series.
     pub fn overflowed(&self) -> u64 {
-        self.overflowed
+        self.table.overflowed()
     }
 
     /// Calls of the series with these label values (tests and tools).
     pub fn calls(&self, values: &[&str]) -> Option<u64> {
-        self.series
-            .iter()
-            .find(|s| s.matches(values))
-            .map(|s| s.calls)
+        self.table.find(values).map(|r| r.calls)
     }
 
-    fn names(&self) -> (&'static str, &'static str, [&'static str; 4]) {
+    /// The sampled estimate of the series with these label values.
+    pub fn estimated(&self, values: &[&str]) -> Option<f64> {
+        self.table.find(values).map(|r| r.estimated)
+    }
+
+    fn names(&self) -> (String, String) {
         match self.settings.naming {
-            Naming::Collector => (
-                "traces_span_metrics_calls_total",
-                "traces_span_metrics_duration_seconds",
-                ["service_name", "span_name", "span_kind", "status_code"],
-            ),
+            Naming::Collector => {
+                let ns = sanitize(&self.settings.namespace);
+                let ns = if ns.is_empty() {
+                    String::new()
+                } else {
+                    format!("{ns}_")
+                };
+                (format!("{ns}calls_total"), format!("{ns}duration_seconds"))
+            }
             Naming::Tempo => (
-                "traces_spanmetrics_calls_total",
-                "traces_spanmetrics_latency",
-                ["service", "span_name", "span_kind", "status_code"],
+                "traces_spanmetrics_calls_total".into(),
+                "traces_spanmetrics_latency".into(),
             ),
         }
     }
 
-    fn labels(&self, s: &Series, out: &mut String) {
-        let (_, _, std) = self.names();
-        if s.values.is_empty() {
-            out.push_str("otel_metric_overflow=\"true\"");
-            return;
+    /// The table's families into `w`.
+    pub fn write(&self, w: &mut Writer<'_>) {
+        let (calls, duration) = self.names();
+        w.family(
+            "tracesift_span_metrics_series",
+            Kind::Gauge,
+            "Span-metrics series held (at most telemetry.span_metrics.aggregation_cardinality_limit).",
+        );
+        w.sample(
+            "tracesift_span_metrics_series",
+            &[],
+            None,
+            self.table.len() as f64,
+            None,
+        );
+        w.family(
+            "tracesift_span_metrics_overflow_spans_total",
+            Kind::Counter,
+            "Spans counted in the overflow series (their key came past the cardinality limit).",
+        );
+        w.sample(
+            "tracesift_span_metrics_overflow_spans_total",
+            &[],
+            None,
+            self.table.overflowed() as f64,
+            None,
+        );
+        w.family(
+            &calls,
+            Kind::Counter,
+            "Spans read (kept or not), by series.",
+        );
+        for (values, row) in self.table.rows() {
+            let labels = label_pairs(&self.label_names, values);
+            w.sample(&calls, &labels, None, row.calls as f64, None);
         }
-        let names = std
-            .iter()
-            .copied()
-            .chain(self.settings.dimensions.iter().map(String::as_str));
-        for (i, (name, value)) in names.zip(s.values.iter()).enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{}=\"", sanitize(name));
-            for c in value.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '"' => out.push_str("\\\""),
-                    '\n' => out.push_str("\\n"),
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
+        w.family(
+            &duration,
+            Kind::Histogram,
+            "Span durations (end - start), by series; exemplars are spans of kept traces.",
+        );
+        let exemplar_labels = self.settings.naming.exemplar_labels();
+        for (values, row) in self.table.rows() {
+            let labels = label_pairs(&self.label_names, values);
+            row.duration.write(
+                w,
+                &duration,
+                &labels,
+                &self.settings.buckets,
+                exemplar_labels,
+            );
+        }
+        w.family(
+            ESTIMATED_CALLS,
+            Kind::Counter,
+            "Calls estimated from kept spans alone (each weighted by its adjusted count, 1/p), by the span-metrics series: compare with the calls counted from every span.",
+        );
+        for (values, row) in self.table.rows() {
+            let labels = label_pairs(&self.label_names, values);
+            w.sample(ESTIMATED_CALLS, &labels, None, row.estimated, None);
         }
     }
 
-    /// The table in the Prometheus text format.
+    /// The table in the Prometheus text format (tests and tools).
     pub fn render(&self, out: &mut String) {
-        let (calls, duration, _) = self.names();
-        let _ = writeln!(
-            out,
-            "# HELP tracesift_span_metrics_series Span-metrics series held (at most telemetry.span_metrics.aggregation_cardinality_limit).\n# TYPE tracesift_span_metrics_series gauge\ntracesift_span_metrics_series {}",
-            self.series.len()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP tracesift_span_metrics_overflow_spans_total Spans counted in the overflow series (their key came past the cardinality limit).\n# TYPE tracesift_span_metrics_overflow_spans_total counter\ntracesift_span_metrics_overflow_spans_total {}",
-            self.overflowed
-        );
-        let with_overflow = || {
-            self.series
-                .iter()
-                .chain((self.overflowed > 0).then_some(&self.overflow))
-        };
-        let _ = writeln!(out, "# TYPE {calls} counter");
-        for s in with_overflow() {
-            let _ = write!(out, "{calls}{{");
-            self.labels(s, out);
-            let _ = writeln!(out, "}} {}", s.calls);
-        }
-        let _ = writeln!(out, "# TYPE {duration} histogram");
-        for s in with_overflow() {
-            let mut cumulative = 0;
-            let bounds = self
-                .settings
-                .buckets
-                .iter()
-                .map(|b| b.to_string())
-                .chain(std::iter::once("+Inf".to_string()));
-            for (le, n) in bounds.zip(s.buckets.iter()) {
-                cumulative += n;
-                let _ = write!(out, "{duration}_bucket{{");
-                self.labels(s, out);
-                let _ = writeln!(out, ",le=\"{le}\"}} {cumulative}");
-            }
-            for (suffix, v) in [
-                ("sum", s.sum_seconds.to_string()),
-                ("count", s.calls.to_string()),
-            ] {
-                let _ = write!(out, "{duration}_{suffix}{{");
-                self.labels(s, out);
-                let _ = writeln!(out, "}} {v}");
-            }
-        }
+        let mut w = Writer::new(out, super::exposition::Format::Prometheus);
+        self.write(&mut w);
     }
 }
+
+/// Most labels of a row (four standard ones and the dimensions).
+const MAX_LABELS: usize = 4 + MAX_DIMENSIONS;
 
 /// Longest label value kept, in bytes.
 pub const MAX_LABEL_BYTES: usize = 256;
@@ -346,6 +551,54 @@ pub struct Dimension {
     pub default: Option<String>,
 }
 
+/// `histogram:` in the connector's words (`histogram.explicit.buckets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistogramConfig {
+    /// Explicit bucket bounds.
+    pub explicit: ExplicitBuckets,
+}
+
+/// `histogram.explicit:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplicitBuckets {
+    /// Upper bounds, increasing (`[2ms, 4ms, …, 15s]`, the connector's).
+    pub buckets: Vec<humantime_serde::Serde<std::time::Duration>>,
+}
+
+/// Histogram bounds as written from seconds.
+pub fn durations(seconds: &[f64]) -> Vec<humantime_serde::Serde<std::time::Duration>> {
+    seconds
+        .iter()
+        .map(|s| std::time::Duration::from_secs_f64(*s).into())
+        .collect()
+}
+
+impl Default for HistogramConfig {
+    fn default() -> Self {
+        HistogramConfig {
+            explicit: ExplicitBuckets {
+                buckets: durations(&COLLECTOR_BUCKETS),
+            },
+        }
+    }
+}
+
+/// `exemplars:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExemplarsConfig {
+    /// Attach exemplars (spans of kept traces) to duration buckets (OpenMetrics scrapes).
+    pub enabled: bool,
+}
+
+impl Default for ExemplarsConfig {
+    fn default() -> Self {
+        ExemplarsConfig { enabled: true }
+    }
+}
+
 /// `telemetry.span_metrics:` — RED metrics from every span read, before sampling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -354,16 +607,23 @@ pub struct SpanMetricsConfig {
     pub enabled: bool,
     /// `collector` (the `spanmetrics` connector's names) or `tempo`.
     pub naming: NamingConfig,
+    /// Prefix of the metric names under the collector naming (dots become `_`).
+    pub namespace: String,
     /// Extra labels from span or resource attributes.
     pub dimensions: Vec<Dimension>,
-    /// Histogram upper bounds (`[2ms, 4ms, …, 15s]`, the connector's).
-    pub buckets: Vec<humantime_serde::Serde<std::time::Duration>>,
+    /// Standard labels left out: `service.name`, `span.name`, `span.kind`, `status.code`
+    /// (or as the labels read: `service_name`, …).
+    pub exclude_dimensions: Vec<String>,
+    /// Duration histogram bounds.
+    pub histogram: HistogramConfig,
     /// Most series held; spans of further keys count in one `otel_metric_overflow="true"`
     /// series.
     pub aggregation_cardinality_limit: usize,
     /// A series not seen for this long (stream time) is dropped; 0s = never.
     #[serde(with = "humantime_serde")]
     pub metrics_expiration: std::time::Duration,
+    /// Exemplars on the duration buckets.
+    pub exemplars: ExemplarsConfig,
 }
 
 /// `naming:` as written.
@@ -381,14 +641,36 @@ impl Default for SpanMetricsConfig {
         SpanMetricsConfig {
             enabled: false,
             naming: NamingConfig::Collector,
+            namespace: "traces.span.metrics".into(),
             dimensions: Vec::new(),
-            buckets: COLLECTOR_BUCKETS
-                .iter()
-                .map(|s| std::time::Duration::from_secs_f64(*s).into())
-                .collect(),
+            exclude_dimensions: Vec::new(),
+            histogram: HistogramConfig::default(),
             aggregation_cardinality_limit: 10_000,
             metrics_expiration: std::time::Duration::from_secs(300),
+            exemplars: ExemplarsConfig::default(),
         }
+    }
+}
+
+/// The standard labels by the names `exclude_dimensions` accepts.
+const STANDARD: [[&str; 2]; 4] = [
+    ["service.name", "service_name"],
+    ["span.name", "span_name"],
+    ["span.kind", "span_kind"],
+    ["status.code", "status_code"],
+];
+
+/// Checks a list of histogram bounds.
+pub(crate) fn check_buckets(
+    path: String,
+    b: &[humantime_serde::Serde<std::time::Duration>],
+    e: &mut Vec<crate::settings::ConfigError>,
+) {
+    if b.is_empty() || b.windows(2).any(|w| *w[0] >= *w[1]) {
+        e.push(crate::settings::ConfigError::new(
+            path,
+            "at least one bound, increasing, e.g. [5ms, 50ms, 500ms, 5s]",
+        ));
     }
 }
 
@@ -396,12 +678,11 @@ impl SpanMetricsConfig {
     /// Every problem of this block.
     pub fn check(&self, e: &mut Vec<crate::settings::ConfigError>) {
         let p = "telemetry.span_metrics";
-        if self.buckets.is_empty() || self.buckets.windows(2).any(|w| *w[0] >= *w[1]) {
-            e.push(crate::settings::ConfigError::new(
-                format!("{p}.buckets"),
-                "at least one bound, increasing, e.g. [5ms, 50ms, 500ms, 5s]",
-            ));
-        }
+        check_buckets(
+            format!("{p}.histogram.explicit.buckets"),
+            &self.histogram.explicit.buckets,
+            e,
+        );
         if !(1..=1_000_000).contains(&self.aggregation_cardinality_limit) {
             e.push(crate::settings::ConfigError::new(
                 format!("{p}.aggregation_cardinality_limit"),
@@ -422,72 +703,90 @@ impl SpanMetricsConfig {
                 ));
             }
         }
+        for (i, x) in self.exclude_dimensions.iter().enumerate() {
+            if !STANDARD.iter().any(|s| s.contains(&x.as_str())) {
+                e.push(crate::settings::ConfigError::new(
+                    format!("{p}.exclude_dimensions[{i}]"),
+                    format!(
+                        "`{x}` is not a standard label; write one of service.name, span.name, span.kind, status.code"
+                    ),
+                ));
+            }
+        }
+        let ns = sanitize(&self.namespace);
+        if ns.starts_with(|c: char| c.is_ascii_digit())
+            || self.namespace.contains(char::is_whitespace)
+        {
+            e.push(crate::settings::ConfigError::new(
+                format!("{p}.namespace"),
+                "a metric name prefix of letters, digits, `.` and `_`, e.g. traces.span.metrics",
+            ));
+        }
     }
 
     /// The most the table can hold, in bytes (0 when disabled): per series its label values
-    /// (each cut at [`MAX_LABEL_BYTES`], plus a pointer), its buckets and its bookkeeping.
+    /// (each cut at [`MAX_LABEL_BYTES`], plus a pointer), its buckets with their exemplars and
+    /// its bookkeeping.
     pub fn bound_bytes(&self) -> u64 {
         if !self.enabled {
             return 0;
         }
         let labels = (4 + self.dimensions.len() as u64) * (MAX_LABEL_BYTES as u64 + 16);
-        let buckets = (self.buckets.len() as u64 + 1) * 8;
-        self.aggregation_cardinality_limit as u64 * (labels + buckets + 160)
+        let buckets = (self.histogram.explicit.buckets.len() as u64 + 1)
+            * (8 + std::mem::size_of::<Option<Exemplar>>() as u64);
+        self.aggregation_cardinality_limit as u64 * (labels + buckets + 200)
     }
 
     fn settings(&self) -> SpanMetricsSettings {
+        let mut excluded = [false; 4];
+        for (x, s) in excluded.iter_mut().zip(STANDARD) {
+            *x = self
+                .exclude_dimensions
+                .iter()
+                .any(|e| s.contains(&e.as_str()));
+        }
         SpanMetricsSettings {
             naming: match self.naming {
                 NamingConfig::Collector => Naming::Collector,
                 NamingConfig::Tempo => Naming::Tempo,
             },
+            namespace: self.namespace.clone(),
+            excluded,
             dimensions: self.dimensions.iter().map(|d| d.name.clone()).collect(),
-            buckets: self.buckets.iter().map(|b| b.as_secs_f64()).collect(),
+            buckets: self
+                .histogram
+                .explicit
+                .buckets
+                .iter()
+                .map(|b| b.as_secs_f64())
+                .collect(),
             cardinality_limit: self.aggregation_cardinality_limit,
             expiration_ms: self.metrics_expiration.as_millis() as u64,
         }
     }
 }
 
-/// The process's table, fed by every partition's scan (one lock per record).
-#[derive(Debug)]
-pub struct Recorder {
-    table: Mutex<SpanMetrics>,
-    dimensions: Vec<Dimension>,
-    next_expiry_ms: AtomicU64,
+/// Builds the label values of spans, one record or trace after another: the service name read
+/// once per resource, dimensions into reused strings.
+struct Keys<'r> {
+    dimensions: &'r [Dimension],
+    excluded: [bool; 4],
+    last_ctx: *const crate::otlp::ScopeCtx,
+    resource: bytes::Bytes,
+    service: String,
+    dims: Vec<String>,
 }
 
-static INSTALLED: Mutex<Option<Arc<Recorder>>> = Mutex::new(None);
-
-/// Installs the process's table for `cfg` (none when disabled); `/metrics` shows it from now on.
-pub fn install(cfg: &SpanMetricsConfig) -> Option<Arc<Recorder>> {
-    let r = cfg.enabled.then(|| {
-        Arc::new(Recorder {
-            table: Mutex::new(SpanMetrics::new(cfg.settings())),
-            dimensions: cfg.dimensions.clone(),
-            next_expiry_ms: AtomicU64::new(0),
-        })
-    });
-    *INSTALLED.lock().unwrap_or_else(|p| p.into_inner()) = r.clone();
-    r
-}
-
-/// The installed table, if any.
-pub fn installed() -> Option<Arc<Recorder>> {
-    INSTALLED.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Appends the installed table to a `/metrics` body.
-pub fn render_installed(out: &mut String) {
-    if let Some(r) = installed() {
-        r.table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .render(out);
+/// `service.name` of a resource body (empty when it has none).
+pub(crate) fn service_name(resource: &[u8]) -> &str {
+    match KvListRef::new(resource, 1).get("service.name") {
+        Ok(Some(AnyRef::Str(v))) => v,
+        _ => "",
     }
 }
 
 fn text_of(v: AnyRef<'_>, scratch: &mut String) -> bool {
+    use std::fmt::Write as _;
     scratch.clear();
     match v {
         AnyRef::Str(s) => scratch.push_str(s),
@@ -503,54 +802,227 @@ fn text_of(v: AnyRef<'_>, scratch: &mut String) -> bool {
     true
 }
 
+impl<'r> Keys<'r> {
+    fn new(dimensions: &'r [Dimension], excluded: [bool; 4]) -> Keys<'r> {
+        Keys {
+            dimensions,
+            excluded,
+            last_ctx: std::ptr::null(),
+            resource: bytes::Bytes::new(),
+            service: String::new(),
+            dims: vec![String::new(); dimensions.len().min(MAX_DIMENSIONS)],
+        }
+    }
+
+    /// The label values of `span` (read as `f`), and how many there are.
+    fn values<'s>(
+        &'s mut self,
+        span: &'s SpanRef,
+        f: &SpanRanges,
+    ) -> ([&'s str; MAX_LABELS], usize) {
+        let ctx = Arc::as_ptr(&span.ctx);
+        if ctx != self.last_ctx {
+            self.last_ctx = ctx;
+            self.resource = crate::otlp::field_body_of(&span.ctx.resource_field);
+            self.service.clear();
+            self.service.push_str(service_name(&self.resource));
+        }
+        let attrs = KvListRef::new(&span.bytes[f.attributes.clone()], 9);
+        for (d, out) in self.dimensions.iter().zip(self.dims.iter_mut()) {
+            let found = [attrs, KvListRef::new(&self.resource, 1)]
+                .iter()
+                .find_map(|m| m.get(&d.name).ok().flatten())
+                .is_some_and(|v| text_of(v, out));
+            if !found {
+                out.clear();
+                out.push_str(d.default.as_deref().unwrap_or(""));
+            }
+        }
+        let mut values: [&str; MAX_LABELS] = [""; MAX_LABELS];
+        values[0] = &self.service;
+        values[1] = SpanRanges::text(&span.bytes, &f.name).unwrap_or("");
+        values[2] = kind_label(f.kind);
+        values[3] = status_label(f.status_code);
+        for (v, x) in values.iter_mut().zip(self.excluded) {
+            if x {
+                *v = "";
+            }
+        }
+        let n = 4 + self.dims.len();
+        for (slot, d) in values[4..n].iter_mut().zip(&self.dims) {
+            *slot = d;
+        }
+        (values, n)
+    }
+}
+
+#[derive(Debug)]
+struct SpanPart {
+    table: Mutex<SpanMetrics>,
+    dimensions: Vec<Dimension>,
+    excluded: [bool; 4],
+    exemplars: bool,
+}
+
+/// The process's span metrics and service graph: fed by every partition's scan (one lock per
+/// record) and by every decision (one lock per trace).
+#[derive(Debug)]
+pub struct Recorder {
+    spans: Option<SpanPart>,
+    graph: Option<Mutex<ServiceGraph>>,
+    next_expiry_ms: AtomicU64,
+}
+
+static INSTALLED: Mutex<Option<Arc<Recorder>>> = Mutex::new(None);
+
+/// Installs the process's tables for these blocks (none when both are off); `/metrics` shows
+/// them from now on.
+pub fn install(spans: &SpanMetricsConfig, graph: &ServiceGraphConfig) -> Option<Arc<Recorder>> {
+    let settings = spans.settings();
+    let exemplar_labels = spans
+        .exemplars
+        .enabled
+        .then(|| settings.naming.exemplar_labels());
+    let r = (spans.enabled || graph.enabled).then(|| {
+        Arc::new(Recorder {
+            spans: spans.enabled.then(|| SpanPart {
+                excluded: settings.excluded,
+                table: Mutex::new(SpanMetrics::new(settings.clone())),
+                dimensions: spans.dimensions.clone(),
+                exemplars: spans.exemplars.enabled,
+            }),
+            graph: graph
+                .enabled
+                .then(|| Mutex::new(ServiceGraph::new(graph.settings(exemplar_labels)))),
+            next_expiry_ms: AtomicU64::new(0),
+        })
+    });
+    *INSTALLED.lock().unwrap_or_else(|p| p.into_inner()) = r.clone();
+    r
+}
+
+/// The installed tables, if any.
+pub fn installed() -> Option<Arc<Recorder>> {
+    INSTALLED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Writes the installed tables' families.
+pub fn write_installed(w: &mut Writer<'_>) {
+    if let Some(r) = installed() {
+        r.write(w);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Recorder {
     /// Counts the spans of one record (`now_ms`: its stream time).
     pub fn observe(&self, spans: &[ScannedSpan], now_ms: u64) {
-        let mut dims: Vec<String> = vec![String::new(); self.dimensions.len()];
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let mut last_ctx: *const crate::otlp::ScopeCtx = std::ptr::null();
-        let mut resource = bytes::Bytes::new();
-        let mut service = String::new();
+        if let Some(part) = &self.spans {
+            let mut keys = Keys::new(&part.dimensions, part.excluded);
+            let mut table = lock(&part.table);
+            for s in spans {
+                let Ok(f) = SpanRanges::read(&s.span.bytes) else {
+                    continue;
+                };
+                let (values, n) = keys.values(&s.span, &f);
+                table.observe(&values[..n], f.end_ns.saturating_sub(f.start_ns), now_ms);
+            }
+        }
+        self.maybe_expire(now_ms);
+    }
+
+    /// A trace decided at `now_ms` (stream time): its edges go to the service graph; if kept,
+    /// each span adds `adjusted` (its adjusted count, 1/p; 0 when unknown counts 1) to its
+    /// series' estimate and becomes the exemplar of its buckets.
+    pub fn decided(
+        &self,
+        trace_id: crate::otlp::TraceId,
+        spans: &[SpanRef],
+        keep: bool,
+        adjusted: f64,
+        now_ms: u64,
+    ) {
+        let wall_ms = crate::clock::system_wall_nanos() / 1_000_000;
+        if let Some(g) = &self.graph {
+            lock(g).trace(spans, keep.then_some((trace_id.0, wall_ms)), now_ms);
+        }
+        if keep {
+            self.kept(trace_id, spans, adjusted, wall_ms);
+        }
+    }
+
+    /// Spans of a kept trace (late ones included): estimates and exemplars.
+    pub fn kept(
+        &self,
+        trace_id: crate::otlp::TraceId,
+        spans: &[SpanRef],
+        adjusted: f64,
+        wall_ms: u64,
+    ) {
+        let Some(part) = &self.spans else {
+            return;
+        };
+        let adjusted = if adjusted > 0.0 { adjusted } else { 1.0 };
+        let mut keys = Keys::new(&part.dimensions, part.excluded);
+        let mut table = lock(&part.table);
         for s in spans {
-            let Ok(f) = SpanRanges::read(&s.span.bytes) else {
+            let Ok(f) = SpanRanges::read(&s.bytes) else {
                 continue;
             };
-            let ctx = Arc::as_ptr(&s.span.ctx);
-            if ctx != last_ctx {
-                last_ctx = ctx;
-                resource = crate::otlp::field_body_of(&s.span.ctx.resource_field);
-                service.clear();
-                if let Ok(Some(AnyRef::Str(v))) = KvListRef::new(&resource, 1).get("service.name") {
-                    service.push_str(v);
-                }
-            }
-            let name = SpanRanges::text(&s.span.bytes, &f.name).unwrap_or("");
-            let attrs = KvListRef::new(&s.span.bytes[f.attributes.clone()], 9);
-            for (d, out) in self.dimensions.iter().zip(dims.iter_mut()) {
-                let found = [attrs, KvListRef::new(&resource, 1)]
-                    .iter()
-                    .find_map(|m| m.get(&d.name).ok().flatten())
-                    .is_some_and(|v| text_of(v, out));
-                if !found {
-                    out.clear();
-                    out.push_str(d.default.as_deref().unwrap_or(""));
-                }
-            }
-            let mut values: [&str; 4 + MAX_DIMENSIONS] = [""; 4 + MAX_DIMENSIONS];
-            values[0] = &service;
-            values[1] = name;
-            values[2] = kind_label(f.kind);
-            values[3] = status_label(f.status_code);
-            let n = 4 + dims.len().min(MAX_DIMENSIONS);
-            for (slot, d) in values[4..n].iter_mut().zip(&dims) {
-                *slot = d;
-            }
-            table.observe(&values[..n], f.end_ns.saturating_sub(f.start_ns), now_ms);
+            let exemplar = part.exemplars.then(|| Exemplar {
+                trace_id: trace_id.0,
+                span_id: s
+                    .bytes
+                    .get(f.span_id.clone())
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .unwrap_or([0; 8]),
+                value: f.end_ns.saturating_sub(f.start_ns) as f64 / 1e9,
+                at_ms: wall_ms,
+            });
+            let (values, n) = keys.values(s, &f);
+            table.kept(&values[..n], adjusted, exemplar);
         }
-        if now_ms >= self.next_expiry_ms.load(Ordering::Relaxed) {
-            table.expire(now_ms);
-            let every = (table.settings.expiration_ms / 4).max(1_000);
-            self.next_expiry_ms.store(now_ms + every, Ordering::Relaxed);
+    }
+
+    fn maybe_expire(&self, now_ms: u64) {
+        if now_ms < self.next_expiry_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut every = u64::MAX;
+        if let Some(p) = &self.spans {
+            let mut t = lock(&p.table);
+            t.expire(now_ms);
+            every = every.min(t.settings.expiration_ms);
+        }
+        if let Some(g) = &self.graph {
+            let mut g = lock(g);
+            g.expire(now_ms);
+            every = every.min(g.expiration_ms());
+        }
+        let every = (every / 4).clamp(1_000, 60_000);
+        self.next_expiry_ms.store(now_ms + every, Ordering::Relaxed);
+    }
+
+    /// The span-metrics table, if on (tests and tools).
+    pub fn with_spans<R>(&self, f: impl FnOnce(&SpanMetrics) -> R) -> Option<R> {
+        self.spans.as_ref().map(|p| f(&lock(&p.table)))
+    }
+
+    /// The service graph, if on (tests and tools).
+    pub fn with_graph<R>(&self, f: impl FnOnce(&ServiceGraph) -> R) -> Option<R> {
+        self.graph.as_ref().map(|g| f(&lock(g)))
+    }
+
+    /// Every family of both tables.
+    pub fn write(&self, w: &mut Writer<'_>) {
+        if let Some(p) = &self.spans {
+            lock(&p.table).write(w);
+        }
+        if let Some(g) = &self.graph {
+            lock(g).write(w);
         }
     }
 }
@@ -565,6 +1037,8 @@ mod tests {
     fn settings(limit: usize) -> SpanMetricsSettings {
         SpanMetricsSettings {
             naming: Naming::Collector,
+            namespace: "traces.span.metrics".into(),
+            excluded: [false; 4],
             dimensions: vec!["http.route".into()],
             buckets: COLLECTOR_BUCKETS.to_vec(),
             cardinality_limit: limit,
