@@ -105,7 +105,8 @@ impl ServiceGraphConfig {
         self.max_edges as u64 * (labels + hists + 200 + (MAX_LABEL_BYTES as u64 + 100))
     }
 
-    pub(crate) fn settings(&self, exemplar_labels: Option<ExemplarLabels>) -> GraphSettings {
+    /// The graph's settings, exemplars written with `exemplar_labels` (none: no exemplars).
+    pub fn settings(&self, exemplar_labels: Option<ExemplarLabels>) -> GraphSettings {
         GraphSettings {
             buckets: self
                 .latency_histogram_buckets
