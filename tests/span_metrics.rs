@@ -201,3 +201,392 @@ policies: [{{name: none, type: probabilistic, probabilistic: {{sampling_percenta
     assert!(body.contains("le=\"0.002\""), "{body}");
     member.stop();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exemplars, sampled estimates, the service graph and the cardinality limit, scraped by a
+// real Prometheus with exemplar storage
+// ---------------------------------------------------------------------------------------------
+
+const SHOP_TRACES: u32 = 1_000;
+const NOISY_SPANS: u32 = 10_000;
+const LIMIT: u32 = 1_000;
+
+fn tool(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed: ./deploy/local/test.sh installs it (deploy/local/tools.sh)")
+        })
+}
+
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Trace ids of exemplars Prometheus stored for `query` since `start` (Unix s).
+fn exemplar_traces(
+    rt: &tokio::runtime::Runtime,
+    base: &str,
+    query: &str,
+    start: u64,
+) -> Vec<String> {
+    let url = format!(
+        "{base}/api/v1/query_exemplars?query={}&start={start}&end={}",
+        urlencode(query),
+        start + 3_600
+    );
+    let body = rt.block_on(async { reqwest::get(&url).await.unwrap().text().await.unwrap() });
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success", "{body}");
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["exemplars"].as_array().unwrap().iter())
+        .map(|e| e["labels"]["trace_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn exemplars_lead_to_kept_traces_estimates_hold_and_the_graph_and_limit_are_exact() {
+    let prometheus = tool("prometheus");
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ids = spread_trace_ids(SHOP_TRACES + NOISY_SPANS);
+    let errors = (0..SHOP_TRACES).filter(|i| i % 10 == 0).count() as f64;
+    let orphans = (0..SHOP_TRACES).filter(|i| i % 50 == 0).count() as f64;
+    rt.block_on(async {
+        // One partition: the shop's series are made before the noisy ones come.
+        create_topic(&brokers, "otlp_spans", 1).await;
+        let p: FutureProducer = support::client(&brokers).create().unwrap();
+        let mut ends = BTreeMap::new();
+        for (i, id) in ids[..SHOP_TRACES as usize].iter().enumerate() {
+            let mut root = span(id, 1, "GET /", 2, 0, 50_000_000);
+            root.parent_span_id.clear();
+            let mut call = span(id, 2, "POST /checkout", 3, 0, 40_000_000);
+            call.parent_span_id = vec![1; 8];
+            let code = if i % 10 == 0 { 2 } else { 0 };
+            let mut server = span(id, 3, "checkout", 2, code, 30_000_000);
+            server.parent_span_id = vec![2; 8];
+            let mut db = span(id, 4, "SELECT", 3, 0, 7_000_000);
+            db.parent_span_id = vec![3; 8];
+            db.attributes.push(kv("db.name", "orders"));
+            let mut checkout = vec![server, db];
+            if i % 50 == 0 {
+                // A server span whose caller's span never arrives.
+                let mut orphan = span(id, 6, "orphan", 2, 0, 1_000_000);
+                orphan.parent_span_id = vec![9; 8];
+                checkout.push(orphan);
+            }
+            support::send_trace_record(&p, id, &record("frontend", vec![root, call]), &mut ends)
+                .await;
+            support::send_trace_record(&p, id, &record("checkout", checkout), &mut ends).await;
+        }
+        for (i, id) in ids[SHOP_TRACES as usize..].iter().enumerate() {
+            let s = span(id, 1, &format!("job {i}"), 1, 0, 1_000_000);
+            support::send_trace_record(&p, id, &record("noisy", vec![s]), &mut ends).await;
+        }
+    });
+    let spans = f64::from(SHOP_TRACES * 4 + NOISY_SPANS) + orphans;
+    let traces = f64::from(SHOP_TRACES + NOISY_SPANS);
+
+    let dir = tempfile::tempdir().unwrap();
+    let hot = dir.path().join("hot");
+    std::fs::create_dir_all(&hot).unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+kafka:
+  brokers: "{brokers}"
+  group_id: red-exemplars
+  create_topics: true
+  input_topics: [otlp_spans]
+  commit_interval: 300ms
+store: {{decision_wait: 2s, decision_wait_after_root: 1s, max_trace_age: 1m, tick: 200ms}}
+archive:
+  hot: {{url: "file://{}", flush_interval: 1s}}
+telemetry:
+  listen: "127.0.0.1:{port}"
+  span_metrics:
+    enabled: true
+    aggregation_cardinality_limit: {LIMIT}
+  service_graph:
+    enabled: true
+policies:
+  - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}
+  - {{name: half, type: probabilistic, probabilistic: {{sampling_percentage: 50}}}}
+"#,
+        hot.display()
+    );
+    let member = Member::start(dir.path(), "red", &config, &[]);
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    std::fs::write(
+        prom_dir.join("prometheus.yml"),
+        format!("global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: tracesift\n    static_configs:\n      - targets: [\"127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    let prom_port = free_port();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let mut prom = Proc(
+        std::process::Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                prom_dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--enable-feature=exemplar-storage")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(prom_dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{prom_port}");
+
+    // Every span read and every trace decided.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let body = loop {
+        let (_, body) = rt.block_on(get(port, "/metrics"));
+        let done = metric(&body, "tracesift_spans_in_total") >= spans
+            && metric(&body, "tracesift_traces_decided_total") >= traces;
+        if done || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let log = || {
+        format!(
+            "member log:\n{}\nprometheus log:\n{}",
+            member.log(),
+            std::fs::read_to_string(prom_dir.join("prometheus.log")).unwrap_or_default()
+        )
+    };
+    assert_eq!(
+        metric(&body, "tracesift_spans_in_total"),
+        spans,
+        "{}",
+        log()
+    );
+    assert_eq!(
+        metric(&body, "tracesift_traces_decided_total"),
+        traces,
+        "{}",
+        log()
+    );
+
+    // The cardinality limit: exactly LIMIT series and the overflow series.
+    let calls: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("traces_span_metrics_calls_total{"))
+        .collect();
+    assert_eq!(calls.len() as u32, LIMIT + 1, "{body}");
+    let shop_series = 6;
+    assert_eq!(
+        metric(
+            &body,
+            "traces_span_metrics_calls_total{otel_metric_overflow=\"true\"}"
+        ),
+        f64::from(NOISY_SPANS - (LIMIT - shop_series)),
+    );
+    assert_eq!(
+        metric(&body, "tracesift_span_metrics_series "),
+        f64::from(LIMIT)
+    );
+
+    // The sampled estimate: the errors (kept always, adjusted count 1) exactly; the rest
+    // (kept at 50%, adjusted count 2) within 4 standard deviations.
+    let series = |service: &str, name: &str, kind: &str, status: &str| {
+        format!("{{service_name=\"{service}\",span_name=\"{name}\",span_kind=\"{kind}\",status_code=\"{status}\"}}")
+    };
+    let estimated = |labels: &str| {
+        metric(
+            &body,
+            &format!("tracesift_sampled_span_calls_estimated_total{labels}"),
+        )
+    };
+    let truth = |labels: &str| metric(&body, &format!("traces_span_metrics_calls_total{labels}"));
+    let err = series(
+        "checkout",
+        "checkout",
+        "SPAN_KIND_SERVER",
+        "STATUS_CODE_ERROR",
+    );
+    assert_eq!(truth(&err), errors);
+    assert_eq!(
+        estimated(&err),
+        errors,
+        "errors are kept with adjusted count 1"
+    );
+    let ok = series(
+        "checkout",
+        "checkout",
+        "SPAN_KIND_SERVER",
+        "STATUS_CODE_UNSET",
+    );
+    let root = series("frontend", "GET /", "SPAN_KIND_SERVER", "STATUS_CODE_UNSET");
+    for labels in [&ok, &root] {
+        let n = f64::from(SHOP_TRACES) - errors;
+        let sigma = (n * 4.0 * 0.25).sqrt();
+        let (t, e) = (truth(labels), estimated(labels));
+        assert_eq!(
+            t,
+            if labels == &root {
+                f64::from(SHOP_TRACES)
+            } else {
+                n
+            }
+        );
+        let e_non_error = if labels == &root { e - errors } else { e };
+        assert!(
+            (e_non_error - n).abs() <= 4.0 * sigma,
+            "{labels}: estimated {e} for {t} (σ {sigma:.1})"
+        );
+    }
+
+    // The service graph, exact.
+    let edge = |client: &str, server: &str, ct: &str| {
+        format!("{{client=\"{client}\",server=\"{server}\",connection_type=\"{ct}\"}}")
+    };
+    let requests = |labels: &str| {
+        metric(
+            &body,
+            &format!("traces_service_graph_request_total{labels}"),
+        )
+    };
+    let failed = |labels: &str| {
+        metric(
+            &body,
+            &format!("traces_service_graph_request_failed_total{labels}"),
+        )
+    };
+    let shop = f64::from(SHOP_TRACES);
+    assert_eq!(
+        requests(&edge("user", "frontend", "virtual_node")),
+        shop,
+        "{body}"
+    );
+    assert_eq!(requests(&edge("frontend", "checkout", "")), shop, "{body}");
+    assert_eq!(failed(&edge("frontend", "checkout", "")), errors, "{body}");
+    assert_eq!(
+        requests(&edge("checkout", "orders", "database")),
+        shop,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "traces_service_graph_unpaired_spans_total{server=\"checkout\"}"
+        ),
+        orphans
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "traces_service_graph_request_server_seconds_bucket{client=\"frontend\",server=\"checkout\",connection_type=\"\",le=\"0.05\"}"
+        ),
+        shop,
+        "30 ms server spans in the 50 ms bucket"
+    );
+
+    // Exemplars, as Prometheus stored them from the OpenMetrics scrape: every one a kept trace.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (spans_ex, graph_ex) = loop {
+        let a = exemplar_traces(
+            &rt,
+            &base,
+            "traces_span_metrics_duration_seconds_bucket",
+            start,
+        );
+        let b = exemplar_traces(
+            &rt,
+            &base,
+            "traces_service_graph_request_server_seconds_bucket",
+            start,
+        );
+        if (!a.is_empty() && !b.is_empty()) || Instant::now() > deadline {
+            break (a, b);
+        }
+        if let Some(status) = prom.0.try_wait().unwrap() {
+            panic!("prometheus exited ({status}): {}", log());
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        !spans_ex.is_empty(),
+        "no span-metrics exemplar stored; {}",
+        log()
+    );
+    assert!(
+        !graph_ex.is_empty(),
+        "no service-graph exemplar stored; {}",
+        log()
+    );
+    let sampled = support::sampled_by_trace(&brokers);
+    for t in spans_ex.iter().chain(&graph_ex) {
+        let id: [u8; 16] = hex::decode(t).unwrap().try_into().unwrap();
+        assert!(sampled.contains_key(&id), "exemplar trace {t} was not kept");
+    }
+    // And `tracesift trace` opens them from the hot Parquet.
+    let cfg = dir.path().join("lookup.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "archive: {{hot: {{url: \"file://{}\"}}}}\npolicies: [{{name: all, type: always_sample}}]\n",
+            hot.display()
+        ),
+    )
+    .unwrap();
+    let mut picked: Vec<&String> = spans_ex.iter().chain(&graph_ex).collect();
+    picked.sort();
+    picked.dedup();
+    for t in picked.into_iter().take(3) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracesift"))
+                .args(["trace", t, "-c"])
+                .arg(&cfg)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`tracesift trace {t}`: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    member.stop();
+}
