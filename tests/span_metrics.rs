@@ -590,3 +590,117 @@ policies:
     }
     member.stop();
 }
+
+/// Calls per series line (`labels → value`) of a scrape.
+fn calls_by_series(body: &str) -> HashMap<String, f64> {
+    body.lines()
+        .filter(|l| l.starts_with("traces_span_metrics_calls_total{"))
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_rebalance_counts_every_span_once_across_the_members() {
+    const HALF: u32 = 300;
+    let broker = Broker::start();
+    let brokers = broker.brokers.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ids = spread_trace_ids(2 * HALF);
+    let send = |ids: &[[u8; 16]]| {
+        rt.block_on(async {
+            let p: FutureProducer = support::client(&brokers).create().unwrap();
+            let mut ends = BTreeMap::new();
+            for (i, id) in ids.iter().enumerate() {
+                let service = SERVICES[i % 3];
+                let root = span(id, 1, "GET /", 2, (i % 4 == 0) as i32 * 2, 3_000_000);
+                let child = span(id, 2, "SELECT", 3, 0, 1_000_000);
+                support::send_trace_record(&p, id, &record(service, vec![root, child]), &mut ends)
+                    .await;
+            }
+        })
+    };
+    rt.block_on(create_topic(&brokers, "otlp_spans", 2));
+    send(&ids[..HALF as usize]);
+    let config = |port: u16| {
+        format!(
+            r#"
+kafka:
+  brokers: "{brokers}"
+  group_id: red-rebalance
+  create_topics: true
+  input_topics: [otlp_spans]
+  commit_interval: 300ms
+store: {{decision_wait: 8s, decision_wait_after_root: 8s, max_trace_age: 1m, tick: 200ms}}
+sinks:
+  parquet: {{enabled: false}}
+telemetry:
+  listen: "127.0.0.1:{port}"
+  span_metrics: {{enabled: true}}
+  service_graph: {{enabled: true}}
+policies: [{{name: none, type: probabilistic, probabilistic: {{sampling_percentage: 0}}}}]
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (free_port(), free_port());
+    let a = Member::start(dir.path(), "a", &config(pa), &[]);
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}\na:\n{}", a.log());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    let scrape = |port| rt.block_on(get(port, "/metrics")).1;
+    wait_for("a reads the first half", &|| {
+        metric(&scrape(pa), "tracesift_spans_in_total") >= f64::from(HALF * 2)
+    });
+    // B joins while A's traces are still undecided: the partition it takes over is read again
+    // from its committed offset, behind what A counted.
+    let b = Member::start(dir.path(), "b", &config(pb), &[]);
+    wait_for("b is given a partition", &|| {
+        metric(&scrape(pb), "tracesift_partitions_assigned") >= 1.0
+    });
+    send(&ids[HALF as usize..]);
+    let decided = || {
+        metric(&scrape(pa), "tracesift_traces_decided_total")
+            + metric(&scrape(pb), "tracesift_traces_decided_total")
+    };
+    wait_for("every trace decided", &|| decided() >= f64::from(2 * HALF));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(decided(), f64::from(2 * HALF), "each trace decided once");
+    let (body_a, body_b) = (scrape(pa), scrape(pb));
+    assert!(
+        metric(&body_b, "tracesift_spans_in_total") > 0.0,
+        "b read its partition\n{}",
+        b.log()
+    );
+    let mut sum = calls_by_series(&body_a);
+    for (k, v) in calls_by_series(&body_b) {
+        *sum.entry(k).or_default() += v;
+    }
+    let mut truth: HashMap<String, f64> = HashMap::new();
+    for i in 0..(2 * HALF) as usize {
+        let service = SERVICES[i % 3];
+        let status = if i % 4 == 0 { "ERROR" } else { "UNSET" };
+        for (name, kind, status) in [("GET /", "SERVER", status), ("SELECT", "CLIENT", "UNSET")] {
+            *truth
+                .entry(format!("traces_span_metrics_calls_total{{service_name=\"{service}\",span_name=\"{name}\",span_kind=\"SPAN_KIND_{kind}\",status_code=\"STATUS_CODE_{status}\"}}"))
+                .or_default() += 1.0;
+        }
+    }
+    assert_eq!(sum, truth, "a:\n{}\nb:\n{}", a.log(), b.log());
+    let users = metric(
+        &body_a,
+        "traces_service_graph_request_total{client=\"user\"",
+    ) + metric(
+        &body_b,
+        "traces_service_graph_request_total{client=\"user\"",
+    );
+    assert_eq!(users, f64::from(2 * HALF), "every trace's root edge once");
+    b.stop();
+    a.stop();
+}

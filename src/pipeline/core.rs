@@ -164,6 +164,11 @@ pub struct PartitionCore {
     /// Per-policy tallies and the per-decision match scratch (empty unless `settings.tally`).
     tallies: Vec<PolicyTally>,
     matched: Vec<bool>,
+    /// The next offset to read: every record below it was read (and its spans counted).
+    read_position: Option<i64>,
+    /// Records below this were counted in the span metrics by an earlier owner (restored
+    /// from the decision log); they are not counted again.
+    counted_through: i64,
 }
 
 impl PartitionCore {
@@ -194,7 +199,25 @@ impl PartitionCore {
             clock,
             tallies: Vec::new(),
             matched: Vec::new(),
+            read_position: None,
+            counted_through: 0,
         }
+    }
+
+    /// Whether spans read are counted in the span metrics.
+    pub fn counts_spans(&self) -> bool {
+        self.settings.span_metrics.is_some()
+    }
+
+    /// The next offset to read (`None` before the first record).
+    pub fn read_position(&self) -> Option<i64> {
+        self.read_position
+    }
+
+    /// Records below `offset` were counted by an earlier owner: they are read as usual but
+    /// not counted in the span metrics again.
+    pub fn set_counted_through(&mut self, offset: i64) {
+        self.counted_through = offset;
     }
 
     /// Per-policy tallies, in configuration order (empty unless `tally` is set).
@@ -222,6 +245,7 @@ impl PartitionCore {
             tracing::warn!(topic = %self.topic, partition = self.partition, error = %e, "out-of-order record skipped");
             return;
         }
+        self.read_position = Some(rec.offset + 1);
         self.clock.on_record(rec.timestamp_ms, wall_ms);
         let now = self.clock.now().unwrap_or(StreamTime::ZERO);
         let arrival_ms = rec.arrival_ms();
@@ -263,7 +287,9 @@ impl PartitionCore {
             file_by(&mut self.scratch, filed_at_ms);
         }
         if let Some(m) = &self.settings.span_metrics {
-            m.observe(&self.scratch, now.as_millis());
+            if rec.offset >= self.counted_through {
+                m.observe(&self.scratch, now.as_millis());
+            }
         }
         let spans = std::mem::take(&mut self.scratch);
         for s in spans.iter() {

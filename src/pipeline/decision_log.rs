@@ -19,6 +19,12 @@
 //! | 4 | decisions m |
 //! | m × 35 | each: trace id (16), flags (1, bit 0 = keep), threshold (8; OTEP 235, 56 bits, `u64::MAX` = unknown probability), decided at (8, Unix ms), policy index (2; `0xffff` = no policy matched) |
 //!
+//! **Version 3** (a position, not a decision): key = `p-` + the partition, value = version 3 (1),
+//! then an offset (8): every input record below it had its spans counted in the span metrics
+//! by the member that wrote it. Written at each commit and at a drain while span metrics are
+//! on, so the next owner counts only what no one counted; the compacted topic keeps the latest
+//! per partition. Readers before it skip it as an unknown version.
+//!
 //! **Version 1** (read, for logs written before): key = trace id as 32 lowercase hex, value =
 //! version 1 (1), flags (1), threshold (8), decided at (8), policy name (rest).
 //!
@@ -148,8 +154,32 @@ pub fn decode_record(key: &[u8], value: &[u8]) -> Result<Vec<(TraceId, Decided)>
             Ok(vec![(id, Decided::decode(value)?)])
         }
         Some(2) => decode_batch(value),
+        Some(3) => position_of(value).map(|_| Vec::new()),
         Some(_) => Err(LogError::Format("unknown version")),
         None => Err(LogError::Format("empty")),
+    }
+}
+
+/// The key of a partition's position record.
+pub fn position_key(partition: i32) -> String {
+    format!("p-{partition}")
+}
+
+/// The value of a position record.
+pub fn encode_position(offset: i64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9);
+    v.push(3);
+    v.extend_from_slice(&offset.to_le_bytes());
+    v
+}
+
+/// The offset of a position record (a version-3 value).
+pub fn position_of(value: &[u8]) -> Result<i64, LogError> {
+    match value {
+        [3, rest @ ..] => <[u8; 8]>::try_from(rest)
+            .map(i64::from_le_bytes)
+            .map_err(|_| LogError::Format("a position record is 9 bytes")),
+        _ => Err(LogError::Format("not a position record")),
     }
 }
 
@@ -247,6 +277,8 @@ pub struct Restored {
     pub from_offset: i64,
     /// Decision-log records read.
     pub records_read: u64,
+    /// The latest span-metrics position read (see version 3).
+    pub counted_through: Option<i64>,
 }
 
 /// Restores partition `partition`'s decisions for input `input_topic`, by stream time and from
@@ -323,6 +355,9 @@ pub fn restore(
                 let (Some(k), Some(v)) = (m.key(), m.payload()) else {
                     continue;
                 };
+                if let Ok(p) = position_of(v) {
+                    out.counted_through = Some(p);
+                }
                 match decode_record(k, v) {
                     Ok(decisions) => {
                         for (id, d) in decisions {
@@ -434,7 +469,70 @@ pub fn write(
     clock: Arc<dyn crate::clock::Clock>,
 ) -> AckFuture {
     let (key, value, n) = (batch_key(), encode_batch(batch), batch.len() as u64);
+    let record = Record {
+        producer,
+        topic,
+        partition,
+        key,
+        value,
+        health,
+        clock,
+    };
     Box::pin(async move {
+        record.write().await;
+        telemetry::decisions_logged(n);
+        offsets
+    })
+}
+
+/// Writes a partition's span-metrics position (a version-3 record) until it is acknowledged,
+/// as [`write()`] writes decisions.
+pub fn write_position(
+    producer: crate::sink::Producer,
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    health: crate::telemetry::Health,
+    clock: Arc<dyn crate::clock::Clock>,
+) -> AckFuture {
+    let record = Record {
+        producer,
+        topic,
+        partition,
+        key: position_key(partition),
+        value: encode_position(offset),
+        health,
+        clock,
+    };
+    Box::pin(async move {
+        record.write().await;
+        Vec::new()
+    })
+}
+
+/// One decision-log record to write.
+struct Record {
+    producer: crate::sink::Producer,
+    topic: Arc<str>,
+    partition: i32,
+    key: String,
+    value: Vec<u8>,
+    health: crate::telemetry::Health,
+    clock: Arc<dyn crate::clock::Clock>,
+}
+
+impl Record {
+    /// Writes until the log takes it (see [`write()`]).
+    async fn write(self) {
+        let Record {
+            producer,
+            topic,
+            partition,
+            key,
+            value,
+            health,
+            clock,
+        } = self;
         let mut wait = REFUSED_RETRY_FIRST;
         let held = format!("partition {partition}: the decision log refuses its writes");
         let mut refused = false;
@@ -450,7 +548,7 @@ pub fn write(
                     if refused {
                         health.clear_fault(&held);
                     }
-                    break;
+                    return;
                 }
                 Err(e) => {
                     refused = true;
@@ -462,9 +560,7 @@ pub fn write(
                 }
             }
         }
-        telemetry::decisions_logged(n);
-        offsets
-    })
+    }
 }
 
 #[cfg(test)]
@@ -558,5 +654,20 @@ mod tests {
         assert!(decode_record(b"b", &bad).is_err());
         assert!(decode_record(b"b", &[3, 0]).is_err());
         assert!(decode_record(b"b", &[]).is_err());
+    }
+
+    #[test]
+    fn position_records_round_trip_and_carry_no_decision() {
+        let v = encode_position(1_234_567);
+        assert_eq!(position_of(&v), Ok(1_234_567));
+        assert_eq!(
+            decode_record(position_key(3).as_bytes(), &v),
+            Ok(Vec::new())
+        );
+        assert!(
+            position_of(&encode_batch(&[])).is_err(),
+            "a batch is not a position"
+        );
+        assert!(position_of(&[3, 1, 2]).is_err());
     }
 }

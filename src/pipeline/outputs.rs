@@ -18,8 +18,15 @@ use crate::otlp::TraceId;
 use crate::sink::{AckFuture, DeadLetter, Producer};
 use crate::telemetry::Health;
 
-/// Decisions read back from the log, by trace.
-pub type RestoredDecisions = HashMap<TraceId, Decided>;
+/// What a restore gives a new owner.
+#[derive(Debug, Default)]
+pub struct RestoredDecisions {
+    /// Decisions read back from the log, by trace.
+    pub decisions: HashMap<TraceId, Decided>,
+    /// The latest span-metrics position the log holds for the partition: every record below
+    /// it was counted by an earlier owner.
+    pub counted_through: Option<i64>,
+}
 
 /// A restore in progress.
 pub type RestoreFuture =
@@ -38,6 +45,12 @@ pub trait Outputs: Send + Sync {
         decisions: &[(TraceId, Decided)],
         offsets: Vec<i64>,
     ) -> AckFuture;
+    /// Writes `partition`'s span-metrics position (every record below `offset` counted) to
+    /// the decision log, for the next owner; resolves to no offsets once durable.
+    fn log_position(&self, partition: i32, offset: i64) -> AckFuture {
+        let _ = (partition, offset);
+        Box::pin(std::future::ready(Vec::new()))
+    }
     /// Reads back the decisions of `topic`/`partition` that can still matter to a new owner
     /// (see [`decision_log::restore`]: by stream time, counted back `max_age` from where the
     /// group resumes; `now_ms` is the wall clock, the latest the restart point may be).
@@ -93,6 +106,17 @@ impl Outputs for KafkaOutputs {
         )
     }
 
+    fn log_position(&self, partition: i32, offset: i64) -> AckFuture {
+        decision_log::write_position(
+            self.producer.clone(),
+            Arc::from(self.config.kafka.decisions_topic.as_str()),
+            partition,
+            offset,
+            self.health.clone(),
+            Arc::clone(&self.clock),
+        )
+    }
+
     fn restore(
         &self,
         topic: &Arc<str>,
@@ -115,9 +139,13 @@ impl Outputs for KafkaOutputs {
                 from_offset = r.from_offset,
                 records_read = r.records_read,
                 decisions = r.decisions.len(),
+                counted_through = r.counted_through,
                 "decision log read"
             );
-            Ok(r.decisions)
+            Ok(RestoredDecisions {
+                decisions: r.decisions,
+                counted_through: r.counted_through,
+            })
         })
     }
 }

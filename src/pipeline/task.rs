@@ -69,6 +69,8 @@ pub struct PartitionTask {
     effects: Vec<Effect>,
     /// Decision-cache (hits, misses) already published.
     published_lookups: (u64, u64),
+    /// The span-metrics position last written to the decision log.
+    logged_position: Option<i64>,
     policies_generation: u64,
     /// Fault injection for the shutdown tests: this partition's sink writes never complete.
     writes_hang: bool,
@@ -108,6 +110,7 @@ impl PartitionTask {
         );
         PartitionTask {
             published_lookups: (0, 0),
+            logged_position: None,
             policies_generation,
             writes_hang: crate::failpoint::sink_hangs(partition),
             restore_pending: logs_decisions.then(|| shared.health.restoring()),
@@ -213,6 +216,7 @@ impl PartitionTask {
         let Some(periodic) = self.core.periodic(now) else {
             return;
         };
+        self.log_position();
         if let Some(point) = periodic.commit {
             while let Some(&(offset, fetched)) = self.lag_samples.front() {
                 if offset >= point {
@@ -391,9 +395,12 @@ impl PartitionTask {
                 }
             };
             let why = match result {
-                Ok(decisions) => {
-                    let n = decisions.len();
-                    self.core.restore(decisions);
+                Ok(restored) => {
+                    let n = restored.decisions.len();
+                    self.core.restore(restored.decisions);
+                    if let Some(p) = restored.counted_through {
+                        self.core.set_counted_through(p);
+                    }
                     telemetry::decisions_restored(n as u64);
                     let elapsed = self.shared.clock.now() - started;
                     telemetry::restore_finished(elapsed, true);
@@ -432,8 +439,26 @@ impl PartitionTask {
         self.policies_generation = generation;
     }
 
+    /// With span metrics on, tells the decision log how far this owner has counted (when it
+    /// moved), so the next owner of the partition counts only what no one counted.
+    fn log_position(&mut self) {
+        let Some(p) = self.core.read_position() else {
+            return;
+        };
+        if !self.core.counts_spans()
+            || !self.shared.outputs.logs_decisions()
+            || self.logged_position >= Some(p)
+        {
+            return;
+        }
+        self.logged_position = Some(p);
+        self.acks
+            .push(self.shared.outputs.log_position(self.partition, p));
+    }
+
     /// Writes out buffered segments and waits for every pending write; returns the commit point.
     async fn drain(&mut self) -> Option<i64> {
+        self.log_position();
         for s in &mut self.sinks {
             s.flush(&mut self.acks);
         }
@@ -452,6 +477,7 @@ impl PartitionTask {
 mod tests {
     //! The task on tokio's paused clock with fake sinks and outputs: no broker, no store.
 
+    use crate::pipeline::outputs::RestoredDecisions;
     use std::collections::{HashMap, VecDeque};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Mutex;
@@ -551,7 +577,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
     #[derive(Default)]
     struct FakeOutputs {
         logs: bool,
-        restores: Mutex<VecDeque<Result<HashMap<TraceId, Decided>, RestoreError>>>,
+        restores: Mutex<VecDeque<Result<RestoredDecisions, RestoreError>>>,
         logged: Mutex<Vec<(TraceId, Decided)>>,
     }
 
@@ -580,7 +606,7 @@ archive: {hot: {max_segment_bytes: 1MiB}}
         ) -> RestoreFuture {
             let next = self.restores.lock().unwrap().pop_front();
             Box::pin(std::future::ready(
-                next.unwrap_or_else(|| Ok(HashMap::new())),
+                next.unwrap_or_else(|| Ok(RestoredDecisions::default())),
             ))
         }
     }
@@ -776,15 +802,18 @@ archive: {hot: {max_segment_bytes: 1MiB}}
             logs: true,
             restores: Mutex::new(VecDeque::from([
                 Err(RestoreError::Task("the log is unreachable".into())),
-                Ok(HashMap::from([(
-                    kept,
-                    Decided {
-                        keep: true,
-                        threshold: crate::otlp::threshold::Threshold::ALWAYS,
-                        decided_at_ms,
-                        policy: "errors".into(),
-                    },
-                )])),
+                Ok(RestoredDecisions {
+                    decisions: HashMap::from([(
+                        kept,
+                        Decided {
+                            keep: true,
+                            threshold: crate::otlp::threshold::Threshold::ALWAYS,
+                            decided_at_ms,
+                            policy: "errors".into(),
+                        },
+                    )]),
+                    counted_through: None,
+                }),
             ])),
             ..Default::default()
         };
