@@ -621,10 +621,10 @@ fn every_alert_passes_promtool_fires_and_stays_silent_and_has_a_runbook() {
     }
 }
 
-/// Every expression of the dashboard's panels, with Grafana's interval variables replaced.
-fn dashboard_exprs() -> Vec<(String, String)> {
+/// Every expression of a dashboard's panels (`deploy/grafana/FILE`).
+fn dashboard_exprs(file: &str) -> Vec<(String, String)> {
     let d: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("deploy/grafana/tracesift.json")).unwrap(),
+        &std::fs::read_to_string(repo().join("deploy/grafana").join(file)).unwrap(),
     )
     .unwrap();
     d["panels"]
@@ -645,6 +645,7 @@ fn dashboard_exprs() -> Vec<(String, String)> {
 
 fn grafana_to_promql(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
+        .replace("$service", ".*")
         .replace("$__interval", "15s")
         .replace("$__range", "1h")
 }
@@ -745,6 +746,97 @@ fn the_dashboard_reads_only_its_datasource_and_metrics_tracesift_exports() {
         "tracesift_compaction_runs_total",
     ] {
         assert!(used.contains(m), "no dashboard panel shows {m}");
+    }
+}
+
+/// Metric names the span metrics and the service graph write with their default settings, as
+/// the library renders them.
+fn derived_metrics() -> BTreeSet<String> {
+    use tracesift::telemetry::exposition::{Format, Writer};
+    use tracesift::telemetry::service_graph::{EdgeObs, ServiceGraph, ServiceGraphConfig};
+    use tracesift::telemetry::span_metrics::{SpanMetrics, SpanMetricsConfig};
+    let mut spans = SpanMetrics::new(SpanMetricsConfig::default().settings());
+    spans.observe(&["a", "b", "c", "d"], 1, 1);
+    let mut graph = ServiceGraph::new(ServiceGraphConfig::default().settings(None));
+    let edge = EdgeObs {
+        client: "a".into(),
+        server: "b".into(),
+        connection_type: "",
+        failed: false,
+        client_side: Some((0.1, [1; 8])),
+        server_side: Some((0.1, [2; 8])),
+    };
+    graph.observe(&edge, None, 1);
+    let mut text = String::new();
+    let mut w = Writer::new(&mut text, Format::Prometheus);
+    spans.write(&mut w);
+    graph.write(&mut w);
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_red_dashboard_reads_its_variables_and_metrics_the_span_metrics_write() {
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("deploy/grafana/tracesift-red.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let names: Vec<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["datasource", "service"]);
+    assert_eq!(vars[0]["type"], "datasource");
+    let mut known = derived_metrics();
+    known.extend(exported_metrics());
+    assert!(
+        known.contains("traces_span_metrics_calls_total"),
+        "{known:?}"
+    );
+    let any_metric = regex::Regex::new(r"\b(?:traces|tracesift)_[a-z0-9_]+").unwrap();
+    let mut kinds = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for p in d["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            continue;
+        }
+        let title = p["title"].as_str().unwrap();
+        kinds.insert(p["type"].as_str().unwrap().to_string());
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for m in any_metric.find_iter(expr) {
+                let m = m.as_str();
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| m.strip_suffix(s))
+                    .unwrap_or(m);
+                assert!(
+                    known.contains(base) || known.contains(m),
+                    "{title}: `{m}` is not a metric tracesift writes"
+                );
+                used.insert(base.to_string());
+            }
+            if expr.contains("histogram_quantile") {
+                assert_eq!(
+                    t["exemplar"], true,
+                    "{title}: latency panels show exemplars"
+                );
+            }
+        }
+    }
+    assert!(kinds.contains("nodeGraph"), "a node graph of the services");
+    for m in [
+        "traces_span_metrics_calls_total",
+        "traces_span_metrics_duration_seconds",
+        "traces_service_graph_request_total",
+        "traces_service_graph_request_failed_total",
+        "traces_service_graph_request_server_seconds",
+        "tracesift_sampled_span_calls_estimated_total",
+        "tracesift_span_metrics_overflow_spans_total",
+    ] {
+        assert!(used.contains(m), "no panel shows {m}");
     }
 }
 
@@ -899,7 +991,10 @@ policies:
 archive:
   hot: {{url: "file://{}", flush_interval: 1s}}
   compaction: {{min_age: 1s}}
-telemetry: {{listen: "127.0.0.1:{member_port}"}}
+telemetry:
+  listen: "127.0.0.1:{member_port}"
+  span_metrics: {{enabled: true}}
+  service_graph: {{enabled: true}}
 "#,
         hot.display()
     );
@@ -1036,8 +1131,9 @@ telemetry: {{listen: "127.0.0.1:{member_port}"}}
     }
 
     // Every dashboard expression and every alert's compared series return series.
-    let mut queries: Vec<(String, String)> = dashboard_exprs()
+    let mut queries: Vec<(String, String)> = dashboard_exprs("tracesift.json")
         .into_iter()
+        .chain(dashboard_exprs("tracesift-red.json"))
         .map(|(t, e)| (format!("panel {t}"), grafana_to_promql(&e)))
         .collect();
     for (name, expr) in alerts() {

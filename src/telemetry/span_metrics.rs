@@ -737,7 +737,8 @@ impl SpanMetricsConfig {
         self.aggregation_cardinality_limit as u64 * (labels + buckets + 200)
     }
 
-    fn settings(&self) -> SpanMetricsSettings {
+    /// The table's settings.
+    pub fn settings(&self) -> SpanMetricsSettings {
         let mut excluded = [false; 4];
         for (x, s) in excluded.iter_mut().zip(STANDARD) {
             *x = self
