@@ -743,6 +743,26 @@ impl SpanRanges {
         Ok(f)
     }
 
+    /// The `name` range and `kind` of a `Span` body, walking only as far as they are (encoders
+    /// write fields in order, so past the first six at most): the cheap read of span metrics
+    /// and the service graph's first look.
+    pub fn name_and_kind(buf: &[u8]) -> Result<(Range<usize>, i32), DecodeError> {
+        const M: &str = "Span";
+        let (mut name, mut kind) = (None, None);
+        let mut rd = Reader::new(buf, 0..buf.len());
+        while let Some((n, _, w)) = rd.field()? {
+            match n {
+                5 => name = Some(len(M, n, w)?),
+                6 => kind = Some(varint(M, n, w)? as i32),
+                _ => {}
+            }
+            if let (Some(name), Some(kind)) = (&name, kind) {
+                return Ok((name.clone(), kind));
+            }
+        }
+        Ok((name.unwrap_or(0..0), kind.unwrap_or(0)))
+    }
+
     /// The text of a string field's range.
     pub fn text<'a>(buf: &'a [u8], r: &Range<usize>) -> Result<&'a str, DecodeError> {
         text(buf, r.clone(), "Span string field")

@@ -189,12 +189,15 @@ pub fn edges(spans: &[SpanRef], s: &GraphSettings, out: &mut Vec<EdgeObs>) -> Ve
     let mut service = 0;
     let mut sides: Vec<Side> = Vec::new();
     for (i, sp) in spans.iter().enumerate() {
+        // A short walk tells the kind; only the spans that can be one side of a call are
+        // read whole.
+        match SpanRanges::name_and_kind(&sp.bytes) {
+            Ok((_, kind)) if (SERVER..=CONSUMER).contains(&kind) => {}
+            _ => continue,
+        }
         let Ok(f) = SpanRanges::read(&sp.bytes) else {
             continue;
         };
-        if !(SERVER..=CONSUMER).contains(&f.kind) {
-            continue;
-        }
         let ctx = std::sync::Arc::as_ptr(&sp.ctx);
         if ctx != last_ctx {
             last_ctx = ctx;

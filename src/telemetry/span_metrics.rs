@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 
 use super::exposition::{Exemplar, ExemplarLabels, Kind, Writer};
 use super::service_graph::{ServiceGraph, ServiceGraphConfig};
-use crate::hash::{fnv1a_more, FNV1A_START};
 use crate::otlp::fields::{AnyRef, KvListRef, SpanRanges};
 use crate::otlp::{enum_name, ScannedSpan, SpanRef, SPAN_KIND_NAMES, STATUS_CODE_NAMES};
 
@@ -178,10 +177,24 @@ pub(crate) struct Table<T> {
     limit: usize,
 }
 
-/// The hash of a key's label values (each ended by a byte no UTF-8 text holds).
+/// The hash of a key's label values, eight bytes at a time (each value followed by its
+/// length, so the split between values counts): a table key, never stored or compared across
+/// processes.
 fn key_hash(values: &[&str]) -> u64 {
-    values.iter().fold(FNV1A_START, |h, v| {
-        fnv1a_more(fnv1a_more(h, v.as_bytes()), &[0xff])
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+    values.iter().fold(0, |mut h, v| {
+        let b = v.as_bytes();
+        let mut chunks = b.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = mix(h, u64::from_le_bytes(w));
+        }
+        let mut w = [0u8; 8];
+        w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        h = mix(h, u64::from_le_bytes(w));
+        mix(h, b.len() as u64)
     })
 }
 
@@ -815,11 +828,15 @@ impl<'r> Keys<'r> {
         }
     }
 
-    /// The label values of `span` (read as `f`), and how many there are.
+    /// The label values of `span` — its `name`, `kind` and `status`; its attributes (the
+    /// window of a full read) only when dimensions are configured — and how many there are.
     fn values<'s>(
         &'s mut self,
         span: &'s SpanRef,
-        f: &SpanRanges,
+        name: &'s str,
+        kind: i32,
+        status: i32,
+        attributes: Option<std::ops::Range<usize>>,
     ) -> ([&'s str; MAX_LABELS], usize) {
         let ctx = Arc::as_ptr(&span.ctx);
         if ctx != self.last_ctx {
@@ -828,22 +845,24 @@ impl<'r> Keys<'r> {
             self.service.clear();
             self.service.push_str(service_name(&self.resource));
         }
-        let attrs = KvListRef::new(&span.bytes[f.attributes.clone()], 9);
-        for (d, out) in self.dimensions.iter().zip(self.dims.iter_mut()) {
-            let found = [attrs, KvListRef::new(&self.resource, 1)]
-                .iter()
-                .find_map(|m| m.get(&d.name).ok().flatten())
-                .is_some_and(|v| text_of(v, out));
-            if !found {
-                out.clear();
-                out.push_str(d.default.as_deref().unwrap_or(""));
+        if !self.dimensions.is_empty() {
+            let attrs = KvListRef::new(&span.bytes[attributes.unwrap_or(0..0)], 9);
+            for (d, out) in self.dimensions.iter().zip(self.dims.iter_mut()) {
+                let found = [attrs, KvListRef::new(&self.resource, 1)]
+                    .iter()
+                    .find_map(|m| m.get(&d.name).ok().flatten())
+                    .is_some_and(|v| text_of(v, out));
+                if !found {
+                    out.clear();
+                    out.push_str(d.default.as_deref().unwrap_or(""));
+                }
             }
         }
         let mut values: [&str; MAX_LABELS] = [""; MAX_LABELS];
         values[0] = &self.service;
-        values[1] = SpanRanges::text(&span.bytes, &f.name).unwrap_or("");
-        values[2] = kind_label(f.kind);
-        values[3] = status_label(f.status_code);
+        values[1] = name;
+        values[2] = kind_label(kind);
+        values[3] = status_label(status);
         for (v, x) in values.iter_mut().zip(self.excluded) {
             if x {
                 *v = "";
@@ -854,6 +873,20 @@ impl<'r> Keys<'r> {
             *slot = d;
         }
         (values, n)
+    }
+
+    /// The label values of a buffered span (a full read), its duration (ns) and id.
+    fn of_buffered<'s>(&'s mut self, span: &'s SpanRef) -> Option<([&'s str; MAX_LABELS], usize, u64, [u8; 8])> {
+        let f = SpanRanges::read(&span.bytes).ok()?;
+        let id = span
+            .bytes
+            .get(f.span_id.clone())
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .unwrap_or([0; 8]);
+        let name = SpanRanges::text(&span.bytes, &f.name).unwrap_or("");
+        let duration = f.end_ns.saturating_sub(f.start_ns);
+        let (v, n) = self.values(span, name, f.kind, f.status_code, Some(f.attributes));
+        Some((v, n, duration, id))
     }
 }
 
@@ -924,12 +957,32 @@ impl Recorder {
         if let Some(part) = &self.spans {
             let mut keys = Keys::new(&part.dimensions, part.excluded);
             let mut table = lock(&part.table);
+            let full = !part.dimensions.is_empty();
             for s in spans {
-                let Ok(f) = SpanRanges::read(&s.span.bytes) else {
-                    continue;
+                let bytes = &s.span.bytes;
+                // Kind, status and times come from the scan; the name from a short walk; the
+                // attributes (a full walk) only for dimensions.
+                let (name, attributes) = if full {
+                    match SpanRanges::read(bytes) {
+                        Ok(f) => (f.name, Some(f.attributes)),
+                        Err(_) => continue,
+                    }
+                } else {
+                    match SpanRanges::name_and_kind(bytes) {
+                        Ok((name, _)) => (name, None),
+                        Err(_) => continue,
+                    }
                 };
-                let (values, n) = keys.values(&s.span, &f);
-                table.observe(&values[..n], f.end_ns.saturating_sub(f.start_ns), now_ms);
+                let name = SpanRanges::text(bytes, &name).unwrap_or("");
+                let m = &s.meta;
+                let (values, n) = keys.values(
+                    &s.span,
+                    name,
+                    m.kind.as_i32(),
+                    m.status.as_i32(),
+                    attributes,
+                );
+                table.observe(&values[..n], m.end_ns.saturating_sub(m.start_ns), now_ms);
             }
         }
         self.maybe_expire(now_ms);
@@ -970,20 +1023,15 @@ impl Recorder {
         let mut keys = Keys::new(&part.dimensions, part.excluded);
         let mut table = lock(&part.table);
         for s in spans {
-            let Ok(f) = SpanRanges::read(&s.bytes) else {
+            let Some((values, n, duration, span_id)) = keys.of_buffered(s) else {
                 continue;
             };
-            let exemplar = part.exemplars.then(|| Exemplar {
+            let exemplar = part.exemplars.then_some(Exemplar {
                 trace_id: trace_id.0,
-                span_id: s
-                    .bytes
-                    .get(f.span_id.clone())
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .unwrap_or([0; 8]),
-                value: f.end_ns.saturating_sub(f.start_ns) as f64 / 1e9,
+                span_id,
+                value: duration as f64 / 1e9,
                 at_ms: wall_ms,
             });
-            let (values, n) = keys.values(s, &f);
             table.kept(&values[..n], adjusted, exemplar);
         }
     }

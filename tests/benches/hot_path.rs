@@ -13,6 +13,9 @@
 //!   attribute, a resource attribute) judged on every span, read where it lies: the lazy scan
 //!   with the policy's whole-span leaf against the same scan without it (their difference is
 //!   the condition's cost in the pipeline), and the condition alone on buffered spans.
+//! - `red/*`: RED metrics from every span (the `spanmetrics` table, Collector defaults) per
+//!   record as the partition feeds it, and per decided trace the service graph, and a kept
+//!   trace's estimates and exemplars.
 //!
 //! Run: `cargo bench --bench hot_path`. Throughput is in spans; ns/span = 1e9 / (spans/s).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -28,6 +31,8 @@ use tracesift::archive::{encode_segment, KeptSpan};
 use tracesift::clock::StreamTime;
 use tracesift::config::{Config, StoreConfig};
 use tracesift::gen::{plan_records, GenOptions};
+use tracesift::telemetry::service_graph::ServiceGraphConfig;
+use tracesift::telemetry::span_metrics::{self, SpanMetricsConfig};
 use tracesift::otlp::{self, ScannedSpan, SpanProbe};
 use tracesift::sample::{Sampler, SEED_POLICIES, SEED_TIERS};
 use tracesift::store::{Admit, StoreLimits, TraceStore};
@@ -269,6 +274,55 @@ fn bench(c: &mut Criterion) {
                 .fold(0u128, |a, b| a | b)
         })
     });
+    g.finish();
+
+    // RED metrics (issue target: <= 60 ns per span for the span metrics).
+    let by_record: Vec<Vec<ScannedSpan>> = recs
+        .iter()
+        .map(|r| {
+            let mut out = Vec::new();
+            otlp::scan_request_into(r, &otlp::NoProbe, 0, &mut out).unwrap();
+            out
+        })
+        .collect();
+    let by_trace: Vec<(otlp::TraceId, Vec<otlp::SpanRef>)> = all
+        .chunk_by(|a, b| a.trace_id == b.trace_id)
+        .map(|t| (t[0].trace_id, t.iter().map(|s| s.span.clone()).collect()))
+        .collect();
+    let on = SpanMetricsConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    let graph_on = ServiceGraphConfig {
+        enabled: true,
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("red");
+    g.throughput(Throughput::Elements(spans as u64));
+    let spans_only = span_metrics::install(&on, &ServiceGraphConfig::default()).unwrap();
+    g.bench_function("span_metrics_observe", |b| {
+        b.iter(|| {
+            for r in &by_record {
+                spans_only.observe(r, 1);
+            }
+        })
+    });
+    g.bench_function("kept_estimates_and_exemplars", |b| {
+        b.iter(|| {
+            for (id, t) in &by_trace {
+                spans_only.kept(*id, t, 2.0, 1);
+            }
+        })
+    });
+    let graph_only = span_metrics::install(&SpanMetricsConfig::default(), &graph_on).unwrap();
+    g.bench_function("service_graph_per_trace", |b| {
+        b.iter(|| {
+            for (id, t) in &by_trace {
+                graph_only.decided(*id, t, false, 0.0, 1);
+            }
+        })
+    });
+    span_metrics::install(&SpanMetricsConfig::default(), &ServiceGraphConfig::default());
     g.finish();
 
     let mut g = c.benchmark_group("emit");
