@@ -876,7 +876,10 @@ impl<'r> Keys<'r> {
     }
 
     /// The label values of a buffered span (a full read), its duration (ns) and id.
-    fn of_buffered<'s>(&'s mut self, span: &'s SpanRef) -> Option<([&'s str; MAX_LABELS], usize, u64, [u8; 8])> {
+    fn of_buffered<'s>(
+        &'s mut self,
+        span: &'s SpanRef,
+    ) -> Option<([&'s str; MAX_LABELS], usize, u64, [u8; 8])> {
         let f = SpanRanges::read(&span.bytes).ok()?;
         let id = span
             .bytes
@@ -1199,5 +1202,58 @@ mod tests {
             text.contains("traces_spanmetrics_latency_bucket{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn namespace_and_excluded_labels_shape_the_names() {
+        let mut m = SpanMetrics::new(SpanMetricsSettings {
+            namespace: "shop.red".into(),
+            excluded: [false, false, true, false],
+            dimensions: vec![],
+            ..settings(10)
+        });
+        m.observe(&["a", "x", "", "STATUS_CODE_OK"], 1, 1);
+        let mut text = String::new();
+        m.render(&mut text);
+        assert!(
+            text.contains("shop_red_calls_total{service_name=\"a\",span_name=\"x\",status_code=\"STATUS_CODE_OK\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("shop_red_duration_seconds_bucket{"), "{text}");
+        assert!(!text.contains("span_kind"), "{text}");
+    }
+
+    #[test]
+    fn the_config_names_every_problem_in_the_connectors_words() {
+        let cfg = SpanMetricsConfig {
+            enabled: true,
+            exclude_dimensions: vec![
+                "span.kind".into(),
+                "status_code".into(),
+                "span.colour".into(),
+            ],
+            aggregation_cardinality_limit: 0,
+            namespace: "9 lives".into(),
+            histogram: HistogramConfig {
+                explicit: ExplicitBuckets {
+                    buckets: durations(&[0.5, 0.1]),
+                },
+            },
+            ..Default::default()
+        };
+        let mut e = Vec::new();
+        cfg.check(&mut e);
+        let paths: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        let joined = paths.join("\n");
+        for p in [
+            "telemetry.span_metrics.histogram.explicit.buckets",
+            "telemetry.span_metrics.aggregation_cardinality_limit",
+            "telemetry.span_metrics.exclude_dimensions[2]",
+            "telemetry.span_metrics.namespace",
+        ] {
+            assert!(joined.contains(p), "{p} missing from\n{joined}");
+        }
+        assert_eq!(e.len(), 4, "{joined}");
+        assert_eq!(cfg.settings().excluded, [false, false, true, true]);
     }
 }
