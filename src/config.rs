@@ -45,7 +45,7 @@ pub struct Config {
     /// Telemetry.
     pub telemetry: TelemetryConfig,
     /// Graceful shutdown deadline after SIGTERM / SIGINT.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub shutdown_timeout: Duration,
 }
 
@@ -65,24 +65,9 @@ fn section<T: DeserializeOwned + Default>(
     v: Option<&serde_norway::Value>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    let Some(v) = v else {
-        return Some(T::default());
-    };
-    if v.is_null() {
-        return Some(T::default());
-    }
-    match serde_path_to_error::deserialize::<_, T>(v.clone()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." || inner.is_empty() {
-                name.to_string()
-            } else {
-                format!("{name}.{inner}")
-            };
-            errors.push(ConfigError::new(path, e.into_inner().to_string()));
-            None
-        }
+    match v {
+        None | Some(serde_norway::Value::Null) => Some(T::default()),
+        Some(v) => crate::settings::lenient::read(name, v, errors),
     }
 }
 
@@ -154,11 +139,24 @@ impl Config {
         for key in map.keys() {
             let k = key.as_str().unwrap_or("");
             if !SECTIONS.contains(&k) {
-                errors.push(ConfigError::new(
-                    k,
-                    format!("unknown section; expected one of: {}", SECTIONS.join(", ")),
-                ));
+                let hint = match crate::settings::lenient::suggest(k, SECTIONS.iter().copied()) {
+                    Some(m) => format!("did you mean `{m}`?"),
+                    None => format!("the sections are {}", SECTIONS.join(", ")),
+                };
+                errors.push(ConfigError::new(k, format!("unknown section; {hint}")));
             }
+        }
+        // Policies and tiers are two ways to say the same thing: one of them, never both,
+        // whether or not each reads.
+        let present = |k: &str| {
+            map.get(k)
+                .is_some_and(|v| v.as_sequence().is_some_and(|s| !s.is_empty()))
+        };
+        if present("policies") && present("tiers") {
+            errors.push(ConfigError::new(
+                "tiers",
+                "give either `policies:` (OR of Collector policies) or `tiers:` (first match), not both",
+            ));
         }
         let get = |k: &str| map.get(k);
         let kafka = section::<KafkaConfig>("kafka", get("kafka"), &mut errors);
@@ -167,17 +165,12 @@ impl Config {
         let archive = section::<ArchiveConfig>("archive", get("archive"), &mut errors);
         let telemetry = section::<TelemetryConfig>("telemetry", get("telemetry"), &mut errors);
         let shutdown_timeout = match get("shutdown_timeout") {
-            None => Some(Duration::from_secs(30)),
-            Some(v) => match v.as_str().map(humantime::parse_duration) {
-                Some(Ok(d)) => Some(d),
-                _ => {
-                    errors.push(ConfigError::new(
-                        "shutdown_timeout",
-                        "expected a duration such as 30s",
-                    ));
-                    None
-                }
-            },
+            None | Some(serde_norway::Value::Null) => Some(Duration::from_secs(30)),
+            Some(v) => {
+                let read: Option<crate::settings::duration::Dur> =
+                    crate::settings::lenient::read("shutdown_timeout", v, &mut errors);
+                read.map(|d| d.0)
+            }
         };
         let policies = match get("policies") {
             None | Some(serde_norway::Value::Null) => Some(Vec::new()),
@@ -293,9 +286,12 @@ impl Config {
                     telemetry: telemetry.unwrap_or_default(),
                     shutdown_timeout: Duration::from_secs(30),
                 };
+                // A check is not repeated on a value already reported (read or reference
+                // problems); the checks' own problems are all kept.
+                let read_errors = errors.clone();
                 if let Err(ConfigErrors(more)) = partial.validate() {
                     for e in more {
-                        let covered = errors.iter().any(|x| {
+                        let covered = read_errors.iter().any(|x| {
                             !x.path.is_empty()
                                 && (e.path.starts_with(&x.path)
                                     || (e.path == "policies"

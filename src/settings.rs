@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+pub mod duration;
+pub mod lenient;
 pub mod secrets;
 pub use secrets::{is_secret_key, Headers, Properties, StoreOptions};
 

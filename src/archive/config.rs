@@ -14,7 +14,7 @@ pub struct HotTierConfig {
     /// Object store URL: `file:///abs/path` (or a plain absolute path).
     pub url: String,
     /// A partition's open segment is written out at least this often.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub flush_interval: Duration,
     /// A segment is written out when its buffered spans reach this size.
     pub max_segment_bytes: ByteSize,
@@ -49,7 +49,7 @@ pub struct TierConfig {
     /// Object store URL: `file:///abs/dir` or `s3://bucket/prefix`.
     pub url: String,
     /// Age (since the end of a file's hour) at which files move into this tier.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub after: Duration,
     /// Storage price of this tier, for `tracesift cost`.
     #[serde(default)]
@@ -67,10 +67,10 @@ pub struct CompactionConfig {
     /// hot tier lets one member at a time do it); `tracesift compact` runs one pass regardless.
     pub in_run: bool,
     /// Pause between passes of the loop inside `run`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub interval: Duration,
     /// An hour is compacted once it ended this long ago (later segments are merged next pass).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub min_age: Duration,
     /// Memory a merge may use: input batches plus the output row group being built.
     pub memory_budget: ByteSize,
@@ -84,7 +84,7 @@ pub struct CompactionConfig {
     pub work_dir: String,
     /// How long a compactor's lease lasts without renewal (a crashed compactor's work is taken
     /// over after this).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub lease_ttl: Duration,
     /// The catalog store, where the lease and every tier's manifest live (empty: the hot
     /// tier). The store must honour create-if-absent
@@ -125,7 +125,10 @@ pub struct ArchiveConfig {
     pub tiers: Vec<TierConfig>,
     /// Files whose hour ended longer ago than this are deleted from every tier (absent: kept
     /// forever).
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        with = "crate::settings::duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retention: Option<Duration>,
     /// Compaction and the tier loop.
     pub compaction: CompactionConfig,

@@ -29,7 +29,7 @@ pub struct KafkaConfig {
     /// Topic for records that could not be decoded (original bytes, reason in headers).
     pub dead_letter_topic: String,
     /// How often each partition commits its offset watermark.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub commit_interval: Duration,
     /// Records buffered between the consumer and a partition's task before the partition is
     /// paused. Large enough to absorb a few fetch responses: a pause costs a re-fetch.
@@ -62,7 +62,7 @@ pub struct KafkaConfig {
     /// How far back a restarted pipeline must be able to replay beyond `store.max_trace_age`:
     /// the input's (and rekey topic's) retention must cover both, or spans are deleted before
     /// they are read again after an outage. Checked by `run` and `topology`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub replay_window: Duration,
     /// librdkafka properties passed through to every client (consumer and producer): TLS,
     /// SASL, timeouts, tuning. Values may be `${env:NAME}` / `${file:/path}` references;

@@ -77,6 +77,8 @@ pub struct SpanMeta {
     pub leaf_bits: u128,
     /// Encoded size of the span in bytes.
     pub size: u32,
+    /// Where the span's `name` is in its bytes: offset and length (0, 0 when absent).
+    pub name_at: (u32, u32),
 }
 
 /// An attribute value as found on the wire, parsed only as far as a probe asks.
@@ -309,6 +311,12 @@ pub(super) fn scan_span(
                 }
                 meta.is_root = s.is_empty() || buf[s] == [0; 8];
                 known.is_root = meta.is_root;
+            }
+            (5, Wire::Len(s)) => {
+                meta.name_at = (
+                    u32::try_from(s.start - r.start).unwrap_or(0),
+                    u32::try_from(s.len()).unwrap_or(0),
+                );
             }
             (6, Wire::Varint(v)) => {
                 known.kind = v as i32;

@@ -35,7 +35,7 @@ pub struct DynamicConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal_throughput_per_sec: Option<f64>,
     /// How often rates are recomputed.
-    #[serde(default = "default_interval", with = "humantime_serde")]
+    #[serde(default = "default_interval", with = "crate::settings::duration")]
     pub adjustment_interval: Duration,
     /// Weight of the newest interval in the moving average, in (0, 1].
     #[serde(default = "default_weight")]

@@ -84,19 +84,7 @@ pub(crate) fn typed_block<T: serde::de::DeserializeOwned>(
         ));
         return None;
     };
-    match serde_path_to_error::deserialize::<_, T>(block.clone()) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let p = if inner == "." {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push(ConfigError::new(p, e.into_inner().to_string()));
-            None
-        }
-    }
+    crate::settings::lenient::read(path, block, errors)
 }
 
 impl PolicySpec {

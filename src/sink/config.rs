@@ -197,7 +197,7 @@ pub struct OtlpSinkConfig {
     #[serde(default)]
     pub compression: OtlpCompression,
     /// Per request.
-    #[serde(default = "default_otlp_timeout", with = "humantime_serde")]
+    #[serde(default = "default_otlp_timeout", with = "crate::settings::duration")]
     pub timeout: Duration,
     /// TLS.
     #[serde(default)]
@@ -259,14 +259,14 @@ pub struct OtlpTls {
 #[serde(deny_unknown_fields, default)]
 pub struct RetryOnFailure {
     /// First backoff ceiling.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub initial_interval: Duration,
     /// Largest backoff ceiling (a server's `Retry-After` / RetryInfo is honoured up to 5 min).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub max_interval: Duration,
     /// Best-effort sinks: a batch still failing after this long is dropped and counted. Required
     /// sinks retry until the write succeeds (their partitions pause meanwhile).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub max_elapsed_time: Duration,
 }
 
@@ -305,7 +305,7 @@ pub struct BatchConfig {
     /// Largest request (encoded, before compression); a trace larger than this goes in several.
     pub max_bytes: ByteSize,
     /// A batch is sent at the latest this long after its first trace.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub linger: Duration,
     /// Adapt the target between `min_spans` and `max_spans` to the backlog: spans waiting for a
     /// request slot above twice the target double it (fewer, larger requests), below half of it

@@ -22,13 +22,13 @@ pub enum OnOverflow {
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// Decide a trace when no span has arrived for this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub decision_wait: Duration,
     /// Decide a trace this long after its root span arrived (0 = off).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub decision_wait_after_root: Duration,
     /// Decide a trace at the latest this long after its first span arrived.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub max_trace_age: Duration,
     /// Traces buffered per partition at most.
     pub max_traces: usize,
@@ -43,7 +43,7 @@ pub struct StoreConfig {
     /// Decisions remembered for late spans, kept and dropped bounded apart.
     pub decision_cache: DecisionCacheConfig,
     /// Timer resolution: how often due traces are looked for.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub tick: Duration,
 }
 
@@ -74,12 +74,12 @@ pub struct DecisionCacheConfig {
     /// Kept decisions remembered at most.
     pub sampled_cache_size: usize,
     /// How long a kept decision is remembered.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub sampled_ttl: Duration,
     /// Dropped decisions remembered at most.
     pub non_sampled_cache_size: usize,
     /// How long a dropped decision is remembered.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub non_sampled_ttl: Duration,
 }
 

@@ -43,7 +43,7 @@ pub struct ServiceGraphConfig {
     /// Compute the graph.
     pub enabled: bool,
     /// Bounds of the client and server latency histograms (the connector's).
-    pub latency_histogram_buckets: Vec<humantime_serde::Serde<std::time::Duration>>,
+    pub latency_histogram_buckets: Vec<crate::settings::duration::Dur>,
     /// Span attributes that name the server of a client span without a server child, first
     /// found wins.
     pub virtual_node_peer_attributes: Vec<String>,
@@ -53,7 +53,7 @@ pub struct ServiceGraphConfig {
     /// Most edges held; further edges count in one `otel_metric_overflow="true"` edge.
     pub max_edges: usize,
     /// An edge not seen for this long (stream time) is dropped; 0s = never.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub metrics_expiration: std::time::Duration,
 }
 
@@ -408,7 +408,7 @@ impl ServiceGraph {
         self.edges
             .rows()
             .find(|(v, _)| {
-                v.len() == 3 && &*v[0] == client && &*v[1] == server && &*v[2] == connection_type
+                v.len() == 3 && v[0] == client && v[1] == server && v[2] == connection_type
             })
             .map(|(_, r)| (r.requests, r.failed))
     }
@@ -417,7 +417,7 @@ impl ServiceGraph {
     pub fn unpaired(&self, server: &str) -> u64 {
         self.unpaired
             .rows()
-            .find(|(v, _)| v.len() == 1 && &*v[0] == server)
+            .find(|(v, _)| v.len() == 1 && v[0] == server)
             .map_or(0, |(_, n)| *n)
     }
 
@@ -428,7 +428,7 @@ impl ServiceGraph {
             "server".into(),
             "connection_type".into(),
         ];
-        fn pairs<'a>(names: &'a [String], v: &'a [Box<str>]) -> Vec<(&'a str, &'a str)> {
+        fn pairs<'a>(names: &'a [String], v: &[&'a str]) -> Vec<(&'a str, &'a str)> {
             let mut p = label_pairs(names, v);
             // The connection type is written even when empty, as the connector does.
             if v.len() == 3 && v[2].is_empty() {
@@ -456,7 +456,7 @@ impl ServiceGraph {
         for (name, help, pick) in counters {
             w.family(name, Kind::Counter, help);
             for (v, r) in self.edges.rows() {
-                w.sample(name, &pairs(&names, v), None, pick(r) as f64, None);
+                w.sample(name, &pairs(&names, &v), None, pick(r) as f64, None);
             }
         }
         type Side = fn(&EdgeRow) -> &Hist;
@@ -478,7 +478,7 @@ impl ServiceGraph {
                 side(r).write(
                     w,
                     name,
-                    &pairs(&names, v),
+                    &pairs(&names, &v),
                     &self.settings.buckets,
                     exemplar_labels,
                 );
@@ -492,7 +492,7 @@ impl ServiceGraph {
         );
         for (v, n) in self.unpaired.rows() {
             let server = ["server".to_string()];
-            w.sample(name, &label_pairs(&server, v), None, *n as f64, None);
+            w.sample(name, &label_pairs(&server, &v), None, *n as f64, None);
         }
         w.family(
             "tracesift_service_graph_edges",
@@ -518,7 +518,7 @@ impl ServiceGraph {
         self.edges
             .rows()
             .find(|(v, _)| {
-                v.len() == 3 && &*v[0] == client && &*v[1] == server && &*v[2] == connection_type
+                v.len() == 3 && v[0] == client && v[1] == server && v[2] == connection_type
             })
             .map_or(0, |(_, r)| r.client.count())
     }

@@ -157,85 +157,134 @@ impl Hist {
 
 #[derive(Debug, Clone)]
 struct Row<T> {
-    /// Label values (empty for the overflow row).
-    values: Box<[Box<str>]>,
+    /// Label values, each as a 2-byte length and its bytes (empty for the overflow row).
+    key: Box<[u8]>,
     hash: u64,
+    /// The next row with the same hash (`NONE` ends the chain).
+    next: u32,
     last_seen_ms: u64,
     data: T,
 }
 
+const NONE: u32 = u32::MAX;
+
+impl<T> Row<T> {
+    /// The label values (the key's pieces).
+    fn values(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut k = &self.key[..];
+        while k.len() >= 2 {
+            let n = usize::from(u16::from_le_bytes([k[0], k[1]]));
+            let v = k.get(2..2 + n).unwrap_or_default();
+            out.push(std::str::from_utf8(v).unwrap_or_default());
+            k = k.get(2 + n..).unwrap_or_default();
+        }
+        out
+    }
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassHasher(u64);
+
+impl std::hash::Hasher for PassHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// Rows of data by label values: at most `limit` rows, the rest folded into one overflow
-/// row; a row already held found from borrowed values without allocating.
+/// row; a row already held found from borrowed values without allocating (the values are
+/// laid end to end in a reused buffer, hashed eight bytes at a time and compared once).
 #[derive(Debug)]
 pub(crate) struct Table<T> {
     rows: Vec<Row<T>>,
-    /// Hash of the label values → indexes into `rows`.
-    index: HashMap<u64, Vec<u32>>,
+    /// Hash of the key → the first row with it (the others chained through `next`).
+    index: HashMap<u64, u32, std::hash::BuildHasherDefault<PassHasher>>,
     overflow: Row<T>,
     /// Observations counted in the overflow row.
     overflowed: u64,
     limit: usize,
+    scratch: Vec<u8>,
 }
 
-/// The hash of a key's label values, eight bytes at a time (each value followed by its
-/// length, so the split between values counts): a table key, never stored or compared across
+/// A key's hash, eight bytes at a time: a table key, never stored or compared across
 /// processes.
-fn key_hash(values: &[&str]) -> u64 {
+fn key_hash(key: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
-    values.iter().fold(0, |mut h, v| {
-        let b = v.as_bytes();
-        let mut chunks = b.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = mix(h, u64::from_le_bytes(w));
-        }
+    let mut chunks = key.chunks_exact(8);
+    let mut h = 0;
+    for c in &mut chunks {
         let mut w = [0u8; 8];
-        w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        w.copy_from_slice(c);
         h = mix(h, u64::from_le_bytes(w));
-        mix(h, b.len() as u64)
-    })
+    }
+    let mut w = [0u8; 8];
+    w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(mix(h, u64::from_le_bytes(w)), key.len() as u64)
 }
 
 impl<T: Default> Table<T> {
     pub(crate) fn new(limit: usize) -> Table<T> {
         Table {
             rows: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             overflow: Row {
-                values: Box::new([]),
+                key: Box::new([]),
                 hash: 0,
+                next: NONE,
                 last_seen_ms: 0,
                 data: T::default(),
             },
             overflowed: 0,
             limit,
+            scratch: Vec::with_capacity(256),
         }
     }
 
-    fn position(&self, values: &[&str], hash: u64) -> Option<usize> {
-        self.index
-            .get(&hash)?
-            .iter()
-            .map(|&i| i as usize)
-            .find(|&i| {
-                let r = &self.rows[i].values;
-                r.len() == values.len() && r.iter().zip(values).all(|(a, b)| **a == **b)
-            })
+    /// Lays `values` (each cut at [`MAX_LABEL_BYTES`]) end to end in the scratch buffer.
+    fn encode(&mut self, values: &[&str]) -> u64 {
+        self.scratch.clear();
+        for v in values.iter().take(MAX_LABELS) {
+            let v = truncate(v);
+            self.scratch
+                .extend_from_slice(&(v.len() as u16).to_le_bytes());
+            self.scratch.extend_from_slice(v.as_bytes());
+        }
+        key_hash(&self.scratch)
+    }
+
+    /// The row whose key is the scratch buffer's.
+    fn position(&self, hash: u64) -> Option<usize> {
+        let mut i = *self.index.get(&hash)?;
+        loop {
+            let r = &self.rows[i as usize];
+            if r.hash == hash && *r.key == *self.scratch {
+                return Some(i as usize);
+            }
+            if r.next == NONE {
+                return None;
+            }
+            i = r.next;
+        }
     }
 
     /// The row of `values` (label values are cut at [`MAX_LABEL_BYTES`]), made if there is
     /// room, else the overflow row (counted).
     pub(crate) fn row(&mut self, values: &[&str], now_ms: u64) -> &mut T {
-        let mut cut: [&str; MAX_LABELS] = [""; MAX_LABELS];
-        let n = values.len().min(MAX_LABELS);
-        for (c, v) in cut.iter_mut().zip(values) {
-            *c = truncate(v);
-        }
-        let values = &cut[..n];
-        let hash = key_hash(values);
-        let i = match self.position(values, hash) {
+        let hash = self.encode(values);
+        let i = match self.position(hash) {
             Some(i) => i,
             None if self.rows.len() >= self.limit => {
                 self.overflowed += 1;
@@ -243,17 +292,16 @@ impl<T: Default> Table<T> {
                 return &mut self.overflow.data;
             }
             None => {
-                self.index
-                    .entry(hash)
-                    .or_default()
-                    .push(self.rows.len() as u32);
+                let i = self.rows.len() as u32;
+                let next = self.index.insert(hash, i).unwrap_or(NONE);
                 self.rows.push(Row {
-                    values: values.iter().map(|v| Box::from(*v)).collect(),
+                    key: self.scratch.as_slice().into(),
                     hash,
+                    next,
                     last_seen_ms: now_ms,
                     data: T::default(),
                 });
-                self.rows.len() - 1
+                i as usize
             }
         };
         let r = &mut self.rows[i];
@@ -263,12 +311,8 @@ impl<T: Default> Table<T> {
 
     /// The row of `values` if held (never made, never the overflow row).
     pub(crate) fn existing(&mut self, values: &[&str]) -> Option<&mut T> {
-        let mut cut: [&str; MAX_LABELS] = [""; MAX_LABELS];
-        let n = values.len().min(MAX_LABELS);
-        for (c, v) in cut.iter_mut().zip(values) {
-            *c = truncate(v);
-        }
-        let i = self.position(&cut[..n], key_hash(&cut[..n]))?;
+        let hash = self.encode(values);
+        let i = self.position(hash)?;
         Some(&mut self.rows[i].data)
     }
 
@@ -287,8 +331,8 @@ impl<T: Default> Table<T> {
         self.rows.retain(|r| r.last_seen_ms >= cutoff);
         if self.rows.len() != before {
             self.index.clear();
-            for (i, r) in self.rows.iter().enumerate() {
-                self.index.entry(r.hash).or_default().push(i as u32);
+            for (i, r) in self.rows.iter_mut().enumerate() {
+                r.next = self.index.insert(r.hash, i as u32).unwrap_or(NONE);
             }
         }
     }
@@ -301,27 +345,28 @@ impl<T: Default> Table<T> {
         self.overflowed
     }
 
-    /// Every row with its label values, then the overflow row (empty values) if it was used.
-    pub(crate) fn rows(&self) -> impl Iterator<Item = (&[Box<str>], &T)> {
+    /// Every row with its label values, then the overflow row (no values) if it was used.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (Vec<&str>, &T)> {
         self.rows
             .iter()
             .chain((self.overflowed > 0).then_some(&self.overflow))
-            .map(|r| (&r.values[..], &r.data))
+            .map(|r| (r.values(), &r.data))
     }
 
+    /// The row of `values` by a walk over every row (tests and tools).
     fn find(&self, values: &[&str]) -> Option<&T> {
-        self.position(values, key_hash(values))
-            .map(|i| &self.rows[i].data)
+        let want: Vec<&str> = values.iter().map(|v| truncate(v)).collect();
+        self.rows
+            .iter()
+            .find(|r| r.values() == want)
+            .map(|r| &r.data)
     }
 }
 
 /// The label pairs of a row: `names` zipped with its values, skipping empty values (a label
 /// with an empty value is an absent label) and names marked `skip`; the overflow row has
 /// only `otel_metric_overflow="true"`.
-pub(crate) fn label_pairs<'a>(
-    names: &'a [String],
-    values: &'a [Box<str>],
-) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn label_pairs<'a>(names: &'a [String], values: &[&'a str]) -> Vec<(&'a str, &'a str)> {
     if values.is_empty() {
         return vec![("otel_metric_overflow", "true")];
     }
@@ -329,7 +374,7 @@ pub(crate) fn label_pairs<'a>(
         .iter()
         .zip(values.iter())
         .filter(|(n, v)| !n.is_empty() && !v.is_empty())
-        .map(|(n, v)| (n.as_str(), &**v))
+        .map(|(n, v)| (n.as_str(), *v))
         .collect()
 }
 
@@ -481,7 +526,7 @@ impl SpanMetrics {
             "Spans read (kept or not), by series.",
         );
         for (values, row) in self.table.rows() {
-            let labels = label_pairs(&self.label_names, values);
+            let labels = label_pairs(&self.label_names, &values);
             w.sample(&calls, &labels, None, row.calls as f64, None);
         }
         w.family(
@@ -491,7 +536,7 @@ impl SpanMetrics {
         );
         let exemplar_labels = self.settings.naming.exemplar_labels();
         for (values, row) in self.table.rows() {
-            let labels = label_pairs(&self.label_names, values);
+            let labels = label_pairs(&self.label_names, &values);
             row.duration.write(
                 w,
                 &duration,
@@ -506,7 +551,7 @@ impl SpanMetrics {
             "Calls estimated from kept spans alone (each weighted by its adjusted count, 1/p), by the span-metrics series: compare with the calls counted from every span.",
         );
         for (values, row) in self.table.rows() {
-            let labels = label_pairs(&self.label_names, values);
+            let labels = label_pairs(&self.label_names, &values);
             w.sample(ESTIMATED_CALLS, &labels, None, row.estimated, None);
         }
     }
@@ -577,11 +622,11 @@ pub struct HistogramConfig {
 #[serde(deny_unknown_fields)]
 pub struct ExplicitBuckets {
     /// Upper bounds, increasing (`[2ms, 4ms, …, 15s]`, the connector's).
-    pub buckets: Vec<humantime_serde::Serde<std::time::Duration>>,
+    pub buckets: Vec<crate::settings::duration::Dur>,
 }
 
 /// Histogram bounds as written from seconds.
-pub fn durations(seconds: &[f64]) -> Vec<humantime_serde::Serde<std::time::Duration>> {
+pub fn durations(seconds: &[f64]) -> Vec<crate::settings::duration::Dur> {
     seconds
         .iter()
         .map(|s| std::time::Duration::from_secs_f64(*s).into())
@@ -633,7 +678,7 @@ pub struct SpanMetricsConfig {
     /// series.
     pub aggregation_cardinality_limit: usize,
     /// A series not seen for this long (stream time) is dropped; 0s = never.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "crate::settings::duration")]
     pub metrics_expiration: std::time::Duration,
     /// Exemplars on the duration buckets.
     pub exemplars: ExemplarsConfig,
@@ -676,7 +721,7 @@ const STANDARD: [[&str; 2]; 4] = [
 /// Checks a list of histogram bounds.
 pub(crate) fn check_buckets(
     path: String,
-    b: &[humantime_serde::Serde<std::time::Duration>],
+    b: &[crate::settings::duration::Dur],
     e: &mut Vec<crate::settings::ConfigError>,
 ) {
     if b.is_empty() || b.windows(2).any(|w| *w[0] >= *w[1]) {
@@ -963,18 +1008,17 @@ impl Recorder {
             let full = !part.dimensions.is_empty();
             for s in spans {
                 let bytes = &s.span.bytes;
-                // Kind, status and times come from the scan; the name from a short walk; the
+                // Kind, status, times and where the name is come from the scan; the
                 // attributes (a full walk) only for dimensions.
-                let (name, attributes) = if full {
+                let (at, n) = s.meta.name_at;
+                let name = (at as usize)..(at as usize + n as usize);
+                let attributes = if full {
                     match SpanRanges::read(bytes) {
-                        Ok(f) => (f.name, Some(f.attributes)),
+                        Ok(f) => Some(f.attributes),
                         Err(_) => continue,
                     }
                 } else {
-                    match SpanRanges::name_and_kind(bytes) {
-                        Ok((name, _)) => (name, None),
-                        Err(_) => continue,
-                    }
+                    None
                 };
                 let name = SpanRanges::text(bytes, &name).unwrap_or("");
                 let m = &s.meta;
