@@ -241,7 +241,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Loads and validates a configuration file; prints every problem and returns `None` when it
 /// has any.
 fn load(path: &std::path::Path) -> Option<Config> {
-    match Config::load(path) {
+    match Config::load(path).and_then(|c| c.check_local().map(|()| c)) {
         Ok(c) => Some(c),
         Err(e) => {
             eprint!("{e}");

@@ -308,6 +308,19 @@ impl Config {
         }
     }
 
+    /// What only the machine can tell: `kafka.properties` through librdkafka (names, values,
+    /// the files they name, a client made without connecting). `check` and `run` both call it
+    /// before anything starts, so a configuration `run` would refuse is refused by `check`
+    /// first, with exit 2.
+    pub fn check_local(&self) -> Result<(), ConfigErrors> {
+        let e = crate::kafka::check_properties(&self.kafka);
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(e))
+        }
+    }
+
     /// Checks cross-field rules without I/O. Reports every problem.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut e = Vec::new();

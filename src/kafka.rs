@@ -178,3 +178,111 @@ pub fn redact(e: KafkaError) -> KafkaError {
         other => other,
     }
 }
+
+/// Properties whose value names a file librdkafka reads when a client is made.
+const FILE_PROPERTIES: &[&str] = &[
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+    "sasl.kerberos.keytab",
+    "https.ca.location",
+];
+
+/// Checks `kafka.properties` the way the clients will take them, without connecting: each
+/// property's name and value through librdkafka's own configuration (every bad one reported),
+/// the files they name (read, and named in the message), then — when those pass — a producer
+/// and a consumer made with no broker to reach, which loads TLS material and SASL settings as
+/// `run` would. Every problem under `kafka.properties.<name>`.
+pub fn check_properties(cfg: &KafkaConfig) -> Vec<crate::settings::ConfigError> {
+    use crate::settings::ConfigError;
+    let mut e = Vec::new();
+    let path = |k: &str| format!("kafka.properties.{k}");
+    for (k, v) in &cfg.properties {
+        let mut one = ClientConfig::new();
+        one.set(k, v);
+        if let Err(KafkaError::ClientConfig(_, desc, _, _)) = one.create_native_config() {
+            let desc = scrub_secrets(desc.trim(), cfg);
+            let message = if desc.starts_with("No such configuration property") {
+                "is not a librdkafka property (librdkafka's CONFIGURATION.md lists them)"
+                    .to_string()
+            } else {
+                format!("librdkafka refuses the value: {desc}")
+            };
+            e.push(ConfigError::new(path(k), message));
+        }
+        if FILE_PROPERTIES.contains(&k.as_str()) && !(k == "ssl.ca.location" && v == "probe") {
+            let p = std::path::Path::new(v);
+            let readable = if p.is_dir() {
+                std::fs::read_dir(p).map(|_| ())
+            } else {
+                std::fs::File::open(p).map(|_| ())
+            };
+            if let Err(x) = readable {
+                e.push(ConfigError::new(path(k), format!("cannot read {v}: {x}")));
+            }
+        }
+    }
+    if !e.is_empty() {
+        return e;
+    }
+    // The whole client, as `run` makes it, but with nowhere to connect.
+    let made = [
+        ("a producer", producer_config(cfg)),
+        ("a consumer", consumer_config(cfg)),
+    ];
+    for (what, mut c) in made {
+        c.remove("bootstrap.servers");
+        c.set("log_level", "0");
+        let r: Result<rdkafka::producer::BaseProducer, KafkaError> = if what == "a producer" {
+            c.create()
+        } else {
+            match c.create::<rdkafka::consumer::BaseConsumer>() {
+                Ok(_) => continue,
+                Err(x) => Err(x),
+            }
+        };
+        if let Err(x) = r {
+            let msg = match &x {
+                KafkaError::ClientCreation(m) => m.clone(),
+                KafkaError::ClientConfig(_, desc, _, _) => desc.clone(),
+                other => other.to_string(),
+            };
+            let msg = scrub_secrets(&msg, cfg);
+            // "ssl.ca.location failed: …": the property, with the file it names.
+            let prop = FILE_PROPERTIES.iter().find(|p| {
+                msg.starts_with(&format!("{p} failed")) || msg.contains(&format!("`{p}`"))
+            });
+            match prop {
+                Some(p) => {
+                    let file = cfg.properties.get(*p).map(String::as_str).unwrap_or("");
+                    e.push(ConfigError::new(
+                        path(p),
+                        format!("librdkafka cannot use {file}: {}", msg.trim()),
+                    ));
+                }
+                None => e.push(ConfigError::new(
+                    "kafka.properties",
+                    format!(
+                        "librdkafka cannot make {what} from these properties: {}",
+                        msg.trim()
+                    ),
+                )),
+            }
+            break;
+        }
+    }
+    e
+}
+
+/// `msg` with the value of every secret property replaced.
+fn scrub_secrets(msg: &str, cfg: &KafkaConfig) -> String {
+    let mut out = msg.to_string();
+    for (k, v) in &cfg.properties {
+        if crate::settings::is_secret_key(k) && v.len() >= 3 {
+            out = out.replace(v.as_str(), crate::settings::secrets::REDACTED);
+        }
+    }
+    out
+}

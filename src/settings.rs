@@ -67,9 +67,12 @@ impl ByteSize {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
+        if s.starts_with('-') {
+            return Err(format!("`{s}` is negative; {SIZE_EXAMPLE}"));
+        }
         let num: f64 = num
             .parse()
-            .map_err(|_| format!("`{s}` is not a size (e.g. 512MiB, 1GiB, 1048576)"))?;
+            .map_err(|_| format!("\"{s}\" is not a size; {SIZE_EXAMPLE}"))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1_000,
@@ -80,11 +83,7 @@ impl ByteSize {
             "mib" | "m" => 1 << 20,
             "gib" | "g" => 1 << 30,
             "tib" | "t" => 1 << 40,
-            other => {
-                return Err(format!(
-                    "unknown size unit `{other}` (use B, KiB, MiB, GiB, KB, MB, GB)"
-                ))
-            }
+            other => return Err(format!("`{other}` is not a size unit; {SIZE_EXAMPLE}")),
         };
         Ok(ByteSize((num * mult as f64).round() as u64))
     }
@@ -103,6 +102,17 @@ impl fmt::Display for ByteSize {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
+        // Written in decimal units (1GB): printed back the same way.
+        for (name, size) in [
+            ("TB", 1_000_000_000_000),
+            ("GB", 1_000_000_000),
+            ("MB", 1_000_000),
+            ("KB", 1_000),
+        ] {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
         write!(f, "{}B", self.0)
     }
 }
@@ -115,18 +125,34 @@ impl Serialize for ByteSize {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("`{v}` is negative; {SIZE_EXAMPLE}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<ByteSize, E> {
+                ByteSize::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Visitor)
     }
 }
+
+/// How a size is written, for messages.
+pub const SIZE_EXAMPLE: &str =
+    "write a size like 512MiB, 1GiB or 1048576 (bytes); KiB/MiB/GiB (and K/M/G) are powers of 1024, KB/MB/GB of 1000";
 
 /// Kafka's topic name rule: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(t: &str) -> Result<(), String> {

@@ -23,7 +23,6 @@ pub struct HotTierConfig {
     /// Store options for `s3://` URLs (object_store's S3 keys: `endpoint`, `region`,
     /// `access_key_id`, `secret_access_key`, `allow_http`, …); unset keys come from the standard
     /// `AWS_*` environment.
-    #[serde(skip_serializing_if = "StoreOptions::is_empty")]
     pub options: StoreOptions,
 }
 
@@ -92,7 +91,6 @@ pub struct CompactionConfig {
     /// does not (Garage 2.5, for one) and names this setting.
     pub lease_url: String,
     /// Store options of `lease_url` (as `archive.hot.options`).
-    #[serde(skip_serializing_if = "StoreOptions::is_empty")]
     pub lease_options: StoreOptions,
 }
 
@@ -121,14 +119,10 @@ pub struct ArchiveConfig {
     /// The hot tier.
     pub hot: HotTierConfig,
     /// Tiers after hot, in order of increasing `after`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<TierConfig>,
     /// Files whose hour ended longer ago than this are deleted from every tier (absent: kept
     /// forever).
-    #[serde(
-        with = "crate::settings::duration::option",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(with = "crate::settings::duration::option")]
     pub retention: Option<Duration>,
     /// Compaction and the tier loop.
     pub compaction: CompactionConfig,
@@ -143,7 +137,11 @@ impl ArchiveConfig {
                     e.push(ConfigError::new(path, msg));
                 }
             };
-        if !self.hot.options.is_empty() {
+        // The hot URL itself is checked where the sink is built (`archive.hot.url`); here
+        // only its options, under their own path.
+        if !self.hot.options.is_empty()
+            && super::check_store(&self.hot.url, &Default::default()).is_ok()
+        {
             store(e, "archive.hot.options", &self.hot.url, &self.hot.options);
         }
         let mut names: Vec<&str> = vec!["hot"];

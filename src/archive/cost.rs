@@ -71,7 +71,10 @@ impl CostReport {
 
     /// Monthly cost as configured.
     pub fn configured_monthly(&self) -> f64 {
-        self.tiers.iter().map(TierCost::monthly).sum()
+        self.tiers
+            .iter()
+            .map(TierCost::monthly)
+            .fold(0.0, |a, b| a + b)
     }
 
     /// Monthly cost with every byte in the hot tier.
@@ -86,16 +89,21 @@ impl CostReport {
         if spans == 0 {
             return 0.0;
         }
-        let represented: f64 = self.policies.values().map(|p| p.represented).sum();
+        let represented: f64 = self
+            .policies
+            .values()
+            .map(|p| p.represented)
+            .fold(0.0, |a, b| a + b);
         represented * bytes as f64 / spans as f64
     }
 }
 
+/// ` (N% less)`, or nothing when there is nothing to compare with.
 fn pct_less(a: f64, b: f64) -> String {
     if b <= 0.0 {
-        return "-".into();
+        return String::new();
     }
-    format!("{:.0}%", (1.0 - a / b) * 100.0)
+    format!(" ({:.0}% less)", (1.0 - a / b) * 100.0)
 }
 
 impl fmt::Display for CostReport {
@@ -134,7 +142,11 @@ impl fmt::Display for CostReport {
             "{:<24} {:>14} {:>8} {:>18} {:>10}",
             "policy", "spans kept", "share", "spans represented", "keep rate"
         )?;
-        let represented: f64 = self.policies.values().map(|p| p.represented).sum();
+        let represented: f64 = self
+            .policies
+            .values()
+            .map(|p| p.represented)
+            .fold(0.0, |a, b| a + b);
         for (name, p) in &self.policies {
             writeln!(
                 f,
@@ -164,14 +176,14 @@ impl fmt::Display for CostReport {
         let (hot, configured) = (self.all_hot_monthly(), self.configured_monthly());
         writeln!(
             f,
-            "storage tiering: everything hot ${hot:.4}/month, as configured ${configured:.4}/month ({} less)",
+            "storage tiering: everything hot ${hot:.4}/month, as configured ${configured:.4}/month{}",
             pct_less(configured, hot)
         )?;
         let hot_price = self.tiers.first().map_or(0.0, |t| t.cost_per_gb_month);
         let unsampled = self.unsampled_bytes() / GB * hot_price;
         write!(
             f,
-            "tail sampling: without it {represented:.0} spans, {:.0} bytes, ${unsampled:.4}/month hot; kept {spans} spans, ${hot:.4}/month hot ({} less), ${configured:.4}/month tiered ({} less)",
+            "tail sampling: without it {represented:.0} spans, {:.0} bytes, ${unsampled:.4}/month hot; kept {spans} spans, ${hot:.4}/month hot{}, ${configured:.4}/month tiered{}",
             self.unsampled_bytes(),
             pct_less(hot, unsampled),
             pct_less(configured, unsampled),

@@ -7,11 +7,29 @@ use serde::{Deserialize, Serialize};
 use crate::otlp::Encoding;
 use crate::settings::{validate_topic_name, ByteSize, ConfigError, Properties};
 
+/// Reads `brokers` as a comma-separated string or a list of `host:port`.
+fn brokers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Brokers {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Brokers::deserialize(d) {
+        Ok(Brokers::One(s)) => Ok(s),
+        Ok(Brokers::Many(v)) => Ok(v.join(",")),
+        Err(_) => Err(serde::de::Error::custom(
+            "brokers are `host:port`, several separated by commas (\"a:9092,b:9092\") or as a list ([a:9092, b:9092])",
+        )),
+    }
+}
+
 /// `kafka:` — where records come from and go to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
-    /// Bootstrap servers, `host:port[,host:port…]`.
+    /// Bootstrap servers, `host:port[,host:port…]` or a list of `host:port`.
+    #[serde(deserialize_with = "brokers")]
     pub brokers: String,
     /// Consumer group id; every instance of one pipeline uses the same.
     pub group_id: String,
@@ -47,7 +65,6 @@ pub struct KafkaConfig {
     /// at once, without a rebalance; a member that dies is noticed only after
     /// `session.timeout.ms`, so keep that short (it is the longest its partitions stand still).
     /// Unset: dynamic membership.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub group_instance_id: Option<String>,
     /// Compression of the records tracesift writes (sampled, dead-letter, decision-log topics):
     /// `none`, `gzip`, `snappy`, `lz4` or `zstd` (default: 8.4× on kept traces against lz4's
@@ -146,7 +163,7 @@ pub const RESERVED_PROPERTIES: &[(&str, &str)] = &[
     ),
     (
         "transactional.id",
-        "tracesift does not use transactions (DESIGN §4)",
+        "tracesift does not use transactions: its exactly-once comes from committing after every write is acknowledged and from idempotent writes",
     ),
 ];
 

@@ -164,13 +164,15 @@ pub fn expand(
     errors: &mut Vec<ConfigError>,
 ) -> Substituted {
     let mut done = Substituted::default();
-    walk(value, "", lookup, errors, &mut done);
+    walk(value, "", false, lookup, errors, &mut done);
     done
 }
 
+/// `secret`: the value is under a key that holds a secret (an empty one is a mistake).
 fn walk(
     value: &mut serde_norway::Value,
     path: &str,
+    secret: bool,
     lookup: &dyn Lookup,
     errors: &mut Vec<ConfigError>,
     done: &mut Substituted,
@@ -185,22 +187,33 @@ fn walk(
                         .trim()
                         .to_string(),
                 };
+                let secret = is_secret_key(&key);
                 let p = if path.is_empty() {
                     key
                 } else {
                     format!("{path}.{key}")
                 };
-                walk(v, &p, lookup, errors, done);
+                walk(v, &p, secret, lookup, errors, done);
             }
         }
         serde_norway::Value::Sequence(items) => {
             for (i, v) in items.iter_mut().enumerate() {
-                walk(v, &format!("{path}[{i}]"), lookup, errors, done);
+                walk(v, &format!("{path}[{i}]"), secret, lookup, errors, done);
             }
         }
-        serde_norway::Value::Tagged(t) => walk(&mut t.value, path, lookup, errors, done),
+        serde_norway::Value::Tagged(t) => walk(&mut t.value, path, secret, lookup, errors, done),
         serde_norway::Value::String(s) if s.contains('$') => match resolve(s, lookup) {
             Ok(Resolved { text, whole, refs }) => {
+                if secret && text.is_empty() {
+                    let names: Vec<&str> = refs.iter().map(|(r, _)| r.as_str()).collect();
+                    errors.push(ConfigError::new(
+                        path,
+                        format!(
+                            "{} is set but empty; a secret cannot be empty (set it, or remove this setting)",
+                            names.join(", ")
+                        ),
+                    ));
+                }
                 for (reference, v) in refs {
                     done.0.push((reference, v));
                 }
@@ -353,7 +366,7 @@ impl<R: Redaction> Properties<R> {
     /// The values as they will be printed: secrets replaced by [`REDACTED`].
     pub fn redacted(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| {
-            let shown = if R::is_secret(k) {
+            let shown = if R::is_secret(k) && !v.is_empty() {
                 REDACTED
             } else {
                 v.as_str()

@@ -350,15 +350,26 @@ impl OtlpSinkConfig {
         if self.endpoint.is_empty() {
             err("endpoint", "must be set".into());
         }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            err("tls", "cert_file and key_file go together".into());
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => err(
+                "tls.key_file",
+                "is needed with tls.cert_file (the client certificate's private key)".into(),
+            ),
+            (None, Some(_)) => err(
+                "tls.cert_file",
+                "is needed with tls.key_file (the client certificate)".into(),
+            ),
+            _ => {}
         }
-        for f in [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file]
-            .into_iter()
-            .flatten()
-        {
-            if let Err(x) = std::fs::metadata(f) {
-                err("tls", format!("{}: {x}", f.display()));
+        for (field, f) in [
+            ("tls.ca_file", &self.tls.ca_file),
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
+            if let Some(f) = f {
+                if let Err(x) = std::fs::File::open(f) {
+                    err(field, format!("cannot read {}: {x}", f.display()));
+                }
             }
         }
         for k in self.headers.keys() {

@@ -218,6 +218,17 @@ pub(crate) struct Table<T> {
     scratch: Vec<u8>,
 }
 
+/// Appends one label value to a key: its length (2 bytes) and its bytes, cut at
+/// [`MAX_LABEL_BYTES`] on a character boundary (the values are UTF-8 the scan checked).
+pub(crate) fn push_value(key: &mut Vec<u8>, v: &[u8]) {
+    let mut end = v.len().min(MAX_LABEL_BYTES);
+    while end < v.len() && end > 0 && v[end] & 0xc0 == 0x80 {
+        end -= 1;
+    }
+    key.extend_from_slice(&(end as u16).to_le_bytes());
+    key.extend_from_slice(&v[..end]);
+}
+
 /// A key's hash, eight bytes at a time: a table key, never stored or compared across
 /// processes.
 fn key_hash(key: &[u8]) -> u64 {
@@ -253,24 +264,12 @@ impl<T: Default> Table<T> {
         }
     }
 
-    /// Lays `values` (each cut at [`MAX_LABEL_BYTES`]) end to end in the scratch buffer.
-    fn encode(&mut self, values: &[&str]) -> u64 {
-        self.scratch.clear();
-        for v in values.iter().take(MAX_LABELS) {
-            let v = truncate(v);
-            self.scratch
-                .extend_from_slice(&(v.len() as u16).to_le_bytes());
-            self.scratch.extend_from_slice(v.as_bytes());
-        }
-        key_hash(&self.scratch)
-    }
-
-    /// The row whose key is the scratch buffer's.
-    fn position(&self, hash: u64) -> Option<usize> {
+    /// The row whose key is `key`.
+    fn position(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let mut i = *self.index.get(&hash)?;
         loop {
             let r = &self.rows[i as usize];
-            if r.hash == hash && *r.key == *self.scratch {
+            if r.hash == hash && *r.key == *key {
                 return Some(i as usize);
             }
             if r.next == NONE {
@@ -280,22 +279,21 @@ impl<T: Default> Table<T> {
         }
     }
 
-    /// The row of `values` (label values are cut at [`MAX_LABEL_BYTES`]), made if there is
-    /// room, else the overflow row (counted).
-    pub(crate) fn row(&mut self, values: &[&str], now_ms: u64) -> &mut T {
-        let hash = self.encode(values);
-        let i = match self.position(hash) {
+    /// The row of `key` (made if there is room), or `None` for the overflow row (counted).
+    fn slot(&mut self, key: &[u8], now_ms: u64) -> Option<usize> {
+        let hash = key_hash(key);
+        let i = match self.position(hash, key) {
             Some(i) => i,
             None if self.rows.len() >= self.limit => {
                 self.overflowed += 1;
                 self.overflow.last_seen_ms = now_ms;
-                return &mut self.overflow.data;
+                return None;
             }
             None => {
                 let i = self.rows.len() as u32;
                 let next = self.index.insert(hash, i).unwrap_or(NONE);
                 self.rows.push(Row {
-                    key: self.scratch.as_slice().into(),
+                    key: key.into(),
                     hash,
                     next,
                     last_seen_ms: now_ms,
@@ -306,13 +304,37 @@ impl<T: Default> Table<T> {
         };
         let r = &mut self.rows[i];
         r.last_seen_ms = r.last_seen_ms.max(now_ms);
-        &mut r.data
+        Some(i)
     }
 
-    /// The row of `values` if held (never made, never the overflow row).
-    pub(crate) fn existing(&mut self, values: &[&str]) -> Option<&mut T> {
-        let hash = self.encode(values);
-        let i = self.position(hash)?;
+    /// The row of a key laid out by [`push_value`] (made if there is room), else the
+    /// overflow row (counted).
+    pub(crate) fn row_key(&mut self, key: &[u8], now_ms: u64) -> &mut T {
+        match self.slot(key, now_ms) {
+            Some(i) => &mut self.rows[i].data,
+            None => &mut self.overflow.data,
+        }
+    }
+
+    /// The row of `values` (each cut at [`MAX_LABEL_BYTES`]), made if there is room, else
+    /// the overflow row (counted).
+    pub(crate) fn row(&mut self, values: &[&str], now_ms: u64) -> &mut T {
+        let mut key = std::mem::take(&mut self.scratch);
+        key.clear();
+        for v in values.iter().take(MAX_LABELS) {
+            push_value(&mut key, v.as_bytes());
+        }
+        let slot = self.slot(&key, now_ms);
+        self.scratch = key;
+        match slot {
+            Some(i) => &mut self.rows[i].data,
+            None => &mut self.overflow.data,
+        }
+    }
+
+    /// The row of a laid-out key if held (never made, never the overflow row).
+    pub(crate) fn existing_key(&mut self, key: &[u8]) -> Option<&mut T> {
+        let i = self.position(key_hash(key), key)?;
         Some(&mut self.rows[i].data)
     }
 
@@ -423,18 +445,34 @@ impl SpanMetrics {
     /// Counts one span: `values` are service, span name, kind, status and the dimensions (as
     /// many as configured), `duration_ns` its end minus start, `now_ms` stream time.
     pub fn observe(&mut self, values: &[&str], duration_ns: u64, now_ms: u64) {
-        let seconds = duration_ns as f64 / 1e9;
         let row = self.table.row(values, now_ms);
         row.calls += 1;
-        row.duration.observe(&self.settings.buckets, seconds);
+        row.duration
+            .observe(&self.settings.buckets, duration_ns as f64 / 1e9);
+    }
+
+    /// [`SpanMetrics::observe`] with the label values laid out by [`push_value`].
+    fn observe_key(&mut self, key: &[u8], duration_ns: u64, now_ms: u64) {
+        let row = self.table.row_key(key, now_ms);
+        row.calls += 1;
+        row.duration
+            .observe(&self.settings.buckets, duration_ns as f64 / 1e9);
     }
 
     /// A span of a kept trace: its adjusted count goes to the series' estimate and, if
     /// given, `exemplar` becomes its bucket's exemplar. A series no longer held (expired, or
     /// its span folded into the overflow) puts the estimate on the overflow series.
     pub fn kept(&mut self, values: &[&str], adjusted: f64, exemplar: Option<Exemplar>) {
+        let mut key = Vec::new();
+        for v in values.iter().take(MAX_LABELS) {
+            push_value(&mut key, v.as_bytes());
+        }
+        self.kept_key(&key, adjusted, exemplar);
+    }
+
+    fn kept_key(&mut self, key: &[u8], adjusted: f64, exemplar: Option<Exemplar>) {
         let buckets = &self.settings.buckets;
-        match self.table.existing(values) {
+        match self.table.existing_key(key) {
             Some(row) => {
                 row.estimated += adjusted;
                 if let Some(e) = exemplar {
@@ -873,16 +911,17 @@ impl<'r> Keys<'r> {
         }
     }
 
-    /// The label values of `span` — its `name`, `kind` and `status`; its attributes (the
-    /// window of a full read) only when dimensions are configured — and how many there are.
-    fn values<'s>(
-        &'s mut self,
-        span: &'s SpanRef,
-        name: &'s str,
+    /// Lays out the label values of `span` — its `name`, `kind` and `status`; its attributes
+    /// (the window of a full read) only when dimensions are configured — into `key`.
+    fn key(
+        &mut self,
+        span: &SpanRef,
+        name: &[u8],
         kind: i32,
         status: i32,
         attributes: Option<std::ops::Range<usize>>,
-    ) -> ([&'s str; MAX_LABELS], usize) {
+        key: &mut Vec<u8>,
+    ) {
         let ctx = Arc::as_ptr(&span.ctx);
         if ctx != self.last_ctx {
             self.last_ctx = ctx;
@@ -890,51 +929,46 @@ impl<'r> Keys<'r> {
             self.service.clear();
             self.service.push_str(service_name(&self.resource));
         }
-        if !self.dimensions.is_empty() {
-            let attrs = KvListRef::new(&span.bytes[attributes.unwrap_or(0..0)], 9);
-            for (d, out) in self.dimensions.iter().zip(self.dims.iter_mut()) {
-                let found = [attrs, KvListRef::new(&self.resource, 1)]
-                    .iter()
-                    .find_map(|m| m.get(&d.name).ok().flatten())
-                    .is_some_and(|v| text_of(v, out));
-                if !found {
-                    out.clear();
-                    out.push_str(d.default.as_deref().unwrap_or(""));
-                }
+        key.clear();
+        let std: [&[u8]; 4] = [
+            self.service.as_bytes(),
+            name,
+            kind_label(kind).as_bytes(),
+            status_label(status).as_bytes(),
+        ];
+        for (v, x) in std.into_iter().zip(self.excluded) {
+            push_value(key, if x { b"" } else { v });
+        }
+        if self.dimensions.is_empty() {
+            return;
+        }
+        let attrs = KvListRef::new(&span.bytes[attributes.unwrap_or(0..0)], 9);
+        for (d, out) in self.dimensions.iter().zip(self.dims.iter_mut()) {
+            let found = [attrs, KvListRef::new(&self.resource, 1)]
+                .iter()
+                .find_map(|m| m.get(&d.name).ok().flatten())
+                .is_some_and(|v| text_of(v, out));
+            if !found {
+                out.clear();
+                out.push_str(d.default.as_deref().unwrap_or(""));
             }
+            push_value(key, out.as_bytes());
         }
-        let mut values: [&str; MAX_LABELS] = [""; MAX_LABELS];
-        values[0] = &self.service;
-        values[1] = name;
-        values[2] = kind_label(kind);
-        values[3] = status_label(status);
-        for (v, x) in values.iter_mut().zip(self.excluded) {
-            if x {
-                *v = "";
-            }
-        }
-        let n = 4 + self.dims.len();
-        for (slot, d) in values[4..n].iter_mut().zip(&self.dims) {
-            *slot = d;
-        }
-        (values, n)
     }
 
-    /// The label values of a buffered span (a full read), its duration (ns) and id.
-    fn of_buffered<'s>(
-        &'s mut self,
-        span: &'s SpanRef,
-    ) -> Option<([&'s str; MAX_LABELS], usize, u64, [u8; 8])> {
+    /// Lays out the label values of a buffered span (a full read) into `key`; its duration
+    /// (ns) and id.
+    fn of_buffered(&mut self, span: &SpanRef, key: &mut Vec<u8>) -> Option<(u64, [u8; 8])> {
         let f = SpanRanges::read(&span.bytes).ok()?;
         let id = span
             .bytes
             .get(f.span_id.clone())
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .unwrap_or([0; 8]);
-        let name = SpanRanges::text(&span.bytes, &f.name).unwrap_or("");
+        let name = span.bytes.get(f.name.clone()).unwrap_or_default();
         let duration = f.end_ns.saturating_sub(f.start_ns);
-        let (v, n) = self.values(span, name, f.kind, f.status_code, Some(f.attributes));
-        Some((v, n, duration, id))
+        self.key(span, name, f.kind, f.status_code, Some(f.attributes), key);
+        Some((duration, id))
     }
 }
 
@@ -1006,12 +1040,15 @@ impl Recorder {
             let mut keys = Keys::new(&part.dimensions, part.excluded);
             let mut table = lock(&part.table);
             let full = !part.dimensions.is_empty();
+            let mut key = Vec::with_capacity(128);
             for s in spans {
                 let bytes = &s.span.bytes;
                 // Kind, status, times and where the name is come from the scan; the
                 // attributes (a full walk) only for dimensions.
                 let (at, n) = s.meta.name_at;
-                let name = (at as usize)..(at as usize + n as usize);
+                let name = bytes
+                    .get(at as usize..at as usize + n as usize)
+                    .unwrap_or_default();
                 let attributes = if full {
                     match SpanRanges::read(bytes) {
                         Ok(f) => Some(f.attributes),
@@ -1020,16 +1057,16 @@ impl Recorder {
                 } else {
                     None
                 };
-                let name = SpanRanges::text(bytes, &name).unwrap_or("");
                 let m = &s.meta;
-                let (values, n) = keys.values(
+                keys.key(
                     &s.span,
                     name,
                     m.kind.as_i32(),
                     m.status.as_i32(),
                     attributes,
+                    &mut key,
                 );
-                table.observe(&values[..n], m.end_ns.saturating_sub(m.start_ns), now_ms);
+                table.observe_key(&key, m.end_ns.saturating_sub(m.start_ns), now_ms);
             }
         }
         self.maybe_expire(now_ms);
@@ -1069,8 +1106,9 @@ impl Recorder {
         let adjusted = if adjusted > 0.0 { adjusted } else { 1.0 };
         let mut keys = Keys::new(&part.dimensions, part.excluded);
         let mut table = lock(&part.table);
+        let mut key = Vec::with_capacity(128);
         for s in spans {
-            let Some((values, n, duration, span_id)) = keys.of_buffered(s) else {
+            let Some((duration, span_id)) = keys.of_buffered(s, &mut key) else {
                 continue;
             };
             let exemplar = part.exemplars.then_some(Exemplar {
@@ -1079,7 +1117,7 @@ impl Recorder {
                 value: duration as f64 / 1e9,
                 at_ms: wall_ms,
             });
-            table.kept(&values[..n], adjusted, exemplar);
+            table.kept_key(&key, adjusted, exemplar);
         }
     }
 

@@ -102,15 +102,15 @@ pub struct Wanted {
 impl TopicsFile {
     /// Parses the file's text; every problem at once.
     pub fn parse(text: &str) -> Result<TopicsFile, ConfigErrors> {
-        let f: TopicsFile = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(
-            text,
-        ))
-        .map_err(|e| {
-            ConfigErrors(vec![ConfigError::new(
-                e.path().to_string(),
-                e.into_inner().to_string(),
-            )])
+        let value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError::new("", format!("not valid YAML: {e}"))])
         })?;
+        let mut read_errors = Vec::new();
+        let f: Option<TopicsFile> = crate::settings::lenient::read("", &value, &mut read_errors);
+        let f = match f {
+            Some(f) if read_errors.is_empty() => f,
+            _ => return Err(ConfigErrors(read_errors)),
+        };
         let mut errors = Vec::new();
         if f.defaults.replication_factor < 1 {
             errors.push(ConfigError::new(
