@@ -328,8 +328,18 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             let Some(cfg) = load(&config) else {
                 return Ok(ExitCode::from(2));
             };
-            runtime()?.block_on(run::run(cfg, config))?;
-            Ok(ExitCode::SUCCESS)
+            match runtime()?.block_on(run::run(cfg, config)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                // What a restart cannot fix stops the member (exit 2, as `check`).
+                Err(e)
+                    if e.downcast_ref::<crate::pipeline::RunError>()
+                        .is_some_and(crate::pipeline::RunError::is_configuration) =>
+                {
+                    eprintln!("error: {e:#}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e),
+            }
         }
         Command::Demo {
             duration,

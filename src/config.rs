@@ -47,6 +47,11 @@ pub struct Config {
     /// Graceful shutdown deadline after SIGTERM / SIGINT.
     #[serde(with = "crate::settings::duration")]
     pub shutdown_timeout: Duration,
+    /// How long `run` waits at start for a Kafka cluster and topics that cannot be reached
+    /// yet (retrying with backoff, `/readyz` naming what it waits for) before it gives up
+    /// with exit 1; 0s = forever. Configuration errors stop it at once, with exit 2.
+    #[serde(with = "crate::settings::duration")]
+    pub startup_timeout: Duration,
 }
 
 const SECTIONS: &[&str] = &[
@@ -58,6 +63,7 @@ const SECTIONS: &[&str] = &[
     "archive",
     "telemetry",
     "shutdown_timeout",
+    "startup_timeout",
 ];
 
 fn section<T: DeserializeOwned + Default>(
@@ -172,6 +178,14 @@ impl Config {
                 read.map(|d| d.0)
             }
         };
+        let startup_timeout = match get("startup_timeout") {
+            None | Some(serde_norway::Value::Null) => Duration::from_secs(300),
+            Some(v) => {
+                let read: Option<crate::settings::duration::Dur> =
+                    crate::settings::lenient::read("startup_timeout", v, &mut errors);
+                read.map_or(Duration::from_secs(300), |d| d.0)
+            }
+        };
         let policies = match get("policies") {
             None | Some(serde_norway::Value::Null) => Some(Vec::new()),
             Some(serde_norway::Value::Sequence(items)) => {
@@ -270,6 +284,7 @@ impl Config {
                     archive,
                     telemetry,
                     shutdown_timeout,
+                    startup_timeout,
                 };
                 cfg.validate()?;
                 Ok(cfg)
@@ -285,6 +300,7 @@ impl Config {
                     archive: archive.unwrap_or_default(),
                     telemetry: telemetry.unwrap_or_default(),
                     shutdown_timeout: Duration::from_secs(30),
+                    startup_timeout,
                 };
                 // A check is not repeated on a value already reported (read or reference
                 // problems); the checks' own problems are all kept.

@@ -165,7 +165,7 @@ pub enum RunError {
     Policies(crate::config::ConfigErrors),
     /// A Kafka client could not be created or the cluster refused a request.
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     /// The source failed to start.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
@@ -192,6 +192,13 @@ pub enum RunError {
         /// Cause.
         reason: String,
     },
+}
+
+// Not a `#[from]`: the error's text is in the message once, not again as its source.
+impl From<rdkafka::error::KafkaError> for RunError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        RunError::Kafka(e)
+    }
 }
 
 /// A running pipeline, for callers that want to watch it (demo, bench, tests).
@@ -234,6 +241,58 @@ impl Running {
     }
 }
 
+/// What `/readyz` says while the cluster is awaited at start.
+const AWAITING: &str = "waiting for the Kafka cluster and the run's topics";
+
+/// The run's topics checked (and made, with `kafka.create_topics`), waiting for a cluster
+/// that cannot be reached yet, or for input topics not created yet: tried again after 1 s,
+/// doubling to 30 s, logged and shown on `/readyz` with the reason, until `startup_timeout`
+/// (0 = forever). Anything else (an unsafe topology, a refused request) fails at once.
+async fn await_cluster(
+    config: &Config,
+    health: &crate::telemetry::Health,
+    clock: &dyn Clock,
+) -> Result<i32, RunError> {
+    let started = clock.now();
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let e = match crate::topics::ensure_run_topics(config).await {
+            Ok(p) => {
+                health.clear_fault(AWAITING);
+                return Ok(p);
+            }
+            Err(e) => e,
+        };
+        let waited = clock.now().saturating_since(started);
+        let timeout = config.startup_timeout;
+        if !e.is_transient() || (!timeout.is_zero() && waited + wait > timeout) {
+            return Err(e.into());
+        }
+        let why = format!("{AWAITING}: {e}");
+        health.fault_seen(clock.now().as_duration().as_millis() as u64, why);
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, waited_s = waited.as_secs(), "the Kafka cluster is not ready yet; waiting (startup_timeout)");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
+impl RunError {
+    /// A problem of the configuration or of what it names (a restart does not help): `run`
+    /// exits 2 for it, as `check` does.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            RunError::Policies(_) | RunError::Sink(_) | RunError::Archive(_) => true,
+            RunError::Kafka(e) => matches!(
+                e,
+                rdkafka::error::KafkaError::ClientConfig(..)
+                    | rdkafka::error::KafkaError::ClientCreation(_)
+            ),
+            RunError::Topics(t) => matches!(t, crate::topics::TopicError::Unsafe(_)),
+            _ => false,
+        }
+    }
+}
+
 /// Starts the pipeline: telemetry, producer, output topics, hot tier, consumer group.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, RunError> {
     let handle = crate::telemetry::install();
@@ -247,7 +306,17 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         crate::kafka::producer_config(&config.kafka),
         Arc::clone(&clock),
     )?;
-    let sampled_partitions = crate::topics::ensure_run_topics(&config).await?;
+    // The endpoint first: while the cluster is awaited, `/healthz` answers and `/readyz`
+    // says what is awaited.
+    let server = if config.telemetry.listen.is_empty() {
+        None
+    } else {
+        Some(
+            crate::telemetry::server::serve(&config.telemetry.listen, handle, health.clone())
+                .await?,
+        )
+    };
+    let sampled_partitions = await_cluster(&config, &health, clock.as_ref()).await?;
     let stats = Arc::new(RunStats::new());
     crate::telemetry::register_run(&stats);
     let sinks = crate::sink::build(
@@ -290,14 +359,6 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Running, Run
         &config.telemetry.span_metrics,
         &config.telemetry.service_graph,
     );
-    let server = if config.telemetry.listen.is_empty() {
-        None
-    } else {
-        Some(
-            crate::telemetry::server::serve(&config.telemetry.listen, handle, health.clone())
-                .await?,
-        )
-    };
     let rt = tokio::runtime::Handle::current();
     let h2 = health.clone();
     let commits = Arc::clone(&shared.commits);

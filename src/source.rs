@@ -52,13 +52,20 @@ use crate::telemetry::{self, Health};
 pub enum SourceError {
     /// The consumer could not be created or subscribed (configuration or broker problem).
     #[error("kafka consumer: {0}")]
-    Kafka(#[from] KafkaError),
+    Kafka(KafkaError),
     /// An input topic does not exist.
     #[error("input topic `{0}` does not exist on the cluster")]
     MissingTopic(String),
     /// The consumer thread could not be started.
     #[error("cannot start the consumer thread: {0}")]
     Thread(std::io::Error),
+}
+
+// Not a `#[from]`: the error's text is in the message once, not again as its source.
+impl From<rdkafka::error::KafkaError> for SourceError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        SourceError::Kafka(e)
+    }
 }
 
 struct PartitionHandle {

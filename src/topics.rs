@@ -70,7 +70,7 @@ impl TopicSpec {
 pub enum TopicError {
     /// The cluster could not be reached or refused the request.
     #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
+    Kafka(KafkaError),
     /// A topic could not be created or is not usable as it is.
     #[error("topic `{topic}`: {reason}")]
     Topic {
@@ -93,6 +93,41 @@ pub enum TopicError {
         /// Why.
         reason: String,
     },
+}
+
+// Not a `#[from]`: the error's text is in the message once, not again as its source.
+impl From<rdkafka::error::KafkaError> for TopicError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        TopicError::Kafka(e)
+    }
+}
+
+impl TopicError {
+    /// The cluster cannot be reached yet, or a topic the run reads does not exist yet: worth
+    /// waiting for at start.
+    pub fn is_transient(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        match self {
+            TopicError::Missing(_) => true,
+            TopicError::Kafka(e) => matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    C::BrokerTransportFailure
+                        | C::AllBrokersDown
+                        | C::Resolve
+                        | C::OperationTimedOut
+                        | C::RequestTimedOut
+                        | C::NetworkException
+                        | C::BrokerNotAvailable
+                        | C::LeaderNotAvailable
+                        | C::NotCoordinator
+                        | C::CoordinatorNotAvailable
+                        | C::UnknownTopicOrPartition
+                )
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// The partition count of `topic` in `md` (0 when it does not exist).

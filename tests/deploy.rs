@@ -477,6 +477,23 @@ fn check_overlay(overlay: &str) {
         limit >> 20,
         bound >> 20
     );
+    // The StatefulSet's comment shows the formula's sum: its numbers are the binary's.
+    let comment = std::fs::read_to_string(repo().join("deploy/k8s/base/statefulset.yaml")).unwrap();
+    let sum = regex::Regex::new(r"(\d+) MiB \+ (\d+) x (\d+) MiB = (\d+) MiB").unwrap();
+    let c = sum.captures(&comment).expect("the memory comment");
+    let n = |i: usize| c[i].parse::<u64>().unwrap();
+    const MIB: u64 = 1 << 20;
+    assert_eq!(n(1), fixed / MIB, "the comment's fixed term");
+    assert_eq!(
+        n(3),
+        (per_partition + MIB / 2) / MIB,
+        "the comment's per-partition term"
+    );
+    assert_eq!(
+        n(4),
+        (fixed + n(2) * per_partition + MIB / 2) / MIB,
+        "the comment's sum"
+    );
     let replicas = sts["spec"]["replicas"].as_u64().unwrap();
     assert!(
         (min..=max).contains(&replicas),
@@ -1158,4 +1175,130 @@ telemetry:
     );
     drop(compactor);
     member.stop();
+}
+
+#[test]
+fn the_systemd_install_steps_let_the_services_user_read_its_configuration() {
+    // The README's install block, as an operator runs it, into a scratch root.
+    let readme = std::fs::read_to_string(repo().join("deploy/README.md")).unwrap();
+    let block = readme
+        .split("## VMs with systemd")
+        .nth(1)
+        .and_then(|s| s.split("```sh").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let mode = |line: &str| -> u32 {
+        let m = line
+            .split("-m ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        u32::from_str_radix(m, 8).unwrap()
+    };
+    let dir_line = block
+        .lines()
+        .find(|l| l.starts_with("install -d") && l.contains("/etc/tracesift"))
+        .unwrap();
+    let file_line = block
+        .lines()
+        .find(|l| l.contains("config.yaml") && l.starts_with("install -m"))
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let etc = root.path().join("etc/tracesift");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::set_permissions(
+        root.path().join("etc"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(mode(dir_line))).unwrap();
+    let cfg = etc.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "kafka: {brokers: \"127.0.0.1:9092\"}\npolicies: [{name: all, type: always_sample}]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(mode(file_line))).unwrap();
+    // `check` as an unprivileged uid (the unit's DynamicUser is one), as ExecStartPre runs it.
+    let out = run(Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bin(),
+            "check",
+            "--config",
+        ])
+        .arg(&cfg));
+    assert!(
+        out.status.success(),
+        "check as an unprivileged user: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn every_setting_a_comment_in_deploy_or_topology_names_exists() {
+    // The effective configuration with every default (and both optional blocks) shown.
+    let cfg =
+        tracesift::config::Config::parse("policies: [{name: all, type: always_sample}]\n").unwrap();
+    let effective: Value = serde_norway::from_str(&cfg.to_yaml()).unwrap();
+    let names = regex::Regex::new(r"\b(kafka|store|sinks|archive|telemetry)(\.[a-z_]+)+").unwrap();
+    let mut files = Vec::new();
+    for dir in ["deploy", "topology"] {
+        let mut stack = vec![repo().join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p
+                    .extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "service")
+                {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for line in text.lines() {
+            let Some((_, comment)) = line.split_once('#') else {
+                continue;
+            };
+            for m in names.find_iter(comment) {
+                seen += 1;
+                let mut v = &effective;
+                let mut ok = true;
+                for part in m.as_str().split('.') {
+                    match v.get(part) {
+                        Some(next) => v = next,
+                        None => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    missing.push(format!("{}: `{}`", f.display(), m.as_str()));
+                }
+            }
+        }
+    }
+    assert!(
+        seen > 10,
+        "only {seen} settings named in comments: is the pattern right?"
+    );
+    assert!(
+        missing.is_empty(),
+        "comments name settings that do not exist:\n{}",
+        missing.join("\n")
+    );
 }

@@ -110,11 +110,20 @@ pub fn read<T: DeserializeOwned>(
                 }
             }
         }
-        let message = humanize(
-            &e.inner().to_string(),
-            at(original, &original_segs).filter(|_| known),
-        );
-        errors.push(ConfigError::new(path_text(base, &original_segs), message));
+        let inner = e.inner().to_string();
+        let message = humanize(&inner, at(original, &original_segs).filter(|_| known));
+        let path = path_text(base, &original_segs);
+        // A field taken out for being wrong is not "missing" too.
+        let already = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+            .is_some_and(|f| {
+                let field = path_text(&path, &[Seg::Key(f.to_string())]);
+                errors.iter().any(|e| e.path == field)
+            });
+        if !already {
+            errors.push(ConfigError::new(path, message));
+        }
         if !known || !take_out(&mut v, &segs) {
             return None;
         }
