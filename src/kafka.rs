@@ -250,18 +250,24 @@ pub fn check_properties(cfg: &KafkaConfig) -> Vec<crate::settings::ConfigError> 
                 other => other.to_string(),
             };
             let msg = scrub_secrets(&msg, cfg);
-            // "ssl.ca.location failed: …": the property, with the file it names.
-            let prop = FILE_PROPERTIES.iter().find(|p| {
-                msg.starts_with(&format!("{p} failed")) || msg.contains(&format!("`{p}`"))
+            // "ssl.ca.location failed: …": the property (with the file it names, if one).
+            let prop = cfg.properties.keys().find(|p| {
+                msg.starts_with(&format!("{p} failed"))
+                    || msg.contains(&format!("`{p}`"))
+                    || msg.contains(&format!("\"{p}\""))
             });
             match prop {
-                Some(p) => {
-                    let file = cfg.properties.get(*p).map(String::as_str).unwrap_or("");
+                Some(p) if FILE_PROPERTIES.contains(&p.as_str()) => {
+                    let file = cfg.properties.get(p).map(String::as_str).unwrap_or("");
                     e.push(ConfigError::new(
                         path(p),
                         format!("librdkafka cannot use {file}: {}", msg.trim()),
                     ));
                 }
+                Some(p) => e.push(ConfigError::new(
+                    path(p),
+                    format!("librdkafka cannot use it: {}", msg.trim()),
+                )),
                 None => e.push(ConfigError::new(
                     "kafka.properties",
                     format!(

@@ -287,7 +287,10 @@ impl RunError {
                 rdkafka::error::KafkaError::ClientConfig(..)
                     | rdkafka::error::KafkaError::ClientCreation(_)
             ),
-            RunError::Topics(t) => matches!(t, crate::topics::TopicError::Unsafe(_)),
+            RunError::Topics(t) => matches!(
+                t,
+                crate::topics::TopicError::Unsafe(_) | crate::topics::TopicError::Refused(_)
+            ),
             _ => false,
         }
     }

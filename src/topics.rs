@@ -17,7 +17,6 @@ use rdkafka::admin::{
     AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, OwnedResourceSpecifier,
     ResourceSpecifier, TopicReplication,
 };
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::metadata::Metadata;
@@ -82,6 +81,10 @@ pub enum TopicError {
     /// The topology is unsafe to run on; every reason.
     #[error("unsafe topology, not starting:\n{}", .0.iter().map(|r| format!("  - {r}\n")).collect::<String>())]
     Unsafe(Vec<Refusal>),
+    /// The cluster answered and refused this client (TLS verification, a client certificate,
+    /// SASL authentication).
+    #[error("the Kafka cluster refuses this client: {0} (check kafka.properties: the CA, the client certificate, the SASL mechanism, user and password)")]
+    Refused(String),
     /// Topics the pipeline needs are missing and `kafka.create_topics` is off.
     #[error("missing topic(s) {}: create them with `tracesift topology apply -c FILE` (topology/topics.yaml), or set kafka.create_topics: true", .0.join(", "))]
     Missing(Vec<String>),
@@ -130,6 +133,51 @@ impl TopicError {
     }
 }
 
+/// The admin client of topology work; its context notes a refusal by the cluster.
+pub type Admin = AdminClient<AdminContext>;
+
+/// Logs librdkafka's errors as every client of ours does, and keeps the last one that says
+/// the cluster refused this client (TLS verification, a client certificate, SASL
+/// authentication): the difference between a cluster not reachable yet and a configuration
+/// that will never be let in.
+#[derive(Debug, Default)]
+pub struct AdminContext {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl AdminContext {
+    /// The refusal seen, if any.
+    pub fn refused(&self) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl rdkafka::ClientContext for AdminContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let code = error.rdkafka_error_code();
+        let lower = reason.to_ascii_lowercase();
+        let refusal = matches!(code, Some(C::Authentication | C::SaslAuthenticationFailed))
+            || [
+                "ssl handshake failed",
+                "certificate verify failed",
+                "authentication failed",
+                "sasl authentication error",
+                "bad certificate",
+                "certificate required",
+            ]
+            .iter()
+            .any(|w| lower.contains(w));
+        if refusal {
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+        }
+        crate::kafka::client_error(error, reason);
+    }
+}
+
 /// The partition count of `topic` in `md` (0 when it does not exist).
 pub fn partitions(md: &Metadata, topic: &str) -> i32 {
     md.topics()
@@ -140,14 +188,14 @@ pub fn partitions(md: &Metadata, topic: &str) -> i32 {
 
 /// Cluster metadata through `admin` (blocking: call it off the async threads or accept the wait
 /// at start-up).
-pub fn metadata(admin: &AdminClient<DefaultClientContext>) -> Result<Metadata, KafkaError> {
+pub fn metadata(admin: &Admin) -> Result<Metadata, KafkaError> {
     admin.inner().fetch_metadata(None, REQUEST_TIMEOUT)
 }
 
 /// Creates those of `specs` that `md` does not list; returns the names created. A topic created
 /// meanwhile by someone else counts as present.
 pub async fn create_missing(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &Admin,
     md: &Metadata,
     specs: &[TopicSpec],
 ) -> Result<Vec<String>, TopicError> {
@@ -193,7 +241,7 @@ pub async fn create_missing(
 
 /// Creates `spec` unless it exists (the load generator's and the bench's input topic).
 pub async fn create(client: &ClientConfig, spec: TopicSpec) -> Result<bool, TopicError> {
-    let admin: AdminClient<DefaultClientContext> = crate::kafka::create(client)?;
+    let admin: Admin = crate::kafka::create_with_context(client, AdminContext::default())?;
     let md = metadata(&admin)?;
     Ok(!create_missing(&admin, &md, &[spec]).await?.is_empty())
 }
@@ -230,7 +278,7 @@ pub fn run_topics(cfg: &Config, input_partitions: i32, rekey_partitions: i32) ->
 /// configs from DescribeConfigs (`None` where the broker does not answer it; the in-process
 /// mock cluster does not). Topics that do not exist are absent from the map.
 pub async fn describe(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &Admin,
     names: &[&str],
 ) -> Result<BTreeMap<String, Actual>, TopicError> {
     let md = metadata(admin)?;
@@ -292,10 +340,7 @@ pub async fn describe(
 /// Makes the plan's changes, in order; stops at the first that fails. A plan with refusals is
 /// not applied. Configs are altered with Kafka's AlterConfigs, which sets a topic's whole set of
 /// overrides: configs the file does not list return to the broker's defaults.
-pub async fn apply(
-    admin: &AdminClient<DefaultClientContext>,
-    plan: &Plan,
-) -> Result<usize, TopicError> {
+pub async fn apply(admin: &Admin, plan: &Plan) -> Result<usize, TopicError> {
     if !plan.refused.is_empty() {
         return Err(TopicError::Unsafe(plan.refused.clone()));
     }
@@ -366,11 +411,25 @@ fn unsupported(e: KafkaError) -> String {
 /// of the replayed topics, no compaction of span topics, a compacted and co-partitioned decision
 /// log, `min.insync.replicas` within the replication factor). Every problem is reported at once.
 pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::kafka::create(&crate::kafka::admin_config(&cfg.kafka))?;
+    let admin: Admin = crate::kafka::create_with_context(
+        &crate::kafka::admin_config(&cfg.kafka),
+        AdminContext::default(),
+    )?;
+    match ensure_with(&admin, cfg).await {
+        // The cluster answered and refused this client (credentials, certificates): waiting
+        // will not change that.
+        Err(e) if e.is_transient() => match admin.inner().context().refused() {
+            Some(reason) => Err(TopicError::Refused(reason)),
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+async fn ensure_with(admin: &Admin, cfg: &Config) -> Result<i32, TopicError> {
     let roles = roles_of(cfg);
     let names: Vec<&str> = roles.iter().map(|(n, _)| n.as_str()).collect();
-    let mut state = describe(&admin, &names).await?;
+    let mut state = describe(admin, &names).await?;
     let sources_missing: Vec<String> = roles
         .iter()
         .filter(|(n, r)| matches!(r, Role::Input | Role::RekeyInput) && !state.contains_key(n))
@@ -389,7 +448,7 @@ pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
         if !cfg.kafka.create_topics {
             return Err(TopicError::Missing(missing));
         }
-        let md = metadata(&admin)?;
+        let md = metadata(admin)?;
         let rekey = cfg
             .kafka
             .rekey
@@ -413,10 +472,10 @@ pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
             .max()
             .filter(|n| *n > 0)
             .unwrap_or(1);
-        for t in create_missing(&admin, &md, &run_topics(cfg, input, rekey)).await? {
+        for t in create_missing(admin, &md, &run_topics(cfg, input, rekey)).await? {
             tracing::info!(topic = %t, "created a missing topic (kafka.create_topics; broker-default replication)");
         }
-        state = describe(&admin, &names).await?;
+        state = describe(admin, &names).await?;
     }
     let topics: Vec<(Role, String, Actual)> = roles
         .into_iter()

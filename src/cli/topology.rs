@@ -9,9 +9,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
-use rdkafka::admin::AdminClient;
-use rdkafka::client::DefaultClientContext;
-
 use crate::config::Config;
 use crate::topics::{self, Rules, TopicsFile};
 
@@ -77,8 +74,10 @@ pub async fn main(
             false => ExitCode::FAILURE,
         });
     }
-    let admin: AdminClient<DefaultClientContext> =
-        crate::kafka::create(&crate::kafka::admin_config(&cfg.kafka))?;
+    let admin: crate::topics::Admin = crate::kafka::create_with_context(
+        &crate::kafka::admin_config(&cfg.kafka),
+        crate::topics::AdminContext::default(),
+    )?;
     let names: Vec<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
     let actual = topics::describe(&admin, &names).await?;
     let plan = topics::plan(&wanted, &actual, rules);
