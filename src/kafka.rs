@@ -126,6 +126,15 @@ pub fn create_with_context<C: rdkafka::ClientContext, T: FromClientConfigAndCont
     c.create_with_context(context).map_err(redact)
 }
 
+/// The last time a cluster refused one of our clients (TLS, SASL), as librdkafka said it.
+static REFUSED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// What a cluster last said when it refused one of this process's clients (a TLS handshake
+/// or SASL authentication that failed), if it did.
+pub fn refused() -> Option<String> {
+    REFUSED.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 static BROKERS_GONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Says that the brokers are going away on purpose (`demo` stopping its own in-process
@@ -144,6 +153,12 @@ pub fn client_error(error: KafkaError, reason: &str) {
         KafkaError::PartitionEOF(_) => Some(C::PartitionEOF),
         e => e.rdkafka_error_code(),
     };
+    if matches!(
+        code,
+        Some(C::SSL | C::Authentication | C::SaslAuthenticationFailed)
+    ) {
+        *REFUSED.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
+    }
     let gone = BROKERS_GONE.load(std::sync::atomic::Ordering::Acquire);
     match code {
         Some(C::PartitionEOF) => tracing::debug!("librdkafka: {error}: {reason}"),

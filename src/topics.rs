@@ -155,26 +155,53 @@ impl AdminContext {
     }
 }
 
+impl AdminContext {
+    /// Notes `text` if it says the cluster refused this client.
+    fn note(&self, text: &str) {
+        let lower = text.to_ascii_lowercase();
+        let refusal = [
+            "ssl handshake failed",
+            "certificate verify failed",
+            "authentication failed",
+            "sasl authentication error",
+            "bad certificate",
+            "certificate required",
+            "unsupported sasl mechanism",
+        ]
+        .iter()
+        .any(|w| lower.contains(w));
+        if refusal {
+            *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.trim().to_string());
+        }
+    }
+}
+
 impl rdkafka::ClientContext for AdminContext {
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as C;
-        let code = error.rdkafka_error_code();
-        let lower = reason.to_ascii_lowercase();
-        let refusal = matches!(code, Some(C::Authentication | C::SaslAuthenticationFailed))
-            || [
-                "ssl handshake failed",
-                "certificate verify failed",
-                "authentication failed",
-                "sasl authentication error",
-                "bad certificate",
-                "certificate required",
-            ]
-            .iter()
-            .any(|w| lower.contains(w));
-        if refusal {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(C::Authentication | C::SaslAuthenticationFailed)
+        ) {
             *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
         }
+        self.note(reason);
         crate::kafka::client_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        self.note(message);
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {message}"),
+            L::Notice | L::Info => {
+                tracing::info!(target: "librdkafka", "librdkafka: {fac} {message}")
+            }
+            L::Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}"),
+        }
     }
 }
 
@@ -418,7 +445,12 @@ pub async fn ensure_run_topics(cfg: &Config) -> Result<i32, TopicError> {
     match ensure_with(&admin, cfg).await {
         // The cluster answered and refused this client (credentials, certificates): waiting
         // will not change that.
-        Err(e) if e.is_transient() => match admin.inner().context().refused() {
+        Err(e) if e.is_transient() => match admin
+            .inner()
+            .context()
+            .refused()
+            .or_else(crate::kafka::refused)
+        {
             Some(reason) => Err(TopicError::Refused(reason)),
             None => Err(e),
         },

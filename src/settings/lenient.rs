@@ -230,17 +230,13 @@ pub fn distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-/// The closest of `known` to `got`, when close enough to be a typo.
+/// The closest of `known` to `got`, when close enough to be a typo (one edit in three
+/// characters, at least two); for configuration keys and values and for OTTL names alike.
 pub fn suggest<'k>(got: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
     known
         .into_iter()
-        .map(|k| {
-            (
-                distance(&got.to_ascii_lowercase(), &k.to_ascii_lowercase()),
-                k,
-            )
-        })
-        .filter(|(d, k)| *d > 0 && *d <= (k.len() / 3).clamp(1, 3))
+        .map(|k| (distance(got, k), k))
+        .filter(|(d, k)| *d > 0 && *d <= (k.len() / 3).max(2))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }

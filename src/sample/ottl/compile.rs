@@ -6,6 +6,7 @@
 use super::parse::{Arg, CmpOp, Expr, Key, MathOp, Name, Pos};
 use super::value::parse_go_duration;
 use crate::otlp::{SPAN_KIND_NAMES, STATUS_CODE_NAMES};
+use crate::settings::lenient::suggest;
 
 /// Which context a condition is evaluated in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -490,32 +491,6 @@ fn event_field(rest: &str) -> Option<Field> {
         "cache" => Field::Cache,
         _ => return None,
     })
-}
-
-/// Edit distance, for "did you mean".
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The closest of `known` to `got`, when close enough to be a typo.
-fn suggest<'k>(got: &str, known: impl IntoIterator<Item = &'k str>) -> Option<&'k str> {
-    known
-        .into_iter()
-        .map(|k| (distance(got, k), k))
-        .filter(|(d, k)| *d <= (k.len() / 3).max(2))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
 }
 
 fn enum_value(s: &str) -> Option<i64> {
