@@ -126,6 +126,25 @@ pub fn create_with_context<C: rdkafka::ClientContext, T: FromClientConfigAndCont
     c.create_with_context(context).map_err(redact)
 }
 
+/// Whether librdkafka's words say the cluster refused the client (its certificate, the CA,
+/// SASL) rather than could not be reached.
+pub fn is_refusal(reason: &str) -> bool {
+    let lower = reason.to_ascii_lowercase();
+    [
+        "ssl handshake failed",
+        "certificate verify failed",
+        "certificate required",
+        "bad certificate",
+        "unknown ca",
+        "handshake failure",
+        "authentication failed",
+        "sasl authentication error",
+        "unsupported sasl mechanism",
+    ]
+    .iter()
+    .any(|w| lower.contains(w))
+}
+
 /// The last time a cluster refused one of our clients (TLS, SASL), as librdkafka said it.
 static REFUSED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -156,7 +175,8 @@ pub fn client_error(error: KafkaError, reason: &str) {
     if matches!(
         code,
         Some(C::SSL | C::Authentication | C::SaslAuthenticationFailed)
-    ) {
+    ) || is_refusal(reason)
+    {
         *REFUSED.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_string());
     }
     let gone = BROKERS_GONE.load(std::sync::atomic::Ordering::Acquire);

@@ -158,19 +158,7 @@ impl AdminContext {
 impl AdminContext {
     /// Notes `text` if it says the cluster refused this client.
     fn note(&self, text: &str) {
-        let lower = text.to_ascii_lowercase();
-        let refusal = [
-            "ssl handshake failed",
-            "certificate verify failed",
-            "authentication failed",
-            "sasl authentication error",
-            "bad certificate",
-            "certificate required",
-            "unsupported sasl mechanism",
-        ]
-        .iter()
-        .any(|w| lower.contains(w));
-        if refusal {
+        if crate::kafka::is_refusal(text) {
             *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.trim().to_string());
         }
     }

@@ -231,3 +231,71 @@ fn the_effective_configuration_reads_back_to_itself() {
         "printed again the same"
     );
 }
+
+#[test]
+fn the_readme_reference_block_has_every_field_check_prints_and_no_other() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("```yaml").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let documented: serde_norway::Value = serde_norway::from_str(block).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(&f, POLICY).unwrap();
+    let out = tracesift().args(["check", "-c"]).arg(&f).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_norway::Value =
+        serde_norway::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    fn keys(v: &serde_norway::Value, at: &str, out: &mut BTreeSet<String>) {
+        if let serde_norway::Value::Mapping(m) = v {
+            for (k, v) in m {
+                let k = k.as_str().unwrap_or_default();
+                let p = if at.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{at}.{k}")
+                };
+                // Free-form maps (client properties, store options, headers) hold examples.
+                if !["properties", "options", "lease_options", "headers"].contains(&k) {
+                    keys(v, &p, out);
+                }
+                out.insert(p);
+            }
+        }
+    }
+    let (mut want, mut got) = (BTreeSet::new(), BTreeSet::new());
+    keys(&printed, "", &mut want);
+    keys(&documented, "", &mut got);
+    // Lists of examples (policies, tiers, OTLP sinks) are documented by their own sections.
+    let listed = |p: &String| {
+        [
+            "policies",
+            "tiers",
+            "sinks.otlp_http",
+            "sinks.otlp_grpc",
+            "archive.tiers",
+        ]
+        .iter()
+        .any(|l| p.starts_with(&format!("{l}.")))
+    };
+    let missing: Vec<&String> = want
+        .iter()
+        .filter(|p| !got.contains(*p) && !listed(p))
+        .collect();
+    let extra: Vec<&String> = got
+        .iter()
+        .filter(|p| !want.contains(*p) && !listed(p))
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "README's configuration block against `check`:\nnot documented: {missing:?}\nnot a field: {extra:?}"
+    );
+}

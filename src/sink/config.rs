@@ -98,10 +98,8 @@ pub struct SinksConfig {
     /// Hot Parquet segments.
     pub parquet: ParquetSinkConfig,
     /// OTLP/HTTP exporters (the Collector's `otlphttp`), each with its own name.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub otlp_http: Vec<OtlpSinkConfig>,
     /// OTLP/gRPC exporters (the Collector's `otlp`), each with its own name.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub otlp_grpc: Vec<OtlpSinkConfig>,
     /// Bytes the pending writes of one partition may hold (encoded chunks, segment rows, dead
     /// letters) before the partition stops reading: while a downstream is slow or down, memory
