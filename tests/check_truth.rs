@@ -46,7 +46,7 @@ const CASES: &[Case] = &[
         &["`endpoint` is required", "`name` is required"]),
     case("policies and tiers, one of them broken",
         "tiers: [{name: t, sample_percentage: 200}]\n",
-        &["tiers"], &["not both"]),
+        &["tiers", "tiers[0].sample_percentage"], &["not both"]),
     case("a typo in a librdkafka property",
         "kafka: {properties: {sesion.timeout.ms: 30000}}\n",
         &["kafka.properties.sesion.timeout.ms"], &["not a librdkafka property"]),
@@ -111,6 +111,13 @@ const CASES: &[Case] = &[
     case("an unset variable", "kafka: {group_id: \"${env:TRACESIFT_SURELY_UNSET}\"}\n", &["kafka.group_id"], &["is not set"]),
     case("an empty secret", "kafka: {properties: {sasl.password: \"${env:TRACESIFT_EMPTY_SECRET}\"}}\n",
         &["kafka.properties.sasl.password"], &["set but empty"]),
+    case("an unset header variable does not hide the TLS file problems",
+        "sinks: {otlp_http: [{name: tempo, endpoint: \"https://x\", headers: {authorization: \"Bearer ${env:TRACESIFT_SURELY_UNSET}\"}, tls: {ca_file: /nonexistent/ca.pem, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}}]}\n",
+        &["sinks.otlp_http[0].headers.authorization", "sinks.otlp_http[0].tls.ca_file", "sinks.otlp_http[0].tls.cert_file", "sinks.otlp_http[0].tls.key_file"],
+        &["is not set", "cannot read /nonexistent/k.pem"]),
+    case("an unset bucket is reported once, at the URL",
+        "archive: {hot: {url: \"s3://${env:TRACESIFT_SURELY_UNSET}/tracesift\", options: {region: x}}}\n",
+        &["archive.hot.url"], &["is not set"]),
     case("brokers as a number", "kafka: {brokers: 9092}\n", &["kafka.brokers"], &["host:port"]),
 ];
 

@@ -109,3 +109,28 @@ fn a_configuration_run_cannot_use_stops_it_at_once_with_exit_2() {
         "named once: {err}"
     );
 }
+
+#[test]
+fn past_startup_timeout_an_unreachable_cluster_ends_the_run_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "kafka: {{brokers: \"127.0.0.1:{}\"}}\npolicies: [{{name: all, type: always_sample}}]\nstartup_timeout: 2s\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracesift"))
+        .args(["run", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Meta data fetch error") || err.contains("BrokerTransportFailure"),
+        "{err}"
+    );
+}
