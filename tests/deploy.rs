@@ -15,9 +15,11 @@
 
 mod support;
 
+use support::{tool_on_path as tool, urlencode, Proc};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_norway::Value;
@@ -28,20 +30,6 @@ fn repo() -> PathBuf {
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tracesift")
-}
-
-/// A tool on PATH, or a failure that says how to get it.
-fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    found.unwrap_or_else(|| {
-        panic!(
-            "`{name}` is not installed: ./deploy/local/test.sh installs it (deploy/local/tools.sh)"
-        )
-    })
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -905,27 +893,6 @@ fn the_systemd_units_verify_with_the_real_binary() {
         c.contains("--listen"),
         "the compactor unit serves metrics on its own port"
     );
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// The operands of an alert expression whose series the rule compares: split at top-level

@@ -15,7 +15,10 @@ use opentelemetry_proto::tonic::trace::v1::{status, Span, Status};
 use rdkafka::producer::FutureProducer;
 
 use support::outage::{get, metric};
-use support::{create_topic, free_port, recent_ns, spread_trace_ids, Broker, Member};
+use support::{
+    create_topic, free_port, recent_ns, spread_trace_ids, tool_on_path, urlencode, Broker, Member,
+    Proc,
+};
 
 const TRACES: u32 = 300;
 const SERVICES: [&str; 3] = ["checkout", "cart", "frontend"];
@@ -211,38 +214,6 @@ const SHOP_TRACES: u32 = 1_000;
 const NOISY_SPANS: u32 = 10_000;
 const LIMIT: u32 = 1_000;
 
-fn tool(name: &str) -> std::path::PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(name))
-                .find(|p| p.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!("`{name}` is not installed: ./deploy/local/test.sh installs it (deploy/local/tools.sh)")
-        })
-}
-
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Trace ids of exemplars Prometheus stored for `query` since `start` (Unix s).
 fn exemplar_traces(
     rt: &tokio::runtime::Runtime,
@@ -269,7 +240,7 @@ fn exemplar_traces(
 
 #[test]
 fn exemplars_lead_to_kept_traces_estimates_hold_and_the_graph_and_limit_are_exact() {
-    let prometheus = tool("prometheus");
+    let prometheus = tool_on_path("prometheus");
     let broker = Broker::start();
     let brokers = broker.brokers.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();

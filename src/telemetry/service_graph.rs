@@ -165,6 +165,8 @@ struct Side {
     seconds: f64,
     service: usize,
     span: usize,
+    /// The span's attribute window (for a client span without a server child).
+    attributes: std::ops::Range<usize>,
 }
 
 fn id8(buf: &[u8], r: &std::ops::Range<usize>) -> [u8; 8] {
@@ -219,6 +221,7 @@ pub fn edges(spans: &[SpanRef], s: &GraphSettings, out: &mut Vec<EdgeObs>) -> Ve
             seconds: f.end_ns.saturating_sub(f.start_ns) as f64 / 1e9,
             service,
             span: i,
+            attributes: f.attributes,
         });
     }
     let mut callers: Vec<usize> = (0..sides.len())
@@ -272,9 +275,10 @@ pub fn edges(spans: &[SpanRef], s: &GraphSettings, out: &mut Vec<EdgeObs>) -> Ve
     for c in callers.into_iter().filter(|&c| !paired[c]) {
         let client = &sides[c];
         let sp = &spans[client.span];
-        let attrs = SpanRanges::read(&sp.bytes)
-            .map(|f| KvListRef::new(&sp.bytes[f.attributes.clone()], 9))
-            .ok();
+        let attrs = sp
+            .bytes
+            .get(client.attributes.clone())
+            .map(|a| KvListRef::new(a, 9));
         let lookup = |key: &str| -> Option<String> {
             attrs
                 .as_ref()
@@ -406,19 +410,13 @@ impl ServiceGraph {
         connection_type: &str,
     ) -> Option<(u64, u64)> {
         self.edges
-            .rows()
-            .find(|(v, _)| {
-                v.len() == 3 && v[0] == client && v[1] == server && v[2] == connection_type
-            })
-            .map(|(_, r)| (r.requests, r.failed))
+            .find(&[client, server, connection_type])
+            .map(|r| (r.requests, r.failed))
     }
 
     /// Unpaired server spans of a service.
     pub fn unpaired(&self, server: &str) -> u64 {
-        self.unpaired
-            .rows()
-            .find(|(v, _)| v.len() == 1 && v[0] == server)
-            .map_or(0, |(_, n)| *n)
+        self.unpaired.find(&[server]).map_or(0, |n| *n)
     }
 
     /// The graph's families into `w`.
@@ -516,10 +514,7 @@ impl ServiceGraph {
     /// Client histogram count of an edge (tests).
     pub fn client_count(&self, client: &str, server: &str, connection_type: &str) -> u64 {
         self.edges
-            .rows()
-            .find(|(v, _)| {
-                v.len() == 3 && v[0] == client && v[1] == server && v[2] == connection_type
-            })
-            .map_or(0, |(_, r)| r.client.count())
+            .find(&[client, server, connection_type])
+            .map_or(0, |r| r.client.count())
     }
 }

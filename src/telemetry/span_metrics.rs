@@ -376,7 +376,7 @@ impl<T: Default> Table<T> {
     }
 
     /// The row of `values` by a walk over every row (tests and tools).
-    fn find(&self, values: &[&str]) -> Option<&T> {
+    pub(crate) fn find(&self, values: &[&str]) -> Option<&T> {
         let want: Vec<&str> = values.iter().map(|v| truncate(v)).collect();
         self.rows
             .iter()

@@ -87,6 +87,22 @@ policies:
   - {name: default, type: probabilistic, probabilistic: {sampling_percentage: 1}}
 "#;
 
+/// Scans every record into `out` and hands each record's spans to `then`; the spans read.
+fn scan_each(
+    recs: &[Bytes],
+    probe: &impl otlp::SpanProbe,
+    out: &mut Vec<ScannedSpan>,
+    mut then: impl FnMut(&[ScannedSpan]),
+) -> usize {
+    let mut n = 0;
+    for r in recs {
+        otlp::scan_request_into(r, probe, 0, out).unwrap();
+        then(out);
+        n += out.len();
+    }
+    n
+}
+
 fn records(n: usize) -> (Vec<Bytes>, usize) {
     let (recs, manifest) = plan_records(&GenOptions {
         traces: n,
@@ -246,25 +262,11 @@ fn bench(c: &mut Criterion) {
     // the same scan without it, back to back (the spans are in cache, as when scanned).
     g.bench_function("lazy_scan_baseline", |b| {
         let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
-        b.iter(|| {
-            let mut n = 0;
-            for r in &recs {
-                otlp::scan_request_into(r, &otlp::NoProbe, 0, &mut out).unwrap();
-                n += out.len();
-            }
-            n
-        })
+        b.iter(|| scan_each(&recs, &otlp::NoProbe, &mut out, |_| {}))
     });
     g.bench_function("lazy_scan_with_condition", |b| {
         let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
-        b.iter(|| {
-            let mut n = 0;
-            for r in &recs {
-                otlp::scan_request_into(r, ottl.probe(), 0, &mut out).unwrap();
-                n += out.len();
-            }
-            n
-        })
+        b.iter(|| scan_each(&recs, ottl.probe(), &mut out, |_| {}))
     });
     // The condition alone on buffered spans (cold: the corpus is larger than the caches).
     g.bench_function("condition_buffered", |b| {
@@ -304,25 +306,14 @@ fn bench(c: &mut Criterion) {
     // scan alone, back to back (the record's bytes in cache, as after the scan).
     g.bench_function("lazy_scan_baseline", |b| {
         let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
-        b.iter(|| {
-            let mut n = 0;
-            for r in &recs {
-                otlp::scan_request_into(r, &otlp::NoProbe, 0, &mut out).unwrap();
-                n += out.len();
-            }
-            n
-        })
+        b.iter(|| scan_each(&recs, &otlp::NoProbe, &mut out, |_| {}))
     });
     g.bench_function("lazy_scan_then_span_metrics", |b| {
         let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
         b.iter(|| {
-            let mut n = 0;
-            for r in &recs {
-                otlp::scan_request_into(r, &otlp::NoProbe, 0, &mut out).unwrap();
-                spans_only.observe(&out, 1);
-                n += out.len();
-            }
-            n
+            scan_each(&recs, &otlp::NoProbe, &mut out, |s| {
+                spans_only.observe(s, 1)
+            })
         })
     });
     // The table alone on spans scanned before (cold: the corpus is larger than the caches).
