@@ -94,7 +94,8 @@ pub enum Command {
         /// compare client settings.
         #[arg(long = "property", value_name = "KEY=VALUE")]
         properties: Vec<String>,
-        /// Rounds over the configurations (each figure is the median of its rounds).
+        /// Rounds over the configurations (each figure is the median of its rounds); 0 measures
+        /// the buffered memory only.
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },

@@ -12,48 +12,50 @@ pub mod tokio_clock;
 use std::ops::{Add, Sub};
 use std::time::Duration;
 
-/// A point on a timeline, as the duration since its origin; both timelines below share the
-/// arithmetic but never mix (a stream time cannot be compared with a process time).
+/// A point on a timeline, as nanoseconds since its origin (8 bytes: a buffered trace holds
+/// several); both timelines below share the arithmetic but never mix (a stream time cannot be
+/// compared with a process time). ~584 years fit; past that, points saturate.
 macro_rules! timeline {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-        pub struct $name(Duration);
+        pub struct $name(u64);
 
         impl $name {
             /// The origin of the timeline.
-            pub const ZERO: $name = $name(Duration::ZERO);
+            pub const ZERO: $name = $name(0);
 
             /// A point `d` after the origin.
             pub const fn from_duration(d: Duration) -> Self {
-                $name(d)
+                let n = d.as_nanos();
+                $name(if n > u64::MAX as u128 { u64::MAX } else { n as u64 })
             }
 
             /// A point `ms` milliseconds after the origin.
             pub const fn from_millis(ms: u64) -> Self {
-                $name(Duration::from_millis(ms))
+                $name(ms.saturating_mul(1_000_000))
             }
 
             /// Time since the origin.
             pub const fn as_duration(self) -> Duration {
-                self.0
+                Duration::from_nanos(self.0)
             }
 
             /// Milliseconds since the origin.
             pub fn as_millis(self) -> u64 {
-                u64::try_from(self.0.as_millis()).unwrap_or(u64::MAX)
+                self.0 / 1_000_000
             }
 
             /// `self - earlier`, or zero when `earlier` is later.
             pub fn saturating_since(self, earlier: $name) -> Duration {
-                self.0.saturating_sub(earlier.0)
+                Duration::from_nanos(self.0.saturating_sub(earlier.0))
             }
         }
 
         impl Add<Duration> for $name {
             type Output = $name;
             fn add(self, rhs: Duration) -> $name {
-                $name(self.0.saturating_add(rhs))
+                $name(self.0.saturating_add($name::from_duration(rhs).0))
             }
         }
 
@@ -110,7 +112,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> MonoTime {
-        MonoTime(self.origin.elapsed())
+        MonoTime::from_duration(self.origin.elapsed())
     }
 
     fn wall_nanos(&self) -> u64 {

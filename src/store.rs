@@ -15,6 +15,7 @@
 //! the decision cache is bounded by count and TTL.
 
 pub mod config;
+mod spans;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -22,6 +23,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use self::config::{OnOverflow, StoreConfig};
+use self::spans::{Contexts, TraceSpans};
 use crate::clock::{MonoTime, StreamTime};
 use crate::otlp::{SpanMeta, SpanRef, TraceId};
 use crate::sample::{Decision, TraceSummary};
@@ -129,6 +131,24 @@ impl From<&StoreConfig> for StoreLimits {
     }
 }
 
+/// For each span of a record, what the spans of its trace right after it (the run of adjacent
+/// spans of one trace it starts or continues) add to the trace's buffer: [`TraceStore::add`]'s
+/// `ahead`. Written into `out`, one per span.
+pub fn ahead(spans: &[crate::otlp::ScannedSpan], out: &mut Vec<usize>) {
+    out.clear();
+    out.resize(spans.len(), 0);
+    let mut next: Option<(&TraceId, usize)> = None;
+    for (i, s) in spans.iter().enumerate().rev() {
+        let own = crate::otlp::varint_len(s.span.bytes.len() as u64) + s.span.bytes.len();
+        let after = match next {
+            Some((t, a)) if *t == s.trace_id => a,
+            _ => 0,
+        };
+        out[i] = own + after;
+        next = Some((&s.trace_id, own + after));
+    }
+}
+
 /// A trace taken out of the store for a decision.
 #[derive(Debug)]
 pub struct DueTrace {
@@ -159,8 +179,15 @@ struct Entry {
     last_seen: StreamTime,
     root_seen: Option<StreamTime>,
     summary: TraceSummary,
-    spans: Vec<SpanRef>,
+    spans: TraceSpans,
     offsets: Vec<i64>,
+}
+
+impl Entry {
+    /// Heap bytes of the trace's own buffers (the entry itself apart).
+    fn heap_bytes(&self) -> usize {
+        self.spans.heap_bytes() + self.offsets.capacity() * std::mem::size_of::<i64>()
+    }
 }
 
 /// What happened to a span handed to [`TraceStore::add`].
@@ -261,6 +288,40 @@ impl Decisions {
     }
 }
 
+/// What one store holds on the heap, by part (bytes counted from sizes and capacities; the
+/// allocator's own overhead comes on top).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreHeap {
+    /// The spans' bodies and length prefixes, with their buffers' spare room, and their runs.
+    pub spans: usize,
+    /// The per-trace entries (timestamps, summary, record offsets).
+    pub traces: usize,
+    /// The trace table, the timers and the age index.
+    pub index: usize,
+    /// The interned resources and scopes, and their table.
+    pub contexts: usize,
+    /// The kept and dropped decision caches.
+    pub decisions: usize,
+}
+
+impl StoreHeap {
+    /// Each part with its label value.
+    pub fn parts(&self) -> [(&'static str, usize); 5] {
+        [
+            ("spans", self.spans),
+            ("traces", self.traces),
+            ("index", self.index),
+            ("contexts", self.contexts),
+            ("decisions", self.decisions),
+        ]
+    }
+
+    /// All parts.
+    pub fn total(&self) -> usize {
+        self.parts().iter().map(|p| p.1).sum()
+    }
+}
+
 /// Gauges and counters of one store, read by the partition task for telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -277,6 +338,10 @@ pub struct StoreStats {
     /// Spans of traces neither buffered nor remembered: new traces, or late spans whose
     /// decision was already forgotten (then decided again on their own).
     pub cache_misses: u64,
+    /// The store's heap, by part.
+    pub heap: StoreHeap,
+    /// Distinct resources and scopes held.
+    pub contexts: usize,
 }
 
 /// One partition's buffered traces and recent decisions.
@@ -292,6 +357,10 @@ pub struct TraceStore {
     seq: u64,
     bytes: u64,
     cache: Decisions,
+    /// The resources and scopes of buffered spans, each held once.
+    contexts: Contexts,
+    /// Heap bytes of the buffered traces' span buffers and offset lists.
+    span_heap: usize,
     /// When the record now being added was fetched (process monotonic time): a trace opened by
     /// it came in then (the end-to-end histogram's start).
     fetched: MonoTime,
@@ -315,6 +384,8 @@ impl TraceStore {
             seq: 0,
             bytes: 0,
             cache,
+            contexts: Contexts::default(),
+            span_heap: 0,
             fetched: MonoTime::ZERO,
         }
     }
@@ -325,13 +396,16 @@ impl TraceStore {
     }
 
     /// Buffers one span that arrived in the record at `offset`, or answers it from the decision
-    /// cache. May make traces due at once (see [`TraceStore::has_forced`]).
+    /// cache. May make traces due at once (see [`TraceStore::has_forced`]). The span's body is
+    /// copied (the record is not kept); `ahead` is what the spans of this trace right after it
+    /// in the record add ([`ahead`]), so a trace sent in one record is allocated once.
     pub fn add(
         &mut self,
         trace_id: TraceId,
         meta: &SpanMeta,
-        span: SpanRef,
+        span: &SpanRef,
         offset: i64,
+        ahead: usize,
         now: StreamTime,
     ) -> Admit {
         if let Some(d) = self.cache.get(&trace_id, now) {
@@ -360,7 +434,7 @@ impl TraceStore {
                     last_seen: now,
                     root_seen: None,
                     summary: TraceSummary::new(),
-                    spans: Vec::new(),
+                    spans: TraceSpans::default(),
                     offsets: Vec::new(),
                 }),
             );
@@ -373,12 +447,15 @@ impl TraceStore {
         };
         e.last_seen = now;
         e.summary.add(meta);
-        e.spans.push(span);
+        let ctx = self.contexts.intern(&span.ctx);
+        let held = e.heap_bytes();
+        e.spans.push(span, &ctx, ahead);
         self.bytes += size;
         let new_ref = e.offsets.last() != Some(&offset);
         if new_ref {
             e.offsets.push(offset);
         }
+        self.span_heap += e.heap_bytes() - held;
         if meta.is_root && e.root_seen.is_none() {
             e.root_seen = Some(now);
             if let Some(w) = self.limits.after_root {
@@ -417,6 +494,7 @@ impl TraceStore {
         let e = self.traces.remove(id)?;
         self.by_age.remove(&e.seq);
         self.bytes -= e.summary.bytes;
+        self.span_heap -= e.heap_bytes();
         // Timers of removed traces are dropped lazily when they come due; under a flood of
         // early (forced) decisions they would pile up for a whole decision wait, so the heap is
         // rebuilt from the live traces once it holds far more timers than traces.
@@ -425,16 +503,22 @@ impl TraceStore {
             self.timers
                 .retain(|Reverse((_, seq, t))| traces.get(t).is_some_and(|e| e.seq == *seq));
         }
+        let e = *e;
         Some(DueTrace {
             trace_id: *id,
+            spans: e.spans.into_refs(e.summary.span_count as usize),
             summary: e.summary,
-            spans: e.spans,
             offsets: e.offsets,
             trigger,
             first_seen: e.first_seen,
             first_fetched: e.fetched,
             due_at,
         })
+    }
+
+    /// The record whose spans were added last is done: nothing of it is held any more.
+    pub fn end_record(&mut self) {
+        self.contexts.end_record();
     }
 
     /// True when traces were made due by limits and wait in [`TraceStore::take_forced`].
@@ -492,7 +576,7 @@ impl TraceStore {
     pub fn resummarize(&mut self, mut meta: impl FnMut(&SpanRef) -> Option<SpanMeta>) {
         for e in self.traces.values_mut() {
             let mut s = crate::sample::TraceSummary::new();
-            for span in &e.spans {
+            for span in &e.spans.to_refs(e.summary.span_count as usize) {
                 if let Some(m) = meta(span) {
                     s.add(&m);
                 }
@@ -521,9 +605,35 @@ impl TraceStore {
         self.traces.len() >= self.limits.max_traces || self.bytes >= self.limits.max_bytes
     }
 
+    /// What the store holds on the heap now, by part.
+    pub fn heap(&self) -> StoreHeap {
+        use std::mem::size_of;
+        let traces = self.traces.len();
+        let caches = [&self.cache.kept, &self.cache.dropped];
+        StoreHeap {
+            spans: self.span_heap,
+            traces: traces * size_of::<Entry>(),
+            // A table bucket is the key, the box and a control byte; a B-tree entry is the
+            // key and value plus ~half again of node room.
+            index: self.traces.capacity() * (size_of::<(TraceId, Box<Entry>)>() + 1)
+                + self.timers.capacity() * size_of::<Reverse<(StreamTime, u64, TraceId)>>()
+                + self.by_age.len() * size_of::<(u64, TraceId)>() * 3 / 2,
+            contexts: self.contexts.heap_bytes(),
+            decisions: caches
+                .iter()
+                .map(|c| {
+                    c.map.capacity() * (size_of::<(TraceId, (Decision, StreamTime))>() + 1)
+                        + c.fifo.capacity() * size_of::<(TraceId, StreamTime)>()
+                })
+                .sum(),
+        }
+    }
+
     /// Current gauges.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
+            heap: self.heap(),
+            contexts: self.contexts.len(),
             traces: self.traces.len(),
             bytes: self.bytes,
             cached_kept: self.cache.kept.map.len(),
@@ -596,7 +706,7 @@ mod tests {
 
     fn add(s: &mut TraceStore, id: u8, root: bool, offset: i64, at_ms: u64) -> Admit {
         let (m, r) = span(root);
-        s.add(tid(id), &m, r, offset, StreamTime::from_millis(at_ms))
+        s.add(tid(id), &m, &r, offset, 0, StreamTime::from_millis(at_ms))
     }
 
     fn due(s: &mut TraceStore, at_ms: u64) -> Vec<(u8, Trigger)> {
@@ -733,14 +843,14 @@ mod tests {
         s.remember(tid(200), keep, at(31_000));
         let (m, r) = span(false);
         assert_eq!(
-            s.add(tid(200), &m, r.clone(), 1, at(31_001)),
+            s.add(tid(200), &m, &r, 1, 0, at(31_001)),
             Admit::Decided(keep)
         );
         assert!(matches!(
-            s.add(tid(201), &m, r.clone(), 2, at(31_002)),
+            s.add(tid(201), &m, &r, 2, 0, at(31_002)),
             Admit::Buffered { .. }
         ));
-        s.add(tid(201), &m, r, 3, at(31_003));
+        s.add(tid(201), &m, &r, 3, 0, at(31_003));
         let st = s.stats();
         assert_eq!(
             (st.cache_hits, st.cache_misses),
@@ -834,12 +944,81 @@ mod tests {
         let t0 = StreamTime::from_millis(1_700_000_000_000);
         let mut s = TraceStore::new(limits());
         let (m, r) = span(true);
-        s.add(tid(1), &m, r, 0, t0);
+        s.add(tid(1), &m, &r, 0, 0, t0);
         let mut out = Vec::new();
         s.poll_due(t0 + Duration::from_millis(1_999), &mut out);
         assert!(out.is_empty());
         s.poll_due(t0 + Duration::from_millis(2_000), &mut out);
         assert_eq!(out.len(), 1);
         assert!(s.is_empty());
+    }
+
+    /// Generated traffic (the bench's mix), keyed and split: what the store holds on the heap
+    /// for buffered spans stays under their wire bytes (bodies copied without their records'
+    /// resources, contexts held once), and every span comes back byte for byte.
+    #[test]
+    fn buffered_traffic_costs_less_heap_than_its_wire_bytes() {
+        use crate::gen::{plan_records, GenOptions};
+        use crate::otlp::{scan_request_into, NoProbe, ScannedSpan};
+        for split in [false, true] {
+            let (recs, _) = plan_records(&GenOptions {
+                traces: 3000,
+                split,
+                ..GenOptions::default()
+            });
+            let mut s = TraceStore::new(StoreLimits::from(&StoreConfig::default()));
+            let (mut out, mut aheads): (Vec<ScannedSpan>, Vec<usize>) = (Vec::new(), Vec::new());
+            let (mut wire, mut spans, mut sent) = (0, 0, HashMap::new());
+            for (offset, r) in recs.iter().enumerate() {
+                let rec = bytes::Bytes::from(r.value.clone());
+                scan_request_into(&rec, &NoProbe, 0, &mut out).unwrap();
+                ahead(&out, &mut aheads);
+                for (x, &a) in out.iter().zip(&aheads) {
+                    s.add(
+                        x.trace_id,
+                        &x.meta,
+                        &x.span,
+                        offset as i64,
+                        a,
+                        StreamTime::ZERO,
+                    );
+                    sent.entry(x.trace_id)
+                        .or_insert_with(Vec::new)
+                        .push((x.span.bytes.clone(), x.span.ctx.resource_field.clone()));
+                }
+                s.end_record();
+                wire += rec.len();
+                spans += out.len();
+            }
+            let heap = s.stats().heap;
+            let per_span = |b: usize| b as f64 / spans as f64;
+            let wire_per_span = per_span(wire);
+            eprintln!(
+                "split {split}: {spans} spans, {wire_per_span:.0} B/span on the wire; store heap per span: {:?}",
+                heap.parts().map(|(p, b)| (p, per_span(b).round()))
+            );
+            assert!(
+                per_span(heap.total()) < wire_per_span,
+                "split {split}: {heap:?} for {spans} spans of {wire_per_span:.0} B on the wire"
+            );
+            assert!(
+                per_span(heap.spans) < 0.85 * wire_per_span,
+                "split {split}: span buffers {:.0} B per span",
+                per_span(heap.spans)
+            );
+            assert!(s.stats().contexts < 2000, "{} contexts", s.stats().contexts);
+            let mut due = Vec::new();
+            s.poll_due(StreamTime::ZERO + Duration::from_secs(3600), &mut due);
+            assert_eq!(due.len(), 3000);
+            for t in due {
+                let back: Vec<_> = t
+                    .spans
+                    .iter()
+                    .map(|x| (x.bytes.clone(), x.ctx.resource_field.clone()))
+                    .collect();
+                assert_eq!(back, sent[&t.trace_id], "split {split}");
+            }
+            assert_eq!(s.stats().heap.spans, 0);
+        }
     }
 }

@@ -71,7 +71,11 @@ catalog! {
     gauge TRACES_BUFFERED = "tracesift_traces_buffered", Count,
         "Traces buffered, per partition.";
     gauge BYTES_BUFFERED = "tracesift_bytes_buffered", Bytes,
-        "Span bytes buffered, per partition.";
+        "Span bytes buffered, per partition (as charged against store.max_bytes: each span's share of its record).";
+    gauge STORE_HEAP = "tracesift_store_heap_bytes", Bytes,
+        "What the trace store holds on the heap, per partition and part (spans, traces, index, contexts, decisions): counted, without the allocator's own overhead.";
+    gauge STORE_CONTEXTS = "tracesift_store_contexts", Count,
+        "Distinct resources and scopes the buffered spans refer to, per partition (each held once).";
     gauge COMMITTED_LAG = "tracesift_committed_offset_lag", Count,
         "Records between the high watermark and the committed offset, per partition.";
     gauge POLL_GAP_MAX = "tracesift_source_poll_gap_max_seconds", Seconds,
@@ -501,6 +505,10 @@ pub struct PartitionGauges {
     pub cached_kept: usize,
     /// Dropped decisions remembered.
     pub cached_dropped: usize,
+    /// The store's heap, by part.
+    pub heap: crate::store::StoreHeap,
+    /// Contexts the store holds.
+    pub contexts: usize,
     /// Decision-cache hits since the last publication.
     pub new_hits: u64,
     /// Decision-cache misses since the last publication.
@@ -519,6 +527,16 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     gauge!(PARTITION_QUEUE_BYTES, &labels).set(g.queued_bytes as f64);
     gauge!(PENDING_ACKS, &labels).set(g.pending_acks as f64);
     gauge!(PENDING_BYTES, &labels).set(g.pending_bytes as f64);
+    gauge!(STORE_CONTEXTS, &labels).set(g.contexts as f64);
+    for (part, n) in g.heap.parts() {
+        gauge!(
+            STORE_HEAP,
+            "topic" => topic.to_string(),
+            "partition" => partition.to_string(),
+            "part" => part
+        )
+        .set(n as f64);
+    }
     for (kind, n) in [
         ("sampled", g.cached_kept),
         ("non_sampled", g.cached_dropped),

@@ -587,7 +587,7 @@ fn buffered_traces_are_summarized_again_after_a_reload() {
     let mut out = Vec::new();
     scan_request_into(&bytes, old.probe(), 0, &mut out).unwrap();
     for x in out {
-        store.add(x.trace_id, &x.meta, x.span, 0, StreamTime::ZERO);
+        store.add(x.trace_id, &x.meta, &x.span, 0, 0, StreamTime::ZERO);
     }
     store.resummarize(|span| tracesift::otlp::rescan_span(span, new.probe()).ok());
     let mut due = Vec::new();

@@ -66,6 +66,9 @@ pub struct CostReport {
     pub rss_per_span: f64,
     /// Resident bytes over wire bytes of the buffered spans.
     pub rss_over_wire: f64,
+    /// The holding member's store heap per buffered span, by part (its
+    /// `tracesift_store_heap_bytes` gauges).
+    pub heap_per_span: Vec<(String, f64)>,
 }
 
 impl std::fmt::Display for CostReport {
@@ -77,6 +80,9 @@ impl std::fmt::Display for CostReport {
             self.bytes as f64 / 1e6,
             self.bytes as f64 / self.spans.max(1) as f64
         )?;
+        if self.rows.is_empty() {
+            return self.fmt_memory(f);
+        }
         writeln!(
             f,
             "{:<44} {:>9} {:>9} {:>16} {:>16}  rounds (cpu s)",
@@ -113,10 +119,31 @@ impl std::fmt::Display for CostReport {
             "idle member at the log end: {:.2}% of a core",
             self.idle_core_share * 100.0
         )?;
+        self.fmt_memory(f)
+    }
+}
+
+impl CostReport {
+    fn fmt_memory(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "buffered: {:.0} B of RSS per span ({:.2}x the wire bytes)",
-            self.rss_per_span, self.rss_over_wire
+            "buffered: {:.0} B of RSS per span ({:.2}x the wire bytes, {:.0} B/span)",
+            self.rss_per_span,
+            self.rss_over_wire,
+            self.bytes as f64 / self.spans.max(1) as f64
+        )?;
+        let counted: f64 = self.heap_per_span.iter().map(|p| p.1).sum();
+        let parts: Vec<String> = self
+            .heap_per_span
+            .iter()
+            .map(|(p, b)| format!("{p} {b:.0}"))
+            .collect();
+        writeln!(
+            f,
+            "  of which the store's heap, B per span: {} (sum {:.0}); the rest (allocator overhead, librdkafka, runtime) {:.0}",
+            parts.join(", "),
+            counted,
+            self.rss_per_span - counted
         )
     }
 }
@@ -155,7 +182,6 @@ fn process_usage_of(pid: &str) -> (f64, u64) {
 
 /// Loads a topic and measures every configuration on it.
 pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
-    let clock = SystemClock::new();
     let Loaded {
         topic,
         spans,
@@ -179,13 +205,41 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
     for (k, v) in &opts.properties {
         base.kafka.properties.insert(k.clone(), v.clone());
     }
-    let per_m = |cpu: f64| cpu / spans as f64 * 1e6;
     let mut rows = Vec::new();
 
+    let mut idle_core_share = 0.0;
+    if opts.runs > 0 {
+        idle_core_share = cpu_rounds(opts, &topic, spans, &ends, &base, &mut rows).await?;
+    }
+    memory(
+        opts,
+        &topic,
+        spans,
+        &produced,
+        plain,
+        &hot,
+        rows,
+        idle_core_share,
+    )
+    .await
+}
+
+/// The bare consumer, then `opts.runs` interleaved rounds over the pipeline's configurations;
+/// the idle member's share of a core.
+async fn cpu_rounds(
+    opts: &CostOptions,
+    topic: &str,
+    spans: usize,
+    ends: &BTreeMap<i32, i64>,
+    base: &Config,
+    rows: &mut Vec<CostRow>,
+) -> anyhow::Result<f64> {
+    let clock = SystemClock::new();
+    let per_m = |cpu: f64| cpu / spans as f64 * 1e6;
     eprintln!("{BARE} ...");
     let (c, t, e) = (
         crate::kafka::consumer_config(&base.kafka),
-        topic.clone(),
+        topic.to_string(),
         ends.clone(),
     );
     let (cpu0, _) = process_usage();
@@ -246,7 +300,21 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
             rounds,
         });
     }
+    Ok(idle_core_share)
+}
 
+/// Resident bytes per buffered span, in `tracesift run` children, into the report.
+#[allow(clippy::too_many_arguments)]
+async fn memory(
+    opts: &CostOptions,
+    topic: &str,
+    spans: usize,
+    produced: &crate::gen::Produced,
+    plain: Config,
+    hot: &std::path::Path,
+    rows: Vec<CostRow>,
+    idle_core_share: f64,
+) -> anyhow::Result<CostReport> {
     eprintln!("buffered memory ...");
     // In a `tracesift run` of its own (this process's allocator keeps what the runs above
     // freed, which would hide growth): an idle member on an empty topic, then one holding the
@@ -269,10 +337,10 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
     let mut idle_cfg = cfg.clone();
     idle_cfg.kafka.group_id = format!("{topic}-cost-idle");
     idle_cfg.kafka.input_topics = vec![empty];
-    let idle_rss = member_rss(&idle_cfg, 0).await?;
+    let (idle_rss, _) = member_rss(&idle_cfg, 0).await?;
     cfg.kafka.group_id = format!("{topic}-cost-hold");
-    let hold_rss = member_rss(&cfg, spans).await?;
-    let _ = std::fs::remove_dir_all(&hot);
+    let (hold_rss, heap) = member_rss(&cfg, spans).await?;
+    let _ = std::fs::remove_dir_all(hot);
     let grown = hold_rss.saturating_sub(idle_rss) as f64;
     Ok(CostReport {
         spans,
@@ -281,12 +349,17 @@ pub async fn run(opts: &CostOptions) -> anyhow::Result<CostReport> {
         idle_core_share,
         rss_per_span: grown / spans as f64,
         rss_over_wire: grown / produced.bytes.max(1) as f64,
+        heap_per_span: heap
+            .into_iter()
+            .map(|(p, b)| (p, b / spans.max(1) as f64))
+            .collect(),
     })
 }
 
 /// Runs `tracesift run` on `cfg` as a child process until it has read `spans` spans (and 3 s
-/// more, for allocations to settle); its resident bytes then.
-async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<u64> {
+/// more, for allocations to settle); its resident bytes then, and its store heap by part (summed
+/// over partitions).
+async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<(u64, Vec<(String, f64)>)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -325,7 +398,26 @@ async fn member_rss(cfg: &Config, spans: usize) -> anyhow::Result<u64> {
             }
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        Ok(process_usage_of(&pid.to_string()).1)
+        let rss = process_usage_of(&pid.to_string()).1;
+        let mut heap: BTreeMap<String, f64> = BTreeMap::new();
+        if let Ok((200, m)) = crate::telemetry::server::http_get(addr, "/metrics").await {
+            for l in m
+                .lines()
+                .filter(|l| l.starts_with("tracesift_store_heap_bytes{"))
+            {
+                let part = l
+                    .split("part=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("?");
+                let v = l
+                    .split_whitespace()
+                    .last()
+                    .and_then(|v| v.parse::<f64>().ok());
+                *heap.entry(part.to_string()).or_default() += v.unwrap_or(0.0);
+            }
+        }
+        Ok((rss, heap.into_iter().collect()))
     }
     .await;
     let _ = child.kill();

@@ -156,6 +156,9 @@ pub struct PartitionCore {
     policy_names: Arc<[Arc<str>]>,
     stats: Arc<RunStats>,
     scratch: Vec<ScannedSpan>,
+    /// Per span of the record being read: what its trace's next spans in it add
+    /// ([`crate::store::ahead`]).
+    ahead: Vec<usize>,
     due: Vec<DueTrace>,
     late: Vec<(TraceId, Decision, Vec<SpanRef>)>,
     late_index: TraceMap<usize>,
@@ -192,6 +195,7 @@ impl PartitionCore {
             policy_names,
             stats,
             scratch: Vec::new(),
+            ahead: Vec::new(),
             due: Vec::new(),
             late: Vec::new(),
             late_index: TraceMap::default(),
@@ -292,10 +296,12 @@ impl PartitionCore {
             }
         }
         let spans = std::mem::take(&mut self.scratch);
-        for s in spans.iter() {
+        let mut aheads = std::mem::take(&mut self.ahead);
+        crate::store::ahead(&spans, &mut aheads);
+        for (s, &ahead) in spans.iter().zip(&aheads) {
             match self
                 .store
-                .add(s.trace_id, &s.meta, s.span.clone(), rec.offset, now)
+                .add(s.trace_id, &s.meta, &s.span, rec.offset, ahead, now)
             {
                 Admit::Buffered { new_ref } => {
                     if new_ref {
@@ -317,6 +323,8 @@ impl PartitionCore {
                 }
             }
         }
+        self.store.end_record();
+        self.ahead = aheads;
         self.scratch = spans;
         self.scratch.clear();
         self.late_index.clear();

@@ -288,6 +288,8 @@ impl PartitionTask {
                 pending_bytes: self.acks.bytes(),
                 cached_kept: st.cached_kept,
                 cached_dropped: st.cached_dropped,
+                heap: st.heap,
+                contexts: st.contexts,
                 new_hits: st.cache_hits - self.published_lookups.0,
                 new_misses: st.cache_misses - self.published_lookups.1,
             },

@@ -231,7 +231,7 @@ pub(crate) fn push_value(key: &mut Vec<u8>, v: &[u8]) {
 
 /// A key's hash, eight bytes at a time: a table key, never stored or compared across
 /// processes.
-fn key_hash(key: &[u8]) -> u64 {
+pub(crate) fn key_hash(key: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
     let mut chunks = key.chunks_exact(8);

@@ -159,13 +159,16 @@ fn bench(c: &mut Criterion) {
             || TraceStore::new(limits.clone()),
             |mut store| {
                 let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
+                let mut ahead = Vec::with_capacity(64);
                 let now = StreamTime::ZERO;
                 for (offset, r) in recs.iter().enumerate() {
                     otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
-                    for s in out.drain(..) {
-                        let a = store.add(s.trace_id, &s.meta, s.span, offset as i64, now);
+                    tracesift::store::ahead(&out, &mut ahead);
+                    for (s, &a) in out.iter().zip(&ahead) {
+                        let a = store.add(s.trace_id, &s.meta, &s.span, offset as i64, a, now);
                         debug_assert!(matches!(a, Admit::Buffered { .. }));
                     }
+                    store.end_record();
                 }
                 let mut due = Vec::new();
                 store.poll_due(now + Duration::from_secs(3600), &mut due);
@@ -199,7 +202,14 @@ fn bench(c: &mut Criterion) {
         for (offset, r) in recs.iter().enumerate() {
             otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
             for s in out.drain(..) {
-                store.add(s.trace_id, &s.meta, s.span, offset as i64, StreamTime::ZERO);
+                store.add(
+                    s.trace_id,
+                    &s.meta,
+                    &s.span,
+                    offset as i64,
+                    0,
+                    StreamTime::ZERO,
+                );
             }
         }
         let mut due = Vec::new();
