@@ -303,6 +303,18 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     fixed >> 20,
                     per >> 20
                 );
+                for t in c.memory_terms().iter().filter(|t| t.bytes > 0) {
+                    let unit = if t.per_partition {
+                        " per partition"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "#   {:>6} MiB{unit:<14} {}",
+                        t.bytes.div_ceil(1 << 20),
+                        t.what
+                    );
+                }
                 ExitCode::SUCCESS
             }
             None => ExitCode::from(2),

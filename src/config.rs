@@ -417,17 +417,23 @@ impl Config {
 
     /// The terms of [`Config::memory_bound`]: (fixed bytes, bytes per partition owned).
     pub fn memory_formula(&self) -> (u64, u64) {
+        self.memory_terms()
+            .iter()
+            .fold((0, 0), |(f, p), t| match t.per_partition {
+                true => (f, p + t.bytes),
+                false => (f + t.bytes, p),
+            })
+    }
+
+    /// Each term of [`Config::memory_bound`] with what it is (`check` prints them).
+    pub fn memory_terms(&self) -> Vec<MemoryTerm> {
         const MIB: u64 = 1 << 20;
-        const FIXED: u64 = 160 * MIB;
-        const PRODUCER_QUEUE: u64 = 64 * MIB;
-        const PREFETCH: u64 = 16 * MIB;
         const CACHE_ENTRY: u64 = 150;
-        let otlp_in_flight: u64 = self
-            .sinks
+        let s = &self.sinks;
+        let otlp_in_flight: u64 = s
             .otlp()
             .map(|(c, _)| c.sending_queue.num_consumers as u64 * c.batch.max_bytes.0)
             .sum();
-        let s = &self.sinks;
         let best_effort = [s.kafka.delivery, s.parquet.delivery]
             .into_iter()
             .chain(s.otlp().map(|(c, _)| c.delivery))
@@ -441,27 +447,65 @@ impl Config {
             true => s.kafka.max_record_bytes.0,
             false => 0,
         };
-        let per_partition = 2 * self.store.max_bytes.0
-            + kafka_batches
-            + self.kafka.partition_queue_bytes.0
-            + PREFETCH
-            + self.kafka.max_record_bytes.0
-            + CACHE_ENTRY * (dc.sampled_cache_size + dc.non_sampled_cache_size) as u64
-            + s.max_pending_bytes.0 * (1 + best_effort);
+        // librdkafka's prefetch queue as the consumer is configured (its default, or what
+        // `kafka.properties` sets).
+        let prefetch = self
+            .kafka
+            .properties
+            .get("queued.max.messages.kbytes")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(crate::kafka::PREFETCH_KBYTES * 1024, |kb| kb * 1024);
         // The rekey stage's writes in flight, for the whole process.
         let rekey = match self.kafka.rekey.input_topics.is_empty() {
             true => 0,
             false => self.kafka.rekey.max_pending_bytes.0,
         };
-        (
-            FIXED
-                + PRODUCER_QUEUE
-                + otlp_in_flight
-                + rekey
-                + self.telemetry.span_metrics.bound_bytes()
-                + self.telemetry.service_graph.bound_bytes(),
-            per_partition,
-        )
+        let fixed = |what: &'static str, bytes: u64| MemoryTerm {
+            what,
+            bytes,
+            per_partition: false,
+        };
+        let per = |what: &'static str, bytes: u64| MemoryTerm {
+            what,
+            bytes,
+            per_partition: true,
+        };
+        vec![
+            fixed("runtime, librdkafka, buffers", 160 * MIB),
+            fixed("producer queue", 64 * MIB),
+            fixed(
+                "OTLP requests in flight (compressed copies)",
+                otlp_in_flight,
+            ),
+            fixed("rekey writes in flight", rekey),
+            fixed(
+                "span-metrics table",
+                self.telemetry.span_metrics.bound_bytes(),
+            ),
+            fixed("service graph", self.telemetry.service_graph.bound_bytes()),
+            per(
+                "trace store (2 × store.max_bytes)",
+                2 * self.store.max_bytes.0,
+            ),
+            per("sampled-topic batches of one step", kafka_batches),
+            per(
+                "input queue (kafka.partition_queue_bytes)",
+                self.kafka.partition_queue_bytes.0,
+            ),
+            per("librdkafka prefetch (queued.max.messages.kbytes)", prefetch),
+            per(
+                "one record in flight (kafka.max_record_bytes)",
+                self.kafka.max_record_bytes.0,
+            ),
+            per(
+                "decision caches",
+                CACHE_ENTRY * (dc.sampled_cache_size + dc.non_sampled_cache_size) as u64,
+            ),
+            per(
+                "pending writes (sinks.max_pending_bytes, again per best-effort sink)",
+                s.max_pending_bytes.0 * (1 + best_effort),
+            ),
+        ]
     }
 
     /// Names of the top-level policies (or tiers), in order: they label decisions.
@@ -477,6 +521,17 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_norway::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// One term of the resident-memory bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryTerm {
+    /// What it holds.
+    pub what: &'static str,
+    /// Bytes at most.
+    pub bytes: u64,
+    /// Counted once per partition owned (else once per process).
+    pub per_partition: bool,
 }
 
 #[cfg(test)]
@@ -510,6 +565,21 @@ mod tests {
             c.memory_bound(0),
             fixed + 2 * MIB,
             "OTLP requests in flight"
+        );
+        let c = Config::parse(
+            "policies: [{name: all, type: always_sample}]\nkafka: {properties: {queued.max.messages.kbytes: '4096'}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.memory_bound(1) - c.memory_bound(0),
+            per - 16 * MIB + 4 * MIB,
+            "librdkafka's prefetch as kafka.properties sets it"
+        );
+        let terms = c.memory_terms();
+        assert_eq!(
+            terms.iter().map(|t| t.bytes).sum::<u64>(),
+            c.memory_bound(1),
+            "check prints every term"
         );
         let c = Config::parse(
             "policies: [{name: all, type: always_sample}]\ntelemetry: {span_metrics: {enabled: true, dimensions: [{name: http.route}]}}\n",

@@ -43,7 +43,7 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
         )
         .set("heartbeat.interval.ms", "3000")
         .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
         // One fetch response is buffered whole: keep it well under the prefetch bound, but
         // large enough for the largest record accepted (`kafka.max_record_bytes`): a broker
         // that holds to the per-partition limit would otherwise never hand such a record over
@@ -58,6 +58,10 @@ pub fn consumer_config(cfg: &KafkaConfig) -> ClientConfig {
     }
     c
 }
+
+/// librdkafka's prefetch queue for the consumer, KiB (`queued.max.messages.kbytes`; a term of
+/// the memory bound, which follows an override in `kafka.properties`).
+pub const PREFETCH_KBYTES: u64 = 16 << 10;
 
 /// librdkafka settings for the producer of the sampled and dead-letter topics.
 pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
