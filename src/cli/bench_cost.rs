@@ -276,7 +276,7 @@ async fn cpu_rounds(
             let running =
                 crate::pipeline::start(cfg, Arc::new(crate::clock::tokio_clock::TokioClock::new()))
                     .await?;
-            wait_committed(&opts.brokers, &group, &topic, &ends).await?;
+            wait_committed(&opts.brokers, &group, topic, ends).await?;
             samples[i].push((process_usage().0 - cpu0, (clock.now() - t0).as_secs_f64()));
             if name == EVERYTHING && round + 1 == opts.runs.max(1) {
                 let idle = Duration::from_secs(10);
