@@ -539,4 +539,88 @@ mod tests {
         );
         assert_eq!(times(span(at, at - ms)), (0, 0), "end before start");
     }
+
+    /// Records scanned through a partition's resource cache give exactly what the walk gives
+    /// (leaf bits of resource attributes included), and a resource differing from a cached one
+    /// is still walked and refused when it is bad.
+    #[test]
+    fn the_resource_cache_changes_nothing_but_the_work() {
+        use crate::gen::{plan_records, GenOptions};
+        let cfg = crate::config::Config::parse(
+            "policies: [{name: fe, type: string_attribute, string_attribute: {key: service.name, values: [frontend]}}, {name: ns, type: string_attribute, string_attribute: {key: k8s.namespace.name, values: [shop]}}]\n",
+        )
+        .unwrap();
+        let sampler = crate::sample::Sampler::from_config(&cfg).unwrap();
+        let probe = sampler.probe();
+        let (recs, _) = plan_records(&GenOptions {
+            traces: 500,
+            ..GenOptions::default()
+        });
+        let mut cache = ResourceCache::default();
+        let (mut plain, mut cached) = (Vec::new(), Vec::new());
+        let mut matched = 0;
+        for r in &recs {
+            let rec = Bytes::from(r.value.clone());
+            scan_record(&rec, Encoding::OtlpProto, probe, 7, &mut plain).unwrap();
+            scan_record_cached(
+                &rec,
+                Encoding::OtlpProto,
+                probe,
+                7,
+                Some(&mut cache),
+                &mut cached,
+            )
+            .unwrap();
+            assert_eq!(plain.len(), cached.len());
+            for (a, b) in plain.iter().zip(&cached) {
+                assert_eq!((a.trace_id, &a.span.bytes), (b.trace_id, &b.span.bytes));
+                assert_eq!(format!("{:?}", a.meta), format!("{:?}", b.meta));
+                matched += usize::from(a.meta.leaf_bits != 0);
+            }
+        }
+        assert!(matched > 0, "the policies match resource attributes");
+        assert!(cache.hits() > recs.len() as u64, "{} hits", cache.hits());
+
+        // A resource one byte away from a cached one, with that byte breaking its UTF-8.
+        let good = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "frontend")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span(1, 1, None, false)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let at = good.windows(8).position(|w| w == b"frontend").unwrap();
+        let mut bad = good.clone();
+        bad[at] = 0xff;
+        let mut out = Vec::new();
+        let good = Bytes::from(good);
+        let bad = Bytes::from(bad);
+        scan_record_cached(
+            &good,
+            Encoding::OtlpProto,
+            probe,
+            7,
+            Some(&mut cache),
+            &mut out,
+        )
+        .unwrap();
+        assert!(matches!(
+            scan_record_cached(
+                &bad,
+                Encoding::OtlpProto,
+                probe,
+                7,
+                Some(&mut cache),
+                &mut out
+            ),
+            Err(DecodeError::Utf8 { .. })
+        ));
+    }
 }

@@ -408,6 +408,74 @@ pub fn scan_request(
     record: &Bytes,
     probe: &impl SpanProbe,
     arrival_ms: u64,
+    sink: impl FnMut(TraceId, SpanMeta, SpanRef),
+) -> Result<(), DecodeError> {
+    scan_request_with(record, probe, arrival_ms, None, sink)
+}
+
+/// Resources already checked (and probed) by one probe: a service sends the same resource in
+/// every record, and its attributes are a third of what the strict walk reads. Keyed by the
+/// resource's bytes (hashed eight at a time, compared whole on a hit), so only a resource
+/// identical to one that passed is let through unwalked. Bounded by [`ResourceCache::MAX_BYTES`]
+/// (then emptied); emptied by its owner when the probe changes (a policy reload).
+#[derive(Debug, Default)]
+pub struct ResourceCache {
+    by_hash: std::collections::HashMap<
+        u64,
+        (Box<[u8]>, u128),
+        std::hash::BuildHasherDefault<crate::telemetry::span_metrics::PassHasher>,
+    >,
+    bytes: usize,
+    hits: u64,
+}
+
+impl ResourceCache {
+    /// Resource bytes held at most (then the cache starts over).
+    pub const MAX_BYTES: usize = 1 << 20;
+
+    /// Forgets everything (the probe changed).
+    pub fn clear(&mut self) {
+        self.by_hash.clear();
+        self.bytes = 0;
+    }
+
+    /// Resources answered without a walk so far.
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    fn bits(
+        &mut self,
+        body: &[u8],
+        walk: impl FnOnce() -> Result<u128, DecodeError>,
+    ) -> Result<u128, DecodeError> {
+        let hash = crate::telemetry::span_metrics::key_hash(body);
+        if let Some((bytes, bits)) = self.by_hash.get(&hash) {
+            if **bytes == *body {
+                self.hits += 1;
+                return Ok(*bits);
+            }
+        }
+        let bits = walk()?;
+        if self.bytes + body.len() > Self::MAX_BYTES {
+            self.clear();
+        }
+        if body.len() <= Self::MAX_BYTES / 16 {
+            self.bytes += body.len();
+            if let Some((old, _)) = self.by_hash.insert(hash, (body.into(), bits)) {
+                self.bytes -= old.len();
+            }
+        }
+        Ok(bits)
+    }
+}
+
+/// [`scan_request`] remembering checked resources in `cache` (the partition's, for its probe).
+fn scan_request_with(
+    record: &Bytes,
+    probe: &impl SpanProbe,
+    arrival_ms: u64,
+    mut cache: Option<&mut ResourceCache>,
     mut sink: impl FnMut(TraceId, SpanMeta, SpanRef),
 ) -> Result<(), DecodeError> {
     let buf: &[u8] = record;
@@ -431,7 +499,11 @@ pub fn scan_request(
         let rs_env = envelope(buf, rs.clone(), "ResourceSpans", "ResourceSpans.schema_url")?;
         let (resource_field, resource_body, schema_field) =
             (rs_env.ctx_field, rs_env.ctx_body, rs_env.schema_field);
-        let res_bits = resource_bits(buf, resource_body.clone(), probe, wants_attrs, 2)?;
+        let walk = || resource_bits(buf, resource_body.clone(), probe, wants_attrs, 2);
+        let res_bits = match cache.as_deref_mut() {
+            Some(c) => c.bits(&buf[resource_body.clone()], walk)?,
+            None => walk()?,
+        };
         // Second pass: each ScopeSpans.
         let mut rd = Reader::new(buf, rs);
         while let Some((fnum, _, fw)) = rd.field()? {
@@ -505,8 +577,18 @@ pub fn scan_request_into(
     arrival_ms: u64,
     out: &mut Vec<ScannedSpan>,
 ) -> Result<(), DecodeError> {
+    scan_into(record, probe, arrival_ms, None, out)
+}
+
+fn scan_into(
+    record: &Bytes,
+    probe: &impl SpanProbe,
+    arrival_ms: u64,
+    cache: Option<&mut ResourceCache>,
+    out: &mut Vec<ScannedSpan>,
+) -> Result<(), DecodeError> {
     out.clear();
-    let r = scan_request(record, probe, arrival_ms, |trace_id, meta, span| {
+    let r = scan_request_with(record, probe, arrival_ms, cache, |trace_id, meta, span| {
         out.push(ScannedSpan {
             trace_id,
             meta,
@@ -576,13 +658,26 @@ pub fn scan_record(
     arrival_ms: u64,
     out: &mut Vec<ScannedSpan>,
 ) -> Result<(), DecodeError> {
+    scan_record_cached(payload, encoding, probe, arrival_ms, None, out)
+}
+
+/// [`scan_record`] with the caller's [`ResourceCache`] for `probe` (the sampler's partitions
+/// keep one each).
+pub fn scan_record_cached(
+    payload: &Bytes,
+    encoding: Encoding,
+    probe: &impl SpanProbe,
+    arrival_ms: u64,
+    cache: Option<&mut ResourceCache>,
+    out: &mut Vec<ScannedSpan>,
+) -> Result<(), DecodeError> {
     out.clear();
     if payload.is_empty() {
         return Err(DecodeError::NoSpans);
     }
     match encoding {
-        Encoding::OtlpProto => scan_request_into(payload, probe, arrival_ms, out),
-        Encoding::OtlpJson => scan_request_into(&json_to_proto(payload)?, probe, arrival_ms, out),
+        Encoding::OtlpProto => scan_into(payload, probe, arrival_ms, cache, out),
+        Encoding::OtlpJson => scan_into(&json_to_proto(payload)?, probe, arrival_ms, cache, out),
     }
 }
 

@@ -159,6 +159,8 @@ pub struct PartitionCore {
     /// Per span of the record being read: what its trace's next spans in it add
     /// ([`crate::store::ahead`]).
     ahead: Vec<usize>,
+    /// Resources this partition's probe has checked already.
+    resources: otlp::ResourceCache,
     due: Vec<DueTrace>,
     late: Vec<(TraceId, Decision, Vec<SpanRef>)>,
     late_index: TraceMap<usize>,
@@ -196,6 +198,7 @@ impl PartitionCore {
             stats,
             scratch: Vec::new(),
             ahead: Vec::new(),
+            resources: otlp::ResourceCache::default(),
             due: Vec::new(),
             late: Vec::new(),
             late_index: TraceMap::default(),
@@ -263,11 +266,12 @@ impl PartitionCore {
                 limit: self.settings.max_record_bytes,
             })
         } else {
-            otlp::scan_record(
+            otlp::scan_record_cached(
                 &payload,
                 rec.encoding,
                 self.sampler.probe(),
                 arrival_ms,
+                Some(&mut self.resources),
                 &mut self.scratch,
             )
         };
@@ -424,6 +428,8 @@ impl PartitionCore {
         let probe = sampler.probe();
         self.store
             .resummarize(|span| otlp::rescan_span(span, probe).ok());
+        // The cached leaf bits were the old probe's.
+        self.resources.clear();
         self.sampler = sampler;
         self.policy_names = names;
     }

@@ -6,6 +6,8 @@
 //!   i.e. the per-span cost of the sampler before any sink (DESIGN §6 target: ≤ 500 ns/span);
 //! - `decide/*`: the policy evaluation alone, per trace, on summaries collected while scanning:
 //!   the seed's tiers as a `tiers:` block, the same as Collector policies, and a 20-policy config;
+//! - `decode/lazy_scan_cached`: the lazy scan with the partition's resource cache (resources
+//!   seen before are not walked again);
 //! - `emit/splice`: re-encoding kept traces by splicing span bytes;
 //! - `emit/mark`: the OTEP 235 rewrite of each kept span (tracestate `th`, policy, adjusted count);
 //! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans;
@@ -144,6 +146,27 @@ fn bench(c: &mut Criterion) {
             let mut n = 0;
             for r in &recs {
                 otlp::scan_request_into(r, sampler.probe(), 0, &mut out).unwrap();
+                n += out.len();
+            }
+            n
+        })
+    });
+    // As a partition reads: checked resources remembered (`otlp::ResourceCache`).
+    g.bench_function("lazy_scan_cached", |b| {
+        let mut out: Vec<ScannedSpan> = Vec::with_capacity(64);
+        let mut cache = otlp::ResourceCache::default();
+        b.iter(|| {
+            let mut n = 0;
+            for r in &recs {
+                otlp::scan_record_cached(
+                    r,
+                    otlp::Encoding::OtlpProto,
+                    sampler.probe(),
+                    0,
+                    Some(&mut cache),
+                    &mut out,
+                )
+                .unwrap();
                 n += out.len();
             }
             n
