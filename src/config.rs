@@ -498,6 +498,10 @@ impl Config {
                 self.kafka.max_record_bytes.0,
             ),
             per(
+                "resources already checked",
+                crate::otlp::ResourceCache::BOUND_BYTES,
+            ),
+            per(
                 "decision caches",
                 CACHE_ENTRY * (dc.sampled_cache_size + dc.non_sampled_cache_size) as u64,
             ),
@@ -549,6 +553,7 @@ mod tests {
             + 16 * MIB
             + 16 * MIB
             + 150 * 250_000
+            + crate::otlp::ResourceCache::BOUND_BYTES
             + 128 * MIB;
         assert_eq!(c.memory_bound(0), fixed);
         assert_eq!(c.memory_bound(3), fixed + 3 * per);

@@ -74,6 +74,8 @@ catalog! {
         "Span bytes buffered, per partition (as charged against store.max_bytes: each span's share of its record).";
     gauge STORE_HEAP = "tracesift_store_heap_bytes", Bytes,
         "What the trace store holds on the heap, per partition and part (spans, traces, index, contexts, decisions): counted, without the allocator's own overhead.";
+    gauge RESOURCE_CACHE_BYTES = "tracesift_resource_cache_bytes", Bytes,
+        "Resources already checked that a partition remembers so they are not walked again (at most 1 MiB and 4096 per partition).";
     gauge STORE_CONTEXTS = "tracesift_store_contexts", Count,
         "Distinct resources and scopes the buffered spans refer to, per partition (each held once).";
     gauge COMMITTED_LAG = "tracesift_committed_offset_lag", Count,
@@ -509,6 +511,8 @@ pub struct PartitionGauges {
     pub heap: crate::store::StoreHeap,
     /// Contexts the store holds.
     pub contexts: usize,
+    /// Bytes of the partition's resource cache.
+    pub resource_cache_bytes: usize,
     /// Decision-cache hits since the last publication.
     pub new_hits: u64,
     /// Decision-cache misses since the last publication.
@@ -528,6 +532,7 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     gauge!(PENDING_ACKS, &labels).set(g.pending_acks as f64);
     gauge!(PENDING_BYTES, &labels).set(g.pending_bytes as f64);
     gauge!(STORE_CONTEXTS, &labels).set(g.contexts as f64);
+    gauge!(RESOURCE_CACHE_BYTES, &labels).set(g.resource_cache_bytes as f64);
     for (part, n) in g.heap.parts() {
         gauge!(
             STORE_HEAP,

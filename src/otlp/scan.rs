@@ -417,7 +417,8 @@ pub fn scan_request(
 /// every record, and its attributes are a third of what the strict walk reads. Keyed by the
 /// resource's bytes (hashed eight at a time, compared whole on a hit), so only a resource
 /// identical to one that passed is let through unwalked. Bounded by [`ResourceCache::MAX_BYTES`]
-/// (then emptied); emptied by its owner when the probe changes (a policy reload).
+/// and [`ResourceCache::MAX_ENTRIES`] (then emptied); emptied by its owner when the probe
+/// changes (a policy reload).
 #[derive(Debug, Default)]
 pub struct ResourceCache {
     by_hash: std::collections::HashMap<
@@ -432,6 +433,15 @@ pub struct ResourceCache {
 impl ResourceCache {
     /// Resource bytes held at most (then the cache starts over).
     pub const MAX_BYTES: usize = 1 << 20;
+    /// Resources held at most (then the cache starts over).
+    pub const MAX_ENTRIES: usize = 4096;
+    /// What the cache holds at most, its table included (a term of the memory bound).
+    pub const BOUND_BYTES: u64 = (Self::MAX_BYTES + Self::MAX_ENTRIES * 64) as u64;
+
+    /// Resource bytes held now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 
     /// Forgets everything (the probe changed).
     pub fn clear(&mut self) {
@@ -457,7 +467,7 @@ impl ResourceCache {
             }
         }
         let bits = walk()?;
-        if self.bytes + body.len() > Self::MAX_BYTES {
+        if self.bytes + body.len() > Self::MAX_BYTES || self.by_hash.len() >= Self::MAX_ENTRIES {
             self.clear();
         }
         if body.len() <= Self::MAX_BYTES / 16 {

@@ -136,6 +136,8 @@ pub struct CoreGauges {
     pub store: StoreStats,
     /// Offsets with unresolved references.
     pub unresolved: usize,
+    /// Bytes of the resources the partition's probe has checked and remembers.
+    pub resource_cache_bytes: usize,
 }
 
 /// What is due once per commit interval.
@@ -449,6 +451,7 @@ impl PartitionCore {
         CoreGauges {
             store: self.store.stats(),
             unresolved: self.watermark.unresolved(),
+            resource_cache_bytes: self.resources.bytes(),
         }
     }
 

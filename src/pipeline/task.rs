@@ -275,7 +275,8 @@ impl PartitionTask {
     }
 
     fn publish_gauges(&mut self, queued: usize, queued_bytes: usize) {
-        let st = self.core.gauges().store;
+        let g = self.core.gauges();
+        let st = g.store;
         telemetry::partition_gauges(
             &self.topic,
             self.partition,
@@ -290,6 +291,7 @@ impl PartitionTask {
                 cached_dropped: st.cached_dropped,
                 heap: st.heap,
                 contexts: st.contexts,
+                resource_cache_bytes: g.resource_cache_bytes,
                 new_hits: st.cache_hits - self.published_lookups.0,
                 new_misses: st.cache_misses - self.published_lookups.1,
             },
