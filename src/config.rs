@@ -454,7 +454,9 @@ impl Config {
             .properties
             .get("queued.max.messages.kbytes")
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(crate::kafka::PREFETCH_KBYTES * 1024, |kb| kb * 1024);
+            .map_or(crate::kafka::PREFETCH_KBYTES * 1024, |kb| {
+                kb.saturating_mul(1024)
+            });
         // The rekey stage's writes in flight, for the whole process.
         let rekey = match self.kafka.rekey.input_topics.is_empty() {
             true => 0,

@@ -436,7 +436,7 @@ impl ResourceCache {
     /// Resources held at most (then the cache starts over).
     pub const MAX_ENTRIES: usize = 4096;
     /// What the cache holds at most, its table included (a term of the memory bound).
-    pub const BOUND_BYTES: u64 = (Self::MAX_BYTES + Self::MAX_ENTRIES * 64) as u64;
+    pub const BOUND_BYTES: u64 = (Self::MAX_BYTES + Self::MAX_ENTRIES * 128) as u64;
 
     /// Resource bytes held now.
     pub fn bytes(&self) -> usize {
@@ -467,10 +467,11 @@ impl ResourceCache {
             }
         }
         let bits = walk()?;
-        if self.bytes + body.len() > Self::MAX_BYTES || self.by_hash.len() >= Self::MAX_ENTRIES {
-            self.clear();
-        }
         if body.len() <= Self::MAX_BYTES / 16 {
+            if self.bytes + body.len() > Self::MAX_BYTES || self.by_hash.len() >= Self::MAX_ENTRIES
+            {
+                self.clear();
+            }
             self.bytes += body.len();
             if let Some((old, _)) = self.by_hash.insert(hash, (body.into(), bits)) {
                 self.bytes -= old.len();

@@ -85,8 +85,12 @@ impl TraceSpans {
     }
 
     /// The spans as [`SpanRef`]s over this buffer, without copying it; `count` is a capacity
-    /// hint.
-    pub(super) fn into_refs(self, count: usize) -> Vec<SpanRef> {
+    /// hint. Room reserved for spans that never came (the trace was forced out mid-record) is
+    /// given back first: the buffer may live on in a sink.
+    pub(super) fn into_refs(mut self, count: usize) -> Vec<SpanRef> {
+        if self.data.capacity() - self.data.len() > self.data.len() / 8 {
+            self.data.shrink_to_fit();
+        }
         refs(Bytes::from(self.data), &self.runs, count)
     }
 
@@ -138,13 +142,18 @@ fn read_len(data: &[u8], mut at: usize) -> Option<(usize, usize)> {
 
 /// One partition's resources and scopes, each distinct one held once, owned (not a slice of a
 /// record). Entries no buffered trace refers to any more are swept when the table has doubled
-/// since the last sweep, so it holds at most twice what buffered traces refer to (plus
-/// [`Contexts::MIN_SWEEP`]).
+/// in count or in bytes since the last sweep, so it holds at most twice what buffered traces
+/// refer to (plus [`Contexts::MIN_SWEEP`] entries or [`Contexts::MIN_SWEEP_BYTES`]). The hash
+/// is not keyed: a bucket holds at most [`Contexts::MAX_BUCKET`] contexts, past which a context
+/// is held by its runs only (not shared), so crafted collisions cost a bounded compare.
 #[derive(Debug, Default)]
 pub(super) struct Contexts {
     by_hash: HashMap<u64, Vec<Arc<ScopeCtx>>, std::hash::BuildHasherDefault<PassHasher>>,
     len: usize,
     sweep_at: usize,
+    /// Bytes of the contexts' fields held by the table.
+    bytes: usize,
+    sweep_bytes_at: usize,
     /// The last context interned, as scanned and as interned: the spans of one scope of a
     /// record share their scanned context, so a record interns each of its scopes once.
     last: Option<(Arc<ScopeCtx>, Arc<ScopeCtx>)>,
@@ -152,6 +161,8 @@ pub(super) struct Contexts {
 
 impl Contexts {
     const MIN_SWEEP: usize = 256;
+    const MIN_SWEEP_BYTES: usize = 1 << 20;
+    const MAX_BUCKET: usize = 8;
 
     /// The interned context with the resource and scope of `scanned` (its arrival left out:
     /// runs carry that).
@@ -174,13 +185,18 @@ impl Contexts {
             Some(c) => c,
             None => {
                 let c = Arc::new(owned(&fields));
-                bucket.push(Arc::clone(&c));
-                self.len += 1;
+                if bucket.len() < Self::MAX_BUCKET {
+                    bucket.push(Arc::clone(&c));
+                    self.len += 1;
+                    self.bytes += size(&c);
+                }
                 c
             }
         };
         self.last = Some((Arc::clone(scanned), Arc::clone(&interned)));
-        if self.len > self.sweep_at.max(Self::MIN_SWEEP) {
+        if self.len > self.sweep_at.max(Self::MIN_SWEEP)
+            || self.bytes > self.sweep_bytes_at.max(Self::MIN_SWEEP_BYTES)
+        {
             self.sweep();
         }
         interned
@@ -198,7 +214,9 @@ impl Contexts {
             !b.is_empty()
         });
         self.len = self.by_hash.values().map(Vec::len).sum();
+        self.bytes = self.by_hash.values().flatten().map(|c| size(c)).sum();
         self.sweep_at = 2 * self.len;
+        self.sweep_bytes_at = 2 * self.bytes;
     }
 
     /// Contexts held.
@@ -217,6 +235,11 @@ impl Contexts {
                 .map(|c| per + fields(c).iter().map(|f| f.len()).sum::<usize>())
                 .sum::<usize>()
     }
+}
+
+/// Bytes of a context's fields.
+fn size(c: &ScopeCtx) -> usize {
+    fields(c).iter().map(|f| f.len()).sum()
 }
 
 fn fields(c: &ScopeCtx) -> [&[u8]; 4] {
@@ -332,6 +355,26 @@ mod tests {
         }
         assert_eq!(t.data.len(), 7 * 302);
         assert_eq!(t.data.capacity(), 7 * 302);
+    }
+
+    #[test]
+    fn large_unreferenced_contexts_are_swept_by_bytes() {
+        let mut contexts = Contexts::default();
+        for i in 0..100u32 {
+            let mut big = vec![0u8; 256 << 10];
+            big[..4].copy_from_slice(&i.to_le_bytes());
+            let c = Arc::new(ScopeCtx {
+                resource_field: Bytes::from(big),
+                ..ScopeCtx::default()
+            });
+            drop(contexts.intern(&c));
+            contexts.end_record();
+            assert!(
+                contexts.bytes <= Contexts::MIN_SWEEP_BYTES + (256 << 10),
+                "{} B held after {i}",
+                contexts.bytes
+            );
+        }
     }
 
     #[test]
