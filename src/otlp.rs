@@ -35,7 +35,7 @@ pub use self::mark::*;
 pub use self::scan::*;
 #[allow(unused_imports)]
 use self::wire::*;
-pub use self::wire::{put_varint, varint_len};
+pub use self::wire::{key_hash, put_varint, varint_len, PassHasher};
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};

@@ -507,8 +507,8 @@ pub struct PartitionGauges {
     pub cached_kept: usize,
     /// Dropped decisions remembered.
     pub cached_dropped: usize,
-    /// The store's heap, by part.
-    pub heap: crate::store::StoreHeap,
+    /// The store's heap, by part (label value, bytes).
+    pub heap: [(&'static str, usize); 5],
     /// Contexts the store holds.
     pub contexts: usize,
     /// Bytes of the partition's resource cache.
@@ -533,7 +533,7 @@ pub fn partition_gauges(topic: &str, partition: i32, g: PartitionGauges) {
     gauge!(PENDING_BYTES, &labels).set(g.pending_bytes as f64);
     gauge!(STORE_CONTEXTS, &labels).set(g.contexts as f64);
     gauge!(RESOURCE_CACHE_BYTES, &labels).set(g.resource_cache_bytes as f64);
-    for (part, n) in g.heap.parts() {
+    for (part, n) in g.heap {
         gauge!(
             STORE_HEAP,
             "topic" => topic.to_string(),

@@ -424,7 +424,7 @@ pub struct ResourceCache {
     by_hash: std::collections::HashMap<
         u64,
         (Box<[u8]>, u128),
-        std::hash::BuildHasherDefault<crate::telemetry::span_metrics::PassHasher>,
+        std::hash::BuildHasherDefault<super::PassHasher>,
     >,
     bytes: usize,
     hits: u64,
@@ -459,7 +459,7 @@ impl ResourceCache {
         body: &[u8],
         walk: impl FnOnce() -> Result<u128, DecodeError>,
     ) -> Result<u128, DecodeError> {
-        let hash = crate::telemetry::span_metrics::key_hash(body);
+        let hash = super::key_hash(body);
         if let Some((bytes, bits)) = self.by_hash.get(&hash) {
             if **bytes == *body {
                 self.hits += 1;

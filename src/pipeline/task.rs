@@ -289,7 +289,7 @@ impl PartitionTask {
                 pending_bytes: self.acks.bytes(),
                 cached_kept: st.cached_kept,
                 cached_dropped: st.cached_dropped,
-                heap: st.heap,
+                heap: st.heap.parts(),
                 contexts: st.contexts,
                 resource_cache_bytes: g.resource_cache_bytes,
                 new_hits: st.cache_hits - self.published_lookups.0,

@@ -17,8 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::otlp::{put_varint, varint_len, ScopeCtx, SpanRef};
-use crate::telemetry::span_metrics::{key_hash, PassHasher};
+use crate::otlp::{key_hash, put_varint, varint_len, PassHasher, ScopeCtx, SpanRef};
 
 /// The spans of one buffered trace.
 #[derive(Debug, Default)]

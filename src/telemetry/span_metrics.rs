@@ -9,6 +9,7 @@
 //! always opens a trace that was kept. The service graph ([`super::service_graph`]) shares the
 //! table and the recorder.
 
+use crate::otlp::{key_hash, PassHasher};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -183,26 +184,6 @@ impl<T> Row<T> {
     }
 }
 
-/// A hasher for keys that are hashes already.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct PassHasher(u64);
-
-impl std::hash::Hasher for PassHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
-
 /// Rows of data by label values: at most `limit` rows, the rest folded into one overflow
 /// row; a row already held found from borrowed values without allocating (the values are
 /// laid end to end in a reused buffer, hashed eight bytes at a time and compared once).
@@ -227,23 +208,6 @@ pub(crate) fn push_value(key: &mut Vec<u8>, v: &[u8]) {
     }
     key.extend_from_slice(&(end as u16).to_le_bytes());
     key.extend_from_slice(&v[..end]);
-}
-
-/// A key's hash, eight bytes at a time: a table key, never stored or compared across
-/// processes.
-pub(crate) fn key_hash(key: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mix = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
-    let mut chunks = key.chunks_exact(8);
-    let mut h = 0;
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = mix(h, u64::from_le_bytes(w));
-    }
-    let mut w = [0u8; 8];
-    w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    mix(mix(h, u64::from_le_bytes(w)), key.len() as u64)
 }
 
 impl<T: Default> Table<T> {
