@@ -88,20 +88,10 @@ startup_timeout: 5m
 
 #[test]
 fn a_configuration_run_cannot_use_stops_it_at_once_with_exit_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.yaml");
-    std::fs::write(
-        &f,
+    let (code, err) = run_config(
         "kafka: {brokers: \"127.0.0.1:1\", properties: {sesion.timeout.ms: 30000}}\npolicies: [{name: all, type: always_sample}]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracesift"))
-        .args(["run", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("kafka.properties.sesion.timeout.ms"), "{err}");
     assert_eq!(
         err.matches("sesion.timeout.ms").count(),
@@ -112,25 +102,29 @@ fn a_configuration_run_cannot_use_stops_it_at_once_with_exit_2() {
 
 #[test]
 fn past_startup_timeout_an_unreachable_cluster_ends_the_run_with_exit_1() {
+    let (code, err) = run_config(&format!(
+        "kafka: {{brokers: \"127.0.0.1:{}\"}}\npolicies: [{{name: all, type: always_sample}}]\nstartup_timeout: 2s\n",
+        free_port()
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("Meta data fetch error") || err.contains("BrokerTransportFailure"),
+        "{err}"
+    );
+}
+
+/// `tracesift run` on a configuration written to a file: its exit code and standard error.
+fn run_config(yaml: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("c.yaml");
-    std::fs::write(
-        &f,
-        format!(
-            "kafka: {{brokers: \"127.0.0.1:{}\"}}\npolicies: [{{name: all, type: always_sample}}]\nstartup_timeout: 2s\n",
-            free_port()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&f, yaml).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tracesift"))
         .args(["run", "-c"])
         .arg(&f)
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("Meta data fetch error") || err.contains("BrokerTransportFailure"),
-        "{err}"
-    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
