@@ -183,7 +183,9 @@ impl PartitionTask {
         let wall = self.wall_ms();
         let taken = self.shared.clock.now();
         if rec.fetched != MonoTime::ZERO {
-            telemetry::queue_wait(taken.saturating_since(rec.fetched));
+            self.core
+                .histograms()
+                .queue_wait(taken.saturating_since(rec.fetched));
             let due = self
                 .lag_samples
                 .back()
@@ -194,7 +196,9 @@ impl PartitionTask {
         }
         let mut effects = std::mem::take(&mut self.effects);
         self.core.ingest(rec, wall, &mut effects);
-        telemetry::decoded(self.shared.clock.now().saturating_since(taken));
+        self.core
+            .histograms()
+            .decoded(self.shared.clock.now().saturating_since(taken));
         self.apply(&mut effects);
         self.effects = effects;
     }

@@ -407,9 +407,7 @@ async fn deliver(
     let now = ex.clock.now();
     telemetry::sink_write(label, now.saturating_since(batch.cut_at), batch.spans.len());
     if delivered > 0 {
-        for t in &batch.first_in {
-            telemetry::end_to_end(label, *t, now);
-        }
+        telemetry::end_to_end(label, &batch.first_in, now);
     }
 }
 

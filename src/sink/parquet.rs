@@ -226,9 +226,7 @@ impl Segment {
                 telemetry::spans_out(SinkLabel::Parquet, n);
                 let now = self.clock.now();
                 telemetry::sink_write(SinkLabel::Parquet, now.saturating_since(handed_over), n);
-                for t in &self.first_in {
-                    telemetry::end_to_end(SinkLabel::Parquet, *t, now);
-                }
+                telemetry::end_to_end(SinkLabel::Parquet, &self.first_in, now);
                 return;
             };
             attempt = attempt.saturating_add(1);

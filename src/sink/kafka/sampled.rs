@@ -305,9 +305,7 @@ async fn deliver_all(target: Arc<Target>, w: Write, attempts: u32) -> Vec<i64> {
     }
     let now = target.clock.now();
     telemetry::sink_write(SinkLabel::Kafka, now.saturating_since(handed_over), spans);
-    for first_in in &w.first_in {
-        telemetry::end_to_end(SinkLabel::Kafka, *first_in, now);
-    }
+    telemetry::end_to_end(SinkLabel::Kafka, &w.first_in, now);
     w.offsets
 }
 
