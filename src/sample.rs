@@ -318,6 +318,10 @@ macro_rules! policy_types {
         ) -> Option<Evaluator> {
             let block = format!("{path}.{}", spec.kind.type_name());
             leaves.naming(&spec.name);
+            if matches!(spec.kind, PolicyKind::Dynamic(_)) {
+                // Its key is read from the trace's spans, not from leaves.
+                leaves.reads_spans = true;
+            }
             match &spec.kind {
                 $(PolicyKind::$variant(c) => {
                     <$($ty)::+ as Policy>::build(c, &block, leaves, errors).map(Evaluator::$variant)
@@ -499,6 +503,13 @@ impl Sampler {
     /// evaluated, so rate limiters account for every trace they see, as in the Collector.
     pub fn decide(&self, trace_id: TraceId, summary: &TraceSummary, now: StreamTime) -> Decision {
         self.decide_trace(trace_id, summary, &[], now)
+    }
+
+    /// True when a policy reads the trace's spans themselves when deciding (`dynamic`'s key);
+    /// every other policy decides on the summary's leaves alone, so `decide_trace` may then be
+    /// given no spans.
+    pub fn reads_spans(&self) -> bool {
+        self.leaves.reads_spans
     }
 
     /// [`Sampler::decide`] with the trace's spans at hand (the pipeline's path).

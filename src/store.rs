@@ -149,6 +149,50 @@ pub fn ahead(spans: &[crate::otlp::ScannedSpan], out: &mut Vec<usize>) {
     }
 }
 
+/// A due trace's spans, packed as the store held them until something reads them: a trace
+/// dropped on its summary alone is freed without a reference ever being made to its spans.
+#[derive(Debug)]
+pub struct DueSpans {
+    packed: Option<TraceSpans>,
+    count: usize,
+    refs: Vec<SpanRef>,
+}
+
+impl DueSpans {
+    fn packed(spans: TraceSpans, count: usize) -> Self {
+        DueSpans {
+            packed: Some(spans),
+            count,
+            refs: Vec::new(),
+        }
+    }
+
+    /// The spans, in arrival order (read out of the packed buffer on the first call, which
+    /// gives back its spare room).
+    pub fn get(&mut self) -> &[SpanRef] {
+        if let Some(p) = self.packed.take() {
+            self.refs = p.into_refs(self.count);
+        }
+        &self.refs
+    }
+
+    /// The spans, in arrival order, as a vector.
+    pub fn into_vec(mut self) -> Vec<SpanRef> {
+        self.get();
+        self.refs
+    }
+
+    /// Number of spans.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
 /// A trace taken out of the store for a decision.
 #[derive(Debug)]
 pub struct DueTrace {
@@ -156,8 +200,8 @@ pub struct DueTrace {
     pub trace_id: TraceId,
     /// What policies read.
     pub summary: TraceSummary,
-    /// Its spans, in arrival order.
-    pub spans: Vec<SpanRef>,
+    /// Its spans, in arrival order (packed until read: most traces are dropped unread).
+    pub spans: DueSpans,
     /// The record offsets holding its spans, each once (each holds one watermark reference).
     pub offsets: Vec<i64>,
     /// Why it is due.
@@ -506,7 +550,7 @@ impl TraceStore {
         let e = *e;
         Some(DueTrace {
             trace_id: *id,
-            spans: e.spans.into_refs(e.summary.span_count as usize),
+            spans: DueSpans::packed(e.spans, e.summary.span_count as usize),
             summary: e.summary,
             offsets: e.offsets,
             trigger,
@@ -1013,6 +1057,7 @@ mod tests {
             for t in due {
                 let back: Vec<_> = t
                     .spans
+                    .into_vec()
                     .iter()
                     .map(|x| (x.bytes.clone(), x.ctx.resource_field.clone()))
                     .collect();

@@ -176,9 +176,15 @@ pub struct PartitionCore {
     /// Records below this were counted in the span metrics by an earlier owner (restored
     /// from the decision log); they are not counted again.
     counted_through: i64,
+    histograms: telemetry::PartitionHistograms,
 }
 
 impl PartitionCore {
+    /// The histograms this partition records into.
+    pub fn histograms(&self) -> &telemetry::PartitionHistograms {
+        &self.histograms
+    }
+
     /// An empty core for `topic`/`partition` deciding with `sampler`.
     pub fn new(
         topic: Arc<str>,
@@ -209,6 +215,7 @@ impl PartitionCore {
             tallies: Vec::new(),
             matched: Vec::new(),
             read_position: None,
+            histograms: telemetry::PartitionHistograms::default(),
             counted_through: 0,
         }
     }
@@ -469,15 +476,23 @@ impl PartitionCore {
 
     /// Decides a trace at the time it became due (not when it was polled), so the decision
     /// and its time depend only on the records read.
-    fn decide(&mut self, t: DueTrace, out: &mut Vec<Effect>) {
+    fn decide(&mut self, mut t: DueTrace, out: &mut Vec<Effect>) {
         let now = t.due_at;
-        telemetry::decision_delay(now.saturating_since(t.first_seen));
+        self.histograms
+            .decision_delay(now.saturating_since(t.first_seen));
+        // Policies decide on the summary; the spans are read out of the store's buffer only for
+        // a policy that reads them, the span metrics, or a keep.
+        let spans: &[SpanRef] = if self.sampler.reads_spans() {
+            t.spans.get()
+        } else {
+            &[]
+        };
         let d = if self.settings.tally {
             let mut matched = std::mem::take(&mut self.matched);
             matched.resize(self.policy_names.len(), false);
-            let d =
-                self.sampler
-                    .decide_matching(t.trace_id, &t.summary, &t.spans, now, &mut matched);
+            let d = self
+                .sampler
+                .decide_matching(t.trace_id, &t.summary, spans, now, &mut matched);
             if self.tallies.len() < matched.len() {
                 self.tallies.resize(matched.len(), PolicyTally::default());
             }
@@ -495,13 +510,13 @@ impl PartitionCore {
             d
         } else {
             self.sampler
-                .decide_trace(t.trace_id, &t.summary, &t.spans, now)
+                .decide_trace(t.trace_id, &t.summary, spans, now)
         };
         self.store.remember(t.trace_id, d, now);
         if let Some(m) = &self.settings.span_metrics {
             m.decided(
                 t.trace_id,
-                &t.spans,
+                t.spans.get(),
                 d.keep,
                 d.threshold.adjusted_count(),
                 now.as_millis(),
@@ -520,7 +535,7 @@ impl PartitionCore {
         if d.keep {
             self.emit(
                 t.trace_id,
-                &t.spans,
+                t.spans.get(),
                 d,
                 t.offsets.clone(),
                 t.first_fetched,

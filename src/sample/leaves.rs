@@ -52,6 +52,8 @@ pub struct LeafSet {
     /// The name of the policy being compiled (names its whole-span leaves).
     naming: String,
     count: usize,
+    /// A policy reads the spans themselves at decision ([`super::Sampler::reads_spans`]).
+    pub(crate) reads_spans: bool,
 }
 
 impl LeafSet {
