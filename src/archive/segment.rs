@@ -664,6 +664,34 @@ pub fn filing_hour(start_ns: u64, arrival_ms: u64) -> HourPartition {
     }
 }
 
+/// A resource and scope by their bytes, hashed once with the pipeline's key hash (a resource
+/// is a few hundred bytes; the default hasher would walk it again at every probe).
+#[derive(PartialEq, Eq)]
+struct ContentKey {
+    hash: u64,
+    resource: Bytes,
+    scope: Bytes,
+}
+
+impl ContentKey {
+    fn of(ctx: &ScopeCtx) -> ContentKey {
+        let (resource, scope) = (ctx.resource_field.clone(), ctx.scope_field.clone());
+        ContentKey {
+            hash: otlp::key_hash(&resource) ^ otlp::key_hash(&scope).rotate_left(32),
+            resource,
+            scope,
+        }
+    }
+}
+
+impl std::hash::Hash for ContentKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+type PassBuild = std::hash::BuildHasherDefault<otlp::PassHasher>;
+
 /// [`encode_segment`], leaving out the spans that do not decode (listed in `rejected`) instead
 /// of failing: one bad span must not hold back its segment. Files are written in record
 /// batches of bounded decoded size, so no column reaches Arrow's offset limits.
@@ -675,7 +703,8 @@ pub fn encode_segment_skipping(
     // Resources by context (most spans share theirs with siblings), then by content (the same
     // service sends the same resource in every record).
     let mut by_ctx: HashMap<*const ScopeCtx, Option<Arc<ResourceInfo>>> = HashMap::new();
-    let mut by_content: HashMap<(Bytes, Bytes), Option<Arc<ResourceInfo>>> = HashMap::new();
+    let mut by_content: HashMap<ContentKey, Option<Arc<ResourceInfo>>, PassBuild> =
+        HashMap::default();
     let mut resources: Vec<Arc<ResourceInfo>> = Vec::new();
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(spans.len());
     // Spans of one record share their context and come in a row: the last one is looked up
@@ -689,7 +718,7 @@ pub fn encode_segment_skipping(
                 .entry(Arc::as_ptr(ctx))
                 .or_insert_with(|| {
                     by_content
-                        .entry((ctx.resource_field.clone(), ctx.scope_field.clone()))
+                        .entry(ContentKey::of(ctx))
                         .or_insert_with(|| {
                             let r = Arc::new(ResourceInfo::of(ctx, resources.len() as u32)?);
                             resources.push(Arc::clone(&r));
