@@ -642,6 +642,40 @@ pub(crate) mod tests {
     use crate::otlp::StatusCode;
     use crate::otlp::{AnyValueRef, RawValue, SpanMeta, SpanProbe};
 
+    #[test]
+    fn only_a_dynamic_policy_at_any_depth_reads_the_spans() {
+        let dynamic = "type: dynamic, dynamic: {key_fields: [service.name], goal_sample_rate: 5}";
+        let prob = "{name: p, type: probabilistic, probabilistic: {sampling_percentage: 5}}";
+        let cases = [
+            (format!("policies: [{{name: d, {dynamic}}}]"), true),
+            (
+                format!("policies: [{{name: a, type: and, and: {{and_sub_policy: [{prob}, {{name: d, {dynamic}}}]}}}}]"),
+                true,
+            ),
+            (
+                format!("policies: [{{name: n, type: not, not: {{not_sub_policy: {{name: d, {dynamic}}}}}}}]"),
+                true,
+            ),
+            (
+                format!("tiers: [{{name: t, when: {{{dynamic}}}, sample_percentage: 100}}]"),
+                true,
+            ),
+            (
+                format!("policies: [{prob}, {{name: e, type: status_code, status_code: {{status_codes: [ERROR]}}}}]"),
+                false,
+            ),
+            (
+                format!("tiers: [{{name: t, when: {{type: latency, latency: {{threshold_ms: 5}}}}, sample_percentage: 100}}]"),
+                false,
+            ),
+        ];
+        for (yaml, reads) in cases {
+            let cfg = crate::config::Config::parse(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            let sampler = Sampler::from_config(&cfg).unwrap();
+            assert_eq!(sampler.reads_spans(), reads, "{yaml}");
+        }
+    }
+
     pub(crate) fn policies(yaml: &str) -> Vec<PolicySpec> {
         let v: serde_norway::Value = serde_norway::from_str(yaml).unwrap();
         let mut errors = Vec::new();

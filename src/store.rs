@@ -811,8 +811,10 @@ mod tests {
         let mut out = Vec::new();
         s.poll_due(StreamTime::from_millis(60_000), &mut out);
         assert_eq!(out[0].offsets, vec![3, 7, 9]);
-        assert_eq!(out[0].spans.len(), 5);
         assert_eq!(out[0].summary.span_count, 5);
+        let t = out.remove(0);
+        assert_eq!(t.spans.len(), 5);
+        assert_eq!(t.spans.into_vec().len(), 5, "every span read back out");
     }
 
     #[test]
@@ -976,10 +978,10 @@ mod tests {
         }
         assert!(!s.has_forced());
         add(&mut s, 9, false, 4, 0);
-        let forced: Vec<DueTrace> = s.take_forced().collect();
+        let mut forced: Vec<DueTrace> = s.take_forced().collect();
         assert_eq!(forced.len(), 1);
         assert_eq!(forced[0].trigger, Trigger::TraceLimit);
-        assert_eq!(forced[0].spans.len(), 5);
+        assert_eq!(forced[0].spans.get().len(), 5);
         assert_eq!(s.len(), 1, "other traces are untouched");
     }
 

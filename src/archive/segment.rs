@@ -664,8 +664,8 @@ pub fn filing_hour(start_ns: u64, arrival_ms: u64) -> HourPartition {
     }
 }
 
-/// A resource and scope by their bytes, hashed once with the pipeline's key hash (a resource
-/// is a few hundred bytes; the default hasher would walk it again at every probe).
+/// A resource and scope by their bytes, hashed with the pipeline's key hash (a resource is a few
+/// hundred bytes, which SipHash walks several times slower); equality compares the hash first.
 #[derive(PartialEq, Eq)]
 struct ContentKey {
     hash: u64,
