@@ -665,7 +665,7 @@ pub(crate) mod tests {
                 false,
             ),
             (
-                format!("tiers: [{{name: t, when: {{type: latency, latency: {{threshold_ms: 5}}}}, sample_percentage: 100}}]"),
+                "tiers: [{name: t, when: {type: latency, latency: {threshold_ms: 5}}, sample_percentage: 100}]".to_string(),
                 false,
             ),
         ];
