@@ -10,7 +10,8 @@
 //!   seen before are not walked again);
 //! - `emit/splice`: re-encoding kept traces by splicing span bytes;
 //! - `emit/mark`: the OTEP 235 rewrite of each kept span (tracestate `th`, policy, adjusted count);
-//! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans;
+//! - `emit/parquet`: full decode + Arrow + Parquet (zstd) of kept spans; `emit/parquet_files_of_1000`
+//!   the same spans as segments of 1,000 (what a file costs beside its rows);
 //! - `ottl/*`: one three-clause `ottl_condition` condition (an enum comparison, a regex on one
 //!   attribute, a resource attribute) judged on every span, read where it lies: the lazy scan
 //!   with the policy's whole-span leaf against the same scan without it (their difference is
@@ -393,6 +394,15 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("parquet", |b| {
         b.iter(|| encode_segment(&kept, 1 << 20).unwrap().len())
+    });
+    // The same spans in segments of 1,000 (hot segments are cut per partition and flush
+    // interval): the difference is what each file costs beside its rows.
+    g.bench_function("parquet_files_of_1000", |b| {
+        b.iter(|| {
+            kept.chunks(1000)
+                .map(|c| encode_segment(c, 1 << 20).unwrap().len())
+                .sum::<usize>()
+        })
     });
     g.finish();
 }
