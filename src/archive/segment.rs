@@ -664,25 +664,20 @@ pub fn filing_hour(start_ns: u64, arrival_ms: u64) -> HourPartition {
     }
 }
 
-/// A resource and scope by their bytes, hashed with the pipeline's key hash (a resource is a few
-/// hundred bytes, which SipHash walks several times slower); equality compares the hash first.
-#[derive(PartialEq, Eq)]
+/// A context by its content ([`ScopeCtx::content_hash`], then its fields): the same service
+/// sends the same resource in every record, each record with a context of its own.
 struct ContentKey {
     hash: u64,
-    resource: Bytes,
-    scope: Bytes,
+    ctx: Arc<ScopeCtx>,
 }
 
-impl ContentKey {
-    fn of(ctx: &ScopeCtx) -> ContentKey {
-        let (resource, scope) = (ctx.resource_field.clone(), ctx.scope_field.clone());
-        ContentKey {
-            hash: otlp::key_hash(&resource) ^ otlp::key_hash(&scope).rotate_left(32),
-            resource,
-            scope,
-        }
+impl PartialEq for ContentKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.ctx.fields() == other.ctx.fields()
     }
 }
+
+impl Eq for ContentKey {}
 
 impl std::hash::Hash for ContentKey {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
@@ -718,7 +713,10 @@ pub fn encode_segment_skipping(
                 .entry(Arc::as_ptr(ctx))
                 .or_insert_with(|| {
                     by_content
-                        .entry(ContentKey::of(ctx))
+                        .entry(ContentKey {
+                            hash: ctx.content_hash(),
+                            ctx: Arc::clone(ctx),
+                        })
                         .or_insert_with(|| {
                             let r = Arc::new(ResourceInfo::of(ctx, resources.len() as u32)?);
                             resources.push(Arc::clone(&r));

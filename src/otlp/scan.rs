@@ -27,6 +27,25 @@ pub struct ScopeCtx {
 }
 
 impl ScopeCtx {
+    /// The four fields that make the context (resource and scope, each with its schema URL),
+    /// as sent: two contexts with equal fields are the same context.
+    pub fn fields(&self) -> [&[u8]; 4] {
+        [
+            &self.resource_field,
+            &self.resource_schema_field,
+            &self.scope_field,
+            &self.scope_schema_field,
+        ]
+    }
+
+    /// A hash of [`ScopeCtx::fields`] for tables that find contexts by content ([`key_hash`]:
+    /// never stored or compared across processes).
+    pub fn content_hash(&self) -> u64 {
+        self.fields()
+            .iter()
+            .fold(0u64, |h, f| h.rotate_left(17) ^ key_hash(f))
+    }
+
     /// The arrival time the archive files these spans by (Unix ms, 0 when unknown).
     pub fn filing_ms(&self) -> u64 {
         self.filed_at_ms.unwrap_or(self.arrival_ms)

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::otlp::{key_hash, put_varint, varint_len, PassHasher, ScopeCtx, SpanRef};
+use crate::otlp::{put_varint, varint_len, PassHasher, ScopeCtx, SpanRef};
 
 /// The spans of one buffered trace.
 #[derive(Debug, Default)]
@@ -171,15 +171,9 @@ impl Contexts {
                 return Arc::clone(i);
             }
         }
-        let fields = fields(scanned);
-        let hash = fields
-            .iter()
-            .fold(0u64, |h, f| h.rotate_left(17) ^ key_hash(f));
-        let bucket = self.by_hash.entry(hash).or_default();
-        let found = bucket
-            .iter()
-            .find(|c| fields.iter().zip(self::fields(c)).all(|(a, b)| *a == b))
-            .cloned();
+        let fields = scanned.fields();
+        let bucket = self.by_hash.entry(scanned.content_hash()).or_default();
+        let found = bucket.iter().find(|c| c.fields() == fields).cloned();
         let interned = match found {
             Some(c) => c,
             None => {
@@ -231,23 +225,14 @@ impl Contexts {
                 .by_hash
                 .values()
                 .flatten()
-                .map(|c| per + fields(c).iter().map(|f| f.len()).sum::<usize>())
+                .map(|c| per + c.fields().iter().map(|f| f.len()).sum::<usize>())
                 .sum::<usize>()
     }
 }
 
 /// Bytes of a context's fields.
 fn size(c: &ScopeCtx) -> usize {
-    fields(c).iter().map(|f| f.len()).sum()
-}
-
-fn fields(c: &ScopeCtx) -> [&[u8]; 4] {
-    [
-        &c.resource_field,
-        &c.resource_schema_field,
-        &c.scope_field,
-        &c.scope_schema_field,
-    ]
+    c.fields().iter().map(|f| f.len()).sum()
 }
 
 /// A context owning one copy of the four fields.
