@@ -671,7 +671,7 @@ pub(crate) mod tests {
         ];
         for (yaml, reads) in cases {
             let cfg = crate::config::Config::parse(&yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
-            let sampler = Sampler::from_config(&cfg).unwrap();
+            let sampler = Sampler::from_config(&cfg).unwrap_or_else(|e| panic!("{yaml}: {e:?}"));
             assert_eq!(sampler.reads_spans(), reads, "{yaml}");
         }
     }
