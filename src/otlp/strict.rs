@@ -126,6 +126,59 @@ pub(super) fn key_value(
     r: Range<usize>,
     depth: u32,
 ) -> Result<(Range<usize>, Range<usize>), DecodeError> {
+    match key_value_common(buf, &r) {
+        Some(kv) => Ok(kv),
+        None => key_value_walk(buf, r, depth),
+    }
+}
+
+/// The shape nearly every attribute has on the wire — `KeyValue{key: string, value:
+/// AnyValue{one scalar}}` with one-byte tags and lengths, key first — checked without the
+/// general reader: the key and value ranges when `buf[r]` is exactly that shape and valid, or
+/// `None` to take the general walk (which also gives any error its precise reason).
+#[inline(always)]
+fn key_value_common(buf: &[u8], r: &Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+    let b = buf.get(r.clone())?;
+    let (&[0x0A, kl], rest) = b.split_first_chunk::<2>()? else {
+        return None;
+    };
+    let kl = usize::from(kl);
+    if kl >= 0x80 || rest.len() < kl + 2 || rest[kl] != 0x12 {
+        return None;
+    }
+    let (key, vl, v) = (&rest[..kl], usize::from(rest[kl + 1]), &rest[kl + 2..]);
+    if vl >= 0x80 || v.len() != vl || !key.is_ascii() {
+        return None;
+    }
+    let scalar = match v {
+        [] => true,
+        // string_value: one-byte length, the whole rest, ASCII (anything else: the general walk).
+        [0x0A, sl, s @ ..] => usize::from(*sl) == s.len() && s.is_ascii(),
+        // bool_value: a one-byte varint.
+        [0x10, x] => *x < 0x80,
+        // int_value: one varint of at most nine bytes (ten-byte ones — negative ints — go the
+        // general way, which checks their last byte).
+        [0x18, x @ ..] => {
+            matches!(x.split_last(), Some((last, init)) if *last < 0x80 && init.len() < 9 && init.iter().all(|c| *c >= 0x80))
+        }
+        // double_value: eight bytes.
+        [0x21, x @ ..] => x.len() == 8,
+        _ => false,
+    };
+    if !scalar {
+        return None;
+    }
+    let k = r.start + 2;
+    Some((k..k + kl, k + kl + 2..r.end))
+}
+
+/// [`key_value`] through the general reader: any field order, repeats, unknown fields, nested
+/// values, and the precise error.
+fn key_value_walk(
+    buf: &[u8],
+    r: Range<usize>,
+    depth: u32,
+) -> Result<(Range<usize>, Range<usize>), DecodeError> {
     let mut rd = Reader::new(buf, r);
     let (mut key, mut value) = (0..0, 0..0);
     while let Some((n, _, w)) = rd.field()? {
@@ -267,6 +320,102 @@ mod tests {
         put_varint(&mut unknown, 99 << 3);
         put_varint(&mut unknown, 1);
         assert!(check_message(&unknown, 0..unknown.len(), Msg::Span, 3).is_ok());
+    }
+
+    /// Every shape the fast path takes, the general walk accepts with the same ranges: the
+    /// edges of each scalar (lengths 0/127/128, one- to ten-byte varints, non-ASCII strings,
+    /// a truncated double, value before key, a repeated key) and random bytes.
+    #[test]
+    fn the_common_shape_agrees_with_the_general_walk() {
+        let varint = |v: u64| {
+            let mut o = Vec::new();
+            put_varint(&mut o, v);
+            o
+        };
+        let mut values: Vec<Vec<u8>> = vec![Vec::new()];
+        for s in [
+            &b""[..],
+            b"GET",
+            &[b'x'; 125],
+            &[b'x'; 126],
+            "caf\u{e9}".as_bytes(),
+            &[0xff],
+        ] {
+            let mut any = Vec::new();
+            len_field(&mut any, 1, s);
+            values.push(any);
+        }
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            1 << 35,
+            1 << 62,
+            u64::MAX,
+            (-5i64) as u64,
+        ] {
+            for tag in [0x10u8, 0x18] {
+                let mut any = vec![tag];
+                any.extend(varint(v));
+                values.push(any);
+            }
+        }
+        values.push([&[0x21u8][..], &1.5f64.to_le_bytes()].concat());
+        values.push([&[0x21u8][..], &[0u8; 7]].concat());
+        values.push(vec![0x3A, 1, 0xff]); // bytes_value
+        values.push(vec![0x18, 0x80, 0x80]); // truncated varint
+        let mut cases = Vec::new();
+        for key in [
+            &b""[..],
+            b"http.route",
+            &[b'k'; 127],
+            &[b'k'; 128],
+            &[0xc3, 0xa9],
+            &[0xff],
+        ] {
+            for v in &values {
+                let mut kv = Vec::new();
+                len_field(&mut kv, 1, key);
+                len_field(&mut kv, 2, v);
+                cases.push(kv.clone());
+                let mut swapped = Vec::new();
+                len_field(&mut swapped, 2, v);
+                len_field(&mut swapped, 1, key);
+                cases.push(swapped);
+                kv.extend_from_slice(&kv.clone());
+                cases.push(kv);
+            }
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut c = vec![0x0A, 3, b'a', b'b', b'c', 0x12, 0];
+            let n = (seed % 12) as usize;
+            for _ in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                c.push((seed >> 24) as u8);
+            }
+            c[6] = n as u8;
+            cases.push(c);
+        }
+        let mut fast = 0;
+        for c in &cases {
+            // Inside a larger buffer, so positions are absolute.
+            let buf = [&[0xEEu8; 3][..], c, &[0xEE; 2]].concat();
+            let r = 3..3 + c.len();
+            if let Some(kv) = key_value_common(&buf, &r) {
+                fast += 1;
+                assert_eq!(key_value_walk(&buf, r.clone(), 5), Ok(kv), "{c:02x?}");
+            }
+            assert_eq!(
+                key_value(&buf, r.clone(), 5),
+                key_value_walk(&buf, r, 5),
+                "{c:02x?}"
+            );
+        }
+        assert!(fast > 100, "the fast path took only {fast} cases");
     }
 
     #[test]
