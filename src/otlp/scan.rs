@@ -41,9 +41,15 @@ impl ScopeCtx {
     /// A hash of [`ScopeCtx::fields`] for tables that find contexts by content ([`key_hash`]:
     /// never stored or compared across processes).
     pub fn content_hash(&self) -> u64 {
-        self.fields()
+        self.content_hash_with(key_hash(&self.resource_field))
+    }
+
+    /// [`ScopeCtx::content_hash`] given the hash of `resource_field` (a table that meets the
+    /// same resource under several scopes hashes it once).
+    pub fn content_hash_with(&self, resource_hash: u64) -> u64 {
+        self.fields()[1..]
             .iter()
-            .fold(0u64, |h, f| h.rotate_left(17) ^ key_hash(f))
+            .fold(resource_hash, |h, f| h.rotate_left(17) ^ key_hash(f))
     }
 
     /// The arrival time the archive files these spans by (Unix ms, 0 when unknown).

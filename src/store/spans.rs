@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::otlp::{put_varint, varint_len, PassHasher, ScopeCtx, SpanRef};
+use crate::otlp::{key_hash, put_varint, varint_len, PassHasher, ScopeCtx, SpanRef};
 
 /// The spans of one buffered trace.
 #[derive(Debug, Default)]
@@ -156,6 +156,11 @@ pub(super) struct Contexts {
     /// The last context interned, as scanned and as interned: the spans of one scope of a
     /// record share their scanned context, so a record interns each of its scopes once.
     last: Option<(Arc<ScopeCtx>, Arc<ScopeCtx>)>,
+    /// The resource of the last context interned: as scanned (a slice of its record), its hash,
+    /// and the interned copy. A record's scopes under one resource share its scanned bytes, so
+    /// the resource is hashed once per record and its interned copy is shared, not compared
+    /// again or copied per scope.
+    last_resource: Option<(Bytes, u64, Bytes)>,
 }
 
 impl Contexts {
@@ -172,12 +177,33 @@ impl Contexts {
             }
         }
         let fields = scanned.fields();
-        let bucket = self.by_hash.entry(scanned.content_hash()).or_default();
-        let found = bucket.iter().find(|c| c.fields() == fields).cloned();
+        let known = self
+            .last_resource
+            .as_ref()
+            .filter(|(s, _, _)| same_slice(s, &scanned.resource_field));
+        let (resource_hash, shared) = match known {
+            Some((_, h, i)) => (*h, Some(i.clone())),
+            None => (key_hash(&scanned.resource_field), None),
+        };
+        let bucket = self
+            .by_hash
+            .entry(scanned.content_hash_with(resource_hash))
+            .or_default();
+        let found = bucket
+            .iter()
+            .find(|c| {
+                let f = c.fields();
+                let resource = shared
+                    .as_ref()
+                    .is_some_and(|i| same_slice(i, &c.resource_field))
+                    || f[0] == fields[0];
+                resource && f[1..] == fields[1..]
+            })
+            .cloned();
         let interned = match found {
             Some(c) => c,
             None => {
-                let c = Arc::new(owned(&fields));
+                let c = Arc::new(owned(&fields, shared));
                 if bucket.len() < Self::MAX_BUCKET {
                     bucket.push(Arc::clone(&c));
                     self.len += 1;
@@ -187,6 +213,11 @@ impl Contexts {
             }
         };
         self.last = Some((Arc::clone(scanned), Arc::clone(&interned)));
+        self.last_resource = Some((
+            scanned.resource_field.clone(),
+            resource_hash,
+            interned.resource_field.clone(),
+        ));
         if self.len > self.sweep_at.max(Self::MIN_SWEEP)
             || self.bytes > self.sweep_bytes_at.max(Self::MIN_SWEEP_BYTES)
         {
@@ -198,6 +229,7 @@ impl Contexts {
     /// Forgets the record last interned from (so it is not kept alive until the next one).
     pub(super) fn end_record(&mut self) {
         self.last = None;
+        self.last_resource = None;
     }
 
     /// Drops the contexts only this table holds.
@@ -235,17 +267,24 @@ fn size(c: &ScopeCtx) -> usize {
     c.fields().iter().map(|f| f.len()).sum()
 }
 
-/// A context owning one copy of the four fields.
-fn owned(f: &[&[u8]; 4]) -> ScopeCtx {
-    let mut buf = Vec::with_capacity(f.iter().map(|x| x.len()).sum());
+/// Whether two byte views are the same bytes in memory (so equal without comparing).
+fn same_slice(a: &Bytes, b: &Bytes) -> bool {
+    a.as_ptr() == b.as_ptr() && a.len() == b.len()
+}
+
+/// A context owning one copy of the four fields, or of the last three with `resource` (an
+/// interned copy equal to `f[0]`) shared.
+fn owned(f: &[&[u8]; 4], resource: Option<Bytes>) -> ScopeCtx {
+    let copied = if resource.is_some() { 1 } else { 0 };
+    let mut buf = Vec::with_capacity(f[copied..].iter().map(|x| x.len()).sum());
     let mut ends = [0; 4];
-    for (i, x) in f.iter().enumerate() {
+    for (i, x) in f.iter().enumerate().skip(copied) {
         buf.extend_from_slice(x);
         ends[i] = buf.len();
     }
     let buf = Bytes::from(buf);
     ScopeCtx {
-        resource_field: buf.slice(..ends[0]),
+        resource_field: resource.unwrap_or_else(|| buf.slice(..ends[0])),
         resource_schema_field: buf.slice(ends[0]..ends[1]),
         scope_field: buf.slice(ends[1]..ends[2]),
         scope_schema_field: buf.slice(ends[2]..ends[3]),
@@ -323,6 +362,50 @@ mod tests {
             );
             assert!(!Arc::ptr_eq(&refs[1].ctx, &refs[2].ctx));
         }
+    }
+
+    /// The scopes of one record under one resource share that resource's interned bytes, and
+    /// a later record with the same resource and scope (other bytes in memory) finds its
+    /// context; the same scope under another resource does not.
+    #[test]
+    fn a_records_scopes_share_their_interned_resource() {
+        let record = Bytes::from_static(b"\x0a\x02r1\x12\x03abc\x12\x03xyz");
+        let scanned = |scope: std::ops::Range<usize>| {
+            Arc::new(ScopeCtx {
+                resource_field: record.slice(0..4),
+                scope_field: record.slice(scope),
+                ..ScopeCtx::default()
+            })
+        };
+        let mut contexts = Contexts::default();
+        let (a, b) = (scanned(4..9), scanned(9..14));
+        let (ia, ib) = (contexts.intern(&a), contexts.intern(&b));
+        contexts.end_record();
+        assert_eq!(contexts.len(), 2);
+        assert!(
+            same_slice(&ia.resource_field, &ib.resource_field),
+            "one copy of r1"
+        );
+        assert_eq!(ib.scope_field, b"\x12\x03xyz"[..]);
+        assert_eq!(ia.content_hash(), a.content_hash());
+        assert_eq!(ib.content_hash(), b.content_hash());
+
+        let again = Arc::new(ScopeCtx {
+            resource_field: Bytes::from(b"\x0a\x02r1".to_vec()),
+            scope_field: Bytes::from(b"\x12\x03xyz".to_vec()),
+            ..ScopeCtx::default()
+        });
+        assert!(Arc::ptr_eq(&contexts.intern(&again), &ib));
+        let other = Arc::new(ScopeCtx {
+            resource_field: Bytes::from(b"\x0a\x02r2".to_vec()),
+            scope_field: Bytes::from(b"\x12\x03xyz".to_vec()),
+            ..ScopeCtx::default()
+        });
+        let io = contexts.intern(&other);
+        assert_eq!(io.resource_field, b"\x0a\x02r2"[..]);
+        assert_eq!(io.scope_field, b"\x12\x03xyz"[..]);
+        contexts.end_record();
+        assert_eq!(contexts.len(), 3);
     }
 
     #[test]
