@@ -154,12 +154,16 @@ impl PartitionTask {
                 released = self.acks.next() => self.core.acked(&released),
                 rec = input.recv(), if can_read => match rec {
                     Some(rec) => {
-                        self.ingest(rec);
+                        // The clocks are read once per record: the wall clock once per drained
+                        // batch (the stream clock's clamp is in ms), and where one record's
+                        // decode ends the next one's starts.
+                        let wall = self.wall_ms();
+                        let mut at = self.ingest(rec, wall, self.shared.clock.now());
                         // Drain whatever else is queued without yielding to the timer each time.
                         let mut budget = 64;
                         while budget > 0 && !self.acks.is_full() {
                             match input.try_recv() {
-                                Some(rec) => self.ingest(rec),
+                                Some(rec) => at = self.ingest(rec, wall, at),
                                 None => break,
                             }
                             budget -= 1;
@@ -178,10 +182,10 @@ impl PartitionTask {
         self.shared.clock.wall_nanos() / 1_000_000
     }
 
-    /// Reads one record through the core and carries out its effects.
-    pub fn ingest(&mut self, rec: Record) {
-        let wall = self.wall_ms();
-        let taken = self.shared.clock.now();
+    /// Reads one record, taken off the queue at `taken` (wall clock `wall`, Unix ms), through
+    /// the core and carries out its effects; returns when it was done (the next record's
+    /// `taken`).
+    pub fn ingest(&mut self, rec: Record, wall: u64, taken: MonoTime) -> MonoTime {
         if rec.fetched != MonoTime::ZERO {
             self.core
                 .histograms()
@@ -196,11 +200,15 @@ impl PartitionTask {
         }
         let mut effects = std::mem::take(&mut self.effects);
         self.core.ingest(rec, wall, &mut effects);
-        self.core
-            .histograms()
-            .decoded(self.shared.clock.now().saturating_since(taken));
+        let done = self.shared.clock.now();
+        self.core.histograms().decoded(done.saturating_since(taken));
+        if effects.is_empty() {
+            self.effects = effects;
+            return done;
+        }
         self.apply(&mut effects);
         self.effects = effects;
+        self.shared.clock.now()
     }
 
     /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
