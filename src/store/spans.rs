@@ -153,14 +153,12 @@ pub(super) struct Contexts {
     /// Bytes of the contexts' fields held by the table.
     bytes: usize,
     sweep_bytes_at: usize,
-    /// The last context interned, as scanned and as interned: the spans of one scope of a
-    /// record share their scanned context, so a record interns each of its scopes once.
-    last: Option<(Arc<ScopeCtx>, Arc<ScopeCtx>)>,
-    /// The resource of the last context interned: as scanned (a slice of its record), its hash,
-    /// and the interned copy. A record's scopes under one resource share its scanned bytes, so
-    /// the resource is hashed once per record and its interned copy is shared, not compared
-    /// again or copied per scope.
-    last_resource: Option<(Bytes, u64, Bytes)>,
+    /// The last context interned, as scanned and as interned, with the hash of its resource:
+    /// the spans of one scope of a record share their scanned context, so a record interns
+    /// each of its scopes once; and its scopes under one resource share that resource's
+    /// scanned bytes (which `last` keeps alive), so the resource is hashed once per record and
+    /// its interned copy is shared by the scopes' contexts, not compared again or copied.
+    last: Option<(Arc<ScopeCtx>, Arc<ScopeCtx>, u64)>,
 }
 
 impl Contexts {
@@ -171,18 +169,18 @@ impl Contexts {
     /// The interned context with the resource and scope of `scanned` (its arrival left out:
     /// runs carry that).
     pub(super) fn intern(&mut self, scanned: &Arc<ScopeCtx>) -> Arc<ScopeCtx> {
-        if let Some((s, i)) = &self.last {
+        if let Some((s, i, _)) = &self.last {
             if Arc::ptr_eq(s, scanned) {
                 return Arc::clone(i);
             }
         }
         let fields = scanned.fields();
         let known = self
-            .last_resource
+            .last
             .as_ref()
-            .filter(|(s, _, _)| same_slice(s, &scanned.resource_field));
+            .filter(|(s, _, _)| same_slice(&s.resource_field, &scanned.resource_field));
         let (resource_hash, shared) = match known {
-            Some((_, h, i)) => (*h, Some(i.clone())),
+            Some((_, i, h)) => (*h, Some(&i.resource_field)),
             None => (key_hash(&scanned.resource_field), None),
         };
         let bucket = self
@@ -193,17 +191,15 @@ impl Contexts {
             .iter()
             .find(|c| {
                 let f = c.fields();
-                let resource = shared
-                    .as_ref()
-                    .is_some_and(|i| same_slice(i, &c.resource_field))
-                    || f[0] == fields[0];
+                let resource =
+                    shared.is_some_and(|i| same_slice(i, &c.resource_field)) || f[0] == fields[0];
                 resource && f[1..] == fields[1..]
             })
             .cloned();
         let interned = match found {
             Some(c) => c,
             None => {
-                let c = Arc::new(owned(&fields, shared));
+                let c = Arc::new(owned(&fields, shared.cloned()));
                 if bucket.len() < Self::MAX_BUCKET {
                     bucket.push(Arc::clone(&c));
                     self.len += 1;
@@ -212,12 +208,7 @@ impl Contexts {
                 c
             }
         };
-        self.last = Some((Arc::clone(scanned), Arc::clone(&interned)));
-        self.last_resource = Some((
-            scanned.resource_field.clone(),
-            resource_hash,
-            interned.resource_field.clone(),
-        ));
+        self.last = Some((Arc::clone(scanned), Arc::clone(&interned), resource_hash));
         if self.len > self.sweep_at.max(Self::MIN_SWEEP)
             || self.bytes > self.sweep_bytes_at.max(Self::MIN_SWEEP_BYTES)
         {
@@ -229,7 +220,6 @@ impl Contexts {
     /// Forgets the record last interned from (so it is not kept alive until the next one).
     pub(super) fn end_record(&mut self) {
         self.last = None;
-        self.last_resource = None;
     }
 
     /// Drops the contexts only this table holds.
