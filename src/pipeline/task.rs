@@ -155,8 +155,9 @@ impl PartitionTask {
                 rec = input.recv(), if can_read => match rec {
                     Some(rec) => {
                         // The clocks are read once per record: the wall clock once per drained
-                        // batch (the stream clock's clamp is in ms), and where one record's
-                        // decode ends the next one's starts.
+                        // batch (the stream clock's clamp and the filing time of implausible
+                        // timestamps are then early by at most the batch's few ms), and where one
+                        // record's decode ends the next one's starts.
                         let wall = self.wall_ms();
                         let mut at = self.ingest(rec, wall, self.shared.clock.now());
                         // Drain whatever else is queued without yielding to the timer each time.

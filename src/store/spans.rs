@@ -262,20 +262,20 @@ fn same_slice(a: &Bytes, b: &Bytes) -> bool {
     a.as_ptr() == b.as_ptr() && a.len() == b.len()
 }
 
-/// A context owning one copy of the four fields, or of the last three with `resource` (an
-/// interned copy equal to `f[0]`) shared.
+/// A context owning a copy of the four fields: the resource in an allocation of its own (so a
+/// context that shares it later pins only the resource, not this context's scope), or
+/// `resource` itself when given (an interned copy equal to `f[0]`); the other three together.
 fn owned(f: &[&[u8]; 4], resource: Option<Bytes>) -> ScopeCtx {
-    let copied = if resource.is_some() { 1 } else { 0 };
-    let mut buf = Vec::with_capacity(f[copied..].iter().map(|x| x.len()).sum());
+    let mut buf = Vec::with_capacity(f[1..].iter().map(|x| x.len()).sum());
     let mut ends = [0; 4];
-    for (i, x) in f.iter().enumerate().skip(copied) {
+    for (i, x) in f.iter().enumerate().skip(1) {
         buf.extend_from_slice(x);
         ends[i] = buf.len();
     }
     let buf = Bytes::from(buf);
     ScopeCtx {
-        resource_field: resource.unwrap_or_else(|| buf.slice(..ends[0])),
-        resource_schema_field: buf.slice(ends[0]..ends[1]),
+        resource_field: resource.unwrap_or_else(|| Bytes::copy_from_slice(f[0])),
+        resource_schema_field: buf.slice(..ends[1]),
         scope_field: buf.slice(ends[1]..ends[2]),
         scope_schema_field: buf.slice(ends[2]..ends[3]),
         arrival_ms: 0,
@@ -396,6 +396,25 @@ mod tests {
         assert_eq!(io.scope_field, b"\x12\x03xyz"[..]);
         contexts.end_record();
         assert_eq!(contexts.len(), 3);
+    }
+
+    /// A context that shares another's resource holds only the resource: the first one's scope
+    /// is freed with it (so the table's byte count stays an upper bound).
+    #[test]
+    fn a_shared_resource_pins_only_the_resource() {
+        let a = owned(&[b"\x0a\x02r1", b"", &[7; 1000], b""], None);
+        let b = owned(
+            &[b"\x0a\x02r1", b"", b"s2", b""],
+            Some(a.resource_field.clone()),
+        );
+        let scope = a.scope_field.clone();
+        drop(a);
+        assert!(
+            scope.is_unique(),
+            "the first context's scope is held by nothing else"
+        );
+        assert_eq!(b.resource_field, b"\x0a\x02r1"[..]);
+        assert_eq!(b.scope_field, b"s2"[..]);
     }
 
     #[test]
