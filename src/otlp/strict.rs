@@ -363,9 +363,10 @@ mod tests {
         }
         values.push([&[0x21u8][..], &1.5f64.to_le_bytes()].concat());
         values.push([&[0x21u8][..], &[0u8; 7]].concat());
-        values.push(vec![0x3A, 1, 0xff]); // bytes_value
-        values.push(vec![0x18, 0x80, 0x80]); // truncated varint
-                                             // Ten-byte varints: a last byte past 1 overflows 64 bits; eleven bytes are too long.
+        // A bytes_value, then a truncated varint.
+        values.push(vec![0x3A, 1, 0xff]);
+        values.push(vec![0x18, 0x80, 0x80]);
+        // Ten-byte varints: a last byte past 1 overflows 64 bits; eleven bytes are too long.
         values.push([&[0x18u8][..], &[0xff; 9], &[0x02]].concat());
         values.push([&[0x18u8][..], &[0xff; 10], &[0x01]].concat());
         let mut cases = Vec::new();

@@ -203,13 +203,14 @@ impl PartitionTask {
         self.core.ingest(rec, wall, &mut effects);
         let done = self.shared.clock.now();
         self.core.histograms().decoded(done.saturating_since(taken));
-        if effects.is_empty() {
-            self.effects = effects;
-            return done;
-        }
+        let applied = !effects.is_empty();
         self.apply(&mut effects);
         self.effects = effects;
-        self.shared.clock.now()
+        if applied {
+            self.shared.clock.now()
+        } else {
+            done
+        }
     }
 
     /// Decides due traces, flushes sinks by age, publishes the commit point and gauges.
