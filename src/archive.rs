@@ -26,6 +26,7 @@ pub mod cost;
 pub mod layout;
 pub mod lookup;
 pub mod manifest;
+mod map_column;
 pub mod merge;
 pub mod plan;
 pub mod schema;

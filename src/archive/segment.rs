@@ -14,12 +14,15 @@ use arrow_array::builder::{
     ArrayBuilder, BinaryBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
     MapBuilder, MapFieldNames, StringBuilder, StructBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::ArrayRef;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowRowGroupWriterFactory};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+use parquet::file::writer::SerializedFileWriter;
 
 use super::layout::HourPartition;
+use super::map_column::{self, ChunkScratch, Leaf, MapRows, Strings, Zstd};
 use super::schema::*;
 
 use super::ArchiveError;
@@ -90,7 +93,7 @@ fn find_str(attrs: &[KeyValue], key: &str) -> Option<String> {
 
 /// A resource and scope, decoded and rendered once per segment.
 struct ResourceInfo {
-    /// Its row in the segment's resource table ([`resource_table`]).
+    /// Its index in the segment's list of resources (where its map entries are).
     index: u32,
     /// Attributes as (key, rendered value).
     attrs: Vec<(String, String)>,
@@ -209,9 +212,6 @@ struct Columns {
     duration: Int64Builder,
     status: StringBuilder,
     status_msg: StringBuilder,
-    /// Each row's row of the resource table (its `resource_attributes` are taken from there).
-    res_rows: Vec<u32>,
-    attrs: MapBuilder<StringBuilder, StringBuilder>,
     scope_name: StringBuilder,
     scope_version: StringBuilder,
     events: ListBuilder<StructBuilder>,
@@ -289,16 +289,7 @@ impl Columns {
     /// reallocating and copying.
     fn new(rows: &[Row<'_>]) -> Columns {
         let n = rows.len();
-        let span_bytes: usize = rows.iter().map(|r| r.kept.span.bytes.len()).sum();
         let strings = |per_row: usize| StringBuilder::with_capacity(n, n * per_row);
-        let map = |entries: usize, bytes: usize| {
-            MapBuilder::with_capacity(
-                Some(map_field_names()),
-                StringBuilder::with_capacity(entries, bytes / 2),
-                StringBuilder::with_capacity(entries, bytes / 2),
-                n,
-            )
-        };
         Columns {
             trace_id: BinaryBuilder::with_capacity(n, 16 * n),
             span_id: BinaryBuilder::with_capacity(n, 8 * n),
@@ -314,8 +305,6 @@ impl Columns {
             duration: Int64Builder::with_capacity(n),
             status: strings(5),
             status_msg: strings(4),
-            res_rows: Vec::with_capacity(n),
-            attrs: map(n * 8, span_bytes / 2),
             scope_name: strings(16),
             scope_version: strings(8),
             events: list_builder(
@@ -352,7 +341,8 @@ impl Columns {
         }
     }
 
-    fn append(&mut self, r: &Row<'_>) -> Result<(), ArchiveError> {
+    /// Appends a row; its maps go to `maps` (the attributes interned into `strings`).
+    fn append<'a>(&mut self, r: &Row<'a>, maps: &mut Maps<'a, '_>) -> Result<(), ArchiveError> {
         let s = &r.span;
         let res = &r.res;
         self.trace_id.append_value(r.kept.trace_id.0);
@@ -375,7 +365,6 @@ impl Columns {
         self.status
             .append_value(StatusCode::from_i32(s.status_code).as_str());
         self.status_msg.append_value(s.status_message);
-        self.res_rows.push(res.index);
 
         // Span attributes: the map, and the first value of each key with a column.
         let mut slots: Slots<'_> = [None; 12];
@@ -384,10 +373,17 @@ impl Columns {
             if let Some(i) = slot(key) {
                 slots[i].get_or_insert(value);
             }
-            self.attrs.keys().append_value(key);
-            append_rendered(self.attrs.values(), value, &mut self.scratch)?;
+            let key = maps.strings.borrowed(key);
+            let value = match value {
+                Some(Value::Str(v)) => maps.strings.borrowed(v),
+                Some(v) => {
+                    v.render(&mut self.scratch).map_err(rejected)?;
+                    maps.strings.rendered(&self.scratch)
+                }
+                None => maps.strings.borrowed(""),
+            };
+            maps.attributes.push(key, value);
         }
-        self.attrs.append(true)?;
         self.scope_name.append_value(&res.scope_name);
         self.scope_version.append_value(&res.scope_version);
 
@@ -463,13 +459,18 @@ impl Columns {
         let (_, th) = otlp::parse_ot_tracestate(s.trace_state);
         self.adjusted
             .append_option(th.map(Threshold::adjusted_count));
+        // The row is complete: its maps end with it.
+        maps.attributes.end_row();
+        let entries = maps.by_resource.get(res.index as usize);
+        maps.resource.extend(entries.map_or(&[][..], |e| e));
+        maps.resource.end_row();
         Ok(())
     }
 
-    fn finish(mut self, resources: &ArrayRef) -> Result<RecordBatch, ArchiveError> {
-        let res_rows = arrow_array::UInt32Array::from(std::mem::take(&mut self.res_rows));
-        let res_attrs = arrow_select::take::take(resources.as_ref(), &res_rows, None)?;
-        let columns: Vec<ArrayRef> = vec![
+    /// The columns written through Arrow: every column of the schema but the two maps, in
+    /// schema order.
+    fn finish(mut self) -> Vec<ArrayRef> {
+        vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent.finish()),
@@ -484,8 +485,6 @@ impl Columns {
             Arc::new(self.duration.finish()),
             Arc::new(self.status.finish()),
             Arc::new(self.status_msg.finish()),
-            res_attrs,
-            Arc::new(self.attrs.finish()),
             Arc::new(self.scope_name.finish()),
             Arc::new(self.scope_version.finish()),
             Arc::new(self.events.finish()),
@@ -501,8 +500,7 @@ impl Columns {
             Arc::new(self.host.finish()),
             Arc::new(self.policy.finish()),
             Arc::new(self.adjusted.finish()),
-        ];
-        Ok(RecordBatch::try_new(span_schema(), columns)?)
+        ]
     }
 }
 
@@ -510,83 +508,162 @@ pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
-/// Builds one record batch (rows already sorted); on a row that cannot be read, its index.
-fn build_batch(
-    rows: &[Row<'_>],
-    resources: &ArrayRef,
-) -> Result<Result<RecordBatch, (usize, ArchiveError)>, ArchiveError> {
+/// Builds the Arrow columns of `rows` (already sorted) and adds their maps to `maps`; on a row
+/// that cannot be read, its index.
+fn build_batch<'a>(
+    rows: &[Row<'a>],
+    maps: &mut Maps<'a, '_>,
+) -> Result<Vec<ArrayRef>, (usize, ArchiveError)> {
     let mut c = Columns::new(rows);
     for (i, r) in rows.iter().enumerate() {
-        if let Err(e) = c.append(r) {
-            return Ok(Err((i, e)));
-        }
+        c.append(r, maps).map_err(|e| (i, e))?;
     }
-    c.finish(resources).map(Ok)
+    Ok(c.finish())
 }
 
-/// The `resource_attributes` of each distinct resource of a segment, one map per
-/// [`ResourceInfo::index`]: rows take theirs from here in bulk instead of appending the same
-/// strings once per span.
-fn resource_table(resources: &[Arc<ResourceInfo>]) -> Result<ArrayRef, ArchiveError> {
-    let entries: usize = resources.iter().map(|r| r.attrs.len()).sum();
-    let bytes: usize = resources
+/// The maps of one row group, written by [`map_column`], and what they are built from.
+struct Maps<'a, 'r> {
+    /// The segment's map strings.
+    strings: &'r mut Strings<'a>,
+    /// Each resource's `resource_attributes` entries, by [`ResourceInfo::index`].
+    by_resource: &'r [Vec<(u32, u32)>],
+    resource: MapRows,
+    attributes: MapRows,
+}
+
+/// The `resource_attributes` entries of each distinct resource of a segment, by
+/// [`ResourceInfo::index`]: a row repeats its resource's list instead of the strings.
+fn resource_entries(
+    resources: &[Arc<ResourceInfo>],
+    strings: &mut Strings<'_>,
+) -> Vec<Vec<(u32, u32)>> {
+    resources
         .iter()
-        .flat_map(|r| &r.attrs)
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    let mut b = MapBuilder::with_capacity(
-        Some(map_field_names()),
-        StringBuilder::with_capacity(entries, bytes),
-        StringBuilder::with_capacity(entries, bytes),
-        resources.len(),
-    );
-    for r in resources {
-        for (k, v) in &r.attrs {
-            b.keys().append_value(k);
-            b.values().append_value(v);
-        }
-        b.append(true)?;
-    }
-    Ok(Arc::new(b.finish()))
+        .map(|r| {
+            r.attrs
+                .iter()
+                .map(|(k, v)| (strings.rendered(k), strings.rendered(v)))
+                .collect()
+        })
+        .collect()
 }
 
-/// One hour's file, written in record batches of bounded decoded size (so no column reaches
-/// Arrow's offset limits); on a row that cannot be read, its index.
-fn write_file(
-    rows: &[Row<'_>],
-    resources: &ArrayRef,
+/// One hour's file: row groups of at most `max_row_group_rows` rows, each built in record
+/// batches of bounded decoded size (so no column reaches Arrow's offset limits); the two maps
+/// are written by [`map_column`], every other column by the Arrow writer. On a row that cannot
+/// be read, its index.
+fn write_file<'a>(
+    rows: &[Row<'a>],
+    strings: &mut Strings<'a>,
+    by_resource: &[Vec<(u32, u32)>],
     max_row_group_rows: usize,
 ) -> Result<Result<Vec<u8>, (usize, ArchiveError)>, ArchiveError> {
     let traces = 1 + rows
         .windows(2)
         .filter(|w| w[0].kept.trace_id != w[1].kept.trace_id)
         .count() as u64;
-    let props = writer_properties(
+    let mut props = writer_properties(
         max_row_group_rows,
         traces.min(max_row_group_rows as u64),
         crate::archive::schema::HOT_ZSTD_LEVEL,
     );
+    // What the Arrow writer does: the Arrow schema in the footer, the same Parquet schema.
+    let schema = span_schema();
+    add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+    let parquet_schema = ArrowSchemaConverter::new()
+        .with_coerce_types(props.coerce_types())
+        .convert(&schema)?;
+    let props = Arc::new(props);
     let mut buf = Vec::with_capacity(64 << 10);
-    let mut w = ArrowWriter::try_new(&mut buf, span_schema(), Some(props))?;
-    let mut from = 0;
-    let mut size = 0usize;
-    for i in 0..=rows.len() {
-        let row_bytes = rows.get(i).map_or(0, |r| {
-            let ctx = &r.kept.span.ctx;
-            r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len()
-        });
-        if i == rows.len() || (i > from && size + row_bytes > BATCH_BYTES) {
-            match build_batch(&rows[from..i], resources)? {
-                Ok(batch) => w.write(&batch)?,
-                Err((j, e)) => return Ok(Err((from + j, e))),
+    let mut w =
+        SerializedFileWriter::new(&mut buf, parquet_schema.root_schema_ptr(), props.clone())?;
+    let factory = ArrowRowGroupWriterFactory::new(&w, schema.clone());
+    let mut zstd = Zstd::new();
+    let mut scratch = ChunkScratch::default();
+    let mut group_start = 0;
+    for (index, group) in rows.chunks(max_row_group_rows.max(1)).enumerate() {
+        let mut writers = factory.create_column_writers(index)?;
+        let mut maps = Maps {
+            strings: &mut *strings,
+            by_resource,
+            resource: MapRows::with_capacity(group.len(), group.len() * 10),
+            attributes: MapRows::with_capacity(group.len(), group.len() * 10),
+        };
+        let mut from = 0;
+        let mut size = 0usize;
+        for i in 0..=group.len() {
+            let row_bytes = group.get(i).map_or(0, |r| {
+                let ctx = &r.kept.span.ctx;
+                r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len()
+            });
+            if i == group.len() || (i > from && size + row_bytes > BATCH_BYTES) {
+                let columns = match build_batch(&group[from..i], &mut maps) {
+                    Ok(c) => c,
+                    Err((j, e)) => return Ok(Err((group_start + from + j, e))),
+                };
+                // Leaves in schema order; a map's two leaves are skipped here.
+                let mut leaf = 0;
+                let mut columns = columns.iter();
+                for f in schema.fields() {
+                    if is_map_column(f.name()) {
+                        leaf += 2;
+                        continue;
+                    }
+                    let array = columns.next().ok_or_else(|| {
+                        ArchiveError::Verify(format!("no column for {}", f.name()))
+                    })?;
+                    for l in compute_leaves(f, array)? {
+                        writers
+                            .get_mut(leaf)
+                            .ok_or_else(|| ArchiveError::Verify("leaves past the schema".into()))?
+                            .write(&l)?;
+                        leaf += 1;
+                    }
+                }
+                from = i;
+                size = 0;
             }
-            from = i;
-            size = 0;
+            size += row_bytes;
         }
-        size += row_bytes;
+        let mut rg = w.next_row_group()?;
+        for (leaf, writer) in writers.into_iter().enumerate() {
+            let descr = parquet_schema.column(leaf);
+            let map = match descr.path().parts().first().map(String::as_str) {
+                Some("resource_attributes") => Some(&maps.resource),
+                Some("attributes") => Some(&maps.attributes),
+                _ => None,
+            };
+            match map {
+                Some(map) => {
+                    let part = if descr.path().parts().last().map(String::as_str) == Some("key") {
+                        Leaf::Key
+                    } else {
+                        Leaf::Value
+                    };
+                    let (bytes, close) = map_column::write_leaf(
+                        map,
+                        part,
+                        maps.strings,
+                        &descr,
+                        &props,
+                        &mut zstd,
+                        &mut scratch,
+                    )?;
+                    rg.append_column(&bytes, close)?;
+                }
+                None => writer.close()?.append_to_row_group(&mut rg)?,
+            }
+        }
+        rg.close()?;
+        group_start += group.len();
     }
     w.close()?;
     Ok(Ok(buf))
+}
+
+/// The two columns written by [`map_column`].
+fn is_map_column(name: &str) -> bool {
+    matches!(name, "resource_attributes" | "attributes")
 }
 
 /// One encoded Parquet file of a segment.
@@ -758,13 +835,14 @@ pub fn encode_segment_skipping(
             .or_default()
             .push(r);
     }
-    let resource_table = resource_table(&resources)?;
+    let mut strings = Strings::default();
+    let by_resource = resource_entries(&resources, &mut strings);
     let mut out = Vec::with_capacity(by_hour.len());
     for (hour, mut rows) in by_hour {
         // A span the row builder cannot read (the strict scan on the way in makes this
         // impossible for pipeline input) is left out and the hour's file built again.
         let buf = loop {
-            match write_file(&rows, &resource_table, max_row_group_rows)? {
+            match write_file(&rows, &mut strings, &by_resource, max_row_group_rows)? {
                 Ok(buf) => break buf,
                 Err((i, e)) => {
                     let r = rows.remove(i);

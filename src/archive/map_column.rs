@@ -1,0 +1,710 @@
+//! The hot segment's attribute maps (`resource_attributes`, `attributes`), written as Parquet
+//! column chunks by hand.
+//!
+//! Handed Arrow strings, the Parquet writer interns every key and value of every row again
+//! (hashing and comparing each), and `resource_attributes` repeats ten or so entries of its
+//! resource on every span. Here the encoder gives each distinct string of a segment an id once
+//! ([`Strings`]); a row of a map is a list of (key id, value id), and a resource's list is made
+//! once and repeated by id. A column chunk's dictionary is then those ids renumbered in order of
+//! first use: a slot lookup per entry, no hash. What lands in the file is what the Arrow writer
+//! writes for these columns (schema v2's map leaves: statistics off, dictionary encoded, v1 data
+//! pages with RLE levels, zstd per page, an offset index), and every reader of the engine matrix
+//! reads it the same way; `tests/encoder_golden.rs` compares the decoded rows with a reference
+//! written by the Arrow writer.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use bytes::Bytes;
+use parquet::basic::{Compression, Encoding, EncodingMask, PageType};
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+use super::ArchiveError;
+
+/// A word-at-a-time hash for short strings (keys and values of attributes); not used for
+/// anything that must stay the same across versions.
+#[derive(Default)]
+pub(crate) struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ rest.len() as u64).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// The distinct strings of a segment's maps, each with an id.
+#[derive(Default)]
+pub(crate) struct Strings<'a> {
+    ids: HashMap<Cow<'a, str>, u32, BuildHasherDefault<WordHasher>>,
+    all: Vec<Cow<'a, str>>,
+}
+
+impl<'a> Strings<'a> {
+    /// The id of a string borrowed from the segment's spans.
+    pub(crate) fn borrowed(&mut self, s: &'a str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        self.insert(Cow::Borrowed(s))
+    }
+
+    /// The id of a string rendered into a scratch buffer (copied only the first time).
+    pub(crate) fn rendered(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        self.insert(Cow::Owned(s.to_owned()))
+    }
+
+    fn insert(&mut self, s: Cow<'a, str>) -> u32 {
+        let id = self.all.len() as u32;
+        self.all.push(s.clone());
+        self.ids.insert(s, id);
+        id
+    }
+
+    pub(crate) fn get(&self, id: u32) -> &str {
+        self.all.get(id as usize).map_or("", |s| s)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+}
+
+/// The rows of one map column of one row group: per row, its entries as (key id, value id).
+#[derive(Default)]
+pub(crate) struct MapRows {
+    /// End of each row's entries in `entries`.
+    ends: Vec<u32>,
+    entries: Vec<(u32, u32)>,
+}
+
+impl MapRows {
+    pub(crate) fn with_capacity(rows: usize, entries: usize) -> MapRows {
+        MapRows {
+            ends: Vec::with_capacity(rows),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds one entry to the row being built.
+    pub(crate) fn push(&mut self, key: u32, value: u32) {
+        self.entries.push((key, value));
+    }
+
+    /// Adds a row's worth of entries at once.
+    pub(crate) fn extend(&mut self, entries: &[(u32, u32)]) {
+        self.entries.extend_from_slice(entries);
+    }
+
+    /// Ends the row being built.
+    pub(crate) fn end_row(&mut self) {
+        self.ends.push(self.entries.len() as u32);
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn row(&self, i: usize) -> &[(u32, u32)] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.entries[start..self.ends[i] as usize]
+    }
+}
+
+/// Which leaf of a map: the keys (required) or the values (optional; ours are never null).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Leaf {
+    Key,
+    Value,
+}
+
+/// Writes one leaf of a map column (`descr`) for the rows of one row group: a dictionary page
+/// (unless the chunk's distinct strings outgrow the column's dictionary page limit, then plain
+/// pages) and v1 data pages cut at row boundaries by the column's page size and row limits,
+/// each compressed with the column's codec. Returns the chunk's bytes and what
+/// `SerializedRowGroupWriter::append_column` needs.
+pub(crate) fn write_leaf(
+    rows: &MapRows,
+    leaf: Leaf,
+    strings: &Strings<'_>,
+    descr: &ColumnDescPtr,
+    props: &WriterProperties,
+    zstd: &mut Zstd,
+    scratch: &mut ChunkScratch,
+) -> Result<(Bytes, ColumnCloseResult), ArchiveError> {
+    let path = descr.path();
+    let compression = props.compression(path);
+    let page_bytes = props.column_data_page_size_limit(path);
+    let page_rows = props.column_data_page_row_count_limit(path).max(1);
+    let dict_limit = props.column_dictionary_page_size_limit(path);
+    let max_def: u16 = descr.max_def_level().try_into().unwrap_or(0);
+    if descr.max_rep_level() != 1 || !matches!((leaf, max_def), (Leaf::Key, 1) | (Leaf::Value, 2)) {
+        return Err(ArchiveError::Verify(format!(
+            "{path} is not a map leaf of schema v2"
+        )));
+    }
+    let pick = |e: &(u32, u32)| if leaf == Leaf::Key { e.0 } else { e.1 };
+
+    // The chunk's dictionary: ids in order of first use.
+    let ChunkScratch {
+        local,
+        dict,
+        page,
+        values,
+    } = scratch;
+    local.clear();
+    local.resize(strings.len(), u32::MAX);
+    dict.clear();
+    let mut dict_bytes = 0usize;
+    for e in &rows.entries {
+        let id = pick(e) as usize;
+        if local[id] == u32::MAX {
+            local[id] = dict.len() as u32;
+            dict.push(id as u32);
+            dict_bytes += 4 + strings.get(id as u32).len();
+        }
+    }
+    let dictionary = dict_bytes <= dict_limit;
+    let bit_width = bits(dict.len().saturating_sub(1) as u64);
+
+    let mut out = TrackedWrite::new(Vec::with_capacity(4096));
+    let mut specs = Vec::new();
+    let mut encodings = vec![Encoding::RLE];
+    let mut page_stats = Vec::new();
+    {
+        let mut w = SerializedPageWriter::new(&mut out);
+        if dictionary {
+            page.clear();
+            for &id in dict.iter() {
+                let s = strings.get(id);
+                page.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                page.extend_from_slice(s.as_bytes());
+            }
+            let spec = w.write_page(compress(
+                Page::DictionaryPage {
+                    buf: Bytes::new(),
+                    num_values: dict.len() as u32,
+                    encoding: Encoding::PLAIN,
+                    is_sorted: false,
+                },
+                page,
+                compression,
+                zstd,
+            )?)?;
+            encodings.push(Encoding::PLAIN);
+            encodings.push(Encoding::RLE_DICTIONARY);
+            page_stats.push(PageEncodingStats {
+                page_type: PageType::DICTIONARY_PAGE,
+                encoding: Encoding::PLAIN,
+                count: 1,
+            });
+            specs.push((spec, 0usize, 0i64));
+        } else {
+            encodings.push(Encoding::PLAIN);
+        }
+        let value_encoding = if dictionary {
+            Encoding::RLE_DICTIONARY
+        } else {
+            Encoding::PLAIN
+        };
+        let def_value: u32 = if leaf == Leaf::Key { 1 } else { 2 };
+        let mut row = 0;
+        while row < rows.rows() {
+            // One page: rows until the size or row limit.
+            let first = row;
+            let mut entries = 0usize;
+            let mut plain_bytes = 0usize;
+            while row < rows.rows() && row - first < page_rows {
+                let r = rows.row(row);
+                entries += r.len();
+                if !dictionary {
+                    plain_bytes += r
+                        .iter()
+                        .map(|e| 4 + strings.get(pick(e)).len())
+                        .sum::<usize>();
+                }
+                row += 1;
+                let estimate = if dictionary {
+                    entries * usize::from(bit_width) / 8
+                } else {
+                    plain_bytes
+                };
+                if estimate >= page_bytes {
+                    break;
+                }
+            }
+            // Levels: a row's first entry starts it (repetition 0), an empty map is one level
+            // of definition 0 and no value.
+            let levels = entries + (row - first);
+            let mut rep = RleEncoder::new(1, levels);
+            let mut def = RleEncoder::new(bits(u64::from(def_value)), levels);
+            values.clear();
+            let mut level_count = 0u32;
+            // The strings' bytes in this page (the offset index's unencoded size).
+            let mut unencoded = 0i64;
+            for i in first..row {
+                let r = rows.row(i);
+                if r.is_empty() {
+                    rep.put(0);
+                    def.put(0);
+                    level_count += 1;
+                    continue;
+                }
+                for (j, e) in r.iter().enumerate() {
+                    rep.put(u32::from(j > 0));
+                    def.put(def_value);
+                    unencoded += strings.get(pick(e)).len() as i64;
+                    values.push(if dictionary {
+                        local[pick(e) as usize]
+                    } else {
+                        pick(e)
+                    });
+                }
+                level_count += r.len() as u32;
+            }
+            page.clear();
+            for l in [rep.finish(), def.finish()] {
+                page.extend_from_slice(&(l.len() as u32).to_le_bytes());
+                page.extend_from_slice(l);
+            }
+            if dictionary {
+                page.push(bit_width);
+                let mut v = RleEncoder::new(bit_width, values.len());
+                for &x in values.iter() {
+                    v.put(x);
+                }
+                page.extend_from_slice(v.finish());
+            } else {
+                for &id in values.iter() {
+                    let s = strings.get(id);
+                    page.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                    page.extend_from_slice(s.as_bytes());
+                }
+            }
+            let spec = w.write_page(compress(
+                Page::DataPage {
+                    buf: Bytes::new(),
+                    num_values: level_count,
+                    encoding: value_encoding,
+                    def_level_encoding: Encoding::RLE,
+                    rep_level_encoding: Encoding::RLE,
+                    statistics: None,
+                },
+                page,
+                compression,
+                zstd,
+            )?)?;
+            specs.push((spec, row - first, unencoded));
+        }
+        w.close()?;
+        let data_pages = specs.len() - usize::from(dictionary);
+        page_stats.push(PageEncodingStats {
+            page_type: PageType::DATA_PAGE,
+            encoding: value_encoding,
+            count: data_pages as i32,
+        });
+    }
+
+    let (mut compressed, mut uncompressed, mut num_values) = (0i64, 0i64, 0i64);
+    let mut offsets = OffsetIndexBuilder::new();
+    let mut dictionary_offset = None;
+    let mut data_offset = None;
+    for (spec, page_rows, unencoded) in &specs {
+        compressed += spec.compressed_size as i64;
+        uncompressed += spec.uncompressed_size as i64;
+        if spec.page_type == PageType::DICTIONARY_PAGE {
+            dictionary_offset = Some(spec.offset as i64);
+            continue;
+        }
+        num_values += i64::from(spec.num_values);
+        data_offset.get_or_insert(spec.offset as i64);
+        offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+        offsets.append_row_count(*page_rows as i64);
+        offsets.append_unencoded_byte_array_data_bytes(Some(*unencoded));
+    }
+    let metadata = ColumnChunkMetaData::builder(descr.clone())
+        .set_compression(compression)
+        .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
+        .set_page_encoding_stats(page_stats)
+        .set_total_compressed_size(compressed)
+        .set_total_uncompressed_size(uncompressed)
+        .set_num_values(num_values)
+        .set_data_page_offset(data_offset.unwrap_or(0))
+        .set_dictionary_page_offset(dictionary_offset)
+        .build()?;
+    let bytes_written = out.bytes_written() as u64;
+    let buf = out
+        .into_inner()
+        .map_err(|e| ArchiveError::Verify(e.to_string()))?;
+    Ok((
+        Bytes::from(buf),
+        ColumnCloseResult {
+            bytes_written,
+            rows_written: rows.rows() as u64,
+            metadata,
+            bloom_filter: None,
+            column_index: None,
+            offset_index: Some(offsets.build()),
+        },
+    ))
+}
+
+/// Buffers reused from one chunk to the next.
+#[derive(Default)]
+pub(crate) struct ChunkScratch {
+    /// Segment string id → dictionary index in this chunk.
+    local: Vec<u32>,
+    /// Dictionary index → segment string id.
+    dict: Vec<u32>,
+    /// The page being built.
+    page: Vec<u8>,
+    /// This page's values (dictionary indices or string ids).
+    values: Vec<u32>,
+}
+
+/// A zstd compressor kept for a whole segment (the Parquet writer makes one per column chunk).
+pub(crate) struct Zstd {
+    level: i32,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Zstd {
+    pub(crate) fn new() -> Zstd {
+        Zstd {
+            level: 0,
+            compressor: None,
+        }
+    }
+}
+
+/// `page`'s header fields with `buf` the page body, compressed with `codec`.
+fn compress(
+    header: Page,
+    body: &[u8],
+    codec: Compression,
+    zstd: &mut Zstd,
+) -> Result<CompressedPage, ArchiveError> {
+    let buf = match codec {
+        Compression::UNCOMPRESSED => Bytes::copy_from_slice(body),
+        Compression::ZSTD(level) => {
+            let level = level.compression_level();
+            if zstd.compressor.is_none() || zstd.level != level {
+                zstd.compressor = Some(
+                    zstd::bulk::Compressor::new(level)
+                        .map_err(|e| ArchiveError::Verify(format!("zstd: {e}")))?,
+                );
+                zstd.level = level;
+            }
+            let c = zstd
+                .compressor
+                .as_mut()
+                .ok_or_else(|| ArchiveError::Verify("zstd compressor missing".into()))?;
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(body.len()));
+            c.compress_to_buffer(body, &mut out)
+                .map_err(|e| ArchiveError::Verify(format!("zstd: {e}")))?;
+            Bytes::from(out)
+        }
+        other => {
+            return Err(ArchiveError::Verify(format!(
+                "map columns are written with zstd or uncompressed, not {other}"
+            )))
+        }
+    };
+    let page = match header {
+        Page::DataPage {
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            statistics,
+            ..
+        } => Page::DataPage {
+            buf,
+            num_values,
+            encoding,
+            def_level_encoding,
+            rep_level_encoding,
+            statistics,
+        },
+        Page::DictionaryPage {
+            num_values,
+            encoding,
+            is_sorted,
+            ..
+        } => Page::DictionaryPage {
+            buf,
+            num_values,
+            encoding,
+            is_sorted,
+        },
+        other => other,
+    };
+    Ok(CompressedPage::new(page, body.len()))
+}
+
+/// Bits needed for values up to `max`.
+fn bits(max: u64) -> u8 {
+    (64 - max.leading_zeros()) as u8
+}
+
+/// Parquet's RLE / bit-packed hybrid, making the choices the parquet crate's encoder makes (so
+/// the pages are byte for byte those of the Arrow writer): values are taken in groups of eight
+/// from where the last run ended; a group of one repeated value starts a run that goes on as
+/// long as the value does, other groups are bit-packed, at most 63 groups per bit-packed run;
+/// a last partial group is a run when it is all the values left and all equal, else bit-packed
+/// padded with zeros (a reader stops at the value count).
+struct RleEncoder {
+    width: u8,
+    /// Values not yet written.
+    pending: Vec<u32>,
+    out: Vec<u8>,
+}
+
+impl RleEncoder {
+    fn new(width: u8, capacity: usize) -> RleEncoder {
+        RleEncoder {
+            width,
+            pending: Vec::with_capacity(capacity),
+            out: Vec::new(),
+        }
+    }
+
+    fn put(&mut self, v: u32) {
+        self.pending.push(v);
+    }
+
+    /// Encodes every value put and returns the bytes.
+    fn finish(&mut self) -> &[u8] {
+        let (v, buf, width) = (&self.pending, &mut self.out, self.width);
+        buf.clear();
+        buf.reserve(v.len() * usize::from(width) / 8 + 16);
+        let n = v.len();
+        let mut p = 0; // start of the groups waiting to be bit-packed
+        let mut i = 0;
+        while n - i >= 8 {
+            let g = &v[i..i + 8];
+            if g.iter().all(|x| *x == g[0]) {
+                bit_pack(&v[p..i], width, buf);
+                let mut j = i + 8;
+                while j < n && v[j] == g[0] {
+                    j += 1;
+                }
+                rle_run(buf, j - i, g[0], width);
+                i = j;
+                p = j;
+            } else {
+                i += 8;
+                if (i - p) / 8 >= 63 {
+                    bit_pack(&v[p..i], width, buf);
+                    p = i;
+                }
+            }
+        }
+        let tail = &v[i..];
+        if p == i && !tail.is_empty() && tail.iter().all(|x| *x == tail[0]) {
+            rle_run(buf, tail.len(), tail[0], width);
+        } else if p < n {
+            bit_pack(&v[p..], width, buf);
+        }
+        self.pending.clear();
+        buf
+    }
+}
+
+fn rle_run(buf: &mut Vec<u8>, count: usize, value: u32, width: u8) {
+    uleb(buf, (count as u64) << 1);
+    buf.extend_from_slice(&value.to_le_bytes()[..usize::from(width).div_ceil(8)]);
+}
+
+/// Bit-packs `v` as one run (at most 63 groups; the last group padded with zeros).
+fn bit_pack(v: &[u32], width: u8, buf: &mut Vec<u8>) {
+    if v.is_empty() {
+        return;
+    }
+    let groups = v.len().div_ceil(8);
+    uleb(buf, ((groups as u64) << 1) | 1);
+    let width = u32::from(width);
+    let mut pack = |g: &[u32]| {
+        // Eight values of `width` bits are exactly `width` bytes.
+        let mut acc: u128 = 0;
+        let mut filled = 0u32;
+        for &x in g {
+            acc |= u128::from(x) << filled;
+            filled += width;
+            if filled >= 64 {
+                buf.extend_from_slice(&(acc as u64).to_le_bytes());
+                acc >>= 64;
+                filled -= 64;
+            }
+        }
+        buf.extend_from_slice(&acc.to_le_bytes()[..(filled / 8) as usize]);
+    };
+    let mut chunks = v.chunks_exact(8);
+    for g in &mut chunks {
+        pack(g);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut g = [0u32; 8];
+        g[..rest.len()].copy_from_slice(rest);
+        pack(&g);
+    }
+}
+
+fn uleb(buf: &mut Vec<u8>, mut x: u64) {
+    loop {
+        let b = (x & 0x7f) as u8;
+        x >>= 7;
+        if x == 0 {
+            buf.push(b);
+            return;
+        }
+        buf.push(b | 0x80);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes the hybrid encoding (the reader side, written from the format spec).
+    fn decode(mut b: &[u8], width: u8, n: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut header = 0u64;
+            let mut shift = 0;
+            loop {
+                let byte = b[0];
+                b = &b[1..];
+                header |= u64::from(byte & 0x7f) << shift;
+                shift += 7;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+            }
+            if header & 1 == 1 {
+                let count = (header >> 1) as usize * 8;
+                let bytes = count * usize::from(width) / 8;
+                let (packed, rest) = b.split_at(bytes);
+                b = rest;
+                for k in 0..count {
+                    let mut x = 0u32;
+                    for bit in 0..usize::from(width) {
+                        let pos = k * usize::from(width) + bit;
+                        if packed[pos / 8] >> (pos % 8) & 1 == 1 {
+                            x |= 1 << bit;
+                        }
+                    }
+                    out.push(x);
+                }
+            } else {
+                let count = (header >> 1) as usize;
+                let w = usize::from(width).div_ceil(8);
+                let mut x = [0u8; 4];
+                x[..w].copy_from_slice(&b[..w]);
+                b = &b[w..];
+                out.extend(std::iter::repeat_n(u32::from_le_bytes(x), count));
+            }
+        }
+        assert!(b.is_empty(), "{} bytes after the values", b.len());
+        out.truncate(n);
+        out
+    }
+
+    fn roundtrip(v: &[u32], width: u8) {
+        let mut e = RleEncoder::new(width, v.len());
+        for &x in v {
+            e.put(x);
+        }
+        let enc = e.finish().to_vec();
+        assert_eq!(decode(&enc, width, v.len()), v, "width {width}: {v:?}");
+    }
+
+    #[test]
+    fn the_hybrid_encoding_reads_back() {
+        roundtrip(&[], 1);
+        roundtrip(&[0], 0);
+        roundtrip(&[0; 100], 0);
+        roundtrip(&[1, 0, 1, 1, 0], 1);
+        roundtrip(&[1; 8], 1);
+        roundtrip(&[1; 7], 1);
+        roundtrip(&[3, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 5], 3);
+        roundtrip(&[0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1], 1);
+        // Longer than one bit-packed run (63 groups) of distinct values.
+        roundtrip(&(0..2_000).map(|i| i % 1_000).collect::<Vec<_>>(), 10);
+        let mut x = 0x2545_f491u32;
+        for width in [1u8, 2, 5, 7, 8, 9, 13, 16, 17, 24, 31, 32] {
+            let max = if width == 32 {
+                u32::MAX
+            } else {
+                (1 << width) - 1
+            };
+            for _ in 0..50 {
+                let len = (x % 300) as usize;
+                let v: Vec<u32> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        // Runs of every length: repeat the last value often.
+                        if x.is_multiple_of(3) {
+                            0
+                        } else {
+                            x & max
+                        }
+                    })
+                    .scan(0u32, |last, y| {
+                        if y % 4 != 0 {
+                            *last = y & max;
+                        }
+                        Some(*last)
+                    })
+                    .collect();
+                roundtrip(&v, width);
+            }
+        }
+    }
+
+    #[test]
+    fn strings_get_one_id_each() {
+        let mut s = Strings::default();
+        let a = s.borrowed("service.name");
+        let b = s.rendered("42");
+        assert_eq!(s.borrowed("service.name"), a);
+        assert_eq!(s.borrowed("42"), b);
+        assert_ne!(a, b);
+        assert_eq!(s.get(a), "service.name");
+        assert_eq!(s.get(b), "42");
+        assert_eq!(s.len(), 2);
+    }
+}
