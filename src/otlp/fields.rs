@@ -199,6 +199,20 @@ pub struct Kv<'a> {
 
 impl<'a> Kv<'a> {
     fn read(buf: &'a [u8], r: Range<usize>) -> Result<Kv<'a>, DecodeError> {
+        // The shape nearly every attribute has (the strict walk's fast path) is read without
+        // the general reader; anything else, and any error, takes the walk.
+        if let Some((k, v)) = super::strict::key_value_common(buf, &r) {
+            if let (Ok(key), Some(value)) = (text(buf, k, "KeyValue.key"), Value::common(&buf[v])) {
+                return Ok(Kv {
+                    key,
+                    value: Some(value),
+                });
+            }
+        }
+        Kv::read_walk(buf, r)
+    }
+
+    fn read_walk(buf: &'a [u8], r: Range<usize>) -> Result<Kv<'a>, DecodeError> {
         const M: &str = "KeyValue";
         let whole = &buf[r.clone()];
         let mut key = "";
@@ -240,6 +254,31 @@ pub enum Value<'a> {
 }
 
 impl<'a> Value<'a> {
+    /// An `AnyValue` body of the shape [`super::strict`]'s fast path accepts (nothing, or one
+    /// scalar field with a one-byte tag and length), else `None`.
+    fn common(b: &'a [u8]) -> Option<Value<'a>> {
+        Some(match b {
+            [] => Value::Empty,
+            [0x0A, sl, s @ ..] if usize::from(*sl) == s.len() => {
+                Value::Str(std::str::from_utf8(s).ok()?)
+            }
+            [0x10, x] if *x < 0x80 => Value::Bool(*x != 0),
+            [0x18, x @ ..] if !x.is_empty() && x.len() <= 9 => {
+                let mut v = 0u64;
+                for (i, c) in x.iter().enumerate() {
+                    let last = i + 1 == x.len();
+                    if (*c < 0x80) != last {
+                        return None;
+                    }
+                    v |= u64::from(c & 0x7f) << (7 * i);
+                }
+                Value::Int(v as i64)
+            }
+            [0x21, x @ ..] => Value::Double(f64::from_le_bytes(x.try_into().ok()?)),
+            _ => return None,
+        })
+    }
+
     /// Reads an `AnyValue` body (`kv`: the enclosing `KeyValue`, for complex values).
     fn read(buf: &'a [u8], r: Range<usize>, kv: &'a [u8]) -> Result<Value<'a>, DecodeError> {
         const M: &str = "AnyValue";
@@ -766,5 +805,125 @@ impl SpanRanges {
     /// The text of a string field's range.
     pub fn text<'a>(buf: &'a [u8], r: &Range<usize>) -> Result<&'a str, DecodeError> {
         text(buf, r.clone(), "Span string field")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KeyValue{key, value: AnyValue{field}}` with `field` raw.
+    fn kv(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+        let mut b = vec![0x0A];
+        push_len(&mut b, key);
+        if let Some(v) = value {
+            b.push(0x12);
+            push_len(&mut b, v);
+        }
+        b
+    }
+
+    fn push_len(b: &mut Vec<u8>, x: &[u8]) {
+        let mut n = x.len() as u64;
+        while n >= 0x80 {
+            b.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        b.push(n as u8);
+        b.extend_from_slice(x);
+    }
+
+    fn varint(mut n: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        while n >= 0x80 {
+            b.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        b.push(n as u8);
+        b
+    }
+
+    fn same(b: &[u8]) {
+        let fast = Kv::read(b, 0..b.len());
+        let walk = Kv::read_walk(b, 0..b.len());
+        match (&fast, &walk) {
+            (Ok(f), Ok(w)) => {
+                assert_eq!(f.key, w.key, "{b:02x?}");
+                // NaN is not equal to itself: compare the bits.
+                match (f.value, w.value) {
+                    (Some(Value::Double(x)), Some(Value::Double(y))) => {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{b:02x?}")
+                    }
+                    (x, y) => assert_eq!(x, y, "{b:02x?}"),
+                }
+            }
+            (Err(f), Err(w)) => assert_eq!(f.to_string(), w.to_string(), "{b:02x?}"),
+            _ => panic!("fast {fast:?}, walk {walk:?} on {b:02x?}"),
+        }
+    }
+
+    #[test]
+    fn the_common_shape_reads_as_the_general_walk_does() {
+        let mut values: Vec<Option<Vec<u8>>> = vec![None, Some(vec![])];
+        for s in [
+            &b""[..],
+            b"a",
+            b"GET",
+            &[b'x'; 127],
+            &[b'y'; 128],
+            "é".as_bytes(),
+            b"\xff\xfe",
+        ] {
+            let mut v = vec![0x0A];
+            push_len(&mut v, s);
+            values.push(Some(v));
+        }
+        for x in [0u8, 1, 2, 0x7f, 0x80] {
+            values.push(Some(vec![0x10, x]));
+        }
+        for n in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            1 << 40,
+            u64::MAX >> 1,
+            u64::MAX,
+            (-5i64) as u64,
+        ] {
+            let mut v = vec![0x18];
+            v.extend(varint(n));
+            values.push(Some(v));
+        }
+        values.push(Some(vec![0x18, 0x80])); // truncated varint
+        values.push(Some(vec![0x18, 0x81, 0x80, 0x00])); // over-long but valid
+        for d in [0.0f64, -1.5, f64::NAN, f64::INFINITY] {
+            let mut v = vec![0x21];
+            v.extend(d.to_le_bytes());
+            values.push(Some(v));
+        }
+        values.push(Some(vec![0x21, 1, 2, 3])); // short double
+        values.push(Some(vec![0x0A, 0x01, b'a', 0x10, 0x01])); // two fields: last wins
+        for key in [
+            &b""[..],
+            b"http.method",
+            &[b'k'; 127],
+            &[b'k'; 200],
+            "ключ".as_bytes(),
+            b"\xc3",
+        ] {
+            for v in &values {
+                same(&kv(key, v.as_deref()));
+            }
+        }
+        // Bytes that are not a KeyValue at all, and truncations of valid ones.
+        for b in [&[0x0Au8, 0x05, b'a'][..], &[0x12, 0x00], &[0xff], &[]] {
+            same(b);
+        }
+        let whole = kv(b"service.name", Some(&[0x0A, 0x03, b'a', b'p', b'i']));
+        for end in 0..whole.len() {
+            same(&whole[..end]);
+        }
     }
 }

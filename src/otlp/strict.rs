@@ -137,7 +137,10 @@ pub(super) fn key_value(
 /// general reader: the key and value ranges when `buf[r]` is exactly that shape and valid, or
 /// `None` to take the general walk (which also gives any error its precise reason).
 #[inline(always)]
-fn key_value_common(buf: &[u8], r: &Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+pub(super) fn key_value_common(
+    buf: &[u8],
+    r: &Range<usize>,
+) -> Option<(Range<usize>, Range<usize>)> {
     let b = buf.get(r.clone())?;
     let (&[0x0A, kl], rest) = b.split_first_chunk::<2>()? else {
         return None;
