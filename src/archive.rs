@@ -26,12 +26,12 @@ pub mod cost;
 pub mod layout;
 pub mod lookup;
 pub mod manifest;
-mod map_column;
 pub mod merge;
 pub mod plan;
 pub mod schema;
 pub mod segment;
 pub mod store_url;
+mod string_columns;
 pub mod tiering;
 pub mod upgrade;
 

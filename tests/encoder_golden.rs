@@ -459,6 +459,117 @@ fn base(n: u8) -> Span {
     }
 }
 
+/// `n` spans, one trace each (trace ids in row order), whose string columns span several
+/// pages (4,096 rows each): `name` ascending from page to page, `status.message` descending,
+/// `http.route` only on the first rows (later pages of it all null), strings longer than the
+/// statistics' 64-byte cut with multi-byte characters around it, and a last character that
+/// cannot be incremented.
+fn paged_spans(n: u32, name: impl Fn(u32) -> String) -> Vec<KeptSpan> {
+    let res = ctx(&[kv("service.name", s("paged"))], T / 1_000_000);
+    let tails = ["", "é", "€", "𝄞", "\u{10FFFF}", "a\u{7FF}"];
+    (0..n)
+        .map(|i| {
+            let mut span = base(1);
+            span.trace_id = [i.to_be_bytes().as_slice(), &[7; 12]].concat();
+            span.name = name(i);
+            span.status = Some(Status {
+                message: format!(
+                    "{}{}{}",
+                    "m".repeat(60 + (i % 7) as usize),
+                    (n - i) / 100,
+                    tails[(i % 6) as usize]
+                ),
+                code: 2,
+            });
+            if i < 500 {
+                span.attributes
+                    .push(kv("http.route", s(&format!("/r/{}", i % 9))));
+            }
+            KeptSpan {
+                trace_id: TraceId(span.trace_id.clone().try_into().unwrap()),
+                span: SpanRef {
+                    ctx: res.clone(),
+                    bytes: Bytes::from(span.encode_to_vec()),
+                },
+                policy: Arc::from("p"),
+                threshold: Threshold::ALWAYS,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn string_columns_of_several_pages_encode_the_same_both_ways() {
+    let spans = paged_spans(9_000, |i| {
+        format!(
+            "{}{}{}",
+            "n".repeat(58),
+            100_000 + i / 50,
+            ["", "é", "€"][(i % 3) as usize]
+        )
+    });
+    assert_same(&spans, "several pages");
+    assert_same_in_row_groups(&spans, "several pages, row groups of 5,000", 5_000);
+    // What the comparison covered: three data pages per string column, statistics cut.
+    let file = &encode_segment(&spans, 1 << 20).unwrap()[0].bytes;
+    let meta = parquet::file::metadata::ParquetMetaDataReader::new()
+        .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required)
+        .parse_and_finish(file)
+        .unwrap();
+    let names = meta.file_metadata().schema_descr().columns().iter();
+    let name = names
+        .into_iter()
+        .position(|c| c.path().string() == "name")
+        .unwrap();
+    let index = meta.page_index_for_row_group(0);
+    let pages = index.offset_index(name).unwrap().page_locations();
+    assert_eq!(pages.len(), 3, "pages of name");
+    assert!(index.column_index(name).is_some(), "column index of name");
+    let stats = meta.row_group(0).column(name).statistics().unwrap();
+    assert!(!stats.max_is_exact() && stats.max_bytes_opt().unwrap().len() <= 64);
+}
+
+/// A chunk whose distinct strings outgrow the dictionary page limit (1 MiB): the Arrow writer
+/// switches to plain pages part-way, the segment encoder writes the chunk plain. The bytes
+/// differ; the rows must not.
+#[test]
+fn a_column_past_the_dictionary_limit_keeps_its_rows() {
+    let spans = paged_spans(14_000, |i| format!("{}-{i}", "distinct-name".repeat(7)));
+    let (want, rejected) = reference(&spans, 1 << 20);
+    assert_eq!(rejected, 0);
+    let got = encode_segment(&spans, 1 << 20).unwrap();
+    assert_eq!(got.len(), 1);
+    let read = |b: &Bytes| {
+        let r = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(b.clone(), 1 << 20)
+            .unwrap();
+        let batches: Vec<_> = r.map(|b| b.unwrap()).collect();
+        arrow_select::concat::concat_batches(&span_schema(), &batches).unwrap()
+    };
+    let (a, b) = (read(&got[0].bytes), read(&want[0].2));
+    assert_eq!(a.num_rows(), 14_000);
+    for (i, f) in span_schema().fields().iter().enumerate() {
+        assert_eq!(
+            a.column(i).to_data(),
+            b.column(i).to_data(),
+            "column {}",
+            f.name()
+        );
+    }
+    // `name` went plain (no dictionary page), every other string column kept its dictionary.
+    let meta = parquet::file::reader::SerializedFileReader::new(got[0].bytes.clone()).unwrap();
+    let rg = parquet::file::reader::FileReader::metadata(&meta)
+        .row_group(0)
+        .clone();
+    for c in rg.columns() {
+        let path = c.column_path().string();
+        if path == "name" {
+            assert_eq!(c.dictionary_page_offset(), None, "{path}");
+        } else if ["service_name", "status_message", "kind"].contains(&path.as_str()) {
+            assert!(c.dictionary_page_offset().is_some(), "{path}");
+        }
+    }
+}
+
 #[test]
 fn generated_traffic_encodes_the_same_both_ways() {
     let (records, manifest) = tracesift::gen::plan_records(&tracesift::gen::GenOptions {

@@ -3,9 +3,11 @@
 //!
 //! Rows are built from the bytes the pipeline already holds: each span is read in place
 //! ([`crate::otlp::fields`]: borrowed strings, scalars parsed where they lie, no message built)
-//! and appended to the Arrow builders; each distinct resource and scope is decoded and rendered
-//! once per segment and shared by its spans. The rows are exactly those a full `prost` decode
-//! gives (`tests/encoder_golden.rs` compares the files byte for byte).
+//! and appended to the Arrow builders, its strings as ids of the segment's strings (written by
+//! [`super::string_columns`]); each distinct resource and scope is decoded and rendered once per
+//! segment and shared by its spans. The rows are exactly those a full `prost` decode gives, and
+//! the files those the Arrow writer writes (`tests/encoder_golden.rs` compares them byte for
+//! byte).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,8 +24,8 @@ use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter}
 use parquet::file::writer::SerializedFileWriter;
 
 use super::layout::HourPartition;
-use super::map_column::{self, ChunkScratch, Leaf, MapRows, Strings, Zstd};
 use super::schema::*;
+use super::string_columns::{self, ChunkRows, ChunkScratch, Leaf, MapRows, Strings, Zstd, NULL};
 
 use super::ArchiveError;
 use crate::otlp::fields::{Kv, Repeated, SpanFields, Value};
@@ -196,60 +198,90 @@ fn rejected(e: otlp::DecodeError) -> ArchiveError {
     ArchiveError::Rejected(e.to_string())
 }
 
-/// The Arrow builders of one record batch.
+/// The Arrow builders of one record batch: the columns that are not strings (the string
+/// columns go to [`HandColumns`]).
 struct Columns {
     trace_id: BinaryBuilder,
     span_id: BinaryBuilder,
     parent: BinaryBuilder,
-    trace_state: StringBuilder,
-    service: StringBuilder,
-    name: StringBuilder,
-    kind: StringBuilder,
     start: TimestampMicrosecondBuilder,
     end: TimestampMicrosecondBuilder,
     start_ns: Int64Builder,
     end_ns: Int64Builder,
     duration: Int64Builder,
-    status: StringBuilder,
-    status_msg: StringBuilder,
-    scope_name: StringBuilder,
-    scope_version: StringBuilder,
     events: ListBuilder<StructBuilder>,
     links: ListBuilder<StructBuilder>,
-    http_method: StringBuilder,
-    http_route: StringBuilder,
     http_status: Int32Builder,
-    db_system: StringBuilder,
-    rpc_service: StringBuilder,
-    rpc_method: StringBuilder,
-    k8s_ns: StringBuilder,
-    k8s_pod: StringBuilder,
-    host: StringBuilder,
-    policy: StringBuilder,
     adjusted: Float64Builder,
     /// Rendering buffer for attribute values.
     scratch: String,
+}
+
+/// The top-level string columns of schema v2, written by [`string_columns`] (in schema order).
+const FLAT: [&str; 17] = [
+    "trace_state",
+    "service_name",
+    "name",
+    "kind",
+    "status_code",
+    "status_message",
+    "scope_name",
+    "scope_version",
+    "http_method",
+    "http_route",
+    "db_system",
+    "rpc_service",
+    "rpc_method",
+    "k8s_namespace",
+    "k8s_pod",
+    "host_name",
+    "sampling_policy",
+];
+
+/// The map columns of schema v2, written by [`string_columns`].
+const MAPS: [&str; 2] = ["resource_attributes", "attributes"];
+
+/// Positions in [`FLAT`].
+mod flat {
+    pub const TRACE_STATE: usize = 0;
+    pub const SERVICE: usize = 1;
+    pub const NAME: usize = 2;
+    pub const KIND: usize = 3;
+    pub const STATUS: usize = 4;
+    pub const STATUS_MESSAGE: usize = 5;
+    pub const SCOPE_NAME: usize = 6;
+    pub const SCOPE_VERSION: usize = 7;
+    pub const HTTP_METHOD: usize = 8;
+    pub const HTTP_ROUTE: usize = 9;
+    pub const DB_SYSTEM: usize = 10;
+    pub const RPC_SERVICE: usize = 11;
+    pub const RPC_METHOD: usize = 12;
+    pub const K8S_NAMESPACE: usize = 13;
+    pub const K8S_POD: usize = 14;
+    pub const HOST: usize = 15;
+    pub const POLICY: usize = 16;
 }
 
 fn builder_missing(what: &str) -> ArchiveError {
     ArchiveError::Verify(format!("{what} builder of another type"))
 }
 
-/// Appends a rendered attribute value, else `fallback`, else null.
-fn put(
-    b: &mut StringBuilder,
-    v: Option<Value<'_>>,
-    fallback: Option<&str>,
+/// The string id of an attribute value as rendered (a string as it lies in the span), else
+/// `fallback` (an id or [`NULL`]).
+fn value_id<'a>(
+    strings: &mut Strings<'a>,
+    v: Option<Value<'a>>,
+    fallback: u32,
     scratch: &mut String,
-) -> Result<(), ArchiveError> {
-    match v {
+) -> Result<u32, ArchiveError> {
+    Ok(match v {
+        Some(Value::Str(s)) => strings.borrowed(s),
         Some(v) => {
             v.render(scratch).map_err(rejected)?;
-            b.append_value(&*scratch);
+            strings.rendered(scratch)
         }
-        None => b.append_option(fallback),
-    }
-    Ok(())
+        None => fallback,
+    })
 }
 
 /// Appends an attribute value as rendered (a string as it is, without a copy through
@@ -289,24 +321,15 @@ impl Columns {
     /// reallocating and copying.
     fn new(rows: &[Row<'_>]) -> Columns {
         let n = rows.len();
-        let strings = |per_row: usize| StringBuilder::with_capacity(n, n * per_row);
         Columns {
             trace_id: BinaryBuilder::with_capacity(n, 16 * n),
             span_id: BinaryBuilder::with_capacity(n, 8 * n),
             parent: BinaryBuilder::with_capacity(n, 8 * n),
-            trace_state: strings(24),
-            service: strings(16),
-            name: strings(24),
-            kind: strings(8),
             start: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             end: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
             start_ns: Int64Builder::with_capacity(n),
             end_ns: Int64Builder::with_capacity(n),
             duration: Int64Builder::with_capacity(n),
-            status: strings(5),
-            status_msg: strings(4),
-            scope_name: strings(16),
-            scope_version: strings(8),
             events: list_builder(
                 event_fields(),
                 vec![
@@ -326,25 +349,25 @@ impl Columns {
                     Box::new(map_builder()),
                 ],
             ),
-            http_method: strings(6),
-            http_route: strings(16),
             http_status: Int32Builder::with_capacity(n),
-            db_system: StringBuilder::new(),
-            rpc_service: StringBuilder::new(),
-            rpc_method: StringBuilder::new(),
-            k8s_ns: StringBuilder::new(),
-            k8s_pod: StringBuilder::new(),
-            host: StringBuilder::new(),
-            policy: strings(12),
             adjusted: Float64Builder::with_capacity(n),
             scratch: String::new(),
         }
     }
 
-    /// Appends a row; its maps go to `maps` (the attributes interned into `strings`).
-    fn append<'a>(&mut self, r: &Row<'a>, maps: &mut Maps<'a, '_>) -> Result<(), ArchiveError> {
+    /// Appends a row; its string columns go to `hand` (as string ids).
+    fn append<'a>(
+        &mut self,
+        r: &Row<'a>,
+        hand: &mut HandColumns<'a, '_>,
+    ) -> Result<(), ArchiveError> {
         let s = &r.span;
-        let res = &r.res;
+        let res = hand
+            .by_resource
+            .get(r.res.index as usize)
+            .ok_or_else(|| ArchiveError::Verify("a row of no resource".into()))?;
+        let strings = &mut *hand.strings;
+        let mut row = [NULL; FLAT.len()];
         self.trace_id.append_value(r.kept.trace_id.0);
         self.span_id
             .append_value(fixed::<8>(s.span_id).unwrap_or_default());
@@ -352,19 +375,18 @@ impl Columns {
             Some(p) if p != [0; 8] => self.parent.append_value(p),
             _ => self.parent.append_null(),
         }
-        self.trace_state.append_value(s.trace_state);
-        self.service.append_value(&res.service_name);
-        self.name.append_value(s.name);
-        self.kind.append_value(SpanKind::from_i32(s.kind).as_str());
+        row[flat::TRACE_STATE] = strings.borrowed(s.trace_state);
+        row[flat::SERVICE] = res.service;
+        row[flat::NAME] = strings.borrowed(s.name);
+        row[flat::KIND] = hand.enums.kind(strings, s.kind);
         let (st, en) = (nanos(s.start_ns), nanos(s.end_ns));
         self.start.append_value(micros(st));
         self.end.append_value(micros(en));
         self.start_ns.append_value(st);
         self.end_ns.append_value(en);
         self.duration.append_value(en.saturating_sub(st).max(0));
-        self.status
-            .append_value(StatusCode::from_i32(s.status_code).as_str());
-        self.status_msg.append_value(s.status_message);
+        row[flat::STATUS] = hand.enums.status(strings, s.status_code);
+        row[flat::STATUS_MESSAGE] = strings.borrowed(s.status_message);
 
         // Span attributes: the map, and the first value of each key with a column.
         let mut slots: Slots<'_> = [None; 12];
@@ -373,19 +395,13 @@ impl Columns {
             if let Some(i) = slot(key) {
                 slots[i].get_or_insert(value);
             }
-            let key = maps.strings.borrowed(key);
-            let value = match value {
-                Some(Value::Str(v)) => maps.strings.borrowed(v),
-                Some(v) => {
-                    v.render(&mut self.scratch).map_err(rejected)?;
-                    maps.strings.rendered(&self.scratch)
-                }
-                None => maps.strings.borrowed(""),
-            };
-            maps.attributes.push(key, value);
+            let key = strings.borrowed(key);
+            let empty = strings.borrowed("");
+            let value = value_id(strings, value, empty, &mut self.scratch)?;
+            hand.attributes.push(key, value);
         }
-        self.scope_name.append_value(&res.scope_name);
-        self.scope_version.append_value(&res.scope_version);
+        row[flat::SCOPE_NAME] = res.scope_name;
+        row[flat::SCOPE_VERSION] = res.scope_version;
 
         let eb = self.events.values();
         for e in s.events() {
@@ -436,69 +452,61 @@ impl Columns {
         self.links.append(true);
 
         let sc = &mut self.scratch;
-        put(&mut self.http_method, pick(&slots, HTTP_METHOD), None, sc)?;
-        put(&mut self.http_route, pick(&slots, HTTP_ROUTE), None, sc)?;
-        put(&mut self.db_system, pick(&slots, DB_SYSTEM), None, sc)?;
-        put(&mut self.rpc_service, pick(&slots, RPC_SERVICE), None, sc)?;
-        put(&mut self.rpc_method, pick(&slots, RPC_METHOD), None, sc)?;
-        // Span attribute first, else the resource's.
-        let k8s_ns = res.k8s_namespace.as_deref();
-        put(&mut self.k8s_ns, pick(&slots, K8S_NAMESPACE), k8s_ns, sc)?;
-        let k8s_pod = res.k8s_pod.as_deref();
-        put(&mut self.k8s_pod, pick(&slots, K8S_POD), k8s_pod, sc)?;
-        let host = res.host_name.as_deref();
-        put(&mut self.host, pick(&slots, HOST_NAME), host, sc)?;
+        // Span attribute first, else (for the Kubernetes and host columns) the resource's.
+        for (column, keys, fallback) in [
+            (flat::HTTP_METHOD, HTTP_METHOD, NULL),
+            (flat::HTTP_ROUTE, HTTP_ROUTE, NULL),
+            (flat::DB_SYSTEM, DB_SYSTEM, NULL),
+            (flat::RPC_SERVICE, RPC_SERVICE, NULL),
+            (flat::RPC_METHOD, RPC_METHOD, NULL),
+            (flat::K8S_NAMESPACE, K8S_NAMESPACE, res.k8s_namespace),
+            (flat::K8S_POD, K8S_POD, res.k8s_pod),
+            (flat::HOST, HOST_NAME, res.host_name),
+        ] {
+            row[column] = value_id(strings, pick(&slots, keys), fallback, sc)?;
+        }
         self.http_status
             .append_option(match pick(&slots, HTTP_STATUS) {
                 Some(v) => status_code(v)?,
                 None => None,
             });
-        self.policy.append_value(&*r.kept.policy);
+        row[flat::POLICY] = match hand.enums.policy {
+            Some((p, id)) if std::ptr::eq(p, &*r.kept.policy) => id,
+            _ => {
+                let id = strings.borrowed(&r.kept.policy);
+                hand.enums.policy = Some((&*r.kept.policy as *const str, id));
+                id
+            }
+        };
         // The span's effective threshold, as the pipeline wrote it into its tracestate
         // (`otlp::mark_span`); none when the probability is unknown (after a rate limiter).
         let (_, th) = otlp::parse_ot_tracestate(s.trace_state);
         self.adjusted
             .append_option(th.map(Threshold::adjusted_count));
-        // The row is complete: its maps end with it.
-        maps.attributes.end_row();
-        let entries = maps.by_resource.get(res.index as usize);
-        maps.resource.extend(entries.map_or(&[][..], |e| e));
-        maps.resource.end_row();
+        // The row is complete: its string columns end with it.
+        for (column, id) in hand.flat.iter_mut().zip(row) {
+            column.push(id);
+        }
+        hand.attributes.end_row();
+        hand.resource.extend(&res.entries);
+        hand.resource.end_row();
         Ok(())
     }
 
-    /// The columns written through Arrow: every column of the schema but the two maps, in
-    /// schema order.
+    /// The columns written through Arrow, in schema order.
     fn finish(mut self) -> Vec<ArrayRef> {
         vec![
             Arc::new(self.trace_id.finish()),
             Arc::new(self.span_id.finish()),
             Arc::new(self.parent.finish()),
-            Arc::new(self.trace_state.finish()),
-            Arc::new(self.service.finish()),
-            Arc::new(self.name.finish()),
-            Arc::new(self.kind.finish()),
             Arc::new(self.start.finish()),
             Arc::new(self.end.finish()),
             Arc::new(self.start_ns.finish()),
             Arc::new(self.end_ns.finish()),
             Arc::new(self.duration.finish()),
-            Arc::new(self.status.finish()),
-            Arc::new(self.status_msg.finish()),
-            Arc::new(self.scope_name.finish()),
-            Arc::new(self.scope_version.finish()),
             Arc::new(self.events.finish()),
             Arc::new(self.links.finish()),
-            Arc::new(self.http_method.finish()),
-            Arc::new(self.http_route.finish()),
             Arc::new(self.http_status.finish()),
-            Arc::new(self.db_system.finish()),
-            Arc::new(self.rpc_service.finish()),
-            Arc::new(self.rpc_method.finish()),
-            Arc::new(self.k8s_ns.finish()),
-            Arc::new(self.k8s_pod.finish()),
-            Arc::new(self.host.finish()),
-            Arc::new(self.policy.finish()),
             Arc::new(self.adjusted.finish()),
         ]
     }
@@ -508,54 +516,114 @@ pub(crate) fn fixed<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
     b.try_into().ok()
 }
 
-/// Builds the Arrow columns of `rows` (already sorted) and adds their maps to `maps`; on a row
-/// that cannot be read, its index.
+/// Builds the Arrow columns of `rows` (already sorted) and adds their strings to `hand`; on a
+/// row that cannot be read, its index.
 fn build_batch<'a>(
     rows: &[Row<'a>],
-    maps: &mut Maps<'a, '_>,
+    hand: &mut HandColumns<'a, '_>,
 ) -> Result<Vec<ArrayRef>, (usize, ArchiveError)> {
     let mut c = Columns::new(rows);
     for (i, r) in rows.iter().enumerate() {
-        c.append(r, maps).map_err(|e| (i, e))?;
+        c.append(r, hand).map_err(|e| (i, e))?;
     }
     Ok(c.finish())
 }
 
-/// The maps of one row group, written by [`map_column`], and what they are built from.
-struct Maps<'a, 'r> {
-    /// The segment's map strings.
+/// The string columns of one row group, as string ids, written by [`string_columns`], and
+/// what they are built from.
+struct HandColumns<'a, 'r> {
+    /// The segment's strings.
     strings: &'r mut Strings<'a>,
-    /// Each resource's `resource_attributes` entries, by [`ResourceInfo::index`].
-    by_resource: &'r [Vec<(u32, u32)>],
+    /// Each resource's strings, by [`ResourceInfo::index`].
+    by_resource: &'r [ResourceIds],
+    /// The [`FLAT`] columns.
+    flat: [Vec<u32>; FLAT.len()],
     resource: MapRows,
     attributes: MapRows,
+    /// Ids of the few strings most rows repeat.
+    enums: EnumIds,
 }
 
-/// The `resource_attributes` entries of each distinct resource of a segment, by
-/// [`ResourceInfo::index`]: a row repeats its resource's list instead of the strings.
-fn resource_entries(
-    resources: &[Arc<ResourceInfo>],
-    strings: &mut Strings<'_>,
-) -> Vec<Vec<(u32, u32)>> {
+/// Ids of span kinds and status codes by their number, and of the last row's policy (spans
+/// of a trace share theirs), so most rows find them without hashing.
+#[derive(Default)]
+struct EnumIds {
+    kinds: [Option<u32>; 8],
+    statuses: [Option<u32>; 4],
+    policy: Option<(*const str, u32)>,
+}
+
+impl EnumIds {
+    fn kind(&mut self, strings: &mut Strings<'_>, kind: i32) -> u32 {
+        let name = SpanKind::from_i32(kind).as_str();
+        match usize::try_from(kind)
+            .ok()
+            .and_then(|k| self.kinds.get_mut(k))
+        {
+            Some(slot) => *slot.get_or_insert_with(|| strings.borrowed(name)),
+            None => strings.borrowed(name),
+        }
+    }
+
+    fn status(&mut self, strings: &mut Strings<'_>, code: i32) -> u32 {
+        let name = StatusCode::from_i32(code).as_str();
+        match usize::try_from(code)
+            .ok()
+            .and_then(|k| self.statuses.get_mut(k))
+        {
+            Some(slot) => *slot.get_or_insert_with(|| strings.borrowed(name)),
+            None => strings.borrowed(name),
+        }
+    }
+}
+
+/// A resource's (and scope's) strings as ids of the segment's [`Strings`].
+struct ResourceIds {
+    /// Its `resource_attributes` entries.
+    entries: Vec<(u32, u32)>,
+    service: u32,
+    scope_name: u32,
+    scope_version: u32,
+    /// The resource's value of the Kubernetes and host columns, or [`NULL`].
+    k8s_namespace: u32,
+    k8s_pod: u32,
+    host_name: u32,
+}
+
+/// The strings of each distinct resource of a segment, by [`ResourceInfo::index`]: a row
+/// repeats its resource's ids instead of the strings.
+fn resource_ids(resources: &[Arc<ResourceInfo>], strings: &mut Strings<'_>) -> Vec<ResourceIds> {
     resources
         .iter()
         .map(|r| {
-            r.attrs
-                .iter()
-                .map(|(k, v)| (strings.rendered(k), strings.rendered(v)))
-                .collect()
+            let mut opt = |v: &Option<String>| v.as_deref().map_or(NULL, |v| strings.rendered(v));
+            let (k8s_namespace, k8s_pod, host_name) =
+                (opt(&r.k8s_namespace), opt(&r.k8s_pod), opt(&r.host_name));
+            ResourceIds {
+                entries: r
+                    .attrs
+                    .iter()
+                    .map(|(k, v)| (strings.rendered(k), strings.rendered(v)))
+                    .collect(),
+                service: strings.rendered(&r.service_name),
+                scope_name: strings.rendered(&r.scope_name),
+                scope_version: strings.rendered(&r.scope_version),
+                k8s_namespace,
+                k8s_pod,
+                host_name,
+            }
         })
         .collect()
 }
 
 /// One hour's file: row groups of at most `max_row_group_rows` rows, each built in record
-/// batches of bounded decoded size (so no column reaches Arrow's offset limits); the two maps
-/// are written by [`map_column`], every other column by the Arrow writer. On a row that cannot
-/// be read, its index.
+/// batches of bounded decoded size (so no column reaches Arrow's offset limits); the string
+/// columns are written by [`string_columns`], the others by the Arrow writer. On a row that
+/// cannot be read, its index.
 fn write_file<'a>(
     rows: &[Row<'a>],
     strings: &mut Strings<'a>,
-    by_resource: &[Vec<(u32, u32)>],
+    by_resource: &[ResourceIds],
     max_row_group_rows: usize,
 ) -> Result<Result<Vec<u8>, (usize, ArchiveError)>, ArchiveError> {
     let traces = 1 + rows
@@ -583,11 +651,21 @@ fn write_file<'a>(
     let mut group_start = 0;
     for (index, group) in rows.chunks(max_row_group_rows.max(1)).enumerate() {
         let mut writers = factory.create_column_writers(index)?;
-        let mut maps = Maps {
+        let resource_entries = group
+            .iter()
+            .map(|r| {
+                by_resource
+                    .get(r.res.index as usize)
+                    .map_or(0, |e| e.entries.len())
+            })
+            .sum();
+        let mut hand = HandColumns {
             strings: &mut *strings,
             by_resource,
-            resource: MapRows::with_capacity(group.len(), group.len() * 10),
-            attributes: MapRows::with_capacity(group.len(), group.len() * 10),
+            flat: std::array::from_fn(|_| Vec::with_capacity(group.len())),
+            resource: MapRows::with_capacity(group.len(), resource_entries),
+            attributes: MapRows::with_capacity(group.len(), group.len() * 8),
+            enums: EnumIds::default(),
         };
         let mut from = 0;
         let mut size = 0usize;
@@ -597,16 +675,20 @@ fn write_file<'a>(
                 r.kept.span.bytes.len() + ctx.resource_field.len() + ctx.scope_field.len()
             });
             if i == group.len() || (i > from && size + row_bytes > BATCH_BYTES) {
-                let columns = match build_batch(&group[from..i], &mut maps) {
+                let columns = match build_batch(&group[from..i], &mut hand) {
                     Ok(c) => c,
                     Err((j, e)) => return Ok(Err((group_start + from + j, e))),
                 };
-                // Leaves in schema order; a map's two leaves are skipped here.
+                // Leaves in schema order; those of the string columns are skipped here.
                 let mut leaf = 0;
                 let mut columns = columns.iter();
                 for f in schema.fields() {
-                    if is_map_column(f.name()) {
+                    if MAPS.contains(&f.name().as_str()) {
                         leaf += 2;
+                        continue;
+                    }
+                    if FLAT.contains(&f.name().as_str()) {
+                        leaf += 1;
                         continue;
                     }
                     let array = columns.next().ok_or_else(|| {
@@ -628,42 +710,38 @@ fn write_file<'a>(
         let mut rg = w.next_row_group()?;
         for (leaf, writer) in writers.into_iter().enumerate() {
             let descr = parquet_schema.column(leaf);
-            let map = match descr.path().parts().first().map(String::as_str) {
-                Some("resource_attributes") => Some(&maps.resource),
-                Some("attributes") => Some(&maps.attributes),
-                _ => None,
+            let parts = descr.path().parts();
+            let top = parts.first().map_or("", String::as_str);
+            let map_leaf = || match parts.last().map(String::as_str) {
+                Some("key") => Leaf::Key,
+                _ => Leaf::Value,
             };
-            match map {
-                Some(map) => {
-                    let part = if descr.path().parts().last().map(String::as_str) == Some("key") {
-                        Leaf::Key
-                    } else {
-                        Leaf::Value
-                    };
-                    let (bytes, close) = map_column::write_leaf(
-                        map,
-                        part,
-                        maps.strings,
-                        &descr,
-                        &props,
-                        &mut zstd,
-                        &mut scratch,
-                    )?;
-                    rg.append_column(&bytes, close)?;
-                }
-                None => writer.close()?.append_to_row_group(&mut rg)?,
-            }
+            let chunk = match top {
+                "resource_attributes" => ChunkRows::Map(&hand.resource, map_leaf()),
+                "attributes" => ChunkRows::Map(&hand.attributes, map_leaf()),
+                _ => match FLAT.iter().position(|c| *c == top) {
+                    Some(k) => ChunkRows::Flat(&hand.flat[k]),
+                    None => {
+                        writer.close()?.append_to_row_group(&mut rg)?;
+                        continue;
+                    }
+                },
+            };
+            let (bytes, close) = string_columns::write_chunk(
+                chunk,
+                hand.strings,
+                &descr,
+                &props,
+                &mut zstd,
+                &mut scratch,
+            )?;
+            rg.append_column(&bytes, close)?;
         }
         rg.close()?;
         group_start += group.len();
     }
     w.close()?;
     Ok(Ok(buf))
-}
-
-/// The two columns written by [`map_column`].
-fn is_map_column(name: &str) -> bool {
-    matches!(name, "resource_attributes" | "attributes")
 }
 
 /// One encoded Parquet file of a segment.
@@ -836,7 +914,7 @@ pub fn encode_segment_skipping(
             .push(r);
     }
     let mut strings = Strings::default();
-    let by_resource = resource_entries(&resources, &mut strings);
+    let by_resource = resource_ids(&resources, &mut strings);
     let mut out = Vec::with_capacity(by_hour.len());
     for (hour, mut rows) in by_hour {
         // A span the row builder cannot read (the strict scan on the way in makes this

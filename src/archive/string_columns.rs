@@ -1,29 +1,37 @@
-//! The hot segment's attribute maps (`resource_attributes`, `attributes`), written as Parquet
-//! column chunks by hand.
+//! The hot segment's string columns (the attribute maps `resource_attributes` and
+//! `attributes`, and the top-level strings: `name`, `service_name`, `kind`, the semantic
+//! convention columns, …), written as Parquet column chunks by hand.
 //!
-//! Handed Arrow strings, the Parquet writer interns every key and value of every row again
-//! (hashing and comparing each), and `resource_attributes` repeats ten or so entries of its
-//! resource on every span. Here the encoder gives each distinct string of a segment an id once
-//! ([`Strings`]); a row of a map is a list of (key id, value id), and a resource's list is made
-//! once and repeated by id. A column chunk's dictionary is then those ids renumbered in order of
-//! first use: a slot lookup per entry, no hash. What lands in the file is what the Arrow writer
-//! writes for these columns (schema v2's map leaves: statistics off, dictionary encoded, v1 data
-//! pages with RLE levels, zstd per page, an offset index), and every reader of the engine matrix
-//! reads it the same way; `tests/encoder_golden.rs` compares the decoded rows with a reference
-//! written by the Arrow writer.
+//! Handed Arrow strings, the Parquet writer interns every string of every row again (hashing and
+//! comparing each) and compares it with the page's minimum and maximum, and
+//! `resource_attributes` repeats ten or so entries of its resource on every span. Here the
+//! encoder gives each distinct string of a segment an id once ([`Strings`]): a row holds ids, a
+//! resource's entries and columns are ids made once and repeated. A column chunk's dictionary is
+//! those ids renumbered in order of first use (a slot lookup per value, no hash), and a page's
+//! minimum and maximum are compared once per distinct value. The chunk written is byte for byte
+//! what the Arrow writer writes with the same writer properties — dictionary page, v1 data pages
+//! with RLE levels and hybrid-encoded indices, zstd per page, statistics truncated as it does,
+//! column index, offset index — which `tests/encoder_golden.rs` checks against a reference
+//! written by the Arrow writer. Where a chunk's strings outgrow the dictionary page limit, the
+//! Arrow writer switches to plain pages part-way and this writer writes the whole chunk plain:
+//! the bytes then differ, the values and every reader's view of them do not.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::Bytes;
-use parquet::basic::{Compression, Encoding, EncodingMask, PageType};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType};
+use parquet::column::page::{CompressedPage, Page, PageWriteSpec, PageWriter};
 use parquet::column::writer::ColumnCloseResult;
-use parquet::file::metadata::{ColumnChunkMetaData, OffsetIndexBuilder, PageEncodingStats};
-use parquet::file::properties::WriterProperties;
+use parquet::data_type::ByteArray;
+use parquet::file::metadata::{
+    ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, PageEncodingStats,
+};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
-use parquet::schema::types::ColumnDescPtr;
+use parquet::schema::types::{ColumnDescPtr, ColumnPath};
 
 use super::ArchiveError;
 
@@ -148,14 +156,65 @@ pub(crate) enum Leaf {
     Value,
 }
 
-/// Writes one leaf of a map column (`descr`) for the rows of one row group: a dictionary page
-/// (unless the chunk's distinct strings outgrow the column's dictionary page limit, then plain
-/// pages) and v1 data pages cut at row boundaries by the column's page size and row limits,
-/// each compressed with the column's codec. Returns the chunk's bytes and what
+impl Leaf {
+    fn pick(self, e: &(u32, u32)) -> u32 {
+        match self {
+            Leaf::Key => e.0,
+            Leaf::Value => e.1,
+        }
+    }
+}
+
+/// The rows of one column chunk written by hand.
+#[derive(Clone, Copy)]
+pub(crate) enum ChunkRows<'r> {
+    /// A string column of the top level: a string id per row, [`NULL`] for a null.
+    Flat(&'r [u32]),
+    /// One leaf of a map column.
+    Map(&'r MapRows, Leaf),
+}
+
+/// A null in a [`ChunkRows::Flat`] column.
+pub(crate) const NULL: u32 = u32::MAX;
+
+impl ChunkRows<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            ChunkRows::Flat(ids) => ids.len(),
+            ChunkRows::Map(m, _) => m.rows(),
+        }
+    }
+
+    /// Calls `f` with the string id of every value, in order.
+    fn each_value<E>(&self, mut f: impl FnMut(u32) -> Result<(), E>) -> Result<(), E> {
+        match *self {
+            ChunkRows::Flat(ids) => ids
+                .iter()
+                .filter(|id| **id != NULL)
+                .try_for_each(|id| f(*id)),
+            ChunkRows::Map(m, leaf) => m.entries.iter().try_for_each(|e| f(leaf.pick(e))),
+        }
+    }
+}
+
+/// What a page's values are written as.
+#[derive(Clone, Copy, PartialEq)]
+enum Values {
+    /// Indices into the chunk's dictionary.
+    Dictionary,
+    /// The strings themselves.
+    Plain,
+}
+
+/// Writes one column chunk of string values for the rows of one row group, as the Arrow
+/// writer does with the same writer properties: a dictionary page (the chunk's strings in
+/// order of first use; plain pages instead when they outgrow the column's dictionary page
+/// limit), v1 data pages cut at row boundaries by the column's page size and row limits, each
+/// compressed with the column's codec, an offset index and, when the column has page
+/// statistics, its statistics and column index. Returns the chunk's bytes and what
 /// `SerializedRowGroupWriter::append_column` needs.
-pub(crate) fn write_leaf(
-    rows: &MapRows,
-    leaf: Leaf,
+pub(crate) fn write_chunk(
+    rows: ChunkRows<'_>,
     strings: &Strings<'_>,
     descr: &ColumnDescPtr,
     props: &WriterProperties,
@@ -167,43 +226,71 @@ pub(crate) fn write_leaf(
     let page_bytes = props.column_data_page_size_limit(path);
     let page_rows = props.column_data_page_row_count_limit(path).max(1);
     let dict_limit = props.column_dictionary_page_size_limit(path);
-    let max_def: u16 = descr.max_def_level().try_into().unwrap_or(0);
-    if descr.max_rep_level() != 1 || !matches!((leaf, max_def), (Leaf::Key, 1) | (Leaf::Value, 2)) {
+    let statistics = props.statistics_enabled(path);
+    let (max_rep, max_def) = (descr.max_rep_level(), descr.max_def_level());
+    let shape_ok = match rows {
+        ChunkRows::Flat(_) => max_rep == 0 && max_def <= 1,
+        ChunkRows::Map(_, Leaf::Key) => max_rep == 1 && max_def == 1,
+        ChunkRows::Map(_, Leaf::Value) => max_rep == 1 && max_def == 2,
+    };
+    if !shape_ok || descr.physical_type() != parquet::basic::Type::BYTE_ARRAY {
         return Err(ArchiveError::Verify(format!(
-            "{path} is not a map leaf of schema v2"
+            "{path} is not a string column of this shape in schema v2"
         )));
     }
-    let pick = |e: &(u32, u32)| if leaf == Leaf::Key { e.0 } else { e.1 };
+    // Level histograms and statistics come with any statistics, the column index with page
+    // statistics (as in the Arrow writer).
+    let with_stats = statistics != EnabledStatistics::None;
+    let with_index = statistics == EnabledStatistics::Page;
+    let def_value = max_def as u32; // the level of a present value
 
-    // The chunk's dictionary: ids in order of first use.
+    // The chunk's dictionary: string ids in order of first use.
     let ChunkScratch {
         local,
         dict,
         page,
         values,
+        seen,
     } = scratch;
     local.clear();
-    local.resize(strings.len(), u32::MAX);
+    local.resize(strings.len(), NULL);
     dict.clear();
     let mut dict_bytes = 0usize;
-    for e in &rows.entries {
-        let id = pick(e) as usize;
-        if local[id] == u32::MAX {
-            local[id] = dict.len() as u32;
-            dict.push(id as u32);
-            dict_bytes += 4 + strings.get(id as u32).len();
+    rows.each_value(|id| {
+        let l = local.get_mut(id as usize).ok_or_else(|| bad_id(path))?;
+        if *l == NULL {
+            *l = dict.len() as u32;
+            dict.push(id);
+            dict_bytes += 4 + strings.get(id).len();
         }
-    }
-    let dictionary = dict_bytes <= dict_limit;
-    let bit_width = bits(dict.len().saturating_sub(1) as u64);
+        Ok::<(), ArchiveError>(())
+    })?;
+    // The page each dictionary entry was last seen in (its minimum and maximum are compared
+    // once per page).
+    seen.clear();
+    seen.resize(dict.len(), 0);
+    let kind = if dict_bytes <= dict_limit {
+        Values::Dictionary
+    } else {
+        Values::Plain
+    };
 
     let mut out = TrackedWrite::new(Vec::with_capacity(4096));
-    let mut specs = Vec::new();
+    let mut pages: Vec<PageDone> = Vec::new();
     let mut encodings = vec![Encoding::RLE];
     let mut page_stats = Vec::new();
+    let mut index = ColumnIndexBuilder::new(parquet::basic::Type::BYTE_ARRAY);
+    if !with_index {
+        index.to_invalid();
+    }
+    let (mut ascending, mut descending) = (true, true);
+    let mut last_min_max: Option<(&str, &str)> = None;
+    let mut chunk_min: Option<&str> = None;
+    let mut chunk_max: Option<&str> = None;
+    let (mut chunk_nulls, mut chunk_def0, mut chunk_unencoded) = (0u64, 0i64, 0i64);
     {
         let mut w = SerializedPageWriter::new(&mut out);
-        if dictionary {
+        if kind == Values::Dictionary {
             page.clear();
             for &id in dict.iter() {
                 let s = strings.get(id);
@@ -228,93 +315,152 @@ pub(crate) fn write_leaf(
                 encoding: Encoding::PLAIN,
                 count: 1,
             });
-            specs.push((spec, 0usize, 0i64));
+            pages.push(PageDone {
+                spec,
+                rows: 0,
+                unencoded: 0,
+            });
         } else {
             encodings.push(Encoding::PLAIN);
         }
-        let value_encoding = if dictionary {
-            Encoding::RLE_DICTIONARY
-        } else {
-            Encoding::PLAIN
+        let value_encoding = match kind {
+            Values::Dictionary => Encoding::RLE_DICTIONARY,
+            Values::Plain => Encoding::PLAIN,
         };
-        let def_value: u32 = if leaf == Leaf::Key { 1 } else { 2 };
+        // Dictionary entries in use so far: a page's index width is that of the dictionary as
+        // it stood when the page was cut.
+        let mut dict_so_far = 0u32;
+        let mut page_no = 0u32;
         let mut row = 0;
         while row < rows.rows() {
-            // One page: rows until the size or row limit.
+            // One page: rows until the row limit or the size estimate.
             let first = row;
-            let mut entries = 0usize;
+            let mut n_values = 0usize;
             let mut plain_bytes = 0usize;
+            let mut n_levels = 0usize;
             while row < rows.rows() && row - first < page_rows {
-                let r = rows.row(row);
-                entries += r.len();
-                if !dictionary {
-                    plain_bytes += r
-                        .iter()
-                        .map(|e| 4 + strings.get(pick(e)).len())
-                        .sum::<usize>();
+                match rows {
+                    ChunkRows::Flat(ids) => {
+                        n_levels += 1;
+                        if ids[row] != NULL {
+                            n_values += 1;
+                            plain_bytes += 4 + strings.get(ids[row]).len();
+                        }
+                    }
+                    ChunkRows::Map(m, leaf) => {
+                        let r = m.row(row);
+                        n_levels += r.len().max(1);
+                        n_values += r.len();
+                        if kind == Values::Plain {
+                            plain_bytes += r
+                                .iter()
+                                .map(|e| 4 + strings.get(leaf.pick(e)).len())
+                                .sum::<usize>();
+                        }
+                    }
                 }
                 row += 1;
-                let estimate = if dictionary {
-                    entries * usize::from(bit_width) / 8
-                } else {
-                    plain_bytes
+                let estimate = match kind {
+                    Values::Dictionary => {
+                        1 + rle_max_size(
+                            bits(u64::from(dict.len().saturating_sub(1) as u32)),
+                            n_values,
+                        )
+                    }
+                    Values::Plain => plain_bytes,
                 };
                 if estimate >= page_bytes {
                     break;
                 }
             }
-            // Levels: a row's first entry starts it (repetition 0), an empty map is one level
-            // of definition 0 and no value.
-            let levels = entries + (row - first);
-            let mut rep = RleEncoder::new(1, levels);
-            let mut def = RleEncoder::new(bits(u64::from(def_value)), levels);
+            let mut rep = RleEncoder::new(1, n_levels);
+            let mut def = RleEncoder::new(bits(u64::from(def_value)), n_levels);
             values.clear();
-            let mut level_count = 0u32;
-            // The strings' bytes in this page (the offset index's unencoded size).
-            let mut unencoded = 0i64;
+            let (mut nulls, mut unencoded) = (0u64, 0i64);
+            let mut min: Option<&str> = None;
+            let mut max: Option<&str> = None;
+            page_no += 1;
+            let mut value = |id: u32, values: &mut Vec<u32>| {
+                let s = strings.get(id);
+                unencoded += s.len() as i64;
+                let l = local[id as usize];
+                if with_stats && seen[l as usize] != page_no {
+                    seen[l as usize] = page_no;
+                    if min.is_none_or(|m| m.as_bytes() > s.as_bytes()) {
+                        min = Some(s);
+                    }
+                    if max.is_none_or(|m| s.as_bytes() > m.as_bytes()) {
+                        max = Some(s);
+                    }
+                }
+                values.push(match kind {
+                    Values::Dictionary => l,
+                    Values::Plain => id,
+                });
+            };
             for i in first..row {
-                let r = rows.row(i);
-                if r.is_empty() {
-                    rep.put(0);
-                    def.put(0);
-                    level_count += 1;
-                    continue;
+                match rows {
+                    ChunkRows::Flat(ids) => {
+                        if ids[i] == NULL {
+                            def.put(0);
+                            nulls += 1;
+                        } else {
+                            if max_def > 0 {
+                                def.put(1);
+                            }
+                            value(ids[i], values);
+                        }
+                    }
+                    ChunkRows::Map(m, leaf) => {
+                        let r = m.row(i);
+                        if r.is_empty() {
+                            rep.put(0);
+                            def.put(0);
+                        }
+                        for (j, e) in r.iter().enumerate() {
+                            rep.put(u32::from(j > 0));
+                            def.put(def_value);
+                            value(leaf.pick(e), values);
+                        }
+                    }
                 }
-                for (j, e) in r.iter().enumerate() {
-                    rep.put(u32::from(j > 0));
-                    def.put(def_value);
-                    unencoded += strings.get(pick(e)).len() as i64;
-                    values.push(if dictionary {
-                        local[pick(e) as usize]
-                    } else {
-                        pick(e)
-                    });
-                }
-                level_count += r.len() as u32;
             }
             page.clear();
-            for l in [rep.finish(), def.finish()] {
+            if max_rep > 0 {
+                let l = rep.finish();
                 page.extend_from_slice(&(l.len() as u32).to_le_bytes());
                 page.extend_from_slice(l);
             }
-            if dictionary {
-                page.push(bit_width);
-                let mut v = RleEncoder::new(bit_width, values.len());
-                for &x in values.iter() {
-                    v.put(x);
+            if max_def > 0 {
+                let l = def.finish();
+                page.extend_from_slice(&(l.len() as u32).to_le_bytes());
+                page.extend_from_slice(l);
+            }
+            match kind {
+                Values::Dictionary => {
+                    if let Some(m) = values.iter().max() {
+                        dict_so_far = dict_so_far.max(m + 1);
+                    }
+                    let width = bits(u64::from(dict_so_far.saturating_sub(1)));
+                    page.push(width);
+                    let mut v = RleEncoder::new(width, values.len());
+                    for &x in values.iter() {
+                        v.put(x);
+                    }
+                    page.extend_from_slice(v.finish());
                 }
-                page.extend_from_slice(v.finish());
-            } else {
-                for &id in values.iter() {
-                    let s = strings.get(id);
-                    page.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                    page.extend_from_slice(s.as_bytes());
+                Values::Plain => {
+                    for &id in values.iter() {
+                        let s = strings.get(id);
+                        page.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                        page.extend_from_slice(s.as_bytes());
+                    }
                 }
             }
             let spec = w.write_page(compress(
                 Page::DataPage {
                     buf: Bytes::new(),
-                    num_values: level_count,
+                    num_values: n_levels as u32,
                     encoding: value_encoding,
                     def_level_encoding: Encoding::RLE,
                     rep_level_encoding: Encoding::RLE,
@@ -324,14 +470,62 @@ pub(crate) fn write_leaf(
                 compression,
                 zstd,
             )?)?;
-            specs.push((spec, row - first, unencoded));
+            let page_rows_done = row - first;
+            // Statistics: the column index's page entry, the boundary order, the chunk's.
+            chunk_nulls += nulls;
+            chunk_unencoded += unencoded;
+            if with_stats && max_def > 0 && matches!(rows, ChunkRows::Flat(_)) {
+                chunk_def0 += nulls as i64;
+            }
+            if index.valid() {
+                let null_page = page_rows_done as u64 == nulls;
+                match (min, max) {
+                    (Some(lo), Some(hi)) if !null_page => {
+                        if let Some((last_lo, last_hi)) = last_min_max {
+                            if last_lo > lo || last_hi > hi {
+                                ascending = false;
+                            }
+                            if lo > last_lo || hi > last_hi {
+                                descending = false;
+                            }
+                        }
+                        last_min_max = Some((lo, hi));
+                        let limit = props.column_index_truncate_length();
+                        index.append(
+                            false,
+                            truncate_min(lo, limit).0,
+                            truncate_max(hi, limit).0,
+                            nulls as i64,
+                            None,
+                        );
+                    }
+                    _ => index.append(true, vec![], vec![], nulls as i64, None),
+                }
+                if max_def > 0 {
+                    let hist =
+                        LevelHistogram::from(vec![nulls as i64, (n_levels as u64 - nulls) as i64]);
+                    index.append_histograms(&None, &Some(hist));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (min, max) {
+                if chunk_min.is_none_or(|m| m.as_bytes() > lo.as_bytes()) {
+                    chunk_min = Some(lo);
+                }
+                if chunk_max.is_none_or(|m| hi.as_bytes() > m.as_bytes()) {
+                    chunk_max = Some(hi);
+                }
+            }
+            pages.push(PageDone {
+                spec,
+                rows: page_rows_done,
+                unencoded,
+            });
         }
         w.close()?;
-        let data_pages = specs.len() - usize::from(dictionary);
         page_stats.push(PageEncodingStats {
             page_type: PageType::DATA_PAGE,
             encoding: value_encoding,
-            count: data_pages as i32,
+            count: (pages.len() - usize::from(kind == Values::Dictionary)) as i32,
         });
     }
 
@@ -339,7 +533,8 @@ pub(crate) fn write_leaf(
     let mut offsets = OffsetIndexBuilder::new();
     let mut dictionary_offset = None;
     let mut data_offset = None;
-    for (spec, page_rows, unencoded) in &specs {
+    for p in &pages {
+        let spec = &p.spec;
         compressed += spec.compressed_size as i64;
         uncompressed += spec.uncompressed_size as i64;
         if spec.page_type == PageType::DICTIONARY_PAGE {
@@ -349,10 +544,10 @@ pub(crate) fn write_leaf(
         num_values += i64::from(spec.num_values);
         data_offset.get_or_insert(spec.offset as i64);
         offsets.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-        offsets.append_row_count(*page_rows as i64);
-        offsets.append_unencoded_byte_array_data_bytes(Some(*unencoded));
+        offsets.append_row_count(p.rows as i64);
+        offsets.append_unencoded_byte_array_data_bytes(Some(p.unencoded));
     }
-    let metadata = ColumnChunkMetaData::builder(descr.clone())
+    let mut metadata = ColumnChunkMetaData::builder(descr.clone())
         .set_compression(compression)
         .set_encodings_mask(EncodingMask::new_from_encodings(encodings.iter()))
         .set_page_encoding_stats(page_stats)
@@ -360,8 +555,51 @@ pub(crate) fn write_leaf(
         .set_total_uncompressed_size(uncompressed)
         .set_num_values(num_values)
         .set_data_page_offset(data_offset.unwrap_or(0))
-        .set_dictionary_page_offset(dictionary_offset)
-        .build()?;
+        .set_dictionary_page_offset(dictionary_offset);
+    if with_stats {
+        let limit = props.statistics_truncate_length();
+        let stats = match (chunk_min, chunk_max) {
+            (Some(lo), Some(hi)) => {
+                let (lo, lo_cut) = truncate_min(lo, limit);
+                let (hi, hi_cut) = truncate_max(hi, limit);
+                ValueStatistics::new(
+                    Some(ByteArray::from(lo)),
+                    Some(ByteArray::from(hi)),
+                    None,
+                    Some(chunk_nulls),
+                    false,
+                )
+                .with_max_is_exact(!hi_cut)
+                .with_min_is_exact(!lo_cut)
+            }
+            _ => ValueStatistics::<ByteArray>::new(None, None, None, Some(chunk_nulls), false)
+                .with_nan_count(None)
+                .with_backwards_compatible_min_max(false),
+        };
+        metadata = metadata
+            .set_statistics(Statistics::from(stats))
+            .set_unencoded_byte_array_data_bytes(Some(chunk_unencoded));
+        if max_def > 0 {
+            let present = num_values - chunk_def0;
+            let hist = match rows {
+                ChunkRows::Flat(_) => vec![chunk_def0, present],
+                // Not reached: map leaves have no statistics in schema v2.
+                ChunkRows::Map(..) => vec![chunk_def0, 0, present],
+            };
+            metadata = metadata.set_definition_level_histogram(Some(LevelHistogram::from(hist)));
+        }
+    }
+    let metadata = metadata.build()?;
+    let column_index = if index.valid() {
+        index.set_boundary_order(match (ascending, descending) {
+            (true, _) => BoundaryOrder::ASCENDING,
+            (false, true) => BoundaryOrder::DESCENDING,
+            (false, false) => BoundaryOrder::UNORDERED,
+        });
+        Some(index.build()?)
+    } else {
+        None
+    };
     let bytes_written = out.bytes_written() as u64;
     let buf = out
         .into_inner()
@@ -373,10 +611,63 @@ pub(crate) fn write_leaf(
             rows_written: rows.rows() as u64,
             metadata,
             bloom_filter: None,
-            column_index: None,
+            column_index,
             offset_index: Some(offsets.build()),
         },
     ))
+}
+
+/// A page written: where (its spec), how many rows, its strings' bytes.
+struct PageDone {
+    spec: PageWriteSpec,
+    rows: usize,
+    unencoded: i64,
+}
+
+fn bad_id(path: &ColumnPath) -> ArchiveError {
+    ArchiveError::Verify(format!("{path}: a string id past the segment's strings"))
+}
+
+/// The parquet crate's bound on a hybrid-encoded page of `n` values (its page size estimate).
+fn rle_max_size(width: u8, n: usize) -> usize {
+    let runs = n.div_ceil(8);
+    let packed = runs + runs * usize::from(width);
+    let rle = runs * (1 + usize::from(width).div_ceil(8));
+    packed.max(rle)
+}
+
+/// A minimum statistic cut to `limit` bytes at a character boundary (and whether it was cut),
+/// as the parquet crate cuts it.
+fn truncate_min(s: &str, limit: Option<usize>) -> (Vec<u8>, bool) {
+    match limit.filter(|l| s.len() > *l) {
+        Some(l) => match (1..=l).rfind(|x| s.is_char_boundary(*x)) {
+            Some(cut) => (s.as_bytes()[..cut].to_vec(), true),
+            None => (s.as_bytes().to_vec(), false),
+        },
+        None => (s.as_bytes().to_vec(), false),
+    }
+}
+
+/// A maximum statistic cut to `limit` bytes at a character boundary with its last character
+/// incremented so it stays an upper bound (and whether it was cut), as the parquet crate does;
+/// uncut when no character can be incremented.
+fn truncate_max(s: &str, limit: Option<usize>) -> (Vec<u8>, bool) {
+    let cut = limit.filter(|l| s.len() > *l).and_then(|l| {
+        let split = (l.saturating_sub(3)..=l).rfind(|x| s.is_char_boundary(*x))?;
+        let head = s.get(..split)?;
+        head.char_indices().rev().find_map(|(i, c)| {
+            let next = char::from_u32(c as u32 + 1)?;
+            (next.len_utf8() == c.len_utf8()).then(|| {
+                let mut out = head.as_bytes()[..i + c.len_utf8()].to_vec();
+                next.encode_utf8(&mut out[i..]);
+                out
+            })
+        })
+    });
+    match cut {
+        Some(v) => (v, true),
+        None => (s.as_bytes().to_vec(), false),
+    }
 }
 
 /// Buffers reused from one chunk to the next.
@@ -390,6 +681,8 @@ pub(crate) struct ChunkScratch {
     page: Vec<u8>,
     /// This page's values (dictionary indices or string ids).
     values: Vec<u32>,
+    /// Dictionary index → the last page it was seen in.
+    seen: Vec<u32>,
 }
 
 /// A zstd compressor kept for a whole segment (the Parquet writer makes one per column chunk).
@@ -553,14 +846,22 @@ fn bit_pack(v: &[u32], width: u8, buf: &mut Vec<u8>) {
     }
     let groups = v.len().div_ceil(8);
     uleb(buf, ((groups as u64) << 1) | 1);
-    let width = u32::from(width);
+    let w = u32::from(width);
+    // Eight values of `width` bits are exactly `width` bytes.
     let mut pack = |g: &[u32]| {
-        // Eight values of `width` bits are exactly `width` bytes.
+        if w <= 8 {
+            let mut acc = 0u64;
+            for (k, &x) in g.iter().enumerate() {
+                acc |= u64::from(x) << (k as u32 * w);
+            }
+            buf.extend_from_slice(&acc.to_le_bytes()[..usize::from(width)]);
+            return;
+        }
         let mut acc: u128 = 0;
         let mut filled = 0u32;
         for &x in g {
             acc |= u128::from(x) << filled;
-            filled += width;
+            filled += w;
             if filled >= 64 {
                 buf.extend_from_slice(&(acc as u64).to_le_bytes());
                 acc >>= 64;
