@@ -671,6 +671,14 @@ fn awkward_but_valid_spans_encode_the_same_both_ways() {
     });
     a.trace_state = "ot=th:8;rv:0123456789abcd,x=y".into();
     spans.push(kept(1, &res, a.encode_to_vec()));
+    // The same attributes again, reversed, then twice over: the encoder now knows them by their
+    // bytes, and they must land in the map and the columns as if read afresh (first one wins).
+    let mut again = base(8);
+    again.attributes = a.attributes.iter().rev().cloned().collect();
+    spans.push(kept(8, &res, again.encode_to_vec()));
+    let mut twice = base(9);
+    twice.attributes = [a.attributes.clone(), a.attributes.clone()].concat();
+    spans.push(kept(9, &res, twice.encode_to_vec()));
 
     // Fields sent twice: the concatenation of two encodings is one merged message.
     let mut first = base(2);

@@ -10,6 +10,7 @@
 //! byte).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -25,7 +26,9 @@ use parquet::file::writer::SerializedFileWriter;
 
 use super::layout::HourPartition;
 use super::schema::*;
-use super::string_columns::{self, ChunkRows, ChunkScratch, Leaf, MapRows, Strings, Zstd, NULL};
+use super::string_columns::{
+    self, ChunkRows, ChunkScratch, Leaf, MapRows, Strings, WordHasher, Zstd, NULL,
+};
 
 use super::ArchiveError;
 use crate::otlp::fields::{Kv, Repeated, SpanFields, Value};
@@ -390,15 +393,28 @@ impl Columns {
 
         // Span attributes: the map, and the first value of each key with a column.
         let mut slots: Slots<'_> = [None; 12];
-        for kv in s.attributes() {
-            let Kv { key, value } = kv.map_err(rejected)?;
-            if let Some(i) = slot(key) {
+        for raw in s.attributes().raw() {
+            let raw = raw.map_err(rejected)?;
+            let kv = match hand.kvs.0.get(raw.bytes()) {
+                Some(kv) => *kv,
+                None => {
+                    let Kv { key, value } = raw.read().map_err(rejected)?;
+                    let empty = strings.borrowed("");
+                    let kv = KnownKv {
+                        key: strings.borrowed(key),
+                        value: value_id(strings, value, empty, &mut self.scratch)?,
+                        slot: slot(key).map(|i| (i, value)),
+                    };
+                    if hand.kvs.0.len() < KNOWN_KVS {
+                        hand.kvs.0.insert(raw.bytes(), kv);
+                    }
+                    kv
+                }
+            };
+            if let Some((i, value)) = kv.slot {
                 slots[i].get_or_insert(value);
             }
-            let key = strings.borrowed(key);
-            let empty = strings.borrowed("");
-            let value = value_id(strings, value, empty, &mut self.scratch)?;
-            hand.attributes.push(key, value);
+            hand.attributes.push(kv.key, kv.value);
         }
         row[flat::SCOPE_NAME] = res.scope_name;
         row[flat::SCOPE_VERSION] = res.scope_version;
@@ -540,8 +556,31 @@ struct HandColumns<'a, 'r> {
     flat: [Vec<u32>; FLAT.len()],
     resource: MapRows,
     attributes: MapRows,
+    /// The segment's span attributes as ids.
+    kvs: &'r mut KnownKvs<'a>,
     /// Ids of the few strings most rows repeat.
     enums: EnumIds,
+}
+
+/// Span attributes already met in the segment, by their `KeyValue` bytes. Spans repeat a few
+/// attributes over and over (method, route, status, database system): a repeat costs one hash
+/// of its bytes instead of a read, a UTF-8 check and two interner lookups. Equal bytes read
+/// alike ([`crate::otlp::fields::RawKv`]), so this changes no value. At most [`KNOWN_KVS`] entries a segment; past
+/// that, new attributes are read every time.
+#[derive(Default)]
+struct KnownKvs<'a>(HashMap<&'a [u8], KnownKv<'a>, BuildHasherDefault<WordHasher>>);
+
+/// Bound of [`KnownKvs`] (its entries are about 80 B: 1.3 MiB at most, for the segment's
+/// life).
+const KNOWN_KVS: usize = 1 << 14;
+
+/// One known attribute: its key's and value's string ids, and its semantic-convention column
+/// with the value, if its key has one.
+#[derive(Clone, Copy)]
+struct KnownKv<'a> {
+    key: u32,
+    value: u32,
+    slot: Option<(usize, Option<Value<'a>>)>,
 }
 
 /// Ids of span kinds and status codes by their number, and of the last row's policy (spans
@@ -648,6 +687,7 @@ fn write_file<'a>(
     let factory = ArrowRowGroupWriterFactory::new(&w, schema.clone());
     let mut zstd = Zstd::new();
     let mut scratch = ChunkScratch::default();
+    let mut kvs = KnownKvs::default();
     let mut group_start = 0;
     for (index, group) in rows.chunks(max_row_group_rows.max(1)).enumerate() {
         let mut writers = factory.create_column_writers(index)?;
@@ -665,6 +705,7 @@ fn write_file<'a>(
             flat: std::array::from_fn(|_| Vec::with_capacity(group.len())),
             resource: MapRows::with_capacity(group.len(), resource_entries),
             attributes: MapRows::with_capacity(group.len(), group.len() * 8),
+            kvs: &mut kvs,
             enums: EnumIds::default(),
         };
         let mut from = 0;

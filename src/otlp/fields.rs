@@ -153,6 +153,12 @@ impl<'a> Repeated<'a> {
         }
     }
 
+    /// The occurrences as [`RawKv`]s: located, not yet read.
+    pub fn raw(self) -> impl Iterator<Item = Result<RawKv<'a>, DecodeError>> + 'a {
+        let buf = self.rd.buf;
+        self.ranges().map(move |r| r.map(|r| RawKv { buf, r }))
+    }
+
     fn ranges(self) -> impl Iterator<Item = Result<Range<usize>, DecodeError>> + 'a {
         let Repeated {
             mut rd,
@@ -185,6 +191,26 @@ impl<'a> Iterator for Repeated<'a> {
                 Ok(Some(_)) => {}
             }
         }
+    }
+}
+
+/// One `KeyValue` occurrence before it is read. Equal [`RawKv::bytes`] read as equal [`Kv`]s
+/// (or fail alike), so a caller meeting the same attribute on many spans can read it once.
+#[derive(Debug, Clone)]
+pub struct RawKv<'a> {
+    buf: &'a [u8],
+    r: Range<usize>,
+}
+
+impl<'a> RawKv<'a> {
+    /// The `KeyValue` message body.
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.buf[self.r.clone()]
+    }
+
+    /// Reads it, as [`Repeated`]'s iterator does.
+    pub fn read(&self) -> Result<Kv<'a>, DecodeError> {
+        Kv::read(self.buf, self.r.clone())
     }
 }
 
