@@ -265,6 +265,25 @@ pub fn writer_properties(
     ] {
         b = b.set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
     }
+    // Span ids as DELTA_LENGTH_BYTE_ARRAY: their lengths (all eight) pack into a few bytes, and
+    // the ids themselves are random, so zstd has nothing to take from `span_id` (without the
+    // PLAIN length prefixes) and only skips over it; `parent_span_id` keeps zstd (siblings share
+    // theirs). The time columns' deltas do not compress either (0–5%). Measured with callgrind
+    // on `emit/parquet` (issue 30): 8% fewer encoder instructions, files 0.7% larger. Every
+    // engine of the matrix reads DELTA_LENGTH_BYTE_ARRAY.
+    for c in ["span_id", "parent_span_id"] {
+        b = b.set_column_encoding(ColumnPath::from(c), Encoding::DELTA_LENGTH_BYTE_ARRAY);
+    }
+    for c in [
+        "span_id",
+        "start_time",
+        "end_time",
+        "start_time_unix_nano",
+        "end_time_unix_nano",
+        "duration_ns",
+    ] {
+        b = b.set_column_compression(ColumnPath::from(c), Compression::UNCOMPRESSED);
+    }
     // Attribute maps hold ten or more entries per span: at 128 KiB their pages hold a few
     // hundred spans and compress worse (about 3 B per span); 1 MiB pages keep a lookup's decode
     // to about one page of a few thousand spans, like the other columns.

@@ -2,7 +2,8 @@
 //! hot segments plus a compacted warm tier, read by DuckDB, DataFusion, Polars, ClickHouse
 //! (chDB) and Spark through the snippets of `schemas/spans-v2.md`, run as written with no
 //! engine-specific settings (`engines.py`). Every engine must see every kept span, type
-//! `start_time` / `end_time` as timestamps, find a trace by id, and give the exact p99 duration
+//! `start_time` / `end_time` as timestamps, find a trace by id with its span and parent ids
+//! (the id columns' encodings), and give the exact p99 duration
 //! per service the input implies.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +19,8 @@ pub struct Expected<'a> {
     pub rows: usize,
     /// A trace id (32 hex) and its span count.
     pub trace: (&'a str, usize),
+    /// That trace's span ids and non-null parent ids, hex, sorted.
+    pub tree: (Vec<String>, Vec<String>),
     /// Exact p99 (nearest rank) of `duration_ns` per service over the kept spans.
     pub p99: BTreeMap<String, i64>,
 }
@@ -133,6 +136,12 @@ pub fn matrix(run_hot: &Path, expected: &Expected<'_>) {
             r["trace"].as_u64(),
             Some(expected.trace.1 as u64),
             "{e}: trace {} by id",
+            expected.trace.0
+        );
+        assert_eq!(
+            r["tree"],
+            serde_json::json!({"spans": expected.tree.0, "parents": expected.tree.1}),
+            "{e}: the span and parent ids of trace {}",
             expected.trace.0
         );
         let p99: BTreeMap<String, i64> = r["p99"]

@@ -280,6 +280,8 @@ pub async fn scenario(split: bool) {
     let mut seen: HashSet<([u8; 16], [u8; 8])> = HashSet::new();
     let mut per_trace: HashMap<[u8; 16], usize> = HashMap::new();
     let mut partition_of: HashMap<[u8; 16], i32> = HashMap::new();
+    // Per trace, its span ids and non-null parent ids (hex), as the archive must show them.
+    let mut tree_of: HashMap<[u8; 16], (Vec<String>, Vec<String>)> = HashMap::new();
     for r in &sampled {
         let req = ExportTraceServiceRequest::decode(r.value.as_slice()).unwrap();
         // Batched records (the default): a record of one trace is keyed by its id, a batch has
@@ -315,6 +317,11 @@ pub async fn scenario(split: bool) {
                         "span twice in sampled topic"
                     );
                     *per_trace.entry(t).or_default() += 1;
+                    let tree = tree_of.entry(t).or_default();
+                    tree.0.push(hex::encode(&s.span_id));
+                    if s.parent_span_id.len() == 8 && s.parent_span_id != [0; 8] {
+                        tree.1.push(hex::encode(&s.parent_span_id));
+                    }
                     // OTEP 235 on kept spans: th in tracestate, policy and adjusted count.
                     let attr = |k: &str| {
                         s.attributes
@@ -666,6 +673,14 @@ print(json.dumps(dict(p99=p99, routes=routes, one=one)))
             &super::engines::Expected {
                 rows: seen.len(),
                 trace: (&id, one.spans),
+                tree: tree_of
+                    .remove(&one.trace_id.0)
+                    .map(|(mut spans, mut parents)| {
+                        spans.sort();
+                        parents.sort();
+                        (spans, parents)
+                    })
+                    .expect("the error trace was kept"),
                 p99: durations_ns
                     .into_iter()
                     .map(|(s, v)| (s, super::engines::percentile_disc(v, 0.99)))
