@@ -846,40 +846,48 @@ fn bit_pack(v: &[u32], width: u8, buf: &mut Vec<u8>) {
     }
     let groups = v.len().div_ceil(8);
     uleb(buf, ((groups as u64) << 1) | 1);
-    let w = u32::from(width);
-    // Eight values of `width` bits are exactly `width` bytes.
-    let mut pack = |g: &[u32]| {
+    let (w, bytes) = (u32::from(width), usize::from(width));
+    // Eight values of `width` bits are exactly `width` bytes. Each group is written as whole
+    // words into room with 16 bytes of slack (the bits past a group are zeros, and the next
+    // group overwrites them), then the run is cut to its size.
+    let start = buf.len();
+    buf.resize(start + groups * bytes + 16, 0);
+    let out = &mut buf[start..];
+    let mut pack = |g: &[u32], at: usize| {
         if w <= 8 {
             let mut acc = 0u64;
             for (k, &x) in g.iter().enumerate() {
                 acc |= u64::from(x) << (k as u32 * w);
             }
-            buf.extend_from_slice(&acc.to_le_bytes()[..usize::from(width)]);
+            out[at..at + 8].copy_from_slice(&acc.to_le_bytes());
             return;
         }
-        let mut acc: u128 = 0;
-        let mut filled = 0u32;
+        let (mut acc, mut filled, mut o) = (0u128, 0u32, at);
         for &x in g {
             acc |= u128::from(x) << filled;
             filled += w;
             if filled >= 64 {
-                buf.extend_from_slice(&(acc as u64).to_le_bytes());
+                out[o..o + 8].copy_from_slice(&(acc as u64).to_le_bytes());
+                o += 8;
                 acc >>= 64;
                 filled -= 64;
             }
         }
-        buf.extend_from_slice(&acc.to_le_bytes()[..(filled / 8) as usize]);
+        out[o..o + 16].copy_from_slice(&acc.to_le_bytes());
     };
     let mut chunks = v.chunks_exact(8);
+    let mut at = 0;
     for g in &mut chunks {
-        pack(g);
+        pack(g, at);
+        at += bytes;
     }
     let rest = chunks.remainder();
     if !rest.is_empty() {
         let mut g = [0u32; 8];
         g[..rest.len()].copy_from_slice(rest);
-        pack(&g);
+        pack(&g, at);
     }
+    buf.truncate(start + groups * bytes);
 }
 
 fn uleb(buf: &mut Vec<u8>, mut x: u64) {

@@ -91,6 +91,8 @@ pub struct SpanFields<'a> {
     /// How many events / links occur (their walks are skipped when 0).
     events: u32,
     links: u32,
+    /// Where the attributes lie ([`SpanRanges::attributes`]): their walk starts there.
+    attributes: Range<usize>,
 }
 
 impl<'a> SpanFields<'a> {
@@ -110,12 +112,13 @@ impl<'a> SpanFields<'a> {
             status_message: text(buf, r.status_message, "Status.message")?,
             events: r.events,
             links: r.links,
+            attributes: r.attributes,
         })
     }
 
     /// The span's attributes, in wire order.
     pub fn attributes(&self) -> Repeated<'a> {
-        Repeated::new(self.buf, 0..self.buf.len(), 9, "Span")
+        Repeated::new(self.buf, self.attributes.clone(), 9, "Span")
     }
 
     /// The span's events, in wire order.
