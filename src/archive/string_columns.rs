@@ -251,6 +251,8 @@ pub(crate) fn write_chunk(
         page,
         values,
         seen,
+        rep,
+        def,
     } = scratch;
     local.clear();
     local.resize(strings.len(), NULL);
@@ -373,8 +375,8 @@ pub(crate) fn write_chunk(
                     break;
                 }
             }
-            let mut rep = RleEncoder::new(1, n_levels);
-            let mut def = RleEncoder::new(bits(u64::from(def_value)), n_levels);
+            rep.clear();
+            def.clear();
             values.clear();
             let (mut nulls, mut unencoded) = (0u64, 0i64);
             let mut min: Option<&str> = None;
@@ -402,11 +404,11 @@ pub(crate) fn write_chunk(
                 match rows {
                     ChunkRows::Flat(ids) => {
                         if ids[i] == NULL {
-                            def.put(0);
+                            def.push(0);
                             nulls += 1;
                         } else {
                             if max_def > 0 {
-                                def.put(1);
+                                def.push(1);
                             }
                             value(ids[i], values);
                         }
@@ -414,12 +416,12 @@ pub(crate) fn write_chunk(
                     ChunkRows::Map(m, leaf) => {
                         let r = m.row(i);
                         if r.is_empty() {
-                            rep.put(0);
-                            def.put(0);
+                            rep.push(0);
+                            def.push(0);
                         }
                         for (j, e) in r.iter().enumerate() {
-                            rep.put(u32::from(j > 0));
-                            def.put(def_value);
+                            rep.push(u32::from(j > 0));
+                            def.push(def_value);
                             value(leaf.pick(e), values);
                         }
                     }
@@ -427,14 +429,10 @@ pub(crate) fn write_chunk(
             }
             page.clear();
             if max_rep > 0 {
-                let l = rep.finish();
-                page.extend_from_slice(&(l.len() as u32).to_le_bytes());
-                page.extend_from_slice(l);
+                levels(rep, 1, page);
             }
             if max_def > 0 {
-                let l = def.finish();
-                page.extend_from_slice(&(l.len() as u32).to_le_bytes());
-                page.extend_from_slice(l);
+                levels(def, bits(u64::from(def_value)), page);
             }
             match kind {
                 Values::Dictionary => {
@@ -443,11 +441,7 @@ pub(crate) fn write_chunk(
                     }
                     let width = bits(u64::from(dict_so_far.saturating_sub(1)));
                     page.push(width);
-                    let mut v = RleEncoder::new(width, values.len());
-                    for &x in values.iter() {
-                        v.put(x);
-                    }
-                    page.extend_from_slice(v.finish());
+                    hybrid(values, width, page);
                 }
                 Values::Plain => {
                     for &id in values.iter() {
@@ -683,6 +677,9 @@ pub(crate) struct ChunkScratch {
     values: Vec<u32>,
     /// Dictionary index → the last page it was seen in.
     seen: Vec<u32>,
+    /// This page's repetition and definition levels.
+    rep: Vec<u32>,
+    def: Vec<u32>,
 }
 
 /// A zstd compressor kept for a whole segment (the Parquet writer makes one per column chunk).
@@ -770,67 +767,50 @@ fn bits(max: u64) -> u8 {
     (64 - max.leading_zeros()) as u8
 }
 
-/// Parquet's RLE / bit-packed hybrid, making the choices the parquet crate's encoder makes (so
-/// the pages are byte for byte those of the Arrow writer): values are taken in groups of eight
-/// from where the last run ended; a group of one repeated value starts a run that goes on as
-/// long as the value does, other groups are bit-packed, at most 63 groups per bit-packed run;
-/// a last partial group is a run when it is all the values left and all equal, else bit-packed
-/// padded with zeros (a reader stops at the value count).
-struct RleEncoder {
-    width: u8,
-    /// Values not yet written.
-    pending: Vec<u32>,
-    out: Vec<u8>,
+/// Appends levels as a data page holds them: their length, then their hybrid encoding.
+fn levels(v: &[u32], width: u8, page: &mut Vec<u8>) {
+    let at = page.len();
+    page.extend_from_slice(&[0; 4]);
+    hybrid(v, width, page);
+    let n = (page.len() - at - 4) as u32;
+    page[at..at + 4].copy_from_slice(&n.to_le_bytes());
 }
 
-impl RleEncoder {
-    fn new(width: u8, capacity: usize) -> RleEncoder {
-        RleEncoder {
-            width,
-            pending: Vec::with_capacity(capacity),
-            out: Vec::new(),
-        }
-    }
-
-    fn put(&mut self, v: u32) {
-        self.pending.push(v);
-    }
-
-    /// Encodes every value put and returns the bytes.
-    fn finish(&mut self) -> &[u8] {
-        let (v, buf, width) = (&self.pending, &mut self.out, self.width);
-        buf.clear();
-        buf.reserve(v.len() * usize::from(width) / 8 + 16);
-        let n = v.len();
-        let mut p = 0; // start of the groups waiting to be bit-packed
-        let mut i = 0;
-        while n - i >= 8 {
-            let g = &v[i..i + 8];
-            if g.iter().all(|x| *x == g[0]) {
+/// Appends `v` in Parquet's RLE / bit-packed hybrid at `width` bits, making the choices the
+/// parquet crate's encoder makes (so the pages are byte for byte those of the Arrow writer):
+/// values are taken in groups of eight from where the last run ended; a group of one repeated
+/// value starts a run that goes on as long as the value does, other groups are bit-packed, at
+/// most 63 groups per bit-packed run; a last partial group is a run when it is all the values
+/// left and all equal, else bit-packed padded with zeros (a reader stops at the value count).
+fn hybrid(v: &[u32], width: u8, buf: &mut Vec<u8>) {
+    buf.reserve(v.len() * usize::from(width) / 8 + 16);
+    let n = v.len();
+    let mut p = 0; // start of the groups waiting to be bit-packed
+    let mut i = 0;
+    while n - i >= 8 {
+        let g = &v[i..i + 8];
+        if g.iter().all(|x| *x == g[0]) {
+            bit_pack(&v[p..i], width, buf);
+            let mut j = i + 8;
+            while j < n && v[j] == g[0] {
+                j += 1;
+            }
+            rle_run(buf, j - i, g[0], width);
+            i = j;
+            p = j;
+        } else {
+            i += 8;
+            if (i - p) / 8 >= 63 {
                 bit_pack(&v[p..i], width, buf);
-                let mut j = i + 8;
-                while j < n && v[j] == g[0] {
-                    j += 1;
-                }
-                rle_run(buf, j - i, g[0], width);
-                i = j;
-                p = j;
-            } else {
-                i += 8;
-                if (i - p) / 8 >= 63 {
-                    bit_pack(&v[p..i], width, buf);
-                    p = i;
-                }
+                p = i;
             }
         }
-        let tail = &v[i..];
-        if p == i && !tail.is_empty() && tail.iter().all(|x| *x == tail[0]) {
-            rle_run(buf, tail.len(), tail[0], width);
-        } else if p < n {
-            bit_pack(&v[p..], width, buf);
-        }
-        self.pending.clear();
-        buf
+    }
+    let tail = &v[i..];
+    if p == i && !tail.is_empty() && tail.iter().all(|x| *x == tail[0]) {
+        rle_run(buf, tail.len(), tail[0], width);
+    } else if p < n {
+        bit_pack(&v[p..], width, buf);
     }
 }
 
@@ -951,11 +931,11 @@ mod tests {
     }
 
     fn roundtrip(v: &[u32], width: u8) {
-        let mut e = RleEncoder::new(width, v.len());
-        for &x in v {
-            e.put(x);
-        }
-        let enc = e.finish().to_vec();
+        // Appended after what a page already holds, as a page's values are.
+        let mut enc = vec![7u8; 3];
+        hybrid(v, width, &mut enc);
+        assert_eq!(enc[..3], [7, 7, 7], "what was there before is kept");
+        let enc = enc.split_off(3);
         assert_eq!(decode(&enc, width, v.len()), v, "width {width}: {v:?}");
     }
 
