@@ -562,16 +562,17 @@ struct HandColumns<'a, 'r> {
     enums: EnumIds,
 }
 
-/// Span attributes already met in the segment, by their `KeyValue` bytes. Spans repeat a few
-/// attributes over and over (method, route, status, database system): a repeat costs one hash
-/// of its bytes instead of a read, a UTF-8 check and two interner lookups. Equal bytes read
-/// alike ([`crate::otlp::fields::RawKv`]), so this changes no value. At most [`KNOWN_KVS`] entries a segment; past
-/// that, new attributes are read every time.
+/// Span attributes already met in the file being written, by their `KeyValue` bytes. Spans
+/// repeat a few attributes over and over (method, route, status, database system): a repeat
+/// costs one hash of its bytes instead of a read, a UTF-8 check and two interner lookups. Equal
+/// bytes read alike ([`crate::otlp::fields::RawKv`]), so this changes no value. At most
+/// [`KNOWN_KVS`] entries, first come first kept (nothing is evicted): past that, new attributes
+/// are read every time, as they were before.
 #[derive(Default)]
 struct KnownKvs<'a>(HashMap<&'a [u8], KnownKv<'a>, BuildHasherDefault<WordHasher>>);
 
-/// Bound of [`KnownKvs`] (its entries are about 80 B: 1.3 MiB at most, for the segment's
-/// life).
+/// Bound of [`KnownKvs`]: about 56 B an entry, ~2 MiB with the table's slack at most, for as
+/// long as one file is written.
 const KNOWN_KVS: usize = 1 << 14;
 
 /// One known attribute: its key's and value's string ids, and its semantic-convention column

@@ -7,8 +7,8 @@ DOC is schemas/spans-v2.md; ROOT holds the tiers `hot/` and `warm/` (the doc's
 `/var/lib/tracesift` is replaced by ROOT, its example trace id by TRACE_ID). Prints one JSON
 object: per engine the row count of `spans`, the type it gives `start_time` and `end_time` and
 whether that is a timestamp type, the rows the trace lookup returns with their span and parent
-ids, and the exact p99 duration per service. The Rust side (tests/support/spine.rs) compares them across engines and with the
-input. A missing engine or snippet is an error, never a skip.
+ids, and the exact p99 duration per service. The Rust side (tests/support/spine.rs) compares
+them across engines and with the input. A missing engine or snippet is an error, never a skip.
 """
 
 import json
