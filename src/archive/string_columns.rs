@@ -73,11 +73,19 @@ impl Hasher for WordHasher {
 pub(crate) struct Strings<'a> {
     ids: HashMap<Cow<'a, str>, u32, BuildHasherDefault<WordHasher>>,
     all: Vec<Cow<'a, str>>,
+    /// The empty string's id once it has one: most spans have no trace state and no status
+    /// message, and those need no hash.
+    empty: Option<u32>,
 }
 
 impl<'a> Strings<'a> {
     /// The id of a string borrowed from the segment's spans.
     pub(crate) fn borrowed(&mut self, s: &'a str) -> u32 {
+        if s.is_empty() {
+            if let Some(id) = self.empty {
+                return id;
+            }
+        }
         if let Some(&id) = self.ids.get(s) {
             return id;
         }
@@ -94,6 +102,9 @@ impl<'a> Strings<'a> {
 
     fn insert(&mut self, s: Cow<'a, str>) -> u32 {
         let id = self.all.len() as u32;
+        if s.is_empty() {
+            self.empty = Some(id);
+        }
         self.all.push(s.clone());
         self.ids.insert(s, id);
         id
