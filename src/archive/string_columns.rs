@@ -426,13 +426,15 @@ pub(crate) fn write_chunk(
                     }
                     ChunkRows::Map(m, leaf) => {
                         let r = m.row(i);
+                        // A row's levels: a new row (0) then repeats (1), each entry present.
+                        rep.push(0);
                         if r.is_empty() {
-                            rep.push(0);
                             def.push(0);
+                        } else {
+                            rep.resize(rep.len() + r.len() - 1, 1);
+                            def.resize(def.len() + r.len(), def_value);
                         }
-                        for (j, e) in r.iter().enumerate() {
-                            rep.push(u32::from(j > 0));
-                            def.push(def_value);
+                        for e in r {
                             value(leaf.pick(e), values);
                         }
                     }
