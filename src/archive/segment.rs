@@ -595,25 +595,30 @@ struct EnumIds {
 
 impl EnumIds {
     fn kind(&mut self, strings: &mut Strings<'_>, kind: i32) -> u32 {
-        let name = SpanKind::from_i32(kind).as_str();
-        match usize::try_from(kind)
-            .ok()
-            .and_then(|k| self.kinds.get_mut(k))
-        {
-            Some(slot) => *slot.get_or_insert_with(|| strings.borrowed(name)),
-            None => strings.borrowed(name),
-        }
+        enum_id(
+            &mut self.kinds,
+            kind,
+            SpanKind::from_i32(kind).as_str(),
+            strings,
+        )
     }
 
     fn status(&mut self, strings: &mut Strings<'_>, code: i32) -> u32 {
-        let name = StatusCode::from_i32(code).as_str();
-        match usize::try_from(code)
-            .ok()
-            .and_then(|k| self.statuses.get_mut(k))
-        {
-            Some(slot) => *slot.get_or_insert_with(|| strings.borrowed(name)),
-            None => strings.borrowed(name),
-        }
+        enum_id(
+            &mut self.statuses,
+            code,
+            StatusCode::from_i32(code).as_str(),
+            strings,
+        )
+    }
+}
+
+/// The id of enum value `n` named `name`, from its slot in `ids` once it has one (numbers past
+/// the slots are looked up every time).
+fn enum_id(ids: &mut [Option<u32>], n: i32, name: &'static str, strings: &mut Strings<'_>) -> u32 {
+    match usize::try_from(n).ok().and_then(|k| ids.get_mut(k)) {
+        Some(slot) => *slot.get_or_insert_with(|| strings.borrowed(name)),
+        None => strings.borrowed(name),
     }
 }
 

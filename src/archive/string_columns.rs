@@ -303,11 +303,7 @@ pub(crate) fn write_chunk(
         let mut w = SerializedPageWriter::new(&mut out);
         if kind == Values::Dictionary {
             page.clear();
-            for &id in dict.iter() {
-                let s = strings.get(id);
-                page.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                page.extend_from_slice(s.as_bytes());
-            }
+            put_plain(dict, strings, page);
             let spec = w.write_page(compress(
                 Page::DictionaryPage {
                     buf: Bytes::new(),
@@ -457,13 +453,7 @@ pub(crate) fn write_chunk(
                     page.push(width);
                     hybrid(values, width, page);
                 }
-                Values::Plain => {
-                    for &id in values.iter() {
-                        let s = strings.get(id);
-                        page.extend_from_slice(&(s.len() as u32).to_le_bytes());
-                        page.extend_from_slice(s.as_bytes());
-                    }
-                }
+                Values::Plain => put_plain(values, strings, page),
             }
             let spec = w.write_page(compress(
                 Page::DataPage {
@@ -776,6 +766,16 @@ fn compress(
 /// Bits needed for values up to `max`.
 fn bits(max: u64) -> u8 {
     (64 - max.leading_zeros()) as u8
+}
+
+/// Appends strings PLAIN-encoded (each its length, then its bytes), as a dictionary page and a
+/// plain data page hold them.
+fn put_plain(ids: &[u32], strings: &Strings<'_>, page: &mut Vec<u8>) {
+    for &id in ids {
+        let s = strings.get(id);
+        page.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        page.extend_from_slice(s.as_bytes());
+    }
 }
 
 /// Appends levels as a data page holds them: their length, then their hybrid encoding.

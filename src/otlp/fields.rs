@@ -840,6 +840,7 @@ impl SpanRanges {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::otlp::put_varint;
 
     /// `KeyValue{key, value: AnyValue{field}}` with `field` raw.
     fn kv(key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
@@ -853,23 +854,8 @@ mod tests {
     }
 
     fn push_len(b: &mut Vec<u8>, x: &[u8]) {
-        let mut n = x.len() as u64;
-        while n >= 0x80 {
-            b.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        b.push(n as u8);
+        put_varint(b, x.len() as u64);
         b.extend_from_slice(x);
-    }
-
-    fn varint(mut n: u64) -> Vec<u8> {
-        let mut b = Vec::new();
-        while n >= 0x80 {
-            b.push((n as u8) | 0x80);
-            n >>= 7;
-        }
-        b.push(n as u8);
-        b
     }
 
     fn same(b: &[u8]) {
@@ -922,7 +908,7 @@ mod tests {
             (-5i64) as u64,
         ] {
             let mut v = vec![0x18];
-            v.extend(varint(n));
+            put_varint(&mut v, n);
             values.push(Some(v));
         }
         values.push(Some(vec![0x18, 0x80])); // truncated varint
